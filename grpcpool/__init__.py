@@ -1,0 +1,94 @@
+"""grpcpool: a supervised pool of gRPC client channels.
+
+Start pools under a :class:`Supervisor` (``Supervisor.start(children=[PoolSpec(...)])``)
+or under the process-wide default one (:func:`start`), then take channels with
+:func:`get_channel` or ``pool(name).get_channel().get()``. See the README for
+a tour; :mod:`grpcpool.config`, :mod:`grpcpool.telemetry` and
+:mod:`grpcpool.errors` document the parts.
+"""
+
+import logging
+
+from grpcpool import telemetry
+from grpcpool._api import (
+    PoolProxy,
+    await_ready,
+    get_channel,
+    pool,
+    resize,
+    scale_down,
+    scale_up,
+    start,
+    status,
+    stop,
+)
+from grpcpool._status import PoolStatus, WorkerStatus
+from grpcpool._version import __version__
+from grpcpool.actors import (
+    ChannelWorker,
+    HealthRegistry,
+    PoolSpec,
+    PoolSupervisor,
+    TelemetryReporter,
+)
+from grpcpool.backoff import Backoff
+from grpcpool.config import (
+    Config,
+    ConnectionConfig,
+    EndpointConfig,
+    PoolConfig,
+    RetryConfig,
+    TLSOptions,
+)
+from grpcpool.errors import (
+    ConfigError,
+    GrpcPoolError,
+    NotConnectedError,
+    PoolNotFoundError,
+    PoolTimeoutError,
+)
+from grpcpool.strategy import PowerOfTwo, Random, RoundRobin, Strategy
+from grpcpool.supervisor import ChildSpec, SupervisedActor, Supervisor
+
+__all__ = [
+    "Backoff",
+    "ChannelWorker",
+    "ChildSpec",
+    "Config",
+    "ConfigError",
+    "ConnectionConfig",
+    "EndpointConfig",
+    "GrpcPoolError",
+    "HealthRegistry",
+    "NotConnectedError",
+    "PoolConfig",
+    "PoolNotFoundError",
+    "PoolProxy",
+    "PoolSpec",
+    "PoolStatus",
+    "PoolSupervisor",
+    "PoolTimeoutError",
+    "PowerOfTwo",
+    "Random",
+    "RetryConfig",
+    "RoundRobin",
+    "Strategy",
+    "SupervisedActor",
+    "Supervisor",
+    "TLSOptions",
+    "TelemetryReporter",
+    "WorkerStatus",
+    "__version__",
+    "await_ready",
+    "get_channel",
+    "pool",
+    "resize",
+    "scale_down",
+    "scale_up",
+    "start",
+    "status",
+    "stop",
+    "telemetry",
+]
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -1,0 +1,294 @@
+"""The public pool API: module functions and :class:`PoolProxy`.
+
+Every function takes the pool's name (``"default"`` if omitted) and looks the
+pool up in the process-wide table on each call, so a proxy keeps working
+across a restart of its pool.
+
+``get_channel``, ``status`` and ``stub`` answer from the pool's snapshot in the
+caller's thread. Scaling is an ``ask`` to the pool's supervisor actor.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import threading
+import time
+from typing import Any, TypeVar
+
+import grpc
+import pykka
+from pykka.messages import ProxyCall
+
+from grpcpool._future import LazyFuture, ResolvedFuture
+from grpcpool._pool_state import PoolState, lookup
+from grpcpool._status import PoolStatus
+from grpcpool.actors._pool_supervisor import PoolSpec
+from grpcpool.config import DEFAULT_POOL_NAME, Config
+from grpcpool.errors import GrpcPoolError, PoolNotFoundError, PoolTimeoutError
+from grpcpool.strategy import strategy_name
+from grpcpool.supervisor import Supervisor
+
+__all__ = [
+    "PoolProxy",
+    "await_ready",
+    "get_channel",
+    "pool",
+    "resize",
+    "scale_down",
+    "scale_up",
+    "start",
+    "status",
+    "stop",
+]
+
+T = TypeVar("T")
+
+# Seconds a stop waits for the pool's subtree to wind down.
+_STOP_TIMEOUT = 60.0
+
+
+class PoolProxy:
+    """A handle on a named pool whose methods return pykka futures.
+
+    ``get_channel()``, ``status()`` and ``stub()`` return futures that are
+    already resolved (no actor round trip); ``scale_up``, ``scale_down`` and
+    ``resize`` are answered by the pool's supervisor actor; ``await_ready``
+    waits when its future's ``get`` is called. Errors surface from ``get``.
+    """
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str = DEFAULT_POOL_NAME) -> None:
+        self.name = name
+
+    def get_channel(self) -> pykka.Future[grpc.Channel]:
+        try:
+            return ResolvedFuture(lookup(self.name).get_channel())
+        except GrpcPoolError as error:
+            return ResolvedFuture(error=error)
+
+    def stub(self, stub_class: type[T]) -> pykka.Future[T]:
+        """A ``stub_class`` on a selected channel, cached per channel."""
+        try:
+            return ResolvedFuture(lookup(self.name).stub(stub_class))
+        except GrpcPoolError as error:
+            return ResolvedFuture(error=error)
+
+    def status(self) -> pykka.Future[PoolStatus]:
+        try:
+            return ResolvedFuture(_status_of(lookup(self.name)))
+        except GrpcPoolError as error:
+            return ResolvedFuture(error=error)
+
+    def await_ready(self, timeout: float | None = 10.0, min_ready: int = 1) -> pykka.Future[None]:
+        """Waits, when ``get`` is called, until ``min_ready`` channels are ready."""
+        _check_wait(timeout, min_ready)
+        return LazyFuture(lambda _get_timeout: _await_ready(self.name, timeout, min_ready))
+
+    def scale_up(self, count: int) -> pykka.Future[int]:
+        return self._ask("scale_up", count)
+
+    def scale_down(self, count: int) -> pykka.Future[int]:
+        return self._ask("scale_down", count)
+
+    def resize(self, target: int) -> pykka.Future[int]:
+        return self._ask("resize", target)
+
+    def stop(self) -> pykka.Future[None]:
+        """Stops the pool for good (not restarted). Idempotent."""
+        try:
+            _stop(self.name)
+        except GrpcPoolError as error:
+            return ResolvedFuture(error=error)
+        return ResolvedFuture(None)
+
+    def _ask(self, method: str, argument: Any) -> pykka.Future[int]:
+        try:
+            state = lookup(self.name)
+            owner = state.owner
+            if owner is None:
+                raise PoolNotFoundError(self.name)
+            future: pykka.Future[int] = owner.ask(
+                ProxyCall(attr_path=(method,), args=(argument,), kwargs={}), block=False
+            )
+        except pykka.ActorDeadError:
+            return ResolvedFuture(error=PoolNotFoundError(self.name))
+        except GrpcPoolError as error:
+            return ResolvedFuture(error=error)
+        return future
+
+    def __repr__(self) -> str:
+        try:
+            state = lookup(self.name)
+        except PoolNotFoundError:
+            return f"<PoolProxy {self.name!r} not running>"
+        report = _status_of(state)
+        return (
+            f"<PoolProxy {self.name!r} {report.status} {report.current_size}/"
+            f"{report.expected_size} {strategy_name(state.strategy)}>"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PoolProxy) and other.name == self.name
+
+    def __hash__(self) -> int:
+        return hash((PoolProxy, self.name))
+
+
+def _status_of(state: PoolState) -> PoolStatus:
+    return PoolStatus.of(state.name, state.expected_size, len(state.snapshot), state.workers)
+
+
+def _check_wait(timeout: Any, min_ready: Any) -> None:
+    if timeout is not None and (
+        isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0
+    ):
+        raise ValueError(f"timeout must be None or a number >= 0, got {timeout!r}")
+    if isinstance(min_ready, bool) or not isinstance(min_ready, int) or min_ready < 1:
+        raise ValueError(f"min_ready must be an int >= 1, got {min_ready!r}")
+
+
+def _await_ready(name: str, timeout: float | None, min_ready: int) -> None:
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        state = lookup(name)
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if state.wait_ready(min_ready, remaining):
+            return
+        if not state.closed or (deadline is not None and time.monotonic() >= deadline):
+            break
+        # The pool was restarted under us: wait on its successor.
+    raise PoolTimeoutError(
+        name, f"{len(state.snapshot)} of {min_ready} required channels ready after {timeout}s"
+    )
+
+
+# --- the process-wide default supervisor (the Elixir start_link) -------------
+
+_default_lock = threading.RLock()
+_default_supervisor: pykka.ActorRef[Any] | None = None
+
+
+def _default() -> pykka.ActorRef[Any]:
+    global _default_supervisor
+    if _default_supervisor is None or not _default_supervisor.is_alive():
+        _default_supervisor = Supervisor.start(name="grpcpool", max_restarts=10, max_seconds=10.0)
+    return _default_supervisor
+
+
+def _stop_default_if_idle() -> None:
+    global _default_supervisor
+    supervisor = _default_supervisor
+    if supervisor is None:
+        return
+    if supervisor.is_alive() and supervisor.proxy().count_children().get()["specs"] > 0:
+        return
+    _default_supervisor = None
+    supervisor.stop(timeout=_STOP_TIMEOUT)
+
+
+@atexit.register
+def _stop_default() -> None:
+    global _default_supervisor
+    with _default_lock:
+        supervisor, _default_supervisor = _default_supervisor, None
+    if supervisor is not None and supervisor.is_alive():
+        supervisor.stop(timeout=_STOP_TIMEOUT)
+
+
+def start(config: Config, name: str | None = None) -> PoolProxy:
+    """Starts a pool under the process-wide default supervisor.
+
+    Returns once every worker has started (not necessarily connected: see
+    :func:`await_ready`).
+
+    Raises:
+        ConfigError: A pool of that name is already running.
+    """
+    spec = PoolSpec(config, name)
+    with _default_lock:
+        supervisor = _default()
+        try:
+            supervisor.proxy().start_child(spec).get()
+        except BaseException:
+            _stop_default_if_idle()
+            raise
+    return PoolProxy(spec.pool_name)
+
+
+def _stop(name: str) -> None:
+    try:
+        state = lookup(name)
+    except PoolNotFoundError:
+        return
+    parent, child_id, owner = state.parent, state.child_id, state.owner
+    if parent is not None and child_id is not None and parent.is_alive():
+        with contextlib.suppress(LookupError, pykka.ActorDeadError):  # stopped meanwhile
+            parent.proxy().terminate_child(child_id).get(timeout=_STOP_TIMEOUT)
+    elif owner is not None:
+        owner.stop(timeout=_STOP_TIMEOUT)
+    with _default_lock:
+        default = _default_supervisor
+        if parent is not None and default is not None and parent.actor_urn == default.actor_urn:
+            _stop_default_if_idle()
+
+
+def pool(name: str = DEFAULT_POOL_NAME) -> PoolProxy:
+    """A proxy to the running pool ``name``.
+
+    Raises:
+        PoolNotFoundError: No such pool is running.
+    """
+    lookup(name)
+    return PoolProxy(name)
+
+
+def get_channel(name: str = DEFAULT_POOL_NAME) -> grpc.Channel:
+    """A ready channel of pool ``name``: the hot path.
+
+    Raises:
+        PoolNotFoundError: No such pool is running.
+        NotConnectedError: The pool has no ready channel.
+    """
+    return lookup(name).get_channel()
+
+
+def status(name: str = DEFAULT_POOL_NAME) -> PoolStatus:
+    """The pool's health now."""
+    return _status_of(lookup(name))
+
+
+def await_ready(
+    name: str = DEFAULT_POOL_NAME, timeout: float | None = 10.0, min_ready: int = 1
+) -> None:
+    """Blocks until ``min_ready`` channels of pool ``name`` are ready.
+
+    Woken by the pool's state changes, not by polling.
+
+    Raises:
+        PoolTimeoutError: Not ready within ``timeout`` seconds.
+        PoolNotFoundError: No such pool is running.
+    """
+    _check_wait(timeout, min_ready)
+    _await_ready(name, timeout, min_ready)
+
+
+def scale_up(name: str, count: int) -> int:
+    """Adds ``count`` workers; returns the new expected size."""
+    return PoolProxy(name).scale_up(count).get(timeout=_STOP_TIMEOUT)
+
+
+def scale_down(name: str, count: int) -> int:
+    """Removes ``count`` workers (never below 1); returns the new expected size."""
+    return PoolProxy(name).scale_down(count).get(timeout=_STOP_TIMEOUT)
+
+
+def resize(name: str, target: int) -> int:
+    """Scales to ``target`` workers; returns the new expected size."""
+    return PoolProxy(name).resize(target).get(timeout=_STOP_TIMEOUT)
+
+
+def stop(name: str = DEFAULT_POOL_NAME) -> None:
+    """Stops pool ``name`` for good; it is removed, not restarted. Idempotent."""
+    _stop(name)

@@ -1,0 +1,178 @@
+"""The state a pool shares with its callers, and the process-wide pool table.
+
+:class:`PoolState` is what the hot path reads. Its ``snapshot`` (a tuple of
+ready channels) and ``workers`` (a tuple of per-worker records) are immutable
+and replaced whole, with one reference assignment each, by the pool's
+HealthRegistry actor, which is their only writer. A reader therefore sees an
+old or a new tuple, never a half-built one, and needs no lock.
+
+The pool table maps names to states. It is read without a lock (a dict lookup
+is atomic under the GIL) and changed under one, by pool supervisors claiming
+and releasing their names.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from typing import Any
+
+import grpc
+import pykka
+
+from grpcpool import telemetry
+from grpcpool._status import WorkerStatus
+from grpcpool.config import Config
+from grpcpool.errors import ConfigError, NotConnectedError, PoolNotFoundError
+from grpcpool.strategy import Strategy, resolve_strategy
+
+__all__ = ["PoolState", "claim", "lookup", "release"]
+
+
+class PoolState:
+    """One running pool, as seen from outside its actors.
+
+    Attributes:
+        name: The pool's name, unique in the process.
+        config: Its configuration.
+        strategy: Picks an index into ``snapshot``.
+        snapshot: The ready channels; replaced whole by the HealthRegistry.
+        workers: Per-worker records; replaced whole by the HealthRegistry.
+        expected_size: The number of workers the pool is meant to have.
+        changed: Notified whenever ``snapshot`` changes or the pool closes.
+        closed: Set once the pool has been stopped.
+        owner: The PoolSupervisor actor that runs the pool.
+        parent: The supervisor that started the PoolSupervisor, if known.
+        child_id: The pool's id among its parent's children.
+    """
+
+    def __init__(self, name: str, config: Config) -> None:
+        self.name = name
+        self.config = config
+        self.strategy: Strategy = resolve_strategy(config.pool.strategy)
+        init = getattr(self.strategy, "init", None)
+        if callable(init):
+            init(name, config.pool.size)
+        self.snapshot: tuple[grpc.Channel, ...] = ()
+        self.workers: tuple[WorkerStatus, ...] = ()
+        self.expected_size = config.pool.size
+        self.changed = threading.Condition()
+        self.closed = False
+        self.owner: pykka.ActorRef[Any] | None = None
+        self.parent: pykka.ActorRef[Any] | None = None
+        self.child_id: str | None = None
+        self.registry: pykka.ActorRef[Any] | None = None
+        self.stubs: dict[tuple[grpc.Channel, type[Any]], Any] = {}
+        self._sample_rate = config.pool.telemetry_sample_rate
+        self._calls = itertools.count()
+
+    def get_channel(self) -> grpc.Channel:
+        """The hot path: pick a ready channel from the current snapshot.
+
+        Raises:
+            NotConnectedError: No channel is ready.
+        """
+        channels = self.snapshot
+        count = len(channels)
+        if count == 0:
+            raise NotConnectedError(self.name)
+        channel = channels[self.strategy.select(count)] if count > 1 else channels[0]
+        if telemetry.pool_get_channel.receivers and self._sampled():
+            telemetry.emit(
+                telemetry.pool_get_channel,
+                self.name,
+                {},
+                {"pool_name": self.name, "available_channels": count},
+            )
+        return channel
+
+    def _sampled(self) -> bool:
+        rate = self._sample_rate
+        if rate <= 1:
+            return rate == 1
+        return next(self._calls) % rate == 0
+
+    def stub(self, stub_class: type[Any]) -> Any:
+        """A stub of ``stub_class`` on a selected channel, built once per channel."""
+        channel = self.get_channel()
+        key = (channel, stub_class)
+        stub = self.stubs.get(key)
+        if stub is None:
+            stub = stub_class(channel)
+            self.stubs[key] = stub
+        return stub
+
+    def publish(
+        self, snapshot: tuple[grpc.Channel, ...], workers: tuple[WorkerStatus, ...]
+    ) -> None:
+        """Swaps in a new snapshot and wakes the waiters (HealthRegistry only)."""
+        if self.closed:
+            return  # workers leaving a stopped pool must not refill it
+        if snapshot != self.snapshot:
+            live = set(snapshot)
+            # Stubs of channels that left the snapshot would keep them alive.
+            self.stubs = {key: stub for key, stub in self.stubs.items() if key[0] in live}
+        self.workers = workers
+        self.snapshot = snapshot
+        with self.changed:
+            self.changed.notify_all()
+
+    def close(self) -> None:
+        """Marks the pool stopped: empty snapshot, waiters woken."""
+        self.closed = True
+        self.snapshot = ()
+        self.stubs = {}
+        with self.changed:
+            self.changed.notify_all()
+
+    def wait_ready(self, min_ready: int, timeout: float | None) -> bool:
+        """Blocks until ``min_ready`` channels are ready; false on timeout or close."""
+        with self.changed:
+            self.changed.wait_for(
+                lambda: self.closed or len(self.snapshot) >= min_ready, timeout=timeout
+            )
+        return not self.closed and len(self.snapshot) >= min_ready
+
+
+_pools: dict[str, PoolState] = {}
+_pools_lock = threading.Lock()
+
+
+def lookup(name: str) -> PoolState:
+    """The running pool called ``name``.
+
+    Raises:
+        PoolNotFoundError: No pool of that name is running.
+    """
+    state = _pools.get(name)
+    if state is None:
+        raise PoolNotFoundError(name)
+    return state
+
+
+def claim(state: PoolState) -> None:
+    """Registers ``state`` under its name.
+
+    A name whose previous owner has ended (a pool supervisor being restarted)
+    may be taken over; a name held by a live or still-starting pool may not.
+
+    Raises:
+        ConfigError: The name is in use.
+    """
+    with _pools_lock:
+        current = _pools.get(state.name)
+        if current is not None and (current.owner is None or current.owner.is_alive()):
+            raise ConfigError("pool.name", f"a pool named {state.name!r} is already running")
+        _pools[state.name] = state
+
+
+def release(state: PoolState) -> None:
+    """Removes ``state`` from the table if it is still the one registered."""
+    with _pools_lock:
+        if _pools.get(state.name) is state:
+            del _pools[state.name]
+
+
+def names() -> list[str]:
+    """The names of the running pools."""
+    return list(_pools)

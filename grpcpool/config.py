@@ -1,0 +1,366 @@
+"""Pool configuration: immutable, validated, with the Elixir defaults.
+
+A :class:`Config` has three frozen sections, mirroring the Elixir keyword
+lists: :class:`EndpointConfig` (where to connect and how), :class:`PoolConfig`
+(how many channels and how to pick one) and :class:`ConnectionConfig` (how each
+channel is kept alive, checked and reconnected). Every default lives in this
+module and nowhere else. Times are seconds as floats.
+
+Validation happens when a section is built, so an invalid ``Config`` cannot
+exist; each failure raises :class:`~grpcpool.errors.ConfigError` naming the
+dotted key, e.g. ``endpoint.port``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from grpcpool._config_checks import (
+    check_bool,
+    check_float,
+    check_int,
+    check_keys,
+    check_optional_float,
+    normalize_tls,
+)
+from grpcpool._tls import TLSOptions
+from grpcpool.errors import ConfigError
+from grpcpool.strategy import STRATEGY_NAMES, Strategy
+
+__all__ = [
+    "Config",
+    "ConnectionConfig",
+    "EndpointConfig",
+    "PoolConfig",
+    "RetryConfig",
+    "TLSOptions",
+]
+
+# --- defaults (the Elixir library's, converted to seconds) -------------------
+DEFAULT_TYPE = "production"
+DEFAULT_POOL_SIZE = 5
+DEFAULT_MAX_POOL_SIZE = 1024
+DEFAULT_POOL_NAME = "default"
+DEFAULT_STRATEGY = "round_robin"
+DEFAULT_TELEMETRY_INTERVAL = 5.0
+DEFAULT_TELEMETRY_SAMPLE_RATE = 1
+DEFAULT_KEEPALIVE = 30.0
+# Not in the Elixir table: how long a keepalive or HTTP/2 ping may go
+# unanswered before the connection is declared dead (black-hole detection).
+DEFAULT_KEEPALIVE_TIMEOUT = 10.0
+DEFAULT_PING_INTERVAL = 25.0
+DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_BACKOFF_MIN = 1.0
+DEFAULT_BACKOFF_MAX = 30.0
+DEFAULT_MAX_RECONNECT_ATTEMPTS = 5
+DEFAULT_RETRY_MAX_ATTEMPTS = 3
+DEFAULT_RETRY_BASE_DELAY = 1.0
+DEFAULT_RETRY_MAX_DELAY = 10.0
+# grpcio moves a channel with no RPCs for 30 minutes to IDLE, which would look
+# exactly like a dropped connection; a pool keeps its channels connected.
+_NEVER_IDLE_MS = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class RetryConfig:
+    """Retry settings carried for parity with the Elixir configuration.
+
+    grpcpool does not retry calls itself; the values are available to callers
+    that build their own retry policy.
+    """
+
+    max_attempts: int = DEFAULT_RETRY_MAX_ATTEMPTS
+    base_delay: float = DEFAULT_RETRY_BASE_DELAY
+    max_delay: float = DEFAULT_RETRY_MAX_DELAY
+
+    def __post_init__(self) -> None:
+        check_int("endpoint.retry_config.max_attempts", self.max_attempts, minimum=1)
+        check_float("endpoint.retry_config.base_delay", self.base_delay, minimum=0.0)
+        check_float("endpoint.retry_config.max_delay", self.max_delay, minimum=0.0)
+        if self.max_delay < self.base_delay:
+            raise ConfigError("endpoint.retry_config.max_delay", "must be >= base_delay")
+
+
+@dataclass(frozen=True)
+class EndpointConfig:
+    """Where the pool connects and with which transport security.
+
+    ``ssl`` accepts ``True`` (TLS, system roots), a :class:`TLSOptions`, or a
+    mapping of its fields; ``credentials`` (a ``grpc.ChannelCredentials``)
+    overrides ``ssl``. A ``"production"`` endpoint must use one of the two:
+    plaintext to production is refused.
+    """
+
+    host: str
+    port: int
+    type: str = DEFAULT_TYPE
+    ssl: TLSOptions | None = None
+    credentials: grpc.ChannelCredentials | None = None
+    interceptors: tuple[Any, ...] = ()
+    options: tuple[tuple[str, Any], ...] = ()
+    retry_config: RetryConfig | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.host, str) or not self.host.strip():
+            raise ConfigError("endpoint.host", "is required (a non-empty string)")
+        check_int("endpoint.port", self.port, minimum=1, maximum=65535)
+        if not isinstance(self.type, str) or not self.type:
+            raise ConfigError("endpoint.type", "must be a non-empty string")
+        object.__setattr__(self, "ssl", normalize_tls("endpoint.ssl", self.ssl))
+        if self.credentials is not None and not isinstance(
+            self.credentials, grpc.ChannelCredentials
+        ):
+            raise ConfigError("endpoint.credentials", "must be a grpc.ChannelCredentials")
+        if self.type == "production" and self.ssl is None and self.credentials is None:
+            raise ConfigError(
+                "endpoint.ssl",
+                "a production endpoint needs ssl or credentials (plaintext to production "
+                "is refused); pass ssl=True for TLS with the system roots, "
+                "or type='local' for plaintext",
+            )
+        object.__setattr__(self, "interceptors", tuple(self.interceptors or ()))
+        options = tuple(tuple(option) for option in (self.options or ()))
+        for option in options:
+            if len(option) != 2 or not isinstance(option[0], str):
+                raise ConfigError(
+                    "endpoint.options", f"expected (name, value) pairs, got {option!r}"
+                )
+        object.__setattr__(self, "options", options)
+        retry: Any = self.retry_config
+        if isinstance(retry, Mapping):
+            check_keys("endpoint.retry_config", retry, _field_names(RetryConfig))
+            object.__setattr__(self, "retry_config", RetryConfig(**retry))
+        elif retry is not None and not isinstance(retry, RetryConfig):
+            raise ConfigError("endpoint.retry_config", "must be a RetryConfig or a mapping")
+
+    @property
+    def target(self) -> str:
+        """The grpc target, ``host:port`` (IPv6 literals in brackets)."""
+        host = self.host
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"{host}:{self.port}"
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.ssl is not None or self.credentials is not None
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    """How many channels the pool keeps and how ``get_channel`` picks one."""
+
+    size: int = DEFAULT_POOL_SIZE
+    max_size: int = DEFAULT_MAX_POOL_SIZE
+    name: str | None = None
+    strategy: str | Strategy = DEFAULT_STRATEGY
+    telemetry_interval: float = DEFAULT_TELEMETRY_INTERVAL
+    telemetry_sample_rate: int = DEFAULT_TELEMETRY_SAMPLE_RATE
+
+    def __post_init__(self) -> None:
+        check_int("pool.max_size", self.max_size, minimum=1)
+        check_int("pool.size", self.size, minimum=1)
+        if self.size > self.max_size:
+            raise ConfigError("pool.size", f"{self.size} is over pool.max_size ({self.max_size})")
+        if self.name is not None and (not isinstance(self.name, str) or not self.name):
+            raise ConfigError("pool.name", "must be a non-empty string or None")
+        if isinstance(self.strategy, str):
+            if self.strategy not in STRATEGY_NAMES:
+                known = ", ".join(STRATEGY_NAMES)
+                raise ConfigError("pool.strategy", f"unknown {self.strategy!r} (known: {known})")
+        elif not callable(getattr(self.strategy, "select", None)):
+            raise ConfigError("pool.strategy", "must be a strategy name or have select(count)")
+        check_float("pool.telemetry_interval", self.telemetry_interval, minimum=0.0, strict=True)
+        check_int("pool.telemetry_sample_rate", self.telemetry_sample_rate, minimum=0)
+
+
+@dataclass(frozen=True)
+class ConnectionConfig:
+    """How each channel is kept alive, checked, and reconnected."""
+
+    keepalive: float | None = DEFAULT_KEEPALIVE
+    keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT
+    ping_interval: float | None = DEFAULT_PING_INTERVAL
+    health_check: bool = True
+    health_service: str = ""
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    suppress_connection_errors: bool = False
+    backoff_min: float = DEFAULT_BACKOFF_MIN
+    backoff_max: float = DEFAULT_BACKOFF_MAX
+    max_reconnect_attempts: int = DEFAULT_MAX_RECONNECT_ATTEMPTS
+
+    def __post_init__(self) -> None:
+        check_optional_float("connection.keepalive", self.keepalive, strict=True)
+        check_float("connection.keepalive_timeout", self.keepalive_timeout, strict=True)
+        check_optional_float("connection.ping_interval", self.ping_interval, strict=True)
+        check_bool("connection.health_check", self.health_check)
+        if not isinstance(self.health_service, str):
+            raise ConfigError("connection.health_service", "must be a string")
+        check_float("connection.connect_timeout", self.connect_timeout, strict=True)
+        check_bool("connection.suppress_connection_errors", self.suppress_connection_errors)
+        check_float("connection.backoff_min", self.backoff_min, strict=True)
+        check_float("connection.backoff_max", self.backoff_max, strict=True)
+        if self.backoff_max < self.backoff_min:
+            raise ConfigError(
+                "connection.backoff_max",
+                f"{self.backoff_max} is below connection.backoff_min ({self.backoff_min})",
+            )
+        check_int("connection.max_reconnect_attempts", self.max_reconnect_attempts, minimum=1)
+
+
+def _field_names(cls: type) -> frozenset[str]:
+    return frozenset(f.name for f in dataclasses.fields(cls))
+
+
+@dataclass(frozen=True)
+class Config:
+    """A complete, validated pool configuration.
+
+    Build one with :meth:`local`, :meth:`production`, :meth:`new`,
+    :meth:`from_mapping` or :meth:`from_env`; change one with
+    :func:`dataclasses.replace` on a section.
+    """
+
+    endpoint: EndpointConfig
+    pool: PoolConfig = field(default_factory=PoolConfig)
+    connection: ConnectionConfig = field(default_factory=ConnectionConfig)
+
+    @classmethod
+    def new(
+        cls,
+        endpoint: Mapping[str, Any],
+        pool: Mapping[str, Any] | None = None,
+        connection: Mapping[str, Any] | None = None,
+    ) -> Config:
+        """Builds a config from one mapping per section (the Elixir keyword lists).
+
+        Raises:
+            ConfigError: A key is unknown, missing or invalid.
+        """
+        sections = {"endpoint": endpoint, "pool": pool or {}, "connection": connection or {}}
+        for section, values in sections.items():
+            if not isinstance(values, Mapping):
+                raise ConfigError(section, "must be a mapping of keys to values")
+        check_keys("endpoint", endpoint, _field_names(EndpointConfig))
+        check_keys("pool", sections["pool"], _field_names(PoolConfig))
+        check_keys("connection", sections["connection"], _field_names(ConnectionConfig))
+        for required in ("host", "port"):
+            if required not in endpoint:
+                raise ConfigError(f"endpoint.{required}", "is required")
+        return cls(
+            endpoint=EndpointConfig(**endpoint),
+            pool=PoolConfig(**sections["pool"]),
+            connection=ConnectionConfig(**sections["connection"]),
+        )
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any]) -> Config:
+        """Builds a config from ``{"endpoint": {...}, "pool": {...}, "connection": {...}}``.
+
+        This is the shape of a TOML, YAML or JSON document, and of the Elixir
+        application environment.
+        """
+        if not isinstance(mapping, Mapping):
+            raise ConfigError("config", "must be a mapping with an 'endpoint' section")
+        check_keys("config", mapping, frozenset({"endpoint", "pool", "connection"}))
+        if "endpoint" not in mapping:
+            raise ConfigError("endpoint", "section is required")
+        return cls.new(mapping["endpoint"], mapping.get("pool"), mapping.get("connection"))
+
+    @classmethod
+    def from_env(cls, prefix: str = "GRPCPOOL", environ: Mapping[str, str] | None = None) -> Config:
+        """Builds a config from environment variables such as ``GRPCPOOL_HOST``.
+
+        See :mod:`grpcpool._config_env` for the variable names.
+        """
+        from grpcpool._config_env import mapping_from_env
+
+        return cls.from_mapping(mapping_from_env(prefix, environ))
+
+    @classmethod
+    def production(
+        cls,
+        host: str,
+        port: int = 443,
+        pool_size: int = DEFAULT_POOL_SIZE,
+        pool_name: str | None = None,
+        ssl: TLSOptions | Mapping[str, Any] | bool | None = None,
+    ) -> Config:
+        """TLS to a remote service, verifying the peer against the system roots
+        unless ``ssl`` names other roots or a client certificate."""
+        tls = True if ssl is None else ssl
+        return cls.new(
+            endpoint={"type": "production", "host": host, "port": port, "ssl": tls},
+            pool={"size": pool_size, "name": pool_name},
+        )
+
+    @classmethod
+    def local(
+        cls,
+        host: str = "localhost",
+        port: int = 9090,
+        pool_size: int = 3,
+        pool_name: str | None = None,
+    ) -> Config:
+        """Plaintext to a local server or emulator."""
+        return cls.new(
+            endpoint={"type": "local", "host": host, "port": port},
+            pool={"size": pool_size, "name": pool_name},
+        )
+
+    # --- what a worker needs to build its channel ---------------------------
+
+    def channel_options(self) -> tuple[tuple[str, Any], ...]:
+        """The grpc channel arguments for one worker's channel.
+
+        ``grpc.use_local_subchannel_pool`` makes every channel its own TCP
+        connection; without it grpcio shares one connection between channels
+        with identical arguments, and a pool of N would be one connection.
+        User ``endpoint.options`` come last and win.
+        """
+        connection = self.connection
+        options: dict[str, Any] = {
+            "grpc.use_local_subchannel_pool": 1,
+            "grpc.client_idle_timeout_ms": _NEVER_IDLE_MS,
+            "grpc.initial_reconnect_backoff_ms": _ms(connection.backoff_min),
+            "grpc.min_reconnect_backoff_ms": _ms(connection.backoff_min),
+            "grpc.max_reconnect_backoff_ms": _ms(connection.backoff_max),
+        }
+        if connection.keepalive is not None:
+            timeout_ms = _ms(connection.keepalive_timeout)
+            options["grpc.keepalive_time_ms"] = _ms(connection.keepalive)
+            options["grpc.keepalive_timeout_ms"] = timeout_ms
+            # Without this grpcio takes about a minute to notice a silent peer.
+            options["grpc.http2.ping_timeout_ms"] = timeout_ms
+            # Keepalive pings only while calls are open: a server with default
+            # settings answers idle pings more often than every 5 minutes with
+            # a too_many_pings GOAWAY. Idle channels are checked by the health
+            # ping instead, which is a call and so always allowed.
+            options["grpc.keepalive_permit_without_calls"] = 0
+        tls = self.endpoint.ssl
+        if tls is not None and tls.server_hostname is not None:
+            options["grpc.ssl_target_name_override"] = tls.server_hostname
+        options.update(dict(self.endpoint.options))
+        return tuple(options.items())
+
+    def channel_credentials(self) -> grpc.ChannelCredentials | None:
+        """The credentials for a secure channel, or ``None`` for plaintext."""
+        endpoint = self.endpoint
+        if endpoint.credentials is not None:
+            return endpoint.credentials
+        if endpoint.ssl is None:
+            return None
+        return endpoint.ssl.channel_credentials()
+
+    def pool_name(self, override: str | None = None) -> str:
+        """The pool's name: the override, else ``pool.name``, else ``"default"``."""
+        return override or self.pool.name or DEFAULT_POOL_NAME
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))

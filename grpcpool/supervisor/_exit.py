@@ -1,0 +1,136 @@
+"""Noticing that an actor ended, and why.
+
+pykka has no links or monitors. What every pykka actor does have is its
+``actor_stopped`` event, set on the actor's own thread when it stops for any
+reason (a requested stop, an exception in a message, an exception in
+``on_start``). :func:`watch_exit` wraps that event's ``set`` so a callback runs
+right there: no polling thread, and nothing blocks the supervisor's inbox.
+
+:class:`SupervisedActor` adds the *why*: it records the exception that ended
+it, including one raised by ``on_start``, which pykka logs but never passes to
+``on_failure``. For any other actor the reason is unknown.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import pykka
+
+__all__ = ["ExitReason", "ExitWatch", "SupervisedActor", "watch_exit"]
+
+# Name of the attribute a SupervisedActor sets on its actor_stopped event.
+_REASON_ATTRIBUTE = "grpcpool_exit_error"
+
+
+@dataclass(frozen=True)
+class ExitReason:
+    """Why an actor ended.
+
+    Attributes:
+        known: ``True`` when the actor reported it (a ``SupervisedActor``).
+        error: The exception that ended it, or ``None`` for a normal stop
+            (or an unknown reason when ``known`` is false).
+    """
+
+    known: bool
+    error: BaseException | None = None
+
+    @property
+    def normal(self) -> bool:
+        return self.known and self.error is None
+
+    def describe(self) -> str:
+        if not self.known:
+            return "stopped without being asked"
+        if self.error is None:
+            return "normal"
+        return f"{type(self.error).__name__}: {self.error}"
+
+
+class SupervisedActor(pykka.ThreadingActor):
+    """A pykka actor that tells its supervisor why it ended.
+
+    Use it as the base class of any actor whose crashes should be told apart
+    from normal stops: a crash restarts a ``transient`` child, a normal stop
+    does not. Subclasses override ``on_start``, ``on_receive``, ``on_stop``
+    and ``on_failure`` as with any pykka actor.
+    """
+
+    def _handle_failure(
+        self,
+        exception_type: type[BaseException] | None,
+        exception_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        # pykka calls this for every failure, from on_start as well as from a
+        # message, just before it sets actor_stopped; so the reason is in
+        # place when the watchers run. A failure after the stop (in on_stop)
+        # does not change a reason already reported.
+        if not self.actor_stopped.is_set():
+            setattr(self.actor_stopped, _REASON_ATTRIBUTE, exception_value)
+        super()._handle_failure(exception_type, exception_value, traceback)
+
+
+def exit_reason(ref: pykka.ActorRef[Any]) -> ExitReason:
+    """The reason an ended actor gave, as far as it is known."""
+    if not issubclass(ref.actor_class, SupervisedActor):
+        return ExitReason(known=False)
+    return ExitReason(known=True, error=getattr(ref.actor_stopped, _REASON_ATTRIBUTE, None))
+
+
+class ExitWatch:
+    """Runs a callback once, when the watched actor ends.
+
+    Attributes:
+        thread: The thread the actor ran on, once it has ended (``None`` if
+            it had already ended when the watch began).
+    """
+
+    def __init__(self, ref: pykka.ActorRef[Any], callback: Callable[[ExitReason], None]) -> None:
+        self._ref = ref
+        self._callback = callback
+        self._lock = threading.Lock()
+        self._fired = False
+        self.thread: threading.Thread | None = None
+        event = ref.actor_stopped
+        original_set = event.set
+
+        def set_and_notify() -> None:
+            original_set()
+            self._fire(threading.current_thread())
+
+        event.set = set_and_notify  # type: ignore[method-assign]
+        if event.is_set():
+            # It ended before the wrapper was in place.
+            self._fire(None)
+
+    def _fire(self, thread: threading.Thread | None) -> None:
+        with self._lock:
+            if self._fired:
+                return
+            self._fired = True
+            self.thread = thread
+        self._callback(exit_reason(self._ref))
+
+    def join(self, timeout: float) -> bool:
+        """Waits up to ``timeout`` for the actor's thread to finish; true if it did."""
+        thread = self.thread
+        if thread is None or thread is threading.current_thread():
+            return True
+        thread.join(timeout)
+        return not thread.is_alive()
+
+
+def watch_exit(ref: pykka.ActorRef[Any], callback: Callable[[ExitReason], None]) -> ExitWatch:
+    """Calls ``callback(reason)`` once when the actor behind ``ref`` ends.
+
+    The callback runs on the ending actor's thread (or at once on the caller's
+    thread if it has already ended). It must be quick and must not block:
+    ``tell`` a message to whoever cares.
+    """
+    return ExitWatch(ref, callback)

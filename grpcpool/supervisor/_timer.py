@@ -1,0 +1,147 @@
+"""Delayed messages to actors: the Erlang ``send_after`` for pykka.
+
+No actor in grpcpool sleeps. A worker that wants to reconnect in 3 seconds asks
+the scheduler to ``tell`` it a message in 3 seconds and goes back to its inbox,
+so it can still be stopped or pinged meanwhile.
+
+One process-wide thread serves every timer. It starts when the first timer is
+scheduled and exits as soon as no timer is pending, so an idle process (or a
+test that stopped everything) has no timer thread left.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import math
+import threading
+import time
+from typing import Any
+
+import pykka
+
+__all__ = ["TimerHandle", "cancel_all", "send_after"]
+
+_log = logging.getLogger(__name__)
+
+
+class TimerHandle:
+    """A pending delayed message; :meth:`cancel` it to prevent delivery."""
+
+    __slots__ = ("_cancelled", "deadline", "message", "sequence", "target")
+
+    def __init__(self, deadline: float, sequence: int, target: pykka.ActorRef[Any], message: Any):
+        self.deadline = deadline
+        self.sequence = sequence
+        self.target = target
+        self.message = message
+        self._cancelled = False
+
+    def __lt__(self, other: TimerHandle) -> bool:
+        return (self.deadline, self.sequence) < (other.deadline, other.sequence)
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    def cancel(self) -> None:
+        """Prevents delivery if it has not happened yet. Idempotent."""
+        _scheduler.cancel(self)
+
+    def __repr__(self) -> str:
+        state = (
+            "cancelled" if self._cancelled else f"due in {self.deadline - time.monotonic():.3f}s"
+        )
+        return f"<TimerHandle {type(self.message).__name__} {state}>"
+
+
+class _Scheduler:
+    """A heap of pending timers served by one thread that lives while it is non-empty."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._heap: list[TimerHandle] = []
+        self._sequence = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def schedule(self, delay: float, target: pykka.ActorRef[Any], message: Any) -> TimerHandle:
+        # NaN would break the heap order; inf would crash the timer thread.
+        if not math.isfinite(delay) or delay < 0:
+            raise ValueError(f"delay must be a finite number >= 0, got {delay!r}")
+        handle = TimerHandle(time.monotonic() + delay, next(self._sequence), target, message)
+        with self._condition:
+            heapq.heappush(self._heap, handle)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="grpcpool-timer", daemon=True
+                )
+                self._thread.start()
+            elif self._heap[0] is handle:
+                self._condition.notify()
+        return handle
+
+    def cancel(self, handle: TimerHandle) -> None:
+        with self._condition:
+            if handle._cancelled:
+                return
+            handle._cancelled = True
+            # Removing it (rather than skipping it when due) lets the thread
+            # exit as soon as nothing live is pending.
+            try:
+                self._heap.remove(handle)
+            except ValueError:
+                return
+            heapq.heapify(self._heap)
+            self._condition.notify()
+
+    def cancel_all(self) -> None:
+        with self._condition:
+            for handle in self._heap:
+                handle._cancelled = True
+            self._heap.clear()
+            self._condition.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._condition:
+                while True:
+                    if not self._heap:
+                        self._thread = None
+                        return
+                    wait = self._heap[0].deadline - time.monotonic()
+                    if wait <= 0:
+                        handle = heapq.heappop(self._heap)
+                        break
+                    # A wait over TIMEOUT_MAX raises OverflowError, which would
+                    # end this thread and strand every timer in the process.
+                    self._condition.wait(min(wait, threading.TIMEOUT_MAX))
+            self._deliver(handle)
+
+    @staticmethod
+    def _deliver(handle: TimerHandle) -> None:
+        if handle._cancelled:
+            return
+        try:
+            handle.target.tell(handle.message)
+        except pykka.ActorDeadError:
+            pass  # the actor ended meanwhile; its timers die with it
+        except Exception:
+            _log.exception("delivering %r failed", handle)
+
+
+_scheduler = _Scheduler()
+
+
+def send_after(delay: float, target: pykka.ActorRef[Any], message: Any) -> TimerHandle:
+    """Tells ``message`` to ``target`` after ``delay`` seconds.
+
+    Delivery goes through ``tell``, so the message is handled on the actor's
+    own thread like any other; an actor that has stopped meanwhile is skipped.
+    """
+    return _scheduler.schedule(delay, target, message)
+
+
+def cancel_all() -> None:
+    """Cancels every pending timer (for process shutdown and test teardown)."""
+    _scheduler.cancel_all()

@@ -1,0 +1,117 @@
+"""Telemetry: one blinker signal per event of the Elixir library.
+
+Each signal lives in blinker's default namespace under the Elixir event name
+joined with dots, so ``blinker.signal("grpc_connection_pool.channel.connected")``
+and :data:`channel_connected` are the same object. Subscribe with
+``telemetry.channel_connected.connect(receiver)``; the sender is the pool name
+(or the supervisor's name for the ``supervisor.*`` events) and receivers get the
+keyword arguments ``measurements`` and ``metadata`` (both dicts).
+
+Events, without the common ``grpc_connection_pool.`` prefix, as
+``name: measurements | metadata``:
+
+- ``pool.init``: pool_size | pool_name, endpoint (``"host:port"``)
+- ``pool.get_channel``: (none) | pool_name, available_channels
+- ``pool.scale_up``: duration, requested, succeeded, failed, new_size | pool_name
+- ``pool.scale_down``: duration, requested, terminated, new_size | pool_name
+- ``pool.status``: expected_size, current_size | pool_name
+- ``channel.connected``: duration | pool_name, worker_id
+- ``channel.connection_failed``: duration | pool_name, worker_id, error
+- ``channel.disconnected``: duration | pool_name, worker_id, reason
+- ``channel.ping``: duration | pool_name, worker_id, result (``"ok"``/``"error"``)
+- ``channel.connection_down``: (none) | pool_name, worker_id, reason
+- ``channel.reconnect_scheduled``: delay_ms, attempt | pool_name, worker_id, reason
+- ``supervisor.child_restarted``: restarts | supervisor, child_id, reason
+- ``supervisor.shutdown``: restarts | supervisor, reason
+
+``duration`` is in seconds (float); ``delay_ms`` keeps its Elixir name and unit.
+``pool.get_channel`` is sampled by ``pool.telemetry_sample_rate``.
+
+Receivers run on whichever thread emits: an actor's thread for most events, the
+caller's thread for ``pool.get_channel``. A receiver should be quick and must
+not block on the pool it observes.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import blinker
+
+__all__ = [
+    "EVENTS",
+    "channel_connected",
+    "channel_connection_down",
+    "channel_connection_failed",
+    "channel_disconnected",
+    "channel_ping",
+    "channel_reconnect_scheduled",
+    "emit",
+    "pool_get_channel",
+    "pool_init",
+    "pool_scale_down",
+    "pool_scale_up",
+    "pool_status",
+    "supervisor_child_restarted",
+    "supervisor_shutdown",
+]
+
+_log = logging.getLogger(__name__)
+
+_PREFIX = "grpc_connection_pool"
+
+pool_init = blinker.signal(f"{_PREFIX}.pool.init")
+pool_get_channel = blinker.signal(f"{_PREFIX}.pool.get_channel")
+pool_scale_up = blinker.signal(f"{_PREFIX}.pool.scale_up")
+pool_scale_down = blinker.signal(f"{_PREFIX}.pool.scale_down")
+pool_status = blinker.signal(f"{_PREFIX}.pool.status")
+channel_connected = blinker.signal(f"{_PREFIX}.channel.connected")
+channel_connection_failed = blinker.signal(f"{_PREFIX}.channel.connection_failed")
+channel_disconnected = blinker.signal(f"{_PREFIX}.channel.disconnected")
+channel_ping = blinker.signal(f"{_PREFIX}.channel.ping")
+channel_connection_down = blinker.signal(f"{_PREFIX}.channel.connection_down")
+channel_reconnect_scheduled = blinker.signal(f"{_PREFIX}.channel.reconnect_scheduled")
+supervisor_child_restarted = blinker.signal(f"{_PREFIX}.supervisor.child_restarted")
+supervisor_shutdown = blinker.signal(f"{_PREFIX}.supervisor.shutdown")
+
+EVENTS: tuple[str, ...] = tuple(
+    signal.name
+    for signal in (
+        pool_init,
+        pool_get_channel,
+        pool_scale_up,
+        pool_scale_down,
+        pool_status,
+        channel_connected,
+        channel_connection_failed,
+        channel_disconnected,
+        channel_ping,
+        channel_connection_down,
+        channel_reconnect_scheduled,
+        supervisor_child_restarted,
+        supervisor_shutdown,
+    )
+)
+
+
+def emit(
+    signal: blinker.NamedSignal,
+    sender: str,
+    measurements: dict[str, Any],
+    metadata: dict[str, Any],
+) -> None:
+    """Sends ``signal`` to every receiver, isolating each one.
+
+    ``blinker.Signal.send`` stops at the first receiver that raises and passes
+    the exception to the sender. A pool must not break because a metrics hook
+    did, so each receiver runs on its own: an exception is logged and the next
+    receiver still runs. With no receiver connected this returns at once.
+    """
+    if not signal.receivers:
+        return
+    for receiver in signal.receivers_for(sender):
+        try:
+            receiver(sender, measurements=measurements, metadata=metadata)
+        except Exception:
+            _log.exception("telemetry receiver %r for %s raised", receiver, signal.name)

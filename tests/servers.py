@@ -1,0 +1,81 @@
+"""Real grpcio servers on 127.0.0.1 for the pool tests.
+
+The echo service uses raw bytes (no generated code): ``/test.Echo/Unary``
+returns the request unchanged. :class:`EchoStub` is the client side, shaped
+like a generated stub so tests read like user code.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent import futures
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+ECHO_METHOD = "/test.Echo/Unary"
+
+
+class EchoStub:
+    """Client for the echo service, built like a generated stub."""
+
+    def __init__(self, channel: grpc.Channel) -> None:
+        self.Unary = channel.unary_unary(ECHO_METHOD)
+
+
+class EchoServer:
+    """An echo server (optionally with the health service) that records peers.
+
+    Args:
+        port: 0 picks a free port; a given port lets a test restart the
+            server where clients expect it.
+        with_health: Also serve ``grpc.health.v1.Health``.
+        options: Extra server channel arguments.
+    """
+
+    def __init__(self, port: int = 0, *, with_health: bool = True,
+                 options: tuple[tuple[str, Any], ...] = ()) -> None:
+        self.peers: list[str] = []
+        self.calls = 0
+        self._lock = threading.Lock()
+        self._executor = futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="echo")
+        self._server = grpc.server(self._executor, options=options)
+        handler = grpc.unary_unary_rpc_method_handler(self._echo)
+        self._server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler("test.Echo", {"Unary": handler}),)
+        )
+        self.health: health.HealthServicer | None = None
+        if with_health:
+            self.health = health.HealthServicer()
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        self.port = self._server.add_insecure_port(f"127.0.0.1:{port}")
+        if self.port == 0:
+            raise RuntimeError(f"could not bind 127.0.0.1:{port}")
+        self._server.start()
+
+    def _echo(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        with self._lock:
+            self.peers.append(context.peer())
+            self.calls += 1
+        return request
+
+    def set_serving(self, serving: bool, service: str = "") -> None:
+        assert self.health is not None
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        self.health.set(service, status)
+
+    def stop(self, grace: float | None = None) -> None:
+        """Stops the server and joins its threads. Idempotent."""
+        self._server.stop(grace).wait(10)
+        self._executor.shutdown(wait=True)
+
+    def __enter__(self) -> EchoServer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
