@@ -34,8 +34,9 @@ class EchoServer:
         options: Extra server channel arguments.
     """
 
-    def __init__(self, port: int = 0, *, with_health: bool = True,
-                 options: tuple[tuple[str, Any], ...] = ()) -> None:
+    def __init__(
+        self, port: int = 0, *, with_health: bool = True, options: tuple[tuple[str, Any], ...] = ()
+    ) -> None:
         self.peers: list[str] = []
         self.calls = 0
         self._lock = threading.Lock()

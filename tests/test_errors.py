@@ -39,7 +39,7 @@ def test_not_connected_is_not_a_lookup_error() -> None:
 
 def test_config_error_is_caught_as_value_error() -> None:
     """ConfigError can be caught with a plain `except ValueError`."""
-    with pytest.raises(ValueError, match="endpoint.port"):
+    with pytest.raises(ValueError, match=r"^endpoint\.port: "):
         raise ConfigError("endpoint.port", "must be >= 1")
 
 

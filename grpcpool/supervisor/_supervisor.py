@@ -266,8 +266,8 @@ class Supervisor(SupervisedActor):
         _starting.parent = self.actor_ref
         try:
             ref = spec.start()
-        except ChildStartError:
-            raise
+        except GrpcPoolError:
+            raise  # already says what went wrong (a pool name in use, say)
         except Exception as error:
             raise ChildStartError(spec.id, f"{type(error).__name__}: {error}") from error
         finally:
@@ -298,7 +298,7 @@ class Supervisor(SupervisedActor):
 
     def _on_child_exited(self, message: _ChildExited) -> None:
         child = self._children.get(message.child_id)
-        if child is None:
+        if child is None or child.ref is None or child.ref.actor_urn != message.urn:
             return  # an earlier incarnation, or a child we stopped on purpose
         if self._stopping:
             return
