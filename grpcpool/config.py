@@ -337,11 +337,14 @@ class Config:
             options["grpc.keepalive_timeout_ms"] = timeout_ms
             # Without this grpcio takes about a minute to notice a silent peer.
             options["grpc.http2.ping_timeout_ms"] = timeout_ms
-            # Keepalive pings only while calls are open: a server with default
-            # settings answers idle pings more often than every 5 minutes with
-            # a too_many_pings GOAWAY. Idle channels are checked by the health
-            # ping instead, which is a call and so always allowed.
-            options["grpc.keepalive_permit_without_calls"] = 0
+            # Keepalive on idle channels too: a pool's channels are idle most
+            # of the time and a silent peer must still be noticed. This never
+            # draws a too_many_pings GOAWAY from a server with default
+            # settings: grpcio sends at most 2 pings (grpc.http2.
+            # max_pings_without_data, left at its default) until data flows,
+            # and a server only objects after more than 2 (max_ping_strikes).
+            # Health pings are calls, so they reset both counts.
+            options["grpc.keepalive_permit_without_calls"] = 1
         tls = self.endpoint.ssl
         if tls is not None and tls.server_hostname is not None:
             options["grpc.ssl_target_name_override"] = tls.server_hostname

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -10,11 +11,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import blinker
+import grpc
 import pykka
 import pytest
 
 from grpcpool import telemetry
-from tests.servers import EchoServer
+from grpcpool.actors._channel_worker import open_channel_count
+from tests.servers import EchoServer, EchoStub
 
 # How long a test's threads and actors get to wind down after it returns.
 LEAK_GRACE_SECONDS = 5.0
@@ -24,16 +27,47 @@ def _describe(threads: list[threading.Thread]) -> str:
     return ", ".join(sorted(thread.name for thread in threads))
 
 
+def _open_fds() -> set[str]:
+    """Sockets and files open in this process.
+
+    grpcio keeps anonymous eventfd and epoll descriptors for its own thread
+    pool, growing with load and reused across channels; those are not ours
+    to close, so only sockets and paths count.
+    """
+    fds = set()
+    for fd in os.listdir("/proc/self/fd"):
+        target = _readlink(fd)
+        if target.startswith(("socket:", "/")) and not target.startswith("/proc/"):
+            fds.add(f"{fd}->{target}")
+    return fds
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _grpc_warmed_up() -> None:
+    """Lets grpcio create its process-wide descriptors and threads before any
+    test counts them, so the first test to use grpc is not blamed for them."""
+    server = EchoServer()
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    grpc.channel_ready_future(channel).result(timeout=10)
+    EchoStub(channel).Unary(b"warm-up", timeout=10)
+    channel.close()
+    server.stop()
+
+
 @pytest.fixture(autouse=True)
 def no_leaks() -> Iterator[None]:
-    """Fails the test if it leaves threads alive or pykka actors registered."""
-    before = set(threading.enumerate())
+    """Fails the test if it leaves threads alive, pykka actors registered,
+    pool channels open or file descriptors open."""
+    threads_before = set(threading.enumerate())
+    fds_before = _open_fds()
     yield
     deadline = time.monotonic() + LEAK_GRACE_SECONDS
     while True:
-        threads = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+        threads = [t for t in threading.enumerate() if t not in threads_before and t.is_alive()]
         actors = pykka.ActorRegistry.get_all()
-        if not threads and not actors:
+        channels = open_channel_count()
+        fds = _open_fds() - fds_before
+        if not threads and not actors and not channels and not fds:
             return
         if time.monotonic() >= deadline:
             break
@@ -45,7 +79,18 @@ def no_leaks() -> Iterator[None]:
         problems.append(f"actors still registered: {actors}")
     if threads:
         problems.append(f"threads still alive: {_describe(threads)}")
+    if channels:
+        problems.append(f"pool channels still open: {channels}")
+    if fds:
+        problems.append(f"file descriptors still open: {sorted(fds)}")
     pytest.fail("; ".join(problems), pytrace=False)
+
+
+def _readlink(fd: str) -> str:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return f"fd {fd} (closed meanwhile)"
 
 
 # --- pool fixtures -------------------------------------------------------------

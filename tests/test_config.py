@@ -317,7 +317,7 @@ def test_channel_options_defaults() -> None:
     assert options["grpc.keepalive_time_ms"] == 30000
     assert options["grpc.keepalive_timeout_ms"] == options["grpc.http2.ping_timeout_ms"]
     assert options["grpc.keepalive_timeout_ms"] == 10000
-    assert options["grpc.keepalive_permit_without_calls"] == 0
+    assert options["grpc.keepalive_permit_without_calls"] == 1
     assert options["grpc.initial_reconnect_backoff_ms"] == 1000
     assert options["grpc.min_reconnect_backoff_ms"] == 1000
     assert options["grpc.max_reconnect_backoff_ms"] == 30000

@@ -38,12 +38,21 @@ from grpcpool.backoff import Backoff
 from grpcpool.errors import GrpcPoolError
 from grpcpool.supervisor import SupervisedActor, TimerHandle, send_after
 
-__all__ = ["ChannelWorker", "ReconnectLimitError"]
+__all__ = ["ChannelWorker", "ReconnectLimitError", "open_channel_count"]
 
 _log = logging.getLogger(__name__)
 
 # How long a worker waits for the registry to drop its channel before closing it.
 _REGISTRY_TIMEOUT = 2.0
+
+
+# Every channel a worker has opened and not yet closed, for leak checks.
+_open_channels: set[grpc.Channel] = set()
+
+
+def open_channel_count() -> int:
+    """How many channels workers have opened and not closed, process-wide."""
+    return len(_open_channels)
 
 
 class ReconnectLimitError(GrpcPoolError):
@@ -107,6 +116,7 @@ class ChannelWorker(SupervisedActor):
         self._ready_since = 0.0
         self._last_error: str | None = None
         self._timers: set[TimerHandle] = set()
+        self._check_in_flight = False
 
     # --- actor hooks ----------------------------------------------------------
 
@@ -178,6 +188,7 @@ class ChannelWorker(SupervisedActor):
         else:
             raw = grpc.secure_channel(target, credentials, options=options)
         self._raw_channel = raw
+        _open_channels.add(raw)
         interceptors = self._config.endpoint.interceptors
         self._channel = grpc.intercept_channel(raw, *interceptors) if interceptors else raw
         self._report("connecting")
@@ -198,7 +209,10 @@ class ChannelWorker(SupervisedActor):
                 else:
                     self._connected()
             elif state is grpc.ChannelConnectivity.TRANSIENT_FAILURE:
-                self._connect_failed("connection failed (transient_failure)")
+                # Connectivity says only "failed"; one call on the channel
+                # fails at once with grpcio's reason (refused, TLS handshake,
+                # ...), which makes connection_failed worth reading.
+                self._start_check(probe=True)
         elif self._state == "ready" and state is not grpc.ChannelConnectivity.READY:
             self._connection_lost(state.name.lower())
 
@@ -262,14 +276,20 @@ class ChannelWorker(SupervisedActor):
         self._close_channel()
         self._schedule_reconnect(reason)
 
-    def _start_check(self) -> None:
+    def _start_check(self, *, probe: bool = False) -> None:
+        """Checks the channel with a health call (or, without health checks,
+        trusts connectivity). ``probe`` makes the call anyway, to learn why a
+        connect failed."""
         channel = self._channel
         assert channel is not None
         started = time.monotonic()
         generation = self._generation
-        if not self._connection.health_check:
+        if not probe and not self._connection.health_check:
             self._finish_check(started, None)
             return
+        if self._check_in_flight:
+            return
+        self._check_in_flight = True
         stub = health_pb2_grpc.HealthStub(channel)
         request = health_pb2.HealthCheckRequest(service=self._connection.health_service)
         call = stub.Check.future(request, timeout=self._connection.connect_timeout)
@@ -282,6 +302,7 @@ class ChannelWorker(SupervisedActor):
         call.add_done_callback(on_done)
 
     def _on_check_done(self, message: _PingDone) -> None:
+        self._check_in_flight = False
         self._finish_check(message.started, _check_error(message.call))
 
     def _finish_check(self, started: float, error: str | None) -> None:
@@ -350,9 +371,11 @@ class ChannelWorker(SupervisedActor):
     def _close_channel(self) -> None:
         self._cancel_timers()
         raw, self._raw_channel, self._channel = self._raw_channel, None, None
+        self._check_in_flight = False
         self._generation += 1  # late callbacks about the old channel are stale now
         if raw is not None:
             raw.close()
+            _open_channels.discard(raw)
 
     def _shut_down(self) -> None:
         """Leaves the snapshot, then cancels timers and closes the channel. Idempotent."""
@@ -395,4 +418,4 @@ def _check_error(call: grpc.Future) -> str | None:
         return None  # the server has no health service: reachable is healthy
     if code is None:
         return f"{type(error).__name__}: {error}"
-    return f"health check {code.name.lower()}: {error.details()}"
+    return f"{code.name.lower()}: {error.details()}"

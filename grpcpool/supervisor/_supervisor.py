@@ -51,6 +51,7 @@ _log = logging.getLogger(__name__)
 
 # How long a child's on_start may take before the start counts as failed.
 START_TIMEOUT = 30.0
+_START_POLL_SECONDS = 0.5
 _STRATEGIES = ("one_for_one",)
 
 
@@ -283,8 +284,7 @@ class Supervisor(SupervisedActor):
                 me.tell(_ChildExited(spec.id, urn, reason))
 
         try:
-            # A trivial question answered only after on_start has returned.
-            ref.ask(ProxyGetAttr(attr_path=("actor_urn",)), timeout=START_TIMEOUT)
+            _await_started(ref)
         except pykka.ActorDeadError:
             reason = exit_reason(ref)
             raise ChildStartError(spec.id, reason.describe()) from reason.error
@@ -387,6 +387,29 @@ class Supervisor(SupervisedActor):
             return
         if watch is not None and not watch.join(max(0.0, deadline - time.monotonic())):
             _log.warning("%s: child %r thread still running after stop", self.name, child.spec.id)
+
+
+def _await_started(ref: pykka.ActorRef[Any]) -> None:
+    """Returns once the actor's ``on_start`` has returned.
+
+    Raises:
+        pykka.ActorDeadError: The actor ended while starting.
+        pykka.Timeout: It was still starting after ``START_TIMEOUT`` seconds.
+    """
+    # A trivial question, answered only after on_start. If the actor dies in
+    # the instant between pykka's liveness check and the question landing in
+    # its inbox, nobody ever answers; so wait in slices and look again.
+    future = ref.ask(ProxyGetAttr(attr_path=("actor_urn",)), block=False)
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        try:
+            future.get(timeout=_START_POLL_SECONDS)
+            return
+        except pykka.Timeout:
+            if not ref.is_alive():
+                raise pykka.ActorDeadError(f"{ref} ended while starting") from None
+            if time.monotonic() >= deadline:
+                raise
 
 
 def _check_options(strategy: Any, max_restarts: Any, max_seconds: Any, name: Any) -> None:
