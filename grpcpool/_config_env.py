@@ -73,6 +73,7 @@ _VARIABLES: dict[str, tuple[str, str, Callable[[str], Any]]] = {
     "HEALTH_CHECK": ("connection", "health_check", _parse_bool),
     "HEALTH_SERVICE": ("connection", "health_service", _parse_str),
     "CONNECT_TIMEOUT": ("connection", "connect_timeout", _parse_float),
+    "DRAIN_TIMEOUT": ("connection", "drain_timeout", _parse_float),
     "SUPPRESS_CONNECTION_ERRORS": ("connection", "suppress_connection_errors", _parse_bool),
     "BACKOFF_MIN": ("connection", "backoff_min", _parse_float),
     "BACKOFF_MAX": ("connection", "backoff_max", _parse_float),

@@ -13,6 +13,7 @@ and releasing their names.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import threading
 from typing import Any
@@ -21,10 +22,12 @@ import grpc
 import pykka
 
 from grpcpool import telemetry
+from grpcpool._channels import close_channel
 from grpcpool._status import WorkerStatus
 from grpcpool.config import Config
 from grpcpool.errors import ConfigError, NotConnectedError, PoolNotFoundError
 from grpcpool.strategy import Strategy, resolve_strategy
+from grpcpool.supervisor import TimerHandle, call_later
 
 __all__ = ["PoolState", "claim", "lookup", "release"]
 
@@ -63,6 +66,10 @@ class PoolState:
         self.child_id: str | None = None
         self.registry: pykka.ActorRef[Any] | None = None
         self.stubs: dict[tuple[grpc.Channel, type[Any]], Any] = {}
+        # Channels out of the snapshot whose running calls may still finish,
+        # each with the timer that closes it; see retire().
+        self._retired: dict[grpc.Channel, TimerHandle] = {}
+        self._retired_lock = threading.Lock()
         self._sample_rate = config.pool.telemetry_sample_rate
         self._calls = itertools.count()
 
@@ -118,12 +125,36 @@ class PoolState:
             self.changed.notify_all()
 
     def close(self) -> None:
-        """Marks the pool stopped: empty snapshot, waiters woken."""
+        """Marks the pool stopped: empty snapshot, waiters woken, retired channels closed."""
         self.closed = True
         self.snapshot = ()
         self.stubs = {}
         with self.changed:
             self.changed.notify_all()
+        with self._retired_lock:
+            retired, self._retired = self._retired, {}
+        for raw, timer in retired.items():
+            timer.cancel()
+            close_channel(raw)
+
+    def retire(self, raw: grpc.Channel, drain: float) -> None:
+        """Closes a channel that left the snapshot once ``drain`` seconds have passed.
+
+        Closing a grpc channel cancels the calls running on it; retiring it
+        instead gives those calls time to finish. A stopped pool closes its
+        retired channels at once.
+        """
+        with self._retired_lock:
+            if not self.closed and drain > 0:
+                self._retired[raw] = call_later(drain, functools.partial(self._close_retired, raw))
+                return
+        close_channel(raw)
+
+    def _close_retired(self, raw: grpc.Channel) -> None:
+        with self._retired_lock:
+            if self._retired.pop(raw, None) is None:
+                return
+        close_channel(raw)
 
     def wait_ready(self, min_ready: int, timeout: float | None) -> bool:
         """Blocks until ``min_ready`` channels are ready; false on timeout or close."""

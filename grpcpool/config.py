@@ -55,6 +55,9 @@ DEFAULT_KEEPALIVE = 30.0
 DEFAULT_KEEPALIVE_TIMEOUT = 10.0
 DEFAULT_PING_INTERVAL = 25.0
 DEFAULT_CONNECT_TIMEOUT = 10.0
+# Not in the Elixir table: how long a channel that left the pool stays open
+# for the calls already running on it (closing a grpc channel cancels them).
+DEFAULT_DRAIN_TIMEOUT = 30.0
 DEFAULT_BACKOFF_MIN = 1.0
 DEFAULT_BACKOFF_MAX = 30.0
 DEFAULT_MAX_RECONNECT_ATTEMPTS = 5
@@ -189,6 +192,7 @@ class ConnectionConfig:
     health_check: bool = True
     health_service: str = ""
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
     suppress_connection_errors: bool = False
     backoff_min: float = DEFAULT_BACKOFF_MIN
     backoff_max: float = DEFAULT_BACKOFF_MAX
@@ -202,6 +206,7 @@ class ConnectionConfig:
         if not isinstance(self.health_service, str):
             raise ConfigError("connection.health_service", "must be a string")
         check_float("connection.connect_timeout", self.connect_timeout, strict=True)
+        check_float("connection.drain_timeout", self.drain_timeout)
         check_bool("connection.suppress_connection_errors", self.suppress_connection_errors)
         check_float("connection.backoff_min", self.backoff_min, strict=True)
         check_float("connection.backoff_max", self.backoff_max, strict=True)

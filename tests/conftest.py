@@ -16,7 +16,7 @@ import pykka
 import pytest
 
 from grpcpool import telemetry
-from grpcpool.actors._channel_worker import open_channel_count
+from grpcpool._channels import open_channel_count
 from tests.servers import EchoServer, EchoStub
 
 # How long a test's threads and actors get to wind down after it returns.

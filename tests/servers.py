@@ -8,6 +8,7 @@ like a generated stub so tests read like user code.
 from __future__ import annotations
 
 import threading
+import time
 from concurrent import futures
 from typing import Any
 
@@ -32,12 +33,22 @@ class EchoServer:
             server where clients expect it.
         with_health: Also serve ``grpc.health.v1.Health``.
         options: Extra server channel arguments.
+        credentials: Serve TLS with these credentials instead of plaintext.
+        delay: Seconds each echo call takes (to have calls in flight).
     """
 
     def __init__(
-        self, port: int = 0, *, with_health: bool = True, options: tuple[tuple[str, Any], ...] = ()
+        self,
+        port: int = 0,
+        *,
+        with_health: bool = True,
+        options: tuple[tuple[str, Any], ...] = (),
+        credentials: grpc.ServerCredentials | None = None,
+        delay: float = 0.0,
     ) -> None:
+        self.delay = delay
         self.peers: list[str] = []
+        self.metadata: list[tuple[tuple[str, str], ...]] = []
         self.calls = 0
         self._lock = threading.Lock()
         self._executor = futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="echo")
@@ -50,7 +61,11 @@ class EchoServer:
         if with_health:
             self.health = health.HealthServicer()
             health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
-        self.port = self._server.add_insecure_port(f"127.0.0.1:{port}")
+        address = f"127.0.0.1:{port}"
+        if credentials is None:
+            self.port = self._server.add_insecure_port(address)
+        else:
+            self.port = self._server.add_secure_port(address, credentials)
         if self.port == 0:
             raise RuntimeError(f"could not bind 127.0.0.1:{port}")
         self._server.start()
@@ -58,7 +73,10 @@ class EchoServer:
     def _echo(self, request: bytes, context: grpc.ServicerContext) -> bytes:
         with self._lock:
             self.peers.append(context.peer())
+            self.metadata.append(tuple((m.key, m.value) for m in context.invocation_metadata()))
             self.calls += 1
+        if self.delay:
+            time.sleep(self.delay)
         return request
 
     def set_serving(self, serving: bool, service: str = "") -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -32,27 +33,19 @@ import pykka
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from grpcpool import telemetry
+from grpcpool._channels import close_channel, open_channel
 from grpcpool._pool_state import PoolState
 from grpcpool.actors._health_registry import WorkerGone, WorkerReport
 from grpcpool.backoff import Backoff
 from grpcpool.errors import GrpcPoolError
 from grpcpool.supervisor import SupervisedActor, TimerHandle, send_after
 
-__all__ = ["ChannelWorker", "ReconnectLimitError", "open_channel_count"]
+__all__ = ["ChannelWorker", "ReconnectLimitError"]
 
 _log = logging.getLogger(__name__)
 
 # How long a worker waits for the registry to drop its channel before closing it.
 _REGISTRY_TIMEOUT = 2.0
-
-
-# Every channel a worker has opened and not yet closed, for leak checks.
-_open_channels: set[grpc.Channel] = set()
-
-
-def open_channel_count() -> int:
-    """How many channels workers have opened and not closed, process-wide."""
-    return len(_open_channels)
 
 
 class ReconnectLimitError(GrpcPoolError):
@@ -117,6 +110,7 @@ class ChannelWorker(SupervisedActor):
         self._last_error: str | None = None
         self._timers: set[TimerHandle] = set()
         self._check_in_flight = False
+        self._subscription: Callable[[grpc.ChannelConnectivity], None] | None = None
 
     # --- actor hooks ----------------------------------------------------------
 
@@ -180,17 +174,8 @@ class ChannelWorker(SupervisedActor):
         generation = self._generation
         self._state = "connecting"
         self._attempt_started = time.monotonic()
-        options = self._config.channel_options()
-        credentials = self._config.channel_credentials()
-        target = self._config.endpoint.target
-        if credentials is None:
-            raw = grpc.insecure_channel(target, options=options)
-        else:
-            raw = grpc.secure_channel(target, credentials, options=options)
+        raw, self._channel = open_channel(self._config)
         self._raw_channel = raw
-        _open_channels.add(raw)
-        interceptors = self._config.endpoint.interceptors
-        self._channel = grpc.intercept_channel(raw, *interceptors) if interceptors else raw
         self._report("connecting")
         me = self.actor_ref
 
@@ -198,6 +183,7 @@ class ChannelWorker(SupervisedActor):
             with contextlib.suppress(pykka.ActorDeadError):
                 me.tell(_Connectivity(generation, state))
 
+        self._subscription = on_connectivity
         raw.subscribe(on_connectivity, try_to_connect=True)
         self._schedule(self._connection.connect_timeout, _ConnectTimeout(generation))
 
@@ -273,7 +259,7 @@ class ChannelWorker(SupervisedActor):
             {"duration": connected_for},
             {**self._metadata, "reason": reason},
         )
-        self._close_channel()
+        self._close_channel(drain=True)
         self._schedule_reconnect(reason)
 
     def _start_check(self, *, probe: bool = False) -> None:
@@ -368,14 +354,27 @@ class ChannelWorker(SupervisedActor):
             timer.cancel()
         self._timers.clear()
 
-    def _close_channel(self) -> None:
+    def _close_channel(self, *, drain: bool = False) -> None:
+        """Lets go of the current channel.
+
+        With ``drain`` the channel is retired instead of closed: it has left
+        the snapshot, but calls already running on it (say, during a server's
+        graceful shutdown) get ``connection.drain_timeout`` seconds to finish
+        before the pool closes it, because closing cancels them.
+        """
         self._cancel_timers()
         raw, self._raw_channel, self._channel = self._raw_channel, None, None
+        subscription, self._subscription = self._subscription, None
         self._check_in_flight = False
         self._generation += 1  # late callbacks about the old channel are stale now
-        if raw is not None:
-            raw.close()
-            _open_channels.discard(raw)
+        if raw is None:
+            return
+        if subscription is not None:
+            raw.unsubscribe(subscription)
+        if drain:
+            self._pool.retire(raw, self._connection.drain_timeout)
+        else:
+            close_channel(raw)
 
     def _shut_down(self) -> None:
         """Leaves the snapshot, then cancels timers and closes the channel. Idempotent."""
@@ -385,7 +384,9 @@ class ChannelWorker(SupervisedActor):
         registry = self._pool.registry
         if registry is not None:
             _send(registry, WorkerGone(self._worker_id, self.actor_urn), sync=True)
-        self._close_channel()
+        # Scaling down or restarting: let running calls finish. The pool
+        # closes every retired channel at once when it stops.
+        self._close_channel(drain=not self._pool.closed)
 
     def _log_connection_problem(self, text: str, detail: str) -> None:
         level = logging.DEBUG if self._connection.suppress_connection_errors else logging.ERROR

@@ -11,7 +11,7 @@ from grpcpool.supervisor._supervisor import (
     Supervisor,
     current_supervisor,
 )
-from grpcpool.supervisor._timer import TimerHandle, send_after
+from grpcpool.supervisor._timer import TimerHandle, call_later, send_after
 
 __all__ = [
     "ChildSpec",
@@ -23,6 +23,7 @@ __all__ = [
     "SupervisedActor",
     "Supervisor",
     "TimerHandle",
+    "call_later",
     "current_supervisor",
     "send_after",
     "watch_exit",

@@ -17,13 +17,17 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pykka
 
-__all__ = ["TimerHandle", "cancel_all", "send_after"]
+__all__ = ["TimerHandle", "call_later", "cancel_all", "send_after"]
 
 _log = logging.getLogger(__name__)
+
+# What a timer delivers to: an actor (told a message) or a callable.
+Target = pykka.ActorRef[Any] | Callable[[], object]
 
 
 class TimerHandle:
@@ -31,7 +35,7 @@ class TimerHandle:
 
     __slots__ = ("_cancelled", "deadline", "message", "sequence", "target")
 
-    def __init__(self, deadline: float, sequence: int, target: pykka.ActorRef[Any], message: Any):
+    def __init__(self, deadline: float, sequence: int, target: Target, message: Any):
         self.deadline = deadline
         self.sequence = sequence
         self.target = target
@@ -65,7 +69,7 @@ class _Scheduler:
         self._sequence = itertools.count()
         self._thread: threading.Thread | None = None
 
-    def schedule(self, delay: float, target: pykka.ActorRef[Any], message: Any) -> TimerHandle:
+    def schedule(self, delay: float, target: Target, message: Any) -> TimerHandle:
         # NaN would break the heap order; inf would crash the timer thread.
         if not math.isfinite(delay) or delay < 0:
             raise ValueError(f"delay must be a finite number >= 0, got {delay!r}")
@@ -123,7 +127,10 @@ class _Scheduler:
         if handle._cancelled:
             return
         try:
-            handle.target.tell(handle.message)
+            if isinstance(handle.target, pykka.ActorRef):
+                handle.target.tell(handle.message)
+            else:
+                handle.target()
         except pykka.ActorDeadError:
             pass  # the actor ended meanwhile; its timers die with it
         except Exception:
@@ -140,6 +147,16 @@ def send_after(delay: float, target: pykka.ActorRef[Any], message: Any) -> Timer
     own thread like any other; an actor that has stopped meanwhile is skipped.
     """
     return _scheduler.schedule(delay, target, message)
+
+
+def call_later(delay: float, callback: Callable[[], object]) -> TimerHandle:
+    """Calls ``callback()`` on the timer thread after ``delay`` seconds.
+
+    For housekeeping that belongs to no actor (closing a drained channel, say).
+    The callback must be quick and must not block: it delays every other
+    timer. Its exceptions are logged.
+    """
+    return _scheduler.schedule(delay, callback, None)
 
 
 def cancel_all() -> None:

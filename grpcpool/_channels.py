@@ -1,0 +1,59 @@
+"""Making and closing the grpc channels of a pool, with an account of the open ones.
+
+Every channel a worker opens goes through :func:`open_channel` and every close
+through :func:`close_channel`, so :func:`open_channel_count` tells at any time
+how many are open in the process: the test suite checks it is back to zero
+after each test.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import grpc
+
+from grpcpool.config import Config
+
+__all__ = ["close_channel", "open_channel", "open_channel_count"]
+
+_open: set[grpc.Channel] = set()
+_lock = threading.Lock()
+
+
+def open_channel(config: Config) -> tuple[grpc.Channel, grpc.Channel]:
+    """Creates one worker's channel (not yet connected).
+
+    Returns:
+        The raw channel (to subscribe to and to close) and the channel to hand
+        out, which is the raw one wrapped by ``endpoint.interceptors`` if any.
+    """
+    options = config.channel_options()
+    credentials = config.channel_credentials()
+    target = config.endpoint.target
+    if credentials is None:
+        raw = grpc.insecure_channel(target, options=options)
+    else:
+        raw = grpc.secure_channel(target, credentials, options=options)
+    with _lock:
+        _open.add(raw)
+    interceptors = config.endpoint.interceptors
+    public = grpc.intercept_channel(raw, *interceptors) if interceptors else raw
+    return raw, public
+
+
+def close_channel(raw: grpc.Channel) -> None:
+    """Closes a channel made by :func:`open_channel`. Idempotent.
+
+    Closing cancels the calls still running on it.
+    """
+    with _lock:
+        if raw not in _open:
+            return
+        _open.discard(raw)
+    raw.close()
+
+
+def open_channel_count() -> int:
+    """How many channels made by :func:`open_channel` are not closed yet."""
+    with _lock:
+        return len(_open)

@@ -1,0 +1,215 @@
+"""Bad days on loopback: servers that die, restart, drain, and crash loops.
+
+Each scenario prints its recovery time (run with ``-s`` to see it).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+import pykka
+import pytest
+
+import grpcpool
+from grpcpool import Config, PoolSpec, Supervisor
+from grpcpool.errors import NotConnectedError, PoolTimeoutError
+from tests.conftest import EventLog, free_port, wait_until
+from tests.servers import EchoServer, EchoStub
+
+pytestmark = pytest.mark.slow
+
+
+def config_for(port: int, size: int = 3, **connection: Any) -> Config:
+    settings: dict[str, Any] = {"backoff_min": 0.1, "backoff_max": 0.5, "connect_timeout": 2.0}
+    settings.update(connection)
+    return Config.new(
+        endpoint={"type": "local", "host": "127.0.0.1", "port": port},
+        pool={"size": size},
+        connection=settings,
+    )
+
+
+@pytest.fixture
+def tree() -> Iterator[list[pykka.ActorRef[Any]]]:
+    """Supervisors the test starts; stopped afterwards."""
+    refs: list[pykka.ActorRef[Any]] = []
+    try:
+        yield refs
+    finally:
+        for ref in reversed(refs):
+            ref.stop()
+
+
+def report(scenario: str, seconds: float) -> None:
+    print(f"\n[recovery] {scenario}: {seconds * 1000:.0f} ms")
+
+
+class Callers:
+    """Threads calling the pool in a loop, recording outcomes by kind."""
+
+    def __init__(self, pool_name: str, threads: int, timeout: float = 2.0) -> None:
+        self.outcomes: dict[str, int] = {}
+        self.unexpected: list[BaseException] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._run, args=(pool_name, timeout), name=f"caller-{i}")
+            for i in range(threads)
+        ]
+
+    def _count(self, kind: str) -> None:
+        with self._lock:
+            self.outcomes[kind] = self.outcomes.get(kind, 0) + 1
+
+    def _run(self, pool_name: str, timeout: float) -> None:
+        while not self._stop.is_set():
+            try:
+                EchoStub(grpcpool.get_channel(pool_name)).Unary(b"x", timeout=timeout)
+                self._count("ok")
+            except NotConnectedError:
+                self._count("not_connected")
+                time.sleep(0.005)
+            except grpc.RpcError as error:
+                self._count(error.code().name)
+            except BaseException as error:  # anything else is a defect
+                with self._lock:
+                    self.unexpected.append(error)
+
+    def __enter__(self) -> Callers:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(10)
+
+
+def test_endpoint_down_at_start_retries_at_backoff_pace(
+    events: EventLog, tree: list[pykka.ActorRef[Any]]
+) -> None:
+    """Nothing listening: NotConnectedError, PoolTimeoutError, and attempts spaced by backoff."""
+    config = config_for(free_port(), size=2, max_reconnect_attempts=100)
+    tree.append(Supervisor.start(children=[PoolSpec(config, name="down")]))
+    with pytest.raises(NotConnectedError):
+        grpcpool.get_channel("down")
+    with pytest.raises(PoolTimeoutError):
+        grpcpool.await_ready("down", timeout=2.0)
+    failures = len(events.of("channel.connection_failed"))
+    # Per worker: attempts at 0, then after 0.1-0.2, 0.2-0.4 and 0.25-0.5 s
+    # delays: 5 to 8 in 2 s. A busy loop would make thousands.
+    assert 6 <= failures <= 20, failures
+    delays = [m["delay_ms"] for _, m, _ in events.of("channel.reconnect_scheduled")]
+    assert all(100 <= delay <= 500 for delay in delays), delays
+    attempts = [m["attempt"] for _, m, md in events.of("channel.reconnect_scheduled")
+                if md["worker_id"] == "worker-1"]
+    assert attempts == list(range(1, len(attempts) + 1))
+
+
+def test_server_killed_mid_traffic_then_restarted_on_same_port(
+    events: EventLog, tree: list[pykka.ActorRef[Any]]
+) -> None:
+    """Calls in flight fail cleanly when the server dies; the pool refills when it returns."""
+    server = EchoServer(delay=0.05)
+    port = server.port
+    try:
+        tree.append(Supervisor.start(children=[PoolSpec(config_for(port), name="kill")]))
+        grpcpool.await_ready("kill", timeout=5, min_ready=3)
+        with Callers("kill", threads=6) as callers:
+            time.sleep(0.3)
+            killed = time.monotonic()
+            server.stop()
+            assert wait_until(lambda: grpcpool.status("kill").current_size == 0, timeout=1.0)
+            emptied = time.monotonic() - killed
+            time.sleep(0.3)
+            server = EchoServer(port=port, delay=0.05)
+            restarted = time.monotonic()
+            grpcpool.await_ready("kill", timeout=1.5, min_ready=3)
+            refilled = time.monotonic() - restarted
+            time.sleep(0.3)
+        report("server kill -> snapshot empty", emptied)
+        report("server restart -> all 3 ready", refilled)
+        assert not callers.unexpected, callers.unexpected
+        assert callers.outcomes.get("ok", 0) > 0
+        assert callers.outcomes.get("not_connected", 0) > 0
+        assert set(callers.outcomes) <= {"ok", "not_connected", "UNAVAILABLE", "CANCELLED"}
+        assert len(events.of("channel.connection_down")) >= 3
+    finally:
+        server.stop()
+
+
+def test_graceful_server_stop_lets_in_flight_calls_finish(
+    tree: list[pykka.ActorRef[Any]],
+) -> None:
+    """A server draining with a grace period completes the calls already running."""
+    server = EchoServer(delay=0.4)
+    try:
+        tree.append(Supervisor.start(children=[PoolSpec(config_for(server.port), name="drain")]))
+        grpcpool.await_ready("drain", timeout=5, min_ready=3)
+        stubs = [EchoStub(grpcpool.get_channel("drain")) for _ in range(6)]
+        calls = [stub.Unary.future(b"in flight", timeout=5) for stub in stubs]
+        time.sleep(0.1)
+        draining = threading.Thread(target=server.stop, kwargs={"grace": 2.0})
+        draining.start()
+        assert [call.result(timeout=5) for call in calls] == [b"in flight"] * 6
+        assert wait_until(lambda: grpcpool.status("drain").current_size == 0, timeout=3)
+        draining.join(10)
+    finally:
+        server.stop()
+
+
+def test_crash_loop_escalates_and_the_parent_restarts_the_pool(
+    echo_server: EchoServer, events: EventLog, tree: list[pykka.ActorRef[Any]]
+) -> None:
+    """Crashing workers past the pool's restart intensity restarts the whole pool, which refills."""
+    config = config_for(echo_server.port, size=2)
+    tree.append(Supervisor.start(children=[PoolSpec(config, name="loop")], max_restarts=5))
+    grpcpool.await_ready("loop", timeout=5, min_ready=2)
+    first_owner = grpcpool._pool_state.lookup("loop").owner
+    crash_workers_until(lambda: events.of("supervisor.shutdown"), timeout=10)
+    _, measurements, metadata = events.of("supervisor.shutdown")[0]
+    assert metadata["supervisor"] == "pool:loop"
+    assert measurements["restarts"] > 3 + 2  # max_restarts plus one per worker
+    assert wait_until(
+        lambda: any(md["child_id"] == "pool:loop" for _, _, md in events.of("supervisor.child_restarted")),
+        timeout=5,
+    )
+    started = time.monotonic()
+    grpcpool.await_ready("loop", timeout=5, min_ready=2)
+    report("pool restart after crash loop -> all ready", time.monotonic() - started)
+    assert grpcpool._pool_state.lookup("loop").owner is not first_owner
+
+
+def test_crash_loop_past_every_level_stops_the_tree_without_hanging(
+    echo_server: EchoServer, events: EventLog
+) -> None:
+    """When the top supervisor gives up too, everything stops and nothing hangs."""
+    config = config_for(echo_server.port, size=1)
+    sup = Supervisor.start(children=[PoolSpec(config, name="doomed")], max_restarts=0)
+    try:
+        grpcpool.await_ready("doomed", timeout=5)
+        crash_workers_until(lambda: not sup.is_alive(), timeout=10)
+        assert {md["supervisor"] for _, _, md in events.of("supervisor.shutdown")} >= {
+            "pool:doomed"
+        }
+        assert wait_until(lambda: "doomed" not in grpcpool._pool_state.names(), timeout=5)
+    finally:
+        sup.stop()
+
+
+def crash_workers_until(done: Callable[[], Any], timeout: float) -> None:
+    """Tells every live worker a message it does not understand until ``done()``."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, "condition not reached"
+        for ref in pykka.ActorRegistry.get_by_class(grpcpool.ChannelWorker):
+            try:
+                ref.tell("crash")
+            except pykka.ActorDeadError:
+                pass
+        time.sleep(0.02)

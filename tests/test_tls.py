@@ -1,0 +1,156 @@
+"""TLS end to end: verification on by default, clear failures, no secrets leaked."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import pytest
+
+import grpcpool
+from grpcpool import Config, PoolSpec, Supervisor
+from grpcpool.errors import ConfigError, NotConnectedError
+from tests.certs import Pem, make_ca, make_server_cert
+from tests.conftest import EventLog, wait_until
+from tests.servers import EchoServer, EchoStub
+
+SECRET_TOKEN = "s3cret-token-do-not-log"
+
+
+@pytest.fixture(scope="module")
+def authority() -> tuple[Pem, Pem]:
+    """A CA and a server certificate it signed for 127.0.0.1."""
+    ca, ca_key = make_ca()
+    return ca, make_server_cert(ca, ca_key)
+
+
+@pytest.fixture
+def tls_server(authority: tuple[Pem, Pem]) -> Iterator[EchoServer]:
+    """An echo server speaking TLS with the test CA's certificate."""
+    _, server_pem = authority
+    credentials = grpc.ssl_server_credentials([(server_pem.private_key, server_pem.certificate)])
+    server = EchoServer(credentials=credentials)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def tls_config(port: int, endpoint: dict[str, Any], **connection: Any) -> Config:
+    settings: dict[str, Any] = {"backoff_min": 0.2, "backoff_max": 0.4, "connect_timeout": 2.0}
+    settings.update(connection)
+    return Config.new(
+        endpoint={"type": "production", "host": "127.0.0.1", "port": port, **endpoint},
+        pool={"size": 2},
+        connection=settings,
+    )
+
+
+def test_right_root_connects_and_calls_work(
+    tls_server: EchoServer, authority: tuple[Pem, Pem]
+) -> None:
+    """A pool trusting the server's CA connects over TLS and serves calls."""
+    ca, _ = authority
+    config = tls_config(tls_server.port, {"ssl": {"root_certificates": ca.certificate}})
+    sup = Supervisor.start(children=[PoolSpec(config, name="tls")])
+    try:
+        grpcpool.await_ready("tls", timeout=10, min_ready=2)
+        assert EchoStub(grpcpool.get_channel("tls")).Unary(b"secure", timeout=5) == b"secure"
+        assert len(set(tls_server.peers)) == 1
+    finally:
+        sup.stop()
+
+
+def test_wrong_root_fails_clearly_without_a_retry_storm(
+    tls_server: EchoServer, events: EventLog, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An untrusted server certificate gives handshake errors at the backoff pace, no key in logs."""
+    other_ca, _ = make_ca("some other CA")
+    config = tls_config(
+        tls_server.port,
+        {"ssl": {"root_certificates": other_ca.certificate}},
+        max_reconnect_attempts=100,
+    )
+    caplog.set_level(logging.DEBUG, logger="grpcpool")
+    sup = Supervisor.start(children=[PoolSpec(config, name="wrong-root")])
+    try:
+        time.sleep(1.5)
+        with pytest.raises(NotConnectedError):
+            grpcpool.get_channel("wrong-root")
+        failures = events.of("channel.connection_failed")
+    finally:
+        sup.stop()
+    # Two workers, the first retry after 0.2-0.4 s and each later one after
+    # 0.4 s: about 4 attempts each in 1.5 s. A storm would be hundreds.
+    assert 2 <= len(failures) <= 12
+    error = failures[0][2]["error"]
+    assert "handshake" in error.lower() or "ssl" in error.lower()
+    assert tls_server.calls == 0
+    assert other_ca.private_key.decode() not in caplog.text
+
+
+def test_production_defaults_verify_against_system_roots(tls_server: EchoServer) -> None:
+    """Config.production verifies the peer: a self-signed test CA is not trusted."""
+    config = Config.production(host="127.0.0.1", port=tls_server.port, pool_size=1)
+    assert config.channel_credentials() is not None
+    sup = Supervisor.start(children=[PoolSpec(config, name="system-roots")])
+    try:
+        with pytest.raises(grpcpool.PoolTimeoutError):
+            grpcpool.await_ready("system-roots", timeout=1.0)
+        assert tls_server.calls == 0
+    finally:
+        sup.stop()
+
+
+def test_plaintext_to_production_is_refused_end_to_end(echo_server: EchoServer) -> None:
+    """A production endpoint without TLS never gets as far as a pool."""
+    with pytest.raises(ConfigError, match=r"endpoint\.ssl"):
+        Config.from_env(environ={"GRPCPOOL_HOST": "127.0.0.1", "GRPCPOOL_PORT": "1"})
+    config = Config.new(
+        endpoint={"type": "production", "host": "127.0.0.1", "port": echo_server.port, "ssl": True},
+        pool={"size": 1},
+    )
+    sup = Supervisor.start(children=[PoolSpec(config, name="no-fallback")])
+    try:
+        with pytest.raises(grpcpool.PoolTimeoutError):
+            grpcpool.await_ready("no-fallback", timeout=1.0)
+        assert echo_server.calls == 0  # TLS to a plaintext server: no silent downgrade
+    finally:
+        sup.stop()
+
+
+def test_call_credentials_reach_the_server_but_never_logs_events_or_reprs(
+    tls_server: EchoServer,
+    authority: tuple[Pem, Pem],
+    events: EventLog,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A bearer token is sent on calls and appears nowhere in logs, events, status or reprs."""
+    ca, _ = authority
+    credentials = grpc.composite_channel_credentials(
+        grpc.ssl_channel_credentials(root_certificates=ca.certificate),
+        grpc.access_token_call_credentials(SECRET_TOKEN),
+    )
+    config = tls_config(tls_server.port, {"credentials": credentials}, ping_interval=0.1)
+    caplog.set_level(logging.DEBUG)
+    sup = Supervisor.start(children=[PoolSpec(config, name="token")])
+    try:
+        grpcpool.await_ready("token", timeout=10, min_ready=2)
+        EchoStub(grpcpool.get_channel("token")).Unary(b"auth", timeout=5)
+        assert ("authorization", f"Bearer {SECRET_TOKEN}") in tls_server.metadata[-1]
+        assert wait_until(lambda: len(events.of("channel.ping")) >= 2, timeout=5)
+        shown = [
+            repr(config),
+            repr(grpcpool.pool("token")),
+            repr(grpcpool.status("token")),
+            repr(sup),
+            caplog.text,
+            repr(dict(events.events)),
+        ]
+    finally:
+        sup.stop()
+    for text in shown:
+        assert SECRET_TOKEN not in text
