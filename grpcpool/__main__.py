@@ -20,16 +20,22 @@ EXIT_INTERRUPTED = 130
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
     if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
     return value
 
 
 def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
     return value
 
 
@@ -47,13 +53,18 @@ def _parser() -> argparse.ArgumentParser:
         "with the telemetry events as they fire.",
     )
     demo.add_argument(
-        "--size", type=_positive_int, default=4, help="pool size (default 4, at most 32)"
+        "--size",
+        type=_positive_int,
+        default=4,
+        metavar="N",
+        help="pool size (default 4, at most 32)",
     )
     demo.add_argument(
         "--seconds",
         type=_positive_float,
         default=2.0,
-        help="how long the server stays down (default 2, at most 10)",
+        metavar="S",
+        help="seconds the server stays down (default 2, at most 10)",
     )
     demo.add_argument("--quiet", action="store_true", help="do not print each telemetry event")
 
@@ -72,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
         "--ca", metavar="FILE", help="PEM roots to verify the server with (implies --tls)"
     )
     probe.add_argument(
-        "--size", type=_positive_int, default=2, help="connections to open (default 2)"
+        "--size", type=_positive_int, default=2, metavar="N", help="connections to open (default 2)"
     )
     probe.add_argument(
         "--health-service",

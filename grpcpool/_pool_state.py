@@ -113,23 +113,26 @@ class PoolState:
         self, snapshot: tuple[grpc.Channel, ...], workers: tuple[WorkerStatus, ...]
     ) -> None:
         """Swaps in a new snapshot and wakes the waiters (HealthRegistry only)."""
-        if self.closed:
-            return  # workers leaving a stopped pool must not refill it
-        if snapshot != self.snapshot:
-            live = set(snapshot)
-            # Stubs of channels that left the snapshot would keep them alive.
-            self.stubs = {key: stub for key, stub in self.stubs.items() if key[0] in live}
-        self.workers = workers
-        self.snapshot = snapshot
+        # Under the condition's lock, so that a close() from another thread
+        # (the PoolSupervisor stopping) cannot land between the closed check
+        # and the assignment. The hot path never takes this lock.
         with self.changed:
+            if self.closed:
+                return  # workers leaving a stopped pool must not refill it
+            if snapshot != self.snapshot:
+                live = set(snapshot)
+                # Stubs of channels that left the snapshot would keep them alive.
+                self.stubs = {key: stub for key, stub in self.stubs.items() if key[0] in live}
+            self.workers = workers
+            self.snapshot = snapshot
             self.changed.notify_all()
 
     def close(self) -> None:
         """Marks the pool stopped: empty snapshot, waiters woken, retired channels closed."""
-        self.closed = True
-        self.snapshot = ()
-        self.stubs = {}
         with self.changed:
+            self.closed = True
+            self.snapshot = ()
+            self.stubs = {}
             self.changed.notify_all()
         with self._retired_lock:
             retired, self._retired = self._retired, {}

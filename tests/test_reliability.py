@@ -5,6 +5,7 @@ Each scenario prints its recovery time (run with ``-s`` to see it).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -106,8 +107,11 @@ def test_endpoint_down_at_start_retries_at_backoff_pace(
     assert 6 <= failures <= 20, failures
     delays = [m["delay_ms"] for _, m, _ in events.of("channel.reconnect_scheduled")]
     assert all(100 <= delay <= 500 for delay in delays), delays
-    attempts = [m["attempt"] for _, m, md in events.of("channel.reconnect_scheduled")
-                if md["worker_id"] == "worker-1"]
+    attempts = [
+        m["attempt"]
+        for _, m, md in events.of("channel.reconnect_scheduled")
+        if md["worker_id"] == "worker-1"
+    ]
     assert attempts == list(range(1, len(attempts) + 1))
 
 
@@ -176,7 +180,9 @@ def test_crash_loop_escalates_and_the_parent_restarts_the_pool(
     assert metadata["supervisor"] == "pool:loop"
     assert measurements["restarts"] > 3 + 2  # max_restarts plus one per worker
     assert wait_until(
-        lambda: any(md["child_id"] == "pool:loop" for _, _, md in events.of("supervisor.child_restarted")),
+        lambda: any(
+            md["child_id"] == "pool:loop" for _, _, md in events.of("supervisor.child_restarted")
+        ),
         timeout=5,
     )
     started = time.monotonic()
@@ -208,8 +214,121 @@ def crash_workers_until(done: Callable[[], Any], timeout: float) -> None:
     while not done():
         assert time.monotonic() < deadline, "condition not reached"
         for ref in pykka.ActorRegistry.get_by_class(grpcpool.ChannelWorker):
-            try:
+            with contextlib.suppress(pykka.ActorDeadError):
                 ref.tell("crash")
-            except pykka.ActorDeadError:
-                pass
         time.sleep(0.02)
+
+
+@pytest.mark.parametrize("unlimited_pings", [False, True], ids=["defaults", "control"])
+def test_default_keepalive_never_draws_too_many_pings(
+    events: EventLog, tree: list[pykka.ActorRef[Any]], unlimited_pings: bool
+) -> None:
+    """Keepalive on idle and busy channels stays under a default server's ping policy.
+
+    Scaled 1:100 in time: the client pings every 0.3 s (30 s by default) and the
+    server's min_ping_interval_without_data is 3 s (5 minutes by default). On an
+    idle transport a default server counts every ping as a strike and sends a
+    too_many_pings GOAWAY after more than 2 strikes, whatever the scale; grpcio
+    stops after 2 pings until data flows (grpc.http2.max_pings_without_data),
+    which is what keeps the defaults safe. The control lifts that client limit
+    and must draw the GOAWAY, showing the scenario can fail.
+    """
+    server = EchoServer(options=(("grpc.http2.min_ping_interval_without_data_ms", 3000),))
+    try:
+        extra = [("grpc.http2.max_pings_without_data", 0)] if unlimited_pings else []
+        config = Config.new(
+            endpoint={"type": "local", "host": "127.0.0.1", "port": server.port, "options": extra},
+            pool={"size": 2},
+            connection={"keepalive": 0.3, "keepalive_timeout": 1.0, "ping_interval": None},
+        )
+        tree.append(Supervisor.start(children=[PoolSpec(config, name="pings")]))
+        grpcpool.await_ready("pings", timeout=5, min_ready=2)
+        time.sleep(3.0)  # idle
+        busy_until = time.monotonic() + 2.0
+        while time.monotonic() < busy_until:
+            with contextlib.suppress(NotConnectedError, grpc.RpcError):
+                EchoStub(grpcpool.get_channel("pings")).Unary(b"x", timeout=2)
+            time.sleep(0.01)
+        time.sleep(1.5)  # idle again
+        if unlimited_pings:
+            # The GOAWAY comes when the server next looks at the transport;
+            # give the control a few more idle/busy rounds to draw it.
+            for _ in range(6):
+                if events.of("channel.connection_down"):
+                    break
+                time.sleep(0.5)
+                with contextlib.suppress(NotConnectedError, grpc.RpcError):
+                    EchoStub(grpcpool.get_channel("pings")).Unary(b"x", timeout=2)
+        drops = events.of("channel.connection_down")
+    finally:
+        tree.pop().stop()
+        server.stop()
+    if unlimited_pings:
+        assert drops, "the control should have drawn a too_many_pings GOAWAY"
+    else:
+        assert drops == []
+
+
+def test_concurrent_callers_during_scaling_and_restart_get_only_live_channels(
+    tree: list[pykka.ActorRef[Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """16 threads calling get_channel through resizes and a server restart never get a
+    channel closed more than 100 ms earlier, nor any error but NotConnectedError."""
+    closes: list[float] = []
+    original_close = grpc._channel.Channel.close
+
+    def recording_close(channel: grpc.Channel) -> None:
+        # On the object itself: ids of freed channels get reused.
+        if not hasattr(channel, "closed_at_for_test"):
+            channel.closed_at_for_test = time.monotonic()  # type: ignore[attr-defined]
+            closes.append(channel.closed_at_for_test)  # type: ignore[attr-defined]
+        original_close(channel)
+
+    monkeypatch.setattr(grpc._channel.Channel, "close", recording_close)
+    server = EchoServer()
+    port = server.port
+    stale: list[float] = []
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def take() -> None:
+        while not stop.is_set():
+            try:
+                channel = grpcpool.get_channel("busy")
+            except NotConnectedError:
+                time.sleep(0.001)
+                continue
+            except BaseException as error:  # anything else is a defect
+                errors.append(error)
+                return
+            closed = getattr(channel, "closed_at_for_test", None)
+            if closed is not None and time.monotonic() - closed > 0.1:
+                stale.append(time.monotonic() - closed)
+            time.sleep(0.0005)  # a caller does work between calls; spinning would starve the actors
+
+    try:
+        config = config_for(port, size=4, drain_timeout=0.2)
+        tree.append(Supervisor.start(children=[PoolSpec(config, name="busy")]))
+        grpcpool.await_ready("busy", timeout=5, min_ready=4)
+        threads = [threading.Thread(target=take, name=f"taker-{i}") for i in range(16)]
+        for thread in threads:
+            thread.start()
+        try:
+            for target in (8, 2, 6, 1, 4):
+                grpcpool.resize("busy", target)
+                time.sleep(0.1)
+            server.stop()
+            time.sleep(0.3)
+            server = EchoServer(port=port)
+            grpcpool.await_ready("busy", timeout=5, min_ready=4)
+            grpcpool.scale_down("busy", 2)
+            time.sleep(0.3)
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(10)
+    finally:
+        server.stop()
+    assert errors == []
+    assert stale == []
+    assert closes, "channels were closed during the run"

@@ -1,0 +1,189 @@
+"""The command line: ``python -m grpcpool demo`` and ``python -m grpcpool probe``."""
+
+from __future__ import annotations
+
+import io
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from grpcpool import __main__ as cli
+from grpcpool._console import Console
+from grpcpool._demo import DemoOptions, run
+from grpcpool._echo import EchoServer as TLSEchoServer
+from grpcpool._probe import ProbeOptions
+from grpcpool._probe import main as probe_main
+from tests.certs import make_ca, make_server_cert
+from tests.conftest import free_port
+from tests.servers import EchoServer
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_BOUND_SECONDS = 30
+
+
+def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "grpcpool", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        check=False,
+    )
+
+
+# --- demo ------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_demo_command_narrates_the_whole_scenario() -> None:
+    """The demo runs the issue's scenario end to end, exits 0, within its bound, without noise."""
+    started = time.monotonic()
+    result = run_cli("demo", "--seconds", "0.5", timeout=DEMO_BOUND_SECONDS + 15)
+    elapsed = time.monotonic() - started
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert elapsed < DEMO_BOUND_SECONDS
+    assert "Traceback" not in result.stderr and "Got goaway" not in result.stderr, result.stderr
+    # Step 1: 40 calls over 4 distinct peers, 10 each, as the server saw them.
+    first_table = out.split("[2]")[0]
+    assert len(re.findall(r"ipv4:127\.0\.0\.1:\d+ +10\n", first_table)) == 4, first_table
+    # Step 2: every worker reports the loss, and get_channel refuses.
+    for event in ("connection_down", "disconnected", "reconnect_scheduled"):
+        for worker in ("worker-1", "worker-2", "worker-3", "worker-4"):
+            assert re.search(rf"channel\.{event} +{worker} ", out), (event, worker)
+    assert "raised NotConnectedError" in out
+    assert "backoff 0.2 s to 2.0 s" in out
+    # Step 3: recovery, with its time.
+    assert re.search(r"healthy again [\d.]+ m?s after the restart", out), out
+    # Step 4 and 5.
+    assert "scale_up -> 6 workers, 6 ready" in out
+    assert "scale_down -> 4 workers, 4 ready" in out
+    assert "pool 'demo': healthy, 4 of 4 ready" in out
+    assert "done in" in out
+
+
+def test_demo_in_process_quiet_prints_no_events_and_leaves_nothing_running() -> None:
+    """--quiet keeps the narration and drops the event lines; everything is stopped after."""
+    stream = io.StringIO()
+    run(DemoOptions(size=2, seconds=0.2, quiet=True), Console(stream))
+    out = stream.getvalue()
+    assert "channel.connected" not in out
+    assert "raised NotConnectedError" in out
+    assert "scale_up -> 4 workers, 4 ready" in out
+    assert "pool 'demo': healthy, 2 of 2 ready" in out
+    # The autouse leak check then verifies no thread, actor, channel or socket is left.
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["demo", "--size", "0"],
+        ["demo", "--size", "33"],
+        ["demo", "--seconds", "11"],
+        ["demo", "--seconds", "nan"],
+        [],
+    ],
+)
+def test_bad_flags_are_usage_errors(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as raised:
+        cli.main(args)
+    assert raised.value.code == 2
+    assert "usage:" in capsys.readouterr().err
+
+
+# --- probe -----------------------------------------------------------------------
+
+
+def probe(**options: Any) -> tuple[int, str, str]:
+    """Runs the probe in-process; returns its exit status, stdout and stderr."""
+    out, err = io.StringIO(), io.StringIO()
+    code = probe_main(ProbeOptions(**options), out, err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_probe_healthy_endpoint(echo_server: EchoServer) -> None:
+    """Every connection ready with its connect time and ping; the health service says SERVING."""
+    code, out, err = probe(target=f"127.0.0.1:{echo_server.port}", size=3)
+    assert code == 0, out + err
+    assert err == ""
+    for worker in ("worker-1", "worker-2", "worker-3"):
+        assert re.search(
+            rf"{worker} +ready +[\d.]+ m?s +ok +127\.0\.0\.1:{echo_server.port}", out
+        ), out
+    assert "Health/Check(service=''): SERVING" in out
+    assert "healthy: 3 of 3 connections ready, health SERVING" in out
+
+
+def test_probe_command_against_an_embedded_server(echo_server: EchoServer) -> None:
+    result = run_cli("probe", f"127.0.0.1:{echo_server.port}", "--size", "2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "healthy: 2 of 2 connections ready" in result.stdout
+    assert result.stderr == ""
+
+
+def test_probe_command_against_a_closed_port_fails_with_one_line() -> None:
+    result = run_cli("probe", f"127.0.0.1:{free_port()}", "--timeout", "1")
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("unhealthy: 0 of 2 connections ready after 1 s; last error: ")
+    assert "backoff" in result.stdout or "connecting" in result.stdout
+
+
+def test_probe_server_without_health_service_is_healthy(plain_server: EchoServer) -> None:
+    code, out, _ = probe(target=f"127.0.0.1:{plain_server.port}", size=1)
+    assert code == 0
+    assert "health UNIMPLEMENTED (no health service; reachable counts as healthy)" in out
+
+
+def test_probe_not_serving_is_unhealthy(echo_server: EchoServer) -> None:
+    echo_server.set_serving(False)
+    code, _, err = probe(target=f"127.0.0.1:{echo_server.port}", size=1, timeout=1.0)
+    assert code == 1
+    assert "NOT_SERVING" in err and len(err.splitlines()) == 1
+
+
+def test_probe_unknown_health_service_is_unhealthy(echo_server: EchoServer) -> None:
+    code, _, err = probe(
+        target=f"127.0.0.1:{echo_server.port}", size=1, timeout=1.0, health_service="nope"
+    )
+    assert code == 1
+    assert "not_found" in err
+
+
+def test_probe_tls_with_and_without_the_ca(tmp_path: Path) -> None:
+    """--ca FILE verifies against the given roots; --tls alone uses the system roots and fails."""
+    ca, ca_key = make_ca()
+    server_pem = make_server_cert(ca, ca_key)
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_bytes(ca.certificate)
+    credentials = grpc.ssl_server_credentials([(server_pem.private_key, server_pem.certificate)])
+    with TLSEchoServer(credentials=credentials) as server:
+        code, out, err = probe(target=server.address, ca_file=str(ca_file), tls=True)
+        assert code == 0, out + err
+        assert "(TLS, 2 connections" in out
+        code, _, err = probe(target=server.address, tls=True, timeout=1.0)
+        assert code == 1
+        assert "CERTIFICATE_VERIFY_FAILED" in err
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"target": "127.0.0.1"}, "expected HOST:PORT"),
+        ({"target": "127.0.0.1:http"}, "expected HOST:PORT"),
+        ({"target": "127.0.0.1:70000"}, "endpoint.port"),
+        ({"target": "127.0.0.1:1", "ca_file": "/nonexistent/ca.pem"}, "cannot read --ca"),
+    ],
+)
+def test_probe_bad_arguments_exit_2(options: dict[str, Any], message: str) -> None:
+    code, _, err = probe(**options)
+    assert code == 2
+    assert message in err and len(err.splitlines()) == 1
