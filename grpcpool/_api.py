@@ -21,7 +21,7 @@ import pykka
 from pykka.messages import ProxyCall
 
 from grpcpool._future import LazyFuture, ResolvedFuture
-from grpcpool._pool_state import PoolState, lookup
+from grpcpool._pool_state import PoolState, lookup, names, wait_for_successor
 from grpcpool._status import PoolStatus
 from grpcpool.actors._pool_supervisor import PoolSpec
 from grpcpool.config import DEFAULT_POOL_NAME, Config
@@ -151,17 +151,22 @@ def _check_wait(timeout: Any, min_ready: Any) -> None:
 
 def _await_ready(name: str, timeout: float | None, min_ready: int) -> None:
     deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        state = lookup(name)
-        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        if state.wait_ready(min_ready, remaining):
+
+    def remaining() -> float | None:
+        return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+    state: PoolState | None = lookup(name)
+    while state is not None:
+        if state.wait_ready(min_ready, remaining()):
             return
-        if not state.closed or (deadline is not None and time.monotonic() >= deadline):
-            break
-        # The pool was restarted under us: wait on its successor.
-    raise PoolTimeoutError(
-        name, f"{len(state.snapshot)} of {min_ready} required channels ready after {timeout}s"
-    )
+        if not state.closed:
+            break  # timed out
+        # The pool stopped; if it is being restarted, wait on its successor.
+        state = wait_for_successor(state, remaining())
+    ready = 0 if state is None else len(state.snapshot)
+    if state is None and name not in names():
+        raise PoolNotFoundError(name)
+    raise PoolTimeoutError(name, f"{ready} of {min_ready} required channels ready after {timeout}s")
 
 
 # --- the process-wide default supervisor (the Elixir start_link) -------------

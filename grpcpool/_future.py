@@ -53,11 +53,23 @@ class LazyFuture(pykka.Future[T]):
     """A future that computes its value in the caller's thread on ``get``.
 
     Used for waits (``await_ready``): the wait happens when, and as long as,
-    the caller asks for the result, honouring the ``timeout`` given to
-    ``get``. The result is kept, so a second ``get`` returns at once.
+    the caller asks for the result. The outcome (value or exception) is kept,
+    so a second ``get`` returns or raises at once.
     """
 
     def __init__(self, compute: Callable[[float | None], T] | None = None) -> None:
         super().__init__()
+        self._error: BaseException | None = None
         if compute is not None:
             self.set_get_hook(compute)
+
+    def get(self, *, timeout: float | None = None) -> T:
+        # pykka keeps a hook's value but not its exception; keep both, so a
+        # second get() of a wait that failed fails at once, like any future.
+        if self._error is not None:
+            raise self._error
+        try:
+            return super().get(timeout=timeout)
+        except Exception as error:
+            self._error = error
+            raise

@@ -169,7 +169,9 @@ class PoolState:
 
 
 _pools: dict[str, PoolState] = {}
-_pools_lock = threading.Lock()
+# Guards changes to the table; notified when a name is claimed, so a waiter
+# can follow a pool across a restart.
+_pools_changed = threading.Condition()
 
 
 def lookup(name: str) -> PoolState:
@@ -193,18 +195,29 @@ def claim(state: PoolState) -> None:
     Raises:
         ConfigError: The name is in use.
     """
-    with _pools_lock:
+    with _pools_changed:
         current = _pools.get(state.name)
         if current is not None and (current.owner is None or current.owner.is_alive()):
             raise ConfigError("pool.name", f"a pool named {state.name!r} is already running")
         _pools[state.name] = state
+        _pools_changed.notify_all()
 
 
 def release(state: PoolState) -> None:
     """Removes ``state`` from the table if it is still the one registered."""
-    with _pools_lock:
+    with _pools_changed:
         if _pools.get(state.name) is state:
             del _pools[state.name]
+
+
+def wait_for_successor(state: PoolState, timeout: float | None) -> PoolState | None:
+    """Waits for another pool to claim ``state``'s name (a restart); ``None`` on timeout."""
+    with _pools_changed:
+        _pools_changed.wait_for(
+            lambda: _pools.get(state.name) not in (None, state), timeout=timeout
+        )
+        successor = _pools.get(state.name)
+    return successor if successor is not None and successor is not state else None
 
 
 def names() -> list[str]:

@@ -244,7 +244,7 @@ def _verdict(
     ready = f"{status.current_size} of {options.size} connections ready"
     if status.current_size < options.size:
         last = {w.last_error for w in status.workers if w.last_error} or set(errors.values())
-        why = f"; last error: {_clean(sorted(last)[0])}" if last else ""
+        why = f"; last error: {sorted(last)[0]}" if last else ""
         return False, f"{ready} after {options.timeout:g} s{why}"
     if service_status in ("SERVING", "UNIMPLEMENTED"):
         note = (
@@ -276,7 +276,7 @@ def report(options: ProbeOptions, result: ProbeResult) -> str:
             )
         )
         if worker.last_error and not ready:
-            errors.setdefault(_clean(worker.last_error), []).append(worker.worker_id)
+            errors.setdefault(worker.last_error, []).append(worker.worker_id)
     lines = [table(("connection", "state", "connect", "ping", "peer"), rows)]
     lines += [f"{', '.join(ids)}: {error}" for error, ids in errors.items()]
     if result.service_status is not None:
@@ -284,11 +284,6 @@ def report(options: ProbeOptions, result: ProbeResult) -> str:
             f"grpc.health.v1.Health/Check(service={options.health_service!r}): {result.service_status}"
         )
     return "\n".join(lines)
-
-
-def _clean(error: str) -> str:
-    # grpc error texts may end in an empty details field ("not_found: ").
-    return error.rstrip(": ") or error
 
 
 def main(options: ProbeOptions, out: TextIO | None = None, err: TextIO | None = None) -> int:

@@ -333,7 +333,9 @@ class Config:
             "grpc.use_local_subchannel_pool": 1,
             "grpc.client_idle_timeout_ms": _NEVER_IDLE_MS,
             "grpc.initial_reconnect_backoff_ms": _ms(connection.backoff_min),
-            "grpc.min_reconnect_backoff_ms": _ms(connection.backoff_min),
+            # grpcio also takes this as the deadline of one connection
+            # attempt; the worker's connect_timeout is that bound.
+            "grpc.min_reconnect_backoff_ms": _ms(connection.connect_timeout),
             "grpc.max_reconnect_backoff_ms": _ms(connection.backoff_max),
         }
         if connection.keepalive is not None:

@@ -229,12 +229,8 @@ def test_connect_timeout_fails_the_attempt_and_schedules_a_reconnect(
     silent_listener: SilentListener, events: EventLog
 ) -> None:
     """A peer that accepts TCP but never speaks HTTP/2 fails the attempt at connect_timeout."""
-    # grpcio gives up a handshake after grpc.min_reconnect_backoff_ms, which
-    # the config sets to backoff_min; keep it well past connect_timeout so
-    # that the worker's own timeout is what fails the attempt.
     cfg = config(
         silent_listener.port,
-        options=(("grpc.min_reconnect_backoff_ms", 10_000),),
         connect_timeout=0.3,
         max_reconnect_attempts=5,
     )
@@ -358,11 +354,6 @@ def test_message_about_an_old_channel_generation_is_ignored(
         assert channel not in run.pool.snapshot
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="config maps backoff_min to grpc.min_reconnect_backoff_ms, which grpcio also "
-    "uses as its per-attempt connect deadline, so handshakes fail after backoff_min",
-)
 def test_connect_timeout_bounds_a_slow_handshake_not_backoff_min(
     silent_listener: SilentListener, events: EventLog
 ) -> None:

@@ -319,7 +319,7 @@ def test_channel_options_defaults() -> None:
     assert options["grpc.keepalive_timeout_ms"] == 10000
     assert options["grpc.keepalive_permit_without_calls"] == 1
     assert options["grpc.initial_reconnect_backoff_ms"] == 1000
-    assert options["grpc.min_reconnect_backoff_ms"] == 1000
+    assert options["grpc.min_reconnect_backoff_ms"] == 10000  # connect_timeout
     assert options["grpc.max_reconnect_backoff_ms"] == 30000
     assert "grpc.ssl_target_name_override" not in options
 
@@ -331,7 +331,7 @@ def test_channel_options_follow_connection_settings() -> None:
     assert options["grpc.keepalive_time_ms"] == 2500
     assert options["grpc.keepalive_timeout_ms"] == 750
     assert options["grpc.http2.ping_timeout_ms"] == 750
-    assert options["grpc.min_reconnect_backoff_ms"] == 200
+    assert options["grpc.initial_reconnect_backoff_ms"] == 200
     assert options["grpc.max_reconnect_backoff_ms"] == 4000
 
 

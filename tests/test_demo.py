@@ -155,7 +155,7 @@ def test_probe_unknown_health_service_is_unhealthy(echo_server: EchoServer) -> N
         target=f"127.0.0.1:{echo_server.port}", size=1, timeout=1.0, health_service="nope"
     )
     assert code == 1
-    assert "not_found" in err
+    assert "does not know this health service" in err
 
 
 def test_probe_tls_with_and_without_the_ca(tmp_path: Path) -> None:

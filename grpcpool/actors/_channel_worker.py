@@ -419,4 +419,7 @@ def _check_error(call: grpc.Future) -> str | None:
         return None  # the server has no health service: reachable is healthy
     if code is None:
         return f"{type(error).__name__}: {error}"
-    return f"{code.name.lower()}: {error.details()}"
+    if code is grpc.StatusCode.NOT_FOUND:
+        return "health check: the server does not know this health service name"
+    details = error.details()
+    return f"{code.name.lower()}: {details}" if details else code.name.lower()

@@ -176,9 +176,8 @@ class PoolSupervisor(Supervisor):
             )
         started = time.monotonic()
         victims = self._worker_ids[-count:]
-        for worker_id in reversed(victims):
-            self.terminate_child(worker_id)
-            self._worker_ids.remove(worker_id)
+        del self._worker_ids[-count:]
+        self._stop_together([self._children.pop(worker_id) for worker_id in reversed(victims)])
         pool.expected_size -= count
         telemetry.emit(
             telemetry.pool_scale_down,
@@ -223,6 +222,16 @@ class PoolSupervisor(Supervisor):
     def on_stop(self) -> None:
         self._close()
         super().on_stop()
+
+    def _stop_children(self) -> None:
+        # Reporter, then every worker at once (each closes a channel, which
+        # takes grpcio up to 0.2 s), then the registry they report to.
+        self._stopping = True
+        children = list(self._children.values())
+        workers = set(self._worker_ids)
+        self._stop_together([c for c in reversed(children) if c.spec.id == "telemetry"])
+        self._stop_together([c for c in reversed(children) if c.spec.id in workers])
+        self._stop_together([c for c in reversed(children) if c.spec.id not in workers])
 
     def on_failure(
         self,
