@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import os
 import threading
 import time
 from typing import Any, TypeVar
@@ -27,7 +28,7 @@ from grpcpool.actors._pool_supervisor import PoolSpec
 from grpcpool.config import DEFAULT_POOL_NAME, Config
 from grpcpool.errors import GrpcPoolError, PoolNotFoundError, PoolTimeoutError
 from grpcpool.strategy import strategy_name
-from grpcpool.supervisor import Supervisor
+from grpcpool.supervisor import SupervisedActor, Supervisor
 
 __all__ = [
     "PoolProxy",
@@ -173,6 +174,29 @@ def _await_ready(name: str, timeout: float | None, min_ready: int) -> None:
 
 _default_lock = threading.RLock()
 _default_supervisor: pykka.ActorRef[Any] | None = None
+
+
+def _reset_after_fork() -> None:
+    # The default supervisor's thread did not survive the fork; a child
+    # that starts pools gets a supervisor of its own.
+    global _default_supervisor, _default_lock
+    _default_supervisor = None
+    _default_lock = threading.RLock()
+    # pykka's registry lock may have been held by a thread that no longer
+    # exists; never block a fork on it.
+    registry_lock = getattr(pykka.ActorRegistry, "_actor_refs_lock", None)
+    if registry_lock is None or not registry_lock.acquire(timeout=0.5):
+        return
+    try:
+        for ref in pykka.ActorRegistry.get_all():
+            if issubclass(ref.actor_class, SupervisedActor):
+                # Ghosts of the parent's actors: asking one would wait forever.
+                pykka.ActorRegistry.unregister(ref)
+    finally:
+        registry_lock.release()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 def _default() -> pykka.ActorRef[Any]:

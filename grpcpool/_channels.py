@@ -8,6 +8,7 @@ after each test.
 
 from __future__ import annotations
 
+import os
 import threading
 
 import grpc
@@ -18,6 +19,17 @@ __all__ = ["close_channel", "open_channel", "open_channel_count"]
 
 _open: set[grpc.Channel] = set()
 _lock = threading.Lock()
+
+
+def _reset_after_fork() -> None:
+    # The parent's channels are unusable in a child (grpcio does not carry
+    # channels across fork); forget them without touching them.
+    global _lock
+    _open.clear()
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 def open_channel(config: Config) -> tuple[grpc.Channel, grpc.Channel]:

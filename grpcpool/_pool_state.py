@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import os
 import threading
 from typing import Any
 
@@ -174,16 +175,47 @@ _pools: dict[str, PoolState] = {}
 _pools_changed = threading.Condition()
 
 
+# Names of pools started before this process was forked from its parent.
+_forked: set[str] = set()
+
+FORK_ADVICE = (
+    "this pool was started before os.fork(), and grpc channels do not survive a fork; "
+    "start pools in each process after it forks (e.g. in gunicorn's post_fork hook) "
+    "and do not use grpc in the parent before forking"
+)
+
+
 def lookup(name: str) -> PoolState:
     """The running pool called ``name``.
 
     Raises:
         PoolNotFoundError: No pool of that name is running.
+        NotConnectedError: The pool belongs to the parent of this forked process.
     """
     state = _pools.get(name)
     if state is None:
+        if name in _forked:
+            raise NotConnectedError(name, FORK_ADVICE)
         raise PoolNotFoundError(name)
     return state
+
+
+def _forget_after_fork() -> None:
+    # In a forked child the pools' actor threads do not exist and their
+    # channels must not be used: empty the table, remember the names so
+    # callers get advice instead of "not found", and renew the lock, which
+    # another thread may have held at the moment of the fork.
+    global _pools_changed
+    _forked.update(_pools)
+    for state in _pools.values():
+        state.snapshot = ()
+        state.closed = True
+        state.stubs = {}
+    _pools.clear()
+    _pools_changed = threading.Condition()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def claim(state: PoolState) -> None:
@@ -200,6 +232,7 @@ def claim(state: PoolState) -> None:
         if current is not None and (current.owner is None or current.owner.is_alive()):
             raise ConfigError("pool.name", f"a pool named {state.name!r} is already running")
         _pools[state.name] = state
+        _forked.discard(state.name)
         _pools_changed.notify_all()
 
 

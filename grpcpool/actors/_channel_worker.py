@@ -204,6 +204,13 @@ class ChannelWorker(SupervisedActor):
 
     def _connected(self) -> None:
         now = time.monotonic()
+        if self._backoff.attempt > 0:
+            _log.info(
+                "pool %r %s: connected after %d retries",
+                self._pool.name,
+                self._worker_id,
+                self._backoff.attempt,
+            )
         self._state = "ready"
         self._ready_since = now
         self._backoff = self._backoff.succeed()
@@ -236,12 +243,14 @@ class ChannelWorker(SupervisedActor):
                 f"pool {self._pool.name!r} {self._worker_id}: "
                 f"{self._backoff.attempt + 1} connection attempts failed in a row; last: {error}"
             )
-        self._log_connection_problem("connect failed: %s", error)
+        # One line per outage, not one per retry: the first failure in a row
+        # is logged, later ones only at debug (every one is still an event).
+        self._log_connection_problem("connect failed: %s", error, quiet=self._backoff.attempt > 0)
         self._schedule_reconnect(error)
 
     # --- connected: watching and pinging ----------------------------------------
 
-    def _connection_lost(self, reason: str) -> None:
+    def _connection_lost(self, reason: str, detail: str | None = None) -> None:
         connected_for = time.monotonic() - self._ready_since
         self._last_error = reason
         self._state = "backoff"
@@ -252,7 +261,9 @@ class ChannelWorker(SupervisedActor):
             {},
             {**self._metadata, "reason": reason},
         )
-        self._log_connection_problem("connection down: %s", reason)
+        self._log_connection_problem(
+            "connection down: %s", reason if detail is None else f"{reason} ({detail})"
+        )
         telemetry.emit(
             telemetry.channel_disconnected,
             self._pool.name,
@@ -308,8 +319,7 @@ class ChannelWorker(SupervisedActor):
             {**self._metadata, "result": "ok" if error is None else "error"},
         )
         if error is not None:
-            self._log_connection_problem("ping failed: %s", error)
-            self._connection_lost("ping_failed")
+            self._connection_lost("ping_failed", error)
         elif self._connection.ping_interval is not None:
             self._schedule(self._connection.ping_interval, _Ping(self._generation))
 
@@ -388,8 +398,9 @@ class ChannelWorker(SupervisedActor):
         # closes every retired channel at once when it stops.
         self._close_channel(drain=not self._pool.closed)
 
-    def _log_connection_problem(self, text: str, detail: str) -> None:
-        level = logging.DEBUG if self._connection.suppress_connection_errors else logging.ERROR
+    def _log_connection_problem(self, text: str, detail: str, *, quiet: bool = False) -> None:
+        loud = not quiet and not self._connection.suppress_connection_errors
+        level = logging.ERROR if loud else logging.DEBUG
         _log.log(level, "pool %r %s: " + text, self._pool.name, self._worker_id, detail)
 
 

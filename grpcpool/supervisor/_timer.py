@@ -15,6 +15,7 @@ import heapq
 import itertools
 import logging
 import math
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -138,6 +139,17 @@ class _Scheduler:
 
 
 _scheduler = _Scheduler()
+
+
+def _reset_after_fork() -> None:
+    # Only the forking thread survives a fork: the timer thread is gone, its
+    # lock may be held forever, and every pending timer targets an actor
+    # whose thread is gone too. Start afresh.
+    global _scheduler
+    _scheduler = _Scheduler()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 def send_after(delay: float, target: pykka.ActorRef[Any], message: Any) -> TimerHandle:
