@@ -24,8 +24,9 @@ import pytest
 from grpcpool import Config
 from grpcpool._channels import open_channel_count
 from grpcpool._pool_state import PoolState
-from grpcpool.actors._channel_worker import ChannelWorker, ReconnectLimitError, _Connectivity
+from grpcpool.actors._channel_worker import ChannelWorker, ReconnectLimitError
 from grpcpool.actors._health_registry import HealthRegistry, WorkerGone
+from grpcpool.actors._worker_messages import _Connectivity
 from grpcpool.supervisor import ExitReason, watch_exit
 from grpcpool.supervisor._exit import ExitWatch
 from tests.conftest import EventLog, free_port, wait_until
@@ -216,7 +217,8 @@ def test_connects_reports_ready_and_fires_connected(
         assert sender == pool.name
         assert metadata == {"pool_name": pool.name, "worker_id": "worker-1"}
         assert 0 < measurements["duration"] < 2.0
-        assert len(pool.snapshot) == 1
+        # The registry publishes on its own thread, just after the event.
+        assert wait_until(lambda: len(pool.snapshot) == 1, timeout=5)
         (record,) = pool.workers
         assert (record.worker_id, record.state) == ("worker-1", "ready")
         assert record.peer == f"127.0.0.1:{echo_server.port}"

@@ -24,7 +24,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -36,11 +35,20 @@ from grpcpool import telemetry
 from grpcpool._channels import close_channel, open_channel
 from grpcpool._pool_state import PoolState
 from grpcpool.actors._health_registry import WorkerGone, WorkerReport
+from grpcpool.actors._worker_messages import (
+    Resync,
+    _Connectivity,
+    _ConnectTimeout,
+    _Ping,
+    _PingDone,
+    _Reconnect,
+    check_error,
+)
 from grpcpool.backoff import Backoff
 from grpcpool.errors import GrpcPoolError
 from grpcpool.supervisor import SupervisedActor, TimerHandle, send_after
 
-__all__ = ["ChannelWorker", "ReconnectLimitError"]
+__all__ = ["ChannelWorker", "ReconnectLimitError", "Resync"]
 
 _log = logging.getLogger(__name__)
 
@@ -50,39 +58,6 @@ _REGISTRY_TIMEOUT = 2.0
 
 class ReconnectLimitError(GrpcPoolError):
     """A worker failed to connect too many times in a row and crashes on purpose."""
-
-
-@dataclass(frozen=True)
-class _Connectivity:
-    generation: int
-    state: grpc.ChannelConnectivity
-
-
-@dataclass(frozen=True)
-class _ConnectTimeout:
-    generation: int
-
-
-@dataclass(frozen=True)
-class _Reconnect:
-    generation: int
-
-
-@dataclass(frozen=True)
-class _Ping:
-    generation: int
-
-
-@dataclass(frozen=True)
-class _PingDone:
-    generation: int
-    started: float
-    call: grpc.Future
-
-
-@dataclass(frozen=True)
-class Resync:
-    """Asks a worker to report its state again (after a registry restart)."""
 
 
 class ChannelWorker(SupervisedActor):
@@ -300,7 +275,7 @@ class ChannelWorker(SupervisedActor):
 
     def _on_check_done(self, message: _PingDone) -> None:
         self._check_in_flight = False
-        self._finish_check(message.started, _check_error(message.call))
+        self._finish_check(message.started, check_error(message.call))
 
     def _finish_check(self, started: float, error: str | None) -> None:
         if self._state == "connecting":
@@ -415,22 +390,3 @@ def _send(registry: pykka.ActorRef[Any], message: Any, sync: bool) -> None:
         pass  # the registry is being restarted; it will ask for a resync
     except pykka.Timeout:
         _log.warning("health registry did not answer within %ss", _REGISTRY_TIMEOUT)
-
-
-def _check_error(call: grpc.Future) -> str | None:
-    """``None`` if a finished health check says the server is usable, else why not."""
-    error = call.exception()
-    if error is None:
-        status = call.result().status
-        if status == health_pb2.HealthCheckResponse.SERVING:
-            return None
-        return f"health status {health_pb2.HealthCheckResponse.ServingStatus.Name(status)}"
-    code = error.code() if isinstance(error, grpc.Call) else None
-    if code is grpc.StatusCode.UNIMPLEMENTED:
-        return None  # the server has no health service: reachable is healthy
-    if code is None:
-        return f"{type(error).__name__}: {error}"
-    if code is grpc.StatusCode.NOT_FOUND:
-        return "health check: the server does not know this health service name"
-    details = error.details()
-    return f"{code.name.lower()}: {details}" if details else code.name.lower()
