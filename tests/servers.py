@@ -88,6 +88,10 @@ class EchoServer:
         )
         self.health.set(service, status)
 
+    def kill(self) -> None:
+        """Aborts every connection and call now, without waiting; ``stop()`` cleans up."""
+        self._server.stop(None)
+
     def stop(self, grace: float | None = None) -> None:
         """Stops the server and joins its threads. Idempotent."""
         self._server.stop(grace).wait(10)

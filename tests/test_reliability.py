@@ -127,9 +127,12 @@ def test_server_killed_mid_traffic_then_restarted_on_same_port(
         with Callers("kill", threads=6) as callers:
             time.sleep(0.3)
             killed = time.monotonic()
-            server.stop()
-            assert wait_until(lambda: grpcpool.status("kill").current_size == 0, timeout=1.0)
+            server.kill()
+            assert wait_until(
+                lambda: grpcpool.status("kill").current_size == 0, timeout=1.0, interval=0.001
+            )
             emptied = time.monotonic() - killed
+            server.stop()
             time.sleep(0.3)
             server = EchoServer(port=port, delay=0.05)
             restarted = time.monotonic()
