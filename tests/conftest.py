@@ -176,3 +176,14 @@ def wait_until(predicate: Any, timeout: float = 5.0, interval: float = 0.01) -> 
         if time.monotonic() >= deadline:
             return bool(predicate())
         time.sleep(interval)
+
+
+@pytest.fixture
+def supervisors() -> Iterator[list[pykka.ActorRef[Any]]]:
+    """Supervisors the test starts (append them); stopped afterwards, newest first."""
+    refs: list[pykka.ActorRef[Any]] = []
+    try:
+        yield refs
+    finally:
+        for ref in reversed(refs):
+            ref.stop()

@@ -29,26 +29,15 @@ def proxy(echo_server: EchoServer) -> Iterator[FaultProxy]:
         yield fault_proxy
 
 
-@pytest.fixture
-def tree() -> Iterator[list[pykka.ActorRef[Any]]]:
-    """Supervisors the test starts; stopped afterwards."""
-    refs: list[pykka.ActorRef[Any]] = []
-    try:
-        yield refs
-    finally:
-        for ref in reversed(refs):
-            ref.stop()
-
-
 def start_pool(
-    tree: list[pykka.ActorRef[Any]], port: int, name: str, size: int, **connection: Any
+    supervisors: list[pykka.ActorRef[Any]], port: int, name: str, size: int, **connection: Any
 ) -> None:
     config = Config.new(
         endpoint={"type": "local", "host": "127.0.0.1", "port": port},
         pool={"size": size},
         connection=connection,
     )
-    tree.append(Supervisor.start(children=[PoolSpec(config, name=name)]))
+    supervisors.append(Supervisor.start(children=[PoolSpec(config, name=name)]))
     grpcpool.await_ready(name, timeout=5, min_ready=size)
 
 
@@ -57,10 +46,10 @@ def report(scenario: str, seconds: float) -> None:
 
 
 def test_reset_of_every_connection_empties_and_refills_with_spread_retries(
-    proxy: FaultProxy, events: EventLog, tree: list[pykka.ActorRef[Any]]
+    proxy: FaultProxy, events: EventLog, supervisors: list[pykka.ActorRef[Any]]
 ) -> None:
     """All connections reset at once: the pool empties, then refills, retries spread by jitter."""
-    start_pool(tree, proxy.port, "reset", size=6, backoff_min=0.2, backoff_max=1.0)
+    start_pool(supervisors, proxy.port, "reset", size=6, backoff_min=0.2, backoff_max=1.0)
     proxy.reset()
     reset_at = time.monotonic()
     proxy.pass_through()
@@ -76,12 +65,12 @@ def test_reset_of_every_connection_empties_and_refills_with_spread_retries(
 
 
 def test_black_hole_is_detected_by_keepalive(
-    proxy: FaultProxy, events: EventLog, tree: list[pykka.ActorRef[Any]]
+    proxy: FaultProxy, events: EventLog, supervisors: list[pykka.ActorRef[Any]]
 ) -> None:
     """A silent peer leaves the snapshot within keepalive + ping timeout + 1 s."""
     keepalive, timeout = 0.5, 0.5
     start_pool(
-        tree,
+        supervisors,
         proxy.port,
         "hole",
         size=3,
@@ -107,11 +96,11 @@ def test_black_hole_is_detected_by_keepalive(
 
 
 def test_health_ping_detects_black_hole_without_keepalive(
-    proxy: FaultProxy, events: EventLog, tree: list[pykka.ActorRef[Any]]
+    proxy: FaultProxy, events: EventLog, supervisors: list[pykka.ActorRef[Any]]
 ) -> None:
     """With keepalive off, the health ping's deadline takes a silent peer out of rotation."""
     start_pool(
-        tree,
+        supervisors,
         proxy.port,
         "ping-hole",
         size=2,
@@ -132,10 +121,10 @@ def test_health_ping_detects_black_hole_without_keepalive(
 
 
 def test_latency_does_not_flap_a_slow_healthy_server(
-    proxy: FaultProxy, events: EventLog, tree: list[pykka.ActorRef[Any]]
+    proxy: FaultProxy, events: EventLog, supervisors: list[pykka.ActorRef[Any]]
 ) -> None:
     """300 ms each way is slow but healthy: pings within their deadline keep every worker in."""
-    start_pool(tree, proxy.port, "slow", size=2, ping_interval=0.2, connect_timeout=2.0)
+    start_pool(supervisors, proxy.port, "slow", size=2, ping_interval=0.2, connect_timeout=2.0)
     proxy.latency(up=0.3, down=0.3)
     time.sleep(3)
     assert events.of("channel.connection_down") == []
@@ -149,10 +138,10 @@ def test_latency_does_not_flap_a_slow_healthy_server(
 
 
 def test_refused_connections_leave_live_ones_alone_and_back_off(
-    proxy: FaultProxy, events: EventLog, tree: list[pykka.ActorRef[Any]]
+    proxy: FaultProxy, events: EventLog, supervisors: list[pykka.ActorRef[Any]]
 ) -> None:
     """A proxy refusing new connections keeps existing channels; new workers back off."""
-    start_pool(tree, proxy.port, "refuse", size=2, backoff_min=0.1, backoff_max=0.3)
+    start_pool(supervisors, proxy.port, "refuse", size=2, backoff_min=0.1, backoff_max=0.3)
     proxy.refuse()
     assert grpcpool.scale_up("refuse", 1) == 3
     assert wait_until(lambda: len(events.of("channel.connection_failed")) >= 2, timeout=3)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pykka
@@ -34,21 +33,10 @@ def local_config(port: int, size: int = 2, **connection: Any) -> Config:
     )
 
 
-@pytest.fixture
-def supervised() -> Iterator[list[pykka.ActorRef[Any]]]:
-    """Supervisors started by the test; stopped afterwards."""
-    started: list[pykka.ActorRef[Any]] = []
-    try:
-        yield started
-    finally:
-        for ref in reversed(started):
-            ref.stop()
-
-
 def start_pool(
-    supervised: list[pykka.ActorRef[Any]], config: Config, name: str
+    supervisors: list[pykka.ActorRef[Any]], config: Config, name: str
 ) -> grpcpool.PoolProxy:
-    supervised.append(Supervisor.start(children=[PoolSpec(config, name=name)]))
+    supervisors.append(Supervisor.start(children=[PoolSpec(config, name=name)]))
     return grpcpool.pool(name)
 
 
@@ -74,10 +62,10 @@ def test_spec_example_works_as_written(echo_server: EchoServer) -> None:
 
 
 def test_pool_of_four_is_four_peers_and_round_robin_spreads_evenly(
-    echo_server: EchoServer, supervised: list[pykka.ActorRef[Any]]
+    echo_server: EchoServer, supervisors: list[pykka.ActorRef[Any]]
 ) -> None:
     """A pool of 4 is 4 TCP connections, and round robin spreads 40 calls 10/10/10/10."""
-    proxy = start_pool(supervised, local_config(echo_server.port, size=4), "rr")
+    proxy = start_pool(supervisors, local_config(echo_server.port, size=4), "rr")
     grpcpool.await_ready("rr", timeout=5, min_ready=4)
     for _ in range(40):
         assert EchoStub(proxy.get_channel().get()).Unary(b"x", timeout=5) == b"x"
@@ -86,10 +74,10 @@ def test_pool_of_four_is_four_peers_and_round_robin_spreads_evenly(
 
 
 def test_two_named_pools_route_to_their_own_servers(
-    echo_server: EchoServer, plain_server: EchoServer, supervised: list[pykka.ActorRef[Any]]
+    echo_server: EchoServer, plain_server: EchoServer, supervisors: list[pykka.ActorRef[Any]]
 ) -> None:
     """Each call goes to the server of the pool it was taken from."""
-    supervised.append(
+    supervisors.append(
         Supervisor.start(
             children=[
                 PoolSpec(local_config(echo_server.port), name="one"),
@@ -108,13 +96,13 @@ def test_two_named_pools_route_to_their_own_servers(
 
 
 def test_server_stop_empties_pool_and_restart_refills_it(
-    events: EventLog, supervised: list[pykka.ActorRef[Any]]
+    events: EventLog, supervisors: list[pykka.ActorRef[Any]]
 ) -> None:
     """A stopped server empties the snapshot within 1 s; a restart refills every worker."""
     server = EchoServer()
     port = server.port
     try:
-        start_pool(supervised, local_config(port, size=3, backoff_max=1.0), "restart")
+        start_pool(supervisors, local_config(port, size=3, backoff_max=1.0), "restart")
         grpcpool.await_ready("restart", timeout=5, min_ready=3)
         server.stop()
         assert wait_until(lambda: grpcpool.status("restart").current_size == 0, timeout=1.0)
@@ -137,11 +125,11 @@ def test_server_stop_empties_pool_and_restart_refills_it(
 
 
 def test_not_serving_takes_workers_out_and_serving_brings_them_back(
-    echo_server: EchoServer, supervised: list[pykka.ActorRef[Any]]
+    echo_server: EchoServer, supervisors: list[pykka.ActorRef[Any]]
 ) -> None:
     """Health NOT_SERVING removes the workers from rotation; SERVING restores them."""
     config = local_config(echo_server.port, size=2, ping_interval=0.1)
-    start_pool(supervised, config, "health")
+    start_pool(supervisors, config, "health")
     grpcpool.await_ready("health", timeout=5, min_ready=2)
     echo_server.set_serving(False)
     assert wait_until(lambda: grpcpool.status("health").current_size == 0, timeout=3)
@@ -150,10 +138,10 @@ def test_not_serving_takes_workers_out_and_serving_brings_them_back(
 
 
 def test_server_without_health_service_counts_as_healthy(
-    plain_server: EchoServer, events: EventLog, supervised: list[pykka.ActorRef[Any]]
+    plain_server: EchoServer, events: EventLog, supervisors: list[pykka.ActorRef[Any]]
 ) -> None:
     """UNIMPLEMENTED from the health check means "no health service": pings stay ok."""
-    start_pool(supervised, local_config(plain_server.port, ping_interval=0.05), "nohealth")
+    start_pool(supervisors, local_config(plain_server.port, ping_interval=0.05), "nohealth")
     grpcpool.await_ready("nohealth", timeout=5, min_ready=2)
     assert wait_until(lambda: len(events.of("channel.ping")) >= 4, timeout=3)
     assert {m["result"] for _, _, m in events.of("channel.ping")} == {"ok"}
@@ -161,10 +149,10 @@ def test_server_without_health_service_counts_as_healthy(
 
 
 def test_endpoint_down_at_start_raises_not_connected_and_times_out(
-    events: EventLog, supervised: list[pykka.ActorRef[Any]]
+    events: EventLog, supervisors: list[pykka.ActorRef[Any]]
 ) -> None:
     """With nothing listening, get_channel raises NotConnectedError and await_ready times out."""
-    start_pool(supervised, local_config(free_port(), max_reconnect_attempts=50), "down")
+    start_pool(supervisors, local_config(free_port(), max_reconnect_attempts=50), "down")
     with pytest.raises(NotConnectedError) as raised:
         grpcpool.get_channel("down")
     assert "'down'" in str(raised.value)
@@ -177,10 +165,10 @@ def test_endpoint_down_at_start_raises_not_connected_and_times_out(
 
 
 def test_scaling_with_real_workers(
-    echo_server: EchoServer, events: EventLog, supervised: list[pykka.ActorRef[Any]]
+    echo_server: EchoServer, events: EventLog, supervisors: list[pykka.ActorRef[Any]]
 ) -> None:
     """scale_up, scale_down and resize change the workers and report the new size."""
-    proxy = start_pool(supervised, local_config(echo_server.port, size=2), "scale")
+    proxy = start_pool(supervisors, local_config(echo_server.port, size=2), "scale")
     grpcpool.await_ready("scale", timeout=5, min_ready=2)
     assert grpcpool.scale_up("scale", 3) == 5
     grpcpool.await_ready("scale", timeout=5, min_ready=5)
@@ -216,14 +204,14 @@ def test_scaling_with_real_workers(
 )
 def test_bad_scaling_input_raises_and_changes_nothing(
     echo_server: EchoServer,
-    supervised: list[pykka.ActorRef[Any]],
+    supervisors: list[pykka.ActorRef[Any]],
     call: Any,
     error: type[Exception],
 ) -> None:
     """Bad counts raise a clear error and leave expected_size and the workers alone."""
     config = local_config(echo_server.port, size=2)
     config = dataclasses.replace(config, pool=dataclasses.replace(config.pool, max_size=5))
-    start_pool(supervised, config, "bad")
+    start_pool(supervisors, config, "bad")
     with pytest.raises(error):
         call()
     status = grpcpool.status("bad")
@@ -246,10 +234,10 @@ def test_unknown_pool_raises_pool_not_found() -> None:
 
 
 def test_name_clash_raises_in_caller_and_leaves_running_pool_alone(
-    echo_server: EchoServer, supervised: list[pykka.ActorRef[Any]]
+    echo_server: EchoServer, supervisors: list[pykka.ActorRef[Any]]
 ) -> None:
     """Starting a second pool with a taken name raises ConfigError; the first keeps working."""
-    start_pool(supervised, local_config(echo_server.port), "taken")
+    start_pool(supervisors, local_config(echo_server.port), "taken")
     grpcpool.await_ready("taken", timeout=5, min_ready=2)
     actors_before = len(pykka.ActorRegistry.get_all())
     with pytest.raises(ConfigError, match="taken"):
@@ -276,11 +264,11 @@ def test_default_supervisor_start_and_idempotent_stop(echo_server: EchoServer) -
 
 
 def test_stopped_pool_is_not_restarted_and_its_name_is_free(
-    echo_server: EchoServer, supervised: list[pykka.ActorRef[Any]]
+    echo_server: EchoServer, supervisors: list[pykka.ActorRef[Any]]
 ) -> None:
     """stop(name) under a user supervisor terminates the pool for good and frees the name."""
     sup = Supervisor.start(children=[PoolSpec(local_config(echo_server.port), name="gone")])
-    supervised.append(sup)
+    supervisors.append(sup)
     grpcpool.stop("gone")
     assert sup.proxy().count_children().get() == {
         "specs": 0,
@@ -296,10 +284,10 @@ def test_stopped_pool_is_not_restarted_and_its_name_is_free(
 
 
 def test_proxy_returns_resolved_futures_and_shows_live_state(
-    echo_server: EchoServer, supervised: list[pykka.ActorRef[Any]]
+    echo_server: EchoServer, supervisors: list[pykka.ActorRef[Any]]
 ) -> None:
     """PoolProxy methods return pykka futures; repr shows status, sizes and strategy."""
-    proxy = start_pool(supervised, local_config(echo_server.port, size=2), "proxy")
+    proxy = start_pool(supervisors, local_config(echo_server.port, size=2), "proxy")
     proxy.await_ready(timeout=5, min_ready=2).get()
     future = proxy.get_channel()
     assert isinstance(future, pykka.Future)
@@ -312,10 +300,10 @@ def test_proxy_returns_resolved_futures_and_shows_live_state(
 
 
 def test_status_reports_each_worker(
-    echo_server: EchoServer, supervised: list[pykka.ActorRef[Any]]
+    echo_server: EchoServer, supervisors: list[pykka.ActorRef[Any]]
 ) -> None:
     """status() lists one record per worker with its state, time and peer."""
-    start_pool(supervised, local_config(echo_server.port, size=3), "status")
+    start_pool(supervisors, local_config(echo_server.port, size=3), "status")
     grpcpool.await_ready("status", timeout=5, min_ready=3)
     status = grpcpool.status("status")
     assert (status.pool_name, status.expected_size, status.current_size) == ("status", 3, 3)
@@ -325,10 +313,10 @@ def test_status_reports_each_worker(
 
 
 def test_get_channel_from_many_threads_never_fails_while_ready(
-    echo_server: EchoServer, supervised: list[pykka.ActorRef[Any]]
+    echo_server: EchoServer, supervisors: list[pykka.ActorRef[Any]]
 ) -> None:
     """Concurrent get_channel callers all get channels of the snapshot."""
-    start_pool(supervised, local_config(echo_server.port, size=4), "threads")
+    start_pool(supervisors, local_config(echo_server.port, size=4), "threads")
     grpcpool.await_ready("threads", timeout=5, min_ready=4)
     snapshot = set(grpcpool.pool("threads").status().get().workers)
     assert len(snapshot) == 4
@@ -353,14 +341,14 @@ def test_get_channel_from_many_threads_never_fails_while_ready(
 
 
 def test_every_event_fires_with_documented_keys(
-    echo_server: EchoServer, events: EventLog, supervised: list[pykka.ActorRef[Any]]
+    echo_server: EchoServer, events: EventLog, supervisors: list[pykka.ActorRef[Any]]
 ) -> None:
     """pool.* and channel.* events fire with the SPEC's measurements and metadata keys."""
     config = local_config(echo_server.port, size=2, ping_interval=0.05)
     config = dataclasses.replace(
         config, pool=dataclasses.replace(config.pool, telemetry_interval=0.05)
     )
-    start_pool(supervised, config, "events")
+    start_pool(supervisors, config, "events")
     grpcpool.await_ready("events", timeout=5, min_ready=2)
     grpcpool.get_channel("events")
     grpcpool.scale_up("events", 1)
@@ -387,10 +375,10 @@ def test_every_event_fires_with_documented_keys(
 
 
 def test_crashed_worker_is_restarted_and_pool_refills(
-    echo_server: EchoServer, events: EventLog, supervised: list[pykka.ActorRef[Any]]
+    echo_server: EchoServer, events: EventLog, supervisors: list[pykka.ActorRef[Any]]
 ) -> None:
     """An exception inside a worker's message restarts that worker; child_restarted fires."""
-    start_pool(supervised, local_config(echo_server.port, size=2), "crash")
+    start_pool(supervisors, local_config(echo_server.port, size=2), "crash")
     grpcpool.await_ready("crash", timeout=5, min_ready=2)
     worker = next(
         ref for ref in pykka.ActorRegistry.get_by_class(grpcpool.ChannelWorker) if ref.is_alive()
@@ -406,7 +394,7 @@ def test_crashed_worker_is_restarted_and_pool_refills(
 
 
 def test_sample_rate_zero_silences_get_channel_event(
-    echo_server: EchoServer, events: EventLog, supervised: list[pykka.ActorRef[Any]]
+    echo_server: EchoServer, events: EventLog, supervisors: list[pykka.ActorRef[Any]]
 ) -> None:
     """telemetry_sample_rate=0 never emits pool.get_channel; 3 emits about 1 in 3."""
     config = local_config(echo_server.port)
@@ -416,7 +404,7 @@ def test_sample_rate_zero_silences_get_channel_event(
     sampled = dataclasses.replace(
         config, pool=dataclasses.replace(config.pool, telemetry_sample_rate=3)
     )
-    supervised.append(
+    supervisors.append(
         Supervisor.start(
             children=[PoolSpec(silent, name="silent"), PoolSpec(sampled, name="sampled")]
         )

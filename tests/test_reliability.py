@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -32,17 +32,6 @@ def config_for(port: int, size: int = 3, **connection: Any) -> Config:
         pool={"size": size},
         connection=settings,
     )
-
-
-@pytest.fixture
-def tree() -> Iterator[list[pykka.ActorRef[Any]]]:
-    """Supervisors the test starts; stopped afterwards."""
-    refs: list[pykka.ActorRef[Any]] = []
-    try:
-        yield refs
-    finally:
-        for ref in reversed(refs):
-            ref.stop()
 
 
 def report(scenario: str, seconds: float) -> None:
@@ -92,11 +81,11 @@ class Callers:
 
 
 def test_endpoint_down_at_start_retries_at_backoff_pace(
-    events: EventLog, tree: list[pykka.ActorRef[Any]]
+    events: EventLog, supervisors: list[pykka.ActorRef[Any]]
 ) -> None:
     """Nothing listening: NotConnectedError, PoolTimeoutError, and attempts spaced by backoff."""
     config = config_for(free_port(), size=2, max_reconnect_attempts=100)
-    tree.append(Supervisor.start(children=[PoolSpec(config, name="down")]))
+    supervisors.append(Supervisor.start(children=[PoolSpec(config, name="down")]))
     with pytest.raises(NotConnectedError):
         grpcpool.get_channel("down")
     with pytest.raises(PoolTimeoutError):
@@ -116,13 +105,13 @@ def test_endpoint_down_at_start_retries_at_backoff_pace(
 
 
 def test_server_killed_mid_traffic_then_restarted_on_same_port(
-    events: EventLog, tree: list[pykka.ActorRef[Any]]
+    events: EventLog, supervisors: list[pykka.ActorRef[Any]]
 ) -> None:
     """Calls in flight fail cleanly when the server dies; the pool refills when it returns."""
     server = EchoServer(delay=0.05)
     port = server.port
     try:
-        tree.append(Supervisor.start(children=[PoolSpec(config_for(port), name="kill")]))
+        supervisors.append(Supervisor.start(children=[PoolSpec(config_for(port), name="kill")]))
         grpcpool.await_ready("kill", timeout=5, min_ready=3)
         with Callers("kill", threads=6) as callers:
             time.sleep(0.3)
@@ -151,12 +140,14 @@ def test_server_killed_mid_traffic_then_restarted_on_same_port(
 
 
 def test_graceful_server_stop_lets_in_flight_calls_finish(
-    tree: list[pykka.ActorRef[Any]],
+    supervisors: list[pykka.ActorRef[Any]],
 ) -> None:
     """A server draining with a grace period completes the calls already running."""
     server = EchoServer(delay=0.4)
     try:
-        tree.append(Supervisor.start(children=[PoolSpec(config_for(server.port), name="drain")]))
+        supervisors.append(
+            Supervisor.start(children=[PoolSpec(config_for(server.port), name="drain")])
+        )
         grpcpool.await_ready("drain", timeout=5, min_ready=3)
         stubs = [EchoStub(grpcpool.get_channel("drain")) for _ in range(6)]
         calls = [stub.Unary.future(b"in flight", timeout=5) for stub in stubs]
@@ -171,11 +162,11 @@ def test_graceful_server_stop_lets_in_flight_calls_finish(
 
 
 def test_crash_loop_escalates_and_the_parent_restarts_the_pool(
-    echo_server: EchoServer, events: EventLog, tree: list[pykka.ActorRef[Any]]
+    echo_server: EchoServer, events: EventLog, supervisors: list[pykka.ActorRef[Any]]
 ) -> None:
     """Crashing workers past the pool's restart intensity restarts the whole pool, which refills."""
     config = config_for(echo_server.port, size=2)
-    tree.append(Supervisor.start(children=[PoolSpec(config, name="loop")], max_restarts=5))
+    supervisors.append(Supervisor.start(children=[PoolSpec(config, name="loop")], max_restarts=5))
     grpcpool.await_ready("loop", timeout=5, min_ready=2)
     first_owner = grpcpool._pool_state.lookup("loop").owner
     crash_workers_until(lambda: events.of("supervisor.shutdown"), timeout=10)
@@ -224,7 +215,7 @@ def crash_workers_until(done: Callable[[], Any], timeout: float) -> None:
 
 @pytest.mark.parametrize("unlimited_pings", [False, True], ids=["defaults", "control"])
 def test_default_keepalive_never_draws_too_many_pings(
-    events: EventLog, tree: list[pykka.ActorRef[Any]], unlimited_pings: bool
+    events: EventLog, supervisors: list[pykka.ActorRef[Any]], unlimited_pings: bool
 ) -> None:
     """Keepalive on idle and busy channels stays under a default server's ping policy.
 
@@ -244,7 +235,7 @@ def test_default_keepalive_never_draws_too_many_pings(
             pool={"size": 2},
             connection={"keepalive": 0.3, "keepalive_timeout": 1.0, "ping_interval": None},
         )
-        tree.append(Supervisor.start(children=[PoolSpec(config, name="pings")]))
+        supervisors.append(Supervisor.start(children=[PoolSpec(config, name="pings")]))
         grpcpool.await_ready("pings", timeout=5, min_ready=2)
         time.sleep(3.0)  # idle
         busy_until = time.monotonic() + 2.0
@@ -264,7 +255,7 @@ def test_default_keepalive_never_draws_too_many_pings(
                     EchoStub(grpcpool.get_channel("pings")).Unary(b"x", timeout=2)
         drops = events.of("channel.connection_down")
     finally:
-        tree.pop().stop()
+        supervisors.pop().stop()
         server.stop()
     if unlimited_pings:
         assert drops, "the control should have drawn a too_many_pings GOAWAY"
@@ -273,7 +264,7 @@ def test_default_keepalive_never_draws_too_many_pings(
 
 
 def test_concurrent_callers_during_scaling_and_restart_get_only_live_channels(
-    tree: list[pykka.ActorRef[Any]], monkeypatch: pytest.MonkeyPatch
+    supervisors: list[pykka.ActorRef[Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """16 threads calling get_channel through resizes and a server restart never get a
     channel closed more than 100 ms earlier, nor any error but NotConnectedError."""
@@ -311,7 +302,7 @@ def test_concurrent_callers_during_scaling_and_restart_get_only_live_channels(
 
     try:
         config = config_for(port, size=4, drain_timeout=0.2)
-        tree.append(Supervisor.start(children=[PoolSpec(config, name="busy")]))
+        supervisors.append(Supervisor.start(children=[PoolSpec(config, name="busy")]))
         grpcpool.await_ready("busy", timeout=5, min_ready=4)
         threads = [threading.Thread(target=take, name=f"taker-{i}") for i in range(16)]
         for thread in threads:
