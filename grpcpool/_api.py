@@ -22,7 +22,14 @@ import pykka
 from pykka.messages import ProxyCall
 
 from grpcpool._future import LazyFuture, ResolvedFuture
-from grpcpool._pool_state import PoolState, lookup, names, wait_for_successor
+from grpcpool._pool_state import (
+    GET_CHANNEL_EVENT,
+    PoolState,
+    _pools,
+    lookup,
+    names,
+    wait_for_successor,
+)
 from grpcpool._status import PoolStatus
 from grpcpool.actors._pool_supervisor import PoolSpec
 from grpcpool.config import DEFAULT_POOL_NAME, Config
@@ -280,7 +287,15 @@ def get_channel(name: str = DEFAULT_POOL_NAME) -> grpc.Channel:
         PoolNotFoundError: No such pool is running.
         NotConnectedError: The pool has no ready channel.
     """
-    return lookup(name).get_channel()
+    # PoolState.get_channel and lookup() inlined: each Python call saved is
+    # a third of what this costs.
+    state = _pools.get(name)
+    if state is None:
+        state = lookup(name)  # raises the right error
+    channel = state.pick()
+    if GET_CHANNEL_EVENT.receivers:
+        state.report_get_channel()
+    return channel
 
 
 def status(name: str = DEFAULT_POOL_NAME) -> PoolStatus:

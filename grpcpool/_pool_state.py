@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import functools
 import itertools
+import operator
 import os
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -27,10 +29,12 @@ from grpcpool._channels import close_channel
 from grpcpool._status import WorkerStatus
 from grpcpool.config import Config
 from grpcpool.errors import ConfigError, NotConnectedError, PoolNotFoundError
-from grpcpool.strategy import Strategy, resolve_strategy
+from grpcpool.strategy import PowerOfTwo, Random, RoundRobin, Strategy, resolve_strategy
 from grpcpool.supervisor import TimerHandle, call_later
 
 __all__ = ["PoolState", "claim", "lookup", "release"]
+
+GET_CHANNEL_EVENT = telemetry.pool_get_channel
 
 
 class PoolState:
@@ -58,6 +62,8 @@ class PoolState:
         if callable(init):
             init(name, config.pool.size)
         self.snapshot: tuple[grpc.Channel, ...] = ()
+        # Picks a channel from the snapshot; rebuilt with it (see _set_snapshot).
+        self.pick: Callable[[], grpc.Channel] = self._none_ready
         self.workers: tuple[WorkerStatus, ...] = ()
         self.expected_size = config.pool.size
         self.changed = threading.Condition()
@@ -77,22 +83,69 @@ class PoolState:
     def get_channel(self) -> grpc.Channel:
         """The hot path: pick a ready channel from the current snapshot.
 
+        ``grpcpool.get_channel`` inlines this body; keep the two alike.
+
         Raises:
             NotConnectedError: No channel is ready.
         """
-        channels = self.snapshot
-        count = len(channels)
-        if count == 0:
-            raise NotConnectedError(self.name)
-        channel = channels[self.strategy.select(count)] if count > 1 else channels[0]
-        if telemetry.pool_get_channel.receivers and self._sampled():
+        channel = self.pick()
+        if GET_CHANNEL_EVENT.receivers:
+            self.report_get_channel()
+        return channel
+
+    def report_get_channel(self) -> None:
+        """Emits ``pool.get_channel`` if the sample rate says this call counts."""
+        if self._sampled():
             telemetry.emit(
-                telemetry.pool_get_channel,
+                GET_CHANNEL_EVENT,
                 self.name,
                 {},
-                {"pool_name": self.name, "available_channels": count},
+                {"pool_name": self.name, "available_channels": len(self.snapshot)},
             )
-        return channel
+
+    def _none_ready(self) -> grpc.Channel:
+        raise NotConnectedError(self.name)
+
+    def _set_snapshot(self, snapshot: tuple[grpc.Channel, ...]) -> None:
+        # The picker is built once per snapshot so that a call costs as
+        # little as possible: round robin over a fixed tuple is
+        # itertools.cycle, whose __next__ is one C call and atomic under the
+        # GIL; other strategies index the tuple they were built with. A
+        # reader sees the old picker or the new one, each consistent.
+        if not snapshot:
+            pick: Callable[[], grpc.Channel] = self._none_ready
+        elif len(snapshot) == 1:
+            pick = functools.partial(operator.getitem, snapshot, 0)
+        elif type(self.strategy) is RoundRobin:
+            pick = itertools.cycle(snapshot).__next__
+        elif type(self.strategy) is Random:
+            uniform, count = self.strategy.uniform, len(snapshot)
+
+            def pick() -> grpc.Channel:
+                # random() < 1, so the index is always below count.
+                return snapshot[int(uniform() * count)]
+
+        elif type(self.strategy) is PowerOfTwo:
+            uniform, count, uses = self.strategy.uniform, len(snapshot), [0] * len(snapshot)
+
+            def pick() -> grpc.Channel:
+                # Usage counts start afresh with each snapshot, as index i
+                # may now be another channel; racing callers may lose an
+                # increment, which only blurs the balance a little.
+                first, second = int(uniform() * count), int(uniform() * count)
+                if uses[second] < uses[first]:
+                    first = second
+                uses[first] += 1
+                return snapshot[first]
+
+        else:
+            select, count = self.strategy.select, len(snapshot)
+
+            def pick() -> grpc.Channel:
+                return snapshot[select(count)]
+
+        self.pick = pick
+        self.snapshot = snapshot
 
     def _sampled(self) -> bool:
         rate = self._sample_rate
@@ -125,14 +178,14 @@ class PoolState:
                 # Stubs of channels that left the snapshot would keep them alive.
                 self.stubs = {key: stub for key, stub in self.stubs.items() if key[0] in live}
             self.workers = workers
-            self.snapshot = snapshot
+            self._set_snapshot(snapshot)
             self.changed.notify_all()
 
     def close(self) -> None:
         """Marks the pool stopped: empty snapshot, waiters woken, retired channels closed."""
         with self.changed:
             self.closed = True
-            self.snapshot = ()
+            self._set_snapshot(())
             self.stubs = {}
             self.changed.notify_all()
         with self._retired_lock:
@@ -208,7 +261,7 @@ def _forget_after_fork() -> None:
     global _pools_changed
     _forked.update(_pools)
     for state in _pools.values():
-        state.snapshot = ()
+        state._set_snapshot(())
         state.closed = True
         state.stubs = {}
     _pools.clear()

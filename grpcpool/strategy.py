@@ -60,11 +60,12 @@ class Random:
     name = "random"
 
     def __init__(self, rng: _random.Random | None = None) -> None:
-        self._random = (rng or _random.Random()).random
+        #: A number in [0, 1); pools call it directly on their hot path.
+        self.uniform = (rng or _random.Random()).random
 
     def select(self, count: int) -> int:
-        # random() is in [0, 1), so the product is always below count.
-        return int(self._random() * count)
+        # uniform() is in [0, 1), so the product is always below count.
+        return int(self.uniform() * count)
 
     def __repr__(self) -> str:
         return "Random()"
@@ -83,7 +84,8 @@ class PowerOfTwo:
     name = "power_of_two"
 
     def __init__(self, rng: _random.Random | None = None) -> None:
-        self._random = (rng or _random.Random()).random
+        #: A number in [0, 1); pools call it directly on their hot path.
+        self.uniform = (rng or _random.Random()).random
         self._uses: list[int] = []
 
     def select(self, count: int) -> int:
@@ -91,8 +93,8 @@ class PowerOfTwo:
         if len(uses) != count:
             uses = [0] * count
             self._uses = uses
-        first = int(self._random() * count)
-        second = int(self._random() * count)
+        first = int(self.uniform() * count)
+        second = int(self.uniform() * count)
         chosen = first if uses[first] <= uses[second] else second
         uses[chosen] += 1
         return chosen

@@ -23,8 +23,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
-import math
-import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -32,7 +30,6 @@ from types import TracebackType
 from typing import Any
 
 import pykka
-from pykka.messages import ProxyGetAttr
 
 from grpcpool import telemetry
 from grpcpool.errors import GrpcPoolError
@@ -44,32 +41,18 @@ from grpcpool.supervisor._exit import (
     exit_reason,
     watch_exit,
 )
+from grpcpool.supervisor._starting import (
+    START_TIMEOUT,
+    await_started,
+    check_options,
+    check_unique,
+    current_supervisor,
+    starting,
+)
 
 __all__ = ["ChildStartError", "RestartIntensityError", "Supervisor", "current_supervisor"]
 
 _log = logging.getLogger(__name__)
-
-# How long a child's on_start may take before the start counts as failed.
-START_TIMEOUT = 30.0
-_START_POLL_SECONDS = 0.5
-_STRATEGIES = ("one_for_one",)
-
-
-class _Starting(threading.local):
-    parent: pykka.ActorRef[Any] | None = None
-
-
-# Which supervisor is calling a ChildSpec.start on this thread, if any.
-_starting = _Starting()
-
-
-def current_supervisor() -> pykka.ActorRef[Any] | None:
-    """The supervisor whose ``ChildSpec.start`` is running on this thread.
-
-    A child that wants to know its parent (to ask it to terminate the child
-    for good, say) calls this from its ``start`` callable.
-    """
-    return _starting.parent
 
 
 class ChildStartError(GrpcPoolError):
@@ -125,7 +108,7 @@ class Supervisor(SupervisedActor):
         name: str | None = None,
     ) -> None:
         super().__init__()
-        _check_options(strategy, max_restarts, max_seconds, name)
+        check_options(strategy, max_restarts, max_seconds, name)
         self.strategy = strategy
         self.max_restarts = max_restarts
         self.max_seconds = float(max_seconds)
@@ -156,9 +139,9 @@ class Supervisor(SupervisedActor):
                 share an id.
             ChildStartError: A child's ``start`` raised or it died starting.
         """
-        _check_options(strategy, max_restarts, max_seconds, name)
+        check_options(strategy, max_restarts, max_seconds, name)
         specs = tuple(as_child_spec(child) for child in children)
-        _check_unique(specs)
+        check_unique(specs)
         ref = super().start(
             strategy=strategy,
             max_restarts=max_restarts,
@@ -264,7 +247,7 @@ class Supervisor(SupervisedActor):
     def _launch(self, child: _Child) -> None:
         """Starts the child, waits for its on_start, and begins watching it."""
         spec = child.spec
-        _starting.parent = self.actor_ref
+        starting.parent = self.actor_ref
         try:
             ref = spec.start()
         except GrpcPoolError:
@@ -272,7 +255,7 @@ class Supervisor(SupervisedActor):
         except Exception as error:
             raise ChildStartError(spec.id, f"{type(error).__name__}: {error}") from error
         finally:
-            _starting.parent = None
+            starting.parent = None
         if not isinstance(ref, pykka.ActorRef):
             raise ChildStartError(spec.id, f"start returned {ref!r}, not a pykka.ActorRef")
         urn = ref.actor_urn
@@ -284,7 +267,7 @@ class Supervisor(SupervisedActor):
                 me.tell(_ChildExited(spec.id, urn, reason))
 
         try:
-            _await_started(ref)
+            await_started(ref)
         except pykka.ActorDeadError:
             reason = exit_reason(ref)
             raise ChildStartError(spec.id, reason.describe()) from reason.error
@@ -403,50 +386,3 @@ class Supervisor(SupervisedActor):
                 _log.warning(
                     "%s: child %r thread still running after stop", self.name, child.spec.id
                 )
-
-
-def _await_started(ref: pykka.ActorRef[Any]) -> None:
-    """Returns once the actor's ``on_start`` has returned.
-
-    Raises:
-        pykka.ActorDeadError: The actor ended while starting.
-        pykka.Timeout: It was still starting after ``START_TIMEOUT`` seconds.
-    """
-    # A trivial question, answered only after on_start. If the actor dies in
-    # the instant between pykka's liveness check and the question landing in
-    # its inbox, nobody ever answers; so wait in slices and look again.
-    future = ref.ask(ProxyGetAttr(attr_path=("actor_urn",)), block=False)
-    deadline = time.monotonic() + START_TIMEOUT
-    while True:
-        try:
-            future.get(timeout=_START_POLL_SECONDS)
-            return
-        except pykka.Timeout:
-            if not ref.is_alive():
-                raise pykka.ActorDeadError(f"{ref} ended while starting") from None
-            if time.monotonic() >= deadline:
-                raise
-
-
-def _check_options(strategy: Any, max_restarts: Any, max_seconds: Any, name: Any) -> None:
-    if strategy not in _STRATEGIES:
-        raise ValueError(f"supervisor strategy must be one of {_STRATEGIES}, got {strategy!r}")
-    if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
-        raise ValueError(f"max_restarts must be an int >= 0, got {max_restarts!r}")
-    if (
-        isinstance(max_seconds, bool)
-        or not isinstance(max_seconds, int | float)
-        or math.isnan(max_seconds)
-        or max_seconds <= 0
-    ):
-        raise ValueError(f"max_seconds must be a positive number, got {max_seconds!r}")
-    if name is not None and (not isinstance(name, str) or not name):
-        raise ValueError(f"supervisor name must be a non-empty string, got {name!r}")
-
-
-def _check_unique(specs: tuple[ChildSpec, ...]) -> None:
-    seen: set[str] = set()
-    for spec in specs:
-        if spec.id in seen:
-            raise ValueError(f"two children share the id {spec.id!r}")
-        seen.add(spec.id)

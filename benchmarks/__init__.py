@@ -1,0 +1,16 @@
+"""Benchmarks for grpcpool: every figure of issue 6 / SPEC section 7, side by side.
+
+Run them with ``make bench`` (``python -m benchmarks``); ``--quick`` runs every
+benchmark with tiny counts (the smoke test uses it). They are scripts with
+their own small harness (:mod:`benchmarks.harness`: medians of repeated,
+interleaved rounds), not unit tests, and assert nothing about timing.
+
+Modules, one per group of figures:
+
+- :mod:`benchmarks.hotpath`: (1) ``get_channel`` beside a bare tuple read,
+  (2) the proxy future beside a pykka ``ask``, (3) throughput with threads.
+- :mod:`benchmarks.rpc`: (4) unary echo RPCs, (5) a stream-limited server.
+- :mod:`benchmarks.lifecycle`: (6) drop detection, recovery, pool start.
+- :mod:`benchmarks.footprint`: (7) threads and RSS per worker.
+- :mod:`benchmarks.server`: the echo server, run in its own process.
+"""

@@ -1,0 +1,226 @@
+"""An echo server in its own process, bound to 127.0.0.1 only.
+
+The parent starts it with :class:`ServerProcess`; the child runs
+``python -m benchmarks.server`` and prints ``READY <port>`` once it listens.
+It serves the raw-bytes echo method ``/test.Echo/Unary`` (the same one as
+``tests/servers.py``), optionally sleeping in the handler, the standard health
+service, and ``/bench.Stats/Peers``, which answers how many distinct client
+connections (peers) called the echo method since the last ask.
+
+The child ends when its stdin closes (the parent went away or stopped it) or
+on SIGTERM; :meth:`ServerProcess.kill` sends SIGKILL, so the kernel resets
+every connection at once, as when a server crashes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import subprocess
+import sys
+import threading
+import time
+from concurrent import futures
+from types import TracebackType
+from typing import IO, Any
+
+import grpc
+
+__all__ = ["ECHO_METHOD", "PEERS_METHOD", "ServerProcess", "distinct_peers"]
+
+ECHO_METHOD = "/test.Echo/Unary"
+PEERS_METHOD = "/bench.Stats/Peers"
+_HOST = "127.0.0.1"
+# Seconds the child gets to start listening, and to stop.
+_START_TIMEOUT = 30.0
+_STOP_TIMEOUT = 10.0
+
+
+class ServerProcess:
+    """A :mod:`benchmarks.server` child process.
+
+    Args:
+        port: 0 picks a free port; a given port restarts a server where
+            clients expect it.
+        max_streams: ``grpc.max_concurrent_streams`` for the server (0: unset).
+        sleep_ms: How long the echo handler sleeps.
+        threads: The server's handler thread pool.
+        track_peers: Record each echo call's peer (for :func:`distinct_peers`).
+        cpus: Pin the server (all its threads) to these CPUs.
+    """
+
+    def __init__(
+        self,
+        port: int = 0,
+        *,
+        max_streams: int = 0,
+        sleep_ms: float = 0.0,
+        threads: int = 16,
+        track_peers: bool = False,
+        cpus: frozenset[int] | None = None,
+    ) -> None:
+        command = [
+            sys.executable,
+            "-m",
+            "benchmarks.server",
+            f"--port={port}",
+            f"--max-streams={max_streams}",
+            f"--sleep-ms={sleep_ms}",
+            f"--threads={threads}",
+        ]
+        if track_peers:
+            command.append("--track-peers")
+        if cpus:
+            command.append("--cpus=" + ",".join(str(cpu) for cpu in sorted(cpus)))
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        self._process = subprocess.Popen(
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=root,
+        )
+        self.port = self._read_port()
+        self.target = f"{_HOST}:{self.port}"
+        # When READY was read: the moment clients can connect.
+        self.ready_at = time.monotonic()
+
+    def _read_port(self) -> int:
+        stdout = self._process.stdout
+        assert stdout is not None
+        line: list[str] = []
+        reader = threading.Thread(target=lambda: line.append(stdout.readline()), daemon=True)
+        reader.start()
+        reader.join(_START_TIMEOUT)
+        if not line or not line[0].startswith("READY "):
+            self.kill()
+            raise RuntimeError(f"echo server did not start: {line!r}")
+        return int(line[0].split()[1])
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    def kill(self) -> None:
+        """SIGKILL: connections are reset at once, as in a crash. Idempotent."""
+        if self._process.poll() is None:
+            self._process.kill()
+        self._reap()
+
+    def stop(self) -> None:
+        """Closes the child's stdin, which makes it stop; kills it if it lingers."""
+        if self._process.poll() is None:
+            try:
+                self._close_stdin()
+                self._process.wait(_STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+        self._reap()
+
+    def _close_stdin(self) -> None:
+        stdin = self._process.stdin
+        if stdin is not None and not stdin.closed:
+            with contextlib.suppress(BrokenPipeError):
+                stdin.close()
+
+    def _reap(self) -> None:
+        self._process.wait(_STOP_TIMEOUT)
+        self._close_stdin()
+        stdout: IO[str] | None = self._process.stdout
+        if stdout is not None:
+            stdout.close()
+
+    def __enter__(self) -> ServerProcess:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def distinct_peers(target: str, reset: bool = True) -> int:
+    """How many distinct connections called the echo method (since the last reset)."""
+    channel = grpc.insecure_channel(target, options=(("grpc.use_local_subchannel_pool", 1),))
+    try:
+        answer = channel.unary_unary(PEERS_METHOD)(b"reset" if reset else b"", timeout=5.0)
+    finally:
+        channel.close()
+    return int(answer)
+
+
+# --- the child process -------------------------------------------------------------
+
+
+def _serve(args: argparse.Namespace) -> None:
+    from grpc_health.v1 import health, health_pb2_grpc
+
+    if args.cpus:
+        # Before any thread starts: every thread of this process inherits it.
+        os.sched_setaffinity(0, {int(cpu) for cpu in args.cpus.split(",")})
+
+    sleep_s = args.sleep_ms / 1000.0
+    peers: set[str] = set()
+    peers_lock = threading.Lock()
+
+    def echo(request: bytes, context: grpc.ServicerContext) -> bytes:
+        if args.track_peers:
+            peer = context.peer()
+            with peers_lock:
+                peers.add(peer)
+        if sleep_s > 0:
+            time.sleep(sleep_s)
+        return request
+
+    def count_peers(request: bytes, context: grpc.ServicerContext) -> bytes:
+        with peers_lock:
+            count = len(peers)
+            if request == b"reset":
+                peers.clear()
+        return str(count).encode()
+
+    options: list[tuple[str, Any]] = []
+    if args.max_streams > 0:
+        options.append(("grpc.max_concurrent_streams", args.max_streams))
+    executor = futures.ThreadPoolExecutor(max_workers=args.threads, thread_name_prefix="echo")
+    server = grpc.server(executor, options=options)
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                "test.Echo", {"Unary": grpc.unary_unary_rpc_method_handler(echo)}
+            ),
+            grpc.method_handlers_generic_handler(
+                "bench.Stats", {"Peers": grpc.unary_unary_rpc_method_handler(count_peers)}
+            ),
+        )
+    )
+    health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), server)
+    port = server.add_insecure_port(f"{_HOST}:{args.port}")
+    if port == 0:
+        print(f"FAILED to bind {_HOST}:{args.port}", flush=True)
+        sys.exit(1)
+    server.start()
+    print(f"READY {port}", flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.stdin.read()  # returns when the parent closes our stdin
+    server.stop(0).wait(_STOP_TIMEOUT)
+    executor.shutdown(wait=False, cancel_futures=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--max-streams", type=int, default=0)
+    parser.add_argument("--sleep-ms", type=float, default=0.0)
+    parser.add_argument("--threads", type=int, default=16)
+    parser.add_argument("--track-peers", action="store_true")
+    parser.add_argument("--cpus", default="", help="pin to these CPUs, e.g. 1 or 0,1")
+    _serve(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

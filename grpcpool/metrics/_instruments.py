@@ -1,0 +1,379 @@
+"""What the exporters measure, in one place: the instruments and the signals feeding them.
+
+Both exporters use this module so that a metric means the same thing whether
+it is scraped by Prometheus or pushed through OpenTelemetry: the instruments
+are declared once (:data:`INSTRUMENTS`), and :class:`Bridge` is the only code
+that turns telemetry events into measurements. An exporter supplies a
+:class:`Sink` that writes those measurements into its own library.
+
+Label values come from a fixed, short vocabulary on purpose. Worker errors
+(``connection_failed``'s ``error``, the ``reason`` of a reconnect or a restart)
+can quote server replies, addresses or credentials and have unbounded
+cardinality, so they never become labels; only the disconnect reason and the
+ping result, which the worker sets to short words, do, and anything else there
+is reported as ``"other"``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import weakref
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import blinker
+
+from grpcpool import telemetry
+
+__all__ = [
+    "CHANNEL_CONNECTION_FAILURES",
+    "CHANNEL_CONNECTS",
+    "CHANNEL_CONNECT_DURATION",
+    "CHANNEL_DISCONNECTS",
+    "CHANNEL_PINGS",
+    "CHANNEL_RECONNECTS_SCHEDULED",
+    "CONNECT_DURATION_BUCKETS",
+    "INSTRUMENTS",
+    "POOL_CURRENT_CHANNELS",
+    "POOL_EXPECTED_CHANNELS",
+    "SUPERVISOR_RESTARTS",
+    "Bridge",
+    "Instrument",
+    "Sink",
+    "fork_safe_lock",
+]
+
+Kind = Literal["counter", "gauge", "histogram"]
+
+
+@dataclass(frozen=True)
+class Instrument:
+    """One metric, named for both exporters.
+
+    Attributes:
+        kind: ``"counter"`` (only goes up), ``"gauge"`` (a current value)
+            or ``"histogram"`` (a distribution).
+        prometheus_name: The name as scraped, with Prometheus' unit and
+            ``_total`` suffixes.
+        otel_name: The OpenTelemetry instrument name (dotted, no suffixes:
+            OTel carries the unit separately).
+        unit: The OpenTelemetry unit (UCUM: ``"s"``, ``"{channel}"``, ...).
+        description: Help text for both.
+        labels: Label (attribute) names, in order.
+    """
+
+    kind: Kind
+    prometheus_name: str
+    otel_name: str
+    unit: str
+    description: str
+    labels: tuple[str, ...] = ("pool",)
+
+
+POOL_EXPECTED_CHANNELS = Instrument(
+    "gauge",
+    "grpcpool_pool_expected_channels",
+    "grpcpool.pool.channels.expected",
+    "{channel}",
+    "Channels the pool is configured to keep (its workers).",
+)
+POOL_CURRENT_CHANNELS = Instrument(
+    "gauge",
+    "grpcpool_pool_current_channels",
+    "grpcpool.pool.channels.current",
+    "{channel}",
+    "Channels connected and in rotation.",
+)
+CHANNEL_CONNECTS = Instrument(
+    "counter",
+    "grpcpool_channel_connects_total",
+    "grpcpool.channel.connects",
+    "{connection}",
+    "Channels that became ready.",
+)
+CHANNEL_CONNECTION_FAILURES = Instrument(
+    "counter",
+    "grpcpool_channel_connection_failures_total",
+    "grpcpool.channel.connection_failures",
+    "{attempt}",
+    "Connection attempts that failed or timed out.",
+)
+CHANNEL_DISCONNECTS = Instrument(
+    "counter",
+    "grpcpool_channel_disconnects_total",
+    "grpcpool.channel.disconnects",
+    "{connection}",
+    "Ready channels that were lost, by reason (connectivity state or ping_failed).",
+    ("pool", "reason"),
+)
+CHANNEL_RECONNECTS_SCHEDULED = Instrument(
+    "counter",
+    "grpcpool_channel_reconnects_scheduled_total",
+    "grpcpool.channel.reconnects_scheduled",
+    "{attempt}",
+    "Reconnects scheduled after a failure or a lost connection.",
+)
+CHANNEL_PINGS = Instrument(
+    "counter",
+    "grpcpool_channel_pings_total",
+    "grpcpool.channel.pings",
+    "{ping}",
+    "Health pings on ready channels, by result (ok or error).",
+    ("pool", "result"),
+)
+SUPERVISOR_RESTARTS = Instrument(
+    "counter",
+    "grpcpool_supervisor_restarts_total",
+    "grpcpool.supervisor.restarts",
+    "{restart}",
+    "Children restarted by a supervisor.",
+    ("supervisor", "child_id"),
+)
+CHANNEL_CONNECT_DURATION = Instrument(
+    "histogram",
+    "grpcpool_channel_connect_duration_seconds",
+    "grpcpool.channel.connect.duration",
+    "s",
+    "Time from starting a connection attempt to the channel being ready.",
+)
+
+INSTRUMENTS: tuple[Instrument, ...] = (
+    POOL_EXPECTED_CHANNELS,
+    POOL_CURRENT_CHANNELS,
+    CHANNEL_CONNECTS,
+    CHANNEL_CONNECTION_FAILURES,
+    CHANNEL_DISCONNECTS,
+    CHANNEL_RECONNECTS_SCHEDULED,
+    CHANNEL_PINGS,
+    SUPERVISOR_RESTARTS,
+    CHANNEL_CONNECT_DURATION,
+)
+
+# Seconds. Prometheus' default buckets, up to the 20 s a slow TLS connect with
+# a long connect_timeout can take; OTel's own defaults are for milliseconds.
+CONNECT_DURATION_BUCKETS: tuple[float, ...] = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+    20.0,
+)
+
+_WORD = re.compile(r"[a-z_]{1,32}")
+
+
+def _word(value: Any) -> str:
+    """``value`` if it is a short lower-case word, else ``"other"`` (see module doc)."""
+    return value if isinstance(value, str) and _WORD.fullmatch(value) else "other"
+
+
+# Objects whose ``_lock`` a forked child replaces; see fork_safe_lock().
+_LOCK_OWNERS: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def fork_safe_lock(owner: Any) -> threading.Lock:
+    """A new lock for ``owner._lock`` that a child process gets back unlocked.
+
+    ``os.fork()`` copies a lock held by another thread (a pool's actor thread
+    mid-update) as held forever, and the child's first metrics update would
+    hang its pool. Every owner's lock is replaced in the child instead.
+    """
+    _LOCK_OWNERS.add(owner)
+    return threading.Lock()
+
+
+def _fresh_locks_in_child() -> None:
+    for owner in list(_LOCK_OWNERS):
+        owner._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_fresh_locks_in_child)
+
+
+class Sink(Protocol):
+    """Where :class:`Bridge` writes; one per exporter. Called from any thread."""
+
+    def add(self, instrument: Instrument, amount: float, labels: Mapping[str, str]) -> None:
+        """Adds ``amount`` to a counter."""
+
+    def record(self, instrument: Instrument, value: float, labels: Mapping[str, str]) -> None:
+        """Records one observation in a histogram."""
+
+    def set(self, instrument: Instrument, value: float, labels: Mapping[str, str]) -> None:
+        """Sets a gauge."""
+
+
+@dataclass
+class _PoolChannels:
+    """What the bridge knows about one pool's channel counts."""
+
+    expected: int | None = None
+    current: int = 0
+    # Workers seen connecting and not yet disconnecting. A worker that crashes
+    # while ready emits no disconnect, and its restart (same id) connects
+    # again; the set keeps that from counting the channel twice.
+    connected: set[str] = field(default_factory=set)
+
+    def published_current(self) -> int:
+        """``current``, capped at ``expected``.
+
+        Scaling down stops ready workers without a disconnect event, and a
+        pool never has more channels than workers.
+        """
+        return self.current if self.expected is None else min(self.current, self.expected)
+
+
+Receiver = Callable[..., None]
+
+
+class Bridge:
+    """Subscribes to the telemetry signals and writes measurements into a :class:`Sink`.
+
+    The channel gauges follow ``channel.connected``/``channel.disconnected``
+    as they happen, and every ``pool.status`` report (each
+    ``pool.telemetry_interval``) sets them to the pool's own count. The
+    reports keep the gauge right where events alone cannot: workers stopped
+    by scaling down or by a pool stop emit no disconnect.
+
+    Receivers are connected strongly (``weak=False``): a caller that keeps no
+    reference to the exporter still gets metrics, until :meth:`close`.
+    """
+
+    def __init__(self, sink: Sink) -> None:
+        self._sink = sink
+        self._lock = fork_safe_lock(self)
+        self._pools: dict[str, _PoolChannels] = {}
+        self._closed = False
+        self._receivers: list[tuple[blinker.NamedSignal, Receiver]] = [
+            (telemetry.pool_init, self._on_pool_init),
+            (telemetry.pool_scale_up, self._on_scaled),
+            (telemetry.pool_scale_down, self._on_scaled),
+            (telemetry.pool_status, self._on_pool_status),
+            (telemetry.channel_connected, self._on_connected),
+            (telemetry.channel_connection_failed, self._on_connection_failed),
+            (telemetry.channel_disconnected, self._on_disconnected),
+            (telemetry.channel_reconnect_scheduled, self._on_reconnect_scheduled),
+            (telemetry.channel_ping, self._on_ping),
+            (telemetry.supervisor_child_restarted, self._on_child_restarted),
+        ]
+        for signal, receiver in self._receivers:
+            signal.connect(receiver, weak=False)
+
+    def close(self) -> None:
+        """Disconnects every receiver; later events are ignored. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        for signal, receiver in self._receivers:
+            signal.disconnect(receiver)
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` has run."""
+        return self._closed
+
+    # --- pool size ------------------------------------------------------------
+
+    def _on_pool_init(self, sender: str, *, measurements: dict[str, Any], **_: Any) -> None:
+        self._update(sender, expected=measurements.get("pool_size"))
+
+    def _on_scaled(self, sender: str, *, measurements: dict[str, Any], **_: Any) -> None:
+        self._update(sender, expected=measurements.get("new_size"))
+
+    def _on_pool_status(self, sender: str, *, measurements: dict[str, Any], **_: Any) -> None:
+        self._update(
+            sender,
+            expected=measurements.get("expected_size"),
+            current=measurements.get("current_size"),
+        )
+
+    def _on_connected(
+        self, sender: str, *, measurements: dict[str, Any], metadata: dict[str, Any]
+    ) -> None:
+        if self._closed:
+            return
+        # Gauge first, here and on disconnect: a reader that sees the event
+        # counted sees its effect on the channel count too.
+        self._update(sender, connected=str(metadata.get("worker_id")))
+        labels = {"pool": str(sender)}
+        duration = measurements.get("duration")
+        if isinstance(duration, int | float):
+            self._sink.record(CHANNEL_CONNECT_DURATION, duration, labels)
+        self._sink.add(CHANNEL_CONNECTS, 1, labels)
+
+    def _on_disconnected(self, sender: str, *, metadata: dict[str, Any], **_: Any) -> None:
+        if self._closed:
+            return
+        self._update(sender, disconnected=str(metadata.get("worker_id")))
+        labels = {"pool": str(sender), "reason": _word(metadata.get("reason"))}
+        self._sink.add(CHANNEL_DISCONNECTS, 1, labels)
+
+    def _update(
+        self,
+        pool: str,
+        *,
+        expected: Any = None,
+        current: Any = None,
+        connected: str | None = None,
+        disconnected: str | None = None,
+    ) -> None:
+        """Applies one event to a pool's counts and publishes both gauges.
+
+        Publishing under the lock keeps two worker threads from writing their
+        values out of order (a stale count landing last).
+        """
+        with self._lock:
+            if self._closed:
+                return
+            state = self._pools.setdefault(str(pool), _PoolChannels())
+            if isinstance(expected, int):
+                state.expected = expected
+            if isinstance(current, int):
+                state.current = current
+                if current == 0:
+                    state.connected.clear()
+            if connected is not None and connected not in state.connected:
+                state.connected.add(connected)
+                state.current += 1
+            if disconnected is not None:
+                # Decremented even for a worker not in the set: it connected
+                # before this bridge subscribed and a status report counted it.
+                state.connected.discard(disconnected)
+                state.current = max(0, state.current - 1)
+            labels = {"pool": str(pool)}
+            if state.expected is not None:
+                self._sink.set(POOL_EXPECTED_CHANNELS, state.expected, labels)
+            self._sink.set(POOL_CURRENT_CHANNELS, state.published_current(), labels)
+
+    # --- counters only ----------------------------------------------------------
+
+    def _on_connection_failed(self, sender: str, **_: Any) -> None:
+        self._count(CHANNEL_CONNECTION_FAILURES, {"pool": str(sender)})
+
+    def _on_reconnect_scheduled(self, sender: str, **_: Any) -> None:
+        self._count(CHANNEL_RECONNECTS_SCHEDULED, {"pool": str(sender)})
+
+    def _on_ping(self, sender: str, *, metadata: dict[str, Any], **_: Any) -> None:
+        self._count(CHANNEL_PINGS, {"pool": str(sender), "result": _word(metadata.get("result"))})
+
+    def _on_child_restarted(self, sender: str, *, metadata: dict[str, Any], **_: Any) -> None:
+        labels = {"supervisor": str(sender), "child_id": str(metadata.get("child_id"))}
+        self._count(SUPERVISOR_RESTARTS, labels)
+
+    def _count(self, instrument: Instrument, labels: Mapping[str, str]) -> None:
+        if not self._closed:
+            self._sink.add(instrument, 1, labels)

@@ -1,0 +1,220 @@
+"""The OpenTelemetry exporter, read through the SDK's in-memory reader after real pool runs."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import blinker
+import pykka
+import pytest
+from opentelemetry import metrics
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
+
+import grpcpool
+from grpcpool import Config, PoolSpec, Supervisor, telemetry
+from grpcpool.metrics import opentelemetry as grpcpool_otel
+from grpcpool.metrics._instruments import CONNECT_DURATION_BUCKETS, INSTRUMENTS
+from tests.conftest import wait_until
+from tests.servers import EchoServer
+
+# opentelemetry-api 1.30 and later take bucket boundaries from the instrument;
+# older ones fall back to the SDK's default (millisecond) buckets.
+BUCKET_ADVICE = (
+    "explicit_bucket_boundaries_advisory"
+    in inspect.signature(metrics.Meter.create_histogram).parameters
+)
+
+# Every way a ready channel is lost (grpcio connectivity states, lower-cased, and a failed ping).
+DISCONNECT_REASONS = {"idle", "connecting", "transient_failure", "shutdown", "ping_failed"}
+
+
+def local_config(port: int, size: int) -> Config:
+    """Plaintext to 127.0.0.1 with quick backoff and pings, so a restart takes well under 1 s."""
+    return Config.new(
+        endpoint={"type": "local", "host": "127.0.0.1", "port": port},
+        pool={"size": size},
+        connection={
+            "backoff_min": 0.05,
+            "backoff_max": 0.3,
+            "connect_timeout": 2.0,
+            "ping_interval": 0.1,
+        },
+    )
+
+
+@dataclass
+class Otel:
+    """An SDK meter provider with an in-memory reader, and grpcpool's instruments on it."""
+
+    reader: InMemoryMetricReader
+    provider: MeterProvider
+    metrics: grpcpool_otel.OpenTelemetryMetrics
+
+    def read(self) -> Reading:
+        return Reading(self.reader)
+
+
+@pytest.fixture
+def otel() -> Iterator[Otel]:
+    """grpcpool's instruments on a fresh SDK provider; closed and shut down after the test."""
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
+    metrics = grpcpool_otel.register(meter_provider=provider)
+    try:
+        yield Otel(reader, provider, metrics)
+    finally:
+        metrics.close()
+        provider.shutdown()
+
+
+@pytest.fixture
+def supervised() -> Iterator[list[pykka.ActorRef[Any]]]:
+    """Supervisors started by the test; stopped afterwards."""
+    started: list[pykka.ActorRef[Any]] = []
+    try:
+        yield started
+    finally:
+        for ref in reversed(started):
+            ref.stop()
+
+
+class Reading:
+    """One collection of the reader: metric name -> data points, for one meter's scope."""
+
+    def __init__(self, reader: InMemoryMetricReader, scope_name: str = "grpcpool") -> None:
+        self.points: dict[str, list[Any]] = {}
+        self.units: dict[str, str | None] = {}
+        self.version: str | None = None
+        data = reader.get_metrics_data()
+        for resource in data.resource_metrics if data else ():
+            for scope in resource.scope_metrics:
+                if scope.scope.name != scope_name:
+                    continue
+                self.version = scope.scope.version
+                for metric in scope.metrics:
+                    self.points[metric.name] = list(metric.data.data_points)
+                    self.units[metric.name] = metric.unit
+
+    def value(self, name: str, **attributes: str) -> float:
+        """The sum of ``name``'s points whose attributes include ``attributes``."""
+        return sum(
+            point.count if isinstance(point, HistogramDataPoint) else point.value
+            for point in self.points.get(name, ())
+            if attributes.items() <= dict(point.attributes).items()
+        )
+
+    def attribute(self, name: str, key: str) -> set[str]:
+        """The values attribute ``key`` takes on ``name``'s points."""
+        return {str(p.attributes[key]) for p in self.points.get(name, ()) if key in p.attributes}
+
+
+def test_server_restart_shows_in_every_instrument(
+    otel: Otel, supervised: list[pykka.ActorRef[Any]]
+) -> None:
+    """A server stop and restart on the same port: connects, disconnects, failures, gauges."""
+    server = EchoServer()
+    port = server.port
+
+    def current() -> float:
+        return otel.read().value("grpcpool.pool.channels.current", pool="otel")
+
+    try:
+        supervised.append(Supervisor.start(children=[PoolSpec(local_config(port, 3), name="otel")]))
+        grpcpool.await_ready("otel", timeout=5, min_ready=3)
+        assert wait_until(lambda: current() == 3, 2)
+        assert wait_until(lambda: otel.read().value("grpcpool.channel.pings", result="ok") >= 3, 2)
+
+        server.stop()
+        assert wait_until(lambda: current() == 0, 2)
+        assert wait_until(lambda: otel.read().value("grpcpool.channel.connection_failures") >= 1, 2)
+        server = EchoServer(port=port)
+        grpcpool.await_ready("otel", timeout=3, min_ready=3)
+        assert wait_until(lambda: current() == 3, 2)
+        reading = otel.read()  # before the server stops again
+    finally:
+        server.stop()
+
+    connects = reading.value("grpcpool.channel.connects", pool="otel")
+    assert connects >= 3 * 2
+    assert reading.value("grpcpool.channel.disconnects", pool="otel") == 3
+    assert reading.attribute("grpcpool.channel.disconnects", "reason") <= DISCONNECT_REASONS
+    assert reading.value("grpcpool.channel.reconnects_scheduled", pool="otel") >= 3
+    assert reading.value("grpcpool.channel.connection_failures", pool="otel") >= 1
+    assert reading.value("grpcpool.pool.channels.expected", pool="otel") == 3
+    assert reading.value("grpcpool.channel.connect.duration", pool="otel") == connects
+    (histogram,) = reading.points["grpcpool.channel.connect.duration"]
+    assert 0 < histogram.sum < connects
+    if BUCKET_ADVICE:
+        assert tuple(histogram.explicit_bounds) == CONNECT_DURATION_BUCKETS
+    assert reading.units["grpcpool.channel.connect.duration"] == "s"
+
+
+def test_crashed_worker_counts_a_restart(
+    echo_server: EchoServer, otel: Otel, supervised: list[pykka.ActorRef[Any]]
+) -> None:
+    """A worker crash is one grpcpool.supervisor.restarts by supervisor and child_id."""
+    supervised.append(
+        Supervisor.start(children=[PoolSpec(local_config(echo_server.port, 2), name="crash")])
+    )
+    grpcpool.await_ready("crash", timeout=5, min_ready=2)
+    assert wait_until(lambda: otel.read().value("grpcpool.channel.connects") == 2, 2)
+    worker = next(
+        ref for ref in pykka.ActorRegistry.get_by_class(grpcpool.ChannelWorker) if ref.is_alive()
+    )
+    worker.tell("not a message a worker understands")
+    assert wait_until(lambda: otel.read().value("grpcpool.channel.connects") == 3, 3)
+    reading = otel.read()
+    assert reading.value("grpcpool.supervisor.restarts", supervisor="pool:crash") == 1
+    assert reading.attribute("grpcpool.supervisor.restarts", "child_id") <= {"worker-1", "worker-2"}
+    assert reading.value("grpcpool.pool.channels.current", pool="crash") == 2
+
+
+def test_every_instrument_exists_with_its_unit(otel: Otel) -> None:
+    """After one event of each kind, the reader shows all nine instruments with OTel units."""
+    sends: list[tuple[blinker.NamedSignal, dict[str, Any], dict[str, Any]]] = [
+        (telemetry.pool_init, {"pool_size": 1}, {}),
+        (telemetry.channel_connected, {"duration": 0.01}, {"worker_id": "w"}),
+        (telemetry.channel_connection_failed, {"duration": 0.01}, {"error": "refused"}),
+        (telemetry.channel_disconnected, {"duration": 1.0}, {"worker_id": "w", "reason": "idle"}),
+        (telemetry.channel_reconnect_scheduled, {"delay_ms": 50, "attempt": 1}, {}),
+        (telemetry.channel_ping, {"duration": 0.01}, {"result": "ok"}),
+        (telemetry.supervisor_child_restarted, {"restarts": 1}, {"child_id": "worker-1"}),
+    ]
+    for signal, measurements, metadata in sends:
+        telemetry.emit(signal, "units", measurements, metadata)
+    reading = otel.read()
+    assert reading.version == grpcpool.__version__
+    assert reading.units == {i.otel_name: i.unit for i in INSTRUMENTS}
+    assert reading.value("grpcpool.channel.disconnects", pool="units", reason="idle") == 1
+    assert reading.value("grpcpool.pool.channels.current", pool="units") == 0
+
+
+def test_close_stops_updates_and_is_idempotent(otel: Otel) -> None:
+    """After close() (twice) events no longer count and the gauges report nothing."""
+    telemetry.emit(telemetry.pool_init, "closing", {"pool_size": 2}, {})
+    telemetry.emit(telemetry.channel_connection_failed, "closing", {"duration": 0.1}, {})
+    assert otel.read().value("grpcpool.pool.channels.expected", pool="closing") == 2
+    otel.metrics.close()
+    otel.metrics.close()
+    assert otel.metrics.closed
+    telemetry.emit(telemetry.channel_connection_failed, "closing", {"duration": 0.1}, {})
+    reading = otel.read()
+    assert reading.value("grpcpool.channel.connection_failures", pool="closing") == 1
+    assert reading.value("grpcpool.pool.channels.expected", pool="closing") == 0
+
+
+def test_register_takes_a_meter_or_a_provider_not_both(otel: Otel) -> None:
+    """register(meter=...) records on that meter; a meter and a provider together is a TypeError."""
+    meter = otel.provider.get_meter("app")
+    with pytest.raises(TypeError, match="not both"):
+        grpcpool_otel.register(meter=meter, meter_provider=otel.provider)
+    with grpcpool_otel.register(meter=meter) as second:
+        assert second.meter is meter
+        telemetry.emit(telemetry.channel_reconnect_scheduled, "two", {"delay_ms": 5}, {})
+        app = Reading(otel.reader, scope_name="app")
+        assert app.value("grpcpool.channel.reconnects_scheduled", pool="two") == 1
+    assert second.closed

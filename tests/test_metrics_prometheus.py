@@ -1,0 +1,297 @@
+"""The Prometheus exporter, scraped after real pools ran against real servers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import blinker
+import prometheus_client
+import pykka
+import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+
+import grpcpool
+from grpcpool import Config, PoolSpec, Supervisor, telemetry
+from grpcpool.metrics import prometheus
+from grpcpool.metrics._instruments import CONNECT_DURATION_BUCKETS, INSTRUMENTS
+from tests.conftest import free_port, wait_until
+from tests.servers import EchoServer
+
+# Every way a ready channel is lost (grpcio connectivity states, lower-cased, and a failed ping).
+DISCONNECT_REASONS = {"idle", "connecting", "transient_failure", "shutdown", "ping_failed"}
+
+
+def local_config(port: int, size: int, **pool: Any) -> Config:
+    """Plaintext to 127.0.0.1 with quick backoff and pings, so a restart takes well under 1 s."""
+    return Config.new(
+        endpoint={"type": "local", "host": "127.0.0.1", "port": port},
+        pool={"size": size, **pool},
+        connection={
+            "backoff_min": 0.05,
+            "backoff_max": 0.3,
+            "connect_timeout": 2.0,
+            "ping_interval": 0.1,
+        },
+    )
+
+
+@pytest.fixture
+def registry() -> Iterator[CollectorRegistry]:
+    """A fresh registry with grpcpool's metrics registered; closed after the test."""
+    registry = CollectorRegistry()
+    metrics = prometheus.register(registry)
+    try:
+        yield registry
+    finally:
+        metrics.close()
+
+
+@pytest.fixture
+def supervised() -> Iterator[list[pykka.ActorRef[Any]]]:
+    """Supervisors started by the test; stopped afterwards."""
+    started: list[pykka.ActorRef[Any]] = []
+    try:
+        yield started
+    finally:
+        for ref in reversed(started):
+            ref.stop()
+
+
+class Scrape:
+    """One ``generate_latest()`` of a registry, parsed back into samples."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.text = prometheus_client.generate_latest(registry).decode()
+        self.samples = [
+            sample
+            for family in text_string_to_metric_families(self.text)
+            for sample in family.samples
+        ]
+
+    def value(self, name: str, **labels: str) -> float:
+        """The sum of the samples called ``name`` whose labels include ``labels``."""
+        return sum(
+            sample.value
+            for sample in self.samples
+            if sample.name == name and labels.items() <= sample.labels.items()
+        )
+
+    def labels(self, name: str, label: str) -> set[str]:
+        """The values ``label`` takes on the samples called ``name``."""
+        return {s.labels[label] for s in self.samples if s.name == name and label in s.labels}
+
+
+def scraped(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    return Scrape(registry).value(name, **labels)
+
+
+def test_server_restart_shows_in_every_metric(
+    registry: CollectorRegistry, supervised: list[pykka.ActorRef[Any]]
+) -> None:
+    """A server stop and restart on the same port: connects, disconnects, failures, gauges."""
+    server = EchoServer()
+    port = server.port
+    try:
+        supervised.append(Supervisor.start(children=[PoolSpec(local_config(port, 3), name="prom")]))
+        grpcpool.await_ready("prom", timeout=5, min_ready=3)
+        assert wait_until(
+            lambda: scraped(registry, "grpcpool_pool_current_channels", pool="prom") == 3, 2
+        )
+        assert wait_until(
+            lambda: scraped(registry, "grpcpool_channel_pings_total", result="ok") >= 3, 2
+        )
+
+        server.stop()
+        assert wait_until(
+            lambda: scraped(registry, "grpcpool_pool_current_channels", pool="prom") == 0, 2
+        )
+        assert wait_until(
+            lambda: scraped(registry, "grpcpool_channel_connection_failures_total") >= 1, 2
+        )
+        server = EchoServer(port=port)
+        grpcpool.await_ready("prom", timeout=3, min_ready=3)
+        assert wait_until(
+            lambda: scraped(registry, "grpcpool_pool_current_channels", pool="prom") == 3, 2
+        )
+        scrape = Scrape(registry)  # before the server stops again
+    finally:
+        server.stop()
+
+    connects = scrape.value("grpcpool_channel_connects_total", pool="prom")
+    assert connects >= 3 * 2
+    assert scrape.value("grpcpool_channel_disconnects_total", pool="prom") == 3
+    assert scrape.labels("grpcpool_channel_disconnects_total", "reason") <= DISCONNECT_REASONS
+    assert scrape.value("grpcpool_channel_reconnects_scheduled_total", pool="prom") >= 3
+    assert scrape.value("grpcpool_channel_connection_failures_total", pool="prom") >= 1
+    assert scrape.value("grpcpool_pool_expected_channels", pool="prom") == 3
+    assert scrape.value("grpcpool_channel_connect_duration_seconds_count", pool="prom") == connects
+    assert 0 < scrape.value("grpcpool_channel_connect_duration_seconds_sum", pool="prom") < connects
+    assert scrape.value("grpcpool_channel_connect_duration_seconds_bucket", le="+Inf") == connects
+
+
+def test_scaling_and_status_reports_set_both_gauges(
+    echo_server: EchoServer, registry: CollectorRegistry, supervised: list[pykka.ActorRef[Any]]
+) -> None:
+    """scale_up/scale_down move the expected gauge; pool.status brings current to the truth."""
+    config = local_config(echo_server.port, 2, telemetry_interval=0.1)
+    supervised.append(Supervisor.start(children=[PoolSpec(config, name="scaled")]))
+    grpcpool.await_ready("scaled", timeout=5, min_ready=2)
+
+    def gauges() -> tuple[float, float]:
+        scrape = Scrape(registry)
+        return (
+            scrape.value("grpcpool_pool_expected_channels", pool="scaled"),
+            scrape.value("grpcpool_pool_current_channels", pool="scaled"),
+        )
+
+    assert wait_until(lambda: gauges() == (2, 2), 2)
+    grpcpool.scale_up("scaled", 3)
+    assert wait_until(lambda: gauges() == (5, 5), 3)
+    # The three stopped workers were ready and emit no disconnect.
+    grpcpool.scale_down("scaled", 3)
+    assert wait_until(lambda: gauges() == (2, 2), 2)
+    assert scraped(registry, "grpcpool_channel_disconnects_total", pool="scaled") == 0
+
+
+def test_crashed_worker_counts_a_restart_and_its_channel_once(
+    echo_server: EchoServer, registry: CollectorRegistry, supervised: list[pykka.ActorRef[Any]]
+) -> None:
+    """A worker crash is one supervisor restart; its reconnect does not inflate current channels."""
+    supervised.append(
+        Supervisor.start(children=[PoolSpec(local_config(echo_server.port, 2), name="crash")])
+    )
+    grpcpool.await_ready("crash", timeout=5, min_ready=2)
+    assert wait_until(lambda: scraped(registry, "grpcpool_channel_connects_total") == 2, 2)
+    worker = next(
+        ref for ref in pykka.ActorRegistry.get_by_class(grpcpool.ChannelWorker) if ref.is_alive()
+    )
+    worker.tell("not a message a worker understands")
+    assert wait_until(lambda: scraped(registry, "grpcpool_channel_connects_total") == 3, 3)
+    scrape = Scrape(registry)
+    assert scrape.value("grpcpool_supervisor_restarts_total", supervisor="pool:crash") == 1
+    assert scrape.labels("grpcpool_supervisor_restarts_total", "child_id") <= {
+        "worker-1",
+        "worker-2",
+    }
+    # The default telemetry_interval (5 s) sends no status report during this test:
+    # the gauge comes from connect/disconnect events alone, and two disconnects
+    # empty it only if the restarted worker's connect was not counted twice.
+    assert scrape.value("grpcpool_pool_current_channels", pool="crash") == 2
+    echo_server.stop()
+    assert wait_until(lambda: scraped(registry, "grpcpool_channel_disconnects_total") == 2, 2)
+    assert scraped(registry, "grpcpool_pool_current_channels", pool="crash") == 0
+
+
+def test_error_texts_never_become_label_values(
+    registry: CollectorRegistry, supervised: list[pykka.ActorRef[Any]]
+) -> None:
+    """Failed connects count without their error; an odd disconnect reason is labelled other."""
+    supervised.append(
+        Supervisor.start(children=[PoolSpec(local_config(free_port(), 1), name="nowhere")])
+    )
+    assert wait_until(
+        lambda: (
+            scraped(registry, "grpcpool_channel_connection_failures_total", pool="nowhere") >= 2
+        ),
+        3,
+    )
+    telemetry.emit(
+        telemetry.channel_disconnected,
+        "fake",
+        {"duration": 1.0},
+        {"pool_name": "fake", "worker_id": "worker-1", "reason": "auth failed: token=s3cret"},
+    )
+    scrape = Scrape(registry)
+    assert scrape.value("grpcpool_channel_disconnects_total", pool="fake", reason="other") == 1
+    assert "s3cret" not in scrape.text
+    assert "refused" not in scrape.text.lower()
+    for sample in scrape.samples:
+        assert set(sample.labels) <= {"pool", "reason", "result", "supervisor", "child_id", "le"}
+
+
+def test_histogram_uses_second_buckets(registry: CollectorRegistry) -> None:
+    """Connect durations land in second-sized buckets (5 ms to 20 s)."""
+    telemetry.emit(
+        telemetry.channel_connected, "h", {"duration": 0.02}, {"pool_name": "h", "worker_id": "w"}
+    )
+    scrape = Scrape(registry)
+    bounds = scrape.labels("grpcpool_channel_connect_duration_seconds_bucket", "le")
+    assert bounds == {str(b) for b in CONNECT_DURATION_BUCKETS} | {"+Inf"}
+    bucket = "grpcpool_channel_connect_duration_seconds_bucket"
+    assert scrape.value(bucket, pool="h", le="0.01") == 0
+    assert scrape.value(bucket, pool="h", le="0.025") == 1
+
+
+def test_close_is_idempotent_and_frees_the_registry() -> None:
+    """close() twice disconnects every receiver and unregisters, so register() works again."""
+    registry = CollectorRegistry()
+    metrics = prometheus.register(registry)
+    with pytest.raises(ValueError, match="already registered"):
+        prometheus.register(registry)
+    metrics.close()
+    metrics.close()
+    assert metrics.closed
+    assert Scrape(registry).samples == []
+    receivers = [r for name in telemetry.EVENTS for r in telemetry_receivers(name)]
+    assert not any(getattr(r, "__self__", None) is metrics._bridge for r in receivers)
+    telemetry.emit(telemetry.channel_connection_failed, "p", {"duration": 0.1}, {})
+
+    with prometheus.register(registry) as again:
+        telemetry.emit(telemetry.channel_connection_failed, "p", {"duration": 0.1}, {})
+        assert scraped(registry, "grpcpool_channel_connection_failures_total", pool="p") == 1
+        assert {family.name for family in registry.collect()} == {
+            i.prometheus_name.removesuffix("_total") for i in INSTRUMENTS
+        }
+    assert again.closed
+
+
+def test_default_registry_is_prometheus_clients() -> None:
+    """register() without a registry uses prometheus_client.REGISTRY."""
+    with prometheus.register() as metrics:
+        assert metrics.registry is prometheus_client.REGISTRY
+        telemetry.emit(telemetry.channel_reconnect_scheduled, "d", {"delay_ms": 5}, {})
+        assert (
+            scraped(prometheus_client.REGISTRY, "grpcpool_channel_reconnects_scheduled_total") == 1
+        )
+
+
+def telemetry_receivers(name: str) -> list[Any]:
+    """The receiver callables connected to the signal called ``name``."""
+    signal = blinker.signal(name)
+    return [signal.receivers[key] for key in list(signal.receivers)]
+
+
+def test_forked_child_updates_metrics_while_the_parent_held_the_lock() -> None:
+    """A child forked while another thread held the exporter's lock still counts its events."""
+    registry = CollectorRegistry()
+    with prometheus.register(registry) as metrics:
+        held, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            with metrics._bridge._lock:
+                held.set()
+                release.wait(5)
+
+        holder = threading.Thread(target=hold, name="lock-holder")
+        holder.start()
+        try:
+            assert held.wait(5)
+            pid = os.fork()
+            if pid == 0:  # the child: report by exit code, never return into pytest
+                code = 1
+                try:
+                    signal.alarm(5)  # a hang is a failure, not a stuck test run
+                    telemetry.emit(telemetry.pool_init, "forked", {"pool_size": 2}, {})
+                    code = 0 if scraped(registry, "grpcpool_pool_expected_channels") == 2 else 2
+                finally:
+                    os._exit(code)
+            _, status = os.waitpid(pid, 0)
+        finally:
+            release.set()
+            holder.join(5)
+        assert os.waitstatus_to_exitcode(status) == 0
