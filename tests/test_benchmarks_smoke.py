@@ -16,6 +16,7 @@ from benchmarks.__main__ import main
 
 @pytest.mark.slow
 def test_benchmarks_run_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The benchmark harness runs end to end with tiny counts (no timing asserted)."""
     output = tmp_path / "RESULTS.md"
 
     assert main(["--quick", "--output", str(output)]) == 0

@@ -92,6 +92,7 @@ def test_demo_in_process_quiet_prints_no_events_and_leaves_nothing_running() -> 
     ],
 )
 def test_bad_flags_are_usage_errors(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """Unknown or out-of-range flags exit 2 with a usage message."""
     with pytest.raises(SystemExit) as raised:
         cli.main(args)
     assert raised.value.code == 2
@@ -122,6 +123,7 @@ def test_probe_healthy_endpoint(echo_server: EchoServer) -> None:
 
 
 def test_probe_command_against_an_embedded_server(echo_server: EchoServer) -> None:
+    """The probe command reports a healthy embedded server and exits 0."""
     result = run_cli("probe", f"127.0.0.1:{echo_server.port}", "--size", "2")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "healthy: 2 of 2 connections ready" in result.stdout
@@ -129,6 +131,7 @@ def test_probe_command_against_an_embedded_server(echo_server: EchoServer) -> No
 
 
 def test_probe_command_against_a_closed_port_fails_with_one_line() -> None:
+    """A closed port makes the probe exit 1 with one line on stderr."""
     result = run_cli("probe", f"127.0.0.1:{free_port()}", "--timeout", "1")
     assert result.returncode == 1, result.stdout + result.stderr
     lines = result.stderr.splitlines()
@@ -138,12 +141,14 @@ def test_probe_command_against_a_closed_port_fails_with_one_line() -> None:
 
 
 def test_probe_server_without_health_service_is_healthy(plain_server: EchoServer) -> None:
+    """A server without the health service counts as healthy."""
     code, out, _ = probe(target=f"127.0.0.1:{plain_server.port}", size=1)
     assert code == 0
     assert "health UNIMPLEMENTED (no health service; reachable counts as healthy)" in out
 
 
 def test_probe_not_serving_is_unhealthy(echo_server: EchoServer) -> None:
+    """NOT_SERVING makes the probe exit 1 naming the status."""
     echo_server.set_serving(False)
     code, _, err = probe(target=f"127.0.0.1:{echo_server.port}", size=1, timeout=1.0)
     assert code == 1
@@ -151,6 +156,7 @@ def test_probe_not_serving_is_unhealthy(echo_server: EchoServer) -> None:
 
 
 def test_probe_unknown_health_service_is_unhealthy(echo_server: EchoServer) -> None:
+    """A health service name the server does not know makes the probe exit 1."""
     code, _, err = probe(
         target=f"127.0.0.1:{echo_server.port}", size=1, timeout=1.0, health_service="nope"
     )
@@ -184,6 +190,7 @@ def test_probe_tls_with_and_without_the_ca(tmp_path: Path) -> None:
     ],
 )
 def test_probe_bad_arguments_exit_2(options: dict[str, Any], message: str) -> None:
+    """Bad probe arguments exit 2 with a one-line reason."""
     code, _, err = probe(**options)
     assert code == 2
     assert message in err and len(err.splitlines()) == 1

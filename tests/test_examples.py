@@ -45,6 +45,7 @@ def test_every_example_is_tested() -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("script", sorted(EXPECTED))
 def test_example_runs(script: str) -> None:
+    """Each example script runs to completion and prints what it shows."""
     result = subprocess.run(
         [sys.executable, str(EXAMPLES / script)],
         capture_output=True,
