@@ -12,11 +12,12 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any, TextIO
 
+from grpcpool import telemetry
 from grpcpool._status import PoolStatus
 
 __all__ = ["Console", "format_duration", "format_event", "shorten", "status_table", "table"]
 
-_PREFIX = "grpc_connection_pool."
+_PREFIX = telemetry.PREFIX + "."
 
 
 class Console:
@@ -74,7 +75,7 @@ def format_event(name: str, measurements: dict[str, Any], metadata: dict[str, An
     """One telemetry event as a short human-readable line.
 
     Args:
-        name: The full signal name, e.g. ``grpc_connection_pool.channel.connected``.
+        name: The full signal name, e.g. the prefix plus ``channel.connected``.
         measurements: The event's measurements.
         metadata: The event's metadata.
     """

@@ -41,6 +41,7 @@ import blinker
 
 __all__ = [
     "EVENTS",
+    "PREFIX",
     "channel_connected",
     "channel_connection_down",
     "channel_connection_failed",
@@ -59,21 +60,22 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-_PREFIX = "grpc_connection_pool"
+#: What every signal name starts with: the Elixir library's telemetry prefix.
+PREFIX = "grpc_connection_pool"
 
-pool_init = blinker.signal(f"{_PREFIX}.pool.init")
-pool_get_channel = blinker.signal(f"{_PREFIX}.pool.get_channel")
-pool_scale_up = blinker.signal(f"{_PREFIX}.pool.scale_up")
-pool_scale_down = blinker.signal(f"{_PREFIX}.pool.scale_down")
-pool_status = blinker.signal(f"{_PREFIX}.pool.status")
-channel_connected = blinker.signal(f"{_PREFIX}.channel.connected")
-channel_connection_failed = blinker.signal(f"{_PREFIX}.channel.connection_failed")
-channel_disconnected = blinker.signal(f"{_PREFIX}.channel.disconnected")
-channel_ping = blinker.signal(f"{_PREFIX}.channel.ping")
-channel_connection_down = blinker.signal(f"{_PREFIX}.channel.connection_down")
-channel_reconnect_scheduled = blinker.signal(f"{_PREFIX}.channel.reconnect_scheduled")
-supervisor_child_restarted = blinker.signal(f"{_PREFIX}.supervisor.child_restarted")
-supervisor_shutdown = blinker.signal(f"{_PREFIX}.supervisor.shutdown")
+pool_init = blinker.signal(f"{PREFIX}.pool.init")
+pool_get_channel = blinker.signal(f"{PREFIX}.pool.get_channel")
+pool_scale_up = blinker.signal(f"{PREFIX}.pool.scale_up")
+pool_scale_down = blinker.signal(f"{PREFIX}.pool.scale_down")
+pool_status = blinker.signal(f"{PREFIX}.pool.status")
+channel_connected = blinker.signal(f"{PREFIX}.channel.connected")
+channel_connection_failed = blinker.signal(f"{PREFIX}.channel.connection_failed")
+channel_disconnected = blinker.signal(f"{PREFIX}.channel.disconnected")
+channel_ping = blinker.signal(f"{PREFIX}.channel.ping")
+channel_connection_down = blinker.signal(f"{PREFIX}.channel.connection_down")
+channel_reconnect_scheduled = blinker.signal(f"{PREFIX}.channel.reconnect_scheduled")
+supervisor_child_restarted = blinker.signal(f"{PREFIX}.supervisor.child_restarted")
+supervisor_shutdown = blinker.signal(f"{PREFIX}.supervisor.shutdown")
 
 EVENTS: tuple[str, ...] = tuple(
     signal.name

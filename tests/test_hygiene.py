@@ -1,0 +1,39 @@
+"""House rules that are cheap to check mechanically."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import grpcpool
+from grpcpool import telemetry
+
+TESTS = Path(__file__).resolve().parent
+PACKAGE = Path(grpcpool.__file__).resolve().parent
+
+
+def test_every_test_says_what_it_pins() -> None:
+    """Every test function has a docstring naming the behaviour it pins."""
+    missing = []
+    for path in sorted(TESTS.glob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            is_test = isinstance(node, ast.FunctionDef) and node.name.startswith("test_")
+            if is_test and not ast.get_docstring(node):
+                missing.append(f"{path.name}::{node.name}")
+    assert missing == []
+
+
+def test_signal_names_live_only_in_the_telemetry_module() -> None:
+    """No module but grpcpool.telemetry spells out a signal name."""
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        if path.name == "telemetry.py":
+            continue
+        text = path.read_text()
+        offenders += [f"{path.name}: {name}" for name in telemetry.EVENTS if name in text]
+    assert offenders == []
+
+
+def test_package_ships_its_type_marker() -> None:
+    """py.typed is in the package, so type checkers use its annotations."""
+    assert (PACKAGE / "py.typed").is_file()
