@@ -45,6 +45,9 @@ __all__ = [
 DEFAULT_TYPE = "production"
 DEFAULT_POOL_SIZE = 5
 DEFAULT_MAX_POOL_SIZE = 1024
+# The most pool.max_size may be: every worker is two threads (its actor and
+# grpcio's connectivity poll), so a typo must not ask for millions of them.
+HARD_MAX_POOL_SIZE = 16384
 DEFAULT_POOL_NAME = "default"
 DEFAULT_STRATEGY = "round_robin"
 DEFAULT_TELEMETRY_INTERVAL = 5.0
@@ -166,7 +169,7 @@ class PoolConfig:
     telemetry_sample_rate: int = DEFAULT_TELEMETRY_SAMPLE_RATE
 
     def __post_init__(self) -> None:
-        check_int("pool.max_size", self.max_size, minimum=1)
+        check_int("pool.max_size", self.max_size, minimum=1, maximum=HARD_MAX_POOL_SIZE)
         check_int("pool.size", self.size, minimum=1)
         if self.size > self.max_size:
             raise ConfigError("pool.size", f"{self.size} is over pool.max_size ({self.max_size})")

@@ -227,6 +227,7 @@ BAD_INPUTS = [
     ("pool", {"size": 1025}, "pool.size"),
     ("pool", {"size": 5, "max_size": 4}, "pool.size"),
     ("pool", {"max_size": 0}, "pool.max_size"),
+    ("pool", {"max_size": 10**6}, "pool.max_size"),
     ("pool", {"name": ""}, "pool.name"),
     ("pool", {"strategy": "fastest"}, "pool.strategy"),
     ("pool", {"strategy": NoSelect()}, "pool.strategy"),
