@@ -167,6 +167,12 @@ def events() -> Iterator[EventLog]:
         log.close()
 
 
+def wait_for(predicate: Any, timeout: float = 5.0, interval: float = 0.01) -> None:
+    """Polls ``predicate`` until it is true; fails the test after ``timeout`` seconds."""
+    if not wait_until(predicate, timeout, interval):
+        raise AssertionError(f"condition not met within {timeout}s")
+
+
 def wait_until(predicate: Any, timeout: float = 5.0, interval: float = 0.01) -> bool:
     """Polls ``predicate`` until it is true or ``timeout`` passes; returns its last value."""
     deadline = time.monotonic() + timeout

@@ -11,21 +11,11 @@ import pykka
 import pytest
 
 from grpcpool.supervisor import ExitReason, SupervisedActor, watch_exit
+from tests.conftest import wait_for
 
 WAIT = 5.0
 
 Call = tuple[ExitReason, threading.Thread]
-
-
-def wait_until(
-    predicate: Callable[[], bool], timeout: float = WAIT, interval: float = 0.01
-) -> None:
-    """Polls ``predicate`` until it is true; fails the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(interval)
 
 
 def recorder(calls: list[Call]) -> Callable[[ExitReason], None]:
@@ -90,7 +80,7 @@ def test_normal_stop_reports_normal_once() -> None:
     watch = watch_exit(ref, recorder(calls))
     assert calls == []
     ref.stop(timeout=WAIT)
-    wait_until(lambda: len(calls) == 1)
+    wait_for(lambda: len(calls) == 1)
     reason, thread = calls[0]
     assert reason == ExitReason(known=True, error=None)
     assert reason.normal
@@ -108,7 +98,7 @@ def test_self_stop_reports_normal() -> None:
     ref = Supervised.start()
     watch_exit(ref, recorder(calls))
     ref.tell("stop")
-    wait_until(lambda: len(calls) == 1)
+    wait_for(lambda: len(calls) == 1)
     assert calls[0][0].normal
 
 
@@ -118,7 +108,7 @@ def test_crash_in_told_message_reports_the_error() -> None:
     ref = Supervised.start()
     watch_exit(ref, recorder(calls))
     ref.tell("crash")
-    wait_until(lambda: len(calls) == 1)
+    wait_for(lambda: len(calls) == 1)
     reason = calls[0][0]
     assert reason.known
     assert not reason.normal
@@ -139,7 +129,7 @@ def test_crash_in_asked_message_does_not_end_the_actor() -> None:
     assert ref.is_alive()
     assert calls == []
     ref.stop(timeout=WAIT)
-    wait_until(lambda: len(calls) == 1)
+    wait_for(lambda: len(calls) == 1)
     assert calls[0][0].normal
 
 
@@ -156,7 +146,7 @@ def test_on_start_crash_reports_the_error(
     ref = actor_class.start(gate)
     watch = watch_exit(ref, recorder(calls))
     gate.set()
-    wait_until(lambda: len(calls) == 1)
+    wait_for(lambda: len(calls) == 1)
     reason, thread = calls[0]
     assert reason.known
     assert isinstance(reason.error, error_type)
@@ -192,7 +182,7 @@ def test_plain_actor_reason_is_unknown(how: str) -> None:
         ref.stop(timeout=WAIT)
     else:
         ref.tell("crash")
-    wait_until(lambda: len(calls) == 1)
+    wait_for(lambda: len(calls) == 1)
     reason = calls[0][0]
     assert reason == ExitReason(known=False)
     assert not reason.normal
@@ -204,7 +194,7 @@ def test_watching_a_dead_actor_fires_at_once() -> None:
     calls: list[Call] = []
     ref = Supervised.start()
     ref.tell("crash")
-    wait_until(lambda: not ref.is_alive())
+    wait_for(lambda: not ref.is_alive())
     watch = watch_exit(ref, recorder(calls))
     assert len(calls) == 1
     reason, thread = calls[0]
@@ -222,7 +212,7 @@ def test_several_watches_each_fire_once() -> None:
     watch_exit(ref, recorder(first))
     watch_exit(ref, recorder(second))
     ref.stop(timeout=WAIT)
-    wait_until(lambda: len(first) == 1 and len(second) == 1)
+    wait_for(lambda: len(first) == 1 and len(second) == 1)
     time.sleep(0.05)
     assert len(first) == len(second) == 1
 
@@ -239,7 +229,7 @@ def test_join_waits_for_the_actor_thread() -> None:
     watch = watch_exit(ref, recorder(calls))
     ref.stop(block=False)
     # The callback runs as the stop begins, before the slow on_stop.
-    wait_until(lambda: len(calls) == 1)
+    wait_for(lambda: len(calls) == 1)
     thread = watch.thread
     assert thread is not None and thread is calls[0][1]
     assert watch.join(0.05) is False
@@ -260,6 +250,6 @@ def test_join_from_the_actor_thread_returns_at_once() -> None:
     holder.append(watch_exit(ref, callback))
     started = time.monotonic()
     ref.stop(timeout=WAIT)
-    wait_until(lambda: len(results) == 1)
+    wait_for(lambda: len(results) == 1)
     assert results == [True]
     assert time.monotonic() - started < WAIT / 2

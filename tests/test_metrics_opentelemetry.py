@@ -71,17 +71,6 @@ def otel() -> Iterator[Otel]:
         provider.shutdown()
 
 
-@pytest.fixture
-def supervised() -> Iterator[list[pykka.ActorRef[Any]]]:
-    """Supervisors started by the test; stopped afterwards."""
-    started: list[pykka.ActorRef[Any]] = []
-    try:
-        yield started
-    finally:
-        for ref in reversed(started):
-            ref.stop()
-
-
 class Reading:
     """One collection of the reader: metric name -> data points, for one meter's scope."""
 
@@ -113,7 +102,7 @@ class Reading:
 
 
 def test_server_restart_shows_in_every_instrument(
-    otel: Otel, supervised: list[pykka.ActorRef[Any]]
+    otel: Otel, supervisors: list[pykka.ActorRef[Any]]
 ) -> None:
     """A server stop and restart on the same port: connects, disconnects, failures, gauges."""
     server = EchoServer()
@@ -123,7 +112,9 @@ def test_server_restart_shows_in_every_instrument(
         return otel.read().value("grpcpool.pool.channels.current", pool="otel")
 
     try:
-        supervised.append(Supervisor.start(children=[PoolSpec(local_config(port, 3), name="otel")]))
+        supervisors.append(
+            Supervisor.start(children=[PoolSpec(local_config(port, 3), name="otel")])
+        )
         grpcpool.await_ready("otel", timeout=5, min_ready=3)
         assert wait_until(lambda: current() == 3, 2)
         assert wait_until(lambda: otel.read().value("grpcpool.channel.pings", result="ok") >= 3, 2)
@@ -154,10 +145,10 @@ def test_server_restart_shows_in_every_instrument(
 
 
 def test_crashed_worker_counts_a_restart(
-    echo_server: EchoServer, otel: Otel, supervised: list[pykka.ActorRef[Any]]
+    echo_server: EchoServer, otel: Otel, supervisors: list[pykka.ActorRef[Any]]
 ) -> None:
     """A worker crash is one grpcpool.supervisor.restarts by supervisor and child_id."""
-    supervised.append(
+    supervisors.append(
         Supervisor.start(children=[PoolSpec(local_config(echo_server.port, 2), name="crash")])
     )
     grpcpool.await_ready("crash", timeout=5, min_ready=2)

@@ -51,17 +51,6 @@ def registry() -> Iterator[CollectorRegistry]:
         metrics.close()
 
 
-@pytest.fixture
-def supervised() -> Iterator[list[pykka.ActorRef[Any]]]:
-    """Supervisors started by the test; stopped afterwards."""
-    started: list[pykka.ActorRef[Any]] = []
-    try:
-        yield started
-    finally:
-        for ref in reversed(started):
-            ref.stop()
-
-
 class Scrape:
     """One ``generate_latest()`` of a registry, parsed back into samples."""
 
@@ -91,13 +80,15 @@ def scraped(registry: CollectorRegistry, name: str, **labels: str) -> float:
 
 
 def test_server_restart_shows_in_every_metric(
-    registry: CollectorRegistry, supervised: list[pykka.ActorRef[Any]]
+    registry: CollectorRegistry, supervisors: list[pykka.ActorRef[Any]]
 ) -> None:
     """A server stop and restart on the same port: connects, disconnects, failures, gauges."""
     server = EchoServer()
     port = server.port
     try:
-        supervised.append(Supervisor.start(children=[PoolSpec(local_config(port, 3), name="prom")]))
+        supervisors.append(
+            Supervisor.start(children=[PoolSpec(local_config(port, 3), name="prom")])
+        )
         grpcpool.await_ready("prom", timeout=5, min_ready=3)
         assert wait_until(
             lambda: scraped(registry, "grpcpool_pool_current_channels", pool="prom") == 3, 2
@@ -135,11 +126,11 @@ def test_server_restart_shows_in_every_metric(
 
 
 def test_scaling_and_status_reports_set_both_gauges(
-    echo_server: EchoServer, registry: CollectorRegistry, supervised: list[pykka.ActorRef[Any]]
+    echo_server: EchoServer, registry: CollectorRegistry, supervisors: list[pykka.ActorRef[Any]]
 ) -> None:
     """scale_up/scale_down move the expected gauge; pool.status brings current to the truth."""
     config = local_config(echo_server.port, 2, telemetry_interval=0.1)
-    supervised.append(Supervisor.start(children=[PoolSpec(config, name="scaled")]))
+    supervisors.append(Supervisor.start(children=[PoolSpec(config, name="scaled")]))
     grpcpool.await_ready("scaled", timeout=5, min_ready=2)
 
     def gauges() -> tuple[float, float]:
@@ -159,10 +150,10 @@ def test_scaling_and_status_reports_set_both_gauges(
 
 
 def test_crashed_worker_counts_a_restart_and_its_channel_once(
-    echo_server: EchoServer, registry: CollectorRegistry, supervised: list[pykka.ActorRef[Any]]
+    echo_server: EchoServer, registry: CollectorRegistry, supervisors: list[pykka.ActorRef[Any]]
 ) -> None:
     """A worker crash is one supervisor restart; its reconnect does not inflate current channels."""
-    supervised.append(
+    supervisors.append(
         Supervisor.start(children=[PoolSpec(local_config(echo_server.port, 2), name="crash")])
     )
     grpcpool.await_ready("crash", timeout=5, min_ready=2)
@@ -188,10 +179,10 @@ def test_crashed_worker_counts_a_restart_and_its_channel_once(
 
 
 def test_error_texts_never_become_label_values(
-    registry: CollectorRegistry, supervised: list[pykka.ActorRef[Any]]
+    registry: CollectorRegistry, supervisors: list[pykka.ActorRef[Any]]
 ) -> None:
     """Failed connects count without their error; an odd disconnect reason is labelled other."""
-    supervised.append(
+    supervisors.append(
         Supervisor.start(children=[PoolSpec(local_config(free_port(), 1), name="nowhere")])
     )
     assert wait_until(

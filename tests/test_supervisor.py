@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -23,6 +23,7 @@ from grpcpool.supervisor import (
     watch_exit,
 )
 from grpcpool.supervisor._supervisor import _ChildExited
+from tests.conftest import wait_for
 
 WAIT = 5.0
 
@@ -30,17 +31,6 @@ Event = tuple[Any, dict[str, Any], dict[str, Any]]
 
 
 # --- helpers ------------------------------------------------------------------
-
-
-def wait_until(
-    predicate: Callable[[], bool], timeout: float = WAIT, interval: float = 0.01
-) -> None:
-    """Polls ``predicate`` until it is true; fails the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(interval)
 
 
 @contextmanager
@@ -87,7 +77,7 @@ def wait_for_new_ref(
         ref = children(sup).get(child_id)
         return ref is not None and ref.actor_urn != old.actor_urn and ref.is_alive()
 
-    wait_until(replaced)
+    wait_for(replaced)
     return child_ref(sup, child_id)
 
 
@@ -228,7 +218,7 @@ def test_crashing_plain_actor_is_restarted_and_reported() -> None:
         new = wait_for_new_ref(sup, "w", old)
         assert new.actor_urn != old.actor_urn
         assert not old.is_alive()
-        wait_until(lambda: len(events) == 1)
+        wait_for(lambda: len(events) == 1)
         sender, measurements, metadata = events[0]
         assert sender == "top"
         assert measurements == {"restarts": 1}
@@ -247,7 +237,7 @@ def test_crash_reason_of_supervised_actor_is_reported() -> None:
         old = child_ref(sup, "w")
         old.tell("crash")
         wait_for_new_ref(sup, "w", old)
-        wait_until(lambda: len(events) == 1)
+        wait_for(lambda: len(events) == 1)
         assert events[0][2]["reason"] == "RuntimeError: w crashed"
 
 
@@ -260,7 +250,7 @@ def test_plain_actor_stopping_itself_counts_as_abnormal() -> None:
         old = child_ref(sup, "w")
         old.tell("stop")
         wait_for_new_ref(sup, "w", old)
-        wait_until(lambda: len(events) == 1)
+        wait_for(lambda: len(events) == 1)
         assert events[0][2]["reason"] == ExitReason(known=False).describe()
 
 
@@ -271,7 +261,7 @@ def test_temporary_child_is_not_restarted_and_is_removed() -> None:
         running(children=[worker("keep"), worker("temp", restart="temporary")]) as sup,
     ):
         child_ref(sup, "temp").tell("crash")
-        wait_until(lambda: "temp" not in children(sup))
+        wait_for(lambda: "temp" not in children(sup))
         assert list(children(sup)) == ["keep"]
         assert sup.proxy().count_children().get(timeout=WAIT)["specs"] == 1
         assert events == []
@@ -286,10 +276,10 @@ def test_transient_child_restarted_after_crash_not_after_normal_stop() -> None:
         first = child_ref(sup, "t")
         first.tell("crash")
         second = wait_for_new_ref(sup, "t", first)
-        wait_until(lambda: len(events) == 1)
+        wait_for(lambda: len(events) == 1)
 
         second.tell("stop")
-        wait_until(lambda: children(sup)["t"] is None)
+        wait_for(lambda: children(sup)["t"] is None)
         time.sleep(0.2)  # give a wrong restart the chance to happen
         assert children(sup) == {"t": None}
         assert len(events) == 1
@@ -319,7 +309,7 @@ def test_on_start_crash_during_restart_is_retried_and_counts() -> None:
         Flaky.failures_left = 2
         old.tell("crash")
         wait_for_new_ref(sup, "f", old)
-        wait_until(lambda: len(events) == 1)
+        wait_for(lambda: len(events) == 1)
         assert Flaky.failures_left == 0
         # Two failed attempts and the one that worked: three restarts in the window.
         assert events[0][1] == {"restarts": 3}
@@ -347,7 +337,7 @@ def test_on_start_crash_during_restart_can_exhaust_intensity() -> None:
         assert sup.actor_stopped.wait(WAIT)
         # The first start, then restart attempts 1 and 2; attempt 3 exceeds the limit.
         assert AlwaysFailsAgain.started == 3
-        wait_until(lambda: len(shutdowns) == 1)
+        wait_for(lambda: len(shutdowns) == 1)
         assert shutdowns[0][1] == {"restarts": 3}
 
 
@@ -366,11 +356,11 @@ def test_exceeding_intensity_stops_siblings_in_reverse_and_gives_up() -> None:
             old = child_ref(sup, "crasher")
             old.tell("crash")
             wait_for_new_ref(sup, "crasher", old)
-            wait_until(lambda count=count: len(restarts) == count)  # type: ignore[misc]
+            wait_for(lambda count=count: len(restarts) == count)  # type: ignore[misc]
         log.clear()
         child_ref(sup, "crasher").tell("crash")
         assert sup.actor_stopped.wait(WAIT)
-        wait_until(lambda: len(reasons) == 1)
+        wait_for(lambda: len(reasons) == 1)
 
         assert log == ["stop:d", "stop:b", "stop:a"]
         assert [m["restarts"] for _, m, _ in restarts] == [1, 2]
@@ -395,7 +385,7 @@ def test_restarts_outside_the_window_do_not_accumulate() -> None:
             old = child_ref(sup, "w")
             old.tell("crash")
             wait_for_new_ref(sup, "w", old)
-            wait_until(lambda count=count: len(events) == count)  # type: ignore[misc]
+            wait_for(lambda count=count: len(events) == count)  # type: ignore[misc]
             time.sleep(0.4)  # let the restart leave the window
         assert sup.is_alive()
         assert [m["restarts"] for _, m, _ in events] == [1, 1, 1]
@@ -425,7 +415,7 @@ def test_parent_restarts_child_supervisor_that_gave_up() -> None:
         assert new_w.is_alive() and new_w.actor_urn != old_w.actor_urn
         assert child_ref(top, "sibling") is sibling and sibling.is_alive()
 
-        wait_until(lambda: len(restarts) == 1)
+        wait_for(lambda: len(restarts) == 1)
         _, measurements, metadata = restarts[0]
         assert metadata["supervisor"] == "parent"
         assert metadata["child_id"] == "sub"
@@ -443,7 +433,7 @@ def test_stale_exit_reports_are_ignored() -> None:
         old = child_ref(sup, "w")
         old.tell("crash")
         new = wait_for_new_ref(sup, "w", old)
-        wait_until(lambda: len(events) == 1)
+        wait_for(lambda: len(events) == 1)
         time.sleep(0.2)
         assert len(events) == 1
 
@@ -528,7 +518,7 @@ def test_which_children_and_count_children() -> None:
         }
 
         child_ref(sup, "b").tell("stop")  # transient, normal: kept as a spec, not running
-        wait_until(lambda: children(sup)["b"] is None)
+        wait_for(lambda: children(sup)["b"] is None)
         assert proxy.count_children().get(timeout=WAIT) == {
             "specs": 4,
             "active": 3,
@@ -571,7 +561,7 @@ def test_stopping_three_level_tree_leaves_nothing() -> None:
     # Each supervisor stops its children (last started first) before it ends.
     assert log[-4:] == ["stop:w4", "stop:w3", "stop:w2", "stop:w1"]
     assert pykka.ActorRegistry.get_all() == []
-    wait_until(lambda: set(threading.enumerate()) <= threads_before, timeout=2)
+    wait_for(lambda: set(threading.enumerate()) <= threads_before, timeout=2)
 
 
 def test_slow_child_does_not_hang_supervisor_stop() -> None:

@@ -6,27 +6,17 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pykka
 import pytest
 
 from grpcpool.supervisor import TimerHandle, send_after
+from tests.conftest import wait_for
 
 WAIT = 5.0
 TIMER_THREAD = "grpcpool-timer"
-
-
-def wait_until(
-    predicate: Callable[[], bool], timeout: float = WAIT, interval: float = 0.01
-) -> None:
-    """Polls ``predicate`` until it is true; fails the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(interval)
 
 
 def timer_threads() -> list[threading.Thread]:
@@ -148,13 +138,13 @@ def test_timer_thread_exits_when_nothing_is_pending(
     send_after(0.1, inbox, "x")
     assert timer_threads()
     received.get(timeout=WAIT)
-    wait_until(lambda: not timer_threads())
+    wait_for(lambda: not timer_threads())
 
     # Cancelling the only pending timer also lets it exit, long before the deadline.
     handle = send_after(30, inbox, "never")
     assert timer_threads()
     handle.cancel()
-    wait_until(lambda: not timer_threads(), timeout=2)
+    wait_for(lambda: not timer_threads(), timeout=2)
     assert received.empty()
 
 
@@ -181,4 +171,4 @@ def test_huge_delay_does_not_break_the_timer(
     send_after(0.05, inbox, "again")
     assert received.get(timeout=WAIT)[1] == "again"
     far.cancel()
-    wait_until(lambda: not timer_threads())
+    wait_for(lambda: not timer_threads())
