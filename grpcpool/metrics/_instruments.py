@@ -22,7 +22,8 @@ import threading
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from types import TracebackType
+from typing import Any, Literal, Protocol, Self
 
 import blinker
 
@@ -377,3 +378,28 @@ class Bridge:
     def _count(self, instrument: Instrument, labels: Mapping[str, str]) -> None:
         if not self._closed:
             self._sink.add(instrument, 1, labels)
+
+
+class Exporter:
+    """What both exporters share: ``close()``, ``closed`` and the context manager."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def closed(self) -> bool:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {'closed' if self.closed else 'open'}>"

@@ -29,7 +29,6 @@ implementation) is the application's choice.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from types import TracebackType
 
 try:
     from opentelemetry import metrics
@@ -51,6 +50,7 @@ from grpcpool.metrics._instruments import (
     CONNECT_DURATION_BUCKETS,
     INSTRUMENTS,
     Bridge,
+    Exporter,
     Instrument,
     fork_safe_lock,
 )
@@ -154,7 +154,7 @@ def _create_histogram(meter: Meter, name: str, unit: str, description: str) -> H
         return meter.create_histogram(name, unit, description)
 
 
-class OpenTelemetryMetrics:
+class OpenTelemetryMetrics(Exporter):
     """grpcpool's instruments on one OpenTelemetry meter, updated from telemetry.
 
     Made by :func:`register`. Counters and the histogram are recorded on the
@@ -183,18 +183,3 @@ class OpenTelemetryMetrics:
     def closed(self) -> bool:
         """Whether :meth:`close` has run."""
         return self._bridge.closed
-
-    def __enter__(self) -> OpenTelemetryMetrics:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        state = "closed" if self.closed else "open"
-        return f"<OpenTelemetryMetrics {state}>"

@@ -30,7 +30,6 @@ registration sees every pool. Error texts are never label values (see
 from __future__ import annotations
 
 from collections.abc import Mapping
-from types import TracebackType
 
 try:
     import prometheus_client
@@ -44,6 +43,7 @@ from grpcpool.metrics._instruments import (
     CONNECT_DURATION_BUCKETS,
     INSTRUMENTS,
     Bridge,
+    Exporter,
     Instrument,
     fork_safe_lock,
 )
@@ -101,7 +101,7 @@ class _Sink:
         self.gauges[instrument].labels(**labels).set(value)
 
 
-class PrometheusMetrics:
+class PrometheusMetrics(Exporter):
     """grpcpool's metrics in one Prometheus registry, updated from telemetry.
 
     Made by :func:`register`. Updates run on the pool's actor threads as the
@@ -152,18 +152,3 @@ class PrometheusMetrics:
     def closed(self) -> bool:
         """Whether :meth:`close` has run."""
         return self._closed
-
-    def __enter__(self) -> PrometheusMetrics:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
-        return f"<PrometheusMetrics {state}>"
