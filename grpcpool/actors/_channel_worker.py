@@ -52,6 +52,9 @@ __all__ = ["ChannelWorker", "ReconnectLimitError", "Resync"]
 
 _log = logging.getLogger(__name__)
 
+# A connectivity callback as given to grpc.Channel.subscribe.
+Subscription = Callable[[grpc.ChannelConnectivity], None]
+
 # How long a worker waits for the registry to drop its channel before closing it.
 _REGISTRY_TIMEOUT = 2.0
 
@@ -85,7 +88,7 @@ class ChannelWorker(SupervisedActor):
         self._last_error: str | None = None
         self._timers: set[TimerHandle] = set()
         self._check_in_flight = False
-        self._subscription: Callable[[grpc.ChannelConnectivity], None] | None = None
+        self._subscription: Subscription | None = None
 
     # --- actor hooks ----------------------------------------------------------
 
@@ -204,7 +207,7 @@ class ChannelWorker(SupervisedActor):
     def _connect_failed(self, error: str) -> None:
         duration = time.monotonic() - self._attempt_started
         self._last_error = error
-        self._close_channel()
+        raw, subscription = self._detach_channel()
         telemetry.emit(
             telemetry.channel_connection_failed,
             self._pool.name,
@@ -212,6 +215,7 @@ class ChannelWorker(SupervisedActor):
             {**self._metadata, "error": error},
         )
         if self._backoff.attempt + 1 >= self._connection.max_reconnect_attempts:
+            self._release_channel(raw, subscription, drain=False)
             # Raised from a told message: the worker ends abnormally and its
             # supervisor starts a fresh one (restart intensity applies).
             raise ReconnectLimitError(
@@ -221,7 +225,10 @@ class ChannelWorker(SupervisedActor):
         # One line per outage, not one per retry: the first failure in a row
         # is logged, later ones only at debug (every one is still an event).
         self._log_connection_problem("connect failed: %s", error, quiet=self._backoff.attempt > 0)
+        # Timed before the close, which can keep this thread for grpcio's
+        # 0.2 s connectivity poll: the delay runs meanwhile, not after.
         self._schedule_reconnect(error)
+        self._release_channel(raw, subscription, drain=False)
 
     # --- connected: watching and pinging ----------------------------------------
 
@@ -340,18 +347,29 @@ class ChannelWorker(SupervisedActor):
         self._timers.clear()
 
     def _close_channel(self, *, drain: bool = False) -> None:
-        """Lets go of the current channel.
+        """Lets go of the current channel (see :meth:`_release_channel`)."""
+        raw, subscription = self._detach_channel()
+        self._release_channel(raw, subscription, drain=drain)
+
+    def _detach_channel(self) -> tuple[grpc.Channel | None, Subscription | None]:
+        """Forgets the current channel: timers cancelled, late callbacks now stale."""
+        self._cancel_timers()
+        raw, self._raw_channel, self._channel = self._raw_channel, None, None
+        subscription, self._subscription = self._subscription, None
+        self._check_in_flight = False
+        self._generation += 1
+        return raw, subscription
+
+    def _release_channel(
+        self, raw: grpc.Channel | None, subscription: Subscription | None, *, drain: bool
+    ) -> None:
+        """Unsubscribes from a detached channel and closes or retires it.
 
         With ``drain`` the channel is retired instead of closed: it has left
         the snapshot, but calls already running on it (say, during a server's
         graceful shutdown) get ``connection.drain_timeout`` seconds to finish
         before the pool closes it, because closing cancels them.
         """
-        self._cancel_timers()
-        raw, self._raw_channel, self._channel = self._raw_channel, None, None
-        subscription, self._subscription = self._subscription, None
-        self._check_in_flight = False
-        self._generation += 1  # late callbacks about the old channel are stale now
         if raw is None:
             return
         if subscription is not None:
