@@ -62,12 +62,17 @@ class PoolSpec:
         # transient: a pool that crashes is restarted; one stopped on purpose
         # (grpcpool.stop) is not.
         return ChildSpec(
-            id=f"pool:{self.pool_name}",
+            id=pool_child_id(self.pool_name),
             start=functools.partial(PoolSupervisor.start_pool, self.config, self.pool_name),
             restart="transient",
             shutdown=POOL_SHUTDOWN_SECONDS,
             type="supervisor",
         )
+
+
+def pool_child_id(pool_name: str) -> str:
+    """The id of a pool among its parent's children, and its supervisor's name."""
+    return f"pool:{pool_name}"
 
 
 def check_count(name: str, value: Any) -> int:
@@ -103,10 +108,11 @@ class PoolSupervisor(Supervisor):
         """
         pool = PoolState(name, config)
         pool.parent = current_supervisor()
-        pool.child_id = f"pool:{name}"
+        pool.child_id = pool_child_id(name)
         claim(pool)
         try:
-            ref = cls.start(children=(), name=f"pool:{name}", pool=pool)
+            # The supervisor's name, in its telemetry, is its child id too.
+            ref = cls.start(children=(), name=pool.child_id, pool=pool)
             pool.owner = ref
             ref.proxy().start_workers(config.pool.size).get()
         except BaseException:
