@@ -10,7 +10,6 @@ caller's thread. Scaling is an ``ask`` to the pool's supervisor actor.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import os
 import threading
@@ -222,15 +221,6 @@ def _stop_default_if_idle() -> None:
         return
     _default_supervisor = None
     supervisor.stop(timeout=_STOP_TIMEOUT)
-
-
-@atexit.register
-def _stop_default() -> None:
-    global _default_supervisor
-    with _default_lock:
-        supervisor, _default_supervisor = _default_supervisor, None
-    if supervisor is not None and supervisor.is_alive():
-        supervisor.stop(timeout=_STOP_TIMEOUT)
 
 
 def start(config: Config, name: str | None = None) -> PoolProxy:

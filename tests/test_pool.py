@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import os
+import subprocess
+import sys
 import threading
 from typing import Any
 
@@ -417,3 +420,26 @@ def test_sample_rate_zero_silences_get_channel_event(
     senders = collections.Counter(sender for sender, _, _ in events.of("pool.get_channel"))
     assert senders["silent"] == 0
     assert senders["sampled"] == 10
+
+
+def test_a_process_that_never_stops_its_pools_still_exits(echo_server: EchoServer) -> None:
+    """Pools left running at interpreter exit are stopped, so the process ends."""
+    script = f"""
+import grpcpool
+from grpcpool import Config, PoolSpec, Supervisor
+config = Config.local(host="127.0.0.1", port={echo_server.port}, pool_size=2)
+grpcpool.start(config, name="left-running")
+Supervisor.start(children=[PoolSpec(config, name="also-left")])
+grpcpool.await_ready("left-running", timeout=5, min_ready=2)
+grpcpool.await_ready("also-left", timeout=5, min_ready=2)
+print("done")
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "GRPC_VERBOSITY": "ERROR"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "done"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import math
+import os
 import threading
 import time
 from typing import Any
@@ -19,6 +21,7 @@ __all__ = [
     "check_unique",
     "current_supervisor",
     "starting",
+    "track_root",
 ]
 
 # How long a child's on_start may take before the start counts as failed.
@@ -89,3 +92,41 @@ def check_unique(specs: tuple[ChildSpec, ...]) -> None:
         if spec.id in seen:
             raise ValueError(f"two children share the id {spec.id!r}")
         seen.add(spec.id)
+
+
+# Supervisors started outside any supervisor (the roots of supervision trees),
+# in start order, so that interpreter exit can stop them.
+_roots: list[pykka.ActorRef[Any]] = []
+_roots_lock = threading.Lock()
+
+
+def track_root(ref: pykka.ActorRef[Any]) -> None:
+    """Remembers ``ref`` as a tree root if no supervisor is starting it."""
+    if starting.parent is not None:
+        return
+    with _roots_lock:
+        _roots[:] = [root for root in _roots if root.is_alive()]
+        _roots.append(ref)
+
+
+def _stop_roots() -> None:
+    # pykka's actor threads are not daemons: a tree nobody stopped would keep
+    # the interpreter from exiting. This runs when the main thread is done,
+    # before Python joins the remaining threads; newest tree first.
+    with _roots_lock:
+        roots, _roots[:] = list(_roots), []
+    for ref in reversed(roots):
+        if ref.is_alive():
+            ref.stop(timeout=START_TIMEOUT)
+
+
+def _forget_roots_after_fork() -> None:
+    global _roots_lock
+    _roots.clear()  # the parent's trees have no threads in a forked child
+    _roots_lock = threading.Lock()
+
+
+# threading's own hook runs before non-daemon threads are joined (atexit
+# would run after, that is never, while actor threads are alive).
+getattr(threading, "_register_atexit", atexit.register)(_stop_roots)
+os.register_at_fork(after_in_child=_forget_roots_after_fork)

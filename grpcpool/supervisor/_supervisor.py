@@ -48,6 +48,7 @@ from grpcpool.supervisor._starting import (
     check_unique,
     current_supervisor,
     starting,
+    track_root,
 )
 
 __all__ = ["ChildStartError", "RestartIntensityError", "Supervisor", "current_supervisor"]
@@ -154,6 +155,7 @@ class Supervisor(SupervisedActor):
         except BaseException:
             ref.stop()
             raise
+        track_root(ref)
         return ref
 
     # --- proxy API ------------------------------------------------------------
