@@ -21,10 +21,17 @@ _open: set[grpc.Channel] = set()
 _lock = threading.Lock()
 
 
+# The parent's channels, kept alive for good in a forked child: see below.
+_inherited: list[grpc.Channel] = []
+
+
 def _reset_after_fork() -> None:
     # The parent's channels are unusable in a child (grpcio does not carry
-    # channels across fork); forget them without touching them.
+    # channels across fork). Forget them without touching them: not even by
+    # letting them be freed, since grpcio's finalizers call into a C core
+    # whose threads and locks did not survive the fork.
     global _lock
+    _inherited.extend(_open)
     _open.clear()
     _lock = threading.Lock()
 

@@ -228,8 +228,10 @@ _pools: dict[str, PoolState] = {}
 _pools_changed = threading.Condition()
 
 
-# Names of pools started before this process was forked from its parent.
+# Names of pools started before this process was forked from its parent,
+# and those pools' states, kept alive in the child (see _forget_after_fork).
 _forked: set[str] = set()
+_inherited: list[PoolState] = []
 
 FORK_ADVICE = (
     "this pool was started before os.fork(), and grpc channels do not survive a fork; "
@@ -258,12 +260,12 @@ def _forget_after_fork() -> None:
     # channels must not be used: empty the table, remember the names so
     # callers get advice instead of "not found", and renew the lock, which
     # another thread may have held at the moment of the fork.
+    # The states stay alive, untouched: dropping their channels and stubs
+    # would run grpcio finalizers against a C core that did not survive the
+    # fork.
     global _pools_changed
     _forked.update(_pools)
-    for state in _pools.values():
-        state._set_snapshot(())
-        state.closed = True
-        state.stubs = {}
+    _inherited.extend(_pools.values())
     _pools.clear()
     _pools_changed = threading.Condition()
 
