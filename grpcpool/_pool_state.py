@@ -157,10 +157,14 @@ class PoolState:
         """A stub of ``stub_class`` on a selected channel, built once per channel."""
         channel = self.get_channel()
         key = (channel, stub_class)
-        stub = self.stubs.get(key)
+        stubs = self.stubs
+        stub = stubs.get(key)
         if stub is None:
             stub = stub_class(channel)
-            self.stubs[key] = stub
+            # Copy on write: the registry iterates the dict it replaces, so
+            # a caller must never change that dict in place. Two callers
+            # racing here may each build the stub; one copy wins.
+            self.stubs = {**stubs, key: stub}
         return stub
 
     def publish(

@@ -307,6 +307,16 @@ def test_stub_is_cached_per_channel_and_stub_class() -> None:
     assert set(pool.stubs) == {(first, FakeStub), (second, FakeStub), (other.channel, OtherStub)}
 
 
+def test_adding_a_stub_replaces_the_cache_instead_of_changing_it() -> None:
+    """stub() never mutates the dict the registry may be iterating: it swaps in a copy."""
+    pool = PoolState("stubs-cow", config())
+    pool.publish((object(),), ())
+    before = pool.stubs
+    pool.stub(FakeStub)
+    assert before == {}
+    assert len(pool.stubs) == 1 and pool.stubs is not before
+
+
 def test_stubs_of_channels_leaving_the_snapshot_are_pruned() -> None:
     """When a channel leaves the snapshot its cached stubs go; the others stay."""
     pool = PoolState("prune", config())

@@ -67,6 +67,18 @@ def test_delivers_after_about_the_delay(
     assert message == "ping"
     assert 0.19 <= at - started < 2.0
     assert not handle.cancelled
+    assert handle.done  # delivered: an owner may forget it
+
+
+def test_pending_and_cancelled_handles_report_done_correctly(
+    inbox: pykka.ActorRef[Any], no_pending_timers: list[TimerHandle]
+) -> None:
+    """A pending timer is not done; a cancelled one is."""
+    handle = send_after(30, inbox, "later")
+    no_pending_timers.append(handle)
+    assert not handle.done
+    handle.cancel()
+    assert handle.done
 
 
 def test_zero_delay_delivers_promptly(

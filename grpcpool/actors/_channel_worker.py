@@ -89,6 +89,8 @@ class ChannelWorker(SupervisedActor):
         self._timers: set[TimerHandle] = set()
         self._check_in_flight = False
         self._subscription: Subscription | None = None
+        # Connects that failed in a row (a drop before them is not one).
+        self._failed_connects = 0
 
     # --- actor hooks ----------------------------------------------------------
 
@@ -192,6 +194,7 @@ class ChannelWorker(SupervisedActor):
         self._state = "ready"
         self._ready_since = now
         self._backoff = self._backoff.succeed()
+        self._failed_connects = 0
         self._last_error = None
         self._cancel_timers()
         self._report("ready")
@@ -214,13 +217,14 @@ class ChannelWorker(SupervisedActor):
             {"duration": duration},
             {**self._metadata, "error": error},
         )
-        if self._backoff.attempt + 1 >= self._connection.max_reconnect_attempts:
+        self._failed_connects += 1
+        if self._failed_connects >= self._connection.max_reconnect_attempts:
             self._release_channel(raw, subscription, drain=False)
             # Raised from a told message: the worker ends abnormally and its
             # supervisor starts a fresh one (restart intensity applies).
             raise ReconnectLimitError(
                 f"pool {self._pool.name!r} {self._worker_id}: "
-                f"{self._backoff.attempt + 1} connection attempts failed in a row; last: {error}"
+                f"{self._failed_connects} connection attempts failed in a row; last: {error}"
             )
         # One line per outage, not one per retry: the first failure in a row
         # is logged, later ones only at debug (every one is still an event).
@@ -338,7 +342,7 @@ class ChannelWorker(SupervisedActor):
         _send(registry, report, sync)
 
     def _schedule(self, delay: float, message: Any) -> None:
-        self._timers = {t for t in self._timers if not t.cancelled}
+        self._timers = {t for t in self._timers if not t.done}
         self._timers.add(send_after(delay, self.actor_ref, message))
 
     def _cancel_timers(self) -> None:
@@ -385,11 +389,13 @@ class ChannelWorker(SupervisedActor):
             return
         self._state = "stopped"
         registry = self._pool.registry
-        if registry is not None:
-            _send(registry, WorkerGone(self._worker_id, self.actor_urn), sync=True)
-        # Scaling down or restarting: let running calls finish. The pool
-        # closes every retired channel at once when it stops.
-        self._close_channel(drain=not self._pool.closed)
+        try:
+            if registry is not None:
+                _send(registry, WorkerGone(self._worker_id, self.actor_urn), sync=True)
+        finally:
+            # Scaling down or restarting: let running calls finish. The pool
+            # closes every retired channel at once when it stops.
+            self._close_channel(drain=not self._pool.closed)
 
     def _log_connection_problem(self, text: str, detail: str, *, quiet: bool = False) -> None:
         loud = not quiet and not self._connection.suppress_connection_errors
@@ -408,3 +414,7 @@ def _send(registry: pykka.ActorRef[Any], message: Any, sync: bool) -> None:
         pass  # the registry is being restarted; it will ask for a resync
     except pykka.Timeout:
         _log.warning("health registry did not answer within %ss", _REGISTRY_TIMEOUT)
+    except Exception:
+        # The registry failed handling it and is being restarted; it will
+        # ask every worker to report again. Not this worker's crash.
+        _log.exception("health registry failed on %r", message)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, replace
+from types import TracebackType
 from typing import Any
 
 import grpc
@@ -79,6 +80,16 @@ class HealthRegistry(SupervisedActor):
         else:
             return super().on_receive(message)
         return None
+
+    def on_failure(
+        self,
+        exception_type: type[BaseException] | None,
+        exception_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        # Nobody keeps the snapshot current until a new registry starts:
+        # hand out nothing rather than channels that may be closing.
+        self._pool.publish((), ())
 
     def ready_count(self) -> int:
         """Number of workers currently ready."""

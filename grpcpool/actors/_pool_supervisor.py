@@ -11,6 +11,7 @@ are serialized by its inbox: no lock, no race between two resizes.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import time
@@ -223,7 +224,10 @@ class PoolSupervisor(Supervisor):
         # A fresh registry knows nothing: have every worker report again.
         for worker_id, ref, _ in self.which_children():
             if ref is not None and worker_id in self._worker_ids:
-                ref.tell(Resync())
+                # A worker that died meanwhile is reported (and restarted)
+                # by its own exit message; it needs no resync.
+                with contextlib.suppress(pykka.ActorDeadError):
+                    ref.tell(Resync())
 
     def on_stop(self) -> None:
         self._close()

@@ -34,7 +34,7 @@ Target = pykka.ActorRef[Any] | Callable[[], object]
 class TimerHandle:
     """A pending delayed message; :meth:`cancel` it to prevent delivery."""
 
-    __slots__ = ("_cancelled", "deadline", "message", "sequence", "target")
+    __slots__ = ("_cancelled", "_done", "deadline", "message", "sequence", "target")
 
     def __init__(self, deadline: float, sequence: int, target: Target, message: Any):
         self.deadline = deadline
@@ -42,6 +42,7 @@ class TimerHandle:
         self.target = target
         self.message = message
         self._cancelled = False
+        self._done = False
 
     def __lt__(self, other: TimerHandle) -> bool:
         return (self.deadline, self.sequence) < (other.deadline, other.sequence)
@@ -49,6 +50,11 @@ class TimerHandle:
     @property
     def cancelled(self) -> bool:
         return self._cancelled
+
+    @property
+    def done(self) -> bool:
+        """True once the timer has been delivered or cancelled."""
+        return self._done or self._cancelled
 
     def cancel(self) -> None:
         """Prevents delivery if it has not happened yet. Idempotent."""
@@ -117,6 +123,7 @@ class _Scheduler:
                     wait = self._heap[0].deadline - time.monotonic()
                     if wait <= 0:
                         handle = heapq.heappop(self._heap)
+                        handle._done = True
                         break
                     # A wait over TIMEOUT_MAX raises OverflowError, which would
                     # end this thread and strand every timer in the process.
