@@ -11,6 +11,7 @@ caller's thread. Scaling is an ``ask`` to the pool's supervisor actor.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import threading
 import time
@@ -27,6 +28,7 @@ from grpcpool._pool_state import (
     _pools,
     lookup,
     names,
+    release,
     wait_for_successor,
 )
 from grpcpool._status import PoolStatus
@@ -89,9 +91,28 @@ class PoolProxy:
             return ResolvedFuture(error=error)
 
     def await_ready(self, timeout: float | None = 10.0, min_ready: int = 1) -> pykka.Future[None]:
-        """Waits, when ``get`` is called, until ``min_ready`` channels are ready."""
-        _check_wait(timeout, min_ready)
-        return LazyFuture(lambda _get_timeout: _await_ready(self.name, timeout, min_ready))
+        """Waits, when ``get`` is called, until ``min_ready`` channels are ready.
+
+        ``get(timeout=...)`` bounds the wait too: if it is the shorter bound
+        and runs out, ``get`` raises ``pykka.Timeout`` (and may be called
+        again), as with any pykka future.
+        """
+        try:
+            _check_wait(timeout, min_ready)
+        except ValueError as error:
+            return ResolvedFuture(error=error)
+        name = self.name
+
+        def wait(get_timeout: float | None) -> None:
+            if get_timeout is None or (timeout is not None and timeout <= get_timeout):
+                _await_ready(name, timeout, min_ready)
+                return
+            try:
+                _await_ready(name, get_timeout, min_ready)
+            except PoolTimeoutError:
+                raise pykka.Timeout(f"{get_timeout} seconds") from None
+
+        return LazyFuture(wait)
 
     def scale_up(self, count: int) -> pykka.Future[int]:
         return self._ask("scale_up", count)
@@ -106,7 +127,7 @@ class PoolProxy:
         """Stops the pool for good (not restarted). Idempotent."""
         try:
             _stop(self.name)
-        except GrpcPoolError as error:
+        except Exception as error:  # surfaces from get(), as the proxy promises
             return ResolvedFuture(error=error)
         return ResolvedFuture(None)
 
@@ -149,9 +170,12 @@ def _status_of(state: PoolState) -> PoolStatus:
 
 def _check_wait(timeout: Any, min_ready: Any) -> None:
     if timeout is not None and (
-        isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not math.isfinite(timeout)
+        or timeout < 0
     ):
-        raise ValueError(f"timeout must be None or a number >= 0, got {timeout!r}")
+        raise ValueError(f"timeout must be None or a finite number >= 0, got {timeout!r}")
     if isinstance(min_ready, bool) or not isinstance(min_ready, int) or min_ready < 1:
         raise ValueError(f"min_ready must be an int >= 1, got {min_ready!r}")
 
@@ -168,7 +192,9 @@ def _await_ready(name: str, timeout: float | None, min_ready: int) -> None:
             return
         if not state.closed:
             break  # timed out
-        # The pool stopped; if it is being restarted, wait on its successor.
+        if state.final:
+            raise PoolNotFoundError(name)  # stopped for good while we waited
+        # It crashed; if it is being restarted, wait on its successor.
         state = wait_for_successor(state, remaining())
     ready = 0 if state is None else len(state.snapshot)
     if state is None and name not in names():
@@ -250,10 +276,14 @@ def _stop(name: str) -> None:
         return
     parent, child_id, owner = state.parent, state.child_id, state.owner
     if parent is not None and child_id is not None and parent.is_alive():
+        # Through the parent, even for a pool that crashed and awaits its
+        # restart: the parent forgets the child, so it does not come back.
         with contextlib.suppress(LookupError, pykka.ActorDeadError):  # stopped meanwhile
             parent.proxy().terminate_child(child_id).get(timeout=_STOP_TIMEOUT)
     elif owner is not None:
         owner.stop(timeout=_STOP_TIMEOUT)
+    state.final = True
+    release(state)  # a crashed pool's state, if its parent had not restarted it yet
     with _default_lock:
         default = _default_supervisor
         if parent is not None and default is not None and parent.actor_urn == default.actor_urn:

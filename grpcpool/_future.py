@@ -70,6 +70,8 @@ class LazyFuture(pykka.Future[T]):
             raise self._error
         try:
             return super().get(timeout=timeout)
+        except pykka.Timeout:
+            raise  # the caller's own bound ran out; a later get() may wait again
         except Exception as error:
             self._error = error
             raise

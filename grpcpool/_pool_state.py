@@ -18,6 +18,7 @@ import itertools
 import operator
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -68,6 +69,8 @@ class PoolState:
         self.expected_size = config.pool.size
         self.changed = threading.Condition()
         self.closed = False
+        # Stopped on purpose: it will not be restarted.
+        self.final = False
         self.owner: pykka.ActorRef[Any] | None = None
         self.parent: pykka.ActorRef[Any] | None = None
         self.child_id: str | None = None
@@ -185,6 +188,10 @@ class PoolState:
             self._set_snapshot(snapshot)
             self.changed.notify_all()
 
+    def awaiting_restart(self) -> bool:
+        """True while a closed pool may still be restarted by its parent."""
+        return not self.final and self.parent is not None and self.parent.is_alive()
+
     def close(self) -> None:
         """Marks the pool stopped: empty snapshot, waiters woken, retired channels closed."""
         with self.changed:
@@ -252,6 +259,9 @@ def lookup(name: str) -> PoolState:
         NotConnectedError: The pool belongs to the parent of this forked process.
     """
     state = _pools.get(name)
+    if state is not None and state.closed and not state.awaiting_restart():
+        release(state)  # crashed, and nobody is left to restart it
+        state = None
     if state is None:
         if name in _forked:
             raise NotConnectedError(name, FORK_ADVICE)
@@ -300,18 +310,47 @@ def release(state: PoolState) -> None:
     with _pools_changed:
         if _pools.get(state.name) is state:
             del _pools[state.name]
+            _pools_changed.notify_all()
+
+
+# How often a waiter on a crashed pool looks again whether its parent, which
+# would restart it, is still alive (a parent's end notifies nobody).
+_ORPHAN_CHECK_SECONDS = 1.0
 
 
 def wait_for_successor(state: PoolState, timeout: float | None) -> PoolState | None:
-    """Waits for another pool to claim ``state``'s name (a restart); ``None`` on timeout."""
+    """Waits for a restarted pool to take ``state``'s name.
+
+    Returns:
+        The successor, or ``None`` on timeout or once no restart can come
+        (the pool was stopped for good, or its parent has ended).
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
     with _pools_changed:
-        _pools_changed.wait_for(
-            lambda: _pools.get(state.name) not in (None, state), timeout=timeout
-        )
-        successor = _pools.get(state.name)
-    return successor if successor is not None and successor is not state else None
+        while True:
+            current = _pools.get(state.name)
+            if current is not state:
+                return current
+            if not state.awaiting_restart():
+                return None
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return None
+            slice_ = (
+                _ORPHAN_CHECK_SECONDS
+                if remaining is None
+                else min(remaining, _ORPHAN_CHECK_SECONDS)
+            )
+            _pools_changed.wait(slice_)
 
 
 def names() -> list[str]:
-    """The names of the running pools."""
-    return list(_pools)
+    """The names of the running pools (and of crashed ones about to restart)."""
+    found = []
+    for name in list(_pools):
+        try:
+            lookup(name)
+        except NotConnectedError:
+            continue
+        found.append(name)
+    return found

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from typing import Any
 
 import pykka
@@ -443,3 +444,69 @@ print("done")
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "done"
+
+
+def test_await_ready_ends_when_the_pool_is_stopped_for_good(
+    supervisors: list[pykka.ActorRef[Any]],
+) -> None:
+    """A waiter on a pool that is stopped (not restarted) gets PoolNotFoundError at once."""
+    supervisors.append(
+        Supervisor.start(children=[PoolSpec(local_config(free_port()), name="vanishing")])
+    )
+    outcome: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            grpcpool.await_ready("vanishing", timeout=30)
+        except BaseException as error:  # recorded for the assertion below
+            outcome.append(error)
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    time.sleep(0.2)
+    stopped = time.monotonic()
+    grpcpool.stop("vanishing")
+    waiter.join(10)
+    assert not waiter.is_alive()
+    assert time.monotonic() - stopped < 5
+    assert len(outcome) == 1 and isinstance(outcome[0], PoolNotFoundError)
+
+
+def test_proxy_await_ready_honours_the_get_timeout(
+    supervisors: list[pykka.ActorRef[Any]],
+) -> None:
+    """await_ready(timeout=30).get(timeout=0.2) raises pykka.Timeout after about 0.2 s."""
+    proxy = start_pool(supervisors, local_config(free_port()), "slowpoke")
+    future = proxy.await_ready(timeout=30)
+    started = time.monotonic()
+    with pytest.raises(pykka.Timeout):
+        future.get(timeout=0.2)
+    assert time.monotonic() - started < 5
+    with pytest.raises(pykka.Timeout):  # not cached: the caller may wait again
+        future.get(timeout=0.1)
+    with pytest.raises(ValueError, match="finite"):
+        proxy.await_ready(timeout=float("inf")).get()
+    with pytest.raises(ValueError, match="finite"):
+        grpcpool.await_ready("slowpoke", timeout=float("nan"))
+
+
+def test_stop_reaches_a_crashed_pool_awaiting_its_restart() -> None:
+    """stop(name) on a crashed pool still in the table asks its parent and removes it."""
+    parent = Supervisor.start()
+    owner = Supervisor.start()
+    try:
+        state = grpcpool._pool_state.PoolState("crashed", local_config(free_port()))
+        state.parent, state.child_id, state.owner = parent, "pool:crashed", owner
+        grpcpool._pool_state.claim(state)
+        owner.stop()
+        state.close()  # as a crashed PoolSupervisor leaves it: closed, not final
+        assert grpcpool._pool_state.lookup("crashed") is state
+        with pytest.raises(NotConnectedError):
+            grpcpool.get_channel("crashed")
+        grpcpool.stop("crashed")
+        with pytest.raises(PoolNotFoundError):
+            grpcpool.get_channel("crashed")
+        assert state.final
+    finally:
+        parent.stop()
+        grpcpool._pool_state.release(state)

@@ -117,6 +117,7 @@ class PoolSupervisor(Supervisor):
             pool.owner = ref
             ref.proxy().start_workers(config.pool.size).get()
         except BaseException:
+            pool.final = True
             pool.close()
             release(pool)
             if pool.owner is not None:
@@ -230,7 +231,7 @@ class PoolSupervisor(Supervisor):
                     ref.tell(Resync())
 
     def on_stop(self) -> None:
-        self._close()
+        self._close(final=True)
         super().on_stop()
 
     def _stop_children(self) -> None:
@@ -249,7 +250,7 @@ class PoolSupervisor(Supervisor):
         exception_value: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self._close()
+        self._close(final=False)
         super().on_failure(exception_type, exception_value, traceback)
 
     def __repr__(self) -> str:
@@ -269,8 +270,14 @@ class PoolSupervisor(Supervisor):
         )
         self._worker_ids.append(worker_id)
 
-    def _close(self) -> None:
-        # Out of the table first: from here on callers get PoolNotFoundError
-        # instead of a channel that is about to be closed.
-        release(self._pool)
-        self._pool.close()
+    def _close(self, *, final: bool) -> None:
+        pool = self._pool
+        pool.final = final
+        if final:
+            # Out of the table first: from here on callers get
+            # PoolNotFoundError instead of a channel about to be closed.
+            release(pool)
+        # A crashed pool stays in the table, closed, until its parent
+        # restarts it: so grpcpool.stop(name) still finds whom to ask, and
+        # await_ready can follow the restart.
+        pool.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import logging
 import math
 import os
 import threading
@@ -94,6 +95,8 @@ def check_unique(specs: tuple[ChildSpec, ...]) -> None:
         seen.add(spec.id)
 
 
+_log = logging.getLogger(__name__)
+
 # Supervisors started outside any supervisor (the roots of supervision trees),
 # in start order, so that interpreter exit can stop them.
 _roots: list[pykka.ActorRef[Any]] = []
@@ -116,8 +119,11 @@ def _stop_roots() -> None:
     with _roots_lock:
         roots, _roots[:] = list(_roots), []
     for ref in reversed(roots):
-        if ref.is_alive():
-            ref.stop(timeout=START_TIMEOUT)
+        try:
+            if ref.is_alive():
+                ref.stop(timeout=START_TIMEOUT)
+        except Exception:  # one stuck tree must not keep the others running
+            _log.exception("stopping %s at exit failed", ref)
 
 
 def _forget_roots_after_fork() -> None:
