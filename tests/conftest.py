@@ -15,7 +15,7 @@ import grpc
 import pykka
 import pytest
 
-from grpcpool import telemetry
+from grpcpool import Config, telemetry
 from grpcpool._channels import open_channel_count
 from tests.servers import EchoServer, EchoStub
 
@@ -182,6 +182,22 @@ def wait_until(predicate: Any, timeout: float = 5.0, interval: float = 0.01) -> 
         if time.monotonic() >= deadline:
             return bool(predicate())
         time.sleep(interval)
+
+
+def loopback_config(
+    port: int, size: int = 2, *, pool: dict[str, Any] | None = None, **connection: Any
+) -> Config:
+    """Plaintext to 127.0.0.1 with quick reconnects (backoff 0.05-0.5 s, connect 2 s).
+
+    Keyword arguments override connection keys; ``pool`` adds pool keys.
+    """
+    settings: dict[str, Any] = {"backoff_min": 0.05, "backoff_max": 0.5, "connect_timeout": 2.0}
+    settings.update(connection)
+    return Config.new(
+        endpoint={"type": "local", "host": "127.0.0.1", "port": port},
+        pool={"size": size, **(pool or {})},
+        connection=settings,
+    )
 
 
 @pytest.fixture

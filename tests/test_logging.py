@@ -10,22 +10,13 @@ import pytest
 
 import grpcpool
 from grpcpool import Config, PoolSpec, Supervisor
-from tests.conftest import EventLog, free_port, wait_until
+from tests.conftest import EventLog, free_port, loopback_config, wait_until
 from tests.servers import EchoServer
 
 
 def config_for(port: int, **connection: Any) -> Config:
-    settings: dict[str, Any] = {
-        "backoff_min": 0.02,
-        "backoff_max": 0.05,
-        "max_reconnect_attempts": 1000,
-    }
-    settings.update(connection)
-    return Config.new(
-        endpoint={"type": "local", "host": "127.0.0.1", "port": port},
-        pool={"size": 1},
-        connection=settings,
-    )
+    settings = {"backoff_min": 0.02, "backoff_max": 0.05, "max_reconnect_attempts": 1000}
+    return loopback_config(port, 1, **{**settings, **connection})
 
 
 def pool_records(caplog: pytest.LogCaptureFixture, level: int) -> list[logging.LogRecord]:

@@ -18,7 +18,7 @@ import grpcpool
 from grpcpool import Config, PoolSpec, Supervisor, telemetry
 from grpcpool.metrics import opentelemetry as grpcpool_otel
 from grpcpool.metrics._instruments import CONNECT_DURATION_BUCKETS, INSTRUMENTS
-from tests.conftest import wait_until
+from tests.conftest import loopback_config, wait_until
 from tests.servers import EchoServer
 
 # opentelemetry-api 1.30 and later take bucket boundaries from the instrument;
@@ -33,17 +33,8 @@ DISCONNECT_REASONS = {"idle", "connecting", "transient_failure", "shutdown", "pi
 
 
 def local_config(port: int, size: int) -> Config:
-    """Plaintext to 127.0.0.1 with quick backoff and pings, so a restart takes well under 1 s."""
-    return Config.new(
-        endpoint={"type": "local", "host": "127.0.0.1", "port": port},
-        pool={"size": size},
-        connection={
-            "backoff_min": 0.05,
-            "backoff_max": 0.3,
-            "connect_timeout": 2.0,
-            "ping_interval": 0.1,
-        },
-    )
+    """Quick backoff and pings, so a restart takes well under 1 s."""
+    return loopback_config(port, size, backoff_max=0.3, ping_interval=0.1)
 
 
 @dataclass

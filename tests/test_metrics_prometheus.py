@@ -19,7 +19,7 @@ import grpcpool
 from grpcpool import Config, PoolSpec, Supervisor, telemetry
 from grpcpool.metrics import prometheus
 from grpcpool.metrics._instruments import CONNECT_DURATION_BUCKETS, INSTRUMENTS
-from tests.conftest import free_port, wait_until
+from tests.conftest import free_port, loopback_config, wait_until
 from tests.servers import EchoServer
 
 # Every way a ready channel is lost (grpcio connectivity states, lower-cased, and a failed ping).
@@ -27,17 +27,8 @@ DISCONNECT_REASONS = {"idle", "connecting", "transient_failure", "shutdown", "pi
 
 
 def local_config(port: int, size: int, **pool: Any) -> Config:
-    """Plaintext to 127.0.0.1 with quick backoff and pings, so a restart takes well under 1 s."""
-    return Config.new(
-        endpoint={"type": "local", "host": "127.0.0.1", "port": port},
-        pool={"size": size, **pool},
-        connection={
-            "backoff_min": 0.05,
-            "backoff_max": 0.3,
-            "connect_timeout": 2.0,
-            "ping_interval": 0.1,
-        },
-    )
+    """Quick backoff and pings, so a restart takes well under 1 s."""
+    return loopback_config(port, size, pool=pool, backoff_max=0.3, ping_interval=0.1)
 
 
 @pytest.fixture

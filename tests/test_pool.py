@@ -22,19 +22,8 @@ from grpcpool.errors import (
     PoolNotFoundError,
     PoolTimeoutError,
 )
-from tests.conftest import EventLog, free_port, wait_until
+from tests.conftest import EventLog, free_port, loopback_config, wait_until
 from tests.servers import EchoServer, EchoStub
-
-
-def local_config(port: int, size: int = 2, **connection: Any) -> Config:
-    """A plaintext config to 127.0.0.1 with quick backoff for tests."""
-    settings: dict[str, Any] = {"backoff_min": 0.05, "backoff_max": 0.5, "connect_timeout": 2.0}
-    settings.update(connection)
-    return Config.new(
-        endpoint={"type": "local", "host": "127.0.0.1", "port": port},
-        pool={"size": size},
-        connection=settings,
-    )
 
 
 def start_pool(
@@ -69,7 +58,7 @@ def test_pool_of_four_is_four_peers_and_round_robin_spreads_evenly(
     echo_server: EchoServer, supervisors: list[pykka.ActorRef[Any]]
 ) -> None:
     """A pool of 4 is 4 TCP connections, and round robin spreads 40 calls 10/10/10/10."""
-    proxy = start_pool(supervisors, local_config(echo_server.port, size=4), "rr")
+    proxy = start_pool(supervisors, loopback_config(echo_server.port, size=4), "rr")
     grpcpool.await_ready("rr", timeout=5, min_ready=4)
     for _ in range(40):
         assert EchoStub(proxy.get_channel().get()).Unary(b"x", timeout=5) == b"x"
@@ -84,8 +73,8 @@ def test_two_named_pools_route_to_their_own_servers(
     supervisors.append(
         Supervisor.start(
             children=[
-                PoolSpec(local_config(echo_server.port), name="one"),
-                PoolSpec(local_config(plain_server.port), name="two"),
+                PoolSpec(loopback_config(echo_server.port), name="one"),
+                PoolSpec(loopback_config(plain_server.port), name="two"),
             ]
         )
     )
@@ -106,7 +95,7 @@ def test_server_stop_empties_pool_and_restart_refills_it(
     server = EchoServer()
     port = server.port
     try:
-        start_pool(supervisors, local_config(port, size=3, backoff_max=1.0), "restart")
+        start_pool(supervisors, loopback_config(port, size=3, backoff_max=1.0), "restart")
         grpcpool.await_ready("restart", timeout=5, min_ready=3)
         server.stop()
         assert wait_until(lambda: grpcpool.status("restart").current_size == 0, timeout=1.0)
@@ -132,7 +121,7 @@ def test_not_serving_takes_workers_out_and_serving_brings_them_back(
     echo_server: EchoServer, supervisors: list[pykka.ActorRef[Any]]
 ) -> None:
     """Health NOT_SERVING removes the workers from rotation; SERVING restores them."""
-    config = local_config(echo_server.port, size=2, ping_interval=0.1)
+    config = loopback_config(echo_server.port, size=2, ping_interval=0.1)
     start_pool(supervisors, config, "health")
     grpcpool.await_ready("health", timeout=5, min_ready=2)
     echo_server.set_serving(False)
@@ -145,7 +134,7 @@ def test_server_without_health_service_counts_as_healthy(
     plain_server: EchoServer, events: EventLog, supervisors: list[pykka.ActorRef[Any]]
 ) -> None:
     """UNIMPLEMENTED from the health check means "no health service": pings stay ok."""
-    start_pool(supervisors, local_config(plain_server.port, ping_interval=0.05), "nohealth")
+    start_pool(supervisors, loopback_config(plain_server.port, ping_interval=0.05), "nohealth")
     grpcpool.await_ready("nohealth", timeout=5, min_ready=2)
     assert wait_until(lambda: len(events.of("channel.ping")) >= 4, timeout=3)
     assert {m["result"] for _, _, m in events.of("channel.ping")} == {"ok"}
@@ -156,7 +145,7 @@ def test_endpoint_down_at_start_raises_not_connected_and_times_out(
     events: EventLog, supervisors: list[pykka.ActorRef[Any]]
 ) -> None:
     """With nothing listening, get_channel raises NotConnectedError and await_ready times out."""
-    start_pool(supervisors, local_config(free_port(), max_reconnect_attempts=50), "down")
+    start_pool(supervisors, loopback_config(free_port(), max_reconnect_attempts=50), "down")
     with pytest.raises(NotConnectedError) as raised:
         grpcpool.get_channel("down")
     assert "'down'" in str(raised.value)
@@ -172,7 +161,7 @@ def test_scaling_with_real_workers(
     echo_server: EchoServer, events: EventLog, supervisors: list[pykka.ActorRef[Any]]
 ) -> None:
     """scale_up, scale_down and resize change the workers and report the new size."""
-    proxy = start_pool(supervisors, local_config(echo_server.port, size=2), "scale")
+    proxy = start_pool(supervisors, loopback_config(echo_server.port, size=2), "scale")
     grpcpool.await_ready("scale", timeout=5, min_ready=2)
     assert grpcpool.scale_up("scale", 3) == 5
     grpcpool.await_ready("scale", timeout=5, min_ready=5)
@@ -213,7 +202,7 @@ def test_bad_scaling_input_raises_and_changes_nothing(
     error: type[Exception],
 ) -> None:
     """Bad counts raise a clear error and leave expected_size and the workers alone."""
-    config = local_config(echo_server.port, size=2)
+    config = loopback_config(echo_server.port, size=2)
     config = dataclasses.replace(config, pool=dataclasses.replace(config.pool, max_size=5))
     start_pool(supervisors, config, "bad")
     with pytest.raises(error):
@@ -241,13 +230,13 @@ def test_name_clash_raises_in_caller_and_leaves_running_pool_alone(
     echo_server: EchoServer, supervisors: list[pykka.ActorRef[Any]]
 ) -> None:
     """Starting a second pool with a taken name raises ConfigError; the first keeps working."""
-    start_pool(supervisors, local_config(echo_server.port), "taken")
+    start_pool(supervisors, loopback_config(echo_server.port), "taken")
     grpcpool.await_ready("taken", timeout=5, min_ready=2)
     actors_before = len(pykka.ActorRegistry.get_all())
     with pytest.raises(ConfigError, match="taken"):
-        Supervisor.start(children=[PoolSpec(local_config(echo_server.port), name="taken")])
+        Supervisor.start(children=[PoolSpec(loopback_config(echo_server.port), name="taken")])
     with pytest.raises(ConfigError, match="taken"):
-        grpcpool.start(local_config(echo_server.port), name="taken")
+        grpcpool.start(loopback_config(echo_server.port), name="taken")
     assert len(pykka.ActorRegistry.get_all()) == actors_before
     assert grpcpool.status("taken").current_size == 2
     EchoStub(grpcpool.get_channel("taken")).Unary(b"ok", timeout=5)
@@ -255,7 +244,7 @@ def test_name_clash_raises_in_caller_and_leaves_running_pool_alone(
 
 def test_default_supervisor_start_and_idempotent_stop(echo_server: EchoServer) -> None:
     """grpcpool.start runs a pool under the default supervisor; stop removes it, twice is fine."""
-    proxy = grpcpool.start(local_config(echo_server.port), name="dflt")
+    proxy = grpcpool.start(loopback_config(echo_server.port), name="dflt")
     try:
         proxy.await_ready(timeout=5).get()
         assert EchoStub(grpcpool.get_channel("dflt")).Unary(b"d", timeout=5) == b"d"
@@ -271,7 +260,7 @@ def test_stopped_pool_is_not_restarted_and_its_name_is_free(
     echo_server: EchoServer, supervisors: list[pykka.ActorRef[Any]]
 ) -> None:
     """stop(name) under a user supervisor terminates the pool for good and frees the name."""
-    sup = Supervisor.start(children=[PoolSpec(local_config(echo_server.port), name="gone")])
+    sup = Supervisor.start(children=[PoolSpec(loopback_config(echo_server.port), name="gone")])
     supervisors.append(sup)
     grpcpool.stop("gone")
     assert sup.proxy().count_children().get() == {
@@ -280,7 +269,7 @@ def test_stopped_pool_is_not_restarted_and_its_name_is_free(
         "supervisors": 0,
         "workers": 0,
     }
-    proxy = grpcpool.start(local_config(echo_server.port), name="gone")
+    proxy = grpcpool.start(loopback_config(echo_server.port), name="gone")
     try:
         proxy.await_ready(timeout=5).get()
     finally:
@@ -291,7 +280,7 @@ def test_proxy_returns_resolved_futures_and_shows_live_state(
     echo_server: EchoServer, supervisors: list[pykka.ActorRef[Any]]
 ) -> None:
     """PoolProxy methods return pykka futures; repr shows status, sizes and strategy."""
-    proxy = start_pool(supervisors, local_config(echo_server.port, size=2), "proxy")
+    proxy = start_pool(supervisors, loopback_config(echo_server.port, size=2), "proxy")
     proxy.await_ready(timeout=5, min_ready=2).get()
     future = proxy.get_channel()
     assert isinstance(future, pykka.Future)
@@ -307,7 +296,7 @@ def test_status_reports_each_worker(
     echo_server: EchoServer, supervisors: list[pykka.ActorRef[Any]]
 ) -> None:
     """status() lists one record per worker with its state, time and peer."""
-    start_pool(supervisors, local_config(echo_server.port, size=3), "status")
+    start_pool(supervisors, loopback_config(echo_server.port, size=3), "status")
     grpcpool.await_ready("status", timeout=5, min_ready=3)
     status = grpcpool.status("status")
     assert (status.pool_name, status.expected_size, status.current_size) == ("status", 3, 3)
@@ -320,7 +309,7 @@ def test_get_channel_from_many_threads_never_fails_while_ready(
     echo_server: EchoServer, supervisors: list[pykka.ActorRef[Any]]
 ) -> None:
     """Concurrent get_channel callers all get channels of the snapshot."""
-    start_pool(supervisors, local_config(echo_server.port, size=4), "threads")
+    start_pool(supervisors, loopback_config(echo_server.port, size=4), "threads")
     grpcpool.await_ready("threads", timeout=5, min_ready=4)
     snapshot = set(grpcpool.pool("threads").status().get().workers)
     assert len(snapshot) == 4
@@ -348,7 +337,7 @@ def test_every_event_fires_with_documented_keys(
     echo_server: EchoServer, events: EventLog, supervisors: list[pykka.ActorRef[Any]]
 ) -> None:
     """pool.* and channel.* events fire with the SPEC's measurements and metadata keys."""
-    config = local_config(echo_server.port, size=2, ping_interval=0.05)
+    config = loopback_config(echo_server.port, size=2, ping_interval=0.05)
     config = dataclasses.replace(
         config, pool=dataclasses.replace(config.pool, telemetry_interval=0.05)
     )
@@ -382,7 +371,7 @@ def test_crashed_worker_is_restarted_and_pool_refills(
     echo_server: EchoServer, events: EventLog, supervisors: list[pykka.ActorRef[Any]]
 ) -> None:
     """An exception inside a worker's message restarts that worker; child_restarted fires."""
-    start_pool(supervisors, local_config(echo_server.port, size=2), "crash")
+    start_pool(supervisors, loopback_config(echo_server.port, size=2), "crash")
     grpcpool.await_ready("crash", timeout=5, min_ready=2)
     worker = next(
         ref for ref in pykka.ActorRegistry.get_by_class(grpcpool.ChannelWorker) if ref.is_alive()
@@ -401,7 +390,7 @@ def test_sample_rate_zero_silences_get_channel_event(
     echo_server: EchoServer, events: EventLog, supervisors: list[pykka.ActorRef[Any]]
 ) -> None:
     """telemetry_sample_rate=0 never emits pool.get_channel; 3 emits about 1 in 3."""
-    config = local_config(echo_server.port)
+    config = loopback_config(echo_server.port)
     silent = dataclasses.replace(
         config, pool=dataclasses.replace(config.pool, telemetry_sample_rate=0)
     )
@@ -451,7 +440,7 @@ def test_await_ready_ends_when_the_pool_is_stopped_for_good(
 ) -> None:
     """A waiter on a pool that is stopped (not restarted) gets PoolNotFoundError at once."""
     supervisors.append(
-        Supervisor.start(children=[PoolSpec(local_config(free_port()), name="vanishing")])
+        Supervisor.start(children=[PoolSpec(loopback_config(free_port()), name="vanishing")])
     )
     outcome: list[BaseException] = []
 
@@ -476,7 +465,7 @@ def test_proxy_await_ready_honours_the_get_timeout(
     supervisors: list[pykka.ActorRef[Any]],
 ) -> None:
     """await_ready(timeout=30).get(timeout=0.2) raises pykka.Timeout after about 0.2 s."""
-    proxy = start_pool(supervisors, local_config(free_port()), "slowpoke")
+    proxy = start_pool(supervisors, loopback_config(free_port()), "slowpoke")
     future = proxy.await_ready(timeout=30)
     started = time.monotonic()
     with pytest.raises(pykka.Timeout):
@@ -495,7 +484,7 @@ def test_stop_reaches_a_crashed_pool_awaiting_its_restart() -> None:
     parent = Supervisor.start()
     owner = Supervisor.start()
     try:
-        state = grpcpool._pool_state.PoolState("crashed", local_config(free_port()))
+        state = grpcpool._pool_state.PoolState("crashed", loopback_config(free_port()))
         state.parent, state.child_id, state.owner = parent, "pool:crashed", owner
         grpcpool._pool_state.claim(state)
         owner.stop()

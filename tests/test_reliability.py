@@ -18,20 +18,14 @@ import pytest
 import grpcpool
 from grpcpool import Config, PoolSpec, Supervisor
 from grpcpool.errors import NotConnectedError, PoolTimeoutError
-from tests.conftest import EventLog, free_port, wait_until
+from tests.conftest import EventLog, free_port, loopback_config, wait_until
 from tests.servers import EchoServer, EchoStub
 
 pytestmark = pytest.mark.slow
 
 
 def config_for(port: int, size: int = 3, **connection: Any) -> Config:
-    settings: dict[str, Any] = {"backoff_min": 0.1, "backoff_max": 0.5, "connect_timeout": 2.0}
-    settings.update(connection)
-    return Config.new(
-        endpoint={"type": "local", "host": "127.0.0.1", "port": port},
-        pool={"size": size},
-        connection=settings,
-    )
+    return loopback_config(port, size, **{"backoff_min": 0.1, **connection})
 
 
 def report(scenario: str, seconds: float) -> None:
