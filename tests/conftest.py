@@ -15,6 +15,7 @@ import grpc
 import pykka
 import pytest
 
+import grpcpool
 from grpcpool import Config, telemetry
 from grpcpool._channels import open_channel_count
 from tests.servers import EchoServer, EchoStub
@@ -198,6 +199,14 @@ def loopback_config(
         pool={"size": size, **(pool or {})},
         connection=settings,
     )
+
+
+def start_pool(
+    supervisors: list[pykka.ActorRef[Any]], config: Config, name: str
+) -> grpcpool.PoolProxy:
+    """Starts a pool under a new Supervisor the ``supervisors`` fixture stops later."""
+    supervisors.append(grpcpool.Supervisor.start(children=[grpcpool.PoolSpec(config, name=name)]))
+    return grpcpool.pool(name)
 
 
 @pytest.fixture

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import os
-import subprocess
-import sys
 import threading
-import time
 from typing import Any
 
 import pykka
@@ -22,15 +18,8 @@ from grpcpool.errors import (
     PoolNotFoundError,
     PoolTimeoutError,
 )
-from tests.conftest import EventLog, free_port, loopback_config, wait_until
+from tests.conftest import EventLog, free_port, loopback_config, start_pool, wait_until
 from tests.servers import EchoServer, EchoStub
-
-
-def start_pool(
-    supervisors: list[pykka.ActorRef[Any]], config: Config, name: str
-) -> grpcpool.PoolProxy:
-    supervisors.append(Supervisor.start(children=[PoolSpec(config, name=name)]))
-    return grpcpool.pool(name)
 
 
 def test_spec_example_works_as_written(echo_server: EchoServer) -> None:
@@ -410,92 +399,3 @@ def test_sample_rate_zero_silences_get_channel_event(
     senders = collections.Counter(sender for sender, _, _ in events.of("pool.get_channel"))
     assert senders["silent"] == 0
     assert senders["sampled"] == 10
-
-
-def test_a_process_that_never_stops_its_pools_still_exits(echo_server: EchoServer) -> None:
-    """Pools left running at interpreter exit are stopped, so the process ends."""
-    script = f"""
-import grpcpool
-from grpcpool import Config, PoolSpec, Supervisor
-config = Config.local(host="127.0.0.1", port={echo_server.port}, pool_size=2)
-grpcpool.start(config, name="left-running")
-Supervisor.start(children=[PoolSpec(config, name="also-left")])
-grpcpool.await_ready("left-running", timeout=5, min_ready=2)
-grpcpool.await_ready("also-left", timeout=5, min_ready=2)
-print("done")
-"""
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={**os.environ, "GRPC_VERBOSITY": "ERROR"},
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "done"
-
-
-def test_await_ready_ends_when_the_pool_is_stopped_for_good(
-    supervisors: list[pykka.ActorRef[Any]],
-) -> None:
-    """A waiter on a pool that is stopped (not restarted) gets PoolNotFoundError at once."""
-    supervisors.append(
-        Supervisor.start(children=[PoolSpec(loopback_config(free_port()), name="vanishing")])
-    )
-    outcome: list[BaseException] = []
-
-    def wait() -> None:
-        try:
-            grpcpool.await_ready("vanishing", timeout=30)
-        except BaseException as error:  # recorded for the assertion below
-            outcome.append(error)
-
-    waiter = threading.Thread(target=wait)
-    waiter.start()
-    time.sleep(0.2)
-    stopped = time.monotonic()
-    grpcpool.stop("vanishing")
-    waiter.join(10)
-    assert not waiter.is_alive()
-    assert time.monotonic() - stopped < 5
-    assert len(outcome) == 1 and isinstance(outcome[0], PoolNotFoundError)
-
-
-def test_proxy_await_ready_honours_the_get_timeout(
-    supervisors: list[pykka.ActorRef[Any]],
-) -> None:
-    """await_ready(timeout=30).get(timeout=0.2) raises pykka.Timeout after about 0.2 s."""
-    proxy = start_pool(supervisors, loopback_config(free_port()), "slowpoke")
-    future = proxy.await_ready(timeout=30)
-    started = time.monotonic()
-    with pytest.raises(pykka.Timeout):
-        future.get(timeout=0.2)
-    assert time.monotonic() - started < 5
-    with pytest.raises(pykka.Timeout):  # not cached: the caller may wait again
-        future.get(timeout=0.1)
-    with pytest.raises(ValueError, match="finite"):
-        proxy.await_ready(timeout=float("inf")).get()
-    with pytest.raises(ValueError, match="finite"):
-        grpcpool.await_ready("slowpoke", timeout=float("nan"))
-
-
-def test_stop_reaches_a_crashed_pool_awaiting_its_restart() -> None:
-    """stop(name) on a crashed pool still in the table asks its parent and removes it."""
-    parent = Supervisor.start()
-    owner = Supervisor.start()
-    try:
-        state = grpcpool._pool_state.PoolState("crashed", loopback_config(free_port()))
-        state.parent, state.child_id, state.owner = parent, "pool:crashed", owner
-        grpcpool._pool_state.claim(state)
-        owner.stop()
-        state.close()  # as a crashed PoolSupervisor leaves it: closed, not final
-        assert grpcpool._pool_state.lookup("crashed") is state
-        with pytest.raises(NotConnectedError):
-            grpcpool.get_channel("crashed")
-        grpcpool.stop("crashed")
-        with pytest.raises(PoolNotFoundError):
-            grpcpool.get_channel("crashed")
-        assert state.final
-    finally:
-        parent.stop()
-        grpcpool._pool_state.release(state)
