@@ -34,7 +34,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpcpool import telemetry
 from grpcpool._channels import close_channel, open_channel
 from grpcpool._pool_state import PoolState
-from grpcpool.actors._health_registry import WorkerGone, WorkerReport
+from grpcpool.actors._health_registry import WorkerGone, WorkerReport, send_to_registry
 from grpcpool.actors._worker_messages import (
     Resync,
     _Connectivity,
@@ -54,9 +54,6 @@ _log = logging.getLogger(__name__)
 
 # A connectivity callback as given to grpc.Channel.subscribe.
 Subscription = Callable[[grpc.ChannelConnectivity], None]
-
-# How long a worker waits for the registry to drop its channel before closing it.
-_REGISTRY_TIMEOUT = 2.0
 
 
 class ReconnectLimitError(GrpcPoolError):
@@ -339,7 +336,7 @@ class ChannelWorker(SupervisedActor):
             channel=self._channel if ready else None,
             peer=self._config.endpoint.target if ready else None,
         )
-        _send(registry, report, sync)
+        send_to_registry(registry, report, sync=sync)
 
     def _schedule(self, delay: float, message: Any) -> None:
         self._timers = {t for t in self._timers if not t.done}
@@ -391,7 +388,7 @@ class ChannelWorker(SupervisedActor):
         registry = self._pool.registry
         try:
             if registry is not None:
-                _send(registry, WorkerGone(self._worker_id, self.actor_urn), sync=True)
+                send_to_registry(registry, WorkerGone(self._worker_id, self.actor_urn), sync=True)
         finally:
             # Scaling down or restarting: let running calls finish. The pool
             # closes every retired channel at once when it stops.
@@ -401,20 +398,3 @@ class ChannelWorker(SupervisedActor):
         loud = not quiet and not self._connection.suppress_connection_errors
         level = logging.ERROR if loud else logging.DEBUG
         _log.log(level, "pool %r %s: " + text, self._pool.name, self._worker_id, detail)
-
-
-def _send(registry: pykka.ActorRef[Any], message: Any, sync: bool) -> None:
-    """Tells the registry, or asks it (to be sure it has acted) when ``sync``."""
-    try:
-        if sync:
-            registry.ask(message, timeout=_REGISTRY_TIMEOUT)
-        else:
-            registry.tell(message)
-    except pykka.ActorDeadError:
-        pass  # the registry is being restarted; it will ask for a resync
-    except pykka.Timeout:
-        _log.warning("health registry did not answer within %ss", _REGISTRY_TIMEOUT)
-    except Exception:
-        # The registry failed handling it and is being restarted; it will
-        # ask every worker to report again. Not this worker's crash.
-        _log.exception("health registry failed on %r", message)

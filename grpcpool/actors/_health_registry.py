@@ -17,18 +17,22 @@ The registry never waits on anyone.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any
 
 import grpc
+import pykka
 
 from grpcpool._pool_state import PoolState
 from grpcpool._status import WorkerState, WorkerStatus
 from grpcpool.supervisor import SupervisedActor
 
-__all__ = ["HealthRegistry", "WorkerGone", "WorkerReport"]
+__all__ = ["HealthRegistry", "WorkerGone", "WorkerReport", "send_to_registry"]
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -130,3 +134,27 @@ class HealthRegistry(SupervisedActor):
 
     def __repr__(self) -> str:
         return f"<HealthRegistry {self._pool.name!r} [{len(self._pool.snapshot)} ready of {len(self._entries)}]>"
+
+
+# How long a worker waits for the registry to act on a synchronous report
+# (dropping its channel from the snapshot before the channel is closed).
+REGISTRY_TIMEOUT = 2.0
+
+
+def send_to_registry(registry: pykka.ActorRef[Any], message: Any, *, sync: bool) -> None:
+    """Tells the registry ``message``, or asks it (to be sure it has acted) when ``sync``.
+
+    Never raises: a registry that is gone or failing is being restarted, and
+    the new one asks every worker to report again.
+    """
+    try:
+        if sync:
+            registry.ask(message, timeout=REGISTRY_TIMEOUT)
+        else:
+            registry.tell(message)
+    except pykka.ActorDeadError:
+        pass
+    except pykka.Timeout:
+        _log.warning("health registry did not answer within %ss", REGISTRY_TIMEOUT)
+    except Exception:
+        _log.exception("health registry failed on %r", message)
