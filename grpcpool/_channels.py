@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 import grpc
 
@@ -60,16 +61,35 @@ def open_channel(config: Config) -> tuple[grpc.Channel, grpc.Channel]:
     return raw, public
 
 
+# How long a close waits for grpcio's connectivity poll of the channel to end.
+_POLL_END_TIMEOUT = 0.5
+_POLL_END_CHECK = 0.005
+
+
 def close_channel(raw: grpc.Channel) -> None:
     """Closes a channel made by :func:`open_channel`. Idempotent.
 
-    Closing cancels the calls still running on it.
+    Closing cancels the calls still running on it. Unsubscribe first: the
+    close then waits for grpcio's connectivity-poll thread to notice and end
+    (it wakes every 0.2 s), because closing under a running poll makes that
+    thread die with "Cannot monitor channel state: Channel closed!".
     """
     with _lock:
         if raw not in _open:
             return
         _open.discard(raw)
+    _await_poll_end(raw)
     raw.close()
+
+
+def _await_poll_end(raw: grpc.Channel) -> None:
+    # grpcio exposes no way to wait for its poll thread; its state object
+    # has a flag that the thread clears on its way out. Bounded, so a
+    # channel someone else still subscribes to is closed all the same.
+    state = getattr(raw, "_connectivity_state", None)
+    deadline = time.monotonic() + _POLL_END_TIMEOUT
+    while getattr(state, "polling", False) and time.monotonic() < deadline:
+        time.sleep(_POLL_END_CHECK)
 
 
 def open_channel_count() -> int:
