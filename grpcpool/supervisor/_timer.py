@@ -23,7 +23,7 @@ from typing import Any
 
 import pykka
 
-__all__ = ["TimerHandle", "call_later", "cancel_all", "send_after"]
+__all__ = ["TimerHandle", "call_later", "send_after"]
 
 _log = logging.getLogger(__name__)
 
@@ -106,13 +106,6 @@ class _Scheduler:
             heapq.heapify(self._heap)
             self._condition.notify()
 
-    def cancel_all(self) -> None:
-        with self._condition:
-            for handle in self._heap:
-                handle._cancelled = True
-            self._heap.clear()
-            self._condition.notify()
-
     def _run(self) -> None:
         while True:
             with self._condition:
@@ -176,8 +169,3 @@ def call_later(delay: float, callback: Callable[[], object]) -> TimerHandle:
     timer. Its exceptions are logged.
     """
     return _scheduler.schedule(delay, callback, None)
-
-
-def cancel_all() -> None:
-    """Cancels every pending timer (for process shutdown and test teardown)."""
-    _scheduler.cancel_all()
