@@ -100,21 +100,15 @@ def _readlink(fd: str) -> str:
 @pytest.fixture
 def echo_server() -> Iterator[EchoServer]:
     """An echo server with the gRPC health service, on 127.0.0.1."""
-    server = EchoServer(with_health=True)
-    try:
+    with EchoServer(with_health=True) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
 def plain_server() -> Iterator[EchoServer]:
     """An echo server without the health service, on 127.0.0.1."""
-    server = EchoServer(with_health=False)
-    try:
+    with EchoServer(with_health=False) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def free_port() -> int:
