@@ -32,7 +32,7 @@ bench: $(STAMP)
 # committed, so only a change to echo.proto needs this.
 proto: $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. \
-		grpcpool/_echo/echo.proto
+		grpcpool/cli/echo/echo.proto
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -38,7 +38,7 @@ import grpcpool
 from benchmarks.harness import Figure, Settings, interleave, median, ns_per_call
 from benchmarks.pools import pool_config, running_pool, unique_name
 from benchmarks.server import ServerProcess
-from grpcpool._pool_state import lookup
+from grpcpool.pools import lookup
 from grpcpool.strategy import resolve_strategy
 
 __all__ = ["run"]
@@ -67,7 +67,7 @@ def measure_size(
 ) -> dict[str, float]:
     """ns per call of ``get_channel(name)`` and of the bare read, medians of ``rounds``.
 
-    With ``strategy``, also of that strategy's ``select(size)`` alone; with
+    With ``strategy``, also of that strategy's picker alone; with
     ``breakdown``, also of the steps inside ``get_channel``.
     """
     runs = {
@@ -77,16 +77,14 @@ def measure_size(
         "bare": ns_per_call("t[next(c) % n]", _bare_read(size), number),
     }
     if strategy is not None:
-        select = resolve_strategy(strategy).select
-        runs["select"] = ns_per_call("select(n)", {"select": select, "n": size}, number)
+        pick = resolve_strategy(strategy).picker(tuple(range(size)))
+        runs["select"] = ns_per_call("pick()", {"pick": pick}, number)
     if breakdown:
         # Where the time goes, step by step (internal names: for the record only).
-        state = lookup(name)
+        entry = lookup(name)
         runs["lookup"] = ns_per_call("lookup(name)", {"lookup": lookup, "name": name}, number)
-        runs["state"] = ns_per_call("state.get_channel()", {"state": state}, number)
-        runs["select"] = ns_per_call(
-            "select(n)", {"select": state.strategy.select, "n": size}, number
-        )
+        runs["state"] = ns_per_call("entry.get_channel()", {"entry": entry}, number)
+        runs["select"] = ns_per_call("view.pick()", {"view": entry.view}, number)
     results = interleave(rounds, runs)
     return {key: median(values) for key, values in results.items()}
 
@@ -158,7 +156,7 @@ def _figure_1(settings: Settings, port: int) -> list[Figure]:
                 ratio,
                 "",  # the <= 5x target is the default strategy's (1a)
                 None,
-                f"{strategy}.select({small}) alone: {result['select']:.0f} ns/call; each "
+                f"{strategy} picker alone: {result['select']:.0f} ns/call; each "
                 "CPython random() draw costs about as much as the whole bare tuple read",
             )
         )
@@ -198,8 +196,8 @@ def _size_note(size: int, small: int, result: dict[str, float]) -> str:
     if size == small and "lookup" in result:
         return (
             f"inside get_channel(name): lookup(name) {result['lookup']:.0f} ns, "
-            f"PoolState.get_channel() {result['state']:.0f} ns, "
-            f"of which strategy.select() {result['select']:.0f} ns"
+            f"PoolEntry.get_channel() {result['state']:.0f} ns, "
+            f"of which view.pick() {result['select']:.0f} ns"
         )
     return ""
 

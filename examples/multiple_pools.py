@@ -20,7 +20,7 @@ os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 import grpcpool
 from grpcpool import Config, PoolSpec, Supervisor
-from grpcpool._echo import EchoServer, say  # the demo's service, standing in for yours
+from grpcpool.cli.echo import EchoServer, say  # the demo's service, standing in for yours
 
 
 def local(port: int, size: int) -> Config:

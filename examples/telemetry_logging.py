@@ -35,7 +35,7 @@ import blinker
 
 import grpcpool
 from grpcpool import Config, PoolSpec, Supervisor, telemetry
-from grpcpool._echo import EchoServer, say  # the demo's service, standing in for yours
+from grpcpool.cli.echo import EchoServer, say  # the demo's service, standing in for yours
 
 log = logging.getLogger("myapp.grpcpool")
 

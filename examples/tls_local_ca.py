@@ -36,7 +36,7 @@ from cryptography.x509.oid import NameOID
 
 import grpcpool
 from grpcpool import Config, PoolSpec, Supervisor
-from grpcpool._echo import EchoServer, say  # the demo's service, standing in for yours
+from grpcpool.cli.echo import EchoServer, say  # the demo's service, standing in for yours
 from grpcpool.errors import PoolTimeoutError
 
 

@@ -10,18 +10,6 @@ a tour; :mod:`grpcpool.config`, :mod:`grpcpool.telemetry` and
 import logging
 
 from grpcpool import telemetry
-from grpcpool._api import (
-    PoolProxy,
-    await_ready,
-    get_channel,
-    pool,
-    resize,
-    scale_down,
-    scale_up,
-    start,
-    status,
-    stop,
-)
 from grpcpool._status import PoolStatus, WorkerStatus
 from grpcpool._version import __version__
 from grpcpool.actors import (
@@ -47,8 +35,20 @@ from grpcpool.errors import (
     PoolNotFoundError,
     PoolTimeoutError,
 )
+from grpcpool.pools._api import (
+    PoolProxy,
+    await_ready,
+    get_channel,
+    pool,
+    resize,
+    scale_down,
+    scale_up,
+    start,
+    status,
+    stop,
+)
 from grpcpool.strategy import PowerOfTwo, Random, RoundRobin, Strategy
-from grpcpool.supervisor import ChildSpec, SupervisedActor, Supervisor
+from grpcpool.supervisor import ChildSpec, DynamicSupervisor, SupervisedActor, Supervisor
 
 __all__ = [
     "Backoff",
@@ -57,6 +57,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "ConnectionConfig",
+    "DynamicSupervisor",
     "EndpointConfig",
     "GrpcPoolError",
     "HealthRegistry",

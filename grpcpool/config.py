@@ -30,7 +30,7 @@ from grpcpool._config_checks import (
 )
 from grpcpool._tls import TLSOptions
 from grpcpool.errors import ConfigError
-from grpcpool.strategy import STRATEGY_NAMES, Strategy
+from grpcpool.strategy import STRATEGY_NAMES, SelectStrategy, Strategy
 
 __all__ = [
     "Config",
@@ -45,8 +45,8 @@ __all__ = [
 DEFAULT_TYPE = "production"
 DEFAULT_POOL_SIZE = 5
 DEFAULT_MAX_POOL_SIZE = 1024
-# The most pool.max_size may be: every worker is two threads (its actor and
-# grpcio's connectivity poll), so a typo must not ask for millions of them.
+# The most pool.max_size may be: every worker is a thread (its actor), so a
+# typo must not ask for millions of them.
 HARD_MAX_POOL_SIZE = 16384
 DEFAULT_POOL_NAME = "default"
 DEFAULT_STRATEGY = "round_robin"
@@ -67,9 +67,6 @@ DEFAULT_MAX_RECONNECT_ATTEMPTS = 5
 DEFAULT_RETRY_MAX_ATTEMPTS = 3
 DEFAULT_RETRY_BASE_DELAY = 1.0
 DEFAULT_RETRY_MAX_DELAY = 10.0
-# grpcio moves a channel with no RPCs for 30 minutes to IDLE, which would look
-# exactly like a dropped connection; a pool keeps its channels connected.
-_NEVER_IDLE_MS = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -164,7 +161,7 @@ class PoolConfig:
     size: int = DEFAULT_POOL_SIZE
     max_size: int = DEFAULT_MAX_POOL_SIZE
     name: str | None = None
-    strategy: str | Strategy = DEFAULT_STRATEGY
+    strategy: str | Strategy | SelectStrategy = DEFAULT_STRATEGY
     telemetry_interval: float = DEFAULT_TELEMETRY_INTERVAL
     telemetry_sample_rate: int = DEFAULT_TELEMETRY_SAMPLE_RATE
 
@@ -179,8 +176,13 @@ class PoolConfig:
             if self.strategy not in STRATEGY_NAMES:
                 known = ", ".join(STRATEGY_NAMES)
                 raise ConfigError("pool.strategy", f"unknown {self.strategy!r} (known: {known})")
-        elif not callable(getattr(self.strategy, "select", None)):
-            raise ConfigError("pool.strategy", "must be a strategy name or have select(count)")
+        elif not (
+            callable(getattr(self.strategy, "picker", None))
+            or callable(getattr(self.strategy, "select", None))
+        ):
+            raise ConfigError(
+                "pool.strategy", "must be a strategy name or have picker(items) or select(count)"
+            )
         check_float("pool.telemetry_interval", self.telemetry_interval, minimum=0.0, strict=True)
         check_int("pool.telemetry_sample_rate", self.telemetry_sample_rate, minimum=0)
 
@@ -324,56 +326,19 @@ class Config:
     # --- what a worker needs to build its channel ---------------------------
 
     def channel_options(self) -> tuple[tuple[str, Any], ...]:
-        """The grpc channel arguments for one worker's channel.
+        """The grpc channel arguments for one worker's channel; see
+        :func:`grpcpool.connection.channel_options`."""
+        from grpcpool.connection import channel_options
 
-        ``grpc.use_local_subchannel_pool`` makes every channel its own TCP
-        connection; without it grpcio shares one connection between channels
-        with identical arguments, and a pool of N would be one connection.
-        User ``endpoint.options`` come last and win.
-        """
-        connection = self.connection
-        options: dict[str, Any] = {
-            "grpc.use_local_subchannel_pool": 1,
-            "grpc.client_idle_timeout_ms": _NEVER_IDLE_MS,
-            "grpc.initial_reconnect_backoff_ms": _ms(connection.backoff_min),
-            # grpcio also takes this as the deadline of one connection
-            # attempt; the worker's connect_timeout is that bound.
-            "grpc.min_reconnect_backoff_ms": _ms(connection.connect_timeout),
-            "grpc.max_reconnect_backoff_ms": _ms(connection.backoff_max),
-        }
-        if connection.keepalive is not None:
-            timeout_ms = _ms(connection.keepalive_timeout)
-            options["grpc.keepalive_time_ms"] = _ms(connection.keepalive)
-            options["grpc.keepalive_timeout_ms"] = timeout_ms
-            # Without this grpcio takes about a minute to notice a silent peer.
-            options["grpc.http2.ping_timeout_ms"] = timeout_ms
-            # Keepalive on idle channels too: a pool's channels are idle most
-            # of the time and a silent peer must still be noticed. This never
-            # draws a too_many_pings GOAWAY from a server with default
-            # settings: grpcio sends at most 2 pings (grpc.http2.
-            # max_pings_without_data, left at its default) until data flows,
-            # and a server only objects after more than 2 (max_ping_strikes).
-            # Health pings are calls, so they reset both counts.
-            options["grpc.keepalive_permit_without_calls"] = 1
-        tls = self.endpoint.ssl
-        if tls is not None and tls.server_hostname is not None:
-            options["grpc.ssl_target_name_override"] = tls.server_hostname
-        options.update(dict(self.endpoint.options))
-        return tuple(options.items())
+        return channel_options(self)
 
     def channel_credentials(self) -> grpc.ChannelCredentials | None:
-        """The credentials for a secure channel, or ``None`` for plaintext."""
-        endpoint = self.endpoint
-        if endpoint.credentials is not None:
-            return endpoint.credentials
-        if endpoint.ssl is None:
-            return None
-        return endpoint.ssl.channel_credentials()
+        """The credentials for a secure channel, or ``None`` for plaintext; see
+        :func:`grpcpool.connection.channel_credentials`."""
+        from grpcpool.connection import channel_credentials
+
+        return channel_credentials(self)
 
     def pool_name(self, override: str | None = None) -> str:
         """The pool's name: the override, else ``pool.name``, else ``"default"``."""
         return override or self.pool.name or DEFAULT_POOL_NAME
-
-
-def _ms(seconds: float) -> int:
-    return max(1, round(seconds * 1000))

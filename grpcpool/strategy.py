@@ -1,106 +1,167 @@
-"""Channel selection strategies.
+"""Channel selection strategies, and the pickers they build.
 
-A strategy picks an index into the tuple of ready channels. It is called on
-the hot path of every ``get_channel``, from any thread, without a lock, so each
-built-in strategy is O(1) in the pool size and tolerates races that only skew
-the spread a little (never an index out of range).
+A strategy does not pick from a live list. Each time a pool's set of ready
+channels changes, its HealthRegistry asks the strategy for a *picker* over
+that fixed tuple: a zero-argument callable returning one of its items. The
+hot path (``get_channel``) calls the picker of the pool's current view and
+nothing else, from any thread, without a lock. So a picker must be O(1) in
+the tuple's size and may tolerate races that only skew the spread a little,
+never an index out of range.
 
-A custom strategy is any object with ``select(count) -> index`` and,
-optionally, ``init(pool_name, size)``, called once when its pool starts.
+This module is the only selection code: tests exercise the same picker
+objects the hot path calls.
+
+A custom strategy is either an object with ``picker(items) -> callable`` or,
+simpler, one with ``select(count) -> index`` (called with the number of ready
+channels); either may have ``init(pool_name, size)``, called once when its
+pool starts.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
+import operator
 import random as _random
-from typing import Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar, cast, runtime_checkable
 
 __all__ = [
     "STRATEGY_NAMES",
+    "Picker",
     "PowerOfTwo",
     "Random",
     "RoundRobin",
+    "SelectStrategy",
     "Strategy",
     "resolve_strategy",
     "strategy_name",
 ]
+
+T = TypeVar("T")
+
+#: Picks one item of the tuple it was built for.
+Picker = Callable[[], T]
 
 
 @runtime_checkable
 class Strategy(Protocol):
     """What a pool needs from a selection strategy."""
 
+    def picker(self, items: tuple[T, ...]) -> Callable[[], T]:
+        """A picker over ``items`` (never empty), for the hot path."""
+        ...
+
+
+@runtime_checkable
+class SelectStrategy(Protocol):
+    """The short form of a custom strategy: an index for a count."""
+
     def select(self, count: int) -> int:
         """Returns an index in ``range(count)``; ``count`` is at least 1."""
         ...
 
 
-class RoundRobin:
-    """Hands out channels in turn.
+def _single(items: tuple[T, ...]) -> Callable[[], T]:
+    # One item: no strategy can choose anything else. A C call, no frame.
+    return cast("Callable[[], T]", functools.partial(operator.getitem, items, 0))
 
-    ``itertools.count`` advances atomically under the GIL, so concurrent
-    callers never get the same ticket and no lock is needed.
+
+class RoundRobin:
+    """Hands out the items in turn.
+
+    The picker is ``itertools.cycle(items).__next__``: one C call, atomic
+    under the GIL, so concurrent callers never get the same turn and no lock
+    is needed. It starts afresh with each new tuple.
     """
 
     name = "round_robin"
 
-    def __init__(self) -> None:
-        self._tickets = itertools.count()
-
-    def select(self, count: int) -> int:
-        return next(self._tickets) % count
+    def picker(self, items: tuple[T, ...]) -> Callable[[], T]:
+        if len(items) == 1:
+            return _single(items)
+        return itertools.cycle(items).__next__
 
     def __repr__(self) -> str:
         return "RoundRobin()"
 
 
 class Random:
-    """Picks a channel uniformly at random."""
+    """Picks an item uniformly at random."""
 
     name = "random"
 
     def __init__(self, rng: _random.Random | None = None) -> None:
-        #: A number in [0, 1); pools call it directly on their hot path.
-        self.uniform = (rng or _random.Random()).random
+        self._uniform = (rng or _random.Random()).random
 
-    def select(self, count: int) -> int:
-        # uniform() is in [0, 1), so the product is always below count.
-        return int(self.uniform() * count)
+    def picker(self, items: tuple[T, ...]) -> Callable[[], T]:
+        if len(items) == 1:
+            return _single(items)
+        uniform, count = self._uniform, len(items)
+
+        def pick() -> T:
+            # uniform() is in [0, 1), so the index is always below count.
+            return items[int(uniform() * count)]
+
+        return pick
 
     def __repr__(self) -> str:
         return "Random()"
 
 
 class PowerOfTwo:
-    """Picks two channels at random and returns the one handed out less often.
+    """Draws two items at random and returns the one handed out less often.
 
-    The usage counters restart whenever the number of ready channels changes,
-    because index ``i`` then names a different channel. Two concurrent callers
-    may both increment the same counter from the same old value; that only
-    makes the counts approximate, which the "power of two choices" rule
-    tolerates by design.
+    Usage counts belong to one picker, so they start afresh with each new
+    tuple (index ``i`` may name another channel then). Two concurrent callers
+    may both increment a count from the same old value; that only makes the
+    counts approximate, which the "power of two choices" rule tolerates.
     """
 
     name = "power_of_two"
 
     def __init__(self, rng: _random.Random | None = None) -> None:
-        #: A number in [0, 1); pools call it directly on their hot path.
-        self.uniform = (rng or _random.Random()).random
-        self._uses: list[int] = []
+        self._uniform = (rng or _random.Random()).random
 
-    def select(self, count: int) -> int:
-        uses = self._uses
-        if len(uses) != count:
-            uses = [0] * count
-            self._uses = uses
-        first = int(self.uniform() * count)
-        second = int(self.uniform() * count)
-        chosen = first if uses[first] <= uses[second] else second
-        uses[chosen] += 1
-        return chosen
+    def picker(self, items: tuple[T, ...]) -> Callable[[], T]:
+        if len(items) == 1:
+            return _single(items)
+        uniform, count, uses = self._uniform, len(items), [0] * len(items)
+
+        def pick() -> T:
+            first, second = int(uniform() * count), int(uniform() * count)
+            if uses[second] < uses[first]:
+                first = second
+            uses[first] += 1
+            return items[first]
+
+        return pick
 
     def __repr__(self) -> str:
         return "PowerOfTwo()"
+
+
+class _FromSelect:
+    """Adapts a ``select(count)`` strategy to the picker protocol."""
+
+    def __init__(self, custom: SelectStrategy) -> None:
+        self.custom = custom
+
+    def picker(self, items: tuple[T, ...]) -> Callable[[], T]:
+        select, count = self.custom.select, len(items)
+
+        def pick() -> T:
+            return items[select(count)]
+
+        return pick
+
+    def init(self, pool_name: str, size: int) -> None:
+        init = getattr(self.custom, "init", None)
+        if callable(init):
+            init(pool_name, size)
+
+    def __repr__(self) -> str:
+        return repr(self.custom)
 
 
 _BUILT_IN: dict[str, type[RoundRobin] | type[Random] | type[PowerOfTwo]] = {
@@ -112,14 +173,14 @@ _BUILT_IN: dict[str, type[RoundRobin] | type[Random] | type[PowerOfTwo]] = {
 STRATEGY_NAMES: tuple[str, ...] = tuple(_BUILT_IN)
 
 
-def resolve_strategy(strategy: str | Strategy) -> Strategy:
-    """Turns a strategy name or object into a strategy object.
+def resolve_strategy(strategy: str | Strategy | SelectStrategy) -> Strategy:
+    """Turns a strategy name or object into an object with ``picker``.
 
-    A name gives a fresh instance, so two pools never share counters. An
-    object is returned as it is.
+    A name gives a fresh instance, so two pools never share state. An object
+    with ``picker`` is returned as it is; one with only ``select`` is adapted.
 
     Raises:
-        ValueError: The name is unknown or the object has no ``select``.
+        ValueError: The name is unknown or the object has neither method.
     """
     if isinstance(strategy, str):
         try:
@@ -127,12 +188,16 @@ def resolve_strategy(strategy: str | Strategy) -> Strategy:
         except KeyError:
             known = ", ".join(STRATEGY_NAMES)
             raise ValueError(f"unknown strategy {strategy!r} (known: {known})") from None
-    if not callable(getattr(strategy, "select", None)):
-        raise ValueError(f"strategy {strategy!r} has no select(count) method")
-    return strategy
+    if callable(getattr(strategy, "picker", None)):
+        return strategy  # type: ignore[return-value]
+    if callable(getattr(strategy, "select", None)):
+        return _FromSelect(strategy)  # type: ignore[arg-type]
+    raise ValueError(f"strategy {strategy!r} has neither picker(items) nor select(count)")
 
 
-def strategy_name(strategy: Strategy) -> str:
+def strategy_name(strategy: Any) -> str:
     """The short name shown in reprs and status: built-in name or class name."""
+    if isinstance(strategy, _FromSelect):
+        strategy = strategy.custom
     name = getattr(strategy, "name", None)
     return name if isinstance(name, str) else type(strategy).__name__

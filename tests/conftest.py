@@ -17,7 +17,7 @@ import pytest
 
 import grpcpool
 from grpcpool import Config, telemetry
-from grpcpool._channels import open_channel_count
+from grpcpool.connection import open_channel_count
 from tests.servers import EchoServer, EchoStub
 
 # How long a test's threads and actors get to wind down after it returns.

@@ -18,6 +18,8 @@ from grpcpool.errors import (
     NotConnectedError,
     PoolNotFoundError,
 )
+from grpcpool.pools._entry import attach, claim, lookup, release
+from grpcpool.pools._view import empty_view
 from tests.conftest import free_port, loopback_config, start_pool
 from tests.servers import EchoServer
 
@@ -93,19 +95,25 @@ def test_stop_reaches_a_crashed_pool_awaiting_its_restart() -> None:
     """stop(name) on a crashed pool still in the table asks its parent and removes it."""
     parent = Supervisor.start()
     owner = Supervisor.start()
+    entry = claim(
+        "crashed",
+        loopback_config(free_port()),
+        token=object(),
+        parent=parent,
+        child_id="pool:crashed",
+    )
     try:
-        state = grpcpool._pool_state.PoolState("crashed", loopback_config(free_port()))
-        state.parent, state.child_id, state.owner = parent, "pool:crashed", owner
-        grpcpool._pool_state.claim(state)
+        attach(entry, owner)
         owner.stop()
-        state.close()  # as a crashed PoolSupervisor leaves it: closed, not final
-        assert grpcpool._pool_state.lookup("crashed") is state
-        with pytest.raises(NotConnectedError):
+        # As a crashed PoolSupervisor's registry leaves it: nothing handed out.
+        entry.publish(empty_view("crashed", 2, "restarting"))
+        assert lookup("crashed") is entry
+        with pytest.raises(NotConnectedError, match="restarting"):
             grpcpool.get_channel("crashed")
         grpcpool.stop("crashed")
         with pytest.raises(PoolNotFoundError):
             grpcpool.get_channel("crashed")
-        assert state.final
+        assert entry.ended is not None
     finally:
         parent.stop()
-        grpcpool._pool_state.release(state)
+        release(entry, "test over")

@@ -1,146 +1,36 @@
 """Tests for grpcpool.actors._channel_worker: real ChannelWorker actors against
 real grpcio servers on 127.0.0.1, each reporting to a real HealthRegistry.
 
-A worker is started here without a pool supervisor: the test plays the
-supervisor's part (starts the registry first, watches the worker's exit, stops
-everything in reverse order).
+A worker is started here without a pool supervisor: tests/workers.py plays the
+supervisor's part. What the worker decides is pinned in test_worker_machine.py;
+these tests pin that the actor carries it out with real channels, calls,
+timers and a real registry.
 """
 
 from __future__ import annotations
 
-import collections
 import itertools
-import socket
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-import pykka
 import pytest
 
-from grpcpool import Config
-from grpcpool._channels import open_channel_count
-from grpcpool._pool_state import PoolState
-from grpcpool.actors._channel_worker import ChannelWorker, ReconnectLimitError
-from grpcpool.actors._health_registry import HealthRegistry, WorkerGone
-from grpcpool.actors._worker_messages import _Connectivity
-from grpcpool.supervisor import ExitReason, watch_exit
-from grpcpool.supervisor._exit import ExitWatch
+from grpcpool.actors._channel_worker import ChannelWorker, ReconnectLimitError, Resync
+from grpcpool.actors._health_registry import HealthRegistry
+from grpcpool.connection import open_channel_count
+from grpcpool.connection._machine_types import Connectivity, ConnectTimeout, Effect, Schedule
+from grpcpool.pools._parts import PoolParts
+from grpcpool.pools._reports import WorkerGone, WorkerReport
 from tests.conftest import EventLog, free_port, wait_until
 from tests.servers import EchoServer, EchoStub
-
-_names = itertools.count(1)
-
-
-def config(
-    port: int,
-    interceptors: tuple[Any, ...] = (),
-    options: tuple[tuple[str, Any], ...] = (),
-    **connection: Any,
-) -> Config:
-    """Plaintext to 127.0.0.1 with quick backoff; channels close at once when let go."""
-    settings: dict[str, Any] = {
-        "backoff_min": 0.05,
-        "backoff_max": 0.1,
-        "connect_timeout": 2.0,
-        "drain_timeout": 0.0,
-    }
-    settings.update(connection)
-    return Config.new(
-        endpoint={
-            "type": "local",
-            "host": "127.0.0.1",
-            "port": port,
-            "interceptors": interceptors,
-            "options": options,
-        },
-        connection=settings,
-    )
-
-
-@dataclass
-class Running:
-    """One worker under test, with its pool state and registry."""
-
-    pool: PoolState
-    registry: pykka.ActorRef[Any]
-    worker: pykka.ActorRef[Any]
-    watch: ExitWatch
-    exits: list[ExitReason] = field(default_factory=list)
-    ended: threading.Event = field(default_factory=threading.Event)
-
-    def wait_ended(self, timeout: float = 10.0) -> ExitReason:
-        """Waits for the worker to end and its thread to finish; returns why it ended."""
-        assert self.ended.wait(timeout), "worker did not end"
-        assert self.watch.join(timeout), "worker thread did not finish"
-        return self.exits[0]
-
-
-@contextmanager
-def running_worker(
-    cfg: Config,
-    registry_class: type[HealthRegistry] = HealthRegistry,
-    worker_class: type[ChannelWorker] = ChannelWorker,
-) -> Iterator[Running]:
-    """Starts a registry and one worker ("worker-1"); stops both (and the pool) afterwards."""
-    pool = PoolState(f"worker-test-{next(_names)}", cfg)
-    registry = registry_class.start(pool)
-    pool.registry = registry  # as HealthRegistry.on_start does, before any worker starts
-    worker = None
-    try:
-        worker = worker_class.start(pool, "worker-1")
-        exits: list[ExitReason] = []
-        ended = threading.Event()
-
-        def on_exit(reason: ExitReason) -> None:
-            exits.append(reason)
-            ended.set()
-
-        watch = watch_exit(worker, on_exit)
-        yield Running(pool, registry, worker, watch, exits, ended)
-    finally:
-        if worker is not None:
-            worker.stop(timeout=10)
-            watch.join(10)
-        pool.close()
-        registry.stop(timeout=10)
-
-
-class SilentListener:
-    """A TCP listener on 127.0.0.1 that accepts connections and never speaks HTTP/2."""
-
-    def __init__(self) -> None:
-        self._socket = socket.create_server(("127.0.0.1", 0))
-        self._socket.settimeout(0.05)
-        self.port: int = self._socket.getsockname()[1]
-        self.connections: list[socket.socket] = []
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._accept, name="silent-listener")
-        self._thread.start()
-
-    def _accept(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                connection, _ = self._socket.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.connections.append(connection)  # held open, never answered
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self._thread.join(5)
-        self._socket.close()
-        for connection in self.connections:
-            connection.close()
+from tests.workers import AddMetadata, SilentListener, running_worker, worker_config
 
 
 @pytest.fixture
 def silent_listener() -> Iterator[SilentListener]:
+    """A peer that accepts TCP connections and never answers."""
     listener = SilentListener()
     try:
         yield listener
@@ -148,58 +38,54 @@ def silent_listener() -> Iterator[SilentListener]:
         listener.stop()
 
 
-class _CallDetails(
-    collections.namedtuple(
-        "_CallDetails",
-        ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression"),
-    ),
-    grpc.ClientCallDetails,
-):
-    pass
-
-
-class AddMetadata(grpc.UnaryUnaryClientInterceptor):
-    """Adds ``x-grpcpool-test: yes`` to every unary call and records the methods."""
-
-    def __init__(self) -> None:
-        self.methods: list[str] = []
-
-    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
-        self.methods.append(details.method)
-        metadata = [*(details.metadata or ()), ("x-grpcpool-test", "yes")]
-        return continuation(
-            _CallDetails(
-                details.method,
-                details.timeout,
-                metadata,
-                details.credentials,
-                details.wait_for_ready,
-                details.compression,
-            ),
-            request,
-        )
-
-
 class InspectableWorker(ChannelWorker):
     """A ChannelWorker that tells its channel generation through its proxy."""
 
     def generation(self) -> int:
-        return self._generation
+        return self._state.generation
+
+
+class FailingStartWorker(ChannelWorker):
+    """A ChannelWorker whose start fails right after its channel is open."""
+
+    def _run(self, effect: Effect) -> None:
+        if isinstance(effect, Schedule) and isinstance(effect.event, ConnectTimeout):
+            raise RuntimeError("start failed on purpose")
+        super()._run(effect)
 
 
 class RecordingRegistry(HealthRegistry):
-    """A HealthRegistry that notes what it saw when a WorkerGone arrived."""
+    """A HealthRegistry that notes the reports it gets and what it saw when a WorkerGone arrived."""
 
-    def __init__(self, pool: PoolState) -> None:
-        super().__init__(pool)
+    def __init__(self, parts: PoolParts) -> None:
+        super().__init__(parts)
         self.gone: list[dict[str, int]] = []
+        self.reports: list[WorkerReport] = []
+        self._lock = threading.Lock()
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, WorkerGone):
             self.gone.append(
-                {"open_channels": open_channel_count(), "ready_before": len(self._pool.snapshot)}
+                {
+                    "open_channels": open_channel_count(),
+                    "ready_before": len(self._entry.view.channels),
+                }
             )
+        elif isinstance(message, WorkerReport):
+            with self._lock:
+                self.reports.append(message)
         return super().on_receive(message)
+
+    def states(self) -> list[str]:
+        """The states reported so far, in order."""
+        with self._lock:
+            return [report.state for report in self.reports]
+
+
+def reported_states(registry: Any) -> list[str]:
+    """The states a RecordingRegistry has heard of so far."""
+    states: list[str] = registry.proxy().states().get(timeout=5)
+    return states
 
 
 # --- connecting ---------------------------------------------------------------------
@@ -208,34 +94,57 @@ class RecordingRegistry(HealthRegistry):
 def test_connects_reports_ready_and_fires_connected(
     echo_server: EchoServer, events: EventLog
 ) -> None:
-    """A worker connects, its channel enters the snapshot and channel.connected has a duration."""
-    with running_worker(config(echo_server.port)) as run:
+    """A worker connects, its channel enters the view and channel.connected has a duration."""
+    with running_worker(worker_config(echo_server.port)) as run:
         assert wait_until(lambda: events.of("channel.connected"), timeout=10)
-        pool = run.pool
+        entry = run.entry
 
         (sender, measurements, metadata) = events.of("channel.connected")[0]
-        assert sender == pool.name
-        assert metadata == {"pool_name": pool.name, "worker_id": "worker-1"}
+        assert sender == entry.name
+        assert metadata == {"pool_name": entry.name, "worker_id": "worker-1"}
         assert 0 < measurements["duration"] < 2.0
         # The registry publishes on its own thread, just after the event.
-        assert wait_until(lambda: len(pool.snapshot) == 1, timeout=5)
-        (record,) = pool.workers
+        assert wait_until(lambda: len(entry.view.channels) == 1, timeout=5)
+        (record,) = entry.view.workers
         assert (record.worker_id, record.state) == ("worker-1", "ready")
         assert record.peer == f"127.0.0.1:{echo_server.port}"
-        assert EchoStub(pool.get_channel()).Unary(b"hello", timeout=5) == b"hello"
+        assert EchoStub(entry.get_channel()).Unary(b"hello", timeout=5) == b"hello"
         assert open_channel_count() == 1
         assert events.of("channel.connection_failed") == []
+
+
+def test_server_without_health_service_is_healthy(
+    plain_server: EchoServer, events: EventLog
+) -> None:
+    """The gate check answered UNIMPLEMENTED: reachable counts as healthy."""
+    with running_worker(worker_config(plain_server.port)) as run:
+        assert run.wait_ready()
+
+        assert events.of("channel.connection_failed") == []
+
+
+def test_not_serving_server_is_never_handed_out(
+    echo_server: EchoServer, events: EventLog
+) -> None:
+    """A server that answers NOT_SERVING fails the connect: its channel never enters the view."""
+    echo_server.set_serving(False)
+    with running_worker(worker_config(echo_server.port, max_reconnect_attempts=50)) as run:
+        assert wait_until(lambda: len(events.of("channel.connection_failed")) >= 2, timeout=10)
+
+        (_, _, metadata) = events.of("channel.connection_failed")[0]
+        assert metadata["error"] == "health status NOT_SERVING"
+        assert run.entry.view.channels == ()
+        assert events.of("channel.connected") == []
+
+        echo_server.set_serving(True)
+        assert run.wait_ready()
 
 
 def test_connect_timeout_fails_the_attempt_and_schedules_a_reconnect(
     silent_listener: SilentListener, events: EventLog
 ) -> None:
     """A peer that accepts TCP but never speaks HTTP/2 fails the attempt at connect_timeout."""
-    cfg = config(
-        silent_listener.port,
-        connect_timeout=0.3,
-        max_reconnect_attempts=5,
-    )
+    cfg = worker_config(silent_listener.port, connect_timeout=0.3, max_reconnect_attempts=5)
     with running_worker(cfg) as run:
         assert wait_until(lambda: events.of("channel.reconnect_scheduled"), timeout=10)
 
@@ -248,25 +157,37 @@ def test_connect_timeout_fails_the_attempt_and_schedules_a_reconnect(
         assert 50 <= scheduled["delay_ms"] <= 100
         assert scheduled_meta["reason"] == failed_meta["error"]
         assert silent_listener.connections, "the worker never reached the listener"
-        assert run.pool.snapshot == ()
+        assert run.entry.view.channels == ()
         assert run.worker.is_alive()
+
+
+def test_connect_timeout_bounds_a_slow_handshake_not_backoff_min(
+    silent_listener: SilentListener, events: EventLog
+) -> None:
+    """A handshake slower than backoff_min but within connect_timeout is not cut short."""
+    cfg = worker_config(silent_listener.port, connect_timeout=1.0, max_reconnect_attempts=5)
+    with running_worker(cfg):
+        assert wait_until(lambda: events.of("channel.connection_failed"), timeout=10)
+
+        (_, failed, failed_meta) = events.of("channel.connection_failed")[0]
+        assert failed["duration"] >= 0.9, failed_meta["error"]
 
 
 def test_max_reconnect_attempts_consecutive_failures_crash_the_worker(events: EventLog) -> None:
     """After max_reconnect_attempts failed connects in a row the worker ends with ReconnectLimitError."""
-    cfg = config(free_port(), max_reconnect_attempts=3)
+    cfg = worker_config(free_port(), max_reconnect_attempts=3)
     with running_worker(cfg) as run:
         reason = run.wait_ended()
 
         assert reason.known
         assert isinstance(reason.error, ReconnectLimitError)
-        assert run.pool.name in str(reason.error)
+        assert run.entry.name in str(reason.error)
         assert "3 connection attempts failed in a row" in str(reason.error)
         assert not run.worker.is_alive()
         assert len(events.of("channel.connection_failed")) == 3
         assert [m["attempt"] for _, m, _ in events.of("channel.reconnect_scheduled")] == [1, 2]
         assert all(meta["error"] for _, _, meta in events.of("channel.connection_failed"))
-        assert run.pool.workers == ()  # WorkerGone reached the registry
+        assert run.entry.view.workers == ()  # WorkerGone reached the registry
         assert open_channel_count() == 0
 
 
@@ -276,15 +197,98 @@ def test_max_reconnect_attempts_consecutive_failures_crash_the_worker(events: Ev
 def test_endpoint_interceptors_apply_to_calls_on_the_handed_out_channel(
     echo_server: EchoServer,
 ) -> None:
-    """endpoint.interceptors wrap the channel in the snapshot: calls carry their metadata."""
+    """endpoint.interceptors wrap the channel in the view: calls carry their metadata."""
     interceptor = AddMetadata()
-    with running_worker(config(echo_server.port, interceptors=(interceptor,))) as run:
-        assert run.pool.wait_ready(1, timeout=10)
+    with running_worker(worker_config(echo_server.port, interceptors=(interceptor,))) as run:
+        assert run.wait_ready()
 
-        assert EchoStub(run.pool.get_channel()).Unary(b"x", timeout=5) == b"x"
+        assert EchoStub(run.entry.get_channel()).Unary(b"x", timeout=5) == b"x"
 
         assert ("x-grpcpool-test", "yes") in echo_server.metadata[-1]
         assert interceptor.methods[-1] == "/test.Echo/Unary"
+
+
+# --- losing the connection ------------------------------------------------------------
+
+
+def test_a_drop_is_one_report_and_the_channel_leaves_the_view(events: EventLog) -> None:
+    """A server that goes away: one backoff report, the channel out of the view, then reconnects."""
+    server = EchoServer()
+    port = server.port
+    cfg = worker_config(port, max_reconnect_attempts=1000)
+    try:
+        with running_worker(cfg, registry_class=RecordingRegistry) as run:
+            assert run.wait_ready()
+            server.stop()
+
+            assert wait_until(lambda: run.entry.view.channels == (), timeout=5)
+            assert wait_until(lambda: events.of("channel.disconnected"), timeout=5)
+            server = EchoServer(port=port)
+            assert wait_until(lambda: len(events.of("channel.connected")) == 2, timeout=10)
+
+            states = reported_states(run.registry)
+            assert states[:3] == ["connecting", "ready", "backoff"], states
+            # One report per change of state: never the same state twice in a row.
+            assert all(a != b for a, b in itertools.pairwise(states)), states
+            (_, _, down) = events.of("channel.connection_down")[0]
+            assert down["reason"] in {"idle", "transient_failure", "connecting"}
+            assert run.wait_ready()
+    finally:
+        server.stop()
+
+
+def test_failed_ping_takes_the_connection_down(
+    echo_server: EchoServer, events: EventLog
+) -> None:
+    """A ready worker whose health check starts failing drops its channel with reason ping_failed."""
+    cfg = worker_config(echo_server.port, ping_interval=0.05, max_reconnect_attempts=1000)
+    with running_worker(cfg) as run:
+        assert run.wait_ready()
+        assert wait_until(lambda: events.of("channel.ping"), timeout=5)
+        assert events.of("channel.ping")[0][2]["result"] == "ok"
+
+        echo_server.set_serving(False)
+
+        assert wait_until(lambda: events.of("channel.connection_down"), timeout=5)
+        (_, _, down) = events.of("channel.connection_down")[0]
+        assert down["reason"] == "ping_failed"
+        assert any(meta["result"] == "error" for _, _, meta in events.of("channel.ping"))
+        assert run.entry.view.channels == ()
+
+
+def test_message_about_an_old_channel_generation_is_ignored(
+    echo_server: EchoServer, events: EventLog
+) -> None:
+    """A connectivity change tagged with an old generation does not touch the current channel."""
+    with running_worker(worker_config(echo_server.port), worker_class=InspectableWorker) as run:
+        assert run.wait_ready()
+        channel = run.entry.view.channels[0]
+        current = run.worker.proxy().generation().get(timeout=5)
+
+        run.worker.tell(Connectivity(current - 1, grpc.ChannelConnectivity.IDLE))
+        run.worker.ask(Connectivity(current - 1, grpc.ChannelConnectivity.SHUTDOWN), timeout=5)
+
+        assert run.entry.view.channels == (channel,)
+        assert events.of("channel.connection_down") == []
+
+        # The same change with the current generation is acted on.
+        run.worker.tell(Connectivity(current, grpc.ChannelConnectivity.IDLE))
+        assert wait_until(lambda: events.of("channel.connection_down"), timeout=5)
+        assert events.of("channel.connection_down")[0][2]["reason"] == "idle"
+        assert wait_until(lambda: channel not in run.entry.view.channels, timeout=5)
+
+
+def test_resync_reports_the_current_state_again(echo_server: EchoServer) -> None:
+    """Resync (sent after a registry restart) makes a ready worker report ready once more."""
+    with running_worker(worker_config(echo_server.port), registry_class=RecordingRegistry) as run:
+        assert run.wait_ready()
+        before = reported_states(run.registry)
+
+        run.worker.ask(Resync(), timeout=5)
+
+        assert wait_until(lambda: len(reported_states(run.registry)) == len(before) + 1)
+        assert reported_states(run.registry)[-1] == "ready"
+        assert len(run.entry.view.channels) == 1
 
 
 # --- stopping and crashing ----------------------------------------------------------
@@ -292,15 +296,15 @@ def test_endpoint_interceptors_apply_to_calls_on_the_handed_out_channel(
 
 def test_stop_leaves_the_registry_before_closing_the_channel(echo_server: EchoServer) -> None:
     """On stop, WorkerGone reaches the registry while the channel is still open; then it closes."""
-    with running_worker(config(echo_server.port), registry_class=RecordingRegistry) as run:
-        assert run.pool.wait_ready(1, timeout=10)
+    with running_worker(worker_config(echo_server.port), registry_class=RecordingRegistry) as run:
+        assert run.wait_ready()
         assert open_channel_count() == 1
 
         assert run.worker.stop(timeout=10) is True
 
         assert open_channel_count() == 0  # closed by the time stop returns
-        assert run.pool.snapshot == ()
-        assert run.pool.workers == ()
+        assert run.entry.view.channels == ()
+        assert run.entry.view.workers == ()
         gone = run.registry.proxy().gone.get(timeout=5)
         assert gone == [{"open_channels": 1, "ready_before": 1}]
         assert run.wait_ended().normal
@@ -308,61 +312,43 @@ def test_stop_leaves_the_registry_before_closing_the_channel(echo_server: EchoSe
 
 def test_stopped_worker_channel_drains_until_the_pool_closes(echo_server: EchoServer) -> None:
     """With a drain period, a stopped worker's channel stays open until its pool closes."""
-    with running_worker(config(echo_server.port, drain_timeout=30.0)) as run:
-        assert run.pool.wait_ready(1, timeout=10)
+    with running_worker(worker_config(echo_server.port, drain_timeout=30.0)) as run:
+        assert run.wait_ready()
 
         run.worker.stop(timeout=10)
-        assert run.pool.snapshot == ()
+        assert run.entry.view.channels == ()
         assert open_channel_count() == 1
 
-        run.pool.close()
+        run.parts.channels.close_all()
         assert open_channel_count() == 0
 
 
 def test_unknown_message_crashes_the_worker_with_type_error(echo_server: EchoServer) -> None:
     """A message the worker does not know ends it with TypeError, and it leaves the pool."""
-    with running_worker(config(echo_server.port)) as run:
-        assert run.pool.wait_ready(1, timeout=10)
+    with running_worker(worker_config(echo_server.port)) as run:
+        assert run.wait_ready()
 
         run.worker.tell("not a worker message")
         reason = run.wait_ended()
 
         assert isinstance(reason.error, TypeError)
         assert "not a worker message" in str(reason.error)
-        assert run.pool.snapshot == ()
-        assert run.pool.workers == ()
+        assert run.entry.view.channels == ()
+        assert run.entry.view.workers == ()
         assert open_channel_count() == 0
 
 
-def test_message_about_an_old_channel_generation_is_ignored(
-    echo_server: EchoServer, events: EventLog
-) -> None:
-    """A connectivity change tagged with an old generation does not touch the current channel."""
-    with running_worker(config(echo_server.port), worker_class=InspectableWorker) as run:
-        assert run.pool.wait_ready(1, timeout=10)
-        channel = run.pool.snapshot[0]
-        current = run.worker.proxy().generation().get(timeout=5)
+def test_failed_start_leaves_the_registry_and_closes_the_channel(echo_server: EchoServer) -> None:
+    """An exception in on_start (never seen by on_failure) still sends WorkerGone and lets go."""
+    cfg = worker_config(echo_server.port)
+    with running_worker(
+        cfg, registry_class=RecordingRegistry, worker_class=FailingStartWorker
+    ) as run:
+        reason = run.wait_ended()
 
-        run.worker.tell(_Connectivity(current - 1, grpc.ChannelConnectivity.IDLE))
-        run.worker.ask(_Connectivity(current - 1, grpc.ChannelConnectivity.SHUTDOWN), timeout=5)
-
-        assert run.pool.snapshot == (channel,)
-        assert events.of("channel.connection_down") == []
-
-        # The same change with the current generation is acted on.
-        run.worker.tell(_Connectivity(current, grpc.ChannelConnectivity.IDLE))
-        assert wait_until(lambda: events.of("channel.connection_down"), timeout=5)
-        assert events.of("channel.connection_down")[0][2]["reason"] == "idle"
-        assert channel not in run.pool.snapshot
-
-
-def test_connect_timeout_bounds_a_slow_handshake_not_backoff_min(
-    silent_listener: SilentListener, events: EventLog
-) -> None:
-    """A handshake slower than backoff_min but within connect_timeout is not cut short."""
-    cfg = config(silent_listener.port, connect_timeout=1.0, max_reconnect_attempts=5)
-    with running_worker(cfg):
-        assert wait_until(lambda: events.of("channel.connection_failed"), timeout=10)
-
-        (_, failed, failed_meta) = events.of("channel.connection_failed")[0]
-        assert failed["duration"] >= 0.9, failed_meta["error"]
+        assert isinstance(reason.error, RuntimeError)
+        assert reported_states(run.registry) == ["connecting"]
+        gone = run.registry.proxy().gone.get(timeout=5)
+        assert gone == [{"open_channels": 1, "ready_before": 0}]  # before the close
+        assert run.entry.view.workers == ()
+        assert open_channel_count() == 0

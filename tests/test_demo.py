@@ -13,12 +13,12 @@ from typing import Any
 import grpc
 import pytest
 
-from grpcpool import __main__ as cli
-from grpcpool._console import Console
-from grpcpool._demo import DemoOptions, run
-from grpcpool._echo import EchoServer as TLSEchoServer
-from grpcpool._probe import ProbeOptions
-from grpcpool._probe import main as probe_main
+from grpcpool import cli
+from grpcpool.cli._console import Console
+from grpcpool.cli._demo import DemoOptions, run
+from grpcpool.cli._probe import ProbeOptions
+from grpcpool.cli._probe import main as probe_main
+from grpcpool.cli.echo import EchoServer as TLSEchoServer
 from tests.certs import make_ca, make_server_cert
 from tests.conftest import free_port
 from tests.servers import EchoServer

@@ -61,7 +61,7 @@ def test_forked_child_gets_clear_advice_instead_of_parent_channels(
                       if issubclass(r.actor_class, grpcpool.SupervisedActor)]
             if ghosts:
                 code = 12
-            if grpcpool._channels.open_channel_count():
+            if grpcpool.connection.open_channel_count():
                 code = 13
             os._exit(code)
         _, status = os.waitpid(pid, 0)

@@ -162,7 +162,7 @@ def test_crash_loop_escalates_and_the_parent_restarts_the_pool(
     config = config_for(echo_server.port, size=2)
     supervisors.append(Supervisor.start(children=[PoolSpec(config, name="loop")], max_restarts=5))
     grpcpool.await_ready("loop", timeout=5, min_ready=2)
-    first_owner = grpcpool._pool_state.lookup("loop").owner
+    first_owner = grpcpool.pools.lookup("loop").owner
     crash_workers_until(lambda: events.of("supervisor.shutdown"), timeout=10)
     _, measurements, metadata = events.of("supervisor.shutdown")[0]
     assert metadata["supervisor"] == "pool:loop"
@@ -176,7 +176,7 @@ def test_crash_loop_escalates_and_the_parent_restarts_the_pool(
     started = time.monotonic()
     grpcpool.await_ready("loop", timeout=5, min_ready=2)
     report("pool restart after crash loop -> all ready", time.monotonic() - started)
-    assert grpcpool._pool_state.lookup("loop").owner is not first_owner
+    assert grpcpool.pools.lookup("loop").owner is not first_owner
 
 
 def test_crash_loop_past_every_level_stops_the_tree_without_hanging(
@@ -191,7 +191,7 @@ def test_crash_loop_past_every_level_stops_the_tree_without_hanging(
         assert {md["supervisor"] for _, _, md in events.of("supervisor.shutdown")} >= {
             "pool:doomed"
         }
-        assert wait_until(lambda: "doomed" not in grpcpool._pool_state.names(), timeout=5)
+        assert wait_until(lambda: "doomed" not in grpcpool.pools.names(), timeout=5)
     finally:
         sup.stop()
 

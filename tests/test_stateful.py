@@ -101,15 +101,15 @@ class PoolMachine(RuleBasedStateMachine):
 
     @rule()
     def get_channel(self) -> None:
-        state = grpcpool._pool_state.lookup(POOL)
-        before = state.snapshot
+        entry = grpcpool.pools.lookup(POOL)
+        before = entry.view.channels
         try:
             channel = grpcpool.get_channel(POOL)
         except NotConnectedError:
-            assert len(before) == 0 or len(state.snapshot) == 0
+            assert len(before) == 0 or len(entry.view.channels) == 0
         else:
-            # Handed out from the snapshot as it was just before or just after.
-            assert channel in before or channel in state.snapshot
+            # Handed out from the view as it was just before or just after.
+            assert channel in before or channel in entry.view.channels
 
     @invariant()
     def expected_size_matches_the_model(self) -> None:
@@ -122,9 +122,10 @@ class PoolMachine(RuleBasedStateMachine):
 
     @invariant()
     def snapshot_holds_only_ready_workers_channels(self) -> None:
-        state = grpcpool._pool_state.lookup(POOL)
-        ready = sum(1 for w in state.workers if w.state == "ready")
-        assert len(state.snapshot) <= ready <= self.expected
+        view = grpcpool.pools.lookup(POOL).view
+        ready = sum(1 for w in view.workers if w.state == "ready")
+        # One view: its channels are exactly its ready workers' channels.
+        assert len(view.channels) == ready <= self.expected
         if self.server_up:
             grpcpool.await_ready(POOL, timeout=5, min_ready=self.expected)
 

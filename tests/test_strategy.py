@@ -1,4 +1,8 @@
-"""Tests for grpcpool.strategy: built-in selection strategies and resolution."""
+"""Tests for grpcpool.strategy: the pickers each strategy builds, and resolution.
+
+The pickers tested here are the very objects a pool's view calls on the hot
+path; items are plain ints standing in for channels.
+"""
 
 from __future__ import annotations
 
@@ -13,10 +17,16 @@ from grpcpool.strategy import (
     PowerOfTwo,
     Random,
     RoundRobin,
+    SelectStrategy,
     Strategy,
     resolve_strategy,
     strategy_name,
 )
+
+
+def indexes(count: int) -> tuple[int, ...]:
+    """Items that are their own index."""
+    return tuple(range(count))
 
 
 class AlwaysLast:
@@ -33,22 +43,22 @@ def test_strategy_names() -> None:
 
 def test_round_robin_spreads_evenly() -> None:
     """40 selects over 4 channels give each index exactly 10, in turn."""
-    strategy = RoundRobin()
-    picks = [strategy.select(4) for _ in range(40)]
+    pick = RoundRobin().picker(indexes(4))
+    picks = [pick() for _ in range(40)]
     assert picks[:8] == [0, 1, 2, 3, 0, 1, 2, 3]
     assert Counter(picks) == {0: 10, 1: 10, 2: 10, 3: 10}
 
 
 def test_round_robin_is_thread_safe() -> None:
     """8 threads x 10_000 selects on 4 channels: every index gets exactly 20_000."""
-    strategy = RoundRobin()
+    pick = RoundRobin().picker(indexes(4))
     counts = [Counter() for _ in range(8)]
     barrier = threading.Barrier(8)
 
     def work(counter: Counter[int]) -> None:
         barrier.wait()
         for _ in range(10_000):
-            counter[strategy.select(4)] += 1
+            counter[pick()] += 1
 
     threads = [threading.Thread(target=work, args=(counter,)) for counter in counts]
     for thread in threads:
@@ -59,19 +69,19 @@ def test_round_robin_is_thread_safe() -> None:
     assert total == {0: 20_000, 1: 20_000, 2: 20_000, 3: 20_000}
 
 
-def test_round_robin_instances_are_independent() -> None:
-    """Two RoundRobin objects keep separate counters."""
-    first, second = RoundRobin(), RoundRobin()
-    assert [first.select(3) for _ in range(2)] == [0, 1]
-    assert second.select(3) == 0
-
-
-def test_round_robin_survives_shrinking_count() -> None:
-    """RoundRobin stays in range when the number of channels shrinks."""
+def test_round_robin_pickers_are_independent() -> None:
+    """Two pickers (two views) keep separate turns, each starting at the first item."""
     strategy = RoundRobin()
-    for _ in range(7):
-        strategy.select(10)
-    assert all(0 <= strategy.select(3) < 3 for _ in range(10))
+    first, second = strategy.picker(indexes(3)), strategy.picker(indexes(3))
+    assert [first() for _ in range(2)] == [0, 1]
+    assert second() == 0
+
+
+def test_single_item_needs_no_strategy() -> None:
+    """Every strategy's picker over one item returns that item."""
+    for strategy in (RoundRobin(), Random(), PowerOfTwo()):
+        pick = strategy.picker(("only",))
+        assert {pick() for _ in range(20)} == {"only"}
 
 
 @pytest.mark.parametrize("cls", [Random, PowerOfTwo], ids=["random", "power_of_two"])
@@ -79,60 +89,65 @@ def test_random_strategies_in_range(cls: type[Random] | type[PowerOfTwo]) -> Non
     """random and power_of_two always return an index in range(count) for counts 1..50."""
     strategy = cls(random.Random(11))
     for count in range(1, 51):
+        pick = strategy.picker(indexes(count))
         for _ in range(50):
-            assert 0 <= strategy.select(count) < count
-    assert strategy.select(1) == 0
+            assert 0 <= pick() < count
 
 
 @pytest.mark.parametrize("cls", [Random, PowerOfTwo], ids=["random", "power_of_two"])
-def test_random_strategies_survive_shrinking_count(cls: type[Random] | type[PowerOfTwo]) -> None:
-    """select(10) then select(3) stays in range (the ready set shrank)."""
+def test_random_strategies_follow_a_new_view(cls: type[Random] | type[PowerOfTwo]) -> None:
+    """A picker over 10 items, then one over 3 (the ready set shrank): the new one
+    picks only among the 3."""
     strategy = cls(random.Random(5))
+    old = strategy.picker(indexes(10))
     for _ in range(200):
-        strategy.select(10)
-    picks = [strategy.select(3) for _ in range(300)]
-    assert set(picks) == {0, 1, 2}
+        old()
+    new = strategy.picker(indexes(3))
+    assert {new() for _ in range(300)} == {0, 1, 2}
 
 
 @pytest.mark.parametrize("cls", [Random, PowerOfTwo], ids=["random", "power_of_two"])
 def test_random_strategies_reach_every_index(cls: type[Random] | type[PowerOfTwo]) -> None:
     """Over many picks every channel is chosen at least once."""
-    strategy = cls(random.Random(3))
-    assert {strategy.select(8) for _ in range(1000)} == set(range(8))
+    pick = cls(random.Random(3)).picker(indexes(8))
+    assert {pick() for _ in range(1000)} == set(range(8))
 
 
 @pytest.mark.parametrize("cls", [Random, PowerOfTwo], ids=["random", "power_of_two"])
 def test_seeded_strategies_reproducible(cls: type[Random] | type[PowerOfTwo]) -> None:
     """The same seeded rng gives the same picks."""
-    first, second = cls(random.Random(42)), cls(random.Random(42))
-    assert [first.select(16) for _ in range(100)] == [second.select(16) for _ in range(100)]
+    first = cls(random.Random(42)).picker(indexes(16))
+    second = cls(random.Random(42)).picker(indexes(16))
+    assert [first() for _ in range(100)] == [second() for _ in range(100)]
 
 
 def test_power_of_two_keeps_counts_balanced() -> None:
     """power_of_two over 10_000 picks on 8 channels keeps max - min counts small."""
-    strategy = PowerOfTwo(random.Random(1))
-    counts = Counter(strategy.select(8) for _ in range(10_000))
+    pick = PowerOfTwo(random.Random(1)).picker(indexes(8))
+    counts = Counter(pick() for _ in range(10_000))
     assert sum(counts.values()) == 10_000
     assert max(counts.values()) - min(counts.values()) <= 10
 
 
 def test_power_of_two_is_more_balanced_than_random() -> None:
     """power_of_two is spread more evenly than uniform random picks."""
-    p2 = PowerOfTwo(random.Random(9))
-    uniform = Random(random.Random(9))
-    p2_counts = Counter(p2.select(8) for _ in range(10_000))
-    uniform_counts = Counter(uniform.select(8) for _ in range(10_000))
+    p2 = PowerOfTwo(random.Random(9)).picker(indexes(8))
+    uniform = Random(random.Random(9)).picker(indexes(8))
+    p2_counts = Counter(p2() for _ in range(10_000))
+    uniform_counts = Counter(uniform() for _ in range(10_000))
     p2_spread = max(p2_counts.values()) - min(p2_counts.values())
     uniform_spread = max(uniform_counts.values()) - min(uniform_counts.values())
     assert p2_spread < uniform_spread
 
 
-def test_power_of_two_resets_counts_when_count_changes() -> None:
-    """After the count changes, usage counts restart, so the new set is balanced."""
+def test_power_of_two_counts_start_afresh_with_a_new_view() -> None:
+    """A new picker (a new view) has fresh usage counts, so the new set is balanced."""
     strategy = PowerOfTwo(random.Random(2))
+    old = strategy.picker(indexes(4))
     for _ in range(1000):
-        strategy.select(4)
-    counts = Counter(strategy.select(6) for _ in range(600))
+        old()
+    new = strategy.picker(indexes(6))
+    counts = Counter(new() for _ in range(600))
     assert max(counts.values()) - min(counts.values()) <= 10
 
 
@@ -148,13 +163,39 @@ def test_resolve_names_give_fresh_instances() -> None:
         assert first is not second
 
 
-def test_resolve_custom_object() -> None:
-    """A custom object with select() is returned as is and works as a Strategy."""
+def test_resolve_custom_select_object() -> None:
+    """A custom object with only select() is adapted: its picker calls select(count)."""
     custom = AlwaysLast()
+    assert isinstance(custom, SelectStrategy)
     resolved = resolve_strategy(custom)
-    assert resolved is custom
     assert isinstance(resolved, Strategy)
-    assert resolved.select(5) == 4
+    pick = resolved.picker(("a", "b", "c", "d", "e"))
+    assert [pick() for _ in range(3)] == ["e", "e", "e"]
+    assert repr(resolved) == repr(custom)
+
+
+def test_resolve_custom_picker_object() -> None:
+    """A custom object with picker() is returned as it is."""
+
+    class First:
+        def picker(self, items: tuple[object, ...]) -> object:
+            return lambda: items[0]
+
+    custom = First()
+    assert resolve_strategy(custom) is custom  # type: ignore[arg-type]
+
+
+def test_adapted_select_strategy_gets_init() -> None:
+    """init(pool_name, size) of a select() strategy is reachable through the adapter."""
+    calls: list[tuple[str, int]] = []
+
+    class WithInit(AlwaysLast):
+        def init(self, pool_name: str, size: int) -> None:
+            calls.append((pool_name, size))
+
+    resolved = resolve_strategy(WithInit())
+    resolved.init("p", 3)  # type: ignore[attr-defined]
+    assert calls == [("p", 3)]
 
 
 def test_resolve_unknown_name() -> None:
@@ -166,7 +207,7 @@ def test_resolve_unknown_name() -> None:
 
 @pytest.mark.parametrize("bad", [object(), 42, type("Sel", (), {"select": 3})()])
 def test_resolve_object_without_select(bad: object) -> None:
-    """An object with no callable select() raises ValueError."""
+    """An object with neither a callable picker() nor select() raises ValueError."""
     with pytest.raises(ValueError, match="select"):
         resolve_strategy(bad)  # type: ignore[arg-type]
 
@@ -177,6 +218,7 @@ def test_strategy_name() -> None:
     assert strategy_name(Random()) == "random"
     assert strategy_name(PowerOfTwo()) == "power_of_two"
     assert strategy_name(AlwaysLast()) == "AlwaysLast"
+    assert strategy_name(resolve_strategy(AlwaysLast())) == "AlwaysLast"
 
 
 def test_strategy_name_ignores_non_str_name() -> None:

@@ -22,7 +22,7 @@ from grpcpool.supervisor import (
     Supervisor,
     watch_exit,
 )
-from grpcpool.supervisor._supervisor import _ChildExited
+from grpcpool.supervisor._children import ChildExited as _ChildExited
 from tests.conftest import wait_for
 
 WAIT = 5.0

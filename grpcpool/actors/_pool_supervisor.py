@@ -1,9 +1,16 @@
 """PoolSupervisor and PoolSpec: one pool as a supervision subtree.
 
-A :class:`PoolSpec` is a child spec for any :class:`~grpcpool.Supervisor`.
-Starting it claims the pool's name in the process, then starts a
-:class:`PoolSupervisor` whose children are, in order, the HealthRegistry, one
-ChannelWorker per channel and the TelemetryReporter.
+A :class:`PoolSpec` is a child spec for any supervisor. Starting it claims
+the pool's entry in the process table, then starts a :class:`PoolSupervisor`
+whose children are, in order, the HealthRegistry, one ChannelWorker per
+connection and the TelemetryReporter.
+
+The PoolSupervisor is a :class:`~grpcpool.supervisor.DynamicSupervisor`: its
+workers are dynamic children, started and terminated through the public
+child API, so a worker terminated by hand (``terminate_child("worker-2")``)
+is accounted for exactly like one removed by ``scale_down``. The pool's
+expected size is not stored here: after every change of its workers the
+PoolSupervisor tells the registry, which publishes it in the pool's view.
 
 Scaling goes through the PoolSupervisor's proxy, so concurrent scale calls
 are serialized by its inbox: no lock, no race between two resizes.
@@ -22,18 +29,24 @@ from typing import Any
 import pykka
 
 from grpcpool import telemetry
-from grpcpool._pool_state import PoolState, claim, release
 from grpcpool.actors._channel_worker import ChannelWorker, Resync
-from grpcpool.actors._health_registry import HealthRegistry
+from grpcpool.actors._health_registry import ExpectedSize, HealthRegistry, SetLifecycle
 from grpcpool.actors._telemetry_reporter import TelemetryReporter
 from grpcpool.config import Config
-from grpcpool.supervisor import ChildSpec, ChildStartError, Supervisor, current_supervisor
+from grpcpool.connection import PoolChannels
+from grpcpool.pools._entry import PoolEntry, attach, claim, release, release_token
+from grpcpool.pools._parts import PoolParts
+from grpcpool.pools._view import Lifecycle
+from grpcpool.supervisor import ChildSpec, ChildStartError, DynamicSupervisor, current_supervisor
 
-__all__ = ["PoolSpec", "PoolSupervisor"]
+__all__ = ["PoolSpec", "PoolSupervisor", "check_count", "pool_child_id"]
 
-# Seconds a whole pool gets to stop: every worker closes its channel in turn.
+# Seconds a whole pool gets to stop.
 POOL_SHUTDOWN_SECONDS = 30.0
 WORKER_SHUTDOWN_SECONDS = 5.0
+_REGISTRY = "registry"
+_REPORTER = "telemetry"
+_WORKER_PREFIX = "worker-"
 
 
 @dataclass(frozen=True)
@@ -61,13 +74,17 @@ class PoolSpec:
 
     def child_spec(self) -> ChildSpec:
         # transient: a pool that crashes is restarted; one stopped on purpose
-        # (grpcpool.stop) is not.
+        # (grpcpool.stop) is not. The token ties the pool's entry to this
+        # child: its restarts get the same entry, and when the supervisor
+        # forgets the child the entry ends.
+        name, token = self.pool_name, object()
         return ChildSpec(
-            id=pool_child_id(self.pool_name),
-            start=functools.partial(PoolSupervisor.start_pool, self.config, self.pool_name),
+            id=pool_child_id(name),
+            start=functools.partial(PoolSupervisor.start_pool, self.config, name, token),
             restart="transient",
             shutdown=POOL_SHUTDOWN_SECONDS,
             type="supervisor",
+            on_forget=functools.partial(release_token, name, token),
         )
 
 
@@ -85,7 +102,7 @@ def check_count(name: str, value: Any) -> int:
     return value
 
 
-class PoolSupervisor(Supervisor):
+class PoolSupervisor(DynamicSupervisor):
     """Supervises one pool's registry, workers and reporter; scales the workers.
 
     Its restart intensity is ``max_restarts`` plus the current number of
@@ -94,34 +111,32 @@ class PoolSupervisor(Supervisor):
     worker must not take the whole pool down.
     """
 
-    def __init__(self, pool: PoolState, **options: Any) -> None:
+    def __init__(self, entry: PoolEntry, **options: Any) -> None:
         super().__init__(**options)
-        self._pool = pool
+        self._entry = entry
+        self._parts = PoolParts(entry, PoolChannels(entry.config))
         self._worker_numbers = itertools.count(1)
-        self._worker_ids: list[str] = []
 
     @classmethod
-    def start_pool(cls, config: Config, name: str) -> pykka.ActorRef[Any]:
+    def start_pool(cls, config: Config, name: str, token: object) -> pykka.ActorRef[Any]:
         """Claims ``name`` and starts the pool; returns when all its workers started.
 
         Raises:
             ConfigError: A pool of that name is already running.
         """
-        pool = PoolState(name, config)
-        pool.parent = current_supervisor()
-        pool.child_id = pool_child_id(name)
-        claim(pool)
+        entry = claim(
+            name, config, token=token, parent=current_supervisor(), child_id=pool_child_id(name)
+        )
+        ref: pykka.ActorRef[Any] | None = None
         try:
             # The supervisor's name, in its telemetry, is its child id too.
-            ref = cls.start(children=(), name=pool.child_id, pool=pool)
-            pool.owner = ref
-            ref.proxy().start_workers(config.pool.size).get()
+            ref = cls.start(name=pool_child_id(name), entry=entry)
+            attach(entry, ref)
+            ref.proxy().start_pool_children(config.pool.size).get()
         except BaseException:
-            pool.final = True
-            pool.close()
-            release(pool)
-            if pool.owner is not None:
-                pool.owner.stop()
+            if ref is not None:
+                ref.stop()
+            release(entry, "the pool failed to start")
             raise
         telemetry.emit(
             telemetry.pool_init,
@@ -133,22 +148,28 @@ class PoolSupervisor(Supervisor):
 
     # --- proxy API ------------------------------------------------------------
 
-    def start_workers(self, size: int) -> None:
+    def start_pool_children(self, size: int) -> None:
         """Starts the registry, ``size`` workers and the reporter (pool start only)."""
-        pool = self._pool
-        self.start_child(ChildSpec("registry", functools.partial(HealthRegistry.start, pool)))
+        parts = self._parts
+        parts.registry = self.start_child(
+            ChildSpec(_REGISTRY, functools.partial(HealthRegistry.start, parts))
+        )
         for _ in range(size):
             self._add_worker()
-        self.start_child(ChildSpec("telemetry", functools.partial(TelemetryReporter.start, pool)))
+        self._tell_registry(ExpectedSize(size))
+        self.start_child(
+            ChildSpec(_REPORTER, functools.partial(TelemetryReporter.start, self._entry))
+        )
+        self._tell_registry(SetLifecycle("running"))
 
     def scale_up(self, count: int) -> int:
         """Adds ``count`` workers; returns the new expected size."""
         check_count("count", count)
-        pool = self._pool
-        if pool.expected_size + count > pool.config.pool.max_size:
+        size, limit = len(self._workers()), self._entry.config.pool.max_size
+        if size + count > limit:
             raise ValueError(
-                f"pool {pool.name!r}: scaling {pool.expected_size} up by {count} "
-                f"is over pool.max_size ({pool.config.pool.max_size})"
+                f"pool {self._entry.name!r}: scaling {size} up by {count} "
+                f"is over pool.max_size ({limit})"
             )
         started = time.monotonic()
         succeeded = 0
@@ -158,91 +179,76 @@ class PoolSupervisor(Supervisor):
             except ChildStartError:
                 continue
             succeeded += 1
-        pool.expected_size += succeeded
-        telemetry.emit(
+        new_size = self._announce_size()
+        self._emit_scaled(
             telemetry.pool_scale_up,
-            pool.name,
-            {
-                "duration": time.monotonic() - started,
-                "requested": count,
-                "succeeded": succeeded,
-                "failed": count - succeeded,
-                "new_size": pool.expected_size,
-            },
-            {"pool_name": pool.name},
+            started,
+            {"requested": count, "succeeded": succeeded, "failed": count - succeeded},
+            new_size,
         )
-        return pool.expected_size
+        return new_size
 
     def scale_down(self, count: int) -> int:
         """Stops the ``count`` newest workers; returns the new expected size."""
         check_count("count", count)
-        pool = self._pool
-        if pool.expected_size - count < 1:
+        workers = self._workers()
+        if len(workers) - count < 1:
             raise ValueError(
-                f"pool {pool.name!r}: scaling {pool.expected_size} down by {count} "
+                f"pool {self._entry.name!r}: scaling {len(workers)} down by {count} "
                 "would leave no worker (a pool keeps at least 1)"
             )
         started = time.monotonic()
-        victims = self._worker_ids[-count:]
-        del self._worker_ids[-count:]
-        self._stop_together([self._children.pop(worker_id) for worker_id in reversed(victims)])
-        pool.expected_size -= count
-        telemetry.emit(
-            telemetry.pool_scale_down,
-            pool.name,
-            {
-                "duration": time.monotonic() - started,
-                "requested": count,
-                "terminated": count,
-                "new_size": pool.expected_size,
-            },
-            {"pool_name": pool.name},
+        self.terminate_children(list(reversed(workers[-count:])))
+        new_size = len(self._workers())
+        self._emit_scaled(
+            telemetry.pool_scale_down, started, {"requested": count, "terminated": count}, new_size
         )
-        return pool.expected_size
+        return new_size
 
     def resize(self, target: int) -> int:
         """Scales to ``target`` workers; the same size is a no-op."""
         check_count("target", target)
-        pool = self._pool
-        if target > pool.config.pool.max_size:
-            raise ValueError(
-                f"pool {pool.name!r}: {target} is over pool.max_size ({pool.config.pool.max_size})"
-            )
-        if target > pool.expected_size:
-            return self.scale_up(target - pool.expected_size)
-        if target < pool.expected_size:
-            return self.scale_down(pool.expected_size - target)
-        return pool.expected_size
+        size, limit = len(self._workers()), self._entry.config.pool.max_size
+        if target > limit:
+            raise ValueError(f"pool {self._entry.name!r}: {target} is over pool.max_size ({limit})")
+        if target > size:
+            return self.scale_up(target - size)
+        if target < size:
+            return self.scale_down(size - target)
+        return size
 
     # --- supervisor hooks -----------------------------------------------------
 
     def restart_limit(self) -> int:
-        return self.max_restarts + len(self._worker_ids)
+        return self.max_restarts + len(self._workers())
 
-    def _child_restarted(self, child_id: str) -> None:
-        if child_id != "registry":
+    def child_restarted(self, child_id: str, ref: pykka.ActorRef[Any]) -> None:
+        if child_id != _REGISTRY:
             return
         # A fresh registry knows nothing: have every worker report again.
-        for worker_id, ref, _ in self.which_children():
-            if ref is not None and worker_id in self._worker_ids:
+        self._parts.registry = ref
+        for worker_id, worker, _ in self.which_children():
+            if worker is not None and worker_id.startswith(_WORKER_PREFIX):
                 # A worker that died meanwhile is reported (and restarted)
                 # by its own exit message; it needs no resync.
                 with contextlib.suppress(pykka.ActorDeadError):
-                    ref.tell(Resync())
+                    worker.tell(Resync())
+
+    def child_terminated(self, child_id: str) -> None:
+        if child_id.startswith(_WORKER_PREFIX):
+            self._announce_size()
+
+    def shutdown_order(self, child_ids: list[str]) -> list[list[str]]:
+        # Reporter, then every worker at once, then the registry they report to.
+        workers = [c for c in child_ids if c.startswith(_WORKER_PREFIX)]
+        others = [c for c in reversed(child_ids) if not c.startswith(_WORKER_PREFIX)]
+        reporter = [c for c in others if c == _REPORTER]
+        rest = [[c] for c in others if c != _REPORTER]
+        return [group for group in ([*reporter], workers) if group] + rest
 
     def on_stop(self) -> None:
-        self._close(final=True)
+        self._wind_down("stopped")
         super().on_stop()
-
-    def _stop_children(self) -> None:
-        # Reporter, then every worker at once (each closes a channel, which
-        # takes grpcio up to 0.2 s), then the registry they report to.
-        self._stopping = True
-        children = list(self._children.values())
-        workers = set(self._worker_ids)
-        self._stop_together([c for c in reversed(children) if c.spec.id == "telemetry"])
-        self._stop_together([c for c in reversed(children) if c.spec.id in workers])
-        self._stop_together([c for c in reversed(children) if c.spec.id not in workers])
 
     def on_failure(
         self,
@@ -250,34 +256,66 @@ class PoolSupervisor(Supervisor):
         exception_value: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self._close(final=False)
+        # Crashed (gave up): the parent restarts the pool with this entry,
+        # or forgets it, which ends the entry.
+        self._wind_down("restarting")
         super().on_failure(exception_type, exception_value, traceback)
 
     def __repr__(self) -> str:
-        pool = self._pool
-        return f"<PoolSupervisor {pool.name!r} [{len(pool.snapshot)}/{pool.expected_size} ready]>"
+        view = self._entry.view
+        return (
+            f"<PoolSupervisor {self._entry.name!r} {view.lifecycle} "
+            f"[{len(view.channels)}/{view.expected_size} ready]>"
+        )
 
     # --- helpers --------------------------------------------------------------
 
+    def _workers(self) -> list[str]:
+        return [c for c, _, _ in self.which_children() if c.startswith(_WORKER_PREFIX)]
+
     def _add_worker(self) -> None:
-        worker_id = f"worker-{next(self._worker_numbers)}"
+        worker_id = f"{_WORKER_PREFIX}{next(self._worker_numbers)}"
         self.start_child(
             ChildSpec(
                 worker_id,
-                functools.partial(ChannelWorker.start, self._pool, worker_id),
+                functools.partial(ChannelWorker.start, self._parts, worker_id),
                 shutdown=WORKER_SHUTDOWN_SECONDS,
             )
         )
-        self._worker_ids.append(worker_id)
 
-    def _close(self, *, final: bool) -> None:
-        pool = self._pool
-        pool.final = final
-        if final:
-            # Out of the table first: from here on callers get
-            # PoolNotFoundError instead of a channel about to be closed.
-            release(pool)
-        # A crashed pool stays in the table, closed, until its parent
-        # restarts it: so grpcpool.stop(name) still finds whom to ask, and
-        # await_ready can follow the restart.
-        pool.close()
+    def _announce_size(self) -> int:
+        size = len(self._workers())
+        self._tell_registry(ExpectedSize(size), wait=True)
+        return size
+
+    def _tell_registry(self, message: Any, *, wait: bool = True) -> None:
+        registry = self._parts.registry
+        if registry is None:
+            return
+        # Asked, so that the view is current when the caller hears back.
+        with contextlib.suppress(pykka.ActorDeadError, pykka.Timeout):
+            if wait:
+                registry.ask(message, timeout=WORKER_SHUTDOWN_SECONDS)
+            else:
+                registry.tell(message)
+
+    def _wind_down(self, lifecycle: Lifecycle) -> None:
+        # Callers stop getting channels first; then every channel a worker
+        # retires on its way out is closed at once.
+        self._tell_registry(SetLifecycle(lifecycle))
+        self._parts.channels.close_all()
+
+    def _emit_scaled(
+        self,
+        signal: Any,
+        started: float,
+        measurements: dict[str, Any],
+        new_size: int,
+    ) -> None:
+        name = self._entry.name
+        telemetry.emit(
+            signal,
+            name,
+            {"duration": time.monotonic() - started, **measurements, "new_size": new_size},
+            {"pool_name": name},
+        )

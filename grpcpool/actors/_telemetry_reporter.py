@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from grpcpool import telemetry
-from grpcpool._pool_state import PoolState
+from grpcpool.pools._entry import PoolEntry
 from grpcpool.supervisor import SupervisedActor, TimerHandle, send_after
 
 __all__ = ["TelemetryReporter"]
@@ -24,10 +24,10 @@ class TelemetryReporter(SupervisedActor):
     wakes to report and can always be stopped promptly.
     """
 
-    def __init__(self, pool: PoolState) -> None:
+    def __init__(self, entry: PoolEntry) -> None:
         super().__init__()
-        self._pool = pool
-        self._interval = pool.config.pool.telemetry_interval
+        self._entry = entry
+        self._interval = entry.config.pool.telemetry_interval
         self._timer: TimerHandle | None = None
 
     def on_start(self) -> None:
@@ -36,12 +36,12 @@ class TelemetryReporter(SupervisedActor):
     def on_receive(self, message: Any) -> Any:
         if not isinstance(message, _Tick):
             return super().on_receive(message)
-        pool = self._pool
+        name, view = self._entry.name, self._entry.view
         telemetry.emit(
             telemetry.pool_status,
-            pool.name,
-            {"expected_size": pool.expected_size, "current_size": len(pool.snapshot)},
-            {"pool_name": pool.name},
+            name,
+            {"expected_size": view.expected_size, "current_size": len(view.channels)},
+            {"pool_name": name},
         )
         self._timer = send_after(self._interval, self.actor_ref, _Tick())
         return None

@@ -16,10 +16,7 @@ is reported as ``"other"``.
 
 from __future__ import annotations
 
-import os
 import re
-import threading
-import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -28,6 +25,7 @@ from typing import Any, Literal, Protocol, Self
 import blinker
 
 from grpcpool import telemetry
+from grpcpool._process import fork_safe_lock
 
 __all__ = [
     "CHANNEL_CONNECTION_FAILURES",
@@ -179,29 +177,6 @@ _WORD = re.compile(r"[a-z_]{1,32}")
 def _word(value: Any) -> str:
     """``value`` if it is a short lower-case word, else ``"other"`` (see module doc)."""
     return value if isinstance(value, str) and _WORD.fullmatch(value) else "other"
-
-
-# Objects whose ``_lock`` a forked child replaces; see fork_safe_lock().
-_LOCK_OWNERS: weakref.WeakSet[Any] = weakref.WeakSet()
-
-
-def fork_safe_lock(owner: Any) -> threading.Lock:
-    """A new lock for ``owner._lock`` that a child process gets back unlocked.
-
-    ``os.fork()`` copies a lock held by another thread (a pool's actor thread
-    mid-update) as held forever, and the child's first metrics update would
-    hang its pool. Every owner's lock is replaced in the child instead.
-    """
-    _LOCK_OWNERS.add(owner)
-    return threading.Lock()
-
-
-def _fresh_locks_in_child() -> None:
-    for owner in list(_LOCK_OWNERS):
-        owner._lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_fresh_locks_in_child)
 
 
 class Sink(Protocol):

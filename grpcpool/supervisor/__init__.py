@@ -4,20 +4,20 @@ Nothing here knows about gRPC; a pool is just one kind of child.
 """
 
 from grpcpool.supervisor._child_spec import ChildSpec, ChildSpecSource, RestartType
+from grpcpool.supervisor._dynamic import DynamicSupervisor
+from grpcpool.supervisor._errors import ChildStartError, MaxChildrenError, RestartIntensityError
 from grpcpool.supervisor._exit import ExitReason, SupervisedActor, watch_exit
-from grpcpool.supervisor._supervisor import (
-    ChildStartError,
-    RestartIntensityError,
-    Supervisor,
-    current_supervisor,
-)
+from grpcpool.supervisor._starting import current_supervisor
+from grpcpool.supervisor._supervisor import Supervisor
 from grpcpool.supervisor._timer import TimerHandle, call_later, send_after
 
 __all__ = [
     "ChildSpec",
     "ChildSpecSource",
     "ChildStartError",
+    "DynamicSupervisor",
     "ExitReason",
+    "MaxChildrenError",
     "RestartIntensityError",
     "RestartType",
     "SupervisedActor",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import pykka
@@ -29,10 +29,29 @@ class ChildSpec:
             the child's ``pykka.ActorRef``. Called again on every restart.
         restart: ``"permanent"`` children are always restarted,
             ``"transient"`` ones only after an abnormal end, ``"temporary"``
-            ones never (their spec is dropped when they end).
+            ones never (their spec is dropped when they end). A transient
+            child that ended normally is dropped by a ``DynamicSupervisor``;
+            a ``Supervisor`` keeps its spec, listed as not running.
         shutdown: Seconds the child gets to stop before it is abandoned.
         type: ``"supervisor"`` for a child that supervises others, else
             ``"worker"``; reported by ``count_children``.
+        on_forget: Called once, on the supervisor's thread, with a short
+            reason, when the supervisor forgets the child for good: no
+            restart follows, so whatever the child stood for (a pool's
+            worker, say) can be released. Never called on a restart, nor for
+            a child that never started. The reasons:
+
+            * ``"terminated"``: ``terminate_child`` or ``terminate_children``;
+            * ``"exited: <why>"``: a temporary child ended (``why`` is
+              ``"normal"`` or the error), or a transient one ended normally;
+            * ``"supervisor gave up"``: too many restarts; every child is
+              forgotten, also one that is dead and awaiting its restart;
+            * ``"supervisor stopped"`` / ``"supervisor crashed"``: the
+              supervisor's own end.
+
+            It must be quick and must not ask the supervisor anything (it
+            runs on the supervisor's thread). An exception from it is logged
+            and otherwise ignored.
     """
 
     id: str
@@ -40,6 +59,7 @@ class ChildSpec:
     restart: RestartType = "permanent"
     shutdown: float = 5.0
     type: ChildType = "worker"
+    on_forget: Callable[[str], None] | None = field(default=None, kw_only=True)
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not self.id:
@@ -63,6 +83,10 @@ class ChildSpec:
         if self.type not in _CHILD_TYPES:
             raise ValueError(
                 f"child {self.id!r}: type must be one of {_CHILD_TYPES}, got {self.type!r}"
+            )
+        if self.on_forget is not None and not callable(self.on_forget):
+            raise ValueError(
+                f"child {self.id!r}: on_forget must be callable or None, got {self.on_forget!r}"
             )
 
 

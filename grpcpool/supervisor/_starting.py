@@ -1,11 +1,14 @@
-"""Starting children: confirming a start, knowing the starter, checking options."""
+"""Starting children: confirming a start, knowing the starter, checking options.
+
+Also the roots of supervision trees: the supervisors started outside any
+supervisor, kept in ``PROCESS.roots`` so that interpreter exit stops them.
+"""
 
 from __future__ import annotations
 
 import atexit
 import logging
 import math
-import os
 import threading
 import time
 from typing import Any
@@ -13,12 +16,14 @@ from typing import Any
 import pykka
 from pykka.messages import ProxyGetAttr
 
+from grpcpool._process import PROCESS
 from grpcpool.supervisor._child_spec import ChildSpec
 
 __all__ = [
     "START_TIMEOUT",
     "await_started",
     "check_options",
+    "check_strategy",
     "check_unique",
     "current_supervisor",
     "starting",
@@ -29,6 +34,8 @@ __all__ = [
 START_TIMEOUT = 30.0
 _START_POLL_SECONDS = 0.5
 _STRATEGIES = ("one_for_one",)
+
+_log = logging.getLogger(__name__)
 
 
 class _Starting(threading.local):
@@ -71,9 +78,12 @@ def await_started(ref: pykka.ActorRef[Any]) -> None:
                 raise
 
 
-def check_options(strategy: Any, max_restarts: Any, max_seconds: Any, name: Any) -> None:
+def check_strategy(strategy: Any) -> None:
     if strategy not in _STRATEGIES:
         raise ValueError(f"supervisor strategy must be one of {_STRATEGIES}, got {strategy!r}")
+
+
+def check_options(max_restarts: Any, max_seconds: Any, name: Any, max_children: Any) -> None:
     if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
         raise ValueError(f"max_restarts must be an int >= 0, got {max_restarts!r}")
     if (
@@ -85,6 +95,10 @@ def check_options(strategy: Any, max_restarts: Any, max_seconds: Any, name: Any)
         raise ValueError(f"max_seconds must be a positive number, got {max_seconds!r}")
     if name is not None and (not isinstance(name, str) or not name):
         raise ValueError(f"supervisor name must be a non-empty string, got {name!r}")
+    if max_children is not None and (
+        isinstance(max_children, bool) or not isinstance(max_children, int) or max_children < 0
+    ):
+        raise ValueError(f"max_children must be None or an int >= 0, got {max_children!r}")
 
 
 def check_unique(specs: tuple[ChildSpec, ...]) -> None:
@@ -95,29 +109,22 @@ def check_unique(specs: tuple[ChildSpec, ...]) -> None:
         seen.add(spec.id)
 
 
-_log = logging.getLogger(__name__)
-
-# Supervisors started outside any supervisor (the roots of supervision trees),
-# in start order, so that interpreter exit can stop them.
-_roots: list[pykka.ActorRef[Any]] = []
-_roots_lock = threading.Lock()
-
-
 def track_root(ref: pykka.ActorRef[Any]) -> None:
     """Remembers ``ref`` as a tree root if no supervisor is starting it."""
     if starting.parent is not None:
         return
-    with _roots_lock:
-        _roots[:] = [root for root in _roots if root.is_alive()]
-        _roots.append(ref)
+    with PROCESS.lock:
+        roots = PROCESS.roots
+        roots[:] = [root for root in roots if root.is_alive()]
+        roots.append(ref)
 
 
 def _stop_roots() -> None:
     # pykka's actor threads are not daemons: a tree nobody stopped would keep
     # the interpreter from exiting. This runs when the main thread is done,
     # before Python joins the remaining threads; newest tree first.
-    with _roots_lock:
-        roots, _roots[:] = list(_roots), []
+    with PROCESS.lock:
+        roots, PROCESS.roots[:] = list(PROCESS.roots), []
     for ref in reversed(roots):
         try:
             if ref.is_alive():
@@ -126,13 +133,6 @@ def _stop_roots() -> None:
             _log.exception("stopping %s at exit failed", ref)
 
 
-def _forget_roots_after_fork() -> None:
-    global _roots_lock
-    _roots.clear()  # the parent's trees have no threads in a forked child
-    _roots_lock = threading.Lock()
-
-
 # threading's own hook runs before non-daemon threads are joined (atexit
 # would run after, that is never, while actor threads are alive).
 getattr(threading, "_register_atexit", atexit.register)(_stop_roots)
-os.register_at_fork(after_in_child=_forget_roots_after_fork)

@@ -6,7 +6,9 @@ so it can still be stopped or pinged meanwhile.
 
 One process-wide thread serves every timer. It starts when the first timer is
 scheduled and exits as soon as no timer is pending, so an idle process (or a
-test that stopped everything) has no timer thread left.
+test that stopped everything) has no timer thread left. The scheduler is a
+process-wide object (``PROCESS.scheduler``), created on first use, so a forked
+child starts afresh: its parent's timer thread did not survive the fork.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import heapq
 import itertools
 import logging
 import math
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -23,7 +24,9 @@ from typing import Any
 
 import pykka
 
-__all__ = ["TimerHandle", "call_later", "send_after"]
+from grpcpool._process import PROCESS
+
+__all__ = ["Scheduler", "TimerHandle", "call_later", "send_after"]
 
 _log = logging.getLogger(__name__)
 
@@ -58,7 +61,9 @@ class TimerHandle:
 
     def cancel(self) -> None:
         """Prevents delivery if it has not happened yet. Idempotent."""
-        _scheduler.cancel(self)
+        # The current process's scheduler: a handle inherited across a fork is
+        # only marked cancelled (the parent's scheduler and its lock are gone).
+        _scheduler().cancel(self)
 
     def __repr__(self) -> str:
         state = (
@@ -67,7 +72,7 @@ class TimerHandle:
         return f"<TimerHandle {type(self.message).__name__} {state}>"
 
 
-class _Scheduler:
+class Scheduler:
     """A heap of pending timers served by one thread that lives while it is non-empty."""
 
     def __init__(self) -> None:
@@ -138,18 +143,15 @@ class _Scheduler:
             _log.exception("delivering %r failed", handle)
 
 
-_scheduler = _Scheduler()
-
-
-def _reset_after_fork() -> None:
-    # Only the forking thread survives a fork: the timer thread is gone, its
-    # lock may be held forever, and every pending timer targets an actor
-    # whose thread is gone too. Start afresh.
-    global _scheduler
-    _scheduler = _Scheduler()
-
-
-os.register_at_fork(after_in_child=_reset_after_fork)
+def _scheduler() -> Scheduler:
+    # Read without the lock on the hot path; created once under it.
+    scheduler = PROCESS.scheduler
+    if scheduler is None:
+        with PROCESS.lock:
+            scheduler = PROCESS.scheduler
+            if scheduler is None:
+                scheduler = PROCESS.scheduler = Scheduler()
+    return scheduler
 
 
 def send_after(delay: float, target: pykka.ActorRef[Any], message: Any) -> TimerHandle:
@@ -158,7 +160,7 @@ def send_after(delay: float, target: pykka.ActorRef[Any], message: Any) -> Timer
     Delivery goes through ``tell``, so the message is handled on the actor's
     own thread like any other; an actor that has stopped meanwhile is skipped.
     """
-    return _scheduler.schedule(delay, target, message)
+    return _scheduler().schedule(delay, target, message)
 
 
 def call_later(delay: float, callback: Callable[[], object]) -> TimerHandle:
@@ -168,4 +170,4 @@ def call_later(delay: float, callback: Callable[[], object]) -> TimerHandle:
     The callback must be quick and must not block: it delays every other
     timer. Its exceptions are logged.
     """
-    return _scheduler.schedule(delay, callback, None)
+    return _scheduler().schedule(delay, callback, None)

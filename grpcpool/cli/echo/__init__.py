@@ -11,6 +11,6 @@ The generated modules require a grpcio and protobuf at least as new as the
 this package, so only the demo and the examples carry that requirement.
 """
 
-from grpcpool._echo.server import EchoServer, say
+from grpcpool.cli.echo.server import EchoServer, say
 
 __all__ = ["EchoServer", "say"]

@@ -32,8 +32,8 @@ import pykka
 
 import grpcpool
 from grpcpool import telemetry
-from grpcpool._console import Console, format_duration, format_event, status_table, table
-from grpcpool._echo import EchoServer, say
+from grpcpool.cli._console import Console, format_duration, format_event, status_table, table
+from grpcpool.cli.echo import EchoServer, say
 from grpcpool.config import Config
 from grpcpool.errors import GrpcPoolError, NotConnectedError
 from grpcpool.supervisor import Supervisor

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from grpcpool._echo import echo_pb2 as grpcpool_dot___echo_dot_echo__pb2
+from grpcpool.cli.echo import echo_pb2 as grpcpool_dot_cli_dot_echo_dot_echo__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in grpcpool/_echo/echo_pb2_grpc.py depends on'
+        + ' but the generated code in grpcpool/cli/echo/echo_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -38,8 +38,8 @@ class EchoStub:
         """
         self.Say = channel.unary_unary(
                 '/grpcpool.echo.Echo/Say',
-                request_serializer=grpcpool_dot___echo_dot_echo__pb2.EchoRequest.SerializeToString,
-                response_deserializer=grpcpool_dot___echo_dot_echo__pb2.EchoReply.FromString,
+                request_serializer=grpcpool_dot_cli_dot_echo_dot_echo__pb2.EchoRequest.SerializeToString,
+                response_deserializer=grpcpool_dot_cli_dot_echo_dot_echo__pb2.EchoReply.FromString,
                 _registered_method=True)
 
 
@@ -59,8 +59,8 @@ def add_EchoServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Say': grpc.unary_unary_rpc_method_handler(
                     servicer.Say,
-                    request_deserializer=grpcpool_dot___echo_dot_echo__pb2.EchoRequest.FromString,
-                    response_serializer=grpcpool_dot___echo_dot_echo__pb2.EchoReply.SerializeToString,
+                    request_deserializer=grpcpool_dot_cli_dot_echo_dot_echo__pb2.EchoRequest.FromString,
+                    response_serializer=grpcpool_dot_cli_dot_echo_dot_echo__pb2.EchoReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -90,8 +90,8 @@ class Echo:
             request,
             target,
             '/grpcpool.echo.Echo/Say',
-            grpcpool_dot___echo_dot_echo__pb2.EchoRequest.SerializeToString,
-            grpcpool_dot___echo_dot_echo__pb2.EchoReply.FromString,
+            grpcpool_dot_cli_dot_echo_dot_echo__pb2.EchoRequest.SerializeToString,
+            grpcpool_dot_cli_dot_echo_dot_echo__pb2.EchoReply.FromString,
             options,
             channel_credentials,
             insecure,

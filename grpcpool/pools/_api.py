@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
-import threading
-import time
 from typing import Any, TypeVar
 
 import grpc
@@ -22,21 +19,14 @@ import pykka
 from pykka.messages import ProxyCall
 
 from grpcpool._future import LazyFuture, ResolvedFuture
-from grpcpool._pool_state import (
-    GET_CHANNEL_EVENT,
-    PoolState,
-    _pools,
-    lookup,
-    names,
-    release,
-    wait_for_successor,
-)
+from grpcpool._process import PROCESS
 from grpcpool._status import PoolStatus
 from grpcpool.actors._pool_supervisor import PoolSpec
 from grpcpool.config import DEFAULT_POOL_NAME, Config
 from grpcpool.errors import GrpcPoolError, PoolNotFoundError, PoolTimeoutError
+from grpcpool.pools._entry import GET_CHANNEL_EVENT, PoolEntry, lookup, release
 from grpcpool.strategy import strategy_name
-from grpcpool.supervisor import SupervisedActor, Supervisor
+from grpcpool.supervisor import Supervisor
 
 __all__ = [
     "PoolProxy",
@@ -52,6 +42,10 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+# The pool table, read by the hot path without a lock. PROCESS clears it in
+# place after a fork, so this reference stays valid.
+_pools: dict[str, PoolEntry] = PROCESS.pools
 
 # Seconds a stop waits for the pool's subtree to wind down.
 _STOP_TIMEOUT = 60.0
@@ -86,7 +80,7 @@ class PoolProxy:
 
     def status(self) -> pykka.Future[PoolStatus]:
         try:
-            return ResolvedFuture(_status_of(lookup(self.name)))
+            return ResolvedFuture(lookup(self.name).status())
         except GrpcPoolError as error:
             return ResolvedFuture(error=error)
 
@@ -133,8 +127,7 @@ class PoolProxy:
 
     def _ask(self, method: str, argument: Any) -> pykka.Future[int]:
         try:
-            state = lookup(self.name)
-            owner = state.owner
+            owner = lookup(self.name).owner
             if owner is None:
                 raise PoolNotFoundError(self.name)
             future: pykka.Future[int] = owner.ask(
@@ -148,13 +141,13 @@ class PoolProxy:
 
     def __repr__(self) -> str:
         try:
-            state = lookup(self.name)
+            entry = lookup(self.name)
         except PoolNotFoundError:
             return f"<PoolProxy {self.name!r} not running>"
-        report = _status_of(state)
+        report = entry.status()
         return (
             f"<PoolProxy {self.name!r} {report.status} {report.current_size}/"
-            f"{report.expected_size} {strategy_name(state.strategy)}>"
+            f"{report.expected_size} {strategy_name(entry.strategy)}>"
         )
 
     def __eq__(self, other: object) -> bool:
@@ -162,10 +155,6 @@ class PoolProxy:
 
     def __hash__(self) -> int:
         return hash((PoolProxy, self.name))
-
-
-def _status_of(state: PoolState) -> PoolStatus:
-    return PoolStatus.of(state.name, state.expected_size, len(state.snapshot), state.workers)
 
 
 def _check_wait(timeout: Any, min_ready: Any) -> None:
@@ -181,71 +170,35 @@ def _check_wait(timeout: Any, min_ready: Any) -> None:
 
 
 def _await_ready(name: str, timeout: float | None, min_ready: int) -> None:
-    deadline = None if timeout is None else time.monotonic() + timeout
-
-    def remaining() -> float | None:
-        return None if deadline is None else max(0.0, deadline - time.monotonic())
-
-    state: PoolState | None = lookup(name)
-    while state is not None:
-        if state.wait_ready(min_ready, remaining()):
-            return
-        if not state.closed:
-            break  # timed out
-        if state.final:
-            raise PoolNotFoundError(name)  # stopped for good while we waited
-        # It crashed; if it is being restarted, wait on its successor.
-        state = wait_for_successor(state, remaining())
-    ready = 0 if state is None else len(state.snapshot)
-    if state is None and name not in names():
-        raise PoolNotFoundError(name)
+    # The entry is the same across restarts of the pool, so one wait on it
+    # follows the pool through a crash and its restart.
+    entry = lookup(name)
+    if entry.wait_ready(min_ready, timeout):
+        return
+    if entry.ended is not None:
+        raise PoolNotFoundError(name)  # stopped for good while we waited
+    ready = len(entry.view.channels)
     raise PoolTimeoutError(name, f"{ready} of {min_ready} required channels ready after {timeout}s")
 
 
 # --- the process-wide default supervisor (the Elixir start_link) -------------
 
-_default_lock = threading.RLock()
-_default_supervisor: pykka.ActorRef[Any] | None = None
-
-
-def _reset_after_fork() -> None:
-    # The default supervisor's thread did not survive the fork; a child
-    # that starts pools gets a supervisor of its own.
-    global _default_supervisor, _default_lock
-    _default_supervisor = None
-    _default_lock = threading.RLock()
-    # pykka's registry lock may have been held by a thread that no longer
-    # exists; never block a fork on it.
-    registry_lock = getattr(pykka.ActorRegistry, "_actor_refs_lock", None)
-    if registry_lock is None or not registry_lock.acquire(timeout=0.5):
-        return
-    try:
-        for ref in pykka.ActorRegistry.get_all():
-            if issubclass(ref.actor_class, SupervisedActor):
-                # Ghosts of the parent's actors: asking one would wait forever.
-                pykka.ActorRegistry.unregister(ref)
-    finally:
-        registry_lock.release()
-
-
-os.register_at_fork(after_in_child=_reset_after_fork)
-
 
 def _default() -> pykka.ActorRef[Any]:
-    global _default_supervisor
-    if _default_supervisor is None or not _default_supervisor.is_alive():
-        _default_supervisor = Supervisor.start(name="grpcpool", max_restarts=10, max_seconds=10.0)
-    return _default_supervisor
+    supervisor = PROCESS.default_supervisor
+    if supervisor is None or not supervisor.is_alive():
+        supervisor = Supervisor.start(name="grpcpool", max_restarts=10, max_seconds=10.0)
+        PROCESS.default_supervisor = supervisor
+    return supervisor
 
 
 def _stop_default_if_idle() -> None:
-    global _default_supervisor
-    supervisor = _default_supervisor
+    supervisor = PROCESS.default_supervisor
     if supervisor is None:
         return
     if supervisor.is_alive() and supervisor.proxy().count_children().get()["specs"] > 0:
         return
-    _default_supervisor = None
+    PROCESS.default_supervisor = None
     supervisor.stop(timeout=_STOP_TIMEOUT)
 
 
@@ -259,7 +212,7 @@ def start(config: Config, name: str | None = None) -> PoolProxy:
         ConfigError: A pool of that name is already running.
     """
     spec = PoolSpec(config, name)
-    with _default_lock:
+    with PROCESS.default_lock:
         supervisor = _default()
         try:
             supervisor.proxy().start_child(spec).get()
@@ -271,10 +224,10 @@ def start(config: Config, name: str | None = None) -> PoolProxy:
 
 def _stop(name: str) -> None:
     try:
-        state = lookup(name)
+        entry = lookup(name)
     except PoolNotFoundError:
         return
-    parent, child_id, owner = state.parent, state.child_id, state.owner
+    parent, child_id, owner = entry.parent, entry.child_id, entry.owner
     if parent is not None and child_id is not None and parent.is_alive():
         # Through the parent, even for a pool that crashed and awaits its
         # restart: the parent forgets the child, so it does not come back.
@@ -282,10 +235,9 @@ def _stop(name: str) -> None:
             parent.proxy().terminate_child(child_id).get(timeout=_STOP_TIMEOUT)
     elif owner is not None:
         owner.stop(timeout=_STOP_TIMEOUT)
-    state.final = True
-    release(state)  # a crashed pool's state, if its parent had not restarted it yet
-    with _default_lock:
-        default = _default_supervisor
+    release(entry, "stopped")  # in case its parent was gone already
+    with PROCESS.default_lock:
+        default = PROCESS.default_supervisor
         if parent is not None and default is not None and parent.actor_urn == default.actor_urn:
             _stop_default_if_idle()
 
@@ -307,20 +259,20 @@ def get_channel(name: str = DEFAULT_POOL_NAME) -> grpc.Channel:
         PoolNotFoundError: No such pool is running.
         NotConnectedError: The pool has no ready channel.
     """
-    # PoolState.get_channel and lookup() inlined: each Python call saved is
+    # PoolEntry.get_channel and lookup() inlined: each Python call saved is
     # a third of what this costs.
-    state = _pools.get(name)
-    if state is None:
-        state = lookup(name)  # raises the right error
-    channel = state.pick()
+    entry = _pools.get(name)
+    if entry is None:
+        entry = lookup(name)  # raises the right error
+    channel = entry.view.pick()
     if GET_CHANNEL_EVENT.receivers:
-        state.report_get_channel()
+        entry.report_get_channel()
     return channel
 
 
 def status(name: str = DEFAULT_POOL_NAME) -> PoolStatus:
     """The pool's health now."""
-    return _status_of(lookup(name))
+    return lookup(name).status()
 
 
 def await_ready(

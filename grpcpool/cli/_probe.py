@@ -29,8 +29,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import grpcpool
 from grpcpool import telemetry
-from grpcpool._console import format_duration, table
 from grpcpool._status import PoolStatus
+from grpcpool.cli._console import format_duration, table
 from grpcpool.config import Config
 from grpcpool.errors import ConfigError, GrpcPoolError, PoolTimeoutError
 from grpcpool.supervisor import Supervisor

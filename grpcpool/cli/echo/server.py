@@ -10,7 +10,7 @@ from typing import cast
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from grpcpool._echo import echo_pb2, echo_pb2_grpc
+from grpcpool.cli.echo import echo_pb2, echo_pb2_grpc
 
 __all__ = ["EchoServer", "say"]
 

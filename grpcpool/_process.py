@@ -1,0 +1,145 @@
+"""Everything grpcpool keeps once per process, and its one fork hook.
+
+A process holds a few things that outlive any single pool: the table of pools
+by name, the default supervisor behind :func:`grpcpool.start`, the roots of
+supervision trees (stopped at interpreter exit), the timer that delivers
+delayed messages, the connectivity watcher, and the account of open
+channels. They live here, side by side, so that :func:`os.fork` is handled in
+one place:
+
+* ``before`` the fork, the watcher is paused, so that no thread is inside
+  grpcio's C core when the process is copied;
+* ``after_in_parent`` it resumes;
+* ``after_in_child`` every process-wide object is replaced by a fresh one.
+  The parent's pools, channels and threads do not exist in a child (only the
+  forking thread is copied), so the child forgets them, but keeps the objects
+  alive: letting them be collected would run grpcio finalizers against a C
+  core whose threads and locks did not survive the fork.
+
+The modules that use these objects create them lazily through this module
+(``PROCESS.scheduler``, ``PROCESS.watcher``), so a fresh child starts them
+again on first use.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from typing import TYPE_CHECKING, Any
+
+import pykka
+
+if TYPE_CHECKING:
+    from grpcpool.connection._watcher import Watcher
+    from grpcpool.pools._entry import PoolEntry
+    from grpcpool.supervisor._timer import Scheduler
+
+__all__ = ["PROCESS", "ProcessState", "fork_safe_lock"]
+
+
+class ProcessState:
+    """The process-wide objects; one instance, :data:`PROCESS`.
+
+    Attributes:
+        lock: Guards creating the lazy objects below and the pool table.
+        pools_changed: A condition on ``lock``, notified when the pool table
+            changes.
+        pools: Running pools by name (the hot path reads it without a lock).
+        forked_pools: Names of pools that belonged to the parent of this
+            forked process; asking for one gives advice, not "not found".
+        default_supervisor: The supervisor behind ``grpcpool.start``.
+        default_lock: Held while the default supervisor is started, used or
+            stopped by a caller (never by an actor, which could deadlock).
+        roots: Supervisors started outside any supervisor, in start order.
+        scheduler: The timer behind ``send_after``/``call_later``.
+        watcher: The thread that watches every channel's connectivity.
+        open_channels: Every channel grpcpool opened and has not closed.
+        inherited: A forked child's keepsake of its parent's objects.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.pools_changed = threading.Condition(self.lock)
+        self.pools: dict[str, PoolEntry] = {}
+        self.forked_pools: set[str] = set()
+        self.default_supervisor: pykka.ActorRef[Any] | None = None
+        self.default_lock = threading.RLock()
+        self.roots: list[pykka.ActorRef[Any]] = []
+        self.scheduler: Scheduler | None = None
+        self.watcher: Watcher | None = None
+        self.open_channels: set[Any] = set()
+        self.channels_lock = threading.Lock()
+        self.inherited: list[Any] = []
+        # Objects whose ``_lock`` a forked child replaces; see fork_safe_lock().
+        self.lock_owners: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    # --- the fork hook ----------------------------------------------------------
+
+    def before_fork(self) -> None:
+        watcher = self.watcher
+        if watcher is not None:
+            watcher.pause()
+
+    def after_fork_in_parent(self) -> None:
+        watcher = self.watcher
+        if watcher is not None:
+            watcher.resume()
+
+    def after_fork_in_child(self) -> None:
+        # Only this thread exists now; every lock may have been copied held.
+        self.lock = threading.RLock()
+        self.pools_changed = threading.Condition(self.lock)
+        self.channels_lock = threading.Lock()
+        self.default_lock = threading.RLock()
+        self.inherited.extend(self.pools.values())
+        self.inherited.extend(self.open_channels)
+        self.inherited.extend(x for x in (self.scheduler, self.watcher) if x is not None)
+        self.forked_pools.update(self.pools)
+        # Cleared in place: the hot path holds a reference to this dict.
+        self.pools.clear()
+        self.open_channels.clear()
+        self.default_supervisor = None
+        self.roots.clear()
+        self.scheduler = None
+        self.watcher = None
+        for owner in list(self.lock_owners):
+            owner._lock = threading.Lock()
+        _forget_parent_actors()
+
+
+def _forget_parent_actors() -> None:
+    # pykka's registry still lists the parent's actors, whose threads are
+    # gone: asking one would wait forever. Its lock may have been held by a
+    # thread that no longer exists; never block a fork on it.
+    registry_lock = getattr(pykka.ActorRegistry, "_actor_refs_lock", None)
+    if registry_lock is None or not registry_lock.acquire(timeout=0.5):
+        return
+    try:
+        from grpcpool.supervisor import SupervisedActor
+
+        for ref in pykka.ActorRegistry.get_all():
+            if issubclass(ref.actor_class, SupervisedActor):
+                pykka.ActorRegistry.unregister(ref)
+    finally:
+        registry_lock.release()
+
+
+PROCESS = ProcessState()
+
+
+def fork_safe_lock(owner: Any) -> threading.Lock:
+    """A new lock for ``owner._lock`` that a forked child gets back unlocked.
+
+    ``os.fork()`` copies a lock held by another thread as held forever; every
+    owner's lock is replaced in the child instead.
+    """
+    PROCESS.lock_owners.add(owner)
+    return threading.Lock()
+
+
+os.register_at_fork(
+    before=PROCESS.before_fork,
+    after_in_parent=PROCESS.after_fork_in_parent,
+    after_in_child=PROCESS.after_fork_in_child,
+)

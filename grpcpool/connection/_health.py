@@ -1,0 +1,62 @@
+"""The health check a worker makes on its channel, and how its result is read.
+
+A check is one call of the standard gRPC health protocol
+(``grpc.health.v1.Health/Check``) made as a future with a deadline, so the
+caller never blocks on it: grpcio runs the done-callback on its own thread
+when the call ends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+__all__ = ["check_error", "start_check"]
+
+
+def start_check(
+    channel: grpc.Channel,
+    service: str,
+    timeout: float,
+    on_done: Callable[[grpc.Future], None],
+) -> grpc.Future:
+    """Starts a health check of ``service`` on ``channel``; returns the call.
+
+    Args:
+        channel: The channel to check (what the pool hands out, so the
+            endpoint's interceptors see the check like any other call).
+        service: The health service name (``connection.health_service``).
+        timeout: The call's deadline in seconds.
+        on_done: Called with the finished call, on a grpcio thread; it must
+            not block. Read the call with :func:`check_error`.
+    """
+    stub = health_pb2_grpc.HealthStub(channel)
+    request = health_pb2.HealthCheckRequest(service=service)
+    call: grpc.Future = stub.Check.future(request, timeout=timeout)
+    call.add_done_callback(on_done)
+    return call
+
+
+def check_error(call: grpc.Future) -> str | None:
+    """``None`` if a finished health check says the server is usable, else why not.
+
+    A server without the health service (UNIMPLEMENTED) is usable: it was
+    reachable, and that is all a check can ask of it.
+    """
+    error = call.exception()
+    if error is None:
+        status = call.result().status
+        if status == health_pb2.HealthCheckResponse.SERVING:
+            return None
+        return f"health status {health_pb2.HealthCheckResponse.ServingStatus.Name(status)}"
+    code = error.code() if isinstance(error, grpc.Call) else None
+    if code is grpc.StatusCode.UNIMPLEMENTED:
+        return None
+    if code is None:
+        return f"{type(error).__name__}: {error}"
+    if code is grpc.StatusCode.NOT_FOUND:
+        return "health check: the server does not know this health service name"
+    details = error.details()
+    return f"{code.name.lower()}: {details}" if details else code.name.lower()

@@ -1,0 +1,298 @@
+"""One worker's connection, as a pure state machine.
+
+:func:`step` takes the machine's state, an event and the time, and returns the
+new state and the effects a driver must run, in order. It makes no grpc call,
+starts no thread and reads no clock, so every path through a worker's life can
+be tested in microseconds, and the same machine can be driven by a pykka actor
+or an asyncio task. The phases::
+
+    new --Start--> connecting --READY (and healthy)--> ready
+                      |    ^                             |
+        failed /      |    | ReconnectDue                | left READY /
+        timed out     v    |                             | ping failed
+                     backoff <---------------------------+
+
+    any phase --Stop--> stopped        connecting --too many failures--> stopped (Crash)
+
+Connecting means a channel is open and the worker waits for it to be READY;
+with ``health_check`` a first health check must pass too, so a server that
+answers NOT_SERVING is never handed out. A TRANSIENT_FAILURE while connecting
+starts a probe check: connectivity only says "failed", while a call on the
+channel fails at once with grpcio's reason (refused, TLS handshake, ...), which
+is what ``connection_failed`` reports.
+
+Each change of the reported state (connecting, ready, backoff) makes exactly
+one :class:`Report`. The one that leaves ``ready`` is synchronous: the registry
+must drop the channel from the pool's view before the channel is released.
+
+``Backoff.attempt`` counts the connects that failed in a row. A connection
+that drops after being ready waits the current backoff delay without counting
+a failure; ``max_reconnect_attempts`` failures in a row end in :class:`Crash`.
+
+Logging: the first trouble of an outage is one ERROR line, later failed
+retries are DEBUG, the recovery is one INFO line; with
+``suppress_connection_errors`` the trouble is DEBUG too.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from enum import Enum
+
+from grpcpool import telemetry
+from grpcpool.backoff import Backoff
+from grpcpool.connection._machine_types import (
+    CancelTimers,
+    CheckDone,
+    Connectivity,
+    ConnectTimeout,
+    Crash,
+    Effect,
+    Emit,
+    Event,
+    Log,
+    MachineState,
+    OpenChannel,
+    Phase,
+    PingDue,
+    ReconnectDue,
+    ReleaseChannel,
+    Report,
+    Resync,
+    Schedule,
+    Start,
+    StartCheck,
+    Stop,
+)
+
+__all__ = ["Step", "step"]
+
+# What step returns: the new state and the effects to run, in order.
+Step = tuple[MachineState, tuple[Effect, ...]]
+
+_CONNECTED = telemetry.channel_connected.name
+_CONNECTION_FAILED = telemetry.channel_connection_failed.name
+_CONNECTION_DOWN = telemetry.channel_connection_down.name
+_DISCONNECTED = telemetry.channel_disconnected.name
+_PING = telemetry.channel_ping.name
+_RECONNECT_SCHEDULED = telemetry.channel_reconnect_scheduled.name
+
+
+def step(state: MachineState, event: Event, now: float) -> Step:
+    """Moves the machine on by one event.
+
+    Args:
+        state: The current state.
+        event: What happened.
+        now: The time, in monotonic seconds.
+
+    Returns:
+        The new state and the effects to run, in order.
+
+    Raises:
+        TypeError: ``event`` is not one of the machine's events.
+    """
+    if not isinstance(event, Event):
+        raise TypeError(f"not a worker event: {event!r}")
+    if state.phase == "stopped":
+        return state, ()
+    generation = getattr(event, "generation", state.generation)
+    if generation != state.generation:
+        return state, ()  # about a channel or a timer the worker has moved past
+    phase = state.phase
+    match event:
+        case Start():
+            return _connect(state, now) if phase == "new" else (state, ())
+        case Stop():
+            return _stop(state)
+        case Resync():
+            return (state, (_report(state),)) if phase != "new" else (state, ())
+        case Connectivity():
+            return _on_connectivity(state, _state_name(event.state), now)
+        case ConnectTimeout() if phase == "connecting":
+            timeout = state.config.connect_timeout
+            return _connect_failed(state, f"not ready within {timeout}s", now)
+        case CheckDone():
+            return _on_check_done(state, event, now)
+        case PingDue() if phase == "ready":
+            return _ping(state)
+        case ReconnectDue() if phase == "backoff":
+            return _connect(state, now)
+    return state, ()
+
+
+# --- connecting ---------------------------------------------------------------------
+
+
+def _connect(state: MachineState, now: float) -> Step:
+    generation = state.generation + 1
+    state = replace(
+        state,
+        phase="connecting",
+        generation=generation,
+        retries=state.retries + (1 if state.phase == "backoff" else 0),
+        attempt_started=now,
+        check_in_flight=False,
+    )
+    timeout = Schedule(state.config.connect_timeout, ConnectTimeout(generation))
+    return state, (OpenChannel(generation), _report(state), timeout)
+
+
+def _on_connectivity(state: MachineState, name: str, now: float) -> Step:
+    if state.phase == "connecting":
+        if name == "ready":
+            if state.config.health_check:
+                return _start_check(state, probe=False)  # ready once the server says so
+            return _connected(state, now)
+        if name == "transient_failure":
+            return _start_check(state, probe=True)
+    elif state.phase == "ready" and name != "ready":
+        return _connection_lost(state, name, None, now)
+    return state, ()
+
+
+def _connected(state: MachineState, now: float) -> Step:
+    effects: list[Effect] = [CancelTimers()]
+    if state.retries > 0:
+        effects.append(Log(logging.INFO, f"connected after {state.retries} retries"))
+    duration = now - state.attempt_started
+    state = replace(
+        state,
+        phase="ready",
+        backoff=state.backoff.succeed(),
+        retries=0,
+        ready_since=now,
+        last_error=None,
+    )
+    effects += [_report(state), Emit(_CONNECTED, {"duration": duration}, {})]
+    effects += _next_ping(state)
+    return state, tuple(effects)
+
+
+def _connect_failed(state: MachineState, error: str, now: float) -> Step:
+    failed = Emit(_CONNECTION_FAILED, {"duration": now - state.attempt_started}, {"error": error})
+    delay, backoff = state.backoff.fail()
+    config = state.config
+    if backoff.attempt >= config.max_reconnect_attempts:
+        state = _let_go(state, "stopped", error, backoff)
+        crash = Crash(f"{backoff.attempt} connection attempts failed in a row; last: {error}")
+        return state, (CancelTimers(), failed, ReleaseChannel(drain=False), crash)
+    # One line per outage, not one per retry: every failure is still an event.
+    log = _problem(config.suppress_connection_errors or state.retries > 0, "connect failed", error)
+    state = _let_go(state, "backoff", error, backoff)
+    scheduled = _reconnect_scheduled(state, delay, error)
+    return state, (CancelTimers(), failed, log, _report(state), *scheduled, ReleaseChannel(False))
+
+
+# --- ready: watching and pinging ---------------------------------------------------------
+
+
+def _ping(state: MachineState) -> Step:
+    if state.config.health_check:
+        return _start_check(state, probe=False)
+    # Without health checks connectivity is the whole check, and it says READY.
+    return state, (Emit(_PING, {"duration": 0.0}, {"result": "ok"}), *_next_ping(state))
+
+
+def _start_check(state: MachineState, *, probe: bool) -> Step:
+    if state.check_in_flight:
+        return state, ()  # its result comes soon and decides
+    return replace(state, check_in_flight=True), (StartCheck(state.generation, probe),)
+
+
+def _on_check_done(state: MachineState, event: CheckDone, now: float) -> Step:
+    state = replace(state, check_in_flight=False)
+    if state.phase == "connecting":
+        # The check that gates a fresh connection, or a probe after a failure.
+        if event.error is None:
+            return _connected(state, now)
+        return _connect_failed(state, event.error, now)
+    if state.phase != "ready":
+        return state, ()
+    result = "ok" if event.error is None else "error"
+    ping = Emit(_PING, {"duration": now - event.started}, {"result": result})
+    if event.error is not None:
+        state, effects = _connection_lost(state, "ping_failed", event.error, now)
+        return state, (ping, *effects)
+    return state, (ping, *_next_ping(state))
+
+
+def _next_ping(state: MachineState) -> tuple[Effect, ...]:
+    interval = state.config.ping_interval
+    if interval is None:
+        return ()
+    return (Schedule(interval, PingDue(state.generation)),)
+
+
+def _connection_lost(state: MachineState, reason: str, detail: str | None, now: float) -> Step:
+    connected_for = now - state.ready_since
+    # Waits as long as the backoff says, but a drop is no failed connect.
+    delay, _ = state.backoff.fail()
+    state = _let_go(state, "backoff", reason)
+    text = reason if detail is None else f"{reason} ({detail})"
+    return state, (
+        CancelTimers(),
+        _report(state, sync=True),  # out of the pool's view before it is released
+        Emit(_CONNECTION_DOWN, {}, {"reason": reason}),
+        _problem(state.config.suppress_connection_errors, "connection down", text),
+        Emit(_DISCONNECTED, {"duration": connected_for}, {"reason": reason}),
+        # Calls already running on it get connection.drain_timeout to finish.
+        ReleaseChannel(drain=True),
+        *_reconnect_scheduled(state, delay, reason),
+    )
+
+
+# --- helpers ----------------------------------------------------------------------------
+
+
+def _stop(state: MachineState) -> Step:
+    if state.phase == "new":
+        return replace(state, phase="stopped"), ()
+    effects: tuple[Effect, ...] = (CancelTimers(),)
+    if state.has_channel:
+        effects += (ReleaseChannel(drain=True),)
+    return _let_go(state, "stopped", state.last_error), effects
+
+
+def _let_go(
+    state: MachineState, phase: Phase, last_error: str | None, backoff: Backoff | None = None
+) -> MachineState:
+    """The state after letting go of the channel: news about it is stale from now on."""
+    return replace(
+        state,
+        phase=phase,
+        generation=state.generation + 1,
+        backoff=state.backoff if backoff is None else backoff,
+        last_error=last_error,
+        check_in_flight=False,
+    )
+
+
+def _reconnect_scheduled(state: MachineState, delay: float, reason: str) -> tuple[Effect, ...]:
+    # "attempt" numbers the retry this delay leads to, within the outage.
+    measurements = {"delay_ms": round(delay * 1000), "attempt": state.retries + 1}
+    return (
+        Emit(_RECONNECT_SCHEDULED, measurements, {"reason": reason}),
+        Schedule(delay, ReconnectDue(state.generation)),
+    )
+
+
+def _report(state: MachineState, *, sync: bool = False) -> Report:
+    phase = state.phase
+    assert phase in ("connecting", "ready", "backoff"), phase
+    return Report(
+        state=phase,
+        reconnect_attempt=state.backoff.attempt,
+        last_error=state.last_error,
+        ready=phase == "ready",
+        sync=sync,
+    )
+
+
+def _problem(quiet: bool, what: str, detail: str) -> Log:
+    return Log(logging.DEBUG if quiet else logging.ERROR, f"{what}: {detail}")
+
+
+def _state_name(state: Enum | str) -> str:
+    return (state.name if isinstance(state, Enum) else state).lower()

@@ -1,0 +1,263 @@
+"""The values a worker's state machine works with: its state, events and effects.
+
+All of them are frozen dataclasses, so a test can build any state, compare
+effects with ``==``, and a driver cannot change what the machine decided.
+See :mod:`grpcpool.connection._machine` for how they fit together.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Literal
+
+from grpcpool._status import WorkerState
+from grpcpool.backoff import Backoff
+from grpcpool.config import ConnectionConfig
+
+__all__ = [
+    "CancelTimers",
+    "CheckDone",
+    "ConnectTimeout",
+    "Connectivity",
+    "Crash",
+    "Effect",
+    "Emit",
+    "Event",
+    "Log",
+    "MachineState",
+    "OpenChannel",
+    "Phase",
+    "PingDue",
+    "ReconnectDue",
+    "ReleaseChannel",
+    "Report",
+    "Resync",
+    "Schedule",
+    "Start",
+    "StartCheck",
+    "Stop",
+    "initial_state",
+]
+
+# "new" is a machine that has not been started; the other four are the
+# states a worker reports (grpcpool._status.WorkerState).
+Phase = Literal["new", "connecting", "ready", "backoff", "stopped"]
+
+
+@dataclass(frozen=True)
+class MachineState:
+    """Everything one worker knows about its connection.
+
+    Attributes:
+        config: The pool's connection settings.
+        phase: Where the worker is in its connect / ready / backoff loop.
+        generation: Bumped whenever the worker opens a channel or lets one
+            go. Every event about a channel or a timer carries the number it
+            was made under; any other number is news about the past.
+        backoff: Reconnect backoff; ``backoff.attempt`` counts the connects
+            that failed in a row (the one failure counter).
+        retries: Reconnects started since the channel was last ready (or
+            since the start). Only the log and ``reconnect_scheduled`` read
+            it: the first trouble of an outage is loud, and the recovery says
+            how many retries it took.
+        attempt_started: When the current connect began (monotonic seconds).
+        ready_since: When the channel last became ready.
+        last_error: Why the last connect failed or the connection ended.
+        check_in_flight: A health check on the current channel is running.
+    """
+
+    config: ConnectionConfig
+    phase: Phase = "new"
+    generation: int = 0
+    backoff: Backoff = field(default_factory=Backoff)
+    retries: int = 0
+    attempt_started: float = 0.0
+    ready_since: float = 0.0
+    last_error: str | None = None
+    check_in_flight: bool = False
+
+    @property
+    def has_channel(self) -> bool:
+        """True while the worker holds an open channel."""
+        return self.phase in ("connecting", "ready")
+
+
+def initial_state(config: ConnectionConfig, rng: random.Random | None = None) -> MachineState:
+    """A machine not yet started; ``rng`` draws the backoff jitter (seed it in tests)."""
+    backoff = Backoff(config.backoff_min, config.backoff_max, rng=rng or random.Random())
+    return MachineState(config=config, backoff=backoff)
+
+
+# --- events: what happened ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Start:
+    """The worker has started: open the first channel."""
+
+
+@dataclass(frozen=True)
+class Connectivity:
+    """The channel of ``generation`` is now in ``state``.
+
+    ``state`` is a ``grpc.ChannelConnectivity`` (or any enum with the same
+    member names), or the name itself, in any case.
+    """
+
+    generation: int
+    state: Enum | str
+
+
+@dataclass(frozen=True)
+class ConnectTimeout:
+    """The connect of ``generation`` has run out of time."""
+
+    generation: int
+
+
+@dataclass(frozen=True)
+class CheckDone:
+    """A health check on the channel of ``generation`` has finished.
+
+    Attributes:
+        generation: The channel it ran on.
+        started: When it was started (monotonic seconds).
+        error: ``None`` if the server is usable, else why not.
+    """
+
+    generation: int
+    started: float
+    error: str | None
+
+
+@dataclass(frozen=True)
+class PingDue:
+    """Time to check the ready channel of ``generation`` again."""
+
+    generation: int
+
+
+@dataclass(frozen=True)
+class ReconnectDue:
+    """The backoff delay after ``generation`` has elapsed: connect again."""
+
+    generation: int
+
+
+@dataclass(frozen=True)
+class Resync:
+    """Asks a worker to report its state again (after a registry restart)."""
+
+
+@dataclass(frozen=True)
+class Stop:
+    """The worker is stopping: let go of everything, report nothing more."""
+
+
+Event = Start | Connectivity | ConnectTimeout | CheckDone | PingDue | ReconnectDue | Resync | Stop
+
+# --- effects: what the driver must do, in order -----------------------------------
+
+
+@dataclass(frozen=True)
+class OpenChannel:
+    """Open a channel and watch its connectivity, tagging news with ``generation``."""
+
+    generation: int
+
+
+@dataclass(frozen=True)
+class ReleaseChannel:
+    """Let go of the current channel: retire it (``drain``) or close it now."""
+
+    drain: bool
+
+
+@dataclass(frozen=True)
+class StartCheck:
+    """Start a health check on the current channel, tagging its result with ``generation``.
+
+    ``probe`` marks a check made only to learn why a connect failed.
+    """
+
+    generation: int
+    probe: bool
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Deliver ``event`` to the machine after ``delay`` seconds."""
+
+    delay: float
+    event: Event
+
+
+@dataclass(frozen=True)
+class CancelTimers:
+    """Cancel every event scheduled so far and not yet delivered."""
+
+
+@dataclass(frozen=True)
+class Report:
+    """Tell the pool's registry the worker's new state.
+
+    Attributes:
+        state: The state just entered.
+        reconnect_attempt: Connects that failed in a row.
+        last_error: Why the last connect failed or the connection ended.
+        ready: Hand the current channel out (exactly when ``state == "ready"``).
+        sync: Wait until the registry has acted: the channel that was handed
+            out is released right after.
+    """
+
+    state: WorkerState
+    reconnect_attempt: int
+    last_error: str | None
+    ready: bool
+    sync: bool
+
+
+@dataclass(frozen=True)
+class Emit:
+    """Send a telemetry signal.
+
+    Attributes:
+        signal: The signal's name (``grpcpool.telemetry.<signal>.name``).
+        measurements: Its measurements.
+        metadata: Metadata beyond the worker's identity (``pool_name`` and
+            ``worker_id``, which the driver puts first).
+    """
+
+    signal: str
+    measurements: dict[str, Any]
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Log:
+    """Log ``message`` (which the driver prefixes with the pool and worker) at ``level``."""
+
+    level: int
+    message: str
+
+
+@dataclass(frozen=True)
+class Crash:
+    """End the worker abnormally, so that its supervisor starts a fresh one."""
+
+    message: str
+
+
+Effect = (
+    OpenChannel
+    | ReleaseChannel
+    | StartCheck
+    | Schedule
+    | CancelTimers
+    | Report
+    | Emit
+    | Log
+    | Crash
+)

@@ -1,0 +1,262 @@
+"""The pool table: one :class:`PoolEntry` per pool name, stable across restarts.
+
+A name's entry is made when a pool of that name first starts and stays the
+same object while the pool runs, crashes and is restarted by its parent; it
+leaves the table only when the pool ends for good. So a caller that holds an
+entry (``await_ready`` waiting on it, a proxy) follows the pool through its
+restarts without looking for a successor.
+
+Who writes what:
+
+* ``view`` is written only by the pool's HealthRegistry, through
+  :meth:`PoolEntry.publish`, with one assignment.
+* ``owner``, ``ended`` and the table itself are written only by the functions
+  of this module (:func:`claim`, :func:`attach`, :func:`release`), under
+  ``PROCESS.lock``.
+
+The table is read without a lock: a dict lookup is atomic under the GIL.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from typing import Any
+
+import grpc
+import pykka
+
+from grpcpool import telemetry
+from grpcpool._process import PROCESS
+from grpcpool._status import PoolStatus
+from grpcpool.config import Config
+from grpcpool.errors import ConfigError, NotConnectedError, PoolNotFoundError
+from grpcpool.pools._view import PoolView, empty_view
+from grpcpool.strategy import Strategy, resolve_strategy
+
+__all__ = [
+    "GET_CHANNEL_EVENT",
+    "PoolEntry",
+    "attach",
+    "claim",
+    "lookup",
+    "names",
+    "release",
+    "release_token",
+]
+
+GET_CHANNEL_EVENT = telemetry.pool_get_channel
+
+FORK_ADVICE = (
+    "this pool was started before os.fork(), and grpc channels do not survive a fork; "
+    "start pools in each process after it forks (e.g. in gunicorn's post_fork hook) "
+    "and do not use grpc in the parent before forking"
+)
+
+
+class PoolEntry:
+    """One pool name in the process.
+
+    Attributes:
+        name: The pool's name, unique in the process.
+        config: Its configuration.
+        strategy: Builds the picker of each view.
+        view: The current :class:`PoolView`; replaced whole by the registry.
+        changed: Notified whenever ``view`` changes or the pool ends.
+        owner: The PoolSupervisor actor of the current incarnation.
+        parent: The supervisor that started the pool, if any.
+        child_id: The pool's id among its parent's children.
+        ended: Why the pool ended for good, once it has.
+    """
+
+    __slots__ = (
+        "_calls",
+        "_sample_rate",
+        "changed",
+        "child_id",
+        "config",
+        "ended",
+        "name",
+        "owner",
+        "parent",
+        "strategy",
+        "token",
+        "view",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        config: Config,
+        *,
+        token: object,
+        parent: pykka.ActorRef[Any] | None,
+        child_id: str | None,
+    ) -> None:
+        self.name = name
+        self.config = config
+        self.strategy: Strategy = resolve_strategy(config.pool.strategy)
+        init = getattr(self.strategy, "init", None)
+        if callable(init):
+            init(name, config.pool.size)
+        self.view: PoolView = empty_view(name, config.pool.size, "starting")
+        self.changed = threading.Condition()
+        self.token = token
+        self.parent = parent
+        self.child_id = child_id
+        self.owner: pykka.ActorRef[Any] | None = None
+        self.ended: str | None = None
+        self._sample_rate = config.pool.telemetry_sample_rate
+        self._calls = itertools.count()
+
+    # --- read by callers ----------------------------------------------------------
+
+    def get_channel(self) -> grpc.Channel:
+        """The hot path: pick a ready channel from the current view.
+
+        ``grpcpool.get_channel`` inlines this body; keep the two alike.
+
+        Raises:
+            NotConnectedError: No channel is ready.
+        """
+        channel = self.view.pick()
+        if GET_CHANNEL_EVENT.receivers:
+            self.report_get_channel()
+        return channel
+
+    def report_get_channel(self) -> None:
+        """Emits ``pool.get_channel`` if the sample rate says this call counts."""
+        rate = self._sample_rate
+        if rate == 1 or (rate > 1 and next(self._calls) % rate == 0):
+            telemetry.emit(
+                GET_CHANNEL_EVENT,
+                self.name,
+                {},
+                {"pool_name": self.name, "available_channels": len(self.view.channels)},
+            )
+
+    def stub(self, stub_class: type[Any]) -> Any:
+        """A stub of ``stub_class`` on a selected channel, built once per channel."""
+        view = self.view
+        channel = view.pick()
+        if GET_CHANNEL_EVENT.receivers:
+            self.report_get_channel()
+        key = (channel, stub_class)
+        stub = view.stubs.get(key)
+        if stub is None:
+            # Kept with the view that holds the channel, so it goes when the
+            # channel leaves. Two callers racing here may each build the
+            # stub; one wins.
+            stub = view.stubs[key] = stub_class(channel)
+        return stub
+
+    def status(self) -> PoolStatus:
+        """The pool's health now, from one view."""
+        return self.view.status(self.name)
+
+    def wait_ready(self, min_ready: int, timeout: float | None) -> bool:
+        """Blocks until ``min_ready`` channels are ready or the pool ends.
+
+        Returns:
+            True if they are ready; false on timeout or once the pool ended.
+        """
+        with self.changed:
+            self.changed.wait_for(
+                lambda: self.ended is not None or len(self.view.channels) >= min_ready,
+                timeout=timeout,
+            )
+            return self.ended is None and len(self.view.channels) >= min_ready
+
+    # --- written by the registry ------------------------------------------------
+
+    def publish(self, view: PoolView) -> None:
+        """Swaps in a new view and wakes the waiters (the HealthRegistry only)."""
+        with self.changed:
+            self.view = view
+            self.changed.notify_all()
+
+    def __repr__(self) -> str:
+        view = self.view
+        state = view.lifecycle if self.ended is None else "ended"
+        return (
+            f"<PoolEntry {self.name!r} {state} "
+            f"{len(view.channels)}/{view.expected_size} ready>"
+        )
+
+
+# --- the table ---------------------------------------------------------------------
+
+
+def lookup(name: str) -> PoolEntry:
+    """The entry of the pool called ``name``.
+
+    Raises:
+        PoolNotFoundError: No pool of that name is running.
+        NotConnectedError: The pool belongs to the parent of this forked process.
+    """
+    entry = PROCESS.pools.get(name)
+    if entry is None:
+        if name in PROCESS.forked_pools:
+            raise NotConnectedError(name, FORK_ADVICE)
+        raise PoolNotFoundError(name)
+    return entry
+
+
+def names() -> list[str]:
+    """The names of the pools in the table (running or being restarted)."""
+    return list(PROCESS.pools)
+
+
+def claim(
+    name: str,
+    config: Config,
+    *,
+    token: object,
+    parent: pykka.ActorRef[Any] | None,
+    child_id: str | None,
+) -> PoolEntry:
+    """The entry a pool starting under ``name`` runs with.
+
+    A restart (the same child spec, identified by ``token``, starting again
+    after a crash) gets the entry it had; a new pool gets a new entry.
+
+    Raises:
+        ConfigError: Another pool holds the name.
+    """
+    with PROCESS.pools_changed:
+        current = PROCESS.pools.get(name)
+        if current is not None:
+            owner = current.owner
+            if current.token is token and (owner is None or not owner.is_alive()):
+                return current  # restarted by its parent after a crash
+            raise ConfigError("pool.name", f"a pool named {name!r} is already running")
+        entry = PoolEntry(name, config, token=token, parent=parent, child_id=child_id)
+        PROCESS.pools[name] = entry
+        PROCESS.forked_pools.discard(name)
+        PROCESS.pools_changed.notify_all()
+        return entry
+
+
+def attach(entry: PoolEntry, owner: pykka.ActorRef[Any]) -> None:
+    """Records the PoolSupervisor now running ``entry``'s pool."""
+    with PROCESS.lock:
+        entry.owner = owner
+
+
+def release(entry: PoolEntry, reason: str) -> None:
+    """Ends ``entry`` for good: out of the table, waiters woken. Idempotent."""
+    with PROCESS.pools_changed:
+        if PROCESS.pools.get(entry.name) is entry:
+            del PROCESS.pools[entry.name]
+            PROCESS.pools_changed.notify_all()
+        with entry.changed:
+            if entry.ended is None:
+                entry.ended = reason
+            entry.changed.notify_all()
+
+
+def release_token(name: str, token: object, reason: str) -> None:
+    """Releases the entry of ``name`` if the child spec behind ``token`` owns it."""
+    entry = PROCESS.pools.get(name)
+    if entry is not None and entry.token is token:
+        release(entry, reason)

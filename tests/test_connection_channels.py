@@ -1,0 +1,222 @@
+"""PoolChannels: opening, watching, retiring and closing a pool's channels.
+
+Against real loopback servers. The process-wide count of open channels is
+what the leak check reads, so every path here must bring it back to zero.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+import pytest
+
+from grpcpool.config import Config
+from grpcpool.connection import (
+    Connection,
+    PoolChannels,
+    channel_credentials,
+    channel_options,
+    open_channel_count,
+)
+from tests.conftest import loopback_config, wait_for
+from tests.servers import EchoServer, EchoStub
+
+READY = grpc.ChannelConnectivity.READY
+WAIT = 10.0
+
+
+class States:
+    """A connectivity callback that lets a test wait for READY."""
+
+    def __init__(self) -> None:
+        self.states: list[grpc.ChannelConnectivity] = []
+        self.ready = threading.Event()
+        self._lock = threading.Lock()
+
+    def __call__(self, state: grpc.ChannelConnectivity) -> None:
+        with self._lock:
+            self.states.append(state)
+        if state is READY:
+            self.ready.set()
+
+    def snapshot(self) -> list[grpc.ChannelConnectivity]:
+        with self._lock:
+            return list(self.states)
+
+
+def open_ready(channels: PoolChannels) -> tuple[Connection, States]:
+    """Opens a channel and waits until its watch reports READY."""
+    states = States()
+    connection = channels.open(states)
+    assert states.ready.wait(WAIT), f"never ready: {states.snapshot()}"
+    return connection, states
+
+
+class Recording(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """Records the methods of the unary calls that pass through it."""
+
+    def __init__(self) -> None:
+        self.methods: list[str] = []
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        self.methods.append(details.method)
+        return continuation(details, request)
+
+
+def test_open_watches_the_channel_and_close_is_final(echo_server: EchoServer) -> None:
+    """open() counts the channel and its watch reports READY; close() uncounts it,
+    stops the watch and may be repeated."""
+    channels = PoolChannels(loopback_config(echo_server.port))
+    connection, _states = open_ready(channels)
+    assert open_channel_count() == 1
+    assert connection.channel is connection.raw
+    assert EchoStub(connection.channel).Unary(b"hi", timeout=WAIT) == b"hi"
+    channels.close(connection)
+    assert open_channel_count() == 0
+    assert connection.watch.cancelled
+    channels.close(connection)
+    assert open_channel_count() == 0
+
+
+def test_handed_out_channel_goes_through_the_interceptors(echo_server: EchoServer) -> None:
+    """With endpoint.interceptors the handed-out channel wraps the raw one, and
+    calls on it pass through them."""
+    interceptor = Recording()
+    config = Config.new(
+        endpoint={
+            "type": "local",
+            "host": "127.0.0.1",
+            "port": echo_server.port,
+            "interceptors": (interceptor,),
+        }
+    )
+    channels = PoolChannels(config)
+    connection, _ = open_ready(channels)
+    try:
+        assert connection.channel is not connection.raw
+        assert EchoStub(connection.channel).Unary(b"x", timeout=WAIT) == b"x"
+        assert interceptor.methods == ["/test.Echo/Unary"]
+    finally:
+        channels.close(connection)
+
+
+def test_open_leaks_nothing_when_wrapping_fails(echo_server: EchoServer) -> None:
+    """An interceptor grpc refuses makes open() raise, with the channel it made closed."""
+    config = Config.new(
+        endpoint={
+            "type": "local",
+            "host": "127.0.0.1",
+            "port": echo_server.port,
+            "interceptors": (object(),),
+        }
+    )
+    with pytest.raises(TypeError, match="interceptor"):
+        PoolChannels(config).open(States())
+    assert open_channel_count() == 0
+
+
+def test_retired_channel_lets_running_calls_finish_then_closes() -> None:
+    """retire() stops the watch at once but closes only after drain_timeout, so a
+    call under way completes."""
+    with EchoServer(with_health=False, delay=0.3) as server:
+        channels = PoolChannels(loopback_config(server.port, drain_timeout=1.0))
+        connection, _states = open_ready(channels)
+        call = EchoStub(connection.channel).Unary.future(b"slow", timeout=WAIT)
+        retired_at = time.monotonic()
+        channels.retire(connection)
+        assert connection.watch.cancelled
+        assert open_channel_count() == 1
+        assert call.result(timeout=WAIT) == b"slow"
+        wait_for(lambda: open_channel_count() == 0, WAIT)
+        assert time.monotonic() - retired_at >= 1.0
+        channels.retire(connection)  # already closed: nothing to do
+        assert open_channel_count() == 0
+
+
+def test_retire_without_drain_time_closes_at_once(echo_server: EchoServer) -> None:
+    """With drain_timeout 0 a retired channel is closed before retire() returns."""
+    channels = PoolChannels(loopback_config(echo_server.port, drain_timeout=0))
+    connection, _ = open_ready(channels)
+    channels.retire(connection)
+    assert open_channel_count() == 0
+
+
+def test_close_all_closes_retired_channels_and_later_retires_at_once(
+    echo_server: EchoServer,
+) -> None:
+    """close_all() closes the channels waiting out their drain time now; after it a
+    retire closes at once."""
+    channels = PoolChannels(loopback_config(echo_server.port, drain_timeout=30.0))
+    first, _ = open_ready(channels)
+    second, _ = open_ready(channels)
+    channels.retire(first)
+    assert open_channel_count() == 2
+    channels.close_all()
+    assert open_channel_count() == 1
+    channels.retire(second)
+    assert open_channel_count() == 0
+    channels.close_all()  # idempotent
+
+
+def test_closing_a_retired_channel_closes_it_now(echo_server: EchoServer) -> None:
+    """close() of a channel already retired does not wait for its drain time."""
+    channels = PoolChannels(loopback_config(echo_server.port, drain_timeout=30.0))
+    connection, _ = open_ready(channels)
+    channels.retire(connection)
+    channels.retire(connection)  # twice: still one pending close
+    assert open_channel_count() == 1
+    channels.close(connection)
+    assert open_channel_count() == 0
+
+
+def test_count_is_process_wide(echo_server: EchoServer) -> None:
+    """open_channel_count() adds up the channels of every PoolChannels."""
+    pools = [PoolChannels(loopback_config(echo_server.port)) for _ in range(2)]
+    connections = [(pool, pool.open(States())) for pool in pools for _ in range(2)]
+    assert open_channel_count() == 4
+    for pool, connection in connections:
+        pool.close(connection)
+    assert open_channel_count() == 0
+
+
+def test_server_loss_reaches_the_owner() -> None:
+    """After the server stops, the owner's callback hears the channel left READY."""
+    server = EchoServer(with_health=False)
+    channels = PoolChannels(loopback_config(server.port))
+    left = threading.Event()
+    ready = threading.Event()
+
+    def on_state(state: grpc.ChannelConnectivity) -> None:
+        if state is READY:
+            ready.set()
+        elif ready.is_set():
+            left.set()
+
+    connection = channels.open(on_state)
+    try:
+        assert ready.wait(WAIT)
+        server.stop(None)
+        assert left.wait(WAIT)
+    finally:
+        channels.close(connection)
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda port: loopback_config(port, keepalive=2.5),
+        lambda port: Config.local(host="127.0.0.1", port=port),
+    ],
+    ids=["keepalive", "defaults"],
+)
+def test_config_methods_delegate_to_the_connection_package(make: Callable[[int], Config]) -> None:
+    """Config.channel_options() and channel_credentials() give what the connection
+    package builds."""
+    config = make(9)
+    assert config.channel_options() == channel_options(config)
+    assert config.channel_credentials() is channel_credentials(config) is None

@@ -1,0 +1,94 @@
+"""What grpcpool relies on in grpcio's private API, checked against a real channel.
+
+The connectivity watcher (grpcpool/connection/_watcher.py) asks each channel
+for its state with ``channel._channel.check_connectivity_state(try_to_connect)``,
+the call grpcio's own ``Channel.subscribe`` makes from its polling threads.
+It is private: a grpcio release may rename or change it. The watcher then
+falls back to ``Channel.subscribe`` (one grpcio thread per channel), which
+works but costs what the watcher exists to avoid, so these tests fail loudly
+to say that the watcher needs updating.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import grpc
+import pytest
+
+from grpcpool.connection._watcher import STATES
+from tests.conftest import wait_until
+from tests.servers import EchoServer
+
+ADVICE = (
+    f"grpcio {grpc.__version__} changed the private API grpcpool's connectivity watcher "
+    "uses (grpc._channel.Channel._channel.check_connectivity_state); the watcher "
+    "falls back to Channel.subscribe, one grpcio thread per channel. Update "
+    "grpcpool/connection/_watcher.py. Problem: "
+)
+
+
+@pytest.fixture
+def channel_and_server() -> Iterator[tuple[grpc.Channel, EchoServer]]:
+    """A plaintext channel to a fresh echo server; both closed afterwards."""
+    with EchoServer(with_health=False) as server:
+        channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+        try:
+            yield channel, server
+        finally:
+            channel.close()
+
+
+def checker(channel: grpc.Channel) -> Callable[[bool], grpc.ChannelConnectivity]:
+    """The channel's check_connectivity_state, mapped to ChannelConnectivity, or a failure."""
+    check = getattr(getattr(channel, "_channel", None), "check_connectivity_state", None)
+    if not callable(check):
+        pytest.fail(ADVICE + "the method is gone", pytrace=False)
+
+    def state(try_to_connect: bool) -> grpc.ChannelConnectivity:
+        value = check(try_to_connect)
+        if type(value) is not int or value not in STATES:
+            pytest.fail(ADVICE + f"it returned {value!r}, not an int in {sorted(STATES)}")
+        return STATES[value]
+
+    return state
+
+
+def test_connectivity_states_are_numbered_as_the_watcher_expects() -> None:
+    """grpc.ChannelConnectivity still numbers its five states 0-4 in core's order."""
+    names = {number: state.name for number, state in STATES.items()}
+    assert names == {
+        0: "IDLE",
+        1: "CONNECTING",
+        2: "READY",
+        3: "TRANSIENT_FAILURE",
+        4: "SHUTDOWN",
+    }, ADVICE + "the connectivity states are numbered differently"
+
+
+def test_check_connectivity_state_follows_a_real_connection(
+    channel_and_server: tuple[grpc.Channel, EchoServer],
+) -> None:
+    """A new channel is IDLE; asked to connect it becomes READY; it leaves READY
+    once its server stops."""
+    channel, server = channel_and_server
+    state = checker(channel)
+    assert state(False) is grpc.ChannelConnectivity.IDLE, ADVICE + "a new channel is not IDLE"
+    state(True)
+    ready = wait_until(lambda: state(False) is grpc.ChannelConnectivity.READY, timeout=10)
+    assert ready, ADVICE + f"never READY after try_to_connect; last {state(False)}"
+    server.stop(None)
+    left = wait_until(lambda: state(False) is not grpc.ChannelConnectivity.READY, timeout=10)
+    assert left, ADVICE + "still READY after the server stopped"
+
+
+def test_check_on_a_closed_channel_raises(
+    channel_and_server: tuple[grpc.Channel, EchoServer],
+) -> None:
+    """Checking a closed channel raises (the watcher drops such a watch) rather than
+    crashing or blocking."""
+    channel, _ = channel_and_server
+    check = channel._channel.check_connectivity_state
+    channel.close()
+    with pytest.raises(Exception):  # noqa: B017 - grpcio raises ValueError today
+        check(False)
