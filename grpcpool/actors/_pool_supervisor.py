@@ -127,12 +127,15 @@ class PoolSupervisor(DynamicSupervisor):
         entry = claim(
             name, config, token=token, parent=current_supervisor(), child_id=pool_child_id(name)
         )
+        # A pool restarted after a crash comes back at the size it had (the
+        # user may have scaled it), which its last view still says.
+        size = entry.view.expected_size
         ref: pykka.ActorRef[Any] | None = None
         try:
             # The supervisor's name, in its telemetry, is its child id too.
             ref = cls.start(name=pool_child_id(name), entry=entry)
             attach(entry, ref)
-            ref.proxy().start_pool_children(config.pool.size).get()
+            ref.proxy().start_pool_children(size).get()
         except BaseException:
             if ref is not None:
                 ref.stop()
@@ -141,7 +144,7 @@ class PoolSupervisor(DynamicSupervisor):
         telemetry.emit(
             telemetry.pool_init,
             name,
-            {"pool_size": config.pool.size},
+            {"pool_size": size},
             {"pool_name": name, "endpoint": config.endpoint.target},
         )
         return ref
