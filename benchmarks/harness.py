@@ -218,7 +218,9 @@ def _number(value: float | None, unit: str = "") -> str:
     if value != value:  # NaN
         return "n/a"
     magnitude = abs(value)
-    if magnitude >= 1000:
+    if float(value).is_integer() and magnitude < 1000:
+        text = f"{value:.0f}"  # a count (children, threads) reads as one
+    elif magnitude >= 1000:
         text = f"{value:,.0f}"
     elif magnitude >= 100:
         text = f"{value:.0f}"

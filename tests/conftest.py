@@ -1,23 +1,24 @@
-"""Shared fixtures. Every test runs under the leak check below."""
+"""Shared fixtures. Every test runs under the leak check below.
+
+Helpers live in their own modules: tests.waiting (wait_for, wait_until),
+tests.events (EventLog), tests.pools (free_port, loopback_config,
+start_pool), tests.servers, tests.workers, tests.faultproxy, tests.certs.
+"""
 
 from __future__ import annotations
 
 import os
-import socket
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
-import blinker
 import grpc
 import pykka
 import pytest
 
-import grpcpool
-from grpcpool import Config, telemetry
 from grpcpool.connection import open_channel_count
+from tests.events import EventLog
 from tests.servers import EchoServer, EchoStub
 
 # How long a test's threads and actors get to wind down after it returns.
@@ -111,47 +112,6 @@ def plain_server() -> Iterator[EchoServer]:
         yield server
 
 
-def free_port() -> int:
-    """A port on 127.0.0.1 with nothing listening (just released by the OS)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class EventLog:
-    """Records every telemetry event: name -> list of (sender, measurements, metadata)."""
-
-    def __init__(self) -> None:
-        self.events: dict[str, list[tuple[str, dict[str, Any], dict[str, Any]]]] = defaultdict(list)
-        self._lock = threading.Lock()
-        self._receivers: list[tuple[blinker.NamedSignal, Any]] = []
-        for name in telemetry.EVENTS:
-            signal = blinker.signal(name)
-
-            def receive(
-                sender: str,
-                *,
-                measurements: dict[str, Any],
-                metadata: dict[str, Any],
-                _name: str = name,
-            ) -> None:
-                with self._lock:
-                    self.events[_name].append((sender, measurements, metadata))
-
-            signal.connect(receive, weak=False)
-            self._receivers.append((signal, receive))
-
-    def of(self, short_name: str) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
-        """Events named ``grpc_connection_pool.<short_name>`` so far."""
-        with self._lock:
-            return list(self.events[f"grpc_connection_pool.{short_name}"])
-
-    def close(self) -> None:
-        for signal, receiver in self._receivers:
-            signal.disconnect(receiver)
-
-
 @pytest.fixture
 def events() -> Iterator[EventLog]:
     """Every telemetry event emitted during the test."""
@@ -160,47 +120,6 @@ def events() -> Iterator[EventLog]:
         yield log
     finally:
         log.close()
-
-
-def wait_for(predicate: Any, timeout: float = 5.0, interval: float = 0.01) -> None:
-    """Polls ``predicate`` until it is true; fails the test after ``timeout`` seconds."""
-    if not wait_until(predicate, timeout, interval):
-        raise AssertionError(f"condition not met within {timeout}s")
-
-
-def wait_until(predicate: Any, timeout: float = 5.0, interval: float = 0.01) -> bool:
-    """Polls ``predicate`` until it is true or ``timeout`` passes; returns its last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= deadline:
-            return bool(predicate())
-        time.sleep(interval)
-
-
-def loopback_config(
-    port: int, size: int = 2, *, pool: dict[str, Any] | None = None, **connection: Any
-) -> Config:
-    """Plaintext to 127.0.0.1 with quick reconnects (backoff 0.05-0.5 s, connect 2 s).
-
-    Keyword arguments override connection keys; ``pool`` adds pool keys.
-    """
-    settings: dict[str, Any] = {"backoff_min": 0.05, "backoff_max": 0.5, "connect_timeout": 2.0}
-    settings.update(connection)
-    return Config.new(
-        endpoint={"type": "local", "host": "127.0.0.1", "port": port},
-        pool={"size": size, **(pool or {})},
-        connection=settings,
-    )
-
-
-def start_pool(
-    supervisors: list[pykka.ActorRef[Any]], config: Config, name: str
-) -> grpcpool.PoolProxy:
-    """Starts a pool under a new Supervisor the ``supervisors`` fixture stops later."""
-    supervisors.append(grpcpool.Supervisor.start(children=[grpcpool.PoolSpec(config, name=name)]))
-    return grpcpool.pool(name)
 
 
 @pytest.fixture

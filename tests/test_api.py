@@ -20,7 +20,7 @@ from grpcpool.errors import (
 )
 from grpcpool.pools._entry import attach, claim, lookup, release
 from grpcpool.pools._view import empty_view
-from tests.conftest import free_port, loopback_config, start_pool
+from tests.pools import free_port, loopback_config, start_pool
 from tests.servers import EchoServer
 
 

@@ -23,8 +23,10 @@ from grpcpool.connection import open_channel_count
 from grpcpool.connection._machine_types import Connectivity, ConnectTimeout, Effect, Schedule
 from grpcpool.pools._parts import PoolParts
 from grpcpool.pools._reports import WorkerGone, WorkerReport
-from tests.conftest import EventLog, free_port, wait_until
+from tests.events import EventLog
+from tests.pools import free_port
 from tests.servers import EchoServer, EchoStub
+from tests.waiting import wait_until
 from tests.workers import AddMetadata, SilentListener, running_worker, worker_config
 
 

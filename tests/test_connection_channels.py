@@ -22,8 +22,9 @@ from grpcpool.connection import (
     channel_options,
     open_channel_count,
 )
-from tests.conftest import loopback_config, wait_for
+from tests.pools import loopback_config
 from tests.servers import EchoServer, EchoStub
+from tests.waiting import wait_for
 
 READY = grpc.ChannelConnectivity.READY
 WAIT = 10.0

@@ -19,8 +19,8 @@ import pytest
 
 from grpcpool.connection import _watcher, watch
 from grpcpool.connection._watcher import MIN_PERIOD, get_watcher
-from tests.conftest import wait_for
 from tests.servers import EchoServer
+from tests.waiting import wait_for
 
 READY = grpc.ChannelConnectivity.READY
 IDLE = grpc.ChannelConnectivity.IDLE

@@ -20,7 +20,7 @@ from grpcpool.cli._probe import ProbeOptions
 from grpcpool.cli._probe import main as probe_main
 from grpcpool.cli.echo import EchoServer as TLSEchoServer
 from tests.certs import make_ca, make_server_cert
-from tests.conftest import free_port
+from tests.pools import free_port
 from tests.servers import EchoServer
 
 ROOT = Path(__file__).resolve().parent.parent

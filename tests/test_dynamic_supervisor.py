@@ -27,7 +27,7 @@ from grpcpool.supervisor import (
     Supervisor,
     watch_exit,
 )
-from tests.conftest import wait_for
+from tests.waiting import wait_for
 
 WAIT = 5.0
 

@@ -11,7 +11,7 @@ import pykka
 import pytest
 
 from grpcpool.supervisor import ExitReason, SupervisedActor, watch_exit
-from tests.conftest import wait_for
+from tests.waiting import wait_for
 
 WAIT = 5.0
 
@@ -87,8 +87,9 @@ def test_normal_stop_reports_normal_once() -> None:
     assert reason.describe() == "normal"
     assert thread is actor_thread
     assert watch.thread is actor_thread
+    # The callback runs only on the actor's thread: once that thread has
+    # finished, no second call can come.
     assert watch.join(WAIT)
-    time.sleep(0.05)
     assert len(calls) == 1
 
 
@@ -106,7 +107,7 @@ def test_crash_in_told_message_reports_the_error() -> None:
     """A crash in a told message reports that exception."""
     calls: list[Call] = []
     ref = Supervised.start()
-    watch_exit(ref, recorder(calls))
+    watch = watch_exit(ref, recorder(calls))
     ref.tell("crash")
     wait_for(lambda: len(calls) == 1)
     reason = calls[0][0]
@@ -115,7 +116,7 @@ def test_crash_in_told_message_reports_the_error() -> None:
     assert isinstance(reason.error, RuntimeError)
     assert str(reason.error) == "boom"
     assert reason.describe() == "RuntimeError: boom"
-    time.sleep(0.05)
+    assert watch.join(WAIT)  # the actor's thread is done: no second call can come
     assert len(calls) == 1
 
 
@@ -209,31 +210,37 @@ def test_several_watches_each_fire_once() -> None:
     first: list[Call] = []
     second: list[Call] = []
     ref = Supervised.start()
-    watch_exit(ref, recorder(first))
-    watch_exit(ref, recorder(second))
+    watches = [watch_exit(ref, recorder(first)), watch_exit(ref, recorder(second))]
     ref.stop(timeout=WAIT)
     wait_for(lambda: len(first) == 1 and len(second) == 1)
-    time.sleep(0.05)
+    # Both callbacks run only on the actor's thread: once it has finished,
+    # neither can be called again.
+    assert all(watch.join(WAIT) for watch in watches)
     assert len(first) == len(second) == 1
 
 
 def test_join_waits_for_the_actor_thread() -> None:
     """ExitWatch.join waits for the ended actor's thread and says whether it finished."""
 
+    release = threading.Event()
+
     class SlowStop(SupervisedActor):
         def on_stop(self) -> None:
-            time.sleep(0.5)
+            release.wait(WAIT)  # slow until the test has seen the thread still busy
 
     calls: list[Call] = []
     ref = SlowStop.start()
     watch = watch_exit(ref, recorder(calls))
     ref.stop(block=False)
-    # The callback runs as the stop begins, before the slow on_stop.
-    wait_for(lambda: len(calls) == 1)
-    thread = watch.thread
-    assert thread is not None and thread is calls[0][1]
-    assert watch.join(0.05) is False
-    assert thread.is_alive()
+    try:
+        # The callback runs as the stop begins, before the slow on_stop.
+        wait_for(lambda: len(calls) == 1)
+        thread = watch.thread
+        assert thread is not None and thread is calls[0][1]
+        assert watch.join(0.05) is False
+        assert thread.is_alive()
+    finally:
+        release.set()
     assert watch.join(WAIT) is True
     assert not thread.is_alive()
 

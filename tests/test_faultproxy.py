@@ -11,9 +11,10 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
-from tests.conftest import free_port, wait_until
 from tests.faultproxy import FaultProxy
+from tests.pools import free_port
 from tests.servers import EchoServer, EchoStub
+from tests.waiting import wait_until
 
 # Quick reconnects so a channel recovers within a test's couple of seconds.
 CHANNEL_OPTIONS = (

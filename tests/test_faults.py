@@ -15,9 +15,10 @@ import pytest
 import grpcpool
 from grpcpool import Config, PoolSpec, Supervisor
 from grpcpool.errors import NotConnectedError
-from tests.conftest import EventLog, wait_until
+from tests.events import EventLog
 from tests.faultproxy import FaultProxy
 from tests.servers import EchoServer, EchoStub
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 

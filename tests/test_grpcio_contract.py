@@ -17,8 +17,8 @@ import grpc
 import pytest
 
 from grpcpool.connection._watcher import STATES
-from tests.conftest import wait_until
 from tests.servers import EchoServer
+from tests.waiting import wait_until
 
 ADVICE = (
     f"grpcio {grpc.__version__} changed the private API grpcpool's connectivity watcher "

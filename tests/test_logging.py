@@ -10,8 +10,10 @@ import pytest
 
 import grpcpool
 from grpcpool import Config, PoolSpec, Supervisor
-from tests.conftest import EventLog, free_port, loopback_config, wait_until
+from tests.events import EventLog
+from tests.pools import free_port, loopback_config
 from tests.servers import EchoServer
+from tests.waiting import wait_until
 
 
 def config_for(port: int, **connection: Any) -> Config:

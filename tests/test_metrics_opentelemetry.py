@@ -18,8 +18,9 @@ import grpcpool
 from grpcpool import Config, PoolSpec, Supervisor, telemetry
 from grpcpool.metrics import opentelemetry as grpcpool_otel
 from grpcpool.metrics._instruments import CONNECT_DURATION_BUCKETS, INSTRUMENTS
-from tests.conftest import loopback_config, wait_until
+from tests.pools import loopback_config
 from tests.servers import EchoServer
+from tests.waiting import wait_until
 
 # opentelemetry-api 1.30 and later take bucket boundaries from the instrument;
 # older ones fall back to the SDK's default (millisecond) buckets.

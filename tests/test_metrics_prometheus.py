@@ -19,8 +19,9 @@ import grpcpool
 from grpcpool import Config, PoolSpec, Supervisor, telemetry
 from grpcpool.metrics import prometheus
 from grpcpool.metrics._instruments import CONNECT_DURATION_BUCKETS, INSTRUMENTS
-from tests.conftest import free_port, loopback_config, wait_until
+from tests.pools import free_port, loopback_config
 from tests.servers import EchoServer
+from tests.waiting import wait_until
 
 # Every way a ready channel is lost (grpcio connectivity states, lower-cased, and a failed ping).
 DISCONNECT_REASONS = {"idle", "connecting", "transient_failure", "shutdown", "ping_failed"}

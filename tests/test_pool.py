@@ -18,8 +18,10 @@ from grpcpool.errors import (
     PoolNotFoundError,
     PoolTimeoutError,
 )
-from tests.conftest import EventLog, free_port, loopback_config, start_pool, wait_until
+from tests.events import EventLog
+from tests.pools import free_port, loopback_config, start_pool
 from tests.servers import EchoServer, EchoStub
+from tests.waiting import wait_until
 
 
 def test_spec_example_works_as_written(echo_server: EchoServer) -> None:

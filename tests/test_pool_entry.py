@@ -34,8 +34,8 @@ from grpcpool.pools._entry import (
     release_token,
 )
 from grpcpool.pools._view import Lifecycle, PoolView, build_view
-from tests.conftest import wait_until
 from tests.servers import EchoServer, EchoStub
+from tests.waiting import wait_until
 
 PREFIX = "pool-entry-test-"
 _names = itertools.count(1)

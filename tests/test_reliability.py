@@ -18,8 +18,10 @@ import pytest
 import grpcpool
 from grpcpool import Config, PoolSpec, Supervisor
 from grpcpool.errors import NotConnectedError, PoolTimeoutError
-from tests.conftest import EventLog, free_port, loopback_config, wait_until
+from tests.events import EventLog
+from tests.pools import free_port, loopback_config
 from tests.servers import EchoServer, EchoStub
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 

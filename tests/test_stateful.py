@@ -20,8 +20,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 import grpcpool
 from grpcpool import Config, PoolSpec, Supervisor
 from grpcpool.errors import NotConnectedError
-from tests.conftest import wait_until
 from tests.servers import EchoServer
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -23,7 +23,7 @@ from grpcpool.supervisor import (
     watch_exit,
 )
 from grpcpool.supervisor._children import ChildExited as _ChildExited
-from tests.conftest import wait_for
+from tests.waiting import wait_for
 
 WAIT = 5.0
 

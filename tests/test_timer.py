@@ -13,7 +13,7 @@ import pykka
 import pytest
 
 from grpcpool.supervisor import TimerHandle, send_after
-from tests.conftest import wait_for
+from tests.waiting import wait_for
 
 WAIT = 5.0
 TIMER_THREAD = "grpcpool-timer"

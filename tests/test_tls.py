@@ -14,8 +14,9 @@ import grpcpool
 from grpcpool import Config, PoolSpec, Supervisor
 from grpcpool.errors import ConfigError, NotConnectedError
 from tests.certs import Pem, make_ca, make_server_cert
-from tests.conftest import EventLog, wait_until
+from tests.events import EventLog
 from tests.servers import EchoServer, EchoStub
+from tests.waiting import wait_until
 
 SECRET_TOKEN = "s3cret-token-do-not-log"
 

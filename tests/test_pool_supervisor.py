@@ -1,0 +1,134 @@
+"""The PoolSupervisor's bookkeeping through the public supervision API.
+
+A pool's workers are dynamic children of its PoolSupervisor (a
+DynamicSupervisor), and the pool's entry is stable across restarts: these
+tests drive both through public calls against a real server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from typing import Any
+
+import pykka
+import pytest
+
+import grpcpool
+from grpcpool import PoolSpec, Supervisor
+from grpcpool.errors import PoolNotFoundError
+from grpcpool.pools import lookup
+from tests.events import EventLog
+from tests.pools import loopback_config, start_pool
+from tests.servers import EchoServer
+from tests.waiting import wait_until
+
+
+def live_workers() -> list[pykka.ActorRef[Any]]:
+    """Every ChannelWorker actor still alive in the process."""
+    return [r for r in pykka.ActorRegistry.get_by_class(grpcpool.ChannelWorker) if r.is_alive()]
+
+
+def crash_workers_until(done: Any, timeout: float) -> None:
+    """Tells every live worker a message it does not understand until ``done()``."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, "condition not reached"
+        for ref in live_workers():
+            with contextlib.suppress(pykka.ActorDeadError):
+                ref.tell("crash")
+        time.sleep(0.02)  # pacing: each round lets the restarts happen
+
+
+def test_terminating_a_worker_through_the_public_api_keeps_the_books(
+    echo_server: EchoServer, supervisors: list[pykka.ActorRef[Any]]
+) -> None:
+    """terminate_child("worker-2") on a pool's supervisor lowers the expected size,
+    leaves no worker unsupervised, and a later scale_down stops the right ones."""
+    start_pool(supervisors, loopback_config(echo_server.port, size=3), "books")
+    grpcpool.await_ready("books", timeout=5, min_ready=3)
+    owner = lookup("books").owner
+    assert owner is not None
+
+    owner.proxy().terminate_child("worker-2").get(timeout=10)
+
+    status = grpcpool.status("books")
+    assert status.expected_size == 2
+    assert wait_until(lambda: len(live_workers()) == 2, timeout=5)
+    assert wait_until(
+        lambda: {w.worker_id for w in grpcpool.status("books").workers} == {"worker-1", "worker-3"},
+        timeout=5,
+    )
+    assert grpcpool.status("books").status == "healthy"
+
+    assert grpcpool.scale_down("books", 1) == 1
+    assert wait_until(lambda: len(live_workers()) == 1, timeout=5)
+    children = [child for child, _, _ in owner.proxy().which_children().get(timeout=10)]
+    assert children == ["registry", "worker-1", "telemetry"]
+    with pytest.raises(ValueError, match="at least 1"):
+        grpcpool.scale_down("books", 1)
+
+
+def test_a_pool_restarted_after_a_crash_keeps_its_entry_and_its_scaled_size(
+    echo_server: EchoServer, events: EventLog, supervisors: list[pykka.ActorRef[Any]]
+) -> None:
+    """A pool scaled from 2 to 4 whose supervisor crashes (worker crash loop) comes
+    back under the same entry with 4 workers, and a waiter follows it through."""
+    config = loopback_config(echo_server.port, size=2)
+    supervisors.append(Supervisor.start(children=[PoolSpec(config, name="kept")], max_restarts=5))
+    grpcpool.await_ready("kept", timeout=5, min_ready=2)
+    assert grpcpool.scale_up("kept", 2) == 4
+    grpcpool.await_ready("kept", timeout=5, min_ready=4)
+    entry, first_owner = lookup("kept"), lookup("kept").owner
+
+    crash_workers_until(lambda: events.of("supervisor.shutdown"), timeout=10)
+    assert wait_until(
+        lambda: any(
+            md["child_id"] == "pool:kept" for _, _, md in events.of("supervisor.child_restarted")
+        ),
+        timeout=5,
+    )
+
+    grpcpool.await_ready("kept", timeout=5, min_ready=4)
+    assert lookup("kept") is entry
+    assert entry.owner is not first_owner
+    assert grpcpool.status("kept").expected_size == 4
+    assert wait_until(lambda: len(live_workers()) == 4, timeout=5)
+    restarted_init = [m for _, m, md in events.of("pool.init") if md["pool_name"] == "kept"]
+    assert [m["pool_size"] for m in restarted_init][-1] == 4
+
+
+def test_a_pool_its_parent_gives_up_on_ends_and_wakes_its_waiters(
+    echo_server: EchoServer, events: EventLog
+) -> None:
+    """When the parent supervisor gives up instead of restarting a crashed pool, the
+    pool's entry ends: lookups fail and an await_ready waiter gets PoolNotFoundError
+    at once, not at its timeout."""
+    config = loopback_config(echo_server.port, size=1)
+    sup = Supervisor.start(children=[PoolSpec(config, name="given-up")], max_restarts=0)
+    try:
+        grpcpool.await_ready("given-up", timeout=5)
+        outcome: list[BaseException] = []
+        waiting = threading.Event()
+
+        def wait() -> None:
+            waiting.set()
+            try:
+                grpcpool.await_ready("given-up", timeout=60, min_ready=2)
+            except BaseException as error:  # recorded for the assertions below
+                outcome.append(error)
+
+        waiter = threading.Thread(target=wait, name="test-waiter")
+        waiter.start()
+        assert waiting.wait(5)
+        started = time.monotonic()
+        crash_workers_until(lambda: not sup.is_alive(), timeout=10)
+        waiter.join(10)
+        assert not waiter.is_alive()
+        assert time.monotonic() - started < 10
+        assert len(outcome) == 1 and isinstance(outcome[0], PoolNotFoundError)
+        with pytest.raises(PoolNotFoundError):
+            lookup("given-up")
+    finally:
+        sup.stop()
