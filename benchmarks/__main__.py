@@ -100,7 +100,9 @@ _HOW_TO_READ = """## How to read the table
 - Figure 7 is measured in a fresh process. A pool cannot have 0 workers, so
   "pool of 64 minus pool of 0" is (pool of 64 - pool of 1) / 63: the cost of
   one more worker. 7c divides (pool of 64 - no pool) by 64, which also counts
-  the pool's fixed actors and the timer thread.
+  the pool's fixed actors and the timer and watcher threads. 7d is the
+  connectivity watcher thread's CPU time while a ready pool of 1,024 idles,
+  from the kernel's per-thread accounting (10 ms ticks), as a share of one core.
 - Figure 8 counts children killed by a signal, of 40 forked one after another
   (each waited for before the next) from a fresh parent process holding 8
   idle ready channels, with and without `GRPC_ENABLE_FORK_SUPPORT=1`. The

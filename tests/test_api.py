@@ -22,6 +22,7 @@ from grpcpool.pools._entry import attach, claim, lookup, release
 from grpcpool.pools._view import empty_view
 from tests.pools import free_port, loopback_config, start_pool
 from tests.servers import EchoServer
+from tests.waiting import has_waiters, wait_for
 
 
 def test_a_process_that_never_stops_its_pools_still_exits(echo_server: EchoServer) -> None:
@@ -62,9 +63,10 @@ def test_await_ready_ends_when_the_pool_is_stopped_for_good(
         except BaseException as error:  # recorded for the assertion below
             outcome.append(error)
 
+    entry = lookup("vanishing")
     waiter = threading.Thread(target=wait)
     waiter.start()
-    time.sleep(0.2)
+    wait_for(lambda: has_waiters(entry.changed))  # the waiter is blocked in await_ready
     stopped = time.monotonic()
     grpcpool.stop("vanishing")
     waiter.join(10)

@@ -284,6 +284,8 @@ def test_black_hole_accepts_new_connections_but_does_not_reach_the_target(
     with connect(proxy) as sock:
         sock.sendall(b"early")
         assert wait_until(lambda: proxy.connections_accepted == 1, timeout=2)
+        # Proving a negative: no event says "did not connect upstream", so give
+        # a wrong upstream connect 0.3 s (many loopback connects) to show up.
         time.sleep(0.3)
         assert tcp_echo.accepted == 0
         proxy.pass_through()

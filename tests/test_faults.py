@@ -6,6 +6,7 @@ Each scenario prints its detection or recovery time (run with ``-s`` to see it).
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -126,8 +127,20 @@ def test_latency_does_not_flap_a_slow_healthy_server(
 ) -> None:
     """300 ms each way is slow but healthy: pings within their deadline keep every worker in."""
     start_pool(supervisors, proxy.port, "slow", size=2, ping_interval=0.2, connect_timeout=2.0)
+    before = len(events.of("channel.ping"))
     proxy.latency(up=0.3, down=0.3)
-    time.sleep(3)
+
+    def slow_pings_each() -> int:
+        pings = events.of("channel.ping")[before:]
+        # Over 0.5 s: it crossed the 0.3 s delay both ways.
+        per_worker = Counter(md["worker_id"] for _, m, md in pings if m["duration"] > 0.5)
+        return min(per_worker.values()) if len(per_worker) == 2 else 0
+
+    # Three pings per worker through the slow link (what 3 s of it gives: a
+    # 0.6 s round trip every 0.2 s), or a drop, whichever comes first.
+    assert wait_until(
+        lambda: events.of("channel.connection_down") or slow_pings_each() >= 3, timeout=10
+    )
     assert events.of("channel.connection_down") == []
     results = [md["result"] for _, _, md in events.of("channel.ping")]
     assert results and set(results) == {"ok"}

@@ -39,6 +39,7 @@ class Callers:
 
     def __init__(self, pool_name: str, threads: int, timeout: float = 2.0) -> None:
         self.outcomes: dict[str, int] = {}
+        self._oks = {f"caller-{i}": 0 for i in range(threads)}
         self.unexpected: list[BaseException] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -50,6 +51,22 @@ class Callers:
     def _count(self, kind: str) -> None:
         with self._lock:
             self.outcomes[kind] = self.outcomes.get(kind, 0) + 1
+            if kind == "ok":
+                self._oks[threading.current_thread().name] += 1
+
+    def count(self, kind: str) -> int:
+        """Outcomes of ``kind`` so far."""
+        with self._lock:
+            return self.outcomes.get(kind, 0)
+
+    def oks(self) -> dict[str, int]:
+        """Successful calls so far, by caller thread."""
+        with self._lock:
+            return dict(self._oks)
+
+    def all_through_since(self, oks: dict[str, int]) -> bool:
+        """Whether every caller has made a successful call since ``oks`` was taken."""
+        return all(now > oks[name] for name, now in self.oks().items())
 
     def _run(self, pool_name: str, timeout: float) -> None:
         while not self._stop.is_set():
@@ -58,7 +75,7 @@ class Callers:
                 self._count("ok")
             except NotConnectedError:
                 self._count("not_connected")
-                time.sleep(0.005)
+                time.sleep(0.005)  # pacing: a caller retries, it does not spin
             except grpc.RpcError as error:
                 self._count(error.code().name)
             except BaseException as error:  # anything else is a defect
@@ -110,7 +127,9 @@ def test_server_killed_mid_traffic_then_restarted_on_same_port(
         supervisors.append(Supervisor.start(children=[PoolSpec(config_for(port), name="kill")]))
         grpcpool.await_ready("kill", timeout=5, min_ready=3)
         with Callers("kill", threads=6) as callers:
-            time.sleep(0.3)
+            # Every caller is through (and, at 0.05 s a call, in flight) before the kill.
+            at_start = callers.oks()
+            assert wait_until(lambda: callers.all_through_since(at_start), timeout=5)
             killed = time.monotonic()
             server.kill()
             assert wait_until(
@@ -118,12 +137,21 @@ def test_server_killed_mid_traffic_then_restarted_on_same_port(
             )
             emptied = time.monotonic() - killed
             server.stop()
-            time.sleep(0.3)
+            # Down until the callers have met the empty pool and every worker
+            # has failed to reconnect to the closed port.
+            assert wait_until(
+                lambda: callers.count("not_connected") > 0
+                and {md["worker_id"] for _, _, md in events.of("channel.connection_failed")}
+                >= {"worker-1", "worker-2", "worker-3"},
+                timeout=5,
+            )
             server = EchoServer(port=port, delay=0.05)
             restarted = time.monotonic()
             grpcpool.await_ready("kill", timeout=1.5, min_ready=3)
             refilled = time.monotonic() - restarted
-            time.sleep(0.3)
+            # Every caller gets through again after the refill.
+            at_refill = callers.oks()
+            assert wait_until(lambda: callers.all_through_since(at_refill), timeout=5)
         report("server kill -> snapshot empty", emptied)
         report("server restart -> all 3 ready", refilled)
         assert not callers.unexpected, callers.unexpected
@@ -147,7 +175,7 @@ def test_graceful_server_stop_lets_in_flight_calls_finish(
         grpcpool.await_ready("drain", timeout=5, min_ready=3)
         stubs = [EchoStub(grpcpool.get_channel("drain")) for _ in range(6)]
         calls = [stub.Unary.future(b"in flight", timeout=5) for stub in stubs]
-        time.sleep(0.1)
+        assert wait_until(lambda: server.calls == 6, timeout=5)  # all six in the handler
         draining = threading.Thread(target=server.stop, kwargs={"grace": 2.0})
         draining.start()
         assert [call.result(timeout=5) for call in calls] == [b"in flight"] * 6
@@ -206,7 +234,7 @@ def crash_workers_until(done: Callable[[], Any], timeout: float) -> None:
         for ref in pykka.ActorRegistry.get_by_class(grpcpool.ChannelWorker):
             with contextlib.suppress(pykka.ActorDeadError):
                 ref.tell("crash")
-        time.sleep(0.02)
+        time.sleep(0.02)  # pacing: each round lets the restarts happen
 
 
 @pytest.mark.parametrize("unlimited_pings", [False, True], ids=["defaults", "control"])
@@ -238,7 +266,7 @@ def test_default_keepalive_never_draws_too_many_pings(
         while time.monotonic() < busy_until:
             with contextlib.suppress(NotConnectedError, grpc.RpcError):
                 EchoStub(grpcpool.get_channel("pings")).Unary(b"x", timeout=2)
-            time.sleep(0.01)
+            time.sleep(0.01)  # pacing: busy, not flooding
         time.sleep(1.5)  # idle again
         if unlimited_pings:
             # The GOAWAY comes when the server next looks at the transport;
@@ -246,7 +274,7 @@ def test_default_keepalive_never_draws_too_many_pings(
             for _ in range(6):
                 if events.of("channel.connection_down"):
                     break
-                time.sleep(0.5)
+                time.sleep(0.5)  # idle
                 with contextlib.suppress(NotConnectedError, grpc.RpcError):
                     EchoStub(grpcpool.get_channel("pings")).Unary(b"x", timeout=2)
         drops = events.of("channel.connection_down")
@@ -275,6 +303,10 @@ def test_concurrent_callers_during_scaling_and_restart_get_only_live_channels(
         original_close(channel)
 
     monkeypatch.setattr(grpc._channel.Channel, "close", recording_close)
+
+    def is_closed(channel: grpc.Channel) -> bool:
+        return hasattr(channel, "closed_at_for_test")
+
     server = EchoServer()
     port = server.port
     stale: list[float] = []
@@ -286,7 +318,7 @@ def test_concurrent_callers_during_scaling_and_restart_get_only_live_channels(
             try:
                 channel = grpcpool.get_channel("busy")
             except NotConnectedError:
-                time.sleep(0.001)
+                time.sleep(0.001)  # pacing: a caller retries, it does not spin
                 continue
             except BaseException as error:  # anything else is a defect
                 errors.append(error)
@@ -306,13 +338,20 @@ def test_concurrent_callers_during_scaling_and_restart_get_only_live_channels(
         try:
             for target in (8, 2, 6, 1, 4):
                 grpcpool.resize("busy", target)
-                time.sleep(0.1)
+                time.sleep(0.1)  # pacing: takers run at each size while channels come and go
+            grpcpool.await_ready("busy", timeout=5)  # worker-1 at least has been ready all along
+            dropped = grpcpool.pools.lookup("busy").view.channels
             server.stop()
-            time.sleep(0.3)
+            # The outage lasts until the channels it dropped have drained
+            # (drain_timeout 0.2 s) and closed, with the takers running.
+            assert dropped
+            assert wait_until(lambda: all(is_closed(channel) for channel in dropped), timeout=5)
             server = EchoServer(port=port)
             grpcpool.await_ready("busy", timeout=5, min_ready=4)
+            kept = grpcpool.pools.lookup("busy").view.channels
             grpcpool.scale_down("busy", 2)
-            time.sleep(0.3)
+            # The two retired channels drain (0.2 s) and close while the takers run.
+            assert wait_until(lambda: sum(is_closed(channel) for channel in kept) >= 2, timeout=5)
         finally:
             stop.set()
             for thread in threads:

@@ -123,7 +123,7 @@ class SlowStarter(Worker):
     """Takes a while in on_start, so a caller that does not wait would notice."""
 
     def on_start(self) -> None:
-        time.sleep(0.05)
+        time.sleep(0.05)  # the slowness is the point: nothing to wait for here
         super().on_start()
 
 
@@ -279,8 +279,11 @@ def test_transient_child_restarted_after_crash_not_after_normal_stop() -> None:
         wait_for(lambda: len(events) == 1)
 
         second.tell("stop")
+        # The supervisor decides on a restart while it handles the exit report,
+        # and a failed restart attempt tells it a retry before that handling
+        # ends; so once "t" shows as not running, the ask below comes after
+        # every restart the stop could cause.
         wait_for(lambda: children(sup)["t"] is None)
-        time.sleep(0.2)  # give a wrong restart the chance to happen
         assert children(sup) == {"t": None}
         assert len(events) == 1
         counts = sup.proxy().count_children().get(timeout=WAIT)
@@ -434,7 +437,8 @@ def test_stale_exit_reports_are_ignored() -> None:
         old.tell("crash")
         new = wait_for_new_ref(sup, "w", old)
         wait_for(lambda: len(events) == 1)
-        time.sleep(0.2)
+        # The old incarnation's exit watch fires once; a second report about it
+        # is the stale report told below, whose handling the next ask awaits.
         assert len(events) == 1
 
         stale = _ChildExited("w", old.actor_urn, ExitReason(known=True, error=RuntimeError("old")))
@@ -486,7 +490,8 @@ def test_terminate_child_stops_it_for_good() -> None:
         assert proxy.terminate_child("b").get(timeout=WAIT) is None
         assert not b.is_alive()
         assert "stop:b" in log
-        time.sleep(0.2)
+        # b's exit report was told before its stop finished, so before
+        # terminate_child returned: the ask below is handled after it.
         assert list(children(sup)) == ["a"]
         assert events == []
 
@@ -568,13 +573,14 @@ def test_slow_child_does_not_hang_supervisor_stop() -> None:
     """A child slower to stop than its shutdown is abandoned after about shutdown seconds."""
     threads: list[threading.Thread] = []
     log: list[str] = []
+    release = threading.Event()
 
     class SlowStop(SupervisedActor):
         def on_start(self) -> None:
             threads.append(threading.current_thread())
 
         def on_stop(self) -> None:
-            time.sleep(1.0)
+            release.wait(WAIT)  # stuck until the supervisor's stop has returned
 
     specs = [worker("a", log), ChildSpec("slow", start=SlowStop.start, shutdown=0.3)]
     sup = Supervisor.start(children=specs)
@@ -584,7 +590,9 @@ def test_slow_child_does_not_hang_supervisor_stop() -> None:
         elapsed = time.monotonic() - started
         assert 0.25 <= elapsed < 0.9
         assert log == ["start:a", "stop:a"]  # the stop went on past the slow child
+        assert threads and threads[0].is_alive()  # abandoned, still in on_stop
     finally:
+        release.set()
         sup.stop(timeout=10)
         for thread in threads:
             thread.join(WAIT)

@@ -12,8 +12,9 @@ from typing import Any
 import pykka
 import pytest
 
+from grpcpool._process import PROCESS
 from grpcpool.supervisor import TimerHandle, send_after
-from tests.waiting import wait_for
+from tests.waiting import has_waiters, wait_for
 
 WAIT = 5.0
 TIMER_THREAD = "grpcpool-timer"
@@ -176,10 +177,14 @@ def test_huge_delay_does_not_break_the_timer(
     """A delay beyond threading.TIMEOUT_MAX neither kills the timer thread nor blocks others."""
     far = send_after(threading.TIMEOUT_MAX * 10, inbox, "far")
     no_pending_timers.append(far)
-    time.sleep(0.05)  # the thread is now waiting for the far deadline
+    scheduler = PROCESS.scheduler
+    assert scheduler is not None
+    # The thread is now waiting for the far deadline (a wait that overflowed
+    # would have raised instead and ended the thread).
+    wait_for(lambda: has_waiters(scheduler._condition))
     send_after(0.05, inbox, "soon")
     assert received.get(timeout=WAIT)[1] == "soon"
-    time.sleep(0.05)
+    wait_for(lambda: has_waiters(scheduler._condition))  # and waits for it again
     send_after(0.05, inbox, "again")
     assert received.get(timeout=WAIT)[1] == "again"
     far.cancel()

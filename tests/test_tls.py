@@ -78,7 +78,7 @@ def test_wrong_root_fails_clearly_without_a_retry_storm(
     caplog.set_level(logging.DEBUG, logger="grpcpool")
     sup = Supervisor.start(children=[PoolSpec(config, name="wrong-root")])
     try:
-        time.sleep(1.5)
+        time.sleep(1.5)  # the window the attempts are counted over (the pace is the point)
         with pytest.raises(NotConnectedError):
             grpcpool.get_channel("wrong-root")
         failures = events.of("channel.connection_failed")

@@ -33,9 +33,9 @@ def wait_until(predicate: Any, timeout: float = 5.0, interval: float = 0.01) -> 
 def has_waiters(condition: threading.Condition) -> bool:
     """True while some thread is blocked in ``condition.wait()``.
 
-    ``threading.Condition`` keeps one lock per sleeping thread in ``_waiters``
-    (CPython and PyPy alike); a thread is in it only between entering
-    ``wait`` and being woken, so this tells a test that another thread is
-    parked on the condition rather than about to reach it.
+    ``threading.Condition`` keeps one lock per sleeping thread in its private
+    ``_waiters``; a thread is in it only between entering ``wait`` and being
+    woken, so this tells a test that another thread is parked on the
+    condition, not merely about to reach it.
     """
     return bool(condition._waiters)  # type: ignore[attr-defined]
