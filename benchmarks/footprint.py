@@ -115,7 +115,7 @@ def _child(
 def _kind(thread: threading.Thread) -> str:
     """A thread's name without its number: ``ChannelWorker``, ``grpc poll``, ..."""
     name = thread.name
-    if name.startswith("grpcpool-timer"):
+    if name.startswith(("grpcpool-timer", "grpcpool-watcher")):
         return name
     if name.endswith("(_run)"):
         return "grpc connectivity poll (_run)"

@@ -245,8 +245,8 @@ def _start_figures(settings: Settings) -> list[Figure]:
                 f"supervisor.stop() of a ready pool of {size}",
                 value,
                 "ms",
-                note=f"{value / size:.1f} ms per worker; grpcio's Channel.close waits up to "
-                "200 ms for the connectivity poll in flight"
+                note=f"{value / size:.1f} ms per worker; workers stop in parallel, and no "
+                "channel close waits for a connectivity poll thread (there is none)"
                 if size == max(sizes)
                 else "",
             )
