@@ -117,12 +117,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", default=str(RESULTS), help="Markdown file, '-' for none")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    # Reconnects and kills are the point of figure 6; their logs are noise here.
-    logging.getLogger("grpcpool").setLevel(logging.CRITICAL)
+    # Reconnects and kills are the point of figure 6; their logs are noise
+    # here. Restored afterwards: main() also runs inside the test suite.
+    library_logger = logging.getLogger("grpcpool")
+    level = library_logger.level
+    library_logger.setLevel(logging.CRITICAL)
     settings = Settings(quick=args.quick)
     only = frozenset(part.strip() for part in args.only.split(",") if part.strip()) or None
     started = time.monotonic()
-    figures = run(settings, only)
+    try:
+        figures = run(settings, only)
+    finally:
+        library_logger.setLevel(level)
     elapsed = time.monotonic() - started
     print()
     print(render_text(figures))

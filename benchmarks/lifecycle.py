@@ -10,7 +10,7 @@
   and, measured in the same rounds, ``supervisor.stop()``.
 
 The kill/restart pool uses small backoff settings (:data:`BACKOFF`), stated
-in the figures' notes, and enough reconnect attempts that no worker crashes
+in the figures' notes, and enough reconnect attempts that no limit warning is logged
 while the server is away.
 """
 

@@ -34,6 +34,7 @@ from grpcpool.errors import (
     NotConnectedError,
     PoolNotFoundError,
     PoolTimeoutError,
+    StrategyError,
 )
 from grpcpool.pools._api import (
     PoolProxy,
@@ -74,6 +75,7 @@ __all__ = [
     "RetryConfig",
     "RoundRobin",
     "Strategy",
+    "StrategyError",
     "SupervisedActor",
     "Supervisor",
     "TLSOptions",

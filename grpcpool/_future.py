@@ -1,6 +1,6 @@
 """Futures for answers that need no actor round trip.
 
-``PoolProxy.get_channel()`` answers from the snapshot in the caller's thread,
+``PoolProxy.get_channel()`` answers from the pool's view in the caller's thread,
 but returns a pykka future like every other proxy method. pykka's
 ``ThreadingFuture`` takes a condition variable and a result record to hand
 back a value that is already known; :class:`ResolvedFuture` holds it in a

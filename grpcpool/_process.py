@@ -23,6 +23,7 @@ again on first use.
 
 from __future__ import annotations
 
+import collections
 import os
 import threading
 import weakref
@@ -35,7 +36,11 @@ if TYPE_CHECKING:
     from grpcpool.pools._entry import PoolEntry
     from grpcpool.supervisor._timer import Scheduler
 
-__all__ = ["PROCESS", "ProcessState", "fork_safe_lock"]
+__all__ = ["ENDED_POOLS_KEPT", "PROCESS", "ProcessState", "fork_safe_lock"]
+
+# How many ended pool names the process remembers (a bound, not a cache: a
+# program that starts and stops pools under fresh names must not grow it).
+ENDED_POOLS_KEPT = 64
 
 
 class ProcessState:
@@ -48,6 +53,10 @@ class ProcessState:
         pools: Running pools by name (the hot path reads it without a lock).
         forked_pools: Names of pools that belonged to the parent of this
             forked process; asking for one gives advice, not "not found".
+        ended_pools: Why each recently ended pool ended, by name, oldest
+            first, at most ``ENDED_POOLS_KEPT``; asking for one says "was
+            shut down: <reason>", not "not found". A name leaves it when a
+            pool of that name starts again.
         default_supervisor: The supervisor behind ``grpcpool.start``.
         default_lock: Held while the default supervisor is started, used or
             stopped by a caller (never by an actor, which could deadlock).
@@ -63,6 +72,7 @@ class ProcessState:
         self.pools_changed = threading.Condition(self.lock)
         self.pools: dict[str, PoolEntry] = {}
         self.forked_pools: set[str] = set()
+        self.ended_pools: collections.OrderedDict[str, str] = collections.OrderedDict()
         self.default_supervisor: pykka.ActorRef[Any] | None = None
         self.default_lock = threading.RLock()
         self.roots: list[pykka.ActorRef[Any]] = []
@@ -98,6 +108,7 @@ class ProcessState:
         self.forked_pools.update(self.pools)
         # Cleared in place: the hot path holds a reference to this dict.
         self.pools.clear()
+        self.ended_pools.clear()
         self.open_channels.clear()
         self.default_supervisor = None
         self.roots.clear()

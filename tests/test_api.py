@@ -48,6 +48,40 @@ print("done")
     assert result.stdout.strip() == "done"
 
 
+def test_pools_left_running_are_stopped_not_dropped_at_exit(echo_server: EchoServer) -> None:
+    """Pool actors run on daemon threads, yet pools left running are stopped in order
+    when the main thread ends: by the time atexit handlers run, every actor has
+    stopped and every channel is closed."""
+    script = f"""
+import atexit
+import pykka
+import grpcpool
+from grpcpool import Config, PoolSpec, Supervisor
+from grpcpool.connection._channel import open_channel_count
+
+def report():
+    print("at exit:", len(pykka.ActorRegistry.get_all()), "actors,",
+          open_channel_count(), "channels", flush=True)
+
+atexit.register(report)
+config = Config.local(host="127.0.0.1", port={echo_server.port}, pool_size=2)
+grpcpool.start(config, name="left-running")
+Supervisor.start(children=[PoolSpec(config, name="also-left")])
+grpcpool.await_ready("left-running", timeout=5, min_ready=2)
+grpcpool.await_ready("also-left", timeout=5, min_ready=2)
+print("open:", open_channel_count(), "channels", flush=True)
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "GRPC_VERBOSITY": "ERROR"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["open: 4 channels", "at exit: 0 actors, 0 channels"]
+
+
 def test_await_ready_ends_when_the_pool_is_stopped_for_good(
     supervisors: list[pykka.ActorRef[Any]],
 ) -> None:

@@ -64,7 +64,8 @@ def test_pool_defaults() -> None:
 def test_connection_defaults() -> None:
     """ConnectionConfig defaults match the SPEC table."""
     c = ConnectionConfig()
-    assert (c.keepalive, c.ping_interval, c.connect_timeout) == (30.0, 25.0, 10.0)
+    assert (c.keepalive, c.ping_interval, c.connect_timeout) == (300.0, 25.0, 10.0)
+    assert c.keepalive_without_calls is False
     assert c.health_check is True
     assert c.health_service == ""
     assert c.suppress_connection_errors is False
@@ -139,6 +140,7 @@ def test_from_env() -> None:
         "GRPCPOOL_PING_INTERVAL": "none",
         "GRPCPOOL_BACKOFF_MAX": "60",
         "GRPCPOOL_HEALTH_CHECK": "false",
+        "GRPCPOOL_KEEPALIVE_WITHOUT_CALLS": "yes",
         "PATH": "/usr/bin",
         "GRPCPOOLX_HOST": "ignored",
     }
@@ -148,6 +150,20 @@ def test_from_env() -> None:
     assert config.connection.ping_interval is None
     assert config.connection.backoff_max == 60.0
     assert config.connection.health_check is False
+    assert config.connection.keepalive_without_calls is True
+
+
+def test_ping_timeout_default_and_sources() -> None:
+    """connection.ping_timeout defaults to 2 s; from_mapping and GRPCPOOL_PING_TIMEOUT set it."""
+    assert ConnectionConfig().ping_timeout == 2.0
+    mapping = {"endpoint": LOCAL, "connection": {"ping_timeout": 0.5}}
+    assert Config.from_mapping(mapping).connection.ping_timeout == 0.5
+    environ = {"GRPCPOOL_HOST": "h", "GRPCPOOL_PORT": "1", "GRPCPOOL_TYPE": "local"}
+    config = Config.from_env(environ={**environ, "GRPCPOOL_PING_TIMEOUT": "0.75"})
+    assert config.connection.ping_timeout == 0.75
+    with pytest.raises(ConfigError) as info:
+        Config.from_env(environ={**environ, "GRPCPOOL_PING_TIMEOUT": "soon"})
+    assert info.value.key == "connection.ping_timeout"
 
 
 def test_from_env_custom_prefix_and_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -244,6 +260,16 @@ BAD_INPUTS = [
     ("connection", {"keepalive": "30"}, "connection.keepalive"),
     ("connection", {"keepalive": 10**400}, "connection.keepalive"),
     ("connection", {"keepalive_timeout": 0}, "connection.keepalive_timeout"),
+    ("connection", {"ping_timeout": 0}, "connection.ping_timeout"),
+    ("connection", {"ping_timeout": -1.0}, "connection.ping_timeout"),
+    ("connection", {"ping_timeout": None}, "connection.ping_timeout"),
+    ("connection", {"ping_timeout": math.inf}, "connection.ping_timeout"),
+    ("connection", {"keepalive_without_calls": 1}, "connection.keepalive_without_calls"),
+    (
+        "connection",
+        {"keepalive": None, "keepalive_without_calls": True},
+        "connection.keepalive_without_calls",
+    ),
     ("connection", {"health_check": 1}, "connection.health_check"),
     ("connection", {"health_service": None}, "connection.health_service"),
     ("connection", {"max_reconnect_attempts": 0}, "connection.max_reconnect_attempts"),
@@ -299,7 +325,7 @@ def test_config_is_frozen() -> None:
     for obj, attr in targets:
         with pytest.raises(dataclasses.FrozenInstanceError):
             setattr(obj, attr, 9)
-    assert (config.pool.size, config.endpoint.port, config.connection.keepalive) == (3, 9090, 30.0)
+    assert (config.pool.size, config.endpoint.port, config.connection.keepalive) == (3, 9090, 300.0)
 
 
 def test_replace_revalidates() -> None:
@@ -315,10 +341,11 @@ def test_channel_options_defaults() -> None:
     """Default options: local subchannel pool, keepalive and backoff in milliseconds."""
     options = options_of(build())
     assert ("grpc.use_local_subchannel_pool", 1) in build().channel_options()
-    assert options["grpc.keepalive_time_ms"] == 30000
+    assert options["grpc.keepalive_time_ms"] == 300000
     assert options["grpc.keepalive_timeout_ms"] == options["grpc.http2.ping_timeout_ms"]
     assert options["grpc.keepalive_timeout_ms"] == 10000
-    assert options["grpc.keepalive_permit_without_calls"] == 1
+    assert options["grpc.keepalive_permit_without_calls"] == 0
+    assert "grpc.http2.max_pings_without_data" not in options
     assert options["grpc.initial_reconnect_backoff_ms"] == 1000
     assert options["grpc.min_reconnect_backoff_ms"] == 10000  # connect_timeout
     assert options["grpc.max_reconnect_backoff_ms"] == 30000
@@ -334,6 +361,14 @@ def test_channel_options_follow_connection_settings() -> None:
     assert options["grpc.http2.ping_timeout_ms"] == 750
     assert options["grpc.initial_reconnect_backoff_ms"] == 200
     assert options["grpc.max_reconnect_backoff_ms"] == 4000
+
+
+def test_keepalive_without_calls_pings_idle_channels_every_keepalive() -> None:
+    """The opt-in permits pings without calls and lifts grpcio's two-then-one-a-minute limit."""
+    options = options_of(build(connection={"keepalive": 20, "keepalive_without_calls": True}))
+    assert options["grpc.keepalive_time_ms"] == 20000
+    assert options["grpc.keepalive_permit_without_calls"] == 1
+    assert options["grpc.http2.max_pings_without_data"] == 0
 
 
 def test_keepalive_none_drops_keepalive_args() -> None:

@@ -409,10 +409,61 @@ def test_restart_limit_hook_sets_the_intensity() -> None:
             ref.tell("crash")
             (reason,) = reasons.wait(1)
             assert isinstance(reason.error, RestartIntensityError)
-            assert "(max 2)" in str(reason.error)
+            # The message states the limit applied, and where it came from.
+            assert "(max 2 from restart_limit(); max_restarts is 0)" in str(reason.error)
             assert len(restarts.items) == 2
     finally:
         telemetry.supervisor_child_restarted.disconnect(on_restart)
+
+
+class Explained(DynamicSupervisor):
+    """Allows two restarts more than max_restarts and says so when it gives up."""
+
+    def __init__(self, restarts: Recorder, **options: Any) -> None:
+        super().__init__(**options)
+        self.restarts = restarts
+
+    def restart_limit(self) -> int:
+        return self.max_restarts + 2
+
+    def describe_restart_limit(self, limit: int) -> str:
+        return f"{limit} = {self.max_restarts} + 2 spares"
+
+    def child_restarted(self, child_id: str, ref: pykka.ActorRef[Any]) -> None:
+        self.restarts.add(ref)
+
+
+class BrokenExplanation(Explained):
+    """A describe_restart_limit that raises: the number alone is stated."""
+
+    def describe_restart_limit(self, limit: int) -> str:
+        raise RuntimeError("no words")
+
+
+@pytest.mark.parametrize(
+    ("cls", "stated"),
+    [(Explained, "(max 3 = 1 + 2 spares)"), (BrokenExplanation, "(max 3)")],
+    ids=["explained", "explanation-fails"],
+)
+def test_give_up_message_states_the_limit_applied(
+    cls: type[Explained], stated: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The give-up error states restart_limit()'s number as describe_restart_limit
+    words it, or the number alone when that hook fails."""
+    reasons = Recorder()
+    restarts = Recorder()
+    with running(cls, restarts=restarts, max_restarts=1, max_seconds=60, name="explains") as sup:
+        watch_exit(sup, reasons.add)
+        ref = sup.proxy().start_child(worker("w")).get(timeout=WAIT)
+        for count in (1, 2, 3):  # the limit: three restarts
+            ref.tell("crash")
+            ref = restarts.wait(count)[-1]
+        ref.tell("crash")  # the fourth is one too many
+        (reason,) = reasons.wait(1)
+    assert isinstance(reason.error, RestartIntensityError)
+    assert str(reason.error).startswith(f"explains: 4 restarts within 60.0s {stated}; last:")
+    failed = [r for r in caplog.records if "describe_restart_limit failed" in r.getMessage()]
+    assert len(failed) == (cls is BrokenExplanation)
 
 
 class Ordered(DynamicSupervisor):

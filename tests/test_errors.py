@@ -12,6 +12,8 @@ from grpcpool.errors import (
     NotConnectedError,
     PoolNotFoundError,
     PoolTimeoutError,
+    StrategyError,
+    shorten,
 )
 
 
@@ -108,4 +110,56 @@ def test_errors_are_re_exported() -> None:
         "NotConnectedError",
         "PoolNotFoundError",
         "PoolTimeoutError",
+        "StrategyError",
     }
+
+
+def test_strategy_error_names_the_strategy_and_is_a_grpcpool_error() -> None:
+    """StrategyError is a GrpcPoolError (not a LookupError or IndexError) and names the
+    strategy first."""
+    error = StrategyError("Sharded", "select(3) returned 3, not an int in range(3)")
+    assert isinstance(error, GrpcPoolError)
+    assert not isinstance(error, LookupError | NotConnectedError)
+    assert error.strategy == "Sharded"
+    assert str(error) == "strategy Sharded: select(3) returned 3, not an int in range(3)"
+
+
+def test_pool_not_found_of_a_pool_that_was_shut_down_says_so() -> None:
+    """With a reason, PoolNotFoundError says the pool was shut down and why; it is still
+    a NotConnectedError and a LookupError, and keeps the reason."""
+    error = PoolNotFoundError("kv", "supervisor gave up")
+    assert str(error) == "pool 'kv' was shut down: supervisor gave up"
+    assert error.reason == "supervisor gave up"
+    assert error.pool_name == "kv"
+    assert isinstance(error, NotConnectedError) and isinstance(error, LookupError)
+    assert PoolNotFoundError("kv").reason is None
+
+
+def test_a_long_shut_down_reason_is_shortened() -> None:
+    """A reason of thousands of characters gives a message of about 200."""
+    error = PoolNotFoundError("kv", "exited: " + "x" * 5000 + " the end")
+    assert len(str(error)) < 240
+    assert str(error).startswith("pool 'kv' was shut down: exited: ")
+    assert str(error).endswith("the end")
+
+
+def test_not_connected_and_timeout_carry_the_last_error() -> None:
+    """NotConnectedError and PoolTimeoutError keep the workers' last error, None by default."""
+    assert NotConnectedError("kv").last_error is None
+    assert PoolTimeoutError("kv", "0 of 1 ready").last_error is None
+    refused = "unavailable: Connection refused"
+    assert NotConnectedError("kv", "down", last_error=refused).last_error == refused
+    assert PoolTimeoutError("kv", "0 of 1 ready", last_error=refused).last_error == refused
+
+
+def test_shorten_keeps_both_ends_within_the_limit() -> None:
+    """shorten leaves short text alone and cuts long text to its head and tail, at word
+    boundaries, within the limit."""
+    assert shorten("unavailable: refused") == "unavailable: refused"
+    text = "unavailable: failed to connect; " + "nested context " * 40 + "Connection refused"
+    short = shorten(text, 100)
+    assert len(short) <= 100
+    assert short.startswith("unavailable: ")
+    assert short.endswith("Connection refused")
+    assert " ... " in short
+    assert shorten("abcdefghijklmnop", 5) == "abcde"

@@ -69,7 +69,8 @@ def test_reset_of_every_connection_empties_and_refills_with_spread_retries(
 def test_black_hole_is_detected_by_keepalive(
     proxy: FaultProxy, events: EventLog, supervisors: list[pykka.ActorRef[Any]]
 ) -> None:
-    """A silent peer leaves the snapshot within keepalive + ping timeout + 1 s."""
+    """A silent peer leaves the view within keepalive + ping timeout + 1 s, when the
+    pool pings idle connections (the opt-in; the server here permits it)."""
     keepalive, timeout = 0.5, 0.5
     start_pool(
         supervisors,
@@ -77,6 +78,7 @@ def test_black_hole_is_detected_by_keepalive(
         "hole",
         size=3,
         keepalive=keepalive,
+        keepalive_without_calls=True,
         keepalive_timeout=timeout,
         ping_interval=None,
         backoff_min=0.2,
@@ -108,6 +110,7 @@ def test_health_ping_detects_black_hole_without_keepalive(
         size=2,
         keepalive=None,
         ping_interval=0.2,
+        ping_timeout=0.5,
         connect_timeout=0.5,
         backoff_min=0.2,
         backoff_max=0.5,

@@ -59,13 +59,16 @@ def test_suppressed_connection_errors_log_at_debug(
 def test_connection_down_is_one_error_and_recovery_one_info(
     caplog: pytest.LogCaptureFixture, events: EventLog
 ) -> None:
-    """A server restart logs one ERROR for the drop and one INFO for the reconnect."""
+    """A server restart: INFO for the closed connection, one ERROR for the reconnect that
+    failed, and one INFO for the recovery."""
     caplog.set_level(logging.DEBUG, logger="grpcpool")
     server = EchoServer()
     port = server.port
-    sup = Supervisor.start(children=[PoolSpec(config_for(port), name="drop")])
+    sup = Supervisor.start(children=[PoolSpec(config_for(port, ping_interval=0.05), name="drop")])
     try:
         grpcpool.await_ready("drop", timeout=5)
+        # Ready for longer than backoff_min: a close is reconnected at once.
+        assert wait_until(lambda: events.of("channel.ping"), timeout=5)
         server.stop()
         # The server comes back once the pool has seen the drop and failed to
         # reconnect five times (what a 0.3 s outage gives at this backoff);
@@ -81,6 +84,7 @@ def test_connection_down_is_one_error_and_recovery_one_info(
         sup.stop()
         server.stop()
     errors = [r.getMessage() for r in pool_records(caplog, logging.ERROR)]
-    assert len(errors) == 1 and "connection down" in errors[0], errors
+    assert len(errors) == 1 and "connect failed" in errors[0], errors
     infos = [r.getMessage() for r in pool_records(caplog, logging.INFO)]
+    assert any("connection closed" in message for message in infos), infos
     assert any("connected after" in message for message in infos), infos

@@ -16,6 +16,7 @@ from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricR
 
 import grpcpool
 from grpcpool import Config, PoolSpec, Supervisor, telemetry
+from grpcpool.connection import _machine_types as machine_types
 from grpcpool.metrics import opentelemetry as grpcpool_otel
 from grpcpool.metrics._instruments import CONNECT_DURATION_BUCKETS, INSTRUMENTS
 from tests.pools import loopback_config
@@ -30,7 +31,7 @@ BUCKET_ADVICE = (
 )
 
 # Every way a ready channel is lost (grpcio connectivity states, lower-cased, and a failed ping).
-DISCONNECT_REASONS = {"idle", "connecting", "transient_failure", "shutdown", "ping_failed"}
+DISCONNECT_REASONS = set(machine_types.DISCONNECT_REASONS)
 
 
 def local_config(port: int, size: int) -> Config:

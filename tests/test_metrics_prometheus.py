@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import grpcpool
 from grpcpool import Config, PoolSpec, Supervisor, telemetry
+from grpcpool.connection import _machine_types as machine_types
 from grpcpool.metrics import prometheus
 from grpcpool.metrics._instruments import CONNECT_DURATION_BUCKETS, INSTRUMENTS
 from tests.pools import free_port, loopback_config
@@ -24,7 +25,7 @@ from tests.servers import EchoServer
 from tests.waiting import wait_until
 
 # Every way a ready channel is lost (grpcio connectivity states, lower-cased, and a failed ping).
-DISCONNECT_REASONS = {"idle", "connecting", "transient_failure", "shutdown", "ping_failed"}
+DISCONNECT_REASONS = set(machine_types.DISCONNECT_REASONS)
 
 
 def local_config(port: int, size: int, **pool: Any) -> Config:

@@ -20,13 +20,14 @@ import pykka
 import pytest
 
 from grpcpool import Config, telemetry
-from grpcpool._process import PROCESS
+from grpcpool._process import ENDED_POOLS_KEPT, PROCESS
 from grpcpool._status import WorkerStatus
 from grpcpool.errors import ConfigError, NotConnectedError, PoolNotFoundError
 from grpcpool.pools._entry import (
     FORK_ADVICE,
     PoolEntry,
     attach,
+    check_name_free,
     claim,
     lookup,
     names,
@@ -697,3 +698,73 @@ def test_lookup_of_a_pool_of_the_parent_process_gives_fork_advice() -> None:
             lookup(name)
     finally:
         PROCESS.forked_pools.discard(name)
+
+
+# --- a pool that ended says so --------------------------------------------------------
+
+
+def test_lookup_of_a_released_name_says_it_was_shut_down_and_why() -> None:
+    """After release, lookup raises PoolNotFoundError saying the pool was shut down, with
+    the first reason given; a new claim of the name clears that."""
+    name = unique_name()
+    entry = claim(name, config(), token=object(), parent=None, child_id=None)
+    release(entry, "supervisor gave up")
+    release(entry, "stopped")  # idempotent: the first reason stays
+
+    with pytest.raises(PoolNotFoundError) as caught:
+        lookup(name)
+    assert str(caught.value) == f"pool {name!r} was shut down: supervisor gave up"
+    assert caught.value.reason == "supervisor gave up" == entry.ended
+
+    again = claim(name, config(), token=object(), parent=None, child_id=None)
+    try:
+        assert name not in PROCESS.ended_pools
+        assert lookup(name) is again
+    finally:
+        release(again, "test over")
+
+
+def test_releasing_a_predecessor_does_not_mark_its_successor_shut_down() -> None:
+    """A late release of an old entry, after a new pool took the name, records nothing:
+    the name is running."""
+    name = unique_name()
+    old = claim(name, config(), token=object(), parent=None, child_id=None)
+    release(old, "stopped")
+    new = claim(name, config(), token=object(), parent=None, child_id=None)
+    try:
+        release(old, "late")
+        assert name not in PROCESS.ended_pools
+        assert lookup(name) is new
+    finally:
+        release(new, "test over")
+    with pytest.raises(PoolNotFoundError, match="was shut down: test over"):
+        lookup(name)
+
+
+def test_the_ended_record_is_bounded_oldest_first() -> None:
+    """Past ENDED_POOLS_KEPT ended names the oldest is forgotten: asking for it gives
+    "no pool of this name is running" again."""
+    first = unique_name()
+    release(claim(first, config(), token=object(), parent=None, child_id=None), "stopped")
+    for _ in range(ENDED_POOLS_KEPT):
+        release(claim(unique_name(), config(), token=object(), parent=None, child_id=None), "x")
+
+    assert len(PROCESS.ended_pools) == ENDED_POOLS_KEPT
+    with pytest.raises(PoolNotFoundError) as caught:
+        lookup(first)
+    assert str(caught.value) == f"pool {first!r}: no pool of this name is running"
+
+
+def test_check_name_free_raises_the_claim_error_without_claiming(
+    new_entry: Callable[..., PoolEntry],
+) -> None:
+    """check_name_free passes for a free name and raises claim's ConfigError for a taken
+    one; it changes nothing in the table."""
+    entry = new_entry()
+    free = unique_name()
+    check_name_free(free)
+    assert free not in names()
+    with pytest.raises(ConfigError, match=f"a pool named {entry.name!r} is already running") as e:
+        check_name_free(entry.name)
+    assert e.value.key == "pool.name"
+    assert lookup(entry.name) is entry

@@ -8,6 +8,9 @@ tests drive both through public calls against a real server.
 from __future__ import annotations
 
 import contextlib
+import os
+import subprocess
+import sys
 import threading
 import time
 from typing import Any
@@ -41,33 +44,118 @@ def crash_workers_until(done: Any, timeout: float) -> None:
         time.sleep(0.02)  # pacing: each round lets the restarts happen
 
 
+def supervised_workers(owner: pykka.ActorRef[Any]) -> set[str]:
+    """URNs of the workers the pool's supervisor lists as its children."""
+    return {
+        ref.actor_urn
+        for child, ref, _ in owner.proxy().which_children().get(timeout=10)
+        if child.startswith("worker-") and ref is not None
+    }
+
+
 def test_terminating_a_worker_through_the_public_api_keeps_the_books(
     echo_server: EchoServer, supervisors: list[pykka.ActorRef[Any]]
 ) -> None:
     """terminate_child("worker-2") on a pool's supervisor lowers the expected size,
-    leaves no worker unsupervised, and a later scale_down stops the right ones."""
+    takes its channel out of rotation, leaves no worker unsupervised, and a later
+    scale_down stops the right ones."""
     start_pool(supervisors, loopback_config(echo_server.port, size=3), "books")
     grpcpool.await_ready("books", timeout=5, min_ready=3)
-    owner = lookup("books").owner
+    entry = lookup("books")
+    owner = entry.owner
     assert owner is not None
+    first, _second, third = entry.view.channels  # in worker start order
 
     owner.proxy().terminate_child("worker-2").get(timeout=10)
 
     status = grpcpool.status("books")
     assert status.expected_size == 2
     assert wait_until(lambda: len(live_workers()) == 2, timeout=5)
+    assert {ref.actor_urn for ref in live_workers()} == supervised_workers(owner)
     assert wait_until(
         lambda: {w.worker_id for w in grpcpool.status("books").workers} == {"worker-1", "worker-3"},
         timeout=5,
     )
+    assert wait_until(lambda: entry.view.channels == (first, third), timeout=5)
+    assert {grpcpool.get_channel("books") for _ in range(20)} == {first, third}
     assert grpcpool.status("books").status == "healthy"
 
     assert grpcpool.scale_down("books", 1) == 1
     assert wait_until(lambda: len(live_workers()) == 1, timeout=5)
+    assert {ref.actor_urn for ref in live_workers()} == supervised_workers(owner)
     children = [child for child, _, _ in owner.proxy().which_children().get(timeout=10)]
     assert children == ["registry", "worker-1", "telemetry"]
+    assert wait_until(lambda: entry.view.channels == (first,), timeout=5)
+    assert {grpcpool.get_channel("books") for _ in range(10)} == {first}
     with pytest.raises(ValueError, match="at least 1"):
         grpcpool.scale_down("books", 1)
+
+
+def test_a_process_that_terminated_a_worker_by_hand_exits_after_stopping(
+    echo_server: EchoServer,
+) -> None:
+    """After terminate_child("worker-2") and scale_down, sup.stop() leaves no actor
+    and no open channel behind, and the process exits."""
+    script = f"""
+import pykka
+import grpcpool
+from grpcpool import Config, PoolSpec, Supervisor
+from grpcpool.connection._channel import open_channel_count
+from grpcpool.pools import lookup
+config = Config.local(host="127.0.0.1", port={echo_server.port}, pool_size=3)
+sup = Supervisor.start(children=[PoolSpec(config, name="books")])
+grpcpool.await_ready("books", timeout=5, min_ready=3)
+lookup("books").owner.proxy().terminate_child("worker-2").get(timeout=10)
+print("size", grpcpool.scale_down("books", 1))
+sup.stop(timeout=30)
+print("left", len(pykka.ActorRegistry.get_all()), "actors", open_channel_count(), "channels")
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "GRPC_VERBOSITY": "ERROR"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["size 1", "left 0 actors 0 channels"]
+
+
+def test_a_pool_supervisor_that_gives_up_states_the_limit_it_applied(
+    echo_server: EchoServer,
+    events: EventLog,
+    supervisors: list[pykka.ActorRef[Any]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A pool supervisor allows max_restarts plus one restart per worker; when its
+    workers crash more often it gives up, and its message states that sum, not
+    max_restarts alone: in its telemetry event, its log and its parent's log."""
+    config = loopback_config(echo_server.port, size=2)
+    supervisors.append(
+        Supervisor.start(children=[PoolSpec(config, name="limited")], max_restarts=5)
+    )
+    grpcpool.await_ready("limited", timeout=5, min_ready=2)
+    entry = lookup("limited")
+
+    crash_workers_until(lambda: events.of("supervisor.shutdown"), timeout=10)
+
+    (shutdown,) = events.of("supervisor.shutdown")
+    sender, measurements, metadata = shutdown
+    assert sender == "pool:limited"
+    assert measurements["restarts"] == 6
+    reason = metadata["reason"]
+    assert reason.startswith(
+        "pool:limited: 6 restarts within 5.0s (max 5 = 3 + 2 workers); last: child 'worker-"
+    )
+    assert wait_until(lambda: entry.owner is not None and entry.owner.is_alive(), timeout=5)
+    grpcpool.await_ready("limited", timeout=5, min_ready=2)
+    logged = [r.getMessage() for r in caplog.records]
+    assert f"{reason}; shutting down" in logged
+    assert any(
+        "child 'pool:limited' ended (RestartIntensityError: " in line
+        and "(max 5 = 3 + 2 workers)" in line
+        for line in logged
+    )
 
 
 def test_a_pool_restarted_after_a_crash_keeps_its_entry_and_its_scaled_size(

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from grpcpool._status import WorkerStatus
-from grpcpool.errors import NotConnectedError, PoolNotFoundError
-from grpcpool.pools._view import Lifecycle, PoolView, build_view, empty_view
+from grpcpool.errors import NotConnectedError, PoolNotFoundError, StrategyError
+from grpcpool.pools._view import Lifecycle, PoolView, build_view, empty_view, unready_cause
 from grpcpool.strategy import PowerOfTwo, Random, RoundRobin, Strategy
 
 POOL = "view-test"
@@ -258,3 +258,98 @@ def test_views_compare_by_identity() -> None:
 
     assert first != second
     assert first is not second
+
+
+# --- why nothing is ready -----------------------------------------------------------
+
+REFUSED = (
+    "unavailable: failed to connect to all addresses; last error: UNKNOWN: "
+    "ipv4:127.0.0.1:9: Failed to connect to remote host: Connection refused"
+)
+
+
+def failing(worker_id: str, state: Any, error: str | None, since: float) -> WorkerStatus:
+    """A worker record that is not ready, with its last error."""
+    return WorkerStatus(worker_id, state, since, reconnect_attempt=1, last_error=error)
+
+
+def test_unready_cause_counts_the_states_and_quotes_the_most_recent_error() -> None:
+    """The summary counts the workers by state (ready ones left out) and quotes the
+    error of the worker that failed last."""
+    workers = (
+        failing("worker-1", "backoff", "unavailable: older error", 10.0),
+        failing("worker-2", "backoff", REFUSED, 20.0),
+        failing("worker-3", "connecting", None, 30.0),
+        record("worker-4"),
+    )
+
+    summary, last_error = unready_cause(workers)
+
+    assert last_error == REFUSED
+    assert summary == f"2 workers backing off, 1 worker connecting; last error: {REFUSED}"
+
+
+def test_unready_cause_of_nothing_is_nothing() -> None:
+    """All ready, or no records: nothing to say."""
+    assert unready_cause(()) == (None, None)
+    assert unready_cause(records(2)) == (None, None)
+
+
+def test_unready_cause_shortens_the_error() -> None:
+    """A long error text is cut to about 200 characters, keeping its head and tail."""
+    long_error = "unavailable: " + "context " * 100 + "Connection refused"
+
+    summary, last_error = unready_cause((failing("worker-1", "backoff", long_error, 1.0),))
+
+    assert last_error is not None and len(last_error) <= 200
+    assert last_error.startswith("unavailable: ")
+    assert last_error.endswith("Connection refused")
+    assert summary == f"1 worker backing off; last error: {last_error}"
+
+
+def test_a_running_view_without_channels_says_what_its_workers_are_doing() -> None:
+    """The NotConnectedError of a running view with failing workers names their states
+    and last error, in the message and as last_error; each pick raises a new one."""
+    workers = tuple(failing(f"worker-{i}", "backoff", REFUSED, float(i)) for i in (1, 2, 3))
+    view = next_view(empty_view(POOL, 3, "starting"), (), workers=workers)
+
+    errors = []
+    for _ in range(2):
+        with pytest.raises(NotConnectedError) as caught:
+            view.pick()
+        errors.append(caught.value)
+
+    assert str(errors[0]) == (
+        f"pool {POOL!r}: no ready channel (3 workers backing off; last error: {REFUSED})"
+    )
+    assert errors[0].last_error == REFUSED
+    assert errors[0] is not errors[1] and str(errors[0]) == str(errors[1])
+
+
+def test_a_starting_view_keeps_its_lifecycle_note_before_the_cause() -> None:
+    """While the pool starts, the message says so first, then what the workers do."""
+    workers = (failing("worker-1", "connecting", None, 1.0),)
+    view = next_view(empty_view(POOL, 1, "starting"), (), workers=workers, lifecycle="starting")
+
+    with pytest.raises(NotConnectedError) as caught:
+        view.pick()
+
+    assert str(caught.value) == (
+        f"pool {POOL!r}: no ready channel (the pool is starting; 1 worker connecting)"
+    )
+    assert caught.value.last_error is None
+
+
+def test_a_custom_picker_that_fails_to_build_does_not_fail_the_view() -> None:
+    """build_view over a strategy whose picker() raises still publishes a view; its
+    pick raises StrategyError (the registry that builds views must not crash)."""
+
+    class Broken:
+        def picker(self, items: tuple[Any, ...]) -> Callable[[], Any]:
+            raise RuntimeError("broken")
+
+    view = next_view(empty_view(POOL, 2, "starting"), (object(), object()), strategy=Broken())
+
+    assert len(view.channels) == 2
+    with pytest.raises(StrategyError, match="Broken"):
+        view.pick()

@@ -21,7 +21,13 @@ from grpcpool.errors import NotConnectedError, PoolTimeoutError
 from tests.events import EventLog
 from tests.pools import free_port, loopback_config
 from tests.servers import EchoServer, EchoStub
-from tests.waiting import wait_until
+from tests.test_keepalive import (
+    OLD_IDLE_PINGS,
+    STRUCK_OUT_TIMEOUT,
+    Setup,
+    proxied_pools,
+)
+from tests.waiting import wait_for, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -237,54 +243,55 @@ def crash_workers_until(done: Callable[[], Any], timeout: float) -> None:
         time.sleep(0.02)  # pacing: each round lets the restarts happen
 
 
-@pytest.mark.parametrize("unlimited_pings", [False, True], ids=["defaults", "control"])
-def test_default_keepalive_never_draws_too_many_pings(
-    events: EventLog, supervisors: list[pykka.ActorRef[Any]], unlimited_pings: bool
-) -> None:
-    """Keepalive on idle and busy channels stays under a default server's ping policy.
+# Every combination of health_check and ping_interval (None, faster and slower
+# than the keepalive), with the default keepalive policy.
+HEALTH_AND_PING_INTERVALS = [
+    (True, 0.5),
+    (True, 5.0),
+    (True, None),
+    (False, 0.5),
+    (False, None),
+]
 
-    Scaled 1:100 in time: the client pings every 0.3 s (30 s by default) and the
-    server's min_ping_interval_without_data is 3 s (5 minutes by default). On an
-    idle transport a default server counts every ping as a strike and sends a
-    too_many_pings GOAWAY after more than 2 strikes, whatever the scale; grpcio
-    stops after 2 pings until data flows (grpc.http2.max_pings_without_data),
-    which is what keeps the defaults safe. The control lifts that client limit
-    and must draw the GOAWAY, showing the scenario can fail.
+
+@pytest.mark.parametrize("server", ["grpcio", "etcd"])
+def test_default_keepalive_never_draws_too_many_pings(
+    request: pytest.FixtureRequest, server: str, events: EventLog, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """No combination of health_check and ping_interval draws a too_many_pings GOAWAY
+    from a server with default settings (grpcio, or etcd for grpc-go) while the pools
+    are idle.
+
+    Scaled as in tests/test_keepalive.py: a 1 s keepalive, grpcio's limit on
+    pings without data lifted. Health pings are calls, so they never strike;
+    keepalive pings on connections without calls would, and the defaults send
+    none. A pool with the old settings (keepalive pings on idle connections)
+    runs alongside and must be struck out, showing the pools were idle long
+    enough: with the old defaults the pool pinging health every 5 s (a ping
+    interval above ~2 minutes, scaled) was struck out as well.
     """
-    server = EchoServer(options=(("grpc.http2.min_ping_interval_without_data_ms", 3000),))
-    try:
-        extra = [("grpc.http2.max_pings_without_data", 0)] if unlimited_pings else []
-        config = Config.new(
-            endpoint={"type": "local", "host": "127.0.0.1", "port": server.port, "options": extra},
-            pool={"size": 2},
-            connection={"keepalive": 0.3, "keepalive_timeout": 1.0, "ping_interval": None},
+    scenario = {
+        f"health={health}-ping={interval}": (
+            Setup(connection={"health_check": health, "ping_interval": interval}, size=1)
         )
-        supervisors.append(Supervisor.start(children=[PoolSpec(config, name="pings")]))
-        grpcpool.await_ready("pings", timeout=5, min_ready=2)
-        time.sleep(3.0)  # idle
-        busy_until = time.monotonic() + 2.0
-        while time.monotonic() < busy_until:
-            with contextlib.suppress(NotConnectedError, grpc.RpcError):
-                EchoStub(grpcpool.get_channel("pings")).Unary(b"x", timeout=2)
-            time.sleep(0.01)  # pacing: busy, not flooding
-        time.sleep(1.5)  # idle again
-        if unlimited_pings:
-            # The GOAWAY comes when the server next looks at the transport;
-            # give the control a few more idle/busy rounds to draw it.
-            for _ in range(6):
-                if events.of("channel.connection_down"):
-                    break
-                time.sleep(0.5)  # idle
-                with contextlib.suppress(NotConnectedError, grpc.RpcError):
-                    EchoStub(grpcpool.get_channel("pings")).Unary(b"x", timeout=2)
-        drops = events.of("channel.connection_down")
-    finally:
-        supervisors.pop().stop()
-        server.stop()
-    if unlimited_pings:
-        assert drops, "the control should have drawn a too_many_pings GOAWAY"
-    else:
-        assert drops == []
+        for health, interval in HEALTH_AND_PING_INTERVALS
+    }
+    scenario["old-pings"] = Setup(options=OLD_IDLE_PINGS, size=1)
+    with contextlib.ExitStack() as stack:
+        if server == "etcd":
+            port = request.getfixturevalue("etcd_server").port
+        else:
+            port = stack.enter_context(EchoServer()).port
+        pools_at = {name: (port, setup) for name, setup in scenario.items()}
+        pools = stack.enter_context(proxied_pools(events, pools_at))
+        wait_for(pools["old-pings"].dropped, timeout=STRUCK_OUT_TIMEOUT)
+        dropped = [name for name, pool in pools.items() if pool.dropped()]
+    assert dropped == ["old-pings"]
+    stderr = capfd.readouterr().err
+    assert [name for name, pool in pools.items() if pool.struck_out_in(stderr)] in (
+        [],  # grpcio told to log nothing
+        ["old-pings"],
+    )
 
 
 def test_concurrent_callers_during_scaling_and_restart_get_only_live_channels(

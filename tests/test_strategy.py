@@ -9,9 +9,11 @@ from __future__ import annotations
 import random
 import threading
 from collections import Counter
+from typing import Any
 
 import pytest
 
+from grpcpool.errors import GrpcPoolError, StrategyError
 from grpcpool.strategy import (
     STRATEGY_NAMES,
     PowerOfTwo,
@@ -19,6 +21,7 @@ from grpcpool.strategy import (
     RoundRobin,
     SelectStrategy,
     Strategy,
+    make_picker,
     resolve_strategy,
     strategy_name,
 )
@@ -240,3 +243,209 @@ def test_reprs() -> None:
         "Random()",
         "PowerOfTwo()",
     ]
+
+
+# --- power_of_two compares two different items ----------------------------------------
+
+
+class Constant(random.Random):
+    """An rng whose every draw is the same number: the worst case for two draws."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.value = value
+
+    def random(self) -> float:
+        return self.value
+
+
+@pytest.mark.parametrize("count", [2, 3, 5, 8])
+@pytest.mark.parametrize("value", [0.0, 0.5, 0.999])
+def test_power_of_two_never_compares_an_item_with_itself(count: int, value: float) -> None:
+    """Even when both draws give the same number, the second names another item: the
+    picks alternate between two items, the less used one winning each time."""
+    pick = PowerOfTwo(Constant(value)).picker(indexes(count))
+    picks = [pick() for _ in range(20)]
+    first, second = picks[0], picks[1]
+    assert first != second
+    assert picks == [first, second] * 10
+
+
+def test_power_of_two_in_a_pool_of_two_always_compares_both() -> None:
+    """With two items, every pick compares both, so every pair of picks hands out each
+    item once (equal usage, then the less used wins)."""
+    pick = PowerOfTwo(random.Random(7)).picker(("a", "b"))
+    for _ in range(500):
+        assert {pick(), pick()} == {"a", "b"}
+
+
+class Scripted(random.Random):
+    """An rng that returns the given numbers, in order."""
+
+    def __init__(self, *values: float) -> None:
+        super().__init__()
+        self.values = list(values)
+
+    def random(self) -> float:
+        return self.values.pop(0)
+
+
+@pytest.mark.parametrize(("second", "expected"), [(0.0, 1), (0.34, 2), (0.67, 3), (0.99, 3)])
+def test_power_of_two_second_draw_ranges_over_the_other_items(second: float, expected: int) -> None:
+    """Over 4 items, with item 0 drawn first and already used more, the second draw
+    maps [0, 1) onto items 1..3: every other item, and never item 0."""
+    pick = PowerOfTwo(Scripted(0.1, 0.5, 0.1, second)).picker(indexes(4))
+    assert pick() == 0  # draws items 0 and 2 on equal usage: the first draw wins
+    assert pick() == expected  # draws item 0 (used once) and an unused one
+
+
+# --- a custom strategy's answer is checked ----------------------------------------------
+
+
+class Answers:
+    """A select() strategy whose answer is ``answer(count)``."""
+
+    def __init__(self, answer: Any) -> None:
+        self.answer = answer
+
+    def select(self, count: int) -> Any:
+        return self.answer(count)
+
+
+class Index:
+    """An int-like that is not an int (as numpy.int64 is)."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def __index__(self) -> int:
+        return self.value
+
+    def __repr__(self) -> str:
+        return f"Index({self.value})"
+
+
+@pytest.mark.parametrize(
+    ("answer", "shown"),
+    [
+        (lambda count: count, "returned 3,"),
+        (lambda count: count + 10, "returned 13,"),
+        (lambda count: -1, "returned -1,"),
+        (lambda count: 1.0, "returned 1.0,"),
+        (lambda count: None, "returned None,"),
+        (lambda count: slice(0, 2), "returned slice(0, 2, None),"),
+        (lambda count: True, "returned True,"),
+        (lambda count: False, "returned False,"),
+        (lambda count: "1", "returned '1',"),
+        (lambda count: Index(3), "returned Index(3),"),
+    ],
+    ids=["count", "beyond", "minus-one", "float", "none", "slice", "true", "false", "str", "index"],
+)
+def test_a_bad_select_answer_is_a_strategy_error(answer: Any, shown: str) -> None:
+    """An answer that is not an int in range(count) raises StrategyError naming the
+    strategy class, the call and the answer; no item is handed out."""
+    pick = resolve_strategy(Answers(answer)).picker(("a", "b", "c"))
+    with pytest.raises(StrategyError) as caught:
+        pick()
+    message = str(caught.value)
+    assert message.startswith("strategy Answers: select(3) ")
+    assert shown in message
+    assert "not an int in range(3)" in message
+    assert caught.value.strategy == "Answers"
+    assert isinstance(caught.value, GrpcPoolError)
+
+
+def test_an_int_like_select_answer_in_range_is_accepted() -> None:
+    """An index with __index__ (a numpy integer, say) in range picks that item."""
+    pick = resolve_strategy(Answers(lambda count: Index(count - 1))).picker(("a", "b", "c"))
+    assert [pick(), pick()] == ["c", "c"]
+
+
+def test_a_select_that_raises_is_a_strategy_error_with_the_cause_chained() -> None:
+    """An exception from select becomes StrategyError naming it; the original is the cause."""
+
+    def fail(count: int) -> int:
+        raise ZeroDivisionError("no shard")
+
+    pick = resolve_strategy(Answers(fail)).picker(("a", "b"))
+    with pytest.raises(StrategyError, match=r"select\(2\) raised ZeroDivisionError: no shard") as e:
+        pick()
+    assert isinstance(e.value.__cause__, ZeroDivisionError)
+
+
+def test_a_long_answer_is_shortened_in_the_message() -> None:
+    """A huge answer's repr is cut, so the message stays short."""
+    pick = resolve_strategy(Answers(lambda count: "x" * 10_000)).picker(("a", "b"))
+    with pytest.raises(StrategyError) as caught:
+        pick()
+    assert len(str(caught.value)) < 200
+    assert " ... " in str(caught.value)
+
+
+class Picks:
+    """A picker() strategy whose picker returns ``choose(items)``."""
+
+    def __init__(self, choose: Any) -> None:
+        self.choose = choose
+
+    def picker(self, items: tuple[Any, ...]) -> Any:
+        return lambda: self.choose(items)
+
+
+def test_a_custom_picker_returning_an_object_not_in_items_is_a_strategy_error() -> None:
+    """A picker returning an object it was not given, even one equal to an item, raises
+    StrategyError naming the strategy and the object; its own items pass."""
+    items = ([1], [2])
+    good = make_picker(Picks(lambda got: got[1]), items)
+    assert good() is items[1]
+    for foreign in (object(), [1], None):
+        pick = make_picker(Picks(lambda got, foreign=foreign: foreign), items)
+        with pytest.raises(StrategyError) as caught:
+            pick()
+        assert str(caught.value).startswith("strategy Picks: its picker returned ")
+        assert "not one of the 2 ready channels" in str(caught.value)
+
+
+def test_a_custom_picker_that_raises_is_a_strategy_error() -> None:
+    """An exception from the picker becomes StrategyError with the cause chained."""
+
+    def fail(items: tuple[Any, ...]) -> Any:
+        raise IndexError("tuple index out of range")
+
+    pick = make_picker(Picks(fail), ("a", "b"))
+    with pytest.raises(StrategyError, match="its picker raised IndexError") as caught:
+        pick()
+    assert isinstance(caught.value.__cause__, IndexError)
+
+
+def test_a_custom_picker_that_cannot_be_built_fails_every_pick_not_the_builder() -> None:
+    """picker(items) raising or returning a non-callable does not raise where the pool
+    builds it; every pick raises StrategyError instead (a fresh one each time)."""
+
+    class Broken:
+        def picker(self, items: tuple[Any, ...]) -> Any:
+            raise RuntimeError("not today")
+
+    class NotCallable:
+        def picker(self, items: tuple[Any, ...]) -> Any:
+            return items
+
+    broken = make_picker(Broken(), ("a", "b"))
+    raised = []
+    for _ in range(2):
+        with pytest.raises(StrategyError, match=r"strategy Broken: picker\(\) over 2") as caught:
+            broken()
+        assert isinstance(caught.value.__cause__, RuntimeError)
+        raised.append(caught.value)
+    assert raised[0] is not raised[1]
+    with pytest.raises(StrategyError, match=r"returned \('a', 'b'\), not a callable"):
+        make_picker(NotCallable(), ("a", "b"))()
+
+
+def test_built_in_pickers_are_not_wrapped() -> None:
+    """make_picker hands the built-in and select strategies' own pickers to the hot
+    path, with no check around them."""
+    for strategy in (RoundRobin(), Random(), PowerOfTwo(), resolve_strategy(AlwaysLast())):
+        pick = make_picker(strategy, indexes(3))
+        assert "make_picker" not in getattr(pick, "__qualname__", "")
+    assert "make_picker" in make_picker(Picks(lambda got: got[0]), indexes(3)).__qualname__

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -597,6 +601,150 @@ def test_slow_child_does_not_hang_supervisor_stop() -> None:
         for thread in threads:
             thread.join(WAIT)
     assert threads and not threads[0].is_alive()
+
+
+# --- abandoned children and interpreter exit ----------------------------------
+
+# A child whose on_stop never returns, for the scripts below.
+_STUCK_CHILD = """
+import logging, threading, time
+from grpcpool.supervisor import ChildSpec, SupervisedActor, Supervisor
+logging.basicConfig(level=logging.WARNING, format="%(name)s %(message)s")
+never = threading.Event()
+
+class Stuck(SupervisedActor):
+    def on_stop(self):
+        print("stuck: on_stop entered", flush=True)
+        never.wait()
+
+class Noting(SupervisedActor):
+    def on_stop(self):
+        print("noting: stopped", flush=True)
+
+stuck = ChildSpec("stuck", start=Stuck.start, shutdown=0.2)
+noting = ChildSpec("noting", start=Noting.start)
+"""
+
+
+def run_script(body: str) -> tuple[subprocess.CompletedProcess[str], float]:
+    """Runs ``_STUCK_CHILD`` + ``body`` in a fresh interpreter; returns it and its run time.
+
+    The timeout is generous: a process kept alive by a thread times out here.
+    """
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-c", _STUCK_CHILD + textwrap.dedent(body)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "GRPC_VERBOSITY": "ERROR"},
+    )
+    return result, time.monotonic() - started
+
+
+def test_an_abandoned_child_does_not_keep_the_process_alive() -> None:
+    """A SupervisedActor whose on_stop never returns is abandoned after its shutdown
+    time; sup.stop() returns then, and the process still exits."""
+    result, elapsed = run_script(
+        """
+        sup = Supervisor.start(children=[noting, stuck], name="top")
+        started = time.monotonic()
+        sup.stop(timeout=10)
+        print(f"stop took {time.monotonic() - started:.2f}", flush=True)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[:2] == ["stuck: on_stop entered", "noting: stopped"]
+    stop_took = float(lines[2].removeprefix("stop took "))
+    assert 0.15 <= stop_took < 1.0
+    assert "top: child 'stuck' did not stop within 0.2s; abandoning it\n" in result.stderr
+    assert elapsed < 15  # about 1 s: the interpreter's start and the 0.2 s wait
+
+
+def test_a_tree_left_running_stops_in_order_at_exit_despite_a_stuck_child() -> None:
+    """A tree nobody stopped is stopped when the main thread ends: its children's
+    on_stop run (daemon threads do not skip them), the stuck one is abandoned,
+    and the process exits."""
+    result, elapsed = run_script(
+        """
+        Supervisor.start(children=[noting, stuck], name="left")
+        print("main: done", flush=True)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "main: done",
+        "stuck: on_stop entered",
+        "noting: stopped",
+    ]
+    assert "left: child 'stuck' did not stop within 0.2s; abandoning it\n" in result.stderr
+    assert elapsed < 15
+
+
+def test_abandoning_a_plain_actor_warns_that_it_keeps_the_process_alive(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A plain pykka actor runs on a non-daemon thread the supervisor cannot change:
+    when it is abandoned the warning says that it blocks interpreter exit, and how
+    to avoid that."""
+    release = threading.Event()
+    threads: list[threading.Thread] = []
+
+    class PlainStuck(pykka.ThreadingActor):
+        def on_start(self) -> None:
+            threads.append(threading.current_thread())
+
+        def on_stop(self) -> None:
+            release.wait(WAIT)  # stuck until the supervisor's stop has returned
+
+    sup = Supervisor.start(
+        children=[ChildSpec("plain", start=PlainStuck.start, shutdown=0.2)], name="holder"
+    )
+    try:
+        sup.stop(timeout=10)
+    finally:
+        release.set()
+        for thread in threads:
+            thread.join(WAIT)
+    assert threads and not threads[0].daemon
+    (warning,) = [r.getMessage() for r in caplog.records if "abandoning" in r.getMessage()]
+    assert warning.startswith("holder: child 'plain' did not stop within 0.2s; abandoning it;")
+    assert "not a daemon thread" in warning
+    assert "use_daemon_thread = True" in warning
+
+
+def test_a_supervised_child_stuck_in_a_message_is_abandoned_without_the_exit_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A SupervisedActor busy in a message never sees its stop; it is abandoned, and
+    as its thread is a daemon the warning does not claim it blocks exit."""
+    release = threading.Event()
+    busy = threading.Event()
+    threads: list[threading.Thread] = []
+
+    class Busy(SupervisedActor):
+        def on_start(self) -> None:
+            threads.append(threading.current_thread())
+
+        def on_receive(self, message: Any) -> Any:
+            busy.set()
+            release.wait(WAIT)  # stuck until the supervisor's stop has returned
+
+    sup = Supervisor.start(
+        children=[ChildSpec("busy", start=Busy.start, shutdown=0.2)], name="holder"
+    )
+    try:
+        child_ref(sup, "busy").tell("work")
+        assert busy.wait(WAIT)
+        sup.stop(timeout=10)
+    finally:
+        release.set()
+        for thread in threads:
+            thread.join(WAIT)
+    assert threads and threads[0].daemon
+    (warning,) = [r.getMessage() for r in caplog.records if "abandoning" in r.getMessage()]
+    assert warning == "holder: child 'busy' did not stop within 0.2s; abandoning it"
 
 
 # --- invalid options ----------------------------------------------------------

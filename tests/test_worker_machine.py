@@ -25,11 +25,11 @@ from grpcpool.backoff import Backoff
 from grpcpool.config import ConnectionConfig
 from grpcpool.connection._machine import step
 from grpcpool.connection._machine_types import (
+    DISCONNECT_REASONS,
     CancelTimers,
     CheckDone,
     Connectivity,
     ConnectTimeout,
-    Crash,
     Effect,
     Emit,
     Event,
@@ -45,6 +45,7 @@ from grpcpool.connection._machine_types import (
     Start,
     StartCheck,
     Stop,
+    WatchChannel,
     initial_state,
 )
 
@@ -166,19 +167,23 @@ def test_ready_with_health_check_starts_the_gating_check_and_waits_for_it() -> N
 
     state, effects = step(state, Connectivity(1, READY), 0.5)
 
-    assert effects == (StartCheck(1, probe=False),)
+    assert effects == (StartCheck(1, probe=False, timeout=10.0),)
     assert (state.phase, state.check_in_flight) == ("connecting", True)
 
 
 def test_passing_gate_check_makes_the_worker_ready() -> None:
-    """The gate check passes: timers cancelled, one ready Report, connected with its duration, ping armed."""
+    """The gate check passes: timers cancelled, one ready Report, connected with its duration, ping armed.
+
+    The Report is synchronous: the channel is in the pool's view before
+    channel.connected fires, so a receiver of it can get the channel.
+    """
     state, _ = step(connecting(), Connectivity(1, READY), 0.5)
 
     state, effects = step(state, CheckDone(1, 0.5, None), 1.25)
 
     assert effects == (
         CancelTimers(),
-        Report("ready", 0, None, ready=True, sync=False),
+        Report("ready", 0, None, ready=True, sync=True),
         Emit(name("connected"), {"duration": 1.25}, {}),
         Schedule(25.0, PingDue(1)),
     )
@@ -221,14 +226,14 @@ def test_connectivity_accepts_the_enum_or_its_name(spelling: Any) -> None:
     """A Connectivity state may be grpc's enum or its name in any case."""
     _, effects = step(connecting(health_check=False), Connectivity(1, spelling), 1.0)
 
-    assert of_type(effects, Report) == [Report("ready", 0, None, ready=True, sync=False)]
+    assert of_type(effects, Report) == [Report("ready", 0, None, ready=True, sync=True)]
 
 
 def test_transient_failure_while_connecting_starts_a_probe() -> None:
     """TRANSIENT_FAILURE while connecting: a probe check, to learn grpcio's reason."""
     state, effects = step(connecting(), Connectivity(1, TRANSIENT_FAILURE), 0.2)
 
-    assert effects == (StartCheck(1, probe=True),)
+    assert effects == (StartCheck(1, probe=True, timeout=10.0),)
     assert state.check_in_flight
 
 
@@ -236,7 +241,7 @@ def test_probe_is_made_even_without_health_check() -> None:
     """The probe is a call to learn why; health_check off does not skip it."""
     _, effects = step(connecting(health_check=False), Connectivity(1, TRANSIENT_FAILURE), 0.2)
 
-    assert effects == (StartCheck(1, probe=True),)
+    assert effects == (StartCheck(1, probe=True, timeout=10.0),)
 
 
 def test_failed_probe_fails_the_connect_with_the_probe_reason() -> None:
@@ -350,56 +355,84 @@ def test_success_resets_the_backoff_and_the_error() -> None:
 
     state, effects = step(state, CheckDone(5, 25.5, None), 26.0)
 
-    assert of_type(effects, Report) == [Report("ready", 0, None, ready=True, sync=False)]
+    assert of_type(effects, Report) == [Report("ready", 0, None, ready=True, sync=True)]
     assert of_type(effects, Log) == [Log(logging.INFO, "connected after 2 retries")]
     assert of_type(effects, Emit)[0].measurements == {"duration": 1.0}
     assert (state.backoff.attempt, state.retries, state.last_error) == (0, 0, None)
 
 
-def test_max_reconnect_attempts_failures_in_a_row_crash() -> None:
-    """The 3rd failed connect of 3 allowed: release without drain, then Crash; no Report, no Log."""
-    state = connecting(max_reconnect_attempts=3)
-    for _ in range(2):
-        state, _ = step(state, ConnectTimeout(state.generation), 0.0)
+def fail_connects(state: MachineState, count: int) -> tuple[MachineState, list[list[Effect]]]:
+    """Lets ``count`` connects in a row time out (each retried once due); returns each one's effects."""
+    failures = []
+    for _ in range(count):
+        state, effects = step(state, ConnectTimeout(state.generation), 0.0)
+        failures.append(list(effects))
         state, _ = step(state, ReconnectDue(state.generation), 0.0)
+    return state, failures
 
-    state, effects = step(state, CheckDone(state.generation, 0.0, "refused"), 4.0)
 
-    assert effects == (
-        CancelTimers(),
-        Emit(name("connection_failed"), {"duration": 4.0}, {"error": "refused"}),
-        ReleaseChannel(drain=False),
-        Crash("3 connection attempts failed in a row; last: refused"),
+def test_reaching_max_reconnect_attempts_logs_one_warning_and_carries_on() -> None:
+    """The 3rd failed connect of 3: one WARNING instead of its usual line; no crash, ever.
+
+    The worker keeps retrying, each retry on a fresh channel, and the delay
+    stays where the backoff has taken it (no storm at backoff_min): the same
+    delays a Backoff that never restarted would draw.
+    """
+    state = connecting(max_reconnect_attempts=3)
+    expected = Backoff(1.0, 30.0, rng=random.Random(SEED))
+
+    state, failures = fail_connects(state, 8)
+
+    levels = [[log.level for log in of_type(effects, Log)] for effects in failures]
+    assert levels == [[logging.ERROR], [logging.DEBUG], [logging.WARNING]] + [[logging.DEBUG]] * 5
+    (warning,) = of_type(failures[2], Log)
+    assert warning.message.startswith(
+        "3 connects failed in a row (connection.max_reconnect_attempts)"
     )
-    assert (state.phase, state.backoff.attempt, state.last_error) == ("stopped", 3, "refused")
+    assert warning.message.endswith("last error: not ready within 10.0s")
+    for attempt, effects in enumerate(failures, start=1):
+        delay, expected = expected.fail()
+        (report,) = of_type(effects, Report)
+        assert report == Report(
+            "backoff", attempt, "not ready within 10.0s", ready=False, sync=False
+        )
+        assert of_type(effects, Schedule)[0].delay == delay
+        assert kinds(effects) == _FAILED
+    assert (state.phase, state.backoff.attempt, state.retries) == ("connecting", 8, 8)
 
 
-def test_max_reconnect_attempts_one_crashes_on_the_first_failure() -> None:
-    """max_reconnect_attempts=1: the first failed connect crashes."""
-    _, effects = step(connecting(max_reconnect_attempts=1), ConnectTimeout(1), 10.0)
+def test_max_reconnect_attempts_one_warns_on_the_first_failure() -> None:
+    """max_reconnect_attempts=1: the first failed connect is the WARNING line; then it retries."""
+    state, effects = step(connecting(max_reconnect_attempts=1), ConnectTimeout(1), 10.0)
 
-    assert isinstance(effects[-1], Crash)
-    assert effects[-1].message.startswith("1 connection attempts failed in a row")
-
-
-def test_drops_do_not_count_towards_max_reconnect_attempts() -> None:
-    """Drops after being ready never crash, however many; only failed connects in a row do."""
-    state = ready(max_reconnect_attempts=2)
-    for _ in range(10):
-        state, _ = step(state, Connectivity(state.generation, IDLE), 5.0)
-        assert (state.phase, state.backoff.attempt) == ("backoff", 0)
-        state, _ = step(state, ReconnectDue(state.generation), 6.0)
-        state, _ = step(state, Connectivity(state.generation, READY), 6.5)
-        state, _ = step(state, CheckDone(state.generation, 6.5, None), 7.0)
-        assert state.phase == "ready"
-    state, _ = step(state, Connectivity(state.generation, IDLE), 8.0)
-    state, _ = step(state, ReconnectDue(state.generation), 9.0)
-    state, effects = step(state, ConnectTimeout(state.generation), 19.0)
     assert state.phase == "backoff"
-    state, _ = step(state, ReconnectDue(state.generation), 20.0)
-    state, effects = step(state, ConnectTimeout(state.generation), 30.0)
-    assert state.phase == "stopped"
-    assert isinstance(effects[-1], Crash)
+    assert [log.level for log in of_type(effects, Log)] == [logging.WARNING]
+    assert of_type(effects, Schedule) == [Schedule(first_delay(), ReconnectDue(2))]
+
+
+def test_reaching_max_reconnect_attempts_is_debug_when_connection_errors_are_suppressed() -> None:
+    """suppress_connection_errors: the limit's line is DEBUG like the rest."""
+    state = connecting(max_reconnect_attempts=2, suppress_connection_errors=True)
+
+    _, failures = fail_connects(state, 3)
+
+    assert [log.level for effects in failures for log in of_type(effects, Log)] == [
+        logging.DEBUG
+    ] * 3
+
+
+def test_drops_do_not_count_as_failed_connects() -> None:
+    """A ready channel that is lost (not closed) waits a backoff delay but counts no failure."""
+    state = ready(max_reconnect_attempts=2)
+    now = 1.0
+    for _ in range(10):
+        now += 5.0
+        state, _ = step(state, Connectivity(state.generation, TRANSIENT_FAILURE), now)
+        assert (state.phase, state.backoff.attempt) == ("backoff", 0)
+        state, _ = step(state, ReconnectDue(state.generation), now + 1.0)
+        state, _ = step(state, Connectivity(state.generation, READY), now + 1.5)
+        state, _ = step(state, CheckDone(state.generation, now + 1.5, None), now + 2.0)
+        assert state.phase == "ready"
 
 
 def test_events_of_the_current_generation_that_do_not_fit_backoff_are_ignored() -> None:
@@ -421,21 +454,22 @@ def test_events_of_the_current_generation_that_do_not_fit_backoff_are_ignored() 
 
 
 @pytest.mark.parametrize(
-    ("change", "reason"),
+    ("change", "reason", "ready_for"),
     [
-        (IDLE, "idle"),
-        (TRANSIENT_FAILURE, "transient_failure"),
-        (CONNECTING, "connecting"),
-        (SHUTDOWN, "shutdown"),
+        (TRANSIENT_FAILURE, "transport_failed", 30.0),
+        (SHUTDOWN, "channel_shutdown", 30.0),
+        # Closed sooner than backoff_min after it was ready: no reconnect loop.
+        (IDLE, "connection_closed", 0.5),
+        (CONNECTING, "connection_closed", 0.5),
     ],
 )
 def test_leaving_ready_is_one_synchronous_report_then_release_with_drain(
-    change: grpc.ChannelConnectivity, reason: str
+    change: grpc.ChannelConnectivity, reason: str, ready_for: float
 ) -> None:
     """A drop: ONE backoff Report (sync) before the drained release; the delay is not a failure."""
     state = ready()
 
-    state, effects = step(state, Connectivity(1, change), 31.0)
+    state, effects = step(state, Connectivity(1, change), 1.0 + ready_for)
     delay = first_delay()
 
     assert effects == (
@@ -443,7 +477,7 @@ def test_leaving_ready_is_one_synchronous_report_then_release_with_drain(
         Report("backoff", 0, reason, ready=False, sync=True),
         Emit(name("connection_down"), {}, {"reason": reason}),
         Log(logging.ERROR, f"connection down: {reason}"),
-        Emit(name("disconnected"), {"duration": 30.0}, {"reason": reason}),
+        Emit(name("disconnected"), {"duration": ready_for}, {"reason": reason}),
         ReleaseChannel(drain=True),
         Emit(
             name("reconnect_scheduled"),
@@ -453,6 +487,148 @@ def test_leaving_ready_is_one_synchronous_report_then_release_with_drain(
         Schedule(delay, ReconnectDue(2)),
     )
     assert (state.phase, state.generation, state.backoff.attempt) == ("backoff", 2, 0)
+
+
+def test_disconnect_reasons_are_listed_in_one_place() -> None:
+    """The reasons a ready channel is lost for, as documented."""
+    assert DISCONNECT_REASONS == (
+        "connection_closed",
+        "transport_failed",
+        "channel_shutdown",
+        "ping_failed",
+    )
+
+
+# --- ready: a closed connection is connected again on the same channel ---------------------
+
+
+def closed(change: Any = IDLE, **changes: Any) -> MachineState:
+    """A machine whose ready channel's connection was closed at t=31: reconnecting on it."""
+    state, _ = step(ready(**changes), Connectivity(1, change), 31.0)
+    assert (state.phase, state.reconnecting) == ("connecting", True)
+    return state
+
+
+@pytest.mark.parametrize("change", [IDLE, CONNECTING])
+def test_a_closed_connection_is_connected_again_at_once_on_the_same_channel(
+    change: grpc.ChannelConnectivity,
+) -> None:
+    """IDLE (or already CONNECTING) while ready: out of the view (sync), INFO, no backoff.
+
+    The same channel is watched afresh under a new generation and checked at
+    once: a call on a connecting channel waits for it, so the check ends as
+    soon as the channel is usable, or fails as soon as the reconnect does.
+    """
+    state, effects = step(ready(), Connectivity(1, change), 31.0)
+
+    assert effects == (
+        CancelTimers(),
+        WatchChannel(2),
+        StartCheck(2, probe=False, timeout=10.0),
+        Schedule(10.0, ConnectTimeout(2)),
+        Report("connecting", 0, "connection_closed", ready=False, sync=True),
+        Emit(name("connection_down"), {}, {"reason": "connection_closed"}),
+        Log(logging.INFO, "connection closed; connecting again on the same channel"),
+        Emit(name("disconnected"), {"duration": 30.0}, {"reason": "connection_closed"}),
+    )
+    assert (state.phase, state.generation, state.attempt_started) == ("connecting", 2, 31.0)
+    assert (state.backoff.attempt, state.retries, state.check_in_flight) == (0, 0, True)
+    assert not of_type(effects, OpenChannel) and not of_type(effects, ReleaseChannel)
+
+
+def test_a_reconnect_that_passes_its_check_is_ready_again_without_a_line() -> None:
+    """The check passes: ready on the same channel, connected with the reconnect's duration."""
+    state = closed()
+
+    state, effects = step(state, CheckDone(2, 31.0, None), 31.004)
+
+    assert effects == (
+        CancelTimers(),
+        Report("ready", 0, None, ready=True, sync=True),
+        Emit(name("connected"), {"duration": pytest.approx(0.004)}, {}),
+        Schedule(25.0, PingDue(2)),
+    )
+    assert (state.phase, state.reconnecting, state.ready_since) == ("ready", False, 31.004)
+
+
+def test_ready_while_reconnecting_waits_for_the_check() -> None:
+    """READY seen while the reconnect's check runs: the check decides, no second one."""
+    state = closed()
+    assert step(state, Connectivity(2, READY), 31.002) == (state, ())
+    assert step(state, Connectivity(2, TRANSIENT_FAILURE), 31.002) == (state, ())
+
+
+def test_a_reconnect_without_health_check_is_ready_on_ready() -> None:
+    """health_check off: no check; READY makes the channel ready again, a failure probes."""
+    state = closed(health_check=False)
+    (_, effects) = step(ready(health_check=False), Connectivity(1, IDLE), 31.0)
+    assert of_type(effects, StartCheck) == []
+
+    after, effects = step(state, Connectivity(2, READY), 31.01)
+    assert after.phase == "ready"
+    assert of_type(effects, Report) == [Report("ready", 0, None, ready=True, sync=True)]
+
+    _, effects = step(state, Connectivity(2, TRANSIENT_FAILURE), 31.01)
+    assert effects == (StartCheck(2, probe=True, timeout=10.0),)
+
+
+@pytest.mark.parametrize("how", ["check failed", "timed out"])
+def test_a_failed_reconnect_takes_the_failure_path(how: str) -> None:
+    """The reconnect fails: a failed connect (counted, ERROR), the channel drained, backoff."""
+    state = closed()
+    if how == "check failed":
+        error, duration = "unavailable: failed to connect to all addresses", 0.25
+        state, effects = step(state, CheckDone(2, 31.0, error), 31.25)
+    else:
+        error, duration = "not ready within 10.0s", 10.0
+        state, effects = step(state, ConnectTimeout(2), 41.0)
+    delay = first_delay()
+
+    assert effects == (
+        CancelTimers(),
+        Emit(name("connection_failed"), {"duration": duration}, {"error": error}),
+        Log(logging.ERROR, f"connect failed: {error}"),
+        Report("backoff", 1, error, ready=False, sync=False),
+        Emit(
+            name("reconnect_scheduled"),
+            {"delay_ms": round(delay * 1000), "attempt": 1},
+            {"reason": error},
+        ),
+        Schedule(delay, ReconnectDue(3)),
+        # Calls made before the close may still run on it.
+        ReleaseChannel(drain=True),
+    )
+    assert (state.phase, state.generation, state.reconnecting) == ("backoff", 3, False)
+
+
+def test_a_ping_from_before_the_reconnect_is_stale() -> None:
+    """A ping under way when the connection closed: its result is not the reconnect's check."""
+    state, _ = step(ready(), PingDue(1), 26.0)
+    state, _ = step(state, Connectivity(1, IDLE), 26.1)
+
+    for error in (None, "unavailable"):
+        assert step(state, CheckDone(1, 26.0, error), 26.2) == (state, ())
+    assert step(state, PingDue(1), 26.2) == (state, ())
+
+
+def test_the_retries_after_a_failed_reconnect_count_from_one() -> None:
+    """Closed, reconnect failed, retry failed, retry worked: attempts 1, 2; 'after 2 retries'."""
+    state = closed()
+    state, first = step(state, CheckDone(2, 31.0, "refused"), 31.01)
+    state, _ = step(state, ReconnectDue(state.generation), 32.0)
+    state, second = step(state, ConnectTimeout(state.generation), 42.0)
+    state, _ = step(state, ReconnectDue(state.generation), 43.0)
+    state, _ = step(state, Connectivity(state.generation, READY), 43.5)
+
+    state, effects = step(state, CheckDone(state.generation, 43.5, None), 44.0)
+
+    assert [of_type(e, Report)[0].reconnect_attempt for e in (first, second)] == [1, 2]
+    assert [log.level for e in (first, second) for log in of_type(e, Log)] == [
+        logging.ERROR,
+        logging.DEBUG,
+    ]
+    assert of_type(effects, Log) == [Log(logging.INFO, "connected after 2 retries")]
+    assert state.phase == "ready"
 
 
 def test_ready_again_while_ready_changes_nothing() -> None:
@@ -465,8 +641,20 @@ def test_ping_due_starts_a_health_check() -> None:
     """PingDue while ready with health_check: one check, no Report."""
     state, effects = step(ready(), PingDue(1), 26.0)
 
-    assert effects == (StartCheck(1, probe=False),)
+    assert effects == (StartCheck(1, probe=False, timeout=2.0),)
     assert state.check_in_flight
+
+
+def test_a_ping_has_ping_timeout_as_its_deadline_and_a_gate_check_connect_timeout() -> None:
+    """connection.ping_timeout bounds a ping, so a silent peer is noticed soon after it is due."""
+    state = connecting(ping_timeout=0.75, connect_timeout=7.0)
+    state, gate = step(state, Connectivity(1, READY), 0.5)
+    state, _ = step(state, CheckDone(1, 0.5, None), 1.0)
+
+    _, ping = step(state, PingDue(1), 26.0)
+
+    assert gate == (StartCheck(1, probe=False, timeout=7.0),)
+    assert ping == (StartCheck(1, probe=False, timeout=0.75),)
 
 
 def test_healthy_ping_fires_ping_ok_and_arms_the_next() -> None:
@@ -565,7 +753,7 @@ def test_events_of_another_generation_are_dropped(make: Any, offset: int) -> Non
 def test_a_check_of_a_released_channel_is_stale() -> None:
     """A ping result arriving after its channel dropped is dropped too."""
     state, _ = step(ready(), PingDue(1), 26.0)
-    state, _ = step(state, Connectivity(1, IDLE), 26.1)
+    state, _ = step(state, Connectivity(1, TRANSIENT_FAILURE), 26.1)
 
     assert step(state, CheckDone(1, 26.0, None), 26.2) == (state, ())
     assert not state.check_in_flight
@@ -575,8 +763,21 @@ def test_a_check_of_a_released_channel_is_stale() -> None:
 
 _FAILED = ["CancelTimers", "Emit", "Log", "Report", "Emit", "Schedule", "ReleaseChannel"]
 _DROP = ["CancelTimers", "Report", "Emit", "Log", "Emit", "ReleaseChannel", "Emit", "Schedule"]
+_CLOSED = [
+    "CancelTimers",
+    "WatchChannel",
+    "StartCheck",
+    "Schedule",
+    "Report",
+    "Emit",
+    "Log",
+    "Emit",
+]
 _MATRIX: dict[str, dict[str, tuple[str, list[str]]]] = {
-    "new": {"Start": ("connecting", ["OpenChannel", "Report", "Schedule"]), "Stop": ("stopped", [])},
+    "new": {
+        "Start": ("connecting", ["OpenChannel", "Report", "Schedule"]),
+        "Stop": ("stopped", []),
+    },
     "connecting": {
         "READY": ("connecting", ["StartCheck"]),
         "TRANSIENT_FAILURE": ("connecting", ["StartCheck"]),
@@ -588,7 +789,8 @@ _MATRIX: dict[str, dict[str, tuple[str, list[str]]]] = {
     },
     "ready": {
         "TRANSIENT_FAILURE": ("backoff", _DROP),
-        "IDLE": ("backoff", _DROP),
+        "IDLE": ("connecting", _CLOSED),
+        "CONNECTING": ("connecting", _CLOSED),
         "CheckDone ok": ("ready", ["Emit", "Schedule"]),
         "CheckDone error": ("backoff", ["Emit", *_DROP]),
         "PingDue": ("ready", ["StartCheck"]),
@@ -617,6 +819,7 @@ def _event(label: str, gen: int) -> Event:
         "READY": Connectivity(gen, READY),
         "TRANSIENT_FAILURE": Connectivity(gen, TRANSIENT_FAILURE),
         "IDLE": Connectivity(gen, IDLE),
+        "CONNECTING": Connectivity(gen, CONNECTING),
         "ConnectTimeout": ConnectTimeout(gen),
         "CheckDone ok": CheckDone(gen, 40.0, None),
         "CheckDone error": CheckDone(gen, 40.0, "unavailable"),
@@ -633,6 +836,7 @@ _EVENT_LABELS = [
     "READY",
     "TRANSIENT_FAILURE",
     "IDLE",
+    "CONNECTING",
     "ConnectTimeout",
     "CheckDone ok",
     "CheckDone error",
@@ -730,7 +934,7 @@ def test_an_outage_of_failed_connects_is_one_error_then_debug() -> None:
 
 def test_a_drop_is_the_error_and_the_retries_after_it_are_debug() -> None:
     """Drop: ERROR; failed reconnects after it: DEBUG; recovery: INFO with the retry count."""
-    state, effects = step(ready(), Connectivity(1, IDLE), 5.0)
+    state, effects = step(ready(), Connectivity(1, TRANSIENT_FAILURE), 5.0)
     assert [log.level for log in of_type(effects, Log)] == [logging.ERROR]
     state, _ = step(state, ReconnectDue(state.generation), 6.0)
     state, effects = step(state, ConnectTimeout(state.generation), 16.0)
@@ -745,6 +949,17 @@ def test_a_drop_is_the_error_and_the_retries_after_it_are_debug() -> None:
     _, effects = step(state, CheckDone(state.generation, 17.5, None), 18.0)
 
     assert of_type(effects, Log) == [Log(logging.INFO, "connected after 2 retries")]
+
+
+def test_a_closed_connection_is_info_and_a_failed_reconnect_the_one_error() -> None:
+    """A server that went away: INFO for the close, ERROR for the reconnect that failed, then DEBUG."""
+    state, closing = step(ready(), Connectivity(1, IDLE), 5.0)
+    state, failed = step(state, CheckDone(state.generation, 5.0, "refused"), 5.01)
+    state, _ = step(state, ReconnectDue(state.generation), 6.0)
+    _, retried = step(state, CheckDone(state.generation, 6.0, "refused"), 6.01)
+
+    levels = [log.level for effects in (closing, failed, retried) for log in of_type(effects, Log)]
+    assert levels == [logging.INFO, logging.ERROR, logging.DEBUG]
 
 
 def test_a_first_connect_logs_nothing() -> None:
@@ -907,7 +1122,8 @@ def test_invariants_hold_over_random_event_sequences(
             assert (state, effects) == (before, ())
             continue
         assert state.generation >= before.generation
-        assert 0 <= state.backoff.attempt <= max_attempts
+        # Failed connects in a row: one more, the same, or back to 0; never a limit.
+        assert state.backoff.attempt in (0, before.backoff.attempt, before.backoff.attempt + 1)
 
         # Exactly one Report per change of reported state, and it is that state.
         reports = of_type(effects, Report)
@@ -918,7 +1134,9 @@ def test_invariants_hold_over_random_event_sequences(
             assert report.state == state.phase
             assert report.ready == (report.state == "ready")
             assert report.reconnect_attempt == state.backoff.attempt
-            assert report.sync == (before.phase == "ready" and state.phase == "backoff")
+            # Entering or leaving ready waits for the registry; nothing else does.
+            entering_or_leaving = (before.phase == "ready") != (state.phase == "ready")
+            assert report.sync == (entering_or_leaving and not resync)
 
         # Channels: opened only when none is open, released only when one is,
         # and a handed-out channel leaves the view before it is released.
@@ -932,18 +1150,29 @@ def test_invariants_hold_over_random_event_sequences(
                 channel_open = False
                 if before.phase == "ready" and event_kind != "stop":
                     assert any(isinstance(e, Report) and e.sync for e in effects[:index])
-                assert effect.drain == (before.phase == "ready" or event_kind == "stop")
+                handed_out = before.phase == "ready" or before.reconnecting
+                assert effect.drain == (handed_out or event_kind == "stop")
+            elif isinstance(effect, WatchChannel):
+                # A closed connection: the same channel, watched afresh.
+                assert channel_open and before.phase == "ready"
+                assert effect.generation == state.generation
             elif isinstance(effect, StartCheck):
                 assert effect.generation == state.generation
                 assert health_check or effect.probe
+                pinging = before.phase == state.phase == "ready"
+                assert effect.timeout == (config.ping_timeout if pinging else 10.0)
             elif isinstance(effect, Schedule):
                 assert getattr(effect.event, "generation", None) == state.generation
                 if isinstance(effect.event, ReconnectDue):
                     assert 0.5 <= effect.delay <= 8.0
             elif isinstance(effect, Log):
-                assert not (suppress and effect.level == logging.ERROR)
+                assert not (suppress and effect.level > logging.INFO)
+                if effect.level == logging.WARNING:
+                    assert state.backoff.attempt == max_attempts
             elif isinstance(effect, Emit):
                 assert effect.signal in telemetry.EVENTS
+                if effect.signal in (name("connection_down"), name("disconnected")):
+                    assert effect.metadata["reason"] in DISCONNECT_REASONS
         assert channel_open == state.has_channel
 
         # connected exactly when entering ready; connection_failed exactly
@@ -956,13 +1185,8 @@ def test_invariants_hold_over_random_event_sequences(
             connect_failed and event_kind != "stop"
         )
 
-        # A crash ends everything: last effect, after max failures in a row.
-        crashes = of_type(effects, Crash)
-        if crashes:
-            assert effects[-1] is crashes[0]
-            assert state.phase == "stopped"
-            assert state.backoff.attempt == max_attempts
-        if state.phase == "stopped" and not crashes:
+        # Only a Stop ends the machine: never an outage, however long.
+        if state.phase == "stopped":
             assert event_kind == "stop"
     # Whatever happened, a Stop leaves no channel open.
     state, effects = step(state, Stop(), now)

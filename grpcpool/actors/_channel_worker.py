@@ -10,13 +10,15 @@ the machine has moved past is recognised and dropped. The machine's state is
 touched on the actor's thread only.
 
 A channel that was handed out leaves the pool's view (a synchronous report to
-the HealthRegistry) before it is released, so ``get_channel`` never hands out
-a channel after this worker has let go of it.
+the HealthRegistry) before it is released or reconnects, so ``get_channel``
+never hands out a channel after this worker has let go of it; and it enters
+the view (synchronously too) before ``channel.connected`` fires.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 from types import TracebackType
@@ -33,7 +35,6 @@ from grpcpool.connection._machine_types import (
     CancelTimers,
     CheckDone,
     Connectivity,
-    Crash,
     Effect,
     Emit,
     Event,
@@ -46,8 +47,10 @@ from grpcpool.connection._machine_types import (
     Start,
     StartCheck,
     Stop,
+    WatchChannel,
     initial_state,
 )
+from grpcpool.connection._watcher import ConnectivityCallback, watch
 from grpcpool.errors import GrpcPoolError
 from grpcpool.pools._reports import WorkerGone, WorkerReport, send_to_registry
 from grpcpool.supervisor import SupervisedActor, TimerHandle, send_after
@@ -62,7 +65,12 @@ _log = logging.getLogger(__name__)
 
 
 class ReconnectLimitError(GrpcPoolError):
-    """A worker failed to connect too many times in a row and crashes on purpose."""
+    """Formerly raised by a worker that failed to connect too many times in a row.
+
+    Nothing raises it any more: an outage never ends a worker, which logs one
+    line on reaching ``connection.max_reconnect_attempts`` and keeps
+    retrying. It stays importable so that code catching it still runs.
+    """
 
 
 class ChannelWorker(SupervisedActor):
@@ -129,10 +137,12 @@ class ChannelWorker(SupervisedActor):
         match effect:
             case OpenChannel():
                 self._open(effect.generation)
+            case WatchChannel():
+                self._watch_again(effect.generation)
             case ReleaseChannel():
                 self._release(drain=effect.drain)
             case StartCheck():
-                self._start_check(effect.generation)
+                self._start_check(effect.generation, effect.timeout)
             case Schedule():
                 self._timers = {timer for timer in self._timers if not timer.done}
                 self._timers.add(send_after(effect.delay, self.actor_ref, effect.event))
@@ -147,25 +157,37 @@ class ChannelWorker(SupervisedActor):
                 telemetry.emit(signal, self._parts.name, effect.measurements, metadata)
             case Log():
                 _log.log(
-                    effect.level, "pool %r %s: %s", self._parts.name, self._worker_id, effect.message
-                )
-            case Crash():
-                # The worker ends abnormally and its supervisor starts a
-                # fresh one (restart intensity applies).
-                raise ReconnectLimitError(
-                    f"pool {self._parts.name!r} {self._worker_id}: {effect.message}"
+                    effect.level,
+                    "pool %r %s: %s",
+                    self._parts.name,
+                    self._worker_id,
+                    effect.message,
                 )
             case _:
                 assert_never(effect)
 
     def _open(self, generation: int) -> None:
+        self._connection = self._parts.channels.open(self._on_state(generation))
+
+    def _watch_again(self, generation: int) -> None:
+        """Watches the same channel under a new generation; the old watch's news is stale."""
+        connection = self._connection
+        assert connection is not None, "a reconnect needs a channel"
+        connection.watch.cancel()
+        # The new watch reports the channel's state as it is first, so no
+        # change between the two watches is missed.
+        renewed = watch(connection.raw, self._on_state(generation), try_to_connect=True)
+        self._connection = dataclasses.replace(connection, watch=renewed)
+
+    def _on_state(self, generation: int) -> ConnectivityCallback:
+        """The connectivity callback for the channel of ``generation`` (runs on the watcher)."""
         me = self.actor_ref
 
         def on_state(state: grpc.ChannelConnectivity) -> None:
             with contextlib.suppress(pykka.ActorDeadError):
                 me.tell(Connectivity(generation, state))
 
-        self._connection = self._parts.channels.open(on_state)
+        return on_state
 
     def _release(self, *, drain: bool) -> None:
         """Retires the channel (running calls get ``drain_timeout``) or closes it now."""
@@ -177,7 +199,7 @@ class ChannelWorker(SupervisedActor):
         else:
             self._parts.channels.close(connection)
 
-    def _start_check(self, generation: int) -> None:
+    def _start_check(self, generation: int, timeout: float) -> None:
         connection = self._connection
         assert connection is not None, "a check needs a channel"
         me = self.actor_ref
@@ -191,8 +213,7 @@ class ChannelWorker(SupervisedActor):
             with contextlib.suppress(pykka.ActorDeadError):
                 me.tell(CheckDone(generation, started, error))
 
-        config = self._connection_config
-        start_check(connection.channel, config.health_service, config.connect_timeout, on_done)
+        start_check(connection.channel, self._connection_config.health_service, timeout, on_done)
 
     def _report(self, effect: Report) -> None:
         connection = self._connection

@@ -34,7 +34,14 @@ from grpcpool.actors._health_registry import ExpectedSize, HealthRegistry, SetLi
 from grpcpool.actors._telemetry_reporter import TelemetryReporter
 from grpcpool.config import Config
 from grpcpool.connection import PoolChannels
-from grpcpool.pools._entry import PoolEntry, attach, claim, release, release_token
+from grpcpool.pools._entry import (
+    PoolEntry,
+    attach,
+    check_name_free,
+    claim,
+    release,
+    release_token,
+)
 from grpcpool.pools._parts import PoolParts
 from grpcpool.pools._view import Lifecycle
 from grpcpool.supervisor import ChildSpec, ChildStartError, DynamicSupervisor, current_supervisor
@@ -73,11 +80,22 @@ class PoolSpec:
         return self.config.pool_name(self.name)
 
     def child_spec(self) -> ChildSpec:
+        """The child spec a supervisor starts the pool with.
+
+        A supervisor asks for it before it looks at the child's id, so a
+        pool name already running (under this supervisor or another) is
+        refused here, with the same ConfigError either way, rather than as
+        a duplicate child id. The supervisor stays unaware of pools.
+
+        Raises:
+            ConfigError: A pool of that name is running (key ``pool.name``).
+        """
         # transient: a pool that crashes is restarted; one stopped on purpose
         # (grpcpool.stop) is not. The token ties the pool's entry to this
         # child: its restarts get the same entry, and when the supervisor
         # forgets the child the entry ends.
         name, token = self.pool_name, object()
+        check_name_free(name)
         return ChildSpec(
             id=pool_child_id(name),
             start=functools.partial(PoolSupervisor.start_pool, self.config, name, token),
@@ -106,9 +124,9 @@ class PoolSupervisor(DynamicSupervisor):
     """Supervises one pool's registry, workers and reporter; scales the workers.
 
     Its restart intensity is ``max_restarts`` plus the current number of
-    workers: when the endpoint goes away every worker reaches
-    ``max_reconnect_attempts`` at about the same time, and one crash per
-    worker must not take the whole pool down.
+    workers, so that one bug hitting every worker at once (each crashing
+    once) does not take the whole pool down. An outage is not a crash: a
+    worker never ends because its endpoint is unreachable.
     """
 
     def __init__(self, entry: PoolEntry, **options: Any) -> None:
@@ -224,6 +242,11 @@ class PoolSupervisor(DynamicSupervisor):
 
     def restart_limit(self) -> int:
         return self.max_restarts + len(self._workers())
+
+    def describe_restart_limit(self, limit: int) -> str:
+        # The limit applied, as restart_limit made it: "5 = 3 + 2 workers".
+        workers = limit - self.max_restarts
+        return f"{limit} = {self.max_restarts} + {workers} worker{'s' if workers != 1 else ''}"
 
     def child_restarted(self, child_id: str, ref: pykka.ActorRef[Any]) -> None:
         if child_id != _REGISTRY:

@@ -76,7 +76,7 @@ def demo_config(port: int, size: int) -> Config:
     """The demo pool: plaintext to 127.0.0.1, fast backoff so recovery is quick.
 
     ``max_reconnect_attempts`` is raised so that a long ``--seconds`` shows
-    backoff at work rather than workers crashing and being restarted.
+    backoff at work without the warning that a long outage logs.
     """
     return Config.new(
         endpoint={"type": "local", "host": "127.0.0.1", "port": port},
@@ -244,7 +244,7 @@ def _indent(text: str) -> str:
 
 
 def _wait_empty(timeout: float = 3.0) -> None:
-    """Waits until no channel of the demo pool is ready (the snapshot emptied)."""
+    """Waits until no channel of the demo pool is ready (the view emptied)."""
     deadline = time.monotonic() + timeout
     while grpcpool.status(POOL_NAME).current_size > 0:
         if time.monotonic() >= deadline:

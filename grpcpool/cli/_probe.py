@@ -108,7 +108,7 @@ def parse_target(target: str) -> tuple[str, int]:
 
 
 def probe_config(options: ProbeOptions) -> Config:
-    """The pool the probe opens: the endpoint as given, short timeouts, no crash-restarts.
+    """The pool the probe opens: the endpoint as given, short timeouts, quiet retries.
 
     Raises:
         ProbeUsageError: The target is malformed or the CA file unreadable.
@@ -135,7 +135,7 @@ def probe_config(options: ProbeOptions) -> Config:
             "ping_interval": _PING_INTERVAL,
             "backoff_min": 0.1,
             "backoff_max": 1.0,
-            # Within the probe's timeout a worker should retry, not crash.
+            # Within the probe's timeout a worker retries without the outage warning.
             "max_reconnect_attempts": 1000,
             "suppress_connection_errors": True,
         },

@@ -18,11 +18,11 @@ from grpcpool.connection._channel import (
 from grpcpool.connection._health import check_error, start_check
 from grpcpool.connection._machine import step
 from grpcpool.connection._machine_types import (
+    DISCONNECT_REASONS,
     CancelTimers,
     CheckDone,
     Connectivity,
     ConnectTimeout,
-    Crash,
     Effect,
     Emit,
     Event,
@@ -39,18 +39,19 @@ from grpcpool.connection._machine_types import (
     Start,
     StartCheck,
     Stop,
+    WatchChannel,
     initial_state,
 )
 from grpcpool.connection._watcher import ConnectivityCallback, Watch, watch
 
 __all__ = [
+    "DISCONNECT_REASONS",
     "CancelTimers",
     "CheckDone",
     "ConnectTimeout",
     "Connection",
     "Connectivity",
     "ConnectivityCallback",
-    "Crash",
     "Effect",
     "Emit",
     "Event",
@@ -69,6 +70,7 @@ __all__ = [
     "StartCheck",
     "Stop",
     "Watch",
+    "WatchChannel",
     "channel_credentials",
     "channel_options",
     "check_error",

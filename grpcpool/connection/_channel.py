@@ -43,7 +43,9 @@ def channel_options(config: Config) -> tuple[tuple[str, Any], ...]:
     ``grpc.use_local_subchannel_pool`` makes every channel its own TCP
     connection; without it grpcio shares one connection between channels
     with identical arguments, and a pool of N would be one connection.
-    User ``endpoint.options`` come last and win.
+    Keepalive pings go out only while calls run, unless
+    ``connection.keepalive_without_calls`` says otherwise (see
+    :mod:`grpcpool.config` for why). User ``endpoint.options`` come last and win.
     """
     connection = config.connection
     options: dict[str, Any] = {
@@ -57,18 +59,24 @@ def channel_options(config: Config) -> tuple[tuple[str, Any], ...]:
     }
     if connection.keepalive is not None:
         timeout_ms = _ms(connection.keepalive_timeout)
+        # grpcio pings after this long without a byte from the server, and
+        # also sets TCP_USER_TIMEOUT = keepalive_timeout on the socket.
         options["grpc.keepalive_time_ms"] = _ms(connection.keepalive)
         options["grpc.keepalive_timeout_ms"] = timeout_ms
         # Without this grpcio takes about a minute to notice a silent peer.
         options["grpc.http2.ping_timeout_ms"] = timeout_ms
-        # Keepalive on idle channels too: a pool's channels are idle most
-        # of the time and a silent peer must still be noticed. This never
-        # draws a too_many_pings GOAWAY from a server with default
-        # settings: grpcio sends at most 2 pings (grpc.http2.
-        # max_pings_without_data, left at its default) until data flows,
-        # and a server only objects after more than 2 (max_ping_strikes).
-        # Health pings are calls, so they reset both counts.
-        options["grpc.keepalive_permit_without_calls"] = 1
+        # Pings on a connection with no call running are off unless asked
+        # for: a server with default settings (grpc-go, etcd, grpcio) takes
+        # each one for a strike and the third for a too_many_pings GOAWAY,
+        # and grpcio 1.85 keeps sending one a minute after the first two.
+        # Idle channels are checked by the health ping, which is a call.
+        if connection.keepalive_without_calls:
+            options["grpc.keepalive_permit_without_calls"] = 1
+            # The user asked for a ping every `keepalive` on idle channels;
+            # grpcio would send two and then at most one a minute.
+            options["grpc.http2.max_pings_without_data"] = 0
+        else:
+            options["grpc.keepalive_permit_without_calls"] = 0
     tls = config.endpoint.ssl
     if tls is not None and tls.server_hostname is not None:
         options["grpc.ssl_target_name_override"] = tls.server_hostname

@@ -7,12 +7,12 @@ be tested in microseconds, and the same machine can be driven by a pykka actor
 or an asyncio task. The phases::
 
     new --Start--> connecting --READY (and healthy)--> ready
-                      |    ^                             |
-        failed /      |    | ReconnectDue                | left READY /
-        timed out     v    |                             | ping failed
-                     backoff <---------------------------+
+                    |   ^   ^                           |  |
+      failed /      |   |   +--- connection closed -----+  | READY -> failure /
+      timed out     v   | ReconnectDue                     | shut down /
+                   backoff <-------------------------------+ ping failed
 
-    any phase --Stop--> stopped        connecting --too many failures--> stopped (Crash)
+    any phase --Stop--> stopped
 
 Connecting means a channel is open and the worker waits for it to be READY;
 with ``health_check`` a first health check must pass too, so a server that
@@ -21,17 +21,37 @@ starts a probe check: connectivity only says "failed", while a call on the
 channel fails at once with grpcio's reason (refused, TLS handshake, ...), which
 is what ``connection_failed`` reports.
 
-Each change of the reported state (connecting, ready, backoff) makes exactly
-one :class:`Report`. The one that leaves ``ready`` is synchronous: the registry
-must drop the channel from the pool's view before the channel is released.
+Servers close healthy connections all the time (a GOAWAY on max connection
+age or ``too_many_pings``). A ready channel whose connection is closed (grpcio
+shows it IDLE, or already CONNECTING again) is not a failure: the worker
+connects again at once on the same channel, so that grpcio keeps its
+per-channel state (such as the keepalive time it doubled after
+``too_many_pings``), and says so at INFO. The channel is out of the pool's
+view until it is READY (and healthy) again. Only a reconnect that fails
+(TRANSIENT_FAILURE, or not READY within ``connect_timeout``) lets the channel
+go and takes the backoff path, as a failed connect. A connection closed less
+than ``backoff_min`` after it became ready takes the backoff path straight
+away, so a server that closes every connection at once cannot make a loop.
 
-``Backoff.attempt`` counts the connects that failed in a row. A connection
-that drops after being ready waits the current backoff delay without counting
-a failure; ``max_reconnect_attempts`` failures in a row end in :class:`Crash`.
+Each change of the reported state (connecting, ready, backoff) makes exactly
+one :class:`Report`. Those that enter or leave ``ready`` are synchronous: the
+registry has put the channel into the pool's view before ``channel.connected``
+fires, and has dropped it before ``connection_down`` fires and before the
+channel is released.
+
+``Backoff.attempt`` counts the connects that failed in a row, however many:
+an outage never ends a worker. A ready channel lost in another way than by a
+closed connection waits the current backoff delay without counting a failure.
+The failure that reaches ``max_reconnect_attempts`` logs one WARNING line and
+the worker carries on as before: each retry on a fresh channel, the delay
+staying where the backoff has taken it.
 
 Logging: the first trouble of an outage is one ERROR line, later failed
-retries are DEBUG, the recovery is one INFO line; with
-``suppress_connection_errors`` the trouble is DEBUG too.
+retries are DEBUG, reaching ``max_reconnect_attempts`` is one WARNING, the
+recovery is one INFO line and so is a closed connection being reconnected;
+with ``suppress_connection_errors`` all but the recovery are DEBUG. The
+``reason`` of a lost channel is one of
+:data:`~grpcpool.connection._machine_types.DISCONNECT_REASONS`.
 """
 
 from __future__ import annotations
@@ -43,11 +63,14 @@ from enum import Enum
 from grpcpool import telemetry
 from grpcpool.backoff import Backoff
 from grpcpool.connection._machine_types import (
+    CHANNEL_SHUTDOWN,
+    CONNECTION_CLOSED,
+    CONNECTION_FAILED,
+    PING_FAILED,
     CancelTimers,
     CheckDone,
     Connectivity,
     ConnectTimeout,
-    Crash,
     Effect,
     Emit,
     Event,
@@ -64,6 +87,7 @@ from grpcpool.connection._machine_types import (
     Start,
     StartCheck,
     Stop,
+    WatchChannel,
 )
 
 __all__ = ["Step", "step"]
@@ -77,6 +101,14 @@ _CONNECTION_DOWN = telemetry.channel_connection_down.name
 _DISCONNECTED = telemetry.channel_disconnected.name
 _PING = telemetry.channel_ping.name
 _RECONNECT_SCHEDULED = telemetry.channel_reconnect_scheduled.name
+
+# A ready channel's new connectivity state -> why it is no longer ready.
+_LOST_REASONS = {
+    "idle": CONNECTION_CLOSED,
+    "connecting": CONNECTION_CLOSED,
+    "transient_failure": CONNECTION_FAILED,
+    "shutdown": CHANNEL_SHUTDOWN,
+}
 
 
 def step(state: MachineState, event: Event, now: float) -> Step:
@@ -134,6 +166,7 @@ def _connect(state: MachineState, now: float) -> Step:
         retries=state.retries + (1 if state.phase == "backoff" else 0),
         attempt_started=now,
         check_in_flight=False,
+        reconnecting=False,
     )
     timeout = Schedule(state.config.connect_timeout, ConnectTimeout(generation))
     return state, (OpenChannel(generation), _report(state), timeout)
@@ -148,8 +181,44 @@ def _on_connectivity(state: MachineState, name: str, now: float) -> Step:
         if name == "transient_failure":
             return _start_check(state, probe=True)
     elif state.phase == "ready" and name != "ready":
-        return _connection_lost(state, name, None, now)
+        reason = _LOST_REASONS.get(name, CONNECTION_FAILED)
+        if reason == CONNECTION_CLOSED and now - state.ready_since >= state.config.backoff_min:
+            return _reconnect(state, now)
+        return _connection_lost(state, reason, None, now)
     return state, ()
+
+
+def _reconnect(state: MachineState, now: float) -> Step:
+    """The ready channel's connection was closed: connect it again, at once."""
+    config = state.config
+    generation = state.generation + 1
+    connected_for = now - state.ready_since
+    state = replace(
+        state,
+        phase="connecting",
+        generation=generation,
+        attempt_started=now,
+        last_error=CONNECTION_CLOSED,
+        check_in_flight=config.health_check,
+        reconnecting=True,
+    )
+    level = logging.DEBUG if config.suppress_connection_errors else logging.INFO
+    effects: list[Effect] = [CancelTimers(), WatchChannel(generation)]
+    if config.health_check:
+        # A call on a channel that is connecting waits for the connection and
+        # fails as soon as the channel fails: this check is the gate and the
+        # probe in one, and it ends the moment the channel is usable, without
+        # waiting for the watcher to see READY. It starts first, so that the
+        # reconnect runs while the registry and the receivers hear of it.
+        effects.append(StartCheck(generation, probe=False, timeout=config.connect_timeout))
+    effects += [
+        Schedule(config.connect_timeout, ConnectTimeout(generation)),
+        _report(state, sync=True),  # out of the pool's view while it reconnects
+        Emit(_CONNECTION_DOWN, {}, {"reason": CONNECTION_CLOSED}),
+        Log(level, "connection closed; connecting again on the same channel"),
+        Emit(_DISCONNECTED, {"duration": connected_for}, {"reason": CONNECTION_CLOSED}),
+    ]
+    return state, tuple(effects)
 
 
 def _connected(state: MachineState, now: float) -> Step:
@@ -164,8 +233,11 @@ def _connected(state: MachineState, now: float) -> Step:
         retries=0,
         ready_since=now,
         last_error=None,
+        reconnecting=False,
     )
-    effects += [_report(state), Emit(_CONNECTED, {"duration": duration}, {})]
+    # In the pool's view before anyone hears of it: a receiver of
+    # channel.connected can get the channel.
+    effects += [_report(state, sync=True), Emit(_CONNECTED, {"duration": duration}, {})]
     effects += _next_ping(state)
     return state, tuple(effects)
 
@@ -174,15 +246,23 @@ def _connect_failed(state: MachineState, error: str, now: float) -> Step:
     failed = Emit(_CONNECTION_FAILED, {"duration": now - state.attempt_started}, {"error": error})
     delay, backoff = state.backoff.fail()
     config = state.config
-    if backoff.attempt >= config.max_reconnect_attempts:
-        state = _let_go(state, "stopped", error, backoff)
-        crash = Crash(f"{backoff.attempt} connection attempts failed in a row; last: {error}")
-        return state, (CancelTimers(), failed, ReleaseChannel(drain=False), crash)
-    # One line per outage, not one per retry: every failure is still an event.
-    log = _problem(config.suppress_connection_errors or state.retries > 0, "connect failed", error)
+    quiet = config.suppress_connection_errors
+    if backoff.attempt == config.max_reconnect_attempts:
+        # Where the worker used to crash: one line, and it carries on.
+        log = Log(
+            logging.DEBUG if quiet else logging.WARNING,
+            f"{backoff.attempt} connects failed in a row (connection.max_reconnect_attempts); "
+            f"retrying until the endpoint is back, each time on a fresh channel, at most "
+            f"{config.backoff_max}s apart; last error: {error}",
+        )
+    else:
+        # One line per outage, not one per retry: every failure is still an event.
+        log = _problem(quiet or state.retries > 0, "connect failed", error)
+    # A channel that was reconnecting may still carry calls from before.
+    release = ReleaseChannel(drain=state.reconnecting)
     state = _let_go(state, "backoff", error, backoff)
     scheduled = _reconnect_scheduled(state, delay, error)
-    return state, (CancelTimers(), failed, log, _report(state), *scheduled, ReleaseChannel(False))
+    return state, (CancelTimers(), failed, log, _report(state), *scheduled, release)
 
 
 # --- ready: watching and pinging ---------------------------------------------------------
@@ -198,13 +278,18 @@ def _ping(state: MachineState) -> Step:
 def _start_check(state: MachineState, *, probe: bool) -> Step:
     if state.check_in_flight:
         return state, ()  # its result comes soon and decides
-    return replace(state, check_in_flight=True), (StartCheck(state.generation, probe),)
+    config = state.config
+    # A ping has its own deadline, so that a silent peer is noticed soon; a
+    # check that is part of connecting may take as long as connecting may.
+    timeout = config.ping_timeout if state.phase == "ready" else config.connect_timeout
+    check = StartCheck(state.generation, probe, timeout)
+    return replace(state, check_in_flight=True), (check,)
 
 
 def _on_check_done(state: MachineState, event: CheckDone, now: float) -> Step:
     state = replace(state, check_in_flight=False)
     if state.phase == "connecting":
-        # The check that gates a fresh connection, or a probe after a failure.
+        # The check that gates a connection, or a probe after a failure.
         if event.error is None:
             return _connected(state, now)
         return _connect_failed(state, event.error, now)
@@ -213,7 +298,7 @@ def _on_check_done(state: MachineState, event: CheckDone, now: float) -> Step:
     result = "ok" if event.error is None else "error"
     ping = Emit(_PING, {"duration": now - event.started}, {"result": result})
     if event.error is not None:
-        state, effects = _connection_lost(state, "ping_failed", event.error, now)
+        state, effects = _connection_lost(state, PING_FAILED, event.error, now)
         return state, (ping, *effects)
     return state, (ping, *_next_ping(state))
 
@@ -266,6 +351,7 @@ def _let_go(
         backoff=state.backoff if backoff is None else backoff,
         last_error=last_error,
         check_in_flight=False,
+        reconnecting=False,
     )
 
 

@@ -17,11 +17,15 @@ from grpcpool.backoff import Backoff
 from grpcpool.config import ConnectionConfig
 
 __all__ = [
+    "CHANNEL_SHUTDOWN",
+    "CONNECTION_CLOSED",
+    "CONNECTION_FAILED",
+    "DISCONNECT_REASONS",
+    "PING_FAILED",
     "CancelTimers",
     "CheckDone",
     "ConnectTimeout",
     "Connectivity",
-    "Crash",
     "Effect",
     "Emit",
     "Event",
@@ -38,12 +42,33 @@ __all__ = [
     "Start",
     "StartCheck",
     "Stop",
+    "WatchChannel",
     "initial_state",
 ]
 
 # "new" is a machine that has not been started; the other four are the
 # states a worker reports (grpcpool._status.WorkerState).
 Phase = Literal["new", "connecting", "ready", "backoff", "stopped"]
+
+# Why a ready channel left the pool: the ``reason`` of ``connection_down`` and
+# ``disconnected``, and of a ``reconnect_scheduled`` right after them (one
+# after a failed connect gives the connect's error instead).
+CONNECTION_CLOSED = "connection_closed"
+"""The connection was closed (a GOAWAY on max connection age or too_many_pings,
+an idle timeout, the server going away): grpcio saw it IDLE or reconnecting."""
+CONNECTION_FAILED = "transport_failed"
+"""The channel went from READY straight to TRANSIENT_FAILURE."""
+CHANNEL_SHUTDOWN = "channel_shutdown"
+"""The channel itself was closed under the worker."""
+PING_FAILED = "ping_failed"
+"""A health ping failed or timed out (``connection.ping_timeout``)."""
+DISCONNECT_REASONS: tuple[str, ...] = (
+    CONNECTION_CLOSED,
+    CONNECTION_FAILED,
+    CHANNEL_SHUTDOWN,
+    PING_FAILED,
+)
+"""Every reason a worker gives for losing a ready channel."""
 
 
 @dataclass(frozen=True)
@@ -53,9 +78,10 @@ class MachineState:
     Attributes:
         config: The pool's connection settings.
         phase: Where the worker is in its connect / ready / backoff loop.
-        generation: Bumped whenever the worker opens a channel or lets one
-            go. Every event about a channel or a timer carries the number it
-            was made under; any other number is news about the past.
+        generation: Bumped whenever the worker opens a channel, lets one go
+            or connects the same one again (:class:`WatchChannel`). Every
+            event about a channel or a timer carries the number it was made
+            under; any other number is news about the past.
         backoff: Reconnect backoff; ``backoff.attempt`` counts the connects
             that failed in a row (the one failure counter).
         retries: Reconnects started since the channel was last ready (or
@@ -66,6 +92,9 @@ class MachineState:
         ready_since: When the channel last became ready.
         last_error: Why the last connect failed or the connection ended.
         check_in_flight: A health check on the current channel is running.
+        reconnecting: The current connect is the channel that was ready
+            connecting again after its connection was closed, rather than a
+            fresh channel; calls may still run on it, so letting it go drains.
     """
 
     config: ConnectionConfig
@@ -77,6 +106,7 @@ class MachineState:
     ready_since: float = 0.0
     last_error: str | None = None
     check_in_flight: bool = False
+    reconnecting: bool = False
 
     @property
     def has_channel(self) -> bool:
@@ -169,6 +199,19 @@ class OpenChannel:
 
 
 @dataclass(frozen=True)
+class WatchChannel:
+    """Watch the current channel afresh, tagging its news with ``generation``.
+
+    The channel stays open: its connection was closed and it is connecting
+    again. Everything tagged with the earlier generation (its watch, a ping
+    under way, timers) is stale from now on; the new watch reports the
+    channel's state as it is first.
+    """
+
+    generation: int
+
+
+@dataclass(frozen=True)
 class ReleaseChannel:
     """Let go of the current channel: retire it (``drain``) or close it now."""
 
@@ -179,11 +222,17 @@ class ReleaseChannel:
 class StartCheck:
     """Start a health check on the current channel, tagging its result with ``generation``.
 
-    ``probe`` marks a check made only to learn why a connect failed.
+    Attributes:
+        generation: The channel's generation.
+        probe: The check is made only to learn why a connect failed.
+        timeout: The call's deadline in seconds: ``connection.ping_timeout``
+            for a ping of a ready channel, ``connection.connect_timeout`` for
+            a check that is part of connecting.
     """
 
     generation: int
     probe: bool
+    timeout: float
 
 
 @dataclass(frozen=True)
@@ -243,15 +292,9 @@ class Log:
     message: str
 
 
-@dataclass(frozen=True)
-class Crash:
-    """End the worker abnormally, so that its supervisor starts a fresh one."""
-
-    message: str
-
-
 Effect = (
     OpenChannel
+    | WatchChannel
     | ReleaseChannel
     | StartCheck
     | Schedule
@@ -259,5 +302,4 @@ Effect = (
     | Report
     | Emit
     | Log
-    | Crash
 )

@@ -105,7 +105,8 @@ CHANNEL_DISCONNECTS = Instrument(
     "grpcpool_channel_disconnects_total",
     "grpcpool.channel.disconnects",
     "{connection}",
-    "Ready channels that were lost, by reason (connectivity state or ping_failed).",
+    "Ready channels that were lost, by reason (connection_closed, transport_failed, "
+    "channel_shutdown, ping_failed).",
     ("pool", "reason"),
 )
 CHANNEL_RECONNECTS_SCHEDULED = Instrument(

@@ -4,7 +4,7 @@ Every function takes the pool's name (``"default"`` if omitted) and looks the
 pool up in the process-wide table on each call, so a proxy keeps working
 across a restart of its pool.
 
-``get_channel``, ``status`` and ``stub`` answer from the pool's snapshot in the
+``get_channel``, ``status`` and ``stub`` answer from the pool's view in the
 caller's thread. Scaling is an ``ask`` to the pool's supervisor actor.
 """
 
@@ -25,6 +25,7 @@ from grpcpool.actors._pool_supervisor import PoolSpec
 from grpcpool.config import DEFAULT_POOL_NAME, Config
 from grpcpool.errors import GrpcPoolError, PoolNotFoundError, PoolTimeoutError
 from grpcpool.pools._entry import GET_CHANNEL_EVENT, PoolEntry, lookup, release
+from grpcpool.pools._view import unready_cause
 from grpcpool.strategy import strategy_name
 from grpcpool.supervisor import Supervisor
 
@@ -75,7 +76,7 @@ class PoolProxy:
         """A ``stub_class`` on a selected channel, cached per channel."""
         try:
             return ResolvedFuture(lookup(self.name).stub(stub_class))
-        except GrpcPoolError as error:
+        except Exception as error:  # the stub class is the caller's code too
             return ResolvedFuture(error=error)
 
     def status(self) -> pykka.Future[PoolStatus]:
@@ -142,7 +143,9 @@ class PoolProxy:
     def __repr__(self) -> str:
         try:
             entry = lookup(self.name)
-        except PoolNotFoundError:
+        except PoolNotFoundError as error:
+            if error.reason is not None:
+                return f"<PoolProxy {self.name!r} shut down: {error.reason}>"
             return f"<PoolProxy {self.name!r} not running>"
         report = entry.status()
         return (
@@ -176,9 +179,13 @@ def _await_ready(name: str, timeout: float | None, min_ready: int) -> None:
     if entry.wait_ready(min_ready, timeout):
         return
     if entry.ended is not None:
-        raise PoolNotFoundError(name)  # stopped for good while we waited
-    ready = len(entry.view.channels)
-    raise PoolTimeoutError(name, f"{ready} of {min_ready} required channels ready after {timeout}s")
+        raise PoolNotFoundError(name, entry.ended)  # stopped for good while we waited
+    view = entry.view
+    detail = f"{len(view.channels)} of {min_ready} required channels ready after {timeout}s"
+    cause, last_error = unready_cause(view.workers)
+    if cause is not None:
+        detail = f"{detail} ({cause})"
+    raise PoolTimeoutError(name, detail, last_error=last_error)
 
 
 # --- the process-wide default supervisor (the Elixir start_link) -------------
@@ -209,7 +216,8 @@ def start(config: Config, name: str | None = None) -> PoolProxy:
     :func:`await_ready`).
 
     Raises:
-        ConfigError: A pool of that name is already running.
+        ConfigError: A pool of that name is already running, under this
+            supervisor or any other (key ``pool.name``); nothing is started.
     """
     spec = PoolSpec(config, name)
     with PROCESS.default_lock:
@@ -228,6 +236,9 @@ def _stop(name: str) -> None:
     except PoolNotFoundError:
         return
     parent, child_id, owner = entry.parent, entry.child_id, entry.owner
+    # Out of the table first: from here on callers hear that it was stopped,
+    # and its waiters are woken, while its actors wind down.
+    release(entry, "stopped by grpcpool.stop()")
     if parent is not None and child_id is not None and parent.is_alive():
         # Through the parent, even for a pool that crashed and awaits its
         # restart: the parent forgets the child, so it does not come back.
@@ -235,7 +246,6 @@ def _stop(name: str) -> None:
             parent.proxy().terminate_child(child_id).get(timeout=_STOP_TIMEOUT)
     elif owner is not None:
         owner.stop(timeout=_STOP_TIMEOUT)
-    release(entry, "stopped")  # in case its parent was gone already
     with PROCESS.default_lock:
         default = PROCESS.default_supervisor
         if parent is not None and default is not None and parent.actor_urn == default.actor_urn:
@@ -256,8 +266,11 @@ def get_channel(name: str = DEFAULT_POOL_NAME) -> grpc.Channel:
     """A ready channel of pool ``name``: the hot path.
 
     Raises:
-        PoolNotFoundError: No such pool is running.
-        NotConnectedError: The pool has no ready channel.
+        PoolNotFoundError: No such pool is running (the message says if it
+            was shut down, and why).
+        NotConnectedError: The pool has no ready channel (the message says
+            what its workers are doing and their last error).
+        StrategyError: A custom strategy failed to pick a ready channel.
     """
     # PoolEntry.get_channel and lookup() inlined: each Python call saved is
     # a third of what this costs.
@@ -283,8 +296,10 @@ def await_ready(
     Woken by the pool's state changes, not by polling.
 
     Raises:
-        PoolTimeoutError: Not ready within ``timeout`` seconds.
-        PoolNotFoundError: No such pool is running.
+        PoolTimeoutError: Not ready within ``timeout`` seconds (the message
+            says what the workers are doing and their last error).
+        PoolNotFoundError: No such pool is running, or it was shut down
+            while waiting.
     """
     _check_wait(timeout, min_ready)
     _await_ready(name, timeout, min_ready)

@@ -12,7 +12,8 @@ Who writes what:
   :meth:`PoolEntry.publish`, with one assignment.
 * ``owner``, ``ended`` and the table itself are written only by the functions
   of this module (:func:`claim`, :func:`attach`, :func:`release`), under
-  ``PROCESS.lock``.
+  ``PROCESS.lock``. So is ``PROCESS.ended_pools``, the short memory of why
+  recently ended pools ended, which :func:`lookup` quotes.
 
 The table is read without a lock: a dict lookup is atomic under the GIL.
 """
@@ -27,10 +28,10 @@ import grpc
 import pykka
 
 from grpcpool import telemetry
-from grpcpool._process import PROCESS
+from grpcpool._process import ENDED_POOLS_KEPT, PROCESS
 from grpcpool._status import PoolStatus
 from grpcpool.config import Config
-from grpcpool.errors import ConfigError, NotConnectedError, PoolNotFoundError
+from grpcpool.errors import ConfigError, NotConnectedError, PoolNotFoundError, shorten
 from grpcpool.pools._view import PoolView, empty_view
 from grpcpool.strategy import Strategy, resolve_strategy
 
@@ -38,6 +39,7 @@ __all__ = [
     "GET_CHANNEL_EVENT",
     "PoolEntry",
     "attach",
+    "check_name_free",
     "claim",
     "lookup",
     "names",
@@ -191,14 +193,15 @@ def lookup(name: str) -> PoolEntry:
     """The entry of the pool called ``name``.
 
     Raises:
-        PoolNotFoundError: No pool of that name is running.
+        PoolNotFoundError: No pool of that name is running; its message says
+            why, if a pool of that name ran and was shut down.
         NotConnectedError: The pool belongs to the parent of this forked process.
     """
     entry = PROCESS.pools.get(name)
     if entry is None:
         if name in PROCESS.forked_pools:
             raise NotConnectedError(name, FORK_ADVICE)
-        raise PoolNotFoundError(name)
+        raise PoolNotFoundError(name, PROCESS.ended_pools.get(name))
     return entry
 
 
@@ -229,12 +232,33 @@ def claim(
             owner = current.owner
             if current.token is token and (owner is None or not owner.is_alive()):
                 return current  # restarted by its parent after a crash
-            raise ConfigError("pool.name", f"a pool named {name!r} is already running")
+            raise _name_in_use(name)
         entry = PoolEntry(name, config, token=token, parent=parent, child_id=child_id)
         PROCESS.pools[name] = entry
+        # Only now: a reader that finds no entry still finds why it ended.
+        PROCESS.ended_pools.pop(name, None)
         PROCESS.forked_pools.discard(name)
         PROCESS.pools_changed.notify_all()
         return entry
+
+
+def check_name_free(name: str) -> None:
+    """Raises the error :func:`claim` would if ``name`` is taken; claims nothing.
+
+    A pool's child spec calls it before its supervisor sees the spec, so
+    that starting a second pool under a name in use says so, whichever
+    supervisor the first one runs under (its own supervisor would otherwise
+    refuse first, about a duplicate child id). :func:`claim` still decides.
+
+    Raises:
+        ConfigError: A pool of that name is running (or awaiting its restart).
+    """
+    if name in PROCESS.pools:
+        raise _name_in_use(name)
+
+
+def _name_in_use(name: str) -> ConfigError:
+    return ConfigError("pool.name", f"a pool named {name!r} is already running")
 
 
 def attach(entry: PoolEntry, owner: pykka.ActorRef[Any]) -> None:
@@ -244,9 +268,22 @@ def attach(entry: PoolEntry, owner: pykka.ActorRef[Any]) -> None:
 
 
 def release(entry: PoolEntry, reason: str) -> None:
-    """Ends ``entry`` for good: out of the table, waiters woken. Idempotent."""
+    """Ends ``entry`` for good: out of the table, waiters woken. Idempotent.
+
+    The first ``reason`` given is the one kept (in ``entry.ended`` and, for
+    the entry that held the name, in ``PROCESS.ended_pools``), so callers of
+    the name hear "was shut down: <reason>".
+    """
+    reason = shorten(reason)
     with PROCESS.pools_changed:
         if PROCESS.pools.get(entry.name) is entry:
+            # Recorded before the entry leaves: a reader that misses the
+            # entry finds the reason (dict operations are atomic).
+            ended = PROCESS.ended_pools
+            ended.pop(entry.name, None)
+            ended[entry.name] = reason
+            while len(ended) > ENDED_POOLS_KEPT:
+                ended.popitem(last=False)
             del PROCESS.pools[entry.name]
             PROCESS.pools_changed.notify_all()
         with entry.changed:

@@ -23,11 +23,11 @@ from typing import Any, Literal
 
 import grpc
 
-from grpcpool._status import PoolStatus, WorkerStatus
-from grpcpool.errors import NotConnectedError
-from grpcpool.strategy import Strategy
+from grpcpool._status import PoolStatus, WorkerState, WorkerStatus
+from grpcpool.errors import NotConnectedError, shorten
+from grpcpool.strategy import Strategy, make_picker
 
-__all__ = ["Lifecycle", "PoolView", "build_view", "empty_view"]
+__all__ = ["Lifecycle", "PoolView", "build_view", "empty_view", "unready_cause"]
 
 #: Where a pool is in its life. ``starting``: its workers are being started;
 #: ``running``; ``restarting``: its supervisor crashed and its parent is about
@@ -62,17 +62,58 @@ class PoolView:
         return PoolStatus.of(pool_name, self.expected_size, len(self.channels), self.workers)
 
 
-def _none_ready(pool_name: str, lifecycle: Lifecycle) -> Callable[[], grpc.Channel]:
-    detail = "no ready channel"
-    if lifecycle == "starting":
-        detail = "no ready channel (the pool is starting)"
-    elif lifecycle == "restarting":
-        detail = "no ready channel (the pool is restarting)"
-    elif lifecycle == "stopped":
-        detail = "no ready channel (the pool has stopped)"
+_LIFECYCLE_NOTES: dict[Lifecycle, str] = {
+    "starting": "the pool is starting",
+    "restarting": "the pool is restarting",
+    "stopped": "the pool has stopped",
+}
+
+_STATE_WORDS: dict[WorkerState, str] = {
+    "connecting": "connecting",
+    "backoff": "backing off",
+    "stopped": "stopped",
+}
+
+
+def unready_cause(workers: tuple[WorkerStatus, ...]) -> tuple[str | None, str | None]:
+    """Why the workers that are not ready are not: a summary and the last error.
+
+    Returns:
+        ``("3 workers backing off; last error: <text>", "<text>")``: what the
+        non-ready workers are doing, and the most recent error among them
+        (grpc's text, shortened), or None for either when there is nothing
+        to say. Only the error text a worker recorded is quoted.
+    """
+    counts: dict[WorkerState, int] = {}
+    last: WorkerStatus | None = None
+    for worker in workers:
+        if worker.state == "ready":
+            continue
+        counts[worker.state] = counts.get(worker.state, 0) + 1
+        if worker.last_error and (last is None or worker.since >= last.since):
+            last = worker
+    parts = [
+        f"{count} {'worker' if count == 1 else 'workers'} {_STATE_WORDS.get(state, state)}"
+        for state, count in counts.items()
+    ]
+    summary = ", ".join(parts)
+    last_error = shorten(last.last_error) if last is not None and last.last_error else None
+    if last_error is not None:
+        summary = f"{summary}; last error: {last_error}" if summary else f"last error: {last_error}"
+    return summary or None, last_error
+
+
+def _none_ready(
+    pool_name: str, lifecycle: Lifecycle, workers: tuple[WorkerStatus, ...] = ()
+) -> Callable[[], grpc.Channel]:
+    # The message is composed here, once per view, not on each failed call:
+    # callers of a pool that is down may call in a tight loop.
+    cause, last_error = unready_cause(workers)
+    notes = [note for note in (_LIFECYCLE_NOTES.get(lifecycle), cause) if note]
+    detail = f"no ready channel ({'; '.join(notes)})" if notes else "no ready channel"
 
     def pick() -> grpc.Channel:
-        raise NotConnectedError(pool_name, detail)
+        raise NotConnectedError(pool_name, detail, last_error=last_error)
 
     return pick
 
@@ -101,11 +142,12 @@ def build_view(
     if lifecycle != "running":
         channels = ()
     if not channels:
-        return PoolView((), _none_ready(pool_name, lifecycle), workers, expected_size, lifecycle)
+        pick = _none_ready(pool_name, lifecycle, workers)
+        return PoolView((), pick, workers, expected_size, lifecycle)
     if channels == previous.channels and previous.lifecycle == "running":
         pick, stubs = previous.pick, previous.stubs
     else:
-        pick = strategy.picker(channels)
+        pick = make_picker(strategy, channels)
         kept = set(channels)
         stubs = {key: stub for key, stub in list(previous.stubs.items()) if key[0] in kept}
     return PoolView(channels, pick, workers, expected_size, lifecycle, stubs)

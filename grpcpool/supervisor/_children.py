@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +23,15 @@ from grpcpool.supervisor._errors import ChildStartError
 from grpcpool.supervisor._exit import ExitReason, ExitWatch, exit_reason, watch_exit
 from grpcpool.supervisor._starting import START_TIMEOUT, await_started, starting
 
-__all__ = ["Child", "ChildExited", "RetryRestart", "StartChildren", "launch", "stop_together"]
+__all__ = [
+    "Child",
+    "ChildExited",
+    "RetryRestart",
+    "StartChildren",
+    "launch",
+    "shutdown_groups",
+    "stop_together",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -120,7 +129,10 @@ def stop_together(children: list[Child], supervisor: str) -> None:
     Children that hold slow resources (a grpc channel takes up to 0.2 s
     to close) stop in parallel this way; each still gets its own
     ``shutdown`` seconds, and one that overruns is abandoned with a
-    warning, because a Python thread cannot be killed.
+    warning, because a Python thread cannot be killed. An abandoned child
+    on a daemon thread (every ``SupervisedActor``) does not keep the
+    interpreter from exiting; one on pykka's default non-daemon thread
+    does, until it ends, and the warning says so.
     """
     pending = []
     for child in children:
@@ -128,18 +140,58 @@ def stop_together(children: list[Child], supervisor: str) -> None:
         if ref is None:
             continue
         deadline = time.monotonic() + child.spec.shutdown
-        pending.append((child, ref.stop(block=False), deadline))
-    for child, stopped, deadline in pending:
+        pending.append((child, ref, ref.stop(block=False), deadline))
+    for child, ref, stopped, deadline in pending:
         try:
             stopped.get(timeout=max(0.0, deadline - time.monotonic()))
         except pykka.Timeout:
             _log.warning(
-                "%s: child %r did not stop within %ss; abandoning it",
+                "%s: child %r did not stop within %ss; abandoning it%s",
                 supervisor,
                 child.spec.id,
                 child.spec.shutdown,
+                "" if _runs_on_daemon_thread(child, ref) else _BLOCKS_EXIT,
             )
             continue
         watch = child.watch
         if watch is not None and not watch.join(max(0.0, deadline - time.monotonic())):
             _log.warning("%s: child %r thread still running after stop", supervisor, child.spec.id)
+
+
+def shutdown_groups(
+    supervisor: str, ids: list[str], order: Callable[[list[str]], Any]
+) -> list[list[str]]:
+    """The groups of child ids a supervisor stops, one group after the other.
+
+    ``order`` is the supervisor's ``shutdown_order`` hook. Whatever its groups
+    leave out is stopped afterwards, alone, last started first; so is every
+    child if it raises or returns something other than a list of lists.
+    """
+    default = [[child_id] for child_id in reversed(ids)]
+    try:
+        groups = order(list(ids))
+        if not isinstance(groups, list | tuple) or not all(
+            isinstance(group, list | tuple) for group in groups
+        ):
+            raise TypeError(f"shutdown_order returned {groups!r}, not a list of lists")
+    except Exception:
+        _log.exception("%s: shutdown_order failed; stopping children one by one", supervisor)
+        return default
+    return [list(group) for group in groups] + default
+
+
+_BLOCKS_EXIT = (
+    "; its thread is not a daemon thread, so the interpreter cannot exit until it ends "
+    "(make the actor a grpcpool SupervisedActor, or set use_daemon_thread = True on its class)"
+)
+
+
+def _runs_on_daemon_thread(child: Child, ref: pykka.ActorRef[Any]) -> bool:
+    # The thread is known once the actor has begun to stop (pykka sets
+    # actor_stopped before on_stop); one stuck in a message has not, and
+    # its class says what pykka made its thread.
+    watch = child.watch
+    thread = watch.thread if watch is not None else None
+    if thread is not None:
+        return thread.daemon
+    return bool(getattr(ref.actor_class, "use_daemon_thread", False))

@@ -42,6 +42,7 @@ from grpcpool.supervisor._children import (
     RetryRestart,
     StartChildren,
     launch,
+    shutdown_groups,
     stop_together,
 )
 from grpcpool.supervisor._errors import MaxChildrenError, RestartIntensityError
@@ -80,8 +81,9 @@ class DynamicSupervisor(SupervisedActor):
     interpreter exit if nobody stopped it.
 
     Subclasses may override these hooks, all run on the actor's thread:
-    :meth:`restart_limit`, :meth:`child_restarted`, :meth:`child_terminated`
-    and :meth:`shutdown_order`.
+    :meth:`restart_limit`, :meth:`describe_restart_limit`,
+    :meth:`child_restarted`, :meth:`child_terminated` and
+    :meth:`shutdown_order`.
 
     Args:
         max_restarts: Restarts allowed within ``max_seconds``.
@@ -223,6 +225,20 @@ class DynamicSupervisor(SupervisedActor):
         """
         return self.max_restarts
 
+    def describe_restart_limit(self, limit: int) -> str:
+        """How the give-up message states ``limit``, the limit it exceeded.
+
+        ``limit`` is what :meth:`restart_limit` returned for the restart that
+        made the supervisor give up. The default is the number alone when it
+        is ``max_restarts``, else the number and where it came from; a
+        subclass that computes its limit says how (``"5 = 3 + 2 workers"``),
+        so the message states the limit actually applied. If this raises,
+        the number is used.
+        """
+        if limit == self.max_restarts:
+            return str(limit)
+        return f"{limit} from restart_limit(); max_restarts is {self.max_restarts}"
+
     def child_restarted(self, child_id: str, ref: pykka.ActorRef[Any]) -> None:
         """Runs after ``child_id`` was restarted as ``ref`` (and its ``on_start`` ran).
 
@@ -334,8 +350,9 @@ class DynamicSupervisor(SupervisedActor):
         window.append(now)
         while window and window[0] < now - self.max_seconds:
             window.popleft()
-        if len(window) > self.restart_limit():
-            self._give_up(child.spec.id, reason)
+        limit = self.restart_limit()
+        if len(window) > limit:
+            self._give_up(child.spec.id, reason, limit)
         try:
             launch(child, self.actor_ref)
         except Exception as error:
@@ -353,11 +370,11 @@ class DynamicSupervisor(SupervisedActor):
             {"supervisor": self.name, "child_id": child.spec.id, "reason": reason},
         )
 
-    def _give_up(self, child_id: str, reason: str) -> None:
+    def _give_up(self, child_id: str, reason: str, limit: int) -> None:
         restarts = len(self._restart_times)
         message = (
             f"{self.name}: {restarts} restarts within {self.max_seconds}s "
-            f"(max {self.restart_limit()}); last: child {child_id!r} {reason}"
+            f"(max {self._describe_limit(limit)}); last: child {child_id!r} {reason}"
         )
         _log.error("%s; shutting down", message)
         telemetry.emit(
@@ -371,6 +388,13 @@ class DynamicSupervisor(SupervisedActor):
         # parent supervisor's watch sees the error (escalation).
         raise RestartIntensityError(message)
 
+    def _describe_limit(self, limit: int) -> str:
+        try:
+            return str(self.describe_restart_limit(limit))
+        except Exception:
+            _log.exception("%s: describe_restart_limit failed", self.name)
+            return str(limit)
+
     # --- stopping -------------------------------------------------------------
 
     def _stop_children(self, reason: str) -> None:
@@ -379,22 +403,8 @@ class DynamicSupervisor(SupervisedActor):
         ids = list(self._children)
         if not ids:
             return
-        for group in self._shutdown_groups(ids):
+        for group in shutdown_groups(self.name, ids, self.shutdown_order):
             children = [self._children.pop(i) for i in group if i in self._children]
             stop_together(children, self.name)
             for child in children:
                 child.forget(self.name, reason)
-
-    def _shutdown_groups(self, ids: list[str]) -> list[list[str]]:
-        default = DynamicSupervisor.shutdown_order(self, ids)
-        try:
-            groups = self.shutdown_order(list(ids))
-            if not isinstance(groups, list | tuple) or not all(
-                isinstance(group, list | tuple) for group in groups
-            ):
-                raise TypeError(f"shutdown_order returned {groups!r}, not a list of lists")
-        except Exception:
-            _log.exception("%s: shutdown_order failed; stopping children one by one", self.name)
-            return default
-        # Whatever the groups left out is stopped afterwards, alone.
-        return [list(group) for group in groups] + default

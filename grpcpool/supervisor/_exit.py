@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, ClassVar
 
 import pykka
 
@@ -59,7 +59,20 @@ class SupervisedActor(pykka.ThreadingActor):
     from normal stops: a crash restarts a ``transient`` child, a normal stop
     does not. Subclasses override ``on_start``, ``on_receive``, ``on_stop``
     and ``on_failure`` as with any pykka actor.
+
+    It runs on a daemon thread (pykka's ``use_daemon_thread``), so that a
+    child its supervisor abandoned (its ``on_stop`` overran the child's
+    ``shutdown`` seconds; a Python thread cannot be killed) does not keep
+    the interpreter from exiting. An orderly stop is not lost by this: a
+    supervisor stops its children and waits for them, and a tree nobody
+    stopped is stopped, in order, when the main thread ends, before the
+    interpreter joins or abandons any thread. An actor of this class started
+    outside any supervisor is not stopped at exit: stop it yourself, or set
+    ``use_daemon_thread = False`` on its class to have it keep the process
+    alive, as pykka's actors do by default.
     """
+
+    use_daemon_thread: ClassVar[bool] = True
 
     def _handle_failure(
         self,

@@ -120,9 +120,11 @@ def track_root(ref: pykka.ActorRef[Any]) -> None:
 
 
 def _stop_roots() -> None:
-    # pykka's actor threads are not daemons: a tree nobody stopped would keep
-    # the interpreter from exiting. This runs when the main thread is done,
-    # before Python joins the remaining threads; newest tree first.
+    # A tree nobody stopped ends in order here, when the main thread is done,
+    # before Python joins the remaining non-daemon threads; newest tree
+    # first. Its actors run on daemon threads (SupervisedActor), which the
+    # interpreter would otherwise stop dead at exit, without their on_stop;
+    # a pykka actor on a default non-daemon thread would keep it alive.
     with PROCESS.lock:
         roots, PROCESS.roots[:] = list(PROCESS.roots), []
     for ref in reversed(roots):
@@ -133,6 +135,7 @@ def _stop_roots() -> None:
             _log.exception("stopping %s at exit failed", ref)
 
 
-# threading's own hook runs before non-daemon threads are joined (atexit
-# would run after, that is never, while actor threads are alive).
+# threading's own hook runs as soon as the main thread is done, before
+# non-daemon threads are joined; atexit would run only after them (never, if
+# one lives on).
 getattr(threading, "_register_atexit", atexit.register)(_stop_roots)
