@@ -49,12 +49,19 @@ from grpcpool.pools._api import (
     stop,
 )
 from grpcpool.strategy import PowerOfTwo, Random, RoundRobin, Strategy
-from grpcpool.supervisor import ChildSpec, DynamicSupervisor, SupervisedActor, Supervisor
+from grpcpool.supervisor import (
+    ChildSpec,
+    ChildStartError,
+    DynamicSupervisor,
+    SupervisedActor,
+    Supervisor,
+)
 
 __all__ = [
     "Backoff",
     "ChannelWorker",
     "ChildSpec",
+    "ChildStartError",
     "Config",
     "ConfigError",
     "ConnectionConfig",

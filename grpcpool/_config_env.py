@@ -19,7 +19,7 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from grpcpool.errors import ConfigError
+from grpcpool.errors import ConfigError, shorten
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
@@ -83,6 +83,14 @@ _VARIABLES: dict[str, tuple[str, str, Callable[[str], Any]]] = {
 }
 
 
+_EXPECTED: dict[Callable[[str], Any], str] = {
+    _parse_int: "an int",
+    _parse_float: "a number of seconds",
+    _parse_optional_float: "a number of seconds, or none",
+    _parse_bool: "one of " + ", ".join(sorted(_TRUE | _FALSE)),
+}
+
+
 def mapping_from_env(prefix: str, environ: Mapping[str, str] | None) -> dict[str, Any]:
     """Collects the prefixed variables into a ``Config.from_mapping`` mapping.
 
@@ -90,24 +98,37 @@ def mapping_from_env(prefix: str, environ: Mapping[str, str] | None) -> dict[str
         ConfigError: A variable is unknown or its value does not parse; the
             message names the variable and the config key.
     """
+    if not isinstance(prefix, str) or not prefix:
+        raise ConfigError("prefix", f"must be a non-empty str, got {type(prefix).__name__}")
     env = os.environ if environ is None else environ
+    if not isinstance(env, Mapping):
+        raise ConfigError("environ", f"must be a mapping of str to str, got {type(env).__name__}")
     start = f"{prefix}_"
     sections: dict[str, dict[str, Any]] = {"endpoint": {}, "pool": {}, "connection": {}}
     ssl_files: dict[str, Any] = {}
     for variable, text in env.items():
-        if not variable.startswith(start):
+        if not isinstance(variable, str) or not variable.startswith(start):
             continue
         suffix = variable[len(start) :]
         if suffix not in _VARIABLES:
             raise ConfigError(
-                variable, f"unknown variable (known suffixes: {', '.join(_VARIABLES)})"
+                shorten(variable, 100),
+                f"unknown variable (known suffixes: {', '.join(_VARIABLES)})",
             )
         section, key, parse = _VARIABLES[suffix]
+        if not isinstance(text, str):
+            # A real environment holds only strings; a hand-made mapping may not.
+            raise ConfigError(
+                variable, f"must be a str, as in os.environ, got {type(text).__name__}"
+            )
         try:
             value = parse(text)
-        except ValueError as error:
+        except ValueError:
             name = f"endpoint.ssl.{key}" if section == "ssl" else f"{section}.{key}"
-            raise ConfigError(name, f"{variable}={text!r} does not parse: {error}") from None
+            # Not the text: a value of unknown shape may be a secret set in
+            # the wrong variable, and int()/float() errors quote it.
+            expected = _EXPECTED.get(parse, "a valid value")
+            raise ConfigError(name, f"{variable} does not parse: expected {expected}") from None
         if section == "ssl":
             ssl_files[key] = value
         else:

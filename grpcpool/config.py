@@ -4,7 +4,9 @@ A :class:`Config` has three frozen sections, mirroring the Elixir keyword
 lists: :class:`EndpointConfig` (where to connect and how), :class:`PoolConfig`
 (how many channels and how to pick one) and :class:`ConnectionConfig` (how each
 channel is kept alive, checked and reconnected). Every default lives in this
-module and nowhere else. Times are seconds as floats.
+module and nowhere else. Times are seconds as floats, each under a bound
+(the ``MAX_*`` constants) that keeps it within what grpcio takes and catches
+milliseconds typed as seconds.
 
 Validation happens when a section is built, so an invalid ``Config`` cannot
 exist; each failure raises :class:`~grpcpool.errors.ConfigError` naming the
@@ -23,9 +25,16 @@ import grpc
 from grpcpool._config_checks import (
     check_bool,
     check_float,
+    check_host,
     check_int,
     check_keys,
     check_optional_float,
+    check_pool_name,
+    check_production_transport,
+    is_production,
+    kind,
+    normalize_interceptors,
+    normalize_options,
     normalize_tls,
 )
 from grpcpool._tls import TLSOptions
@@ -90,6 +99,21 @@ DEFAULT_RETRY_MAX_ATTEMPTS = 3
 DEFAULT_RETRY_BASE_DELAY = 1.0
 DEFAULT_RETRY_MAX_DELAY = 10.0
 
+# --- upper bounds of the times, in seconds -----------------------------------
+# grpcio takes a time as milliseconds in a C int, so nothing may reach
+# 2147483.648 s; these bounds are far below that, and low enough that a time
+# typed in milliseconds (keepalive=30000, connect_timeout=10000) is an error
+# rather than a pool that pings once in eight hours.
+MAX_KEEPALIVE = 7200.0  # 2 hours, the TCP keepalive default
+MAX_KEEPALIVE_TIMEOUT = 3600.0
+MAX_PING_INTERVAL = 3600.0
+MAX_PING_TIMEOUT = 600.0
+MAX_CONNECT_TIMEOUT = 3600.0
+# A drain may wait for long streams to finish, so it may be long.
+MAX_DRAIN_TIMEOUT = 86400.0
+MAX_BACKOFF = 3600.0  # backoff_min and backoff_max
+MAX_TELEMETRY_INTERVAL = 86400.0
+
 
 @dataclass(frozen=True)
 class RetryConfig:
@@ -117,8 +141,18 @@ class EndpointConfig:
 
     ``ssl`` accepts ``True`` (TLS, system roots), a :class:`TLSOptions`, or a
     mapping of its fields; ``credentials`` (a ``grpc.ChannelCredentials``)
-    overrides ``ssl``. A ``"production"`` endpoint must use one of the two:
-    plaintext to production is refused.
+    overrides ``ssl``. A production endpoint must use one of the two:
+    plaintext to production is refused, including insecure and local
+    credentials (alone or composed with call credentials). ``type`` is
+    production unless set, and compared ignoring case and surrounding spaces
+    (``"Production "`` is production); plaintext needs ``type="local"`` or
+    any other label.
+
+    ``host`` is a name or IP address alone (IPv6 with or without brackets):
+    a port, scheme or ``user:password@`` in it is refused, since the target is
+    ``host:port``. ``options`` are (name, value) pairs or a mapping, values
+    ints from 0 to 2**31 - 1, str or bytes, as grpcio takes them;
+    ``interceptors`` are grpc client interceptor instances.
     """
 
     host: str
@@ -131,31 +165,23 @@ class EndpointConfig:
     retry_config: RetryConfig | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.host, str) or not self.host.strip():
-            raise ConfigError("endpoint.host", "is required (a non-empty string)")
+        check_host("endpoint.host", self.host)
         check_int("endpoint.port", self.port, minimum=1, maximum=65535)
-        if not isinstance(self.type, str) or not self.type:
-            raise ConfigError("endpoint.type", "must be a non-empty string")
+        if not isinstance(self.type, str) or not self.type.strip():
+            raise ConfigError("endpoint.type", f"must be a non-empty string, got {kind(self.type)}")
         object.__setattr__(self, "ssl", normalize_tls("endpoint.ssl", self.ssl))
         if self.credentials is not None and not isinstance(
             self.credentials, grpc.ChannelCredentials
         ):
-            raise ConfigError("endpoint.credentials", "must be a grpc.ChannelCredentials")
-        if self.type == "production" and self.ssl is None and self.credentials is None:
             raise ConfigError(
-                "endpoint.ssl",
-                "a production endpoint needs ssl or credentials (plaintext to production "
-                "is refused); pass ssl=True for TLS with the system roots, "
-                "or type='local' for plaintext",
+                "endpoint.credentials",
+                f"must be a grpc.ChannelCredentials, got {type(self.credentials).__name__}",
             )
-        object.__setattr__(self, "interceptors", tuple(self.interceptors or ()))
-        options = tuple(tuple(option) for option in (self.options or ()))
-        for option in options:
-            if len(option) != 2 or not isinstance(option[0], str):
-                raise ConfigError(
-                    "endpoint.options", f"expected (name, value) pairs, got {option!r}"
-                )
-        object.__setattr__(self, "options", options)
+        if is_production(self.type):
+            check_production_transport(self.ssl, self.credentials)
+        interceptors = normalize_interceptors("endpoint.interceptors", self.interceptors)
+        object.__setattr__(self, "interceptors", interceptors)
+        object.__setattr__(self, "options", normalize_options("endpoint.options", self.options))
         retry: Any = self.retry_config
         if isinstance(retry, Mapping):
             check_keys("endpoint.retry_config", retry, _field_names(RetryConfig))
@@ -175,6 +201,19 @@ class EndpointConfig:
     def uses_tls(self) -> bool:
         return self.ssl is not None or self.credentials is not None
 
+    def __repr__(self) -> str:
+        # Reprs reach logs and error reports, so show only what cannot be a
+        # secret: credentials, interceptors and option values may carry
+        # tokens or headers, and show as their type; TLSOptions hides its keys.
+        options = ", ".join(f"{name!r}: {_shown(value)}" for name, value in self.options)
+        interceptors = ", ".join(kind(interceptor) for interceptor in self.interceptors)
+        return (
+            f"EndpointConfig(host={self.host!r}, port={self.port!r}, type={self.type!r}, "
+            f"ssl={self.ssl!r}, credentials={kind(self.credentials)}, "
+            f"interceptors=[{interceptors}], options={{{options}}}, "
+            f"retry_config={self.retry_config!r})"
+        )
+
 
 @dataclass(frozen=True)
 class PoolConfig:
@@ -192,12 +231,12 @@ class PoolConfig:
         check_int("pool.size", self.size, minimum=1)
         if self.size > self.max_size:
             raise ConfigError("pool.size", f"{self.size} is over pool.max_size ({self.max_size})")
-        if self.name is not None and (not isinstance(self.name, str) or not self.name):
-            raise ConfigError("pool.name", "must be a non-empty string or None")
+        if self.name is not None:
+            check_pool_name("pool.name", self.name)
         if isinstance(self.strategy, str):
             if self.strategy not in STRATEGY_NAMES:
                 known = ", ".join(STRATEGY_NAMES)
-                raise ConfigError("pool.strategy", f"unknown {self.strategy!r} (known: {known})")
+                raise ConfigError("pool.strategy", f"is not a strategy name (known: {known})")
         elif not (
             callable(getattr(self.strategy, "picker", None))
             or callable(getattr(self.strategy, "select", None))
@@ -205,7 +244,13 @@ class PoolConfig:
             raise ConfigError(
                 "pool.strategy", "must be a strategy name or have picker(items) or select(count)"
             )
-        check_float("pool.telemetry_interval", self.telemetry_interval, minimum=0.0, strict=True)
+        check_float(
+            "pool.telemetry_interval",
+            self.telemetry_interval,
+            minimum=0.0,
+            strict=True,
+            maximum=MAX_TELEMETRY_INTERVAL,
+        )
         check_int("pool.telemetry_sample_rate", self.telemetry_sample_rate, minimum=0)
 
 
@@ -228,30 +273,53 @@ class ConnectionConfig:
     max_reconnect_attempts: int = DEFAULT_MAX_RECONNECT_ATTEMPTS
 
     def __post_init__(self) -> None:
-        check_optional_float("connection.keepalive", self.keepalive, strict=True)
-        check_float("connection.keepalive_timeout", self.keepalive_timeout, strict=True)
+        check_optional_float(
+            "connection.keepalive", self.keepalive, strict=True, maximum=MAX_KEEPALIVE
+        )
+        check_float(
+            "connection.keepalive_timeout",
+            self.keepalive_timeout,
+            strict=True,
+            maximum=MAX_KEEPALIVE_TIMEOUT,
+        )
         check_bool("connection.keepalive_without_calls", self.keepalive_without_calls)
         if self.keepalive_without_calls and self.keepalive is None:
             raise ConfigError(
                 "connection.keepalive_without_calls",
                 "needs connection.keepalive (the ping interval), which is None",
             )
-        check_optional_float("connection.ping_interval", self.ping_interval, strict=True)
-        check_float("connection.ping_timeout", self.ping_timeout, strict=True)
+        check_optional_float(
+            "connection.ping_interval", self.ping_interval, strict=True, maximum=MAX_PING_INTERVAL
+        )
+        check_float(
+            "connection.ping_timeout", self.ping_timeout, strict=True, maximum=MAX_PING_TIMEOUT
+        )
         check_bool("connection.health_check", self.health_check)
         if not isinstance(self.health_service, str):
             raise ConfigError("connection.health_service", "must be a string")
-        check_float("connection.connect_timeout", self.connect_timeout, strict=True)
-        check_float("connection.drain_timeout", self.drain_timeout)
+        check_float(
+            "connection.connect_timeout",
+            self.connect_timeout,
+            strict=True,
+            maximum=MAX_CONNECT_TIMEOUT,
+        )
+        check_float("connection.drain_timeout", self.drain_timeout, maximum=MAX_DRAIN_TIMEOUT)
         check_bool("connection.suppress_connection_errors", self.suppress_connection_errors)
-        check_float("connection.backoff_min", self.backoff_min, strict=True)
-        check_float("connection.backoff_max", self.backoff_max, strict=True)
+        check_float("connection.backoff_min", self.backoff_min, strict=True, maximum=MAX_BACKOFF)
+        check_float("connection.backoff_max", self.backoff_max, strict=True, maximum=MAX_BACKOFF)
         if self.backoff_max < self.backoff_min:
             raise ConfigError(
                 "connection.backoff_max",
                 f"{self.backoff_max} is below connection.backoff_min ({self.backoff_min})",
             )
         check_int("connection.max_reconnect_attempts", self.max_reconnect_attempts, minimum=1)
+
+
+def _shown(value: Any) -> str:
+    """A channel option's value for a repr: numbers as they are, else the type."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return repr(value)
+    return kind(value)
 
 
 def _field_names(cls: type) -> frozenset[str]:
@@ -271,6 +339,21 @@ class Config:
     pool: PoolConfig = field(default_factory=PoolConfig)
     connection: ConnectionConfig = field(default_factory=ConnectionConfig)
 
+    def __post_init__(self) -> None:
+        # The sections check themselves; here only that they are sections, so
+        # Config(endpoint={...}) fails now rather than when a pool starts.
+        for name, cls in (
+            ("endpoint", EndpointConfig),
+            ("pool", PoolConfig),
+            ("connection", ConnectionConfig),
+        ):
+            if not isinstance(getattr(self, name), cls):
+                raise ConfigError(
+                    name,
+                    f"must be a {cls.__name__}, got {kind(getattr(self, name))} "
+                    "(build from mappings with Config.new or Config.from_mapping)",
+                )
+
     @classmethod
     def new(
         cls,
@@ -283,7 +366,12 @@ class Config:
         Raises:
             ConfigError: A key is unknown, missing or invalid.
         """
-        sections = {"endpoint": endpoint, "pool": pool or {}, "connection": connection or {}}
+        # Only None means "not given": pool=[] or 0 is a mistake, not an empty section.
+        sections = {
+            "endpoint": endpoint,
+            "pool": {} if pool is None else pool,
+            "connection": {} if connection is None else connection,
+        }
         for section, values in sections.items():
             if not isinstance(values, Mapping):
                 raise ConfigError(section, "must be a mapping of keys to values")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import grpc.experimental
 import pytest
 
 from grpcpool import (
@@ -23,6 +24,10 @@ from grpcpool.strategy import RoundRobin
 
 LOCAL: dict[str, Any] = {"type": "local", "host": "localhost", "port": 9090}
 MISSING = object()  # marks an endpoint key to leave out
+# PEM-shaped stand-ins: the config checks the PEM markers, never parses.
+FAKE_CA = b"-----BEGIN CERTIFICATE-----\nROOT-BYTES\n-----END CERTIFICATE-----\n"
+FAKE_CHAIN = b"-----BEGIN CERTIFICATE-----\nCHAIN-BYTES\n-----END CERTIFICATE-----\n"
+FAKE_KEY = b"-----BEGIN PRIVATE KEY-----\nSECRET-KEY-BYTES\n-----END PRIVATE KEY-----\n"
 
 
 def build(
@@ -101,8 +106,8 @@ def test_production_defaults_to_tls_with_system_roots() -> None:
     assert config.endpoint.ssl == TLSOptions()
     assert config.endpoint.ssl.root_certificates is None
     assert isinstance(config.channel_credentials(), grpc.ChannelCredentials)
-    custom = Config.production(host="h", ssl={"root_certificates": b"PEM"})
-    assert custom.endpoint.ssl.root_certificates == b"PEM"
+    custom = Config.production(host="h", ssl={"root_certificates": FAKE_CA})
+    assert custom.endpoint.ssl.root_certificates == FAKE_CA
 
 
 def test_production_with_ssl_true_passes() -> None:
@@ -114,7 +119,9 @@ def test_production_with_ssl_true_passes() -> None:
 def test_explicit_credentials_override_ssl() -> None:
     """endpoint.credentials satisfies production and is returned as given."""
     creds = grpc.ssl_channel_credentials()
-    config = build({"type": "production", "credentials": creds, "ssl": {"root_certificates": b"x"}})
+    config = build(
+        {"type": "production", "credentials": creds, "ssl": {"root_certificates": FAKE_CA}}
+    )
     assert config.channel_credentials() is creds
 
 
@@ -178,27 +185,30 @@ def test_from_env_custom_prefix_and_os_environ(monkeypatch: pytest.MonkeyPatch) 
 def test_from_env_ssl_files(tmp_path: Path) -> None:
     """GRPCPOOL_CACERTFILE and SERVER_HOSTNAME go into endpoint.ssl."""
     ca = tmp_path / "ca.pem"
-    ca.write_bytes(b"CA-PEM")
+    ca.write_bytes(FAKE_CA)
     environ = {"GRPCPOOL_HOST": "h", "GRPCPOOL_PORT": "443", "GRPCPOOL_CACERTFILE": str(ca)}
     config = Config.from_env(environ={**environ, "GRPCPOOL_SERVER_HOSTNAME": "api"})
-    assert config.endpoint.ssl == TLSOptions(root_certificates=b"CA-PEM", server_hostname="api")
+    assert config.endpoint.ssl == TLSOptions(root_certificates=FAKE_CA, server_hostname="api")
 
 
 @pytest.mark.parametrize(
     ("extra", "key", "fragment"),
     [
         ({"GRPCPOOL_BOGUS": "1"}, "GRPCPOOL_BOGUS", "unknown variable"),
-        ({"GRPCPOOL_PORT": "abc"}, "endpoint.port", "GRPCPOOL_PORT='abc'"),
+        ({"GRPCPOOL_PORT": "abc"}, "endpoint.port", "GRPCPOOL_PORT does not parse"),
         ({"GRPCPOOL_POOL_SIZE": "1.5"}, "pool.size", "GRPCPOOL_POOL_SIZE"),
-        ({"GRPCPOOL_HEALTH_CHECK": "maybe"}, "connection.health_check", "maybe"),
-        ({"GRPCPOOL_BACKOFF_MIN": "fast"}, "connection.backoff_min", "fast"),
+        ({"GRPCPOOL_HEALTH_CHECK": "maybe"}, "connection.health_check", "expected one of"),
+        ({"GRPCPOOL_BACKOFF_MIN": "fast"}, "connection.backoff_min", "a number of seconds"),
         ({"GRPCPOOL_SSL": "false", "GRPCPOOL_CACERTFILE": "/x"}, "endpoint.ssl", "SSL is false"),
         ({"GRPCPOOL_HOST": MISSING}, "endpoint.host", "GRPCPOOL_HOST"),
         ({"GRPCPOOL_PORT": MISSING}, "endpoint.port", "GRPCPOOL_PORT"),
     ],
 )
 def test_from_env_errors(extra: dict[str, Any], key: str, fragment: str) -> None:
-    """A bad or missing variable raises ConfigError naming the key and the variable."""
+    """A bad or missing variable raises ConfigError naming the key and the variable.
+
+    The rejected text is never quoted: it may be a secret set in the wrong variable.
+    """
     environ = {"GRPCPOOL_HOST": "h", "GRPCPOOL_PORT": "1", "GRPCPOOL_TYPE": "local", **extra}
     environ = {k: v for k, v in environ.items() if v is not MISSING}
     with pytest.raises(ConfigError) as info:
@@ -206,6 +216,9 @@ def test_from_env_errors(extra: dict[str, Any], key: str, fragment: str) -> None
     assert info.value.key == key
     assert key in str(info.value)
     assert fragment in str(info.value)
+    for text in extra.values():
+        if isinstance(text, str) and text not in ("1", "false"):
+            assert repr(text) not in str(info.value)
 
 
 # --- validation ---------------------------------------------------------------
@@ -232,8 +245,8 @@ BAD_INPUTS = [
     ("endpoint", {"retry_config": 3}, "endpoint.retry_config"),
     ("endpoint", {"retry_config": {"max_delay": 0.5}}, "endpoint.retry_config.max_delay"),
     ("endpoint", {"ssl": {"root_certificates": 123}}, "endpoint.ssl.root_certificates"),
-    ("endpoint", {"ssl": {"private_key": b"KEY"}}, "endpoint.ssl"),
-    ("endpoint", {"ssl": {"certificate_chain": b"CERT"}}, "endpoint.ssl"),
+    ("endpoint", {"ssl": {"private_key": FAKE_KEY}}, "endpoint.ssl"),
+    ("endpoint", {"ssl": {"certificate_chain": FAKE_CHAIN}}, "endpoint.ssl"),
     ("endpoint", {"bogus": 1}, "endpoint.bogus"),
     ("pool", {"size": 0}, "pool.size"),
     ("pool", {"size": -3}, "pool.size"),
@@ -401,18 +414,22 @@ def test_channel_options_keys_unique_with_tls() -> None:
 # --- TLS ------------------------------------------------------------------------
 def test_ssl_pem_bytes_and_str() -> None:
     """An ssl mapping takes PEM as bytes or str (encoded to bytes)."""
-    ssl = {"root_certificates": "ROOTS", "private_key": b"KEY", "certificate_chain": b"C"}
-    assert build({"ssl": ssl}).endpoint.ssl == TLSOptions(b"ROOTS", b"KEY", b"C")
+    ssl = {
+        "root_certificates": FAKE_CA.decode(),
+        "private_key": FAKE_KEY,
+        "certificate_chain": FAKE_CHAIN,
+    }
+    assert build({"ssl": ssl}).endpoint.ssl == TLSOptions(FAKE_CA, FAKE_KEY, FAKE_CHAIN)
 
 
 def test_ssl_file_paths(tmp_path: Path) -> None:
     """cacertfile, certfile and keyfile are read from disk into the PEM fields."""
-    files = {"cacertfile": b"CA", "certfile": b"CERT", "keyfile": b"KEY"}
+    files = {"cacertfile": FAKE_CA, "certfile": FAKE_CHAIN, "keyfile": FAKE_KEY}
     for name, content in files.items():
         (tmp_path / name).write_bytes(content)
     ssl = {name: str(tmp_path / name) for name in files}
     tls = build({"ssl": ssl}).endpoint.ssl
-    assert tls == TLSOptions(root_certificates=b"CA", private_key=b"KEY", certificate_chain=b"CERT")
+    assert tls == TLSOptions(FAKE_CA, FAKE_KEY, FAKE_CHAIN)
 
 
 def test_ssl_unreadable_file(tmp_path: Path) -> None:
@@ -441,11 +458,11 @@ def test_ssl_simple_forms(value: Any, tls: bool) -> None:
 
 def test_tls_repr_hides_key_material() -> None:
     """TLSOptions repr (also inside Config repr) never shows key or cert bytes."""
-    tls = TLSOptions(b"ROOT-BYTES", b"SECRET-KEY-BYTES", b"CHAIN-BYTES", "api")
+    tls = TLSOptions(FAKE_CA, FAKE_KEY, FAKE_CHAIN, "api")
     text = repr(tls)
     assert text == "TLSOptions(roots=custom, client_cert=yes, server_hostname='api')"
     config_text = repr(build({"ssl": tls}))
-    for secret in ("SECRET-KEY-BYTES", "ROOT-BYTES", "CHAIN-BYTES"):
+    for secret in ("SECRET-KEY-BYTES", "ROOT-BYTES", "CHAIN-BYTES", "BEGIN"):
         assert secret not in text
         assert secret not in config_text
     assert repr(TLSOptions()) == "TLSOptions(roots=system, client_cert=no)"
@@ -468,3 +485,83 @@ def test_pool_name_precedence() -> None:
     assert named.pool_name() == "orders"
     assert Config.local().pool_name() == "default"
     assert Config.local().pool_name("x") == "x"
+
+
+# --- plaintext to production (issue 13, items 6 and 8) ------------------------
+
+PRODUCTION_SPELLINGS = ["production", "Production", "production ", " PRODUCTION\t", "ProDuctIon"]
+
+
+def _local_with_token() -> grpc.ChannelCredentials:
+    return grpc.composite_channel_credentials(
+        grpc.local_channel_credentials(), grpc.access_token_call_credentials("t")
+    )
+
+
+PLAINTEXT_CREDENTIALS = {
+    "insecure": grpc.experimental.insecure_channel_credentials,
+    "local": grpc.local_channel_credentials,
+    "local + token": _local_with_token,
+}
+
+
+@pytest.mark.parametrize("spelling", PRODUCTION_SPELLINGS)
+def test_production_type_is_compared_normalized(spelling: str) -> None:
+    """Any case or surrounding spaces of 'production' refuses plaintext, and the type is kept."""
+    with pytest.raises(ConfigError) as info:
+        build({"type": spelling})
+    assert info.value.key == "endpoint.ssl"
+    assert build({"type": spelling, "ssl": True}).endpoint.type == spelling
+
+
+@pytest.mark.parametrize("spelling", ["Production", "PRODUCTION", " production "])
+def test_production_type_from_env_is_normalized(spelling: str) -> None:
+    """GRPCPOOL_TYPE=Production refuses plaintext like the lower-case spelling."""
+    environ = {"GRPCPOOL_HOST": "127.0.0.1", "GRPCPOOL_PORT": "1", "GRPCPOOL_TYPE": spelling}
+    with pytest.raises(ConfigError) as info:
+        Config.from_env(environ=environ)
+    assert info.value.key == "endpoint.ssl"
+
+
+@pytest.mark.parametrize("spelling", PRODUCTION_SPELLINGS)
+@pytest.mark.parametrize("kind", sorted(PLAINTEXT_CREDENTIALS))
+def test_plaintext_credentials_are_refused_for_production(kind: str, spelling: str) -> None:
+    """Insecure, local and composite(local, token) credentials are refused, even beside ssl."""
+    credentials = PLAINTEXT_CREDENTIALS[kind]()
+    for extra in ({}, {"ssl": True}):
+        with pytest.raises(ConfigError) as info:
+            build({"type": spelling, "credentials": credentials, **extra})
+        assert info.value.key == "endpoint.credentials"
+        message = str(info.value)
+        assert "plaintext" in message
+        assert "type='local'" in message
+        assert "ssl_channel_credentials" in message
+
+
+@pytest.mark.parametrize("kind", sorted(PLAINTEXT_CREDENTIALS))
+def test_plaintext_credentials_are_allowed_for_other_types(kind: str) -> None:
+    """A local (or any non-production) endpoint may use plaintext credentials."""
+    credentials = PLAINTEXT_CREDENTIALS[kind]()
+    for label in ("local", "staging", "production-like"):
+        config = build({"type": label, "credentials": credentials})
+        assert config.channel_credentials() is credentials
+
+
+def test_defaulted_type_refuses_plaintext_and_says_how_to_ask_for_it() -> None:
+    """No type means production: the error says plaintext needs type='local' or another label."""
+    with pytest.raises(ConfigError) as info:
+        Config.new(endpoint={"host": "db.internal", "port": 5000})
+    assert info.value.key == "endpoint.ssl"
+    message = str(info.value)
+    assert "'production' unless set" in message
+    assert "ssl=True" in message
+    assert "type='local'" in message
+    assert "any type other than 'production'" in message
+
+
+@pytest.mark.parametrize("blank", [" ", "\t\n"])
+def test_blank_type_is_refused(blank: str) -> None:
+    """A type of spaces only is no label at all."""
+    with pytest.raises(ConfigError) as info:
+        build({"type": blank})
+    assert info.value.key == "endpoint.type"

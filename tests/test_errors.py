@@ -114,6 +114,19 @@ def test_errors_are_re_exported() -> None:
     }
 
 
+def test_child_start_error_is_exported_from_the_top_level() -> None:
+    """ChildStartError, which Supervisor.start, start_child and grpcpool.start raise,
+    can be caught as grpcpool.ChildStartError and is listed in grpcpool.__all__."""
+    from grpcpool.supervisor import ChildStartError
+
+    assert grpcpool.ChildStartError is ChildStartError
+    assert "ChildStartError" in grpcpool.__all__
+    assert issubclass(ChildStartError, GrpcPoolError)
+    error = ChildStartError("pool:a", "OSError: boom")
+    assert error.child_id == "pool:a"
+    assert str(error) == "child 'pool:a' failed to start: OSError: boom"
+
+
 def test_strategy_error_names_the_strategy_and_is_a_grpcpool_error() -> None:
     """StrategyError is a GrpcPoolError (not a LookupError or IndexError) and names the
     strategy first."""

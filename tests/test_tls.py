@@ -155,3 +155,31 @@ def test_call_credentials_reach_the_server_but_never_logs_events_or_reprs(
         sup.stop()
     for text in shown:
         assert SECRET_TOKEN not in text
+
+
+@pytest.mark.parametrize("spelling", ["production", "Production", "production "])
+def test_local_credentials_with_a_token_never_reach_production_in_plaintext(
+    echo_server: EchoServer, spelling: str
+) -> None:
+    """composite(local, token) is refused at construction for a production endpoint.
+
+    The same credentials on a local endpoint show what is at stake: the pool
+    connects in plaintext and the token travels in the clear.
+    """
+    credentials = grpc.composite_channel_credentials(
+        grpc.local_channel_credentials(), grpc.access_token_call_credentials(SECRET_TOKEN)
+    )
+    endpoint = {"host": "127.0.0.1", "port": echo_server.port, "credentials": credentials}
+    with pytest.raises(ConfigError) as info:
+        Config.new(endpoint={**endpoint, "type": spelling}, pool={"size": 1})
+    assert info.value.key == "endpoint.credentials"
+    assert SECRET_TOKEN not in str(info.value)
+    assert echo_server.calls == 0
+    config = Config.new(endpoint={**endpoint, "type": "local"}, pool={"size": 1})
+    sup = Supervisor.start(children=[PoolSpec(config, name="local-token")])
+    try:
+        grpcpool.await_ready("local-token", timeout=10)
+        EchoStub(grpcpool.get_channel("local-token")).Unary(b"clear", timeout=5)
+        assert ("authorization", f"Bearer {SECRET_TOKEN}") in echo_server.metadata[-1]
+    finally:
+        sup.stop()

@@ -29,6 +29,7 @@ from typing import Any
 import pykka
 
 from grpcpool import telemetry
+from grpcpool._config_checks import check_pool_name
 from grpcpool.actors._channel_worker import ChannelWorker, Resync
 from grpcpool.actors._health_registry import ExpectedSize, HealthRegistry, SetLifecycle
 from grpcpool.actors._telemetry_reporter import TelemetryReporter
@@ -72,8 +73,8 @@ class PoolSpec:
     def __post_init__(self) -> None:
         if not isinstance(self.config, Config):
             raise TypeError(f"PoolSpec needs a grpcpool.Config, got {type(self.config).__name__}")
-        if self.name is not None and (not isinstance(self.name, str) or not self.name):
-            raise ValueError(f"pool name must be a non-empty string, got {self.name!r}")
+        if self.name is not None:
+            check_pool_name("pool.name", self.name)  # a ConfigError, so a ValueError
 
     @property
     def pool_name(self) -> str:
@@ -114,7 +115,8 @@ def pool_child_id(pool_name: str) -> str:
 def check_count(name: str, value: Any) -> int:
     """A positive int, not a bool; raises ``TypeError``/``ValueError`` otherwise."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+        # The type, not the value: a value of unknown shape may be a secret.
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     if value < 1:
         raise ValueError(f"{name} must be >= 1, got {value}")
     return value

@@ -18,6 +18,7 @@ import grpc
 import pykka
 from pykka.messages import ProxyCall
 
+from grpcpool._config_checks import check_pool_name
 from grpcpool._future import LazyFuture, ResolvedFuture
 from grpcpool._process import PROCESS
 from grpcpool._status import PoolStatus
@@ -64,6 +65,7 @@ class PoolProxy:
     __slots__ = ("name",)
 
     def __init__(self, name: str = DEFAULT_POOL_NAME) -> None:
+        check_pool_name("pool.name", name)
         self.name = name
 
     def get_channel(self) -> pykka.Future[grpc.Channel]:
@@ -167,9 +169,12 @@ def _check_wait(timeout: Any, min_ready: Any) -> None:
         or not math.isfinite(timeout)
         or timeout < 0
     ):
-        raise ValueError(f"timeout must be None or a finite number >= 0, got {timeout!r}")
+        # Numbers are shown; anything else by its type only (it may be a secret).
+        shown = repr(timeout) if isinstance(timeout, int | float) else type(timeout).__name__
+        raise ValueError(f"timeout must be None or a finite number >= 0, got {shown}")
     if isinstance(min_ready, bool) or not isinstance(min_ready, int) or min_ready < 1:
-        raise ValueError(f"min_ready must be an int >= 1, got {min_ready!r}")
+        shown = repr(min_ready) if isinstance(min_ready, int) else type(min_ready).__name__
+        raise ValueError(f"min_ready must be an int >= 1, got {shown}")
 
 
 def _await_ready(name: str, timeout: float | None, min_ready: int) -> None:
@@ -257,7 +262,9 @@ def pool(name: str = DEFAULT_POOL_NAME) -> PoolProxy:
 
     Raises:
         PoolNotFoundError: No such pool is running.
+        ConfigError: ``name`` is not a str of 1 to 128 characters.
     """
+    check_pool_name("pool.name", name)
     lookup(name)
     return PoolProxy(name)
 
@@ -274,8 +281,12 @@ def get_channel(name: str = DEFAULT_POOL_NAME) -> grpc.Channel:
     """
     # PoolEntry.get_channel and lookup() inlined: each Python call saved is
     # a third of what this costs.
-    entry = _pools.get(name)
+    try:
+        entry = _pools.get(name)
+    except TypeError:  # an unhashable name: check_pool_name says what is wrong
+        entry = None
     if entry is None:
+        check_pool_name("pool.name", name)
         entry = lookup(name)  # raises the right error
     channel = entry.view.pick()
     if GET_CHANNEL_EVENT.receivers:
@@ -285,6 +296,7 @@ def get_channel(name: str = DEFAULT_POOL_NAME) -> grpc.Channel:
 
 def status(name: str = DEFAULT_POOL_NAME) -> PoolStatus:
     """The pool's health now."""
+    check_pool_name("pool.name", name)
     return lookup(name).status()
 
 
@@ -301,6 +313,7 @@ def await_ready(
         PoolNotFoundError: No such pool is running, or it was shut down
             while waiting.
     """
+    check_pool_name("pool.name", name)
     _check_wait(timeout, min_ready)
     _await_ready(name, timeout, min_ready)
 
@@ -322,4 +335,5 @@ def resize(name: str, target: int) -> int:
 
 def stop(name: str = DEFAULT_POOL_NAME) -> None:
     """Stops pool ``name`` for good; it is removed, not restarted. Idempotent."""
+    check_pool_name("pool.name", name)
     _stop(name)
