@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -336,3 +337,8 @@ def check_pool_name(key: str, name: Any) -> None:
         raise ConfigError(
             key, f"must be at most {MAX_POOL_NAME_LENGTH} characters, got {len(name)}"
         )
+
+
+def field_names(cls: type) -> frozenset[str]:
+    """The field names of a config section's dataclass (the keys it accepts)."""
+    return frozenset(f.name for f in dataclasses.fields(cls))

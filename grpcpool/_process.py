@@ -33,7 +33,7 @@ import pykka
 
 if TYPE_CHECKING:
     from grpcpool.connection._watcher import Watcher
-    from grpcpool.pools._entry import PoolEntry
+    from grpcpool.pools._entry import ForkedPool, PoolEntry
     from grpcpool.supervisor._timer import Scheduler
 
 __all__ = ["ENDED_POOLS_KEPT", "PROCESS", "ProcessState", "fork_safe_lock"]
@@ -51,8 +51,9 @@ class ProcessState:
         pools_changed: A condition on ``lock``, notified when the pool table
             changes.
         pools: Running pools by name (the hot path reads it without a lock).
-        forked_pools: Names of pools that belonged to the parent of this
-            forked process; asking for one gives advice, not "not found".
+        forked_pools: The pools that belonged to the parent of this forked
+            process, by name, with what restarting them here needs; the
+            first use of one starts it again in this process.
         ended_pools: Why each recently ended pool ended, by name, oldest
             first, at most ``ENDED_POOLS_KEPT``; asking for one says "was
             shut down: <reason>", not "not found". A name leaves it when a
@@ -71,7 +72,7 @@ class ProcessState:
         self.lock = threading.RLock()
         self.pools_changed = threading.Condition(self.lock)
         self.pools: dict[str, PoolEntry] = {}
-        self.forked_pools: set[str] = set()
+        self.forked_pools: dict[str, ForkedPool] = {}
         self.ended_pools: collections.OrderedDict[str, str] = collections.OrderedDict()
         self.default_supervisor: pykka.ActorRef[Any] | None = None
         self.default_lock = threading.RLock()
@@ -105,7 +106,7 @@ class ProcessState:
         self.inherited.extend(self.pools.values())
         self.inherited.extend(self.open_channels)
         self.inherited.extend(x for x in (self.scheduler, self.watcher) if x is not None)
-        self.forked_pools.update(self.pools)
+        self.forked_pools.update((name, entry.forked()) for name, entry in self.pools.items())
         # Cleared in place: the hot path holds a reference to this dict.
         self.pools.clear()
         self.ended_pools.clear()

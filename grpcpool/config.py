@@ -15,31 +15,22 @@ dotted key, e.g. ``endpoint.port``.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 
-from grpcpool._config_checks import (
-    check_bool,
-    check_float,
-    check_host,
-    check_int,
-    check_keys,
-    check_optional_float,
-    check_pool_name,
-    check_production_transport,
-    is_production,
-    kind,
-    normalize_interceptors,
-    normalize_options,
-    normalize_tls,
+from grpcpool._config_checks import check_keys, field_names, kind
+from grpcpool._config_sections import (
+    check_connection,
+    check_endpoint,
+    check_pool,
+    check_retry,
 )
 from grpcpool._tls import TLSOptions
 from grpcpool.errors import ConfigError
-from grpcpool.strategy import STRATEGY_NAMES, SelectStrategy, Strategy
+from grpcpool.strategy import SelectStrategy, Strategy
 
 __all__ = [
     "Config",
@@ -128,11 +119,7 @@ class RetryConfig:
     max_delay: float = DEFAULT_RETRY_MAX_DELAY
 
     def __post_init__(self) -> None:
-        check_int("endpoint.retry_config.max_attempts", self.max_attempts, minimum=1)
-        check_float("endpoint.retry_config.base_delay", self.base_delay, minimum=0.0)
-        check_float("endpoint.retry_config.max_delay", self.max_delay, minimum=0.0)
-        if self.max_delay < self.base_delay:
-            raise ConfigError("endpoint.retry_config.max_delay", "must be >= base_delay")
+        check_retry(self)
 
 
 @dataclass(frozen=True)
@@ -165,29 +152,7 @@ class EndpointConfig:
     retry_config: RetryConfig | None = None
 
     def __post_init__(self) -> None:
-        check_host("endpoint.host", self.host)
-        check_int("endpoint.port", self.port, minimum=1, maximum=65535)
-        if not isinstance(self.type, str) or not self.type.strip():
-            raise ConfigError("endpoint.type", f"must be a non-empty string, got {kind(self.type)}")
-        object.__setattr__(self, "ssl", normalize_tls("endpoint.ssl", self.ssl))
-        if self.credentials is not None and not isinstance(
-            self.credentials, grpc.ChannelCredentials
-        ):
-            raise ConfigError(
-                "endpoint.credentials",
-                f"must be a grpc.ChannelCredentials, got {type(self.credentials).__name__}",
-            )
-        if is_production(self.type):
-            check_production_transport(self.ssl, self.credentials)
-        interceptors = normalize_interceptors("endpoint.interceptors", self.interceptors)
-        object.__setattr__(self, "interceptors", interceptors)
-        object.__setattr__(self, "options", normalize_options("endpoint.options", self.options))
-        retry: Any = self.retry_config
-        if isinstance(retry, Mapping):
-            check_keys("endpoint.retry_config", retry, _field_names(RetryConfig))
-            object.__setattr__(self, "retry_config", RetryConfig(**retry))
-        elif retry is not None and not isinstance(retry, RetryConfig):
-            raise ConfigError("endpoint.retry_config", "must be a RetryConfig or a mapping")
+        check_endpoint(self)
 
     @property
     def target(self) -> str:
@@ -227,31 +192,7 @@ class PoolConfig:
     telemetry_sample_rate: int = DEFAULT_TELEMETRY_SAMPLE_RATE
 
     def __post_init__(self) -> None:
-        check_int("pool.max_size", self.max_size, minimum=1, maximum=HARD_MAX_POOL_SIZE)
-        check_int("pool.size", self.size, minimum=1)
-        if self.size > self.max_size:
-            raise ConfigError("pool.size", f"{self.size} is over pool.max_size ({self.max_size})")
-        if self.name is not None:
-            check_pool_name("pool.name", self.name)
-        if isinstance(self.strategy, str):
-            if self.strategy not in STRATEGY_NAMES:
-                known = ", ".join(STRATEGY_NAMES)
-                raise ConfigError("pool.strategy", f"is not a strategy name (known: {known})")
-        elif not (
-            callable(getattr(self.strategy, "picker", None))
-            or callable(getattr(self.strategy, "select", None))
-        ):
-            raise ConfigError(
-                "pool.strategy", "must be a strategy name or have picker(items) or select(count)"
-            )
-        check_float(
-            "pool.telemetry_interval",
-            self.telemetry_interval,
-            minimum=0.0,
-            strict=True,
-            maximum=MAX_TELEMETRY_INTERVAL,
-        )
-        check_int("pool.telemetry_sample_rate", self.telemetry_sample_rate, minimum=0)
+        check_pool(self)
 
 
 @dataclass(frozen=True)
@@ -273,46 +214,7 @@ class ConnectionConfig:
     max_reconnect_attempts: int = DEFAULT_MAX_RECONNECT_ATTEMPTS
 
     def __post_init__(self) -> None:
-        check_optional_float(
-            "connection.keepalive", self.keepalive, strict=True, maximum=MAX_KEEPALIVE
-        )
-        check_float(
-            "connection.keepalive_timeout",
-            self.keepalive_timeout,
-            strict=True,
-            maximum=MAX_KEEPALIVE_TIMEOUT,
-        )
-        check_bool("connection.keepalive_without_calls", self.keepalive_without_calls)
-        if self.keepalive_without_calls and self.keepalive is None:
-            raise ConfigError(
-                "connection.keepalive_without_calls",
-                "needs connection.keepalive (the ping interval), which is None",
-            )
-        check_optional_float(
-            "connection.ping_interval", self.ping_interval, strict=True, maximum=MAX_PING_INTERVAL
-        )
-        check_float(
-            "connection.ping_timeout", self.ping_timeout, strict=True, maximum=MAX_PING_TIMEOUT
-        )
-        check_bool("connection.health_check", self.health_check)
-        if not isinstance(self.health_service, str):
-            raise ConfigError("connection.health_service", "must be a string")
-        check_float(
-            "connection.connect_timeout",
-            self.connect_timeout,
-            strict=True,
-            maximum=MAX_CONNECT_TIMEOUT,
-        )
-        check_float("connection.drain_timeout", self.drain_timeout, maximum=MAX_DRAIN_TIMEOUT)
-        check_bool("connection.suppress_connection_errors", self.suppress_connection_errors)
-        check_float("connection.backoff_min", self.backoff_min, strict=True, maximum=MAX_BACKOFF)
-        check_float("connection.backoff_max", self.backoff_max, strict=True, maximum=MAX_BACKOFF)
-        if self.backoff_max < self.backoff_min:
-            raise ConfigError(
-                "connection.backoff_max",
-                f"{self.backoff_max} is below connection.backoff_min ({self.backoff_min})",
-            )
-        check_int("connection.max_reconnect_attempts", self.max_reconnect_attempts, minimum=1)
+        check_connection(self)
 
 
 def _shown(value: Any) -> str:
@@ -320,10 +222,6 @@ def _shown(value: Any) -> str:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return repr(value)
     return kind(value)
-
-
-def _field_names(cls: type) -> frozenset[str]:
-    return frozenset(f.name for f in dataclasses.fields(cls))
 
 
 @dataclass(frozen=True)
@@ -375,9 +273,9 @@ class Config:
         for section, values in sections.items():
             if not isinstance(values, Mapping):
                 raise ConfigError(section, "must be a mapping of keys to values")
-        check_keys("endpoint", endpoint, _field_names(EndpointConfig))
-        check_keys("pool", sections["pool"], _field_names(PoolConfig))
-        check_keys("connection", sections["connection"], _field_names(ConnectionConfig))
+        check_keys("endpoint", endpoint, field_names(EndpointConfig))
+        check_keys("pool", sections["pool"], field_names(PoolConfig))
+        check_keys("connection", sections["connection"], field_names(ConnectionConfig))
         for required in ("host", "port"):
             if required not in endpoint:
                 raise ConfigError(f"endpoint.{required}", "is required")

@@ -19,12 +19,14 @@ import grpc
 import pykka
 import pytest
 
+import grpcpool
 from grpcpool import Config, telemetry
 from grpcpool._process import ENDED_POOLS_KEPT, PROCESS
 from grpcpool._status import WorkerStatus
 from grpcpool.errors import ConfigError, NotConnectedError, PoolNotFoundError
 from grpcpool.pools._entry import (
     FORK_ADVICE,
+    ForkedPool,
     PoolEntry,
     attach,
     check_name_free,
@@ -675,29 +677,80 @@ def test_release_token_only_releases_the_entry_of_its_own_token() -> None:
         release(entry, "test over")
 
 
-def test_lookup_of_a_pool_of_the_parent_process_gives_fork_advice() -> None:
-    """A name that belonged to the parent of a forked process raises NotConnectedError
-    with the fork advice, not PoolNotFoundError; claiming the name anew clears that."""
+def test_lookup_of_a_parents_pool_starts_it_once_with_the_parents_size() -> None:
+    """In a forked child, the first lookups of a parent's pool (from several threads at
+    once) start one pool of that name under the default supervisor, with the parent's
+    expected size; once the child stops it, it stays stopped."""
     name = unique_name()
-    PROCESS.forked_pools.add(name)
+    PROCESS.forked_pools[name] = ForkedPool(config(2, max_size=8), expected_size=3)
+    found: list[PoolEntry] = []
+    barrier = threading.Barrier(6)
+
+    def use() -> None:
+        barrier.wait()
+        found.append(lookup(name))
+
+    threads = [threading.Thread(target=use) for _ in range(6)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+        assert len(found) == 6
+        assert all(entry is found[0] for entry in found)
+        assert found[0].view.expected_size == 3
+        assert name not in PROCESS.forked_pools
+        assert grpcpool.pool(name) == grpcpool.PoolProxy(name)
+    finally:
+        grpcpool.stop(name)
+        PROCESS.forked_pools.pop(name, None)
+    with pytest.raises(PoolNotFoundError, match=r"stopped by grpcpool\.stop\(\)"):
+        lookup(name)
+
+
+def test_a_parents_pool_stopped_before_its_first_use_is_not_started() -> None:
+    """grpcpool.stop of a parent's pool the child never used forgets it: lookups then
+    say it was stopped, and nothing starts."""
+    name = unique_name()
+    PROCESS.forked_pools[name] = ForkedPool(config(), expected_size=2)
+    try:
+        grpcpool.stop(name)
+        assert name not in PROCESS.forked_pools
+        with pytest.raises(PoolNotFoundError, match=r"stopped by grpcpool\.stop\(\)"):
+            grpcpool.get_channel(name)
+        assert name not in PROCESS.pools
+    finally:
+        PROCESS.forked_pools.pop(name, None)
+
+
+class _FailingStrategy:
+    """A strategy whose init raises, so that a pool using it cannot start."""
+
+    def init(self, name: str, size: int) -> None:
+        raise RuntimeError("no")
+
+    def picker(self, items: Any) -> Any:
+        return lambda: items[0]
+
+
+def test_a_parents_pool_that_cannot_start_again_says_so_once() -> None:
+    """If starting a parent's pool in the child fails, the lookup raises NotConnectedError
+    naming the fork and the failure's type; the name is then forgotten, not retried."""
+    name = unique_name()
+    PROCESS.forked_pools[name] = ForkedPool(
+        config(strategy=_FailingStrategy()), expected_size=2
+    )
     try:
         with pytest.raises(NotConnectedError) as caught:
             lookup(name)
         assert not isinstance(caught.value, PoolNotFoundError)
-        assert caught.value.pool_name == name
+        assert "could not start again after os.fork()" in str(caught.value)
         assert FORK_ADVICE in str(caught.value)
-        assert "fork" in str(caught.value)
-
-        entry = claim(name, config(), token=object(), parent=None, child_id=None)
-        try:
-            assert name not in PROCESS.forked_pools
-            assert lookup(name) is entry
-        finally:
-            release(entry, "test over")
-        with pytest.raises(PoolNotFoundError):
+        assert name not in PROCESS.forked_pools
+        with pytest.raises(PoolNotFoundError, match="could not start again"):
             lookup(name)
     finally:
-        PROCESS.forked_pools.discard(name)
+        PROCESS.forked_pools.pop(name, None)
 
 
 # --- a pool that ended says so --------------------------------------------------------

@@ -56,6 +56,8 @@ from grpcpool.pools._reports import WorkerGone, WorkerReport, send_to_registry
 from grpcpool.supervisor import SupervisedActor, TimerHandle, send_after
 
 if TYPE_CHECKING:
+    from grpc_health.v1.health_pb2 import HealthCheckResponse
+
     from grpcpool.connection import Connection
     from grpcpool.pools._parts import PoolParts
 
@@ -205,7 +207,7 @@ class ChannelWorker(SupervisedActor):
         me = self.actor_ref
         started = time.monotonic()
 
-        def on_done(call: grpc.Future) -> None:
+        def on_done(call: grpc.Future[HealthCheckResponse]) -> None:
             try:
                 error = check_error(call)
             except Exception as exc:  # a surprise must still end the check

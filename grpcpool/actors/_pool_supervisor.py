@@ -24,9 +24,10 @@ import itertools
 import time
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, Self, TypeVar, cast
 
 import pykka
+from pykka.typing import proxy_method
 
 from grpcpool import telemetry
 from grpcpool._config_checks import check_pool_name
@@ -46,8 +47,16 @@ from grpcpool.pools._entry import (
 from grpcpool.pools._parts import PoolParts
 from grpcpool.pools._view import Lifecycle
 from grpcpool.supervisor import ChildSpec, ChildStartError, DynamicSupervisor, current_supervisor
+from grpcpool.supervisor._proxy import SupervisorProxy
 
-__all__ = ["PoolSpec", "PoolSupervisor", "check_count", "pool_child_id"]
+__all__ = [
+    "PoolSpec",
+    "PoolSupervisor",
+    "PoolSupervisorProxy",
+    "check_count",
+    "pool_child_id",
+    "pool_supervisor_proxy",
+]
 
 # Seconds a whole pool gets to stop.
 POOL_SHUTDOWN_SECONDS = 30.0
@@ -138,7 +147,7 @@ class PoolSupervisor(DynamicSupervisor):
         self._worker_numbers = itertools.count(1)
 
     @classmethod
-    def start_pool(cls, config: Config, name: str, token: object) -> pykka.ActorRef[Any]:
+    def start_pool(cls, config: Config, name: str, token: object) -> pykka.ActorRef[Self]:
         """Claims ``name`` and starts the pool; returns when all its workers started.
 
         Raises:
@@ -150,12 +159,12 @@ class PoolSupervisor(DynamicSupervisor):
         # A pool restarted after a crash comes back at the size it had (the
         # user may have scaled it), which its last view still says.
         size = entry.view.expected_size
-        ref: pykka.ActorRef[Any] | None = None
+        ref: pykka.ActorRef[Self] | None = None
         try:
             # The supervisor's name, in its telemetry, is its child id too.
             ref = cls.start(name=pool_child_id(name), entry=entry)
             attach(entry, ref)
-            ref.proxy().start_pool_children(size).get()
+            pool_supervisor_proxy(ref).start_pool_children(size).get()
         except BaseException:
             if ref is not None:
                 ref.stop()
@@ -347,3 +356,24 @@ class PoolSupervisor(DynamicSupervisor):
             {"duration": time.monotonic() - started, **measurements, "new_size": new_size},
             {"pool_name": name},
         )
+
+
+P = TypeVar("P", bound=PoolSupervisor)
+
+
+class PoolSupervisorProxy(SupervisorProxy):
+    """The proxy API of a :class:`PoolSupervisor`, typed as ``pykka.typing`` types proxies."""
+
+    start_pool_children = proxy_method(PoolSupervisor.start_pool_children)
+    scale_up = proxy_method(PoolSupervisor.scale_up)
+    scale_down = proxy_method(PoolSupervisor.scale_down)
+    resize = proxy_method(PoolSupervisor.resize)
+
+
+def pool_supervisor_proxy(ref: pykka.ActorRef[P]) -> PoolSupervisorProxy:
+    """``ref.proxy()``, typed with the pool supervisor's proxy API (see ``supervisor._proxy``).
+
+    Raises:
+        pykka.ActorDeadError: The pool supervisor is not running.
+    """
+    return cast(PoolSupervisorProxy, ref.proxy())

@@ -149,7 +149,7 @@ def run(options: DemoOptions, console: Console | None = None) -> None:
     size = options.size
     tap = _EventTap(console, options.quiet)
     server: EchoServer | None = None
-    supervisor: pykka.ActorRef[Any] | None = None
+    supervisor: pykka.ActorRef[Supervisor] | None = None
     try:
         server = EchoServer()
         port = server.port

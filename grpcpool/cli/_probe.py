@@ -25,13 +25,14 @@ from typing import Any, TextIO
 import blinker
 import grpc
 import pykka
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 import grpcpool
 from grpcpool import telemetry
 from grpcpool._status import PoolStatus
 from grpcpool.cli._console import format_duration, table
 from grpcpool.config import Config
+from grpcpool.connection._health import health_check_method, status_code
 from grpcpool.errors import ConfigError, GrpcPoolError, PoolTimeoutError
 from grpcpool.supervisor import Supervisor
 
@@ -191,7 +192,7 @@ def probe(options: ProbeOptions) -> ProbeResult:
     config = probe_config(options)
     deadline = time.monotonic() + options.timeout
     recorder = _Recorder()
-    supervisor: pykka.ActorRef[Any] | None = None
+    supervisor: pykka.ActorRef[Supervisor] | None = None
     try:
         supervisor = Supervisor.start(children=[grpcpool.PoolSpec(config)])
         with contextlib.suppress(PoolTimeoutError):  # a timeout is a finding, not a failure
@@ -224,10 +225,10 @@ def _check_service(service: str, deadline: float) -> str:
     """Asks the endpoint's health service for ``service``; returns the answer's name."""
     timeout = max(0.5, deadline - time.monotonic())
     try:
-        stub = health_pb2_grpc.HealthStub(grpcpool.get_channel(POOL_NAME))
-        reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+        check = health_check_method(grpcpool.get_channel(POOL_NAME))
+        reply = check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
     except grpc.RpcError as error:
-        code = error.code() if isinstance(error, grpc.Call) else None
+        code = status_code(error)
         return code.name if code is not None else type(error).__name__
     except GrpcPoolError as error:  # every connection dropped since it was ready
         return f"no connection ({error})"

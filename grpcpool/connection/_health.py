@@ -13,15 +13,15 @@ from collections.abc import Callable
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-__all__ = ["check_error", "start_check"]
+__all__ = ["check_error", "health_check_method", "start_check", "status_code"]
 
 
 def start_check(
     channel: grpc.Channel,
     service: str,
     timeout: float,
-    on_done: Callable[[grpc.Future], None],
-) -> grpc.Future:
+    on_done: Callable[[grpc.Future[health_pb2.HealthCheckResponse]], None],
+) -> grpc.Future[health_pb2.HealthCheckResponse]:
     """Starts a health check of ``service`` on ``channel``; returns the call.
 
     Args:
@@ -32,14 +32,37 @@ def start_check(
         on_done: Called with the finished call, on a grpcio thread; it must
             not block. Read the call with :func:`check_error`.
     """
-    stub = health_pb2_grpc.HealthStub(channel)
     request = health_pb2.HealthCheckRequest(service=service)
-    call: grpc.Future = stub.Check.future(request, timeout=timeout)
+    call = health_check_method(channel).future(request, timeout=timeout)
     call.add_done_callback(on_done)
     return call
 
 
-def check_error(call: grpc.Future) -> str | None:
+def health_check_method(
+    channel: grpc.Channel,
+) -> grpc.UnaryUnaryMultiCallable[health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse]:
+    """``Health/Check`` on ``channel``, through the generated ``HealthStub``.
+
+    The stubs (types-grpcio-health-checking) declare ``HealthStub`` without
+    the methods its ``__init__`` sets, so the one used here is typed here.
+    """
+    stub = health_pb2_grpc.HealthStub(channel)
+    method: grpc.UnaryUnaryMultiCallable[
+        health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse
+    ] = stub.Check  # type: ignore[attr-defined]  # set in HealthStub.__init__, missing from its stub
+    return method
+
+
+def status_code(error: BaseException) -> grpc.StatusCode | None:
+    """The status code of a failed call's error, or ``None`` for an error that is no call.
+
+    grpcio raises errors that are both ``grpc.RpcError`` and ``grpc.Call``;
+    a bare ``RpcError`` (from an interceptor, say) has no ``code()``.
+    """
+    return error.code() if isinstance(error, grpc.Call) else None
+
+
+def check_error(call: grpc.Future[health_pb2.HealthCheckResponse]) -> str | None:
     """``None`` if a finished health check says the server is usable, else why not.
 
     A server without the health service (UNIMPLEMENTED) is usable: it was
@@ -51,10 +74,10 @@ def check_error(call: grpc.Future) -> str | None:
         if status == health_pb2.HealthCheckResponse.SERVING:
             return None
         return f"health status {health_pb2.HealthCheckResponse.ServingStatus.Name(status)}"
-    code = error.code() if isinstance(error, grpc.Call) else None
+    code = status_code(error)
     if code is grpc.StatusCode.UNIMPLEMENTED:
         return None
-    if code is None:
+    if code is None or not isinstance(error, grpc.Call):  # a code implies a Call: narrows it
         return f"{type(error).__name__}: {error}"
     if code is grpc.StatusCode.NOT_FOUND:
         return "health check: the server does not know this health service name"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import grpc
 import pykka
@@ -25,10 +25,11 @@ from grpcpool._status import PoolStatus
 from grpcpool.actors._pool_supervisor import PoolSpec
 from grpcpool.config import DEFAULT_POOL_NAME, Config
 from grpcpool.errors import GrpcPoolError, PoolNotFoundError, PoolTimeoutError
-from grpcpool.pools._entry import GET_CHANNEL_EVENT, PoolEntry, lookup, release
+from grpcpool.pools._entry import GET_CHANNEL_EVENT, PoolEntry, forget_forked, lookup, release
 from grpcpool.pools._view import unready_cause
 from grpcpool.strategy import strategy_name
 from grpcpool.supervisor import Supervisor
+from grpcpool.supervisor._proxy import supervisor_proxy
 
 __all__ = [
     "PoolProxy",
@@ -128,7 +129,9 @@ class PoolProxy:
             return ResolvedFuture(error=error)
         return ResolvedFuture(None)
 
-    def _ask(self, method: str, argument: Any) -> pykka.Future[int]:
+    def _ask(
+        self, method: Literal["scale_up", "scale_down", "resize"], argument: int
+    ) -> pykka.Future[int]:
         try:
             owner = lookup(self.name).owner
             if owner is None:
@@ -143,11 +146,15 @@ class PoolProxy:
         return future
 
     def __repr__(self) -> str:
-        try:
-            entry = lookup(self.name)
-        except PoolNotFoundError as error:
-            if error.reason is not None:
-                return f"<PoolProxy {self.name!r} shut down: {error.reason}>"
+        # Read the table directly: a repr must not start a forked child's
+        # pool (lookup would) nor raise.
+        entry = PROCESS.pools.get(self.name)
+        if entry is None:
+            reason = PROCESS.ended_pools.get(self.name)
+            if reason is not None:
+                return f"<PoolProxy {self.name!r} shut down: {reason}>"
+            if self.name in PROCESS.forked_pools:
+                return f"<PoolProxy {self.name!r} of the parent process, started on first use>"
             return f"<PoolProxy {self.name!r} not running>"
         report = entry.status()
         return (
@@ -196,7 +203,7 @@ def _await_ready(name: str, timeout: float | None, min_ready: int) -> None:
 # --- the process-wide default supervisor (the Elixir start_link) -------------
 
 
-def _default() -> pykka.ActorRef[Any]:
+def _default() -> pykka.ActorRef[Supervisor]:
     supervisor = PROCESS.default_supervisor
     if supervisor is None or not supervisor.is_alive():
         supervisor = Supervisor.start(name="grpcpool", max_restarts=10, max_seconds=10.0)
@@ -208,7 +215,7 @@ def _stop_default_if_idle() -> None:
     supervisor = PROCESS.default_supervisor
     if supervisor is None:
         return
-    if supervisor.is_alive() and supervisor.proxy().count_children().get()["specs"] > 0:
+    if supervisor.is_alive() and supervisor_proxy(supervisor).count_children().get()["specs"] > 0:
         return
     PROCESS.default_supervisor = None
     supervisor.stop(timeout=_STOP_TIMEOUT)
@@ -228,7 +235,7 @@ def start(config: Config, name: str | None = None) -> PoolProxy:
     with PROCESS.default_lock:
         supervisor = _default()
         try:
-            supervisor.proxy().start_child(spec).get()
+            supervisor_proxy(supervisor).start_child(spec).get()
         except BaseException:
             _stop_default_if_idle()
             raise
@@ -236,6 +243,8 @@ def start(config: Config, name: str | None = None) -> PoolProxy:
 
 
 def _stop(name: str) -> None:
+    # A parent's pool this forked child never used: stopped means not restarted.
+    forget_forked(name, "stopped by grpcpool.stop()")
     try:
         entry = lookup(name)
     except PoolNotFoundError:
@@ -248,7 +257,7 @@ def _stop(name: str) -> None:
         # Through the parent, even for a pool that crashed and awaits its
         # restart: the parent forgets the child, so it does not come back.
         with contextlib.suppress(LookupError, pykka.ActorDeadError):  # stopped meanwhile
-            parent.proxy().terminate_child(child_id).get(timeout=_STOP_TIMEOUT)
+            supervisor_proxy(parent).terminate_child(child_id).get(timeout=_STOP_TIMEOUT)
     elif owner is not None:
         owner.stop(timeout=_STOP_TIMEOUT)
     with PROCESS.default_lock:

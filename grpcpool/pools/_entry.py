@@ -20,9 +20,10 @@ The table is read without a lock: a dict lookup is atomic under the GIL.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import threading
-from typing import Any
+from typing import Any, NamedTuple
 
 import grpc
 import pykka
@@ -37,10 +38,12 @@ from grpcpool.strategy import Strategy, resolve_strategy
 
 __all__ = [
     "GET_CHANNEL_EVENT",
+    "ForkedPool",
     "PoolEntry",
     "attach",
     "check_name_free",
     "claim",
+    "forget_forked",
     "lookup",
     "names",
     "release",
@@ -54,6 +57,29 @@ FORK_ADVICE = (
     "start pools in each process after it forks (e.g. in gunicorn's post_fork hook) "
     "and do not use grpc in the parent before forking"
 )
+
+
+class ForkedPool(NamedTuple):
+    """What a forked child keeps of one of its parent's pools, to start it again.
+
+    Attributes:
+        config: The pool's configuration in the parent.
+        expected_size: How many workers the parent's pool was meant to have
+            when the process forked (its size after any scaling).
+    """
+
+    config: Config
+    expected_size: int
+
+    def sized_config(self) -> Config:
+        """``config`` with the parent's expected size, if that size is valid for it."""
+        if self.expected_size == self.config.pool.size:
+            return self.config
+        try:
+            pool = dataclasses.replace(self.config.pool, size=self.expected_size)
+        except ConfigError:  # not expected: scaling keeps within pool.max_size
+            return self.config
+        return dataclasses.replace(self.config, pool=pool)
 
 
 class PoolEntry:
@@ -169,6 +195,10 @@ class PoolEntry:
             )
             return self.ended is None and len(self.view.channels) >= min_ready
 
+    def forked(self) -> ForkedPool:
+        """What a forked child needs to start this pool again (read in the fork hook)."""
+        return ForkedPool(self.config, self.view.expected_size)
+
     # --- written by the registry ------------------------------------------------
 
     def publish(self, view: PoolView) -> None:
@@ -192,17 +222,76 @@ class PoolEntry:
 def lookup(name: str) -> PoolEntry:
     """The entry of the pool called ``name``.
 
+    In a forked child, the first lookup of a pool the parent ran starts
+    that pool again here (see :func:`_start_forked`); only a miss in the
+    table gets that far, so the hot path is unchanged.
+
     Raises:
         PoolNotFoundError: No pool of that name is running; its message says
             why, if a pool of that name ran and was shut down.
-        NotConnectedError: The pool belongs to the parent of this forked process.
+        NotConnectedError: The parent's pool could not be started again in
+            this forked process.
     """
     entry = PROCESS.pools.get(name)
     if entry is None:
         if name in PROCESS.forked_pools:
-            raise NotConnectedError(name, FORK_ADVICE)
+            return _start_forked(name)
         raise PoolNotFoundError(name, PROCESS.ended_pools.get(name))
     return entry
+
+
+def _start_forked(name: str) -> PoolEntry:
+    """Starts the parent's pool ``name`` in this forked process, once.
+
+    The parent's channels and threads did not survive the fork, so the child
+    starts its own pool of the same name and config (and the parent's
+    expected size) under its default supervisor, as ``grpcpool.start``
+    would: prefork servers need no post-fork hook. The parent's pool is not
+    touched. ``PROCESS.default_lock`` makes concurrent first uses start it
+    once; :func:`claim` then forgets the name, so a pool the child stops
+    stays stopped.
+    """
+    from grpcpool.pools._api import start  # late: the public API imports this module
+
+    with PROCESS.default_lock:
+        entry = PROCESS.pools.get(name)
+        if entry is not None:
+            return entry  # another thread started it first
+        forked = PROCESS.forked_pools.get(name)
+        if forked is None:  # stopped (or started and ended) meanwhile
+            raise PoolNotFoundError(name, PROCESS.ended_pools.get(name))
+        try:
+            start(forked.sized_config(), name)
+        except Exception as error:
+            entry = PROCESS.pools.get(name)
+            if entry is not None:  # started meanwhile by other means (its own supervisor)
+                return entry
+            reason = f"could not start again after os.fork(): {type(error).__name__}"
+            forget_forked(name, reason)
+            # The cause is chained, not quoted: its text is not ours to echo.
+            raise NotConnectedError(name, f"{reason}; {FORK_ADVICE}") from error
+    entry = PROCESS.pools.get(name)
+    if entry is None:  # ended as soon as it started
+        raise PoolNotFoundError(name, PROCESS.ended_pools.get(name))
+    return entry
+
+
+def forget_forked(name: str, reason: str) -> None:
+    """Drops the parent's pool ``name`` from what this forked process restarts.
+
+    ``grpcpool.stop`` calls it, so that stopping a parent's pool the child
+    never used keeps it stopped; callers of the name then hear ``reason``.
+    Waits for a lazy start of ``name`` under way, which then stops normally.
+    """
+    with PROCESS.default_lock:
+        if PROCESS.forked_pools.pop(name, None) is None:
+            return
+        with PROCESS.lock:
+            ended = PROCESS.ended_pools
+            ended.pop(name, None)
+            ended[name] = shorten(reason)
+            while len(ended) > ENDED_POOLS_KEPT:
+                ended.popitem(last=False)
 
 
 def names() -> list[str]:
@@ -237,7 +326,7 @@ def claim(
         PROCESS.pools[name] = entry
         # Only now: a reader that finds no entry still finds why it ended.
         PROCESS.ended_pools.pop(name, None)
-        PROCESS.forked_pools.discard(name)
+        PROCESS.forked_pools.pop(name, None)
         PROCESS.pools_changed.notify_all()
         return entry
 

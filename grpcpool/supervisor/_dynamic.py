@@ -30,7 +30,7 @@ import logging
 import time
 from collections.abc import Iterable
 from types import TracebackType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import pykka
 
@@ -125,7 +125,7 @@ class DynamicSupervisor(SupervisedActor):
         name: str | None = None,
         max_children: int | None = None,
         **actor_kwargs: Any,
-    ) -> pykka.ActorRef[Any]:
+    ) -> pykka.ActorRef[Self]:
         """Starts a supervisor with no children.
 
         ``actor_kwargs`` go to a subclass's ``__init__``, with the options.
@@ -145,7 +145,7 @@ class DynamicSupervisor(SupervisedActor):
     @classmethod
     def _start_tree(
         cls, specs: tuple[ChildSpec, ...], kwargs: dict[str, Any]
-    ) -> pykka.ActorRef[Any]:
+    ) -> pykka.ActorRef[Self]:
         """Starts the actor and ``specs`` in order; a tree root if nobody supervises it."""
         ref = super().start(**kwargs)
         if specs:

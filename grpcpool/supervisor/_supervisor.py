@@ -9,7 +9,7 @@ returns, and the ``strategy`` option of OTP's supervisor (only
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import pykka
 
@@ -53,7 +53,7 @@ class Supervisor(DynamicSupervisor):
         max_seconds: float = 5.0,
         name: str | None = None,
         **actor_kwargs: Any,
-    ) -> pykka.ActorRef[Any]:
+    ) -> pykka.ActorRef[Self]:
         """Starts a supervisor and all its children, in order.
 
         Returns only when every child has started. If any child fails to
