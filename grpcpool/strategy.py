@@ -38,7 +38,6 @@ from grpcpool.errors import StrategyError, shorten
 
 __all__ = [
     "STRATEGY_NAMES",
-    "Picker",
     "PowerOfTwo",
     "Random",
     "RoundRobin",
@@ -50,10 +49,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-
-#: Picks one item of the tuple it was built for.
-Picker = Callable[[], T]
-
 
 @runtime_checkable
 class Strategy(Protocol):

@@ -153,7 +153,7 @@ def test_starting_a_running_name_again_is_a_config_error_and_changes_nothing(
         entry, owner = lookup("a"), lookup("a").owner
         default = PROCESS.default_supervisor
         assert default is not None
-        children = default.proxy().which_children().get()
+        children = default.proxy().which_children().get(timeout=10)
 
         with pytest.raises(ConfigError, match="a pool named 'a' is already running") as caught:
             grpcpool.start(loopback_config(echo_server.port, size=3), name="a")
@@ -161,7 +161,7 @@ def test_starting_a_running_name_again_is_a_config_error_and_changes_nothing(
         assert caught.value.key == "pool.name"
         assert lookup("a") is entry and entry.owner is owner
         assert PROCESS.default_supervisor is default
-        assert default.proxy().which_children().get() == children
+        assert default.proxy().which_children().get(timeout=10) == children
         assert grpcpool.status("a").expected_size == 2
         assert len(live_workers()) == 2
     finally:
@@ -177,7 +177,7 @@ def test_start_child_with_a_pool_spec_its_supervisor_already_runs_is_a_config_er
     start_pool(supervisors, config, "a")
     sup = supervisors[0]
     grpcpool.await_ready("a", timeout=5, min_ready=2)
-    children = sup.proxy().which_children().get()
+    children = sup.proxy().which_children().get(timeout=10)
     other = Supervisor.start()
     supervisors.append(other)
 
@@ -186,8 +186,8 @@ def test_start_child_with_a_pool_spec_its_supervisor_already_runs_is_a_config_er
             target.proxy().start_child(PoolSpec(config, name="a")).get(timeout=10)
         assert caught.value.key == "pool.name"
 
-    assert sup.proxy().which_children().get() == children
-    assert other.proxy().count_children().get()["specs"] == 0
+    assert sup.proxy().which_children().get(timeout=10) == children
+    assert other.proxy().count_children().get(timeout=10)["specs"] == 0
     assert len(live_workers()) == 2
     assert grpcpool.status("a").current_size == 2
 

@@ -95,7 +95,7 @@ class MeetsOnStop(SupervisedActor):
 
     def on_stop(self) -> None:
         try:
-            self.barrier.wait()
+            self.barrier.wait(timeout=10)
             self.log.add(f"met:{self.label}")
         except threading.BrokenBarrierError:
             self.log.add(f"alone:{self.label}")

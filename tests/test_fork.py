@@ -97,7 +97,7 @@ def test_concurrent_first_uses_in_a_child_start_the_pool_once(echo_server: EchoS
             errors = []
 
             def use():
-                barrier.wait()
+                barrier.wait(timeout=10)
                 try:
                     grpcpool.await_ready("forked", timeout=10, min_ready=3)
                     echo(grpcpool.get_channel("forked"))
@@ -110,7 +110,7 @@ def test_concurrent_first_uses_in_a_child_start_the_pool_once(echo_server: EchoS
             for thread in threads:
                 thread.join(20)
             default = grpcpool._process.PROCESS.default_supervisor
-            specs = default.proxy().count_children().get()["specs"]
+            specs = default.proxy().count_children().get(timeout=10)["specs"]
             size = grpcpool.status("forked").expected_size
             grpcpool.stop("forked")
             os._exit(0 if (not errors and specs == 1 and size == 3) else 20)

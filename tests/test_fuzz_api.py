@@ -91,6 +91,7 @@ TIMEOUTS = st.one_of(
     st.floats(min_value=0.0, max_value=0.02),
     st.floats(),
     st.integers(min_value=-5, max_value=0),
+    st.integers(min_value=2**1024, max_value=2**1100),  # too large for a float
     st.none(),
     st.booleans(),
     st.text(max_size=3),
@@ -150,8 +151,9 @@ def _valid_wait(timeout: Any, min_ready: Any) -> bool:
     valid_timeout = timeout is None or (
         isinstance(timeout, int | float)
         and not isinstance(timeout, bool)
-        and math.isfinite(timeout)
         and timeout >= 0
+        and timeout < 2**1024  # an int too large for a float is no timeout
+        and math.isfinite(timeout)
     )
     return valid_timeout and type(min_ready) is int and min_ready >= 1
 

@@ -687,7 +687,7 @@ def test_lookup_of_a_parents_pool_starts_it_once_with_the_parents_size() -> None
     barrier = threading.Barrier(6)
 
     def use() -> None:
-        barrier.wait()
+        barrier.wait(timeout=10)
         found.append(lookup(name))
 
     threads = [threading.Thread(target=use) for _ in range(6)]

@@ -59,7 +59,7 @@ def test_round_robin_is_thread_safe() -> None:
     barrier = threading.Barrier(8)
 
     def work(counter: Counter[int]) -> None:
-        barrier.wait()
+        barrier.wait(timeout=10)
         for _ in range(10_000):
             counter[pick()] += 1
 
@@ -67,7 +67,8 @@ def test_round_robin_is_thread_safe() -> None:
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join()
+        thread.join(10)
+        assert not thread.is_alive()
     total = sum(counts, Counter())
     assert total == {0: 20_000, 1: 20_000, 2: 20_000, 3: 20_000}
 

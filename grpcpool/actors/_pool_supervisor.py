@@ -45,6 +45,7 @@ from grpcpool.pools._entry import (
     release_token,
 )
 from grpcpool.pools._parts import PoolParts
+from grpcpool.pools._reports import send_to_registry
 from grpcpool.pools._view import Lifecycle
 from grpcpool.supervisor import ChildSpec, ChildStartError, DynamicSupervisor, current_supervisor
 from grpcpool.supervisor._proxy import SupervisorProxy
@@ -322,19 +323,12 @@ class PoolSupervisor(DynamicSupervisor):
 
     def _announce_size(self) -> int:
         size = len(self._workers())
-        self._tell_registry(ExpectedSize(size), wait=True)
+        self._tell_registry(ExpectedSize(size))
         return size
 
-    def _tell_registry(self, message: Any, *, wait: bool = True) -> None:
-        registry = self._parts.registry
-        if registry is None:
-            return
+    def _tell_registry(self, message: Any) -> None:
         # Asked, so that the view is current when the caller hears back.
-        with contextlib.suppress(pykka.ActorDeadError, pykka.Timeout):
-            if wait:
-                registry.ask(message, timeout=WORKER_SHUTDOWN_SECONDS)
-            else:
-                registry.tell(message)
+        send_to_registry(self._parts.registry, message, sync=True)
 
     def _wind_down(self, lifecycle: Lifecycle) -> None:
         # Callers stop getting channels first; then every channel a worker

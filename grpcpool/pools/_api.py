@@ -173,7 +173,7 @@ def _check_wait(timeout: Any, min_ready: Any) -> None:
     if timeout is not None and (
         isinstance(timeout, bool)
         or not isinstance(timeout, int | float)
-        or not math.isfinite(timeout)
+        or not _finite(timeout)
         or timeout < 0
     ):
         # Numbers are shown; anything else by its type only (it may be a secret).
@@ -182,6 +182,15 @@ def _check_wait(timeout: Any, min_ready: Any) -> None:
     if isinstance(min_ready, bool) or not isinstance(min_ready, int) or min_ready < 1:
         shown = repr(min_ready) if isinstance(min_ready, int) else type(min_ready).__name__
         raise ValueError(f"min_ready must be an int >= 1, got {shown}")
+
+
+def _finite(number: float) -> bool:
+    # An int too large for a float is not a usable timeout either
+    # (math.isfinite would raise OverflowError on it).
+    try:
+        return math.isfinite(number)
+    except OverflowError:
+        return False
 
 
 def _await_ready(name: str, timeout: float | None, min_ready: int) -> None:

@@ -287,11 +287,16 @@ def forget_forked(name: str, reason: str) -> None:
         if PROCESS.forked_pools.pop(name, None) is None:
             return
         with PROCESS.lock:
-            ended = PROCESS.ended_pools
-            ended.pop(name, None)
-            ended[name] = shorten(reason)
-            while len(ended) > ENDED_POOLS_KEPT:
-                ended.popitem(last=False)
+            _remember_ended(name, shorten(reason))
+
+
+def _remember_ended(name: str, reason: str) -> None:
+    """Records why ``name`` ended, keeping the newest ``ENDED_POOLS_KEPT`` (caller holds the lock)."""
+    ended = PROCESS.ended_pools
+    ended.pop(name, None)
+    ended[name] = reason
+    while len(ended) > ENDED_POOLS_KEPT:
+        ended.popitem(last=False)
 
 
 def names() -> list[str]:
@@ -368,11 +373,7 @@ def release(entry: PoolEntry, reason: str) -> None:
         if PROCESS.pools.get(entry.name) is entry:
             # Recorded before the entry leaves: a reader that misses the
             # entry finds the reason (dict operations are atomic).
-            ended = PROCESS.ended_pools
-            ended.pop(entry.name, None)
-            ended[entry.name] = reason
-            while len(ended) > ENDED_POOLS_KEPT:
-                ended.popitem(last=False)
+            _remember_ended(entry.name, reason)
             del PROCESS.pools[entry.name]
             PROCESS.pools_changed.notify_all()
         with entry.changed:
