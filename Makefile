@@ -5,7 +5,16 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint demo bench proto clean
+FLOORS_VENV := .venv-floors
+FLOORS_STAMP := $(FLOORS_VENV)/.installed
+FLOORS := .ci/floors-constraints.txt
+PROTO_VENV := .venv-proto
+# The oldest grpcio-tools whose output runs on every supported runtime: its
+# code carries no runtime version check (newer releases add one that demands
+# a grpcio and protobuf as new as themselves).
+GRPCIO_TOOLS := grpcio-tools==1.60.2
+
+.PHONY: test test-floors lint demo bench proto clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +31,16 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest
 
+# The suite on the oldest supported releases (the floors in pyproject.toml).
+$(FLOORS_STAMP): pyproject.toml $(FLOORS)
+	$(PYTHON) -m venv $(FLOORS_VENV)
+	$(FLOORS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(FLOORS_VENV)/bin/python -m pip install --quiet -c $(FLOORS) -e '.[test]'
+	touch $(FLOORS_STAMP)
+
+test-floors: $(FLOORS_STAMP)
+	$(FLOORS_VENV)/bin/python -m pytest
+
 demo: $(STAMP)
 	$(BIN)/python -m grpcpool demo
 
@@ -30,9 +49,11 @@ bench: $(STAMP)
 
 # Regenerates the demo's echo service code from its .proto; the output is
 # committed, so only a change to echo.proto needs this.
-proto: $(STAMP)
-	$(BIN)/python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. \
+proto:
+	$(PYTHON) -m venv $(PROTO_VENV)
+	$(PROTO_VENV)/bin/python -m pip install --quiet '$(GRPCIO_TOOLS)'
+	$(PROTO_VENV)/bin/python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. \
 		grpcpool/cli/echo/echo.proto
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(FLOORS_VENV) $(PROTO_VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -6,9 +6,9 @@ generator. :class:`EchoServer` serves it (plus the standard health service) on
 127.0.0.1 and records which peer made each call, which is how the demo shows
 that a pool of N is N connections.
 
-The generated modules require a grpcio and protobuf at least as new as the
-``grpcio-tools`` that generated them; nothing in the library proper imports
-this package, so only the demo and the examples carry that requirement.
+``make proto`` generates them with the oldest supported ``grpcio-tools``,
+whose output carries no runtime version check, so they import on every grpcio
+and protobuf the library supports and never raise its floors.
 """
 
 from grpcpool.cli.echo.server import EchoServer, say
