@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks import footprint, forking, hotpath, lifecycle, rpc
+from benchmarks import footprint, forking, hotpath, lifecycle, routing, rpc
 from benchmarks.harness import Figure, Settings, machine, render_markdown, render_text
 
 __all__ = ["main", "run"]
@@ -29,6 +29,7 @@ _GROUPS: tuple[tuple[str, frozenset[str], Callable[[Settings], list[Figure]]], .
     ("lifecycle", frozenset({"6"}), lifecycle.run),
     ("footprint", frozenset({"7"}), footprint.run),
     ("forking", frozenset({"8"}), forking.run),
+    ("routing", frozenset({"9"}), routing.run),
 )
 
 
@@ -91,7 +92,7 @@ _HOW_TO_READ = """## How to read the table
   baseline (for calls/s a higher ratio is better, for ns and ms a lower one).
 - Per-call costs (figures 1-3) come from a timeit loop and include the loop's
   own cost on both sides; nothing is subtracted.
-- RPC figures (4, 5) talk to an echo server in a separate process on
+- RPC figures (4, 5, 9) talk to an echo server in a separate process on
   127.0.0.1. Hand-made channels set `grpc.use_local_subchannel_pool`, as the
   pool does, so each is its own connection.
 - Figure 6 uses pools with small backoff settings (see its notes) against a
@@ -107,6 +108,12 @@ _HOW_TO_READ = """## How to read the table
   (each waited for before the next) from a fresh parent process holding 8
   idle ready channels, with and without `GRPC_ENABLE_FORK_SUPPORT=1`. The
   children never touch grpc. Its value is a count from one run, not a median.
+- Figure 9 calls through `grpcpool.channel(name)` on stubs built once. In 9b
+  the server delays each call on one connection (marked by a control call
+  sent on it) by 50 ms and counts the slow share; more than 1% there puts p99
+  at 50 ms or more. connectionScaling adds connections only when one runs out
+  of streams, so it runs against a second server with max_concurrent_streams
+  4, beside least_in_flight on that server.
 """
 
 

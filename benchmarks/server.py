@@ -7,6 +7,13 @@ It serves the raw-bytes echo method ``/test.Echo/Unary`` (the same one as
 service, and ``/bench.Stats/Peers``, which answers how many distinct client
 connections (peers) called the echo method since the last ask.
 
+``/bench.Stats/Slow`` makes one client connection slow: ``mark <ms>`` sent on
+a connection delays every later echo call on that same connection (the same
+``context.peer()``) by ``<ms>``, in addition to the handler's sleep, and
+``count`` answers how many echo calls took the slow connection, of how many,
+since the mark or the last count. A connection is chosen by the client
+sending the mark on it, so no client needs to know its own address.
+
 The child ends when its stdin closes (the parent went away or stopped it) or
 on SIGTERM; :meth:`ServerProcess.kill` sends SIGKILL, so the kernel resets
 every connection at once, as when a server crashes.
@@ -27,10 +34,19 @@ from typing import IO, Any
 
 import grpc
 
-__all__ = ["ECHO_METHOD", "PEERS_METHOD", "ServerProcess", "distinct_peers"]
+__all__ = [
+    "ECHO_METHOD",
+    "PEERS_METHOD",
+    "SLOW_METHOD",
+    "ServerProcess",
+    "distinct_peers",
+    "mark_slow",
+    "slow_calls",
+]
 
 ECHO_METHOD = "/test.Echo/Unary"
 PEERS_METHOD = "/bench.Stats/Peers"
+SLOW_METHOD = "/bench.Stats/Slow"
 _HOST = "127.0.0.1"
 # Seconds the child gets to start listening, and to stop.
 _START_TIMEOUT = 30.0
@@ -153,6 +169,26 @@ def distinct_peers(target: str, reset: bool = True) -> int:
     return int(answer)
 
 
+def mark_slow(channel: grpc.Channel, delay_ms: float) -> None:
+    """Makes the connection this call takes on ``channel`` slow by ``delay_ms`` per echo call.
+
+    Only one connection is slow at a time: a new mark replaces the old one,
+    and resets the counts of :func:`slow_calls`.
+    """
+    channel.unary_unary(SLOW_METHOD)(f"mark {delay_ms}".encode(), timeout=5.0)
+
+
+def slow_calls(target: str) -> tuple[int, int]:
+    """(echo calls on the slow connection, all echo calls) since the mark or last ask; resets."""
+    channel = grpc.insecure_channel(target, options=(("grpc.use_local_subchannel_pool", 1),))
+    try:
+        answer = channel.unary_unary(SLOW_METHOD)(b"count", timeout=5.0)
+    finally:
+        channel.close()
+    slow, total = answer.split()
+    return int(slow), int(total)
+
+
 # --- the child process -------------------------------------------------------------
 
 
@@ -166,15 +202,36 @@ def _serve(args: argparse.Namespace) -> None:
     sleep_s = args.sleep_ms / 1000.0
     peers: set[str] = set()
     peers_lock = threading.Lock()
+    # The slow connection's peer, its extra delay (s), and the echo calls
+    # counted since the mark: [on the slow connection, in all].
+    slow: dict[str, Any] = {"peer": None, "delay": 0.0}
+    slow_counts = [0, 0]
 
     def echo(request: bytes, context: grpc.ServicerContext) -> bytes:
         if args.track_peers:
             peer = context.peer()
             with peers_lock:
                 peers.add(peer)
-        if sleep_s > 0:
-            time.sleep(sleep_s)
+        delay = sleep_s
+        if slow["peer"] is not None:  # only once a client asked for a slow connection
+            on_slow = context.peer() == slow["peer"]
+            with peers_lock:
+                slow_counts[0] += on_slow
+                slow_counts[1] += 1
+            if on_slow:
+                delay += slow["delay"]
+        if delay > 0:
+            time.sleep(delay)
         return request
+
+    def slow_connection(request: bytes, context: grpc.ServicerContext) -> bytes:
+        command, _, value = request.decode().partition(" ")
+        with peers_lock:
+            answer = f"{slow_counts[0]} {slow_counts[1]}"
+            slow_counts[:] = [0, 0]
+            if command == "mark":
+                slow["peer"], slow["delay"] = context.peer(), float(value) / 1000.0
+        return answer.encode()
 
     def count_peers(request: bytes, context: grpc.ServicerContext) -> bytes:
         with peers_lock:
@@ -194,7 +251,11 @@ def _serve(args: argparse.Namespace) -> None:
                 "test.Echo", {"Unary": grpc.unary_unary_rpc_method_handler(echo)}
             ),
             grpc.method_handlers_generic_handler(
-                "bench.Stats", {"Peers": grpc.unary_unary_rpc_method_handler(count_peers)}
+                "bench.Stats",
+                {
+                    "Peers": grpc.unary_unary_rpc_method_handler(count_peers),
+                    "Slow": grpc.unary_unary_rpc_method_handler(slow_connection),
+                },
             ),
         )
     )

@@ -1,8 +1,10 @@
 """grpcpool: a supervised pool of gRPC client channels.
 
 Start pools under a :class:`Supervisor` (``Supervisor.start(children=[PoolSpec(...)])``)
-or under the process-wide default one (:func:`start`), then take channels with
-:func:`get_channel` or ``pool(name).get_channel().get()``. See the README for
+or under the process-wide default one (:func:`start`), then build stubs on
+:func:`channel` (a ``grpc.Channel`` that routes each call to a ready
+connection of the pool), or take raw channels with :func:`get_channel` or
+``pool(name).get_channel().get()``. See the README for
 a tour; :mod:`grpcpool.config`, :mod:`grpcpool.telemetry` and
 :mod:`grpcpool.errors` document the parts.
 """
@@ -32,6 +34,7 @@ from grpcpool.errors import (
     ConfigError,
     GrpcPoolError,
     NotConnectedError,
+    PoolCallError,
     PoolNotFoundError,
     PoolTimeoutError,
     StrategyError,
@@ -39,6 +42,7 @@ from grpcpool.errors import (
 from grpcpool.pools._api import (
     PoolProxy,
     await_ready,
+    channel,
     get_channel,
     pool,
     resize,
@@ -48,7 +52,9 @@ from grpcpool.pools._api import (
     status,
     stop,
 )
-from grpcpool.strategy import PowerOfTwo, Random, RoundRobin, Strategy
+from grpcpool.pools._pool_channel import PoolChannel
+from grpcpool.pools._ready import ReadyConnection
+from grpcpool.strategy import LeastInFlight, PowerOfTwo, Random, RoundRobin, Strategy
 from grpcpool.supervisor import (
     ChildSpec,
     ChildStartError,
@@ -69,7 +75,10 @@ __all__ = [
     "EndpointConfig",
     "GrpcPoolError",
     "HealthRegistry",
+    "LeastInFlight",
     "NotConnectedError",
+    "PoolCallError",
+    "PoolChannel",
     "PoolConfig",
     "PoolNotFoundError",
     "PoolProxy",
@@ -79,6 +88,7 @@ __all__ = [
     "PoolTimeoutError",
     "PowerOfTwo",
     "Random",
+    "ReadyConnection",
     "RetryConfig",
     "RoundRobin",
     "Strategy",
@@ -90,6 +100,7 @@ __all__ = [
     "WorkerStatus",
     "__version__",
     "await_ready",
+    "channel",
     "get_channel",
     "pool",
     "resize",

@@ -22,6 +22,9 @@ class WorkerStatus:
         reconnect_attempt: Consecutive failed connects so far.
         last_error: Why the last connect failed or the connection ended.
         peer: The endpoint it is connected to, when connected.
+        in_flight: Calls running on its connection through the pool channel
+            (:func:`grpcpool.channel`) when the status was taken; calls made
+            on a channel from ``get_channel`` are not counted.
     """
 
     worker_id: str
@@ -30,6 +33,7 @@ class WorkerStatus:
     reconnect_attempt: int = 0
     last_error: str | None = None
     peer: str | None = None
+    in_flight: int = 0
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,7 @@ class PoolStatus:
         status: ``"healthy"`` (all expected ready), ``"degraded"`` (some) or
             ``"down"`` (none).
         workers: One record per worker, in start order.
+        in_flight: Calls running through the pool channel, over all workers.
     """
 
     pool_name: str
@@ -50,6 +55,7 @@ class PoolStatus:
     current_size: int
     status: Literal["healthy", "degraded", "down"]
     workers: tuple[WorkerStatus, ...]
+    in_flight: int = 0
 
     @classmethod
     def of(
@@ -65,4 +71,5 @@ class PoolStatus:
             status = "healthy"
         else:
             status = "degraded"
-        return cls(pool_name, expected_size, current_size, status, workers)
+        in_flight = sum(worker.in_flight for worker in workers)
+        return cls(pool_name, expected_size, current_size, status, workers, in_flight)

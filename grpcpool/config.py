@@ -83,6 +83,11 @@ DEFAULT_CONNECT_TIMEOUT = 10.0
 # Not in the Elixir table: how long a channel that left the pool stays open
 # for the calls already running on it (closing a grpc channel cancels them).
 DEFAULT_DRAIN_TIMEOUT = 30.0
+# Passive health: a call through the pool channel that fails with UNAVAILABLE
+# has its connection checked at once, but a connection's worker is asked at
+# most once per this many seconds (a dead connection under load fails many
+# calls at once; one check answers for all of them).
+SUSPECT_CHECK_INTERVAL = 1.0
 DEFAULT_BACKOFF_MIN = 1.0
 DEFAULT_BACKOFF_MAX = 30.0
 DEFAULT_MAX_RECONNECT_ATTEMPTS = 5

@@ -9,10 +9,16 @@ timeout), so code written against the standard exceptions keeps working.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import grpc
+
 __all__ = [
     "ConfigError",
     "GrpcPoolError",
     "NotConnectedError",
+    "PoolCallError",
     "PoolNotFoundError",
     "PoolTimeoutError",
     "StrategyError",
@@ -78,6 +84,102 @@ class NotConnectedError(GrpcPoolError):
         self.pool_name = pool_name
         self.last_error = last_error
         super().__init__(f"pool {pool_name!r}: {detail}")
+
+
+if TYPE_CHECKING:
+    _Future = grpc.Future[Any]  # generic in the type stubs only
+else:
+    _Future = grpc.Future
+
+
+class PoolCallError(NotConnectedError, grpc.RpcError, grpc.Call, _Future):
+    """A call through the pool channel found no ready connection.
+
+    It fails the way a grpc call fails, so ordinary retry code catches it:
+    it is a ``grpc.RpcError`` and a ``grpc.Call`` with code ``UNAVAILABLE``
+    (or ``DEADLINE_EXCEEDED`` when a ``wait_for_ready`` call's timeout ran
+    out waiting for one) and details naming the pool and its last error.
+    It is also a :class:`NotConnectedError`, so code written against
+    ``get_channel`` catches it too. A ``future()`` or a streaming call
+    returns it as the call object: its ``result()``, ``exception()`` and
+    iteration give this error, as a grpc call that failed before it started.
+    """
+
+    def __init__(
+        self,
+        pool_name: str,
+        detail: str,
+        *,
+        code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE,
+        last_error: str | None = None,
+    ) -> None:
+        super().__init__(pool_name, detail, last_error=last_error)
+        self._code = code
+        self._details = str(self.args[0])
+
+    @classmethod
+    def of(
+        cls, error: NotConnectedError, code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE
+    ) -> PoolCallError:
+        """``error`` (why no connection is ready) as a failed call, with the same message."""
+        failed = cls(error.pool_name, "", code=code, last_error=error.last_error)
+        failed.args = error.args
+        failed._details = str(error)
+        return failed
+
+    # grpc.Call
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+    def initial_metadata(self) -> tuple[()]:
+        return ()
+
+    def trailing_metadata(self) -> tuple[()]:
+        return ()
+
+    def is_active(self) -> bool:
+        return False
+
+    def time_remaining(self) -> float:
+        return 0.0  # the call has ended
+
+    def add_callback(self, callback: Callable[[], None]) -> bool:
+        return False  # the call has ended: grpc's answer for a finished RPC
+
+    # grpc.Future
+    def cancel(self) -> bool:
+        return False
+
+    def cancelled(self) -> bool:
+        return False
+
+    def running(self) -> bool:
+        return False
+
+    def done(self) -> bool:
+        return True
+
+    def result(self, timeout: float | None = None) -> NoReturn:
+        raise self
+
+    def exception(self, timeout: float | None = None) -> PoolCallError:
+        return self
+
+    def traceback(self, timeout: float | None = None) -> Any:
+        return self.__traceback__
+
+    def add_done_callback(self, fn: Callable[[Any], None]) -> None:
+        fn(self)
+
+    # a response stream that ends before its first message
+    def __iter__(self) -> PoolCallError:
+        return self
+
+    def __next__(self) -> NoReturn:
+        raise self
 
 
 class PoolNotFoundError(NotConnectedError, LookupError):

@@ -16,6 +16,12 @@ simpler, one with ``select(count) -> index`` (called with the number of ready
 channels); either may have ``init(pool_name, size)``, called once when its
 pool starts.
 
+A strategy whose class sets ``routes_by_load = True`` (the built-in
+``least_in_flight`` does) gets the pool's ready connections as items instead
+of bare channels: :class:`~grpcpool.pools.ReadyConnection` objects, whose
+``in_flight`` (and ``calls`` set) count the calls running on each through the
+pool channel. ``get_channel`` then hands out the picked connection's channel.
+
 A custom strategy is user code on the hot path, so its answers are checked
 before anything is handed out: an index that is not an int in
 ``range(count)``, an object its picker did not get, or an exception, becomes
@@ -38,6 +44,7 @@ from grpcpool.errors import StrategyError, shorten
 
 __all__ = [
     "STRATEGY_NAMES",
+    "LeastInFlight",
     "PowerOfTwo",
     "Random",
     "RoundRobin",
@@ -45,10 +52,12 @@ __all__ = [
     "Strategy",
     "make_picker",
     "resolve_strategy",
+    "routes_by_load",
     "strategy_name",
 ]
 
 T = TypeVar("T")
+
 
 @runtime_checkable
 class Strategy(Protocol):
@@ -155,6 +164,58 @@ class PowerOfTwo:
         return "PowerOfTwo()"
 
 
+class LeastInFlight:
+    """Draws two different ready connections at random; the one with fewer calls in flight wins.
+
+    A call is in flight through the pool channel (:func:`grpcpool.channel`)
+    from its start until its response, error, cancellation or the end of its
+    response stream, so a connection that turned slow keeps its calls longer,
+    shows a higher count, and loses most draws: new calls go around it while
+    it stays in rotation. Ties go to the first draw, so equal loads spread at
+    random. Comparing two random connections, not scanning all, keeps a pick
+    O(1) and avoids sending every caller to the same momentary minimum.
+
+    Items without a ``calls`` set (a picker over bare channels, or calls made
+    on channels from ``get_channel``, which nothing counts) have no load to
+    compare, and the picker is a uniform random choice.
+    """
+
+    name = "least_in_flight"
+    routes_by_load = True
+
+    def __init__(self, rng: _random.Random | None = None) -> None:
+        self._uniform = (rng or _random.Random()).random
+
+    def picker(self, items: tuple[T, ...]) -> Callable[[], T]:
+        if len(items) == 1:
+            return _single(items)
+        uniform, count = self._uniform, len(items)
+        others = count - 1
+        loads: list[Any] = [getattr(item, "calls", None) for item in items]
+        if any(load is None for load in loads):
+            return Random(_random.Random(uniform())).picker(items)
+
+        def pick() -> T:
+            first, second = int(uniform() * count), int(uniform() * others)
+            if second >= first:
+                second += 1  # skips ``first``: uniform over the others
+            if len(loads[second]) < len(loads[first]):
+                first = second
+            return items[first]
+
+        return pick
+
+    def __repr__(self) -> str:
+        return "LeastInFlight()"
+
+
+def routes_by_load(strategy: object) -> bool:
+    """True if ``strategy`` picks among ready connections (with their loads), not channels."""
+    if isinstance(strategy, _FromSelect):
+        return False
+    return getattr(type(strategy), "routes_by_load", False) is True
+
+
 def _short_repr(value: object) -> str:
     """``repr(value)`` cut to a readable length; never raises."""
     try:
@@ -221,10 +282,11 @@ class _FromSelect:
         return repr(self.custom)
 
 
-_BUILT_IN: dict[str, type[RoundRobin] | type[Random] | type[PowerOfTwo]] = {
+_BUILT_IN: dict[str, type[RoundRobin] | type[Random] | type[PowerOfTwo] | type[LeastInFlight]] = {
     RoundRobin.name: RoundRobin,
     Random.name: Random,
     PowerOfTwo.name: PowerOfTwo,
+    LeastInFlight.name: LeastInFlight,
 }
 
 STRATEGY_NAMES: tuple[str, ...] = tuple(_BUILT_IN)
@@ -254,7 +316,7 @@ def resolve_strategy(strategy: str | Strategy | SelectStrategy) -> Strategy:
 
 # Pickers whose answers need no check: the built-ins, correct by
 # construction, and the select adapter, which checks on its own.
-_TRUSTED: frozenset[type] = frozenset({RoundRobin, Random, PowerOfTwo, _FromSelect})
+_TRUSTED: frozenset[type] = frozenset({RoundRobin, Random, PowerOfTwo, LeastInFlight, _FromSelect})
 
 
 def make_picker(strategy: Strategy, items: tuple[T, ...]) -> Callable[[], T]:

@@ -14,7 +14,7 @@ Events, without the common ``grpc_connection_pool.`` prefix, as
 - ``pool.get_channel``: (none) | pool_name, available_channels
 - ``pool.scale_up``: duration, requested, succeeded, failed, new_size | pool_name
 - ``pool.scale_down``: duration, requested, terminated, new_size | pool_name
-- ``pool.status``: expected_size, current_size | pool_name
+- ``pool.status``: expected_size, current_size, in_flight | pool_name
 - ``channel.connected``: duration | pool_name, worker_id
 - ``channel.connection_failed``: duration | pool_name, worker_id, error
 - ``channel.disconnected``: duration | pool_name, worker_id, reason
@@ -26,6 +26,9 @@ Events, without the common ``grpc_connection_pool.`` prefix, as
 
 ``duration`` is in seconds (float); ``delay_ms`` keeps its Elixir name and unit.
 ``pool.get_channel`` is sampled by ``pool.telemetry_sample_rate``.
+``pool.status``'s ``in_flight`` is the calls running through the pool channel
+(:func:`grpcpool.channel`) when the report is taken, as ``status().in_flight``
+counts them; calls on channels from ``get_channel`` are not counted.
 
 Receivers run on whichever thread emits: an actor's thread for most events, the
 caller's thread for ``pool.get_channel``. A receiver should be quick and must

@@ -14,6 +14,7 @@ import pykka
 
 import grpcpool
 from grpcpool import Config
+from grpcpool.pools import ReadyConnection
 
 
 def free_port() -> int:
@@ -46,3 +47,22 @@ def start_pool(
     """Starts a pool under a new Supervisor the ``supervisors`` fixture stops later."""
     supervisors.append(grpcpool.Supervisor.start(children=[grpcpool.PoolSpec(config, name=name)]))
     return grpcpool.pool(name)
+
+
+# The registry keeps one ReadyConnection per ready channel across views; tests
+# that build views by hand get the same by asking for a channel's connection
+# here. Keyed by id (plain object() channels cannot be weakly referenced),
+# checked by identity so a reused id never returns another channel's.
+_connections: dict[int, ReadyConnection] = {}
+
+
+def ready_connections(channels: tuple[Any, ...]) -> tuple[ReadyConnection, ...]:
+    """The ready connection of each channel, worker-1 first, the same object each time."""
+    connections = []
+    for index, channel in enumerate(channels, start=1):
+        known = _connections.get(id(channel))
+        if known is None or known.channel is not channel:
+            known = _connections[id(channel)] = ReadyConnection(channel, f"worker-{index}")
+        connections.append(known)
+    return tuple(connections)
+

@@ -1,14 +1,20 @@
 """Real grpcio servers on 127.0.0.1 for the pool tests.
 
 The echo service uses raw bytes (no generated code): ``/test.Echo/Unary``
-returns the request unchanged. :class:`EchoStub` is the client side, shaped
-like a generated stub so tests read like user code.
+returns the request unchanged; ``Repeat`` (unary-stream) sends it back three
+times; ``Join`` (stream-unary) answers with the requests joined; ``Chat``
+(stream-stream) echoes each request. Two requests do more: ``b"hold"`` makes
+a call wait until the test releases it (:meth:`EchoServer.release_held`),
+and ``b"unavailable"`` fails the call with ``UNAVAILABLE``.
+:class:`EchoStub` is the client side, shaped like a generated stub so tests
+read like user code.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from concurrent import futures
 from typing import Any
 
@@ -16,13 +22,21 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 ECHO_METHOD = "/test.Echo/Unary"
+HOLD = b"hold"
+UNAVAILABLE = b"unavailable"
+# How long a held call waits at most for release_held (a test that forgets
+# to release must not hang the server's shutdown).
+HOLD_LIMIT = 30.0
 
 
 class EchoStub:
     """Client for the echo service, built like a generated stub."""
 
     def __init__(self, channel: grpc.Channel) -> None:
-        self.Unary = channel.unary_unary(ECHO_METHOD)
+        self.Unary = channel.unary_unary(ECHO_METHOD, _registered_method=True)
+        self.Repeat = channel.unary_stream("/test.Echo/Repeat")
+        self.Join = channel.stream_unary("/test.Echo/Join")
+        self.Chat = channel.stream_stream("/test.Echo/Chat")
 
 
 class EchoServer:
@@ -53,9 +67,15 @@ class EchoServer:
         self._lock = threading.Lock()
         self._executor = futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="echo")
         self._server = grpc.server(self._executor, options=options)
-        handler = grpc.unary_unary_rpc_method_handler(self._echo)
+        self._held = threading.Event()
+        handlers = {
+            "Unary": grpc.unary_unary_rpc_method_handler(self._echo),
+            "Repeat": grpc.unary_stream_rpc_method_handler(self._repeat),
+            "Join": grpc.stream_unary_rpc_method_handler(self._join),
+            "Chat": grpc.stream_stream_rpc_method_handler(self._chat),
+        }
         self._server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler("test.Echo", {"Unary": handler}),)
+            (grpc.method_handlers_generic_handler("test.Echo", handlers),)
         )
         self.health: health.HealthServicer | None = None
         if with_health:
@@ -77,7 +97,26 @@ class EchoServer:
             self.calls += 1
         if self.delay:
             time.sleep(self.delay)
+        if request == HOLD:
+            self._held.wait(HOLD_LIMIT)
+        elif request == UNAVAILABLE:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "asked to answer UNAVAILABLE")
         return request
+
+    def _repeat(self, request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+        for _ in range(3):
+            yield self._echo(request, context)
+
+    def _join(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> bytes:
+        return b"".join(self._echo(request, context) for request in requests)
+
+    def _chat(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
+        for request in requests:
+            yield self._echo(request, context)
+
+    def release_held(self) -> None:
+        """Lets every held call (and any later one) answer."""
+        self._held.set()
 
     def set_serving(self, serving: bool, service: str = "") -> None:
         assert self.health is not None
@@ -94,6 +133,7 @@ class EchoServer:
 
     def stop(self, grace: float | None = None) -> None:
         """Stops the server and joins its threads. Idempotent."""
+        self._held.set()
         self._server.stop(grace).wait(10)
         self._executor.shutdown(wait=True)
 

@@ -117,7 +117,8 @@ def test_a_bad_custom_strategy_is_a_strategy_error_from_every_entry_point(
     shown: str,
 ) -> None:
     """get_channel raises StrategyError naming the strategy and its answer; the proxy's
-    get_channel() and stub() return failed futures instead of raising."""
+    get_channel() returns a failed future instead of raising, and a call through the
+    stub from stub() raises it."""
     config = loopback_config(echo_server.port, size=2, pool={"strategy": strategy})
     proxy = start_pool(supervisors, config, "custom")
     grpcpool.await_ready("custom", timeout=5, min_ready=2)
@@ -130,11 +131,12 @@ def test_a_bad_custom_strategy_is_a_strategy_error_from_every_entry_point(
     if shown.startswith("raised"):
         assert isinstance(caught.value.__cause__, KeyError)
     channel_future = proxy.get_channel()
-    stub_future = proxy.stub(EchoStub)
     with pytest.raises(StrategyError, match=name):
         channel_future.get()
+    # A stub on the pool channel picks per call: the call raises it.
+    stub = proxy.stub(EchoStub).get()
     with pytest.raises(StrategyError, match=name):
-        stub_future.get()
+        stub.Unary(b"x", timeout=5)
     assert grpcpool.status("custom").current_size == 2  # the pool itself is fine
 
 

@@ -60,9 +60,24 @@ def test_demo_command_narrates_the_whole_scenario() -> None:
             assert re.search(rf"channel\.{event} +{worker} ", out), (event, worker)
     assert "raised NotConnectedError" in out
     assert "backoff 0.2 s to 2.0 s" in out
-    # Step 3: recovery, with its time.
+    # The stub built once in step 1 fails fast while the server is down.
+    assert "stub = EchoStub(grpcpool.channel('demo')), built once and kept" in out
+    assert "the stub's call failed at once: UNAVAILABLE" in out
+    # Step 3: the same stub answers once a connection is back; recovery, with its time.
+    assert re.search(
+        r"the same stub, called with wait_for_ready=True, timeout=6: answered [\d.]+ m?s "
+        r"after the restart, by ipv4:127\.0\.0\.1:\d+",
+        out,
+    ), out
     assert re.search(r"healthy again [\d.]+ m?s after the restart", out), out
-    # Step 4 and 5.
+    # Step 4: four connections share the calls, the slow one gets few.
+    routing = out.split("[4]")[1].split("[5]")[0]
+    rows = re.findall(r"ipv4:127\.0\.0\.1:\d+ +(\d+) +\d+% *(slow)?\n", routing)
+    assert len(rows) == 4 and sum(int(calls) for calls, _ in rows) == 200, routing
+    (slow_calls,) = [int(calls) for calls, slow in rows if slow]
+    assert slow_calls < 25, routing
+    assert f"the slow connection got {slow_calls} of 200 calls" in routing
+    # Step 5 and 6.
     assert "scale_up -> 6 workers, 6 ready" in out
     assert "scale_down -> 4 workers, 4 ready" in out
     assert "pool 'demo': healthy, 4 of 4 ready" in out
@@ -76,6 +91,9 @@ def test_demo_in_process_quiet_prints_no_events_and_leaves_nothing_running() -> 
     out = stream.getvalue()
     assert "channel.connected" not in out
     assert "raised NotConnectedError" in out
+    assert "the stub's call failed at once: UNAVAILABLE" in out
+    assert "the same stub, called with wait_for_ready=True" in out
+    assert "least_in_flight" in out and "the slow connection got" in out
     assert "scale_up -> 4 workers, 4 ready" in out
     assert "pool 'demo': healthy, 2 of 2 ready" in out
     # The autouse leak check then verifies no thread, actor, channel or socket is left.

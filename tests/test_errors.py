@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import grpc
 import pytest
 
 import grpcpool
@@ -10,6 +11,7 @@ from grpcpool.errors import (
     ConfigError,
     GrpcPoolError,
     NotConnectedError,
+    PoolCallError,
     PoolNotFoundError,
     PoolTimeoutError,
     StrategyError,
@@ -24,6 +26,7 @@ from grpcpool.errors import (
         (NotConnectedError, (GrpcPoolError,)),
         (PoolNotFoundError, (NotConnectedError, GrpcPoolError, LookupError)),
         (PoolTimeoutError, (GrpcPoolError, TimeoutError)),
+        (PoolCallError, (NotConnectedError, grpc.RpcError, grpc.Call, grpc.Future)),
         (GrpcPoolError, (Exception,)),
     ],
 )
@@ -108,6 +111,7 @@ def test_errors_are_re_exported() -> None:
         "ConfigError",
         "GrpcPoolError",
         "NotConnectedError",
+        "PoolCallError",
         "PoolNotFoundError",
         "PoolTimeoutError",
         "StrategyError",
@@ -176,3 +180,26 @@ def test_shorten_keeps_both_ends_within_the_limit() -> None:
     assert short.endswith("Connection refused")
     assert " ... " in short
     assert shorten("abcdefghijklmnop", 5) == "abcde"
+
+
+def test_a_pool_call_error_is_a_finished_failed_grpc_call() -> None:
+    """PoolCallError answers as a grpc call that failed before it started: its code and
+    details, no metadata, done, result() raising it, iteration raising it."""
+    cause = NotConnectedError("kv", "no ready channel", last_error="connection refused")
+    error = PoolCallError.of(cause)
+
+    assert (error.code(), error.details()) == (grpc.StatusCode.UNAVAILABLE, str(cause))
+    assert str(error) == str(cause) and error.last_error == "connection refused"
+    assert (error.initial_metadata(), error.trailing_metadata()) == ((), ())
+    assert error.done() and not error.running() and not error.cancelled()
+    assert not error.cancel() and not error.is_active() and error.exception() is error
+    with pytest.raises(PoolCallError):
+        error.result()
+    with pytest.raises(PoolCallError):
+        next(iter(error))
+    called: list[object] = []
+    error.add_done_callback(called.append)
+    assert called == [error]
+    late = PoolCallError.of(cause, grpc.StatusCode.DEADLINE_EXCEEDED)
+    assert late.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+

@@ -26,6 +26,7 @@ from grpcpool.pools._entry import PoolEntry, claim, release
 from grpcpool.pools._parts import PoolParts
 from grpcpool.pools._reports import WorkerGone, WorkerReport
 from grpcpool.pools._view import Lifecycle, PoolView, build_view
+from tests.pools import ready_connections
 
 URN_A = "urn:uuid:aaaaaaaa-0000-0000-0000-000000000001"
 URN_B = "urn:uuid:bbbbbbbb-0000-0000-0000-000000000002"
@@ -375,7 +376,7 @@ def test_a_new_registry_carries_on_a_running_pool_and_starts_any_other(
             entry.name,
             entry.strategy,
             entry.view,
-            channels=(object(),),
+            connections=ready_connections((object(),)),
             workers=(),
             expected_size=7,
             lifecycle=previous,

@@ -19,8 +19,8 @@ from grpcpool import Config, PoolSpec, Supervisor, telemetry
 from grpcpool.connection import _machine_types as machine_types
 from grpcpool.metrics import opentelemetry as grpcpool_otel
 from grpcpool.metrics._instruments import CONNECT_DURATION_BUCKETS, INSTRUMENTS
-from tests.pools import loopback_config
-from tests.servers import EchoServer
+from tests.pools import loopback_config, start_pool
+from tests.servers import EchoServer, EchoStub
 from tests.waiting import wait_until
 
 # opentelemetry-api 1.30 and later take bucket boundaries from the instrument;
@@ -34,9 +34,9 @@ BUCKET_ADVICE = (
 DISCONNECT_REASONS = set(machine_types.DISCONNECT_REASONS)
 
 
-def local_config(port: int, size: int) -> Config:
+def local_config(port: int, size: int, **pool: Any) -> Config:
     """Quick backoff and pings, so a restart takes well under 1 s."""
-    return loopback_config(port, size, backoff_max=0.3, ping_interval=0.1)
+    return loopback_config(port, size, pool=pool, backoff_max=0.3, ping_interval=0.1)
 
 
 @dataclass
@@ -137,6 +137,31 @@ def test_server_restart_shows_in_every_instrument(
     assert reading.units["grpcpool.channel.connect.duration"] == "s"
 
 
+def test_calls_in_flight_gauge_reads_the_pool_channels_calls(
+    otel: Otel, supervisors: list[pykka.ActorRef[Any]]
+) -> None:
+    """grpcpool.pool.calls.in_flight shows calls held on the pool channel, then 0 once they end."""
+
+    def in_flight() -> float:
+        return otel.read().value("grpcpool.pool.calls.in_flight", pool="flight")
+
+    # Each call takes 1.5 s; the status reports come every 0.05 s.
+    with EchoServer(delay=1.5) as server:
+        start_pool(supervisors, local_config(server.port, 2, telemetry_interval=0.05), "flight")
+        grpcpool.await_ready("flight", timeout=5, min_ready=2)
+        stub = EchoStub(grpcpool.channel("flight"))
+        calls = [stub.Unary.future(b"held", timeout=10) for _ in range(3)]
+        try:
+            assert grpcpool.status("flight").in_flight == 3
+            assert wait_until(lambda: in_flight() == 3, 1.2), in_flight()
+        finally:
+            replies = [call.result(timeout=10) for call in calls]
+        assert replies == [b"held"] * 3
+        assert wait_until(lambda: grpcpool.status("flight").in_flight == 0, 2)
+        assert wait_until(lambda: in_flight() == 0, 2), in_flight()
+    assert otel.read().units["grpcpool.pool.calls.in_flight"] == "{call}"
+
+
 def test_crashed_worker_counts_a_restart(
     echo_server: EchoServer, otel: Otel, supervisors: list[pykka.ActorRef[Any]]
 ) -> None:
@@ -158,9 +183,10 @@ def test_crashed_worker_counts_a_restart(
 
 
 def test_every_instrument_exists_with_its_unit(otel: Otel) -> None:
-    """After one event of each kind, the reader shows all nine instruments with OTel units."""
+    """After one event of each kind, the reader shows all ten instruments with OTel units."""
     sends: list[tuple[blinker.NamedSignal, dict[str, Any], dict[str, Any]]] = [
         (telemetry.pool_init, {"pool_size": 1}, {}),
+        (telemetry.pool_status, {"expected_size": 1, "current_size": 0, "in_flight": 0}, {}),
         (telemetry.channel_connected, {"duration": 0.01}, {"worker_id": "w"}),
         (telemetry.channel_connection_failed, {"duration": 0.01}, {"error": "refused"}),
         (telemetry.channel_disconnected, {"duration": 1.0}, {"worker_id": "w", "reason": "idle"}),

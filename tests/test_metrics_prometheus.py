@@ -20,8 +20,8 @@ from grpcpool import Config, PoolSpec, Supervisor, telemetry
 from grpcpool.connection import _machine_types as machine_types
 from grpcpool.metrics import prometheus
 from grpcpool.metrics._instruments import CONNECT_DURATION_BUCKETS, INSTRUMENTS
-from tests.pools import free_port, loopback_config
-from tests.servers import EchoServer
+from tests.pools import free_port, loopback_config, start_pool
+from tests.servers import EchoServer, EchoStub
 from tests.waiting import wait_until
 
 # Every way a ready channel is lost (grpcio connectivity states, lower-cased, and a failed ping).
@@ -140,6 +140,30 @@ def test_scaling_and_status_reports_set_both_gauges(
     grpcpool.scale_down("scaled", 3)
     assert wait_until(lambda: gauges() == (2, 2), 2)
     assert scraped(registry, "grpcpool_channel_disconnects_total", pool="scaled") == 0
+
+
+def test_calls_in_flight_gauge_reads_the_pool_channels_calls(
+    registry: CollectorRegistry, supervisors: list[pykka.ActorRef[Any]]
+) -> None:
+    """grpcpool_pool_calls_in_flight shows calls held on the pool channel, then 0 once they end."""
+
+    def in_flight() -> float:
+        return scraped(registry, "grpcpool_pool_calls_in_flight", pool="flight")
+
+    # Each call takes 1.5 s; the status reports come every 0.05 s.
+    with EchoServer(delay=1.5) as server:
+        start_pool(supervisors, local_config(server.port, 2, telemetry_interval=0.05), "flight")
+        grpcpool.await_ready("flight", timeout=5, min_ready=2)
+        stub = EchoStub(grpcpool.channel("flight"))
+        calls = [stub.Unary.future(b"held", timeout=10) for _ in range(3)]
+        try:
+            assert grpcpool.status("flight").in_flight == 3
+            assert wait_until(lambda: in_flight() == 3, 1.2), in_flight()
+        finally:
+            replies = [call.result(timeout=10) for call in calls]
+        assert replies == [b"held"] * 3
+        assert wait_until(lambda: grpcpool.status("flight").in_flight == 0, 2)
+        assert wait_until(lambda: in_flight() == 0, 2), in_flight()
 
 
 def test_crashed_worker_counts_a_restart_and_its_channel_once(

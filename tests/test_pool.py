@@ -279,7 +279,7 @@ def test_proxy_returns_resolved_futures_and_shows_live_state(
     assert proxy.status().get().status == "healthy"
     assert repr(proxy) == "<PoolProxy 'proxy' healthy 2/2 round_robin>"
     stubs = {id(proxy.stub(EchoStub).get()) for _ in range(10)}
-    assert len(stubs) == 2  # one stub per channel, reused
+    assert len(stubs) == 1  # one stub on the pool channel, reused
     assert proxy.stub(EchoStub).get().Unary(b"s", timeout=5) == b"s"
 
 
@@ -346,7 +346,7 @@ def test_every_event_fires_with_documented_keys(
             {"pool_name"},
         ),
         "pool.scale_down": ({"duration", "requested", "terminated", "new_size"}, {"pool_name"}),
-        "pool.status": ({"expected_size", "current_size"}, {"pool_name"}),
+        "pool.status": ({"expected_size", "current_size", "in_flight"}, {"pool_name"}),
         "channel.connected": ({"duration"}, {"pool_name", "worker_id"}),
         "channel.ping": ({"duration"}, {"pool_name", "worker_id", "result"}),
     }

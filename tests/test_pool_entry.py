@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import grpc
 import pykka
 import pytest
 
@@ -37,7 +36,7 @@ from grpcpool.pools._entry import (
     release_token,
 )
 from grpcpool.pools._view import Lifecycle, PoolView, build_view
-from tests.servers import EchoServer, EchoStub
+from tests.pools import ready_connections
 from tests.waiting import wait_until
 
 PREFIX = "pool-entry-test-"
@@ -77,7 +76,7 @@ def view_of(
         entry.name,
         entry.strategy,
         entry.view,
-        channels=channels,
+        connections=ready_connections(channels),
         workers=workers,
         expected_size=entry.view.expected_size if expected_size is None else expected_size,
         lifecycle=lifecycle,
@@ -199,8 +198,6 @@ def test_get_channel_on_an_empty_view_raises_not_connected_naming_the_pool(
             entry.get_channel()
         assert caught.value.pool_name == entry.name
         assert not isinstance(caught.value, PoolNotFoundError)
-    with pytest.raises(NotConnectedError, match=entry.name):
-        entry.stub(FakeStub)
 
 
 def test_a_fresh_entry_is_starting_with_the_configured_size(
@@ -414,7 +411,6 @@ def test_release_wakes_waiters_with_false_and_ends_the_entry(
     records why; a second release changes nothing."""
     entry = new_entry()
     publish(entry, object())
-    entry.stub(FakeStub)
     result: list[bool] = []
     waiter = threading.Thread(
         target=lambda: result.append(entry.wait_ready(2, timeout=30.0)), name="test-waiter"
@@ -457,106 +453,6 @@ def test_wait_ready_is_true_at_once_when_enough_channels_are_ready(
 
     assert entry.wait_ready(2, timeout=0) is True
     assert entry.wait_ready(3, timeout=0) is False
-
-
-# --- the stub cache ---------------------------------------------------------------
-
-
-def test_stub_is_cached_per_channel_and_stub_class(new_entry: Callable[..., PoolEntry]) -> None:
-    """stub builds one stub per (channel, class) and returns that one again."""
-    entry = new_entry()
-    first, second = object(), object()
-    publish(entry, first, second)
-
-    a1, b1, a2, b2 = (entry.stub(FakeStub) for _ in range(4))
-    other = entry.stub(OtherStub)
-
-    assert (a1.channel, b1.channel) == (first, second)
-    assert a2 is a1
-    assert b2 is b1
-    assert isinstance(other, OtherStub)
-    assert other is not a1
-    assert other is not b1
-    assert set(entry.view.stubs) == {
-        (first, FakeStub),
-        (second, FakeStub),
-        (other.channel, OtherStub),
-    }
-
-
-def test_the_stub_cache_belongs_to_the_view(new_entry: Callable[..., PoolEntry]) -> None:
-    """Stubs are kept with the view whose channels they use: a view with the same
-    channels keeps the cache, a view with other channels starts from the survivors."""
-    entry = new_entry()
-    channel = object()
-    publish(entry, channel)
-    stub = entry.stub(FakeStub)
-    first_view = entry.view
-
-    assert first_view.stubs == {(channel, FakeStub): stub}
-    publish(entry, channel)  # a routine report: same channels
-    assert entry.view is not first_view
-    assert entry.view.stubs is first_view.stubs
-    publish(entry, channel, object())
-    assert entry.view.stubs is not first_view.stubs
-    assert entry.view.stubs == {(channel, FakeStub): stub}
-
-
-def test_stubs_of_channels_leaving_the_view_are_dropped(
-    new_entry: Callable[..., PoolEntry],
-) -> None:
-    """Once a channel has left the view its cached stubs go (they would keep it alive);
-    the stubs of the channels that stay are kept and handed out again."""
-    entry = new_entry()
-    leaving, staying = object(), object()
-    publish(entry, leaving, staying)
-    kept = [entry.stub(FakeStub) for _ in range(2)]
-    kept_for_staying = next(stub for stub in kept if stub.channel is staying)
-
-    publish(entry, staying)
-
-    assert set(entry.view.stubs) == {(staying, FakeStub)}
-    assert entry.stub(FakeStub) is kept_for_staying
-
-
-def test_building_a_stub_drops_those_of_channels_no_longer_in_the_view(
-    new_entry: Callable[..., PoolEntry],
-) -> None:
-    """A stub built after a channel left the view leaves only stubs of channels in the view."""
-    entry = new_entry()
-    leaving, staying = object(), object()
-    publish(entry, leaving, staying)
-    stubs = [entry.stub(FakeStub) for _ in range(2)]
-
-    publish(entry, staying)
-    other = entry.stub(OtherStub)
-
-    assert other.channel is staying
-    kept_for_staying = next(stub for stub in stubs if stub.channel is staying)
-    assert entry.view.stubs == {
-        (staying, FakeStub): kept_for_staying,
-        (staying, OtherStub): other,
-    }
-
-
-def test_stub_on_a_real_channel_reaches_the_server(
-    new_entry: Callable[..., PoolEntry], plain_server: EchoServer
-) -> None:
-    """A stub from the cache is built on the very grpc.Channel the view hands out, and works."""
-    entry = new_entry()
-    channel = grpc.insecure_channel(f"127.0.0.1:{plain_server.port}")
-    try:
-        publish(entry, channel)
-
-        stub = entry.stub(EchoStub)
-
-        assert entry.get_channel() is channel
-        assert entry.stub(EchoStub) is stub
-        assert stub.Unary(b"ping", timeout=5) == b"ping"
-        publish(entry)  # the channel left: nothing keeps it alive any more
-        assert entry.view.stubs == {}
-    finally:
-        channel.close()
 
 
 # --- the process-wide pool table --------------------------------------------------

@@ -11,12 +11,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import grpc
 import pytest
 
 from grpcpool._status import WorkerStatus
 from grpcpool.errors import NotConnectedError, PoolNotFoundError, StrategyError
+from grpcpool.pools._connectivity import connectivity_of
 from grpcpool.pools._view import Lifecycle, PoolView, build_view, empty_view, unready_cause
-from grpcpool.strategy import PowerOfTwo, Random, RoundRobin, Strategy
+from grpcpool.strategy import LeastInFlight, PowerOfTwo, Random, RoundRobin, Strategy
+from tests.pools import ready_connections
 
 POOL = "view-test"
 
@@ -56,7 +59,7 @@ def next_view(
         POOL,
         strategy or RoundRobin(),
         previous,
-        channels=channels,
+        connections=ready_connections(channels),
         workers=records(len(channels)) if workers is None else workers,
         expected_size=expected_size,
         lifecycle=lifecycle,
@@ -353,3 +356,67 @@ def test_a_custom_picker_that_fails_to_build_does_not_fail_the_view() -> None:
     assert len(view.channels) == 2
     with pytest.raises(StrategyError, match="Broken"):
         view.pick()
+
+
+# --- ready connections ---------------------------------------------------------------
+
+
+def test_the_connection_picker_shares_the_channel_pickers_rotation() -> None:
+    """Under round robin, get_channel and the pool channel take turns from one rotation:
+    the connection picked is the one of the channel the rotation gives next."""
+    channels = (object(), object(), object())
+    view = next_view(empty_view(POOL, 3, "starting"), channels)
+
+    turns = [view.pick(), view.pick_connection().channel, view.pick(), view.pick()]
+
+    assert turns == [channels[0], channels[1], channels[2], channels[0]]
+    assert view.connections == ready_connections(channels)
+
+
+def test_least_in_flight_picks_connections_and_hands_out_their_channels() -> None:
+    """A load-routing strategy picks among connections; get_channel gets the picked
+    connection's channel, and neither ever picks a busier connection than the rest."""
+    channels = (object(), object(), object())
+    view = next_view(empty_view(POOL, 3, "starting"), channels, strategy=LeastInFlight())
+    busy = view.connections[1]
+    busy.calls.add(object())
+    try:
+        assert {view.pick() for _ in range(200)} == {channels[0], channels[2]}
+        assert busy not in {view.pick_connection() for _ in range(200)}
+    finally:
+        busy.calls.clear()
+
+
+def test_status_counts_calls_in_flight_per_worker_and_in_total() -> None:
+    """status() reads the connections' calls when asked: per worker and summed; with
+    nothing in flight the view's own records are returned as they are."""
+    channels = (object(), object())
+    view = next_view(empty_view(POOL, 2, "starting"), channels, expected_size=2)
+    assert view.status(POOL).workers is view.workers
+    first, second = view.connections
+    first.calls.update({object(), object()})
+    second.calls.add(object())
+    try:
+        status = view.status(POOL)
+        assert [worker.in_flight for worker in status.workers] == [2, 1]
+        assert status.in_flight == 3
+    finally:
+        first.calls.clear()
+        second.calls.clear()
+
+
+def test_connectivity_follows_readiness_failures_and_lifecycle() -> None:
+    """A pool channel reports READY with a ready connection, TRANSIENT_FAILURE with none
+    and a worker backing off, CONNECTING otherwise, IDLE when no pool runs."""
+    connectivity = grpc.ChannelConnectivity
+    start = empty_view(POOL, 2, "starting")
+    backing_off = (record("worker-1", "backoff"), record("worker-2", "connecting"))
+
+    assert connectivity_of(None) is connectivity.IDLE
+    assert connectivity_of(empty_view(POOL, 2, "stopped")) is connectivity.IDLE
+    assert connectivity_of(start) is connectivity.CONNECTING
+    assert connectivity_of(next_view(start, (object(),))) is connectivity.READY
+    assert connectivity_of(next_view(start, (), workers=backing_off)) is (
+        connectivity.TRANSIENT_FAILURE
+    )
+

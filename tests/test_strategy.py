@@ -16,6 +16,7 @@ import pytest
 from grpcpool.errors import GrpcPoolError, StrategyError
 from grpcpool.strategy import (
     STRATEGY_NAMES,
+    LeastInFlight,
     PowerOfTwo,
     Random,
     RoundRobin,
@@ -23,6 +24,7 @@ from grpcpool.strategy import (
     Strategy,
     make_picker,
     resolve_strategy,
+    routes_by_load,
     strategy_name,
 )
 
@@ -40,8 +42,8 @@ class AlwaysLast:
 
 
 def test_strategy_names() -> None:
-    """The built-in names are round_robin, random and power_of_two."""
-    assert STRATEGY_NAMES == ("round_robin", "random", "power_of_two")
+    """The built-in names are round_robin, random, power_of_two and least_in_flight."""
+    assert STRATEGY_NAMES == ("round_robin", "random", "power_of_two", "least_in_flight")
 
 
 def test_round_robin_spreads_evenly() -> None:
@@ -450,3 +452,80 @@ def test_built_in_pickers_are_not_wrapped() -> None:
         pick = make_picker(strategy, indexes(3))
         assert "make_picker" not in getattr(pick, "__qualname__", "")
     assert "make_picker" in make_picker(Picks(lambda got: got[0]), indexes(3)).__qualname__
+
+
+# --- least_in_flight ----------------------------------------------------------------
+
+
+class Loaded:
+    """An item with calls in flight, as a ready connection has."""
+
+    def __init__(self, name: str, in_flight: int = 0) -> None:
+        self.name = name
+        self.calls: set[object] = {object() for _ in range(in_flight)}
+
+    def __repr__(self) -> str:
+        return f"Loaded({self.name}, {len(self.calls)})"
+
+
+def test_least_in_flight_never_picks_a_busier_item_when_the_rest_are_idle() -> None:
+    """Each pick compares two distinct items and the one with fewer calls wins, so an
+    item busier than all the others is never picked."""
+    items = (Loaded("a"), Loaded("busy", 2), Loaded("b"), Loaded("c"))
+    pick = LeastInFlight(random.Random(3)).picker(items)
+
+    picked = Counter(pick().name for _ in range(3000))
+
+    assert picked["busy"] == 0
+    assert set(picked) == {"a", "b", "c"}
+
+
+def test_least_in_flight_follows_the_counts_as_they_change() -> None:
+    """The picker reads the live call sets: a call ending on an item makes it eligible."""
+    busy, idle = Loaded("busy", 1), Loaded("idle")
+    pick = LeastInFlight(random.Random(5)).picker((busy, idle))
+    assert {pick().name for _ in range(50)} == {"idle"}
+
+    busy.calls.clear()
+    idle.calls.add(object())
+
+    assert {pick().name for _ in range(50)} == {"busy"}
+
+
+def test_least_in_flight_spreads_equal_loads_over_every_item() -> None:
+    """Equal loads: ties go to the first draw, so picks spread over all items."""
+    pick = LeastInFlight(random.Random(9)).picker(tuple(Loaded(str(i)) for i in range(5)))
+    picked = Counter(pick().name for _ in range(5000))
+
+    assert set(picked) == {str(i) for i in range(5)}
+    assert max(picked.values()) < 2 * min(picked.values())
+
+
+def test_least_in_flight_over_items_without_loads_is_a_random_choice() -> None:
+    """Items with no call counts (bare channels): a uniform pick over all of them."""
+    pick = LeastInFlight(random.Random(1)).picker(indexes(4))
+    picked = Counter(pick() for _ in range(4000))
+
+    assert set(picked) == {0, 1, 2, 3}
+    assert max(picked.values()) < 2 * min(picked.values())
+
+
+def test_only_strategies_that_say_so_route_by_load() -> None:
+    """routes_by_load: least_in_flight and custom classes that set the flag; not the
+    other built-ins, not select strategies, not an instance attribute."""
+
+    class ByLoad:
+        routes_by_load = True
+
+        def picker(self, items: tuple[Any, ...]) -> Any:
+            return lambda: items[0]
+
+    flagged_instance = RoundRobin()
+    flagged_instance.routes_by_load = True  # type: ignore[attr-defined]
+
+    assert routes_by_load(LeastInFlight()) and routes_by_load(ByLoad())
+    assert resolve_strategy("least_in_flight").__class__ is LeastInFlight
+    assert not routes_by_load(flagged_instance)
+    for other in (RoundRobin(), Random(), PowerOfTwo(), resolve_strategy(AlwaysLast())):
+        assert not routes_by_load(other)
+

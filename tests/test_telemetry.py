@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import blinker
+import pykka
 import pytest
 
 import grpcpool
 from grpcpool import telemetry
+from tests.pools import loopback_config, start_pool
+from tests.servers import EchoServer, EchoStub
+from tests.waiting import wait_until
 
 ELIXIR_EVENTS = (
     "grpc_connection_pool.pool.init",
@@ -212,3 +217,39 @@ def test_emit_matches_blinker_send_for_well_behaved_receivers(connect: Connect) 
     telemetry.channel_reconnect_scheduled.send("p", measurements=measurements, metadata=metadata)
     assert via_emit.calls == via_send.calls
     assert len(via_emit.calls) == 1
+
+
+def test_pool_status_reports_calls_in_flight(
+    connect: Connect, supervisors: list[pykka.ActorRef[Any]]
+) -> None:
+    """pool.status carries in_flight: the pool channel's calls running at the report, then 0."""
+    reports: list[dict[str, Any]] = []
+    lock = threading.Lock()
+
+    def record(sender: Any, *, measurements: dict[str, Any], **_: Any) -> None:
+        with lock:
+            reports.append(dict(measurements))
+
+    def reported(in_flight: int) -> bool:
+        with lock:
+            return any(r["in_flight"] == in_flight for r in reports)
+
+    connect(telemetry.pool_status, record, sender="status")
+    # Each call takes 1.5 s; the reports come every 0.05 s.
+    with EchoServer(delay=1.5) as server:
+        config = loopback_config(server.port, 2, pool={"telemetry_interval": 0.05})
+        start_pool(supervisors, config, "status")
+        grpcpool.await_ready("status", timeout=5, min_ready=2)
+        stub = EchoStub(grpcpool.channel("status"))
+        calls = [stub.Unary.future(b"held", timeout=10) for _ in range(2)]
+        try:
+            assert wait_until(lambda: reported(2), 1.2), reports[-1:]
+        finally:
+            for call in calls:
+                call.result(timeout=10)
+        with lock:
+            del reports[:]
+        assert wait_until(lambda: reported(0), 2), reports[-1:]
+    with lock:
+        assert set(reports[-1]) == {"expected_size", "current_size", "in_flight"}
+        assert reports[-1]["expected_size"] == 2

@@ -28,6 +28,7 @@ from grpcpool.connection._machine_types import (
     DISCONNECT_REASONS,
     CancelTimers,
     CheckDone,
+    CheckRequested,
     Connectivity,
     ConnectTimeout,
     Effect,
@@ -712,6 +713,71 @@ def test_ping_due_while_a_check_runs_waits_for_it() -> None:
     assert step(state, PingDue(1), 27.0) == (state, ())
 
 
+# --- checks asked for by failed calls (passive health) -----------------------------------
+
+
+def test_a_requested_check_starts_at_once_with_the_ping_deadline() -> None:
+    """CheckRequested while ready: one check with ping_timeout, marked as extra."""
+    state, effects = step(ready(), CheckRequested(1), 5.0)
+
+    assert effects == (StartCheck(1, probe=False, timeout=2.0),)
+    assert (state.check_in_flight, state.check_is_extra) == (True, True)
+
+
+def test_a_healthy_requested_check_keeps_the_channel_and_schedules_no_ping() -> None:
+    """The extra check's success emits ping ok only: the ping schedule's own timer is
+    still pending, and a second one would double the pings."""
+    state, _ = step(ready(), CheckRequested(1), 5.0)
+
+    state, effects = step(state, CheckDone(1, 5.0, None), 5.25)
+
+    assert effects == (Emit(name("ping"), {"duration": 0.25}, {"result": "ok"}),)
+    assert (state.phase, state.check_in_flight, state.check_is_extra) == ("ready", False, False)
+
+
+def test_a_failed_requested_check_takes_the_channel_out_with_ping_failed() -> None:
+    """Only a failed check (not the failed call) takes the channel out of rotation."""
+    state, _ = step(ready(), CheckRequested(1), 5.0)
+
+    state, effects = step(state, CheckDone(1, 5.0, "health status NOT_SERVING"), 5.1)
+
+    assert state.phase == "backoff"
+    assert Emit(name("connection_down"), {}, {"reason": "ping_failed"}) in effects
+
+
+def test_a_ping_due_during_a_requested_check_is_answered_by_it() -> None:
+    """PingDue while the extra check runs starts nothing; that check then arms the next ping."""
+    state, _ = step(ready(), CheckRequested(1), 24.0)
+
+    state, effects = step(state, PingDue(1), 26.0)
+    assert effects == () and not state.check_is_extra
+    state, effects = step(state, CheckDone(1, 24.0, None), 26.5)
+
+    assert effects[-1] == Schedule(25.0, PingDue(1))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: step(ready(), PingDue(1), 26.0)[0],  # a check already runs
+        lambda: ready(health_check=False),  # connectivity is the check
+        connecting,
+        backing_off,
+        stopped,
+    ],
+)
+def test_a_requested_check_does_nothing_when_it_cannot_tell_more(make: Any) -> None:
+    """No extra check while one runs, without health checks, or outside ready."""
+    state = make()
+    assert step(state, CheckRequested(state.generation), 30.0) == (state, ())
+
+
+def test_a_requested_check_about_an_earlier_channel_is_stale() -> None:
+    """CheckRequested of a generation the worker moved past is dropped."""
+    state = ready()
+    assert step(state, CheckRequested(state.generation - 1), 3.0) == (state, ())
+
+
 @pytest.mark.parametrize("make", [connecting, backing_off])
 def test_ping_due_outside_ready_is_ignored(make: Any) -> None:
     """PingDue of the current generation while connecting or backing off: nothing."""
@@ -1055,6 +1121,7 @@ _actions = st.lists(
                 *["reconnect"] * 3,
                 *["timeout"] * 2,
                 *["ping"] * 2,
+                *["suspect"] * 2,
                 "resync",
                 "start",
                 "stop",
@@ -1077,6 +1144,7 @@ def _random_event(state: MachineState, action: tuple[str, int, Any, Any, float])
         "timeout": ConnectTimeout(gen),
         "check": CheckDone(gen, state.attempt_started, error),
         "ping": PingDue(gen),
+        "suspect": CheckRequested(gen),
         "reconnect": ReconnectDue(gen),
         "resync": Resync(),
         "start": Start(),

@@ -21,6 +21,7 @@ import contextlib
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, assert_never
 
@@ -34,6 +35,7 @@ from grpcpool.connection._machine import step
 from grpcpool.connection._machine_types import (
     CancelTimers,
     CheckDone,
+    CheckRequested,
     Connectivity,
     Effect,
     Emit,
@@ -228,8 +230,19 @@ class ChannelWorker(SupervisedActor):
             last_error=effect.last_error,
             channel=channel,
             peer=self._parts.config.endpoint.target if channel is not None else None,
+            suspect=self._on_unavailable(self._state.generation) if channel is not None else None,
         )
         send_to_registry(self._parts.registry, report, sync=effect.sync)
+
+    def _on_unavailable(self, generation: int) -> Callable[[], None]:
+        """Asks this worker to check the channel of ``generation`` (runs on a caller's thread)."""
+        me = self.actor_ref
+
+        def suspect() -> None:
+            with contextlib.suppress(pykka.ActorDeadError):
+                me.tell(CheckRequested(generation))
+
+        return suspect
 
     def _cancel_timers(self) -> None:
         for timer in self._timers:

@@ -22,10 +22,9 @@ from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any
 
-import grpc
-
 from grpcpool._status import WorkerStatus
 from grpcpool.pools._parts import PoolParts
+from grpcpool.pools._ready import ReadyConnection
 from grpcpool.pools._reports import WorkerGone, WorkerReport
 from grpcpool.pools._view import Lifecycle, build_view
 from grpcpool.supervisor import SupervisedActor
@@ -51,7 +50,7 @@ class SetLifecycle:
 class _Record:
     urn: str
     status: WorkerStatus
-    channel: grpc.Channel | None
+    connection: ReadyConnection | None
 
 
 class HealthRegistry(SupervisedActor):
@@ -118,8 +117,16 @@ class HealthRegistry(SupervisedActor):
         )
         if record is not None and record.urn == report.urn and record.status.state == report.state:
             status = replace(status, since=record.status.since)
-        channel = report.channel if report.state == "ready" else None
-        self._records[report.worker_id] = _Record(report.urn, status, channel)
+        connection = None
+        if report.state == "ready" and report.channel is not None:
+            # The same channel keeps its record, and with it the count of
+            # its calls in flight and its multi-callables.
+            kept = record.connection if record is not None else None
+            if kept is not None and kept.channel is report.channel:
+                connection = kept
+            else:
+                connection = ReadyConnection(report.channel, report.worker_id, report.suspect)
+        self._records[report.worker_id] = _Record(report.urn, status, connection)
 
     def _on_gone(self, message: WorkerGone) -> None:
         record = self._records.get(message.worker_id)
@@ -134,7 +141,7 @@ class HealthRegistry(SupervisedActor):
                 entry.name,
                 entry.strategy,
                 entry.view,
-                channels=tuple(r.channel for r in records if r.channel is not None),
+                connections=tuple(r.connection for r in records if r.connection is not None),
                 workers=tuple(r.status for r in records),
                 expected_size=self._expected,
                 lifecycle=self._lifecycle,

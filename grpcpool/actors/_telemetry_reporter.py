@@ -18,7 +18,12 @@ class _Tick:
 
 
 class TelemetryReporter(SupervisedActor):
-    """Reports a pool's expected and current size on a fixed period.
+    """Reports a pool's expected and current size, and its calls in flight, on a fixed period.
+
+    All three come from one view of the pool, so a report never mixes two
+    moments. Calls in flight are counted as they start and end; a report is
+    the only way that count reaches the metrics exporters, which sample it
+    here rather than hearing of every call.
 
     The period is driven by timer messages, so the reporter's thread only
     wakes to report and can always be stopped promptly.
@@ -36,11 +41,16 @@ class TelemetryReporter(SupervisedActor):
     def on_receive(self, message: Any) -> Any:
         if not isinstance(message, _Tick):
             return super().on_receive(message)
-        name, view = self._entry.name, self._entry.view
+        name = self._entry.name
+        status = self._entry.view.status(name)
         telemetry.emit(
             telemetry.pool_status,
             name,
-            {"expected_size": view.expected_size, "current_size": len(view.channels)},
+            {
+                "expected_size": status.expected_size,
+                "current_size": status.current_size,
+                "in_flight": status.in_flight,
+            },
             {"pool_name": name},
         )
         self._timer = send_after(self._interval, self.actor_ref, _Tick())

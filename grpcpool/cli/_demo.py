@@ -1,17 +1,24 @@
 """``python -m grpcpool demo``: a pool at work against a server that dies and comes back.
 
 The demo is the README's claims, run: it starts an echo server on 127.0.0.1
-and a pool under a :class:`~grpcpool.Supervisor`, and narrates five steps
+and a pool under a :class:`~grpcpool.Supervisor`, and narrates six steps
 while printing the pool's telemetry events as they fire:
 
-1. calls spread over N distinct connections, as the server sees its peers;
+1. calls spread over N distinct connections, as the server sees its peers,
+   and a stub built once on ``grpcpool.channel``;
 2. the server killed: every worker reports ``connection_down``,
-   ``disconnected`` and ``reconnect_scheduled``, and ``get_channel`` raises
-   :class:`~grpcpool.NotConnectedError`;
-3. the server restarted on the same port: workers reconnect on their jittered
-   backoff timers and the pool is healthy again, with the recovery time;
-4. a scale up and a scale down;
-5. the final status table.
+   ``disconnected`` and ``reconnect_scheduled``, ``get_channel`` raises
+   :class:`~grpcpool.NotConnectedError` and the stub's call fails with
+   ``UNAVAILABLE``;
+3. the server restarted on the same port: the same stub, called with
+   ``wait_for_ready=True``, answers as soon as a connection is back (a stub
+   on a channel from ``get_channel`` would fail: that channel is closed);
+   workers reconnect on their jittered backoff timers and the pool is
+   healthy again, with the recovery time;
+4. ``least_in_flight`` sending calls around a slow connection
+   (:mod:`grpcpool.cli._demo_routing`);
+5. a scale up and a scale down;
+6. the final status table.
 
 Each claim is checked as it is shown: if the library misbehaves the demo says
 so and exits 1, so it doubles as an end-to-end smoke test. Backoff is set
@@ -28,13 +35,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import blinker
+import grpc
 import pykka
 
 import grpcpool
 from grpcpool import telemetry
 from grpcpool.cli._console import Console, format_duration, format_event, status_table, table
+from grpcpool.cli._demo_routing import RoutingFailed, show_least_in_flight
 from grpcpool.cli.echo import EchoServer, say
+from grpcpool.cli.echo.echo_pb2 import EchoReply, EchoRequest
+from grpcpool.cli.echo.echo_pb2_grpc import EchoStub
 from grpcpool.config import Config
+from grpcpool.connection._health import status_code
 from grpcpool.errors import GrpcPoolError, NotConnectedError
 from grpcpool.supervisor import Supervisor
 
@@ -45,6 +57,8 @@ BACKOFF_MIN = 0.2
 BACKOFF_MAX = 2.0
 CONNECT_TIMEOUT = 2.0
 SCALE_BY = 2
+# Server threads: enough for the routing step's callers and its slow calls.
+SERVER_THREADS = 16
 
 # Events worth a line each. channel.ping, pool.get_channel and pool.status
 # would drown the story: one per call, or one per interval.
@@ -151,7 +165,7 @@ def run(options: DemoOptions, console: Console | None = None) -> None:
     server: EchoServer | None = None
     supervisor: pykka.ActorRef[Supervisor] | None = None
     try:
-        server = EchoServer()
+        server = EchoServer(max_workers=SERVER_THREADS)
         port = server.port
         console.line(
             f"grpcpool demo: a pool of {size} channels to an echo server on {server.address}\n"
@@ -164,6 +178,12 @@ def run(options: DemoOptions, console: Console | None = None) -> None:
         grpcpool.await_ready(POOL_NAME, timeout=CONNECT_TIMEOUT + 3, min_ready=size)
         tap.wait_workers("channel.connected", size, since, timeout=2.0)
         _spread_calls(console, server, size, "the server saw")
+        stub = EchoStub(grpcpool.channel(POOL_NAME))
+        reply = _stub_call(stub, "hello", timeout=5.0)
+        console.line(
+            f"    stub = EchoStub(grpcpool.channel({POOL_NAME!r})), built once and kept; "
+            f"its call went to {reply.peer}"
+        )
 
         console.line("[2] kill the server")
         since = tap.mark()
@@ -183,13 +203,25 @@ def run(options: DemoOptions, console: Console | None = None) -> None:
             )
         else:
             raise DemoFailed("get_channel handed out a channel while the server was down")
+        try:
+            stub.Say(EchoRequest(text="anyone?"), timeout=1.0)
+        except grpc.RpcError as error:
+            console.line(f"    the stub's call failed at once: {_code(error)}")
+        else:
+            raise DemoFailed("the stub's call succeeded while the server was down")
         console.line(f"    the server stays down for {options.seconds:g} s; workers keep retrying")
         time.sleep(options.seconds)
 
         console.line(f"[3] restart the server on port {port}")
         since = tap.mark()
-        server = EchoServer(port=port)
+        server = EchoServer(port=port, max_workers=SERVER_THREADS)
         restarted = time.monotonic()
+        wait = BACKOFF_MAX + CONNECT_TIMEOUT + 2
+        reply = _stub_call(stub, "back?", timeout=wait, wait_for_ready=True)
+        console.line(
+            f"    the same stub, called with wait_for_ready=True, timeout={wait:g}: answered "
+            f"{format_duration(time.monotonic() - restarted)} after the restart, by {reply.peer}"
+        )
         grpcpool.await_ready(POOL_NAME, timeout=BACKOFF_MAX + CONNECT_TIMEOUT + 2, min_ready=size)
         recovery = time.monotonic() - restarted
         tap.wait_workers("channel.connected", size, since, timeout=2.0)
@@ -199,7 +231,10 @@ def run(options: DemoOptions, console: Console | None = None) -> None:
         )
         _spread_calls(console, server, size, "over new connections, the server saw")
 
-        console.line(f"[4] scale up by {SCALE_BY}, then down by {SCALE_BY}")
+        console.line("[4] least_in_flight: calls go around a slow connection")
+        show_least_in_flight(console, server)
+
+        console.line(f"[5] scale up by {SCALE_BY}, then down by {SCALE_BY}")
         bigger = grpcpool.scale_up(POOL_NAME, SCALE_BY)
         grpcpool.await_ready(POOL_NAME, timeout=CONNECT_TIMEOUT + 3, min_ready=bigger)
         console.line(
@@ -211,7 +246,7 @@ def run(options: DemoOptions, console: Console | None = None) -> None:
         if (bigger, smaller, len(after.workers)) != (size + SCALE_BY, size, size):
             raise DemoFailed(f"scaling went {size} -> {bigger} -> {smaller}, {after.workers!r}")
 
-        console.line("[5] final status")
+        console.line("[6] final status")
         console.line(status_table(grpcpool.status(POOL_NAME)))
     finally:
         if supervisor is not None:
@@ -235,6 +270,21 @@ def _spread_calls(console: Console, server: EchoServer, size: int, saw: str) -> 
         raise DemoFailed(f"{calls} calls reached {len(counts)} peers, not {size}")
 
 
+def _stub_call(stub: EchoStub, text: str, **options: Any) -> EchoReply:
+    """One ``Say`` on ``stub``; a failure is the demo's, with the call's status code."""
+    try:
+        reply: EchoReply = stub.Say(EchoRequest(text=text), **options)
+    except grpc.RpcError as error:
+        raise DemoFailed(f"the stub's call failed: {_code(error)}") from error
+    return reply
+
+
+def _code(error: grpc.RpcError) -> str:
+    """The status code's name of a failed call (``UNAVAILABLE``), or its text."""
+    code = status_code(error)
+    return code.name if code is not None else str(error)
+
+
 def _rows(counts: Counter[str]) -> list[tuple[str, str]]:
     return [(peer, str(n)) for peer, n in sorted(counts.items())]
 
@@ -254,6 +304,6 @@ def _wait_empty(timeout: float = 3.0) -> None:
 
 def describe_error(error: BaseException) -> str:
     """A one-line reason for a failed demo."""
-    if isinstance(error, DemoFailed | GrpcPoolError):
+    if isinstance(error, DemoFailed | RoutingFailed | GrpcPoolError):
         return str(error)
     return f"{type(error).__name__}: {error}"

@@ -69,6 +69,7 @@ from grpcpool.connection._machine_types import (
     PING_FAILED,
     CancelTimers,
     CheckDone,
+    CheckRequested,
     Connectivity,
     ConnectTimeout,
     Effect,
@@ -149,6 +150,10 @@ def step(state: MachineState, event: Event, now: float) -> Step:
             return _on_check_done(state, event, now)
         case PingDue() if phase == "ready":
             return _ping(state)
+        case CheckRequested() if phase == "ready" and state.config.health_check:
+            # Without health checks connectivity is the whole check, and the
+            # watcher reports it already.
+            return _start_check(state, probe=False, extra=True)
         case ReconnectDue() if phase == "backoff":
             return _connect(state, now)
     return state, ()
@@ -166,6 +171,7 @@ def _connect(state: MachineState, now: float) -> Step:
         retries=state.retries + (1 if state.phase == "backoff" else 0),
         attempt_started=now,
         check_in_flight=False,
+        check_is_extra=False,
         reconnecting=False,
     )
     timeout = Schedule(state.config.connect_timeout, ConnectTimeout(generation))
@@ -200,6 +206,7 @@ def _reconnect(state: MachineState, now: float) -> Step:
         attempt_started=now,
         last_error=CONNECTION_CLOSED,
         check_in_flight=config.health_check,
+        check_is_extra=False,
         reconnecting=True,
     )
     level = logging.DEBUG if config.suppress_connection_errors else logging.INFO
@@ -275,19 +282,24 @@ def _ping(state: MachineState) -> Step:
     return state, (Emit(_PING, {"duration": 0.0}, {"result": "ok"}), *_next_ping(state))
 
 
-def _start_check(state: MachineState, *, probe: bool) -> Step:
+def _start_check(state: MachineState, *, probe: bool, extra: bool = False) -> Step:
     if state.check_in_flight:
+        if not extra and state.check_is_extra:
+            # The ping is due while an extra check runs: that check's result
+            # now stands for the ping and schedules the next one.
+            return replace(state, check_is_extra=False), ()
         return state, ()  # its result comes soon and decides
     config = state.config
     # A ping has its own deadline, so that a silent peer is noticed soon; a
     # check that is part of connecting may take as long as connecting may.
     timeout = config.ping_timeout if state.phase == "ready" else config.connect_timeout
     check = StartCheck(state.generation, probe, timeout)
-    return replace(state, check_in_flight=True), (check,)
+    return replace(state, check_in_flight=True, check_is_extra=extra), (check,)
 
 
 def _on_check_done(state: MachineState, event: CheckDone, now: float) -> Step:
-    state = replace(state, check_in_flight=False)
+    extra = state.check_is_extra
+    state = replace(state, check_in_flight=False, check_is_extra=False)
     if state.phase == "connecting":
         # The check that gates a connection, or a probe after a failure.
         if event.error is None:
@@ -300,6 +312,8 @@ def _on_check_done(state: MachineState, event: CheckDone, now: float) -> Step:
     if event.error is not None:
         state, effects = _connection_lost(state, PING_FAILED, event.error, now)
         return state, (ping, *effects)
+    if extra:
+        return state, (ping,)  # the ping schedule's timer is still pending
     return state, (ping, *_next_ping(state))
 
 
@@ -351,6 +365,7 @@ def _let_go(
         backoff=state.backoff if backoff is None else backoff,
         last_error=last_error,
         check_in_flight=False,
+        check_is_extra=False,
         reconnecting=False,
     )
 

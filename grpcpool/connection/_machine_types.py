@@ -92,6 +92,10 @@ class MachineState:
         ready_since: When the channel last became ready.
         last_error: Why the last connect failed or the connection ended.
         check_in_flight: A health check on the current channel is running.
+        check_is_extra: The running check was asked for by a failed call
+            (:class:`CheckRequested`), not by the ping schedule, so its
+            success must not schedule another ping: the schedule's own timer
+            is still pending.
         reconnecting: The current connect is the channel that was ready
             connecting again after its connection was closed, rather than a
             fresh channel; calls may still run on it, so letting it go drains.
@@ -106,6 +110,7 @@ class MachineState:
     ready_since: float = 0.0
     last_error: str | None = None
     check_in_flight: bool = False
+    check_is_extra: bool = False
     reconnecting: bool = False
 
     @property
@@ -177,6 +182,19 @@ class ReconnectDue:
 
 
 @dataclass(frozen=True)
+class CheckRequested:
+    """A call on the ready channel of ``generation`` failed with ``UNAVAILABLE``: check it now.
+
+    Callers rate-limit these (``SUSPECT_CHECK_INTERVAL`` per connection);
+    the machine starts a check unless one is already running. Only a failed
+    check takes the channel out of rotation: one failed call may be the
+    server's answer, not the connection's fault.
+    """
+
+    generation: int
+
+
+@dataclass(frozen=True)
 class Resync:
     """Asks a worker to report its state again (after a registry restart)."""
 
@@ -186,7 +204,17 @@ class Stop:
     """The worker is stopping: let go of everything, report nothing more."""
 
 
-Event = Start | Connectivity | ConnectTimeout | CheckDone | PingDue | ReconnectDue | Resync | Stop
+Event = (
+    Start
+    | Connectivity
+    | ConnectTimeout
+    | CheckDone
+    | PingDue
+    | CheckRequested
+    | ReconnectDue
+    | Resync
+    | Stop
+)
 
 # --- effects: what the driver must do, in order -----------------------------------
 

@@ -36,6 +36,7 @@ __all__ = [
     "CHANNEL_RECONNECTS_SCHEDULED",
     "CONNECT_DURATION_BUCKETS",
     "INSTRUMENTS",
+    "POOL_CALLS_IN_FLIGHT",
     "POOL_CURRENT_CHANNELS",
     "POOL_EXPECTED_CHANNELS",
     "SUPERVISOR_RESTARTS",
@@ -85,6 +86,13 @@ POOL_CURRENT_CHANNELS = Instrument(
     "grpcpool.pool.channels.current",
     "{channel}",
     "Channels connected and in rotation.",
+)
+POOL_CALLS_IN_FLIGHT = Instrument(
+    "gauge",
+    "grpcpool_pool_calls_in_flight",
+    "grpcpool.pool.calls.in_flight",
+    "{call}",
+    "Calls running through the pool channel (grpcpool.channel), at the last status report.",
 )
 CHANNEL_CONNECTS = Instrument(
     "counter",
@@ -143,6 +151,7 @@ CHANNEL_CONNECT_DURATION = Instrument(
 INSTRUMENTS: tuple[Instrument, ...] = (
     POOL_EXPECTED_CHANNELS,
     POOL_CURRENT_CHANNELS,
+    POOL_CALLS_IN_FLIGHT,
     CHANNEL_CONNECTS,
     CHANNEL_CONNECTION_FAILURES,
     CHANNEL_DISCONNECTS,
@@ -225,6 +234,10 @@ class Bridge:
     reports keep the gauge right where events alone cannot: workers stopped
     by scaling down or by a pool stop emit no disconnect.
 
+    The calls-in-flight gauge comes from ``pool.status`` reports only: calls
+    start and end far too often for an event each, so the gauge is a sample
+    taken every ``pool.telemetry_interval``, not a running count.
+
     Receivers are connected strongly (``weak=False``): a caller that keeps no
     reference to the exporter still gets metrics, until :meth:`close`.
     """
@@ -277,6 +290,12 @@ class Bridge:
             expected=measurements.get("expected_size"),
             current=measurements.get("current_size"),
         )
+        in_flight = measurements.get("in_flight")
+        if isinstance(in_flight, int):
+            # Under the lock so that close() cannot slip between the check and the write.
+            with self._lock:
+                if not self._closed:
+                    self._sink.set(POOL_CALLS_IN_FLIGHT, in_flight, {"pool": str(sender)})
 
     def _on_connected(
         self, sender: str, *, measurements: dict[str, Any], metadata: dict[str, Any]

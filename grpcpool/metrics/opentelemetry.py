@@ -15,6 +15,9 @@ units (attributes as the Prometheus labels):
 
 - ``grpcpool.pool.channels.expected``, ``grpcpool.pool.channels.current``
   (observable gauges, ``{channel}``), by ``pool``.
+- ``grpcpool.pool.calls.in_flight`` (observable gauge, ``{call}``), by
+  ``pool``: calls running through the pool channel, sampled by each
+  ``pool.status`` report.
 - ``grpcpool.channel.connects``, ``grpcpool.channel.connection_failures``,
   ``grpcpool.channel.disconnects`` (also by ``reason``),
   ``grpcpool.channel.reconnects_scheduled``, ``grpcpool.channel.pings``

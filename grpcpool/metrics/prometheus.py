@@ -14,6 +14,9 @@ The metrics, all labelled by ``pool`` unless noted:
 
 - ``grpcpool_pool_expected_channels``, ``grpcpool_pool_current_channels``
   (gauges): workers the pool keeps, and channels ready and in rotation.
+- ``grpcpool_pool_calls_in_flight`` (gauge): calls running through the pool
+  channel (:func:`grpcpool.channel`), sampled by each ``pool.status`` report
+  (every ``pool.telemetry_interval``).
 - ``grpcpool_channel_connects_total``,
   ``grpcpool_channel_connection_failures_total``,
   ``grpcpool_channel_disconnects_total`` (also by ``reason``),

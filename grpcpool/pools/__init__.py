@@ -9,6 +9,7 @@ imported here, so that the actors can import this package without a cycle.
 
 from grpcpool.pools._entry import PoolEntry, lookup, names
 from grpcpool.pools._parts import PoolParts
+from grpcpool.pools._ready import ReadyConnection
 from grpcpool.pools._reports import WorkerGone, WorkerReport
 from grpcpool.pools._view import Lifecycle, PoolView
 
@@ -17,6 +18,7 @@ __all__ = [
     "PoolEntry",
     "PoolParts",
     "PoolView",
+    "ReadyConnection",
     "WorkerGone",
     "WorkerReport",
     "lookup",

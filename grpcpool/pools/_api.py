@@ -6,13 +6,15 @@ across a restart of its pool.
 
 ``get_channel``, ``status`` and ``stub`` answer from the pool's view in the
 caller's thread. Scaling is an ``ask`` to the pool's supervisor actor.
+``channel`` returns a :class:`~grpcpool.PoolChannel`, which routes each call
+when it starts.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 import grpc
 import pykka
@@ -26,6 +28,7 @@ from grpcpool.actors._pool_supervisor import PoolSpec
 from grpcpool.config import DEFAULT_POOL_NAME, Config
 from grpcpool.errors import GrpcPoolError, PoolNotFoundError, PoolTimeoutError
 from grpcpool.pools._entry import GET_CHANNEL_EVENT, PoolEntry, forget_forked, lookup, release
+from grpcpool.pools._pool_channel import PoolChannel
 from grpcpool.pools._view import unready_cause
 from grpcpool.strategy import strategy_name
 from grpcpool.supervisor import Supervisor
@@ -34,6 +37,7 @@ from grpcpool.supervisor._proxy import supervisor_proxy
 __all__ = [
     "PoolProxy",
     "await_ready",
+    "channel",
     "get_channel",
     "pool",
     "resize",
@@ -75,10 +79,22 @@ class PoolProxy:
         except GrpcPoolError as error:
             return ResolvedFuture(error=error)
 
+    def channel(self) -> pykka.Future[PoolChannel]:
+        """The pool as a ``grpc.Channel`` (see :func:`channel`), in a resolved future."""
+        return ResolvedFuture(PoolChannel(self.name))
+
     def stub(self, stub_class: type[T]) -> pykka.Future[T]:
-        """A ``stub_class`` on a selected channel, cached per channel."""
+        """A ``stub_class`` on the pool's :class:`PoolChannel`, built once per class.
+
+        The stub routes each call to a ready connection, so it can be kept:
+        it keeps working across reconnects, scaling and restarts.
+
+        Errors (from ``get``): :class:`PoolNotFoundError` if no pool of this
+        name runs; whatever ``stub_class(channel)`` raises.
+        """
         try:
-            return ResolvedFuture(lookup(self.name).stub(stub_class))
+            lookup(self.name)
+            return ResolvedFuture(_stub(self.name, stub_class))
         except Exception as error:  # the stub class is the caller's code too
             return ResolvedFuture(error=error)
 
@@ -167,6 +183,21 @@ class PoolProxy:
 
     def __hash__(self) -> int:
         return hash((PoolProxy, self.name))
+
+
+# Stubs on pool channels, by pool name and stub class. A stub holds only its
+# pool's name, so one built for a pool serves every later pool of that name.
+_stubs: dict[tuple[str, type[Any]], Any] = {}
+
+
+def _stub(name: str, stub_class: type[T]) -> T:
+    key = (name, stub_class)
+    stub = _stubs.get(key)
+    if stub is None:
+        # Two callers racing here may each build one; the last stored wins.
+        build: Any = stub_class
+        stub = _stubs[key] = build(PoolChannel(name))
+    return cast("T", stub)
 
 
 def _check_wait(timeout: Any, min_ready: Any) -> None:
@@ -310,6 +341,21 @@ def get_channel(name: str = DEFAULT_POOL_NAME) -> grpc.Channel:
     if GET_CHANNEL_EVENT.receivers:
         entry.report_get_channel()
     return channel
+
+
+def channel(name: str = DEFAULT_POOL_NAME) -> PoolChannel:
+    """The pool ``name`` as a ``grpc.Channel``: build stubs on it once and keep them.
+
+    Each call on it runs on a ready connection of the pool, picked when the
+    call starts by the pool's strategy, and is counted while in flight. The
+    pool need not be running yet: calls fail with ``UNAVAILABLE`` (a
+    :class:`PoolCallError`) until a pool of that name has a ready
+    connection. ``close()`` on it does not stop the pool.
+
+    Raises:
+        ConfigError: ``name`` is not a str of 1 to 128 characters.
+    """
+    return PoolChannel(name)
 
 
 def status(name: str = DEFAULT_POOL_NAME) -> PoolStatus:

@@ -33,6 +33,7 @@ from grpcpool._process import ENDED_POOLS_KEPT, PROCESS
 from grpcpool._status import PoolStatus
 from grpcpool.config import Config
 from grpcpool.errors import ConfigError, NotConnectedError, PoolNotFoundError, shorten
+from grpcpool.pools._connectivity import view_changed
 from grpcpool.pools._view import PoolView, empty_view
 from grpcpool.strategy import Strategy, resolve_strategy
 
@@ -163,21 +164,6 @@ class PoolEntry:
                 {"pool_name": self.name, "available_channels": len(self.view.channels)},
             )
 
-    def stub(self, stub_class: type[Any]) -> Any:
-        """A stub of ``stub_class`` on a selected channel, built once per channel."""
-        view = self.view
-        channel = view.pick()
-        if GET_CHANNEL_EVENT.receivers:
-            self.report_get_channel()
-        key = (channel, stub_class)
-        stub = view.stubs.get(key)
-        if stub is None:
-            # Kept with the view that holds the channel, so it goes when the
-            # channel leaves. Two callers racing here may each build the
-            # stub; one wins.
-            stub = view.stubs[key] = stub_class(channel)
-        return stub
-
     def status(self) -> PoolStatus:
         """The pool's health now, from one view."""
         return self.view.status(self.name)
@@ -206,6 +192,7 @@ class PoolEntry:
         with self.changed:
             self.view = view
             self.changed.notify_all()
+        view_changed(self.name, view)
 
     def __repr__(self) -> str:
         view = self.view
@@ -380,6 +367,8 @@ def release(entry: PoolEntry, reason: str) -> None:
             if entry.ended is None:
                 entry.ended = reason
             entry.changed.notify_all()
+    if PROCESS.pools.get(entry.name) is None:
+        view_changed(entry.name, None)
 
 
 def release_token(name: str, token: object, reason: str) -> None:

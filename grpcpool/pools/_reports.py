@@ -7,6 +7,7 @@ how to report, not who keeps the records.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +34,8 @@ class WorkerReport:
         last_error: Why the last connect failed or the connection ended.
         channel: The channel to hand out, when ready.
         peer: Where the channel is connected, when ready.
+        suspect: Asks the worker to check ``channel`` now (a call on it
+            failed with ``UNAVAILABLE``), when ready.
     """
 
     worker_id: str
@@ -42,6 +45,7 @@ class WorkerReport:
     last_error: str | None = None
     channel: grpc.Channel | None = None
     peer: str | None = None
+    suspect: Callable[[], None] | None = None
 
 
 @dataclass(frozen=True)

@@ -10,22 +10,26 @@ one, each consistent with itself, and needs no lock: in a running pool,
 worker records. (While a pool starts or restarts it hands nothing out, so its
 ``current_size`` is 0 whatever its workers report.)
 
-A view also carries the stub cache of its channels: a new view starts with
-the stubs of the channels it keeps, so stubs of a channel that left the pool
-are dropped with the view that held it.
+A view holds the ready channels twice: as bare ``channels`` with their
+picker for ``get_channel``, and as :class:`ReadyConnection` records with
+theirs for the pool channel, which counts calls in flight on them. Both
+pickers share one choice: for a strategy that routes by load the channel
+picker hands out the picked connection's channel, for any other the
+connection picker looks up the picked channel's connection.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass, replace
+from typing import Literal, NoReturn
 
 import grpc
 
 from grpcpool._status import PoolStatus, WorkerState, WorkerStatus
 from grpcpool.errors import NotConnectedError, shorten
-from grpcpool.strategy import Strategy, make_picker
+from grpcpool.pools._ready import ReadyConnection
+from grpcpool.strategy import Strategy, make_picker, routes_by_load
 
 __all__ = ["Lifecycle", "PoolView", "build_view", "empty_view", "unready_cause"]
 
@@ -46,8 +50,10 @@ class PoolView:
         workers: One record per worker, in start order.
         expected_size: How many workers the pool is meant to have.
         lifecycle: See :data:`Lifecycle`.
-        stubs: Stubs built on ``channels``, by (channel, stub class); filled
-            by callers (a dict item assignment is atomic under the GIL).
+        connections: The ready connections, one per channel of ``channels``,
+            in the same order.
+        pick_connection: Returns one of ``connections``, or raises as
+            ``pick`` does.
     """
 
     channels: tuple[grpc.Channel, ...]
@@ -55,11 +61,21 @@ class PoolView:
     workers: tuple[WorkerStatus, ...]
     expected_size: int
     lifecycle: Lifecycle
-    stubs: dict[tuple[grpc.Channel, type[Any]], Any] = field(default_factory=dict)
+    connections: tuple[ReadyConnection, ...]
+    pick_connection: Callable[[], ReadyConnection]
 
     def status(self, pool_name: str) -> PoolStatus:
-        """This view as the public :class:`PoolStatus` record."""
-        return PoolStatus.of(pool_name, self.expected_size, len(self.channels), self.workers)
+        """This view as the public :class:`PoolStatus` record, with calls in flight now."""
+        workers = self.workers
+        loads = {c.worker_id: count for c in self.connections if (count := len(c.calls))}
+        if loads:
+            workers = tuple(
+                replace(worker, in_flight=loads[worker.worker_id])
+                if worker.worker_id in loads
+                else worker
+                for worker in workers
+            )
+        return PoolStatus.of(pool_name, self.expected_size, len(self.channels), workers)
 
 
 _LIFECYCLE_NOTES: dict[Lifecycle, str] = {
@@ -105,22 +121,53 @@ def unready_cause(workers: tuple[WorkerStatus, ...]) -> tuple[str | None, str | 
 
 def _none_ready(
     pool_name: str, lifecycle: Lifecycle, workers: tuple[WorkerStatus, ...] = ()
-) -> Callable[[], grpc.Channel]:
+) -> Callable[[], NoReturn]:
     # The message is composed here, once per view, not on each failed call:
     # callers of a pool that is down may call in a tight loop.
     cause, last_error = unready_cause(workers)
     notes = [note for note in (_LIFECYCLE_NOTES.get(lifecycle), cause) if note]
     detail = f"no ready channel ({'; '.join(notes)})" if notes else "no ready channel"
 
-    def pick() -> grpc.Channel:
+    def pick() -> NoReturn:
         raise NotConnectedError(pool_name, detail, last_error=last_error)
 
     return pick
 
 
+def _unready_view(
+    pool_name: str,
+    lifecycle: Lifecycle,
+    workers: tuple[WorkerStatus, ...],
+    expected_size: int,
+) -> PoolView:
+    pick = _none_ready(pool_name, lifecycle, workers)
+    return PoolView((), pick, workers, expected_size, lifecycle, (), pick)
+
+
 def empty_view(pool_name: str, expected_size: int, lifecycle: Lifecycle) -> PoolView:
     """A view with nothing ready and no worker records."""
-    return PoolView((), _none_ready(pool_name, lifecycle), (), expected_size, lifecycle)
+    return _unready_view(pool_name, lifecycle, (), expected_size)
+
+
+def _pickers(
+    strategy: Strategy, connections: tuple[ReadyConnection, ...]
+) -> tuple[Callable[[], grpc.Channel], Callable[[], ReadyConnection]]:
+    """The channel picker and the connection picker over ``connections``, sharing one choice."""
+    if routes_by_load(strategy):
+        pick_connection = make_picker(strategy, connections)
+
+        def pick_channel() -> grpc.Channel:
+            return pick_connection().channel
+
+        return pick_channel, pick_connection
+    pick = make_picker(strategy, tuple(c.channel for c in connections))
+    by_channel = {c.channel: c for c in connections}
+    connection_of = by_channel.__getitem__
+
+    def pick_connection_of_channel() -> ReadyConnection:
+        return connection_of(pick())
+
+    return pick, pick_connection_of_channel
 
 
 def build_view(
@@ -128,26 +175,25 @@ def build_view(
     strategy: Strategy,
     previous: PoolView,
     *,
-    channels: tuple[grpc.Channel, ...],
+    connections: tuple[ReadyConnection, ...],
     workers: tuple[WorkerStatus, ...],
     expected_size: int,
     lifecycle: Lifecycle,
 ) -> PoolView:
     """The next view after ``previous``.
 
-    Only a running pool hands out channels. The picker is rebuilt only when
-    the set of ready channels changed, so a worker's routine report (a ping
-    result, say) does not restart the strategy's rotation or usage counts.
+    Only a running pool hands out channels. The pickers are rebuilt only
+    when the set of ready connections changed, so a worker's routine report
+    (a ping result, say) does not restart the strategy's rotation or usage
+    counts.
     """
     if lifecycle != "running":
-        channels = ()
-    if not channels:
-        pick = _none_ready(pool_name, lifecycle, workers)
-        return PoolView((), pick, workers, expected_size, lifecycle)
-    if channels == previous.channels and previous.lifecycle == "running":
-        pick, stubs = previous.pick, previous.stubs
+        connections = ()
+    if not connections:
+        return _unready_view(pool_name, lifecycle, workers, expected_size)
+    channels = tuple(c.channel for c in connections)
+    if connections == previous.connections and previous.lifecycle == "running":
+        pick, pick_connection = previous.pick, previous.pick_connection
     else:
-        pick = make_picker(strategy, channels)
-        kept = set(channels)
-        stubs = {key: stub for key, stub in list(previous.stubs.items()) if key[0] in kept}
-    return PoolView(channels, pick, workers, expected_size, lifecycle, stubs)
+        pick, pick_connection = _pickers(strategy, connections)
+    return PoolView(channels, pick, workers, expected_size, lifecycle, connections, pick_connection)

@@ -18,7 +18,11 @@ _STOP_WAIT_SECONDS = 10.0
 
 
 class _Echo(echo_pb2_grpc.EchoServicer):
-    """Answers with the request's text and the caller's address, and records the address."""
+    """Answers with the request's text and the caller's address, and records the address.
+
+    A caller made slow with :meth:`EchoServer.slow_down` waits its delay
+    first; stopping the server cuts the wait short so ``stop`` never lingers.
+    """
 
     def __init__(self, server: EchoServer) -> None:
         self._server = server
@@ -28,6 +32,9 @@ class _Echo(echo_pb2_grpc.EchoServicer):
     ) -> echo_pb2.EchoReply:
         peer: str = context.peer()
         self._server._record(peer)
+        delay = self._server.delay_for(peer)
+        if delay > 0:
+            self._server._stopping.wait(delay)
         return echo_pb2.EchoReply(text=request.text, peer=peer)
 
 
@@ -49,6 +56,10 @@ class EchoServer:
         port: The port it listens on.
         peers: The caller address of every call so far, in order.
 
+    One caller (one client connection, as ``EchoReply.peer`` names it) can be
+    made slow with :meth:`slow_down`, to show what a client does about a
+    connection whose calls take long while the others answer at once.
+
     Raises:
         RuntimeError: The port could not be bound.
     """
@@ -63,6 +74,8 @@ class EchoServer:
         max_workers: int = 8,
     ) -> None:
         self.peers: list[str] = []
+        self._delays: dict[str, float] = {}
+        self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._executor = futures.ThreadPoolExecutor(max_workers, thread_name_prefix="echo-server")
         self._server = grpc.server(self._executor)
@@ -93,6 +106,25 @@ class EchoServer:
         with self._lock:
             self.peers.append(peer)
 
+    def slow_down(self, peer: str, seconds: float) -> None:
+        """Makes every later call from ``peer`` take ``seconds`` (0 makes it fast again).
+
+        Args:
+            peer: A caller address as the server sees it, e.g. the ``peer``
+                of an ``EchoReply`` (``"ipv4:127.0.0.1:53412"``).
+            seconds: How long each of its calls waits before answering.
+        """
+        with self._lock:
+            if seconds > 0:
+                self._delays[peer] = seconds
+            else:
+                self._delays.pop(peer, None)
+
+    def delay_for(self, peer: str) -> float:
+        """Seconds a call from ``peer`` waits before it is answered (0 unless slowed down)."""
+        with self._lock:
+            return self._delays.get(peer, 0.0)
+
     def peer_counts(self) -> collections.Counter[str]:
         """Calls per caller address so far."""
         with self._lock:
@@ -112,6 +144,7 @@ class EchoServer:
         if self._stopped:
             return
         self._stopped = True
+        self._stopping.set()
         self._server.stop(grace).wait(_STOP_WAIT_SECONDS)
         self._executor.shutdown(wait=True)
 

@@ -1,0 +1,135 @@
+"""A pool's readiness as a grpc channel's connectivity, for ``PoolChannel.subscribe``.
+
+``grpc.channel_ready_future(channel)`` and other code written for a plain
+channel subscribe to its connectivity. A pool channel reports the pool's:
+``READY`` while at least one connection is ready, ``TRANSIENT_FAILURE`` while
+none is and some worker is backing off after a failure, ``CONNECTING`` while
+none is and the workers are connecting (or the pool is starting or
+restarting), and ``IDLE`` when no pool of that name runs (one may start
+later: the pool channel follows the name).
+
+The pool's HealthRegistry publishes each view through
+:meth:`~grpcpool.pools.PoolEntry.publish`, which calls :func:`view_changed`;
+callbacks never run on the registry's thread (a slow callback must not hold
+up the pool), but in order on one delivery thread, which starts when there
+is something to deliver and ends when there is nothing left.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import deque
+from collections.abc import Callable
+
+import grpc
+
+from grpcpool.pools._view import PoolView
+
+__all__ = ["Callback", "connectivity_of", "current", "subscribe", "unsubscribe", "view_changed"]
+
+_log = logging.getLogger(__name__)
+
+Callback = Callable[[grpc.ChannelConnectivity], None]
+
+_C = grpc.ChannelConnectivity
+
+
+def connectivity_of(view: PoolView | None) -> grpc.ChannelConnectivity:
+    """The connectivity a pool channel reports for a pool in ``view`` (None: no pool)."""
+    if view is None or view.lifecycle == "stopped":
+        return _C.IDLE
+    if view.channels:
+        return _C.READY
+    if any(worker.state == "backoff" for worker in view.workers):
+        return _C.TRANSIENT_FAILURE
+    return _C.CONNECTING
+
+
+class _Subscriptions:
+    """Every subscribed callback, by pool name, with the state last queued for it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_name: dict[str, dict[Callback, grpc.ChannelConnectivity]] = {}
+        self._pending: deque[tuple[str, Callback, grpc.ChannelConnectivity]] = deque()
+        self._delivering = False
+        self._pid = os.getpid()
+
+    def add(self, name: str, callback: Callback, state: grpc.ChannelConnectivity) -> None:
+        with self._lock:
+            self._by_name.setdefault(name, {})[callback] = state
+            self._queue(name, callback, state)
+
+    def remove(self, name: str, callback: Callback) -> None:
+        with self._lock:
+            callbacks = self._by_name.get(name)
+            if callbacks is not None:
+                callbacks.pop(callback, None)
+                if not callbacks:
+                    del self._by_name[name]
+
+    def changed(self, name: str, state: grpc.ChannelConnectivity) -> None:
+        if name not in self._by_name:  # the common case: nobody listens
+            return
+        with self._lock:
+            callbacks = self._by_name.get(name, {})
+            for callback, told in list(callbacks.items()):
+                if told is not state:
+                    callbacks[callback] = state
+                    self._queue(name, callback, state)
+
+    def _queue(self, name: str, callback: Callback, state: grpc.ChannelConnectivity) -> None:
+        # Under the lock. A forked child inherits a "delivering" flag whose
+        # thread did not survive the fork.
+        if self._pid != os.getpid():
+            self._pid, self._delivering = os.getpid(), False
+            self._pending.clear()
+        self._pending.append((name, callback, state))
+        if not self._delivering:
+            self._delivering = True
+            threading.Thread(
+                target=self._deliver, name="grpcpool-connectivity", daemon=True
+            ).start()
+
+    def _deliver(self) -> None:
+        while True:
+            with self._lock:
+                if not self._pending:
+                    self._delivering = False
+                    return
+                name, callback, state = self._pending.popleft()
+                if callback not in self._by_name.get(name, {}):
+                    continue  # unsubscribed meanwhile
+            try:
+                callback(state)
+            except Exception:
+                _log.exception("connectivity callback %r of pool %r failed", callback, name)
+
+
+_SUBSCRIPTIONS = _Subscriptions()
+
+
+def current(name: str) -> grpc.ChannelConnectivity:
+    """The connectivity of pool ``name`` now."""
+    # Imported here: the entry module calls view_changed, so it imports this one.
+    from grpcpool._process import PROCESS
+
+    entry = PROCESS.pools.get(name)
+    return connectivity_of(entry.view if entry is not None else None)
+
+
+def subscribe(name: str, callback: Callback) -> None:
+    """Calls ``callback`` with the pool's connectivity now and after each change."""
+    _SUBSCRIPTIONS.add(name, callback, current(name))
+
+
+def unsubscribe(name: str, callback: Callback) -> None:
+    """Stops calling ``callback``; a callback not subscribed is ignored."""
+    _SUBSCRIPTIONS.remove(name, callback)
+
+
+def view_changed(name: str, view: PoolView | None) -> None:
+    """The pool ``name`` published ``view`` (None: it ended); tell subscribers if that matters."""
+    _SUBSCRIPTIONS.changed(name, connectivity_of(view))

@@ -1,0 +1,326 @@
+"""PoolChannel: the pool as one ``grpc.Channel``, each call routed when it starts.
+
+A stub built on a channel from ``get_channel`` keeps that one connection;
+once the pool replaces it (a reconnect, a scale down, a restart) the stub's
+calls fail with ``ValueError: Cannot invoke RPC on closed channel!``. A stub
+built on a :class:`PoolChannel` holds the pool's *name*: each call looks the
+pool up, picks a ready connection from its current view with the pool's
+strategy, and runs on that connection's multi-callable for the method (built
+once per connection and method, so a call builds nothing). The stub keeps
+working for as long as a pool of that name runs, across reconnects, scaling
+and restarts, and even before the pool starts or after it is restarted
+under the same name.
+
+Calls through a pool channel are counted per connection while in flight
+(from the start until the response, the error, the cancellation or the end
+of the response stream), which ``least_in_flight`` routes by and
+``status()`` reports. A call that fails with ``UNAVAILABLE`` has its
+connection checked at once (passive health).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from grpcpool._config_checks import check_pool_name
+from grpcpool._process import PROCESS
+from grpcpool.config import DEFAULT_POOL_NAME
+from grpcpool.errors import NotConnectedError, PoolCallError
+from grpcpool.pools import _connectivity
+from grpcpool.pools._entry import PoolEntry, lookup
+from grpcpool.pools._ready import CallableKey, ReadyConnection
+
+__all__ = ["PoolChannel"]
+
+# Read without a lock on every call; PROCESS clears it in place after a fork.
+_pools: dict[str, PoolEntry] = PROCESS.pools
+
+_UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
+
+
+class PoolChannel(grpc.Channel):
+    """A ``grpc.Channel`` over the ready connections of the pool called ``name``.
+
+    Build stubs on it once (``EchoStub(grpcpool.channel("kv"))``) and keep
+    them. Everything a grpc multi-callable takes passes through: timeouts,
+    metadata, call credentials, compression, ``wait_for_ready``.
+
+    With no ready connection, a call fails as a grpc call does, with a
+    :class:`~grpcpool.PoolCallError` (a ``grpc.RpcError`` with code
+    ``UNAVAILABLE`` and a :class:`~grpcpool.NotConnectedError`); with
+    ``wait_for_ready=True`` it waits for a ready connection for up to its
+    timeout first (then ``DEADLINE_EXCEEDED``), and the call gets what is
+    left of the timeout.
+
+    ``subscribe`` reports the pool's readiness, so
+    ``grpc.channel_ready_future`` works on it. ``close()`` ends this handle's
+    subscriptions only: it does not stop the pool (``grpcpool.stop`` does),
+    and calls made on the handle afterwards still run.
+    """
+
+    def __init__(self, name: str = DEFAULT_POOL_NAME) -> None:
+        check_pool_name("pool.name", name)
+        self._name = name
+        self._callbacks: set[_connectivity.Callback] = set()
+
+    @property
+    def name(self) -> str:
+        """The name of the pool whose connections the calls run on."""
+        return self._name
+
+    # --- routing ------------------------------------------------------------------
+
+    def _connection(
+        self, wait_for_ready: bool | None, timeout: float | None
+    ) -> tuple[ReadyConnection, float | None]:
+        """A ready connection for one call, and the timeout left for the call.
+
+        Raises:
+            PoolCallError: None is ready (or none became ready in time).
+            StrategyError: A custom strategy failed to pick.
+        """
+        entry = _pools.get(self._name)
+        if entry is not None:
+            try:
+                return entry.view.pick_connection(), timeout
+            except NotConnectedError:
+                pass
+        return self._connection_when_none_ready(wait_for_ready, timeout)
+
+    def _connection_when_none_ready(
+        self, wait_for_ready: bool | None, timeout: float | None
+    ) -> tuple[ReadyConnection, float | None]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                entry = lookup(self._name)  # may start a forked child's pool
+                return entry.view.pick_connection(), _left(deadline)
+            except NotConnectedError as error:
+                # No pool of that name (PoolNotFoundError): waiting cannot help.
+                if not wait_for_ready or self._name not in _pools:
+                    raise PoolCallError.of(error) from None
+                left = _left(deadline)
+                if left is not None and left <= 0:
+                    raise PoolCallError.of(error, grpc.StatusCode.DEADLINE_EXCEEDED) from None
+                _pools[self._name].wait_ready(1, left)
+
+    # --- grpc.Channel ---------------------------------------------------------------
+
+    def unary_unary(
+        self,
+        method: str,
+        request_serializer: Callable[[Any], bytes] | None = None,
+        response_deserializer: Callable[[bytes], Any] | None = None,
+        **kwargs: Any,
+    ) -> grpc.UnaryUnaryMultiCallable[Any, Any]:
+        key = _key("unary_unary", method, request_serializer, response_deserializer, kwargs)
+        return _UnaryUnary(self, key)
+
+    def unary_stream(
+        self,
+        method: str,
+        request_serializer: Callable[[Any], bytes] | None = None,
+        response_deserializer: Callable[[bytes], Any] | None = None,
+        **kwargs: Any,
+    ) -> grpc.UnaryStreamMultiCallable[Any, Any]:
+        key = _key("unary_stream", method, request_serializer, response_deserializer, kwargs)
+        return _UnaryStream(self, key)
+
+    def stream_unary(
+        self,
+        method: str,
+        request_serializer: Callable[[Any], bytes] | None = None,
+        response_deserializer: Callable[[bytes], Any] | None = None,
+        **kwargs: Any,
+    ) -> grpc.StreamUnaryMultiCallable[Any, Any]:
+        key = _key("stream_unary", method, request_serializer, response_deserializer, kwargs)
+        return _StreamUnary(self, key)
+
+    def stream_stream(
+        self,
+        method: str,
+        request_serializer: Callable[[Any], bytes] | None = None,
+        response_deserializer: Callable[[bytes], Any] | None = None,
+        **kwargs: Any,
+    ) -> grpc.StreamStreamMultiCallable[Any, Any]:
+        key = _key("stream_stream", method, request_serializer, response_deserializer, kwargs)
+        return _StreamStream(self, key)
+
+    def subscribe(self, callback: _connectivity.Callback, try_to_connect: bool = False) -> None:
+        """Calls ``callback`` with the pool's connectivity now and on each change.
+
+        ``READY`` while at least one connection is ready. ``try_to_connect``
+        changes nothing: the pool's workers always connect.
+        """
+        self._callbacks.add(callback)
+        _connectivity.subscribe(self._name, callback)
+
+    def unsubscribe(self, callback: _connectivity.Callback) -> None:
+        self._callbacks.discard(callback)
+        _connectivity.unsubscribe(self._name, callback)
+
+    def close(self) -> None:
+        """Ends this handle's subscriptions. The pool keeps running. Idempotent."""
+        for callback in list(self._callbacks):
+            self.unsubscribe(callback)
+
+    def __enter__(self) -> PoolChannel:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = _connectivity.current(self._name).name
+        return f"<PoolChannel {self._name!r} {state}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PoolChannel) and other._name == self._name
+
+    def __hash__(self) -> int:
+        return hash((PoolChannel, self._name))
+
+
+def _left(deadline: float | None) -> float | None:
+    return None if deadline is None else deadline - time.monotonic()
+
+
+def _key(
+    kind: str,
+    method: str,
+    serializer: Callable[[Any], bytes] | None,
+    deserializer: Callable[[bytes], Any] | None,
+    kwargs: dict[str, Any],
+) -> CallableKey:
+    return (kind, method, serializer, deserializer, tuple(sorted(kwargs.items())))
+
+
+def _finished(connection: ReadyConnection, call: Any) -> None:
+    """A call started by ``future()`` or a streaming call has ended (a done callback)."""
+    connection.calls.discard(call)
+    try:
+        code = call.code()
+    except Exception:  # a call object without a code: nothing to learn
+        return
+    if code is _UNAVAILABLE:
+        connection.report_unavailable()
+
+
+def _failed_with(connection: ReadyConnection, error: grpc.RpcError) -> None:
+    code = getattr(error, "code", None)
+    if callable(code) and code() is _UNAVAILABLE:
+        connection.report_unavailable()
+
+
+# A multi-callable's parameters after the request, in grpc's order.
+_PARAMETERS = ("timeout", "metadata", "credentials", "wait_for_ready", "compression")
+
+
+def _options(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The call's parameters by name, from grpc's positional order and keywords."""
+    if len(args) > len(_PARAMETERS):
+        raise TypeError(f"a call takes at most {len(_PARAMETERS) + 1} positional arguments")
+    options = dict(zip(_PARAMETERS, args, strict=False))
+    for name in kwargs:
+        if name not in _PARAMETERS:
+            raise TypeError(f"a call got an unexpected keyword argument {name!r}")
+        if name in options:
+            raise TypeError(f"a call got multiple values for argument {name!r}")
+    options.update(kwargs)
+    return options
+
+
+if TYPE_CHECKING:  # generic in the type stubs only
+    _UnaryUnaryBase = grpc.UnaryUnaryMultiCallable[Any, Any]
+    _UnaryStreamBase = grpc.UnaryStreamMultiCallable[Any, Any]
+    _StreamUnaryBase = grpc.StreamUnaryMultiCallable[Any, Any]
+    _StreamStreamBase = grpc.StreamStreamMultiCallable[Any, Any]
+else:
+    _UnaryUnaryBase = grpc.UnaryUnaryMultiCallable
+    _UnaryStreamBase = grpc.UnaryStreamMultiCallable
+    _StreamUnaryBase = grpc.StreamUnaryMultiCallable
+    _StreamStreamBase = grpc.StreamStreamMultiCallable
+
+
+class _Routed:
+    """What the four multi-callables share: the pool channel and the method's key."""
+
+    __slots__ = ("_channel", "_key")
+
+    def __init__(self, channel: PoolChannel, key: CallableKey) -> None:
+        self._channel = channel
+        self._key = key
+
+    def _blocking(self, how: str, request: Any, options: dict[str, Any]) -> Any:
+        """Runs a call that blocks until its response, counted while it runs."""
+        connection, options["timeout"] = self._channel._connection(
+            options.get("wait_for_ready"), options.get("timeout")
+        )
+        call = getattr(connection.multi_callable(self._key), how)
+        token = object()
+        calls = connection.calls
+        calls.add(token)
+        try:
+            return call(request, **options)
+        except grpc.RpcError as error:
+            _failed_with(connection, error)
+            raise
+        finally:
+            calls.discard(token)
+
+    def _started(self, how: str, request: Any, options: dict[str, Any]) -> Any:
+        """Starts a call that returns at once (a future or a stream), counted until it ends."""
+        try:
+            connection, options["timeout"] = self._channel._connection(
+                options.get("wait_for_ready"), options.get("timeout")
+            )
+        except PoolCallError as failed:
+            return failed  # the call object of a call that failed before it started
+        call = getattr(connection.multi_callable(self._key), how)(request, **options)
+        connection.calls.add(call)
+        call.add_done_callback(lambda done: _finished(connection, done))
+        return call
+
+
+class _UnaryUnary(_Routed, _UnaryUnaryBase):
+    __slots__ = ()
+
+    def __call__(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        return self._blocking("__call__", request, _options(args, kwargs))
+
+    def with_call(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        return self._blocking("with_call", request, _options(args, kwargs))
+
+    def future(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        return self._started("future", request, _options(args, kwargs))
+
+
+class _UnaryStream(_Routed, _UnaryStreamBase):
+    __slots__ = ()
+
+    def __call__(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        return self._started("__call__", request, _options(args, kwargs))
+
+
+class _StreamUnary(_Routed, _StreamUnaryBase):
+    __slots__ = ()
+
+    def __call__(self, request_iterator: Any, *args: Any, **kwargs: Any) -> Any:
+        return self._blocking("__call__", request_iterator, _options(args, kwargs))
+
+    def with_call(self, request_iterator: Any, *args: Any, **kwargs: Any) -> Any:
+        return self._blocking("with_call", request_iterator, _options(args, kwargs))
+
+    def future(self, request_iterator: Any, *args: Any, **kwargs: Any) -> Any:
+        return self._started("future", request_iterator, _options(args, kwargs))
+
+
+class _StreamStream(_Routed, _StreamStreamBase):
+    __slots__ = ()
+
+    def __call__(self, request_iterator: Any, *args: Any, **kwargs: Any) -> Any:
+        return self._started("__call__", request_iterator, _options(args, kwargs))
