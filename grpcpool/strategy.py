@@ -51,6 +51,7 @@ __all__ = [
     "SelectStrategy",
     "Strategy",
     "make_picker",
+    "picks_any_items",
     "resolve_strategy",
     "routes_by_load",
     "strategy_name",
@@ -216,6 +217,15 @@ def routes_by_load(strategy: object) -> bool:
     return getattr(type(strategy), "routes_by_load", False) is True
 
 
+def picks_any_items(strategy: object) -> bool:
+    """True if ``strategy``'s pickers never look at their items, only at how many there are.
+
+    The built-ins and ``select(count)`` strategies; a custom ``picker(items)``
+    may inspect what it is given, so it is given channels only.
+    """
+    return type(strategy) in _BLIND
+
+
 def _short_repr(value: object) -> str:
     """``repr(value)`` cut to a readable length; never raises."""
     try:
@@ -317,6 +327,7 @@ def resolve_strategy(strategy: str | Strategy | SelectStrategy) -> Strategy:
 # Pickers whose answers need no check: the built-ins, correct by
 # construction, and the select adapter, which checks on its own.
 _TRUSTED: frozenset[type] = frozenset({RoundRobin, Random, PowerOfTwo, LeastInFlight, _FromSelect})
+_BLIND: frozenset[type] = frozenset({RoundRobin, Random, PowerOfTwo, _FromSelect})
 
 
 def make_picker(strategy: Strategy, items: tuple[T, ...]) -> Callable[[], T]:

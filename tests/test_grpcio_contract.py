@@ -1,5 +1,9 @@
 """What grpcpool relies on in grpcio's private API, checked against a real channel.
 
+It also pins how grpcio words a stream the server refused at its stream
+limit, which grpcpool/connection/_health.py tells apart from a dead
+connection.
+
 The connectivity watcher (grpcpool/connection/_watcher.py) asks each channel
 for its state with ``channel._channel.check_connectivity_state(try_to_connect)``,
 the call grpcio's own ``Channel.subscribe`` makes from its polling threads.
@@ -16,8 +20,10 @@ from collections.abc import Callable, Iterator
 import grpc
 import pytest
 
+from grpcpool.connection._health import refused_stream
 from grpcpool.connection._watcher import STATES
-from tests.servers import EchoServer
+from tests.pools import free_port
+from tests.servers import EchoServer, EchoStub
 from tests.waiting import wait_until
 
 ADVICE = (
@@ -92,3 +98,33 @@ def test_check_on_a_closed_channel_raises(
     channel.close()
     with pytest.raises(Exception):  # noqa: B017 - grpcio raises ValueError today
         check(False)
+
+
+def test_a_refused_stream_is_told_apart_from_a_dead_connection() -> None:
+    """grpcio reports a stream the server refused at its stream limit (RST_STREAM
+    REFUSED_STREAM) as UNAVAILABLE with wording refused_stream recognises; an
+    UNAVAILABLE from a server that is gone is not taken for one."""
+    options = (("grpc.max_concurrent_streams", 4),)
+    refused: list[grpc.RpcError] = []
+    with EchoServer(with_health=False, options=options, delay=0.02) as server:
+        for _ in range(5):  # refusals happen before a new connection learns the limit
+            channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+            try:
+                unary = EchoStub(channel).Unary
+                calls = [unary.future(b"x", timeout=10, wait_for_ready=True) for _ in range(32)]
+                refused += [c.exception() for c in calls if c.exception(timeout=10) is not None]
+            finally:
+                channel.close()
+            if refused:
+                break
+    assert refused, "grpcio never refused a stream: the scenario needs another look"
+    assert all(refused_stream(error) for error in refused), [e.details() for e in refused]
+
+    gone = grpc.insecure_channel(f"127.0.0.1:{free_port()}")
+    try:
+        with pytest.raises(grpc.RpcError) as caught:
+            EchoStub(gone).Unary(b"x", timeout=5)
+    finally:
+        gone.close()
+    assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert not refused_stream(caught.value)

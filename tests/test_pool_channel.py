@@ -21,6 +21,8 @@ import pytest
 import grpcpool
 from grpcpool import NotConnectedError, PoolCallError, PoolChannel, PoolSpec, Supervisor
 from grpcpool.connection import open_channel_count
+from grpcpool.pools import ReadyConnection
+from grpcpool.pools._pool_channel import _failed_with
 from tests.events import EventLog
 from tests.pools import free_port, loopback_config
 from tests.servers import HOLD, UNAVAILABLE, EchoServer, EchoStub
@@ -241,6 +243,12 @@ def test_wait_for_ready_waits_up_to_the_timeout_then_deadline_exceeded(
 
     assert caught.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
     assert 0.4 <= time.monotonic() - started < 5.0
+    # Given in grpc's positional order: timeout, metadata, credentials, wait_for_ready.
+    with pytest.raises(PoolCallError) as caught:
+        stub.Unary(b"x", 0.2, None, None, True)
+    assert caught.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+    with pytest.raises(TypeError, match="deadline"):
+        stub.Unary(b"x", deadline=1)
 
 
 # --- calls in flight and least_in_flight ----------------------------------------------
@@ -389,3 +397,49 @@ def test_channel_ready_future_and_subscribe_follow_the_pool(stopped_pools: list[
         assert "READY" in repr(channel)
     finally:
         server.stop()
+
+
+class FailedCall(grpc.RpcError, grpc.Call):  # type: ignore[misc]
+    """A failed call's error as grpcio shapes it: code and details (a fake for pure logic)."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        self._code, self._details = code, details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+    def initial_metadata(self) -> Any:
+        return ()
+
+    def trailing_metadata(self) -> Any:
+        return ()
+
+    def is_active(self) -> bool:
+        return False
+
+    def time_remaining(self) -> Any:
+        return None
+
+    def cancel(self) -> bool:
+        return False
+
+    def add_callback(self, callback: Any) -> bool:
+        return False
+
+
+def test_only_an_unavailable_that_is_not_a_refused_stream_asks_for_a_check() -> None:
+    """A stream refused at the server's stream limit says the connection is alive, so
+    it asks for no check; a plain UNAVAILABLE asks once per interval; other codes never."""
+    asked: list[int] = []
+    connection = ReadyConnection(object(), "worker-1", lambda: asked.append(1))  # type: ignore[arg-type]
+    refused = "Stream removed (RST_STREAM (Received RST_STREAM with error code 7))"
+
+    _failed_with(connection, FailedCall(grpc.StatusCode.UNAVAILABLE, refused))
+    _failed_with(connection, FailedCall(grpc.StatusCode.INTERNAL, "boom"))
+    assert asked == []
+    _failed_with(connection, FailedCall(grpc.StatusCode.UNAVAILABLE, "Socket closed"))
+    _failed_with(connection, FailedCall(grpc.StatusCode.UNAVAILABLE, "Socket closed"))
+    assert asked == [1]  # the second within SUSPECT_CHECK_INTERVAL is not passed on

@@ -361,16 +361,29 @@ def test_a_custom_picker_that_fails_to_build_does_not_fail_the_view() -> None:
 # --- ready connections ---------------------------------------------------------------
 
 
-def test_the_connection_picker_shares_the_channel_pickers_rotation() -> None:
-    """Under round robin, get_channel and the pool channel take turns from one rotation:
-    the connection picked is the one of the channel the rotation gives next."""
+def test_a_built_in_strategy_picks_connections_with_a_rotation_of_its_own() -> None:
+    """Round robin over the connections (the pool channel) and over the channels
+    (get_channel) each go through every item in turn, independently."""
     channels = (object(), object(), object())
     view = next_view(empty_view(POOL, 3, "starting"), channels)
 
-    turns = [view.pick(), view.pick_connection().channel, view.pick(), view.pick()]
+    picked = [view.pick_connection() for _ in range(4)]
 
-    assert turns == [channels[0], channels[1], channels[2], channels[0]]
+    assert [c.channel for c in picked] == [*channels, channels[0]]
+    assert [view.pick() for _ in range(3)] == list(channels)
     assert view.connections == ready_connections(channels)
+
+
+def test_a_custom_picker_sees_channels_and_the_pool_channel_gets_their_connections() -> None:
+    """A custom picker(items) strategy is given channels only; the pool channel maps its
+    pick to that channel's connection."""
+    channels = (object(), object())
+    strategy = CountingStrategy()
+    view = next_view(empty_view(POOL, 2, "starting"), channels, strategy=strategy)
+
+    assert view.pick_connection() is ready_connections(channels)[0]
+    assert view.pick() is channels[1]  # one rotation shared with the pool channel
+    assert strategy.built == [channels]
 
 
 def test_least_in_flight_picks_connections_and_hands_out_their_channels() -> None:

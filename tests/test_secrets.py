@@ -208,7 +208,9 @@ def test_interceptor_headers_reach_the_server_but_nothing_else(
     assert ("authorization", BEARER) in echo_server.metadata[-1]
     echo_server.stop()
     assert wait_until(
-        lambda: any(w.last_error for w in grpcpool.status("headers").workers), timeout=10
+        lambda: grpcpool.status("headers").current_size == 0
+        and any(w.last_error for w in grpcpool.status("headers").workers),
+        timeout=10,
     )
     with pytest.raises(grpcpool.NotConnectedError) as info:
         grpcpool.get_channel("headers")

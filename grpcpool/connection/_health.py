@@ -62,11 +62,33 @@ def status_code(error: BaseException) -> grpc.StatusCode | None:
     return error.code() if isinstance(error, grpc.Call) else None
 
 
+# How grpcio words a call the server refused with HTTP/2 RST_STREAM
+# REFUSED_STREAM (error code 7): the server was at its
+# max_concurrent_streams before the client had learnt the limit. Pinned by
+# tests/test_grpcio_contract.py.
+_REFUSED_STREAM = "RST_STREAM with error code 7"
+
+
+def refused_stream(error: BaseException) -> bool:
+    """True if a failed call was refused by a live server at its stream limit.
+
+    Such a call fails with ``UNAVAILABLE`` like a call on a dead connection,
+    but the connection is fine: the server answered on it. Neither passive
+    health nor a health check may take a connection out for it, or a busy
+    server would have its connections replaced while it is busiest.
+    """
+    if status_code(error) is not grpc.StatusCode.UNAVAILABLE:
+        return False
+    details = error.details() if isinstance(error, grpc.Call) else None
+    return bool(details) and _REFUSED_STREAM in str(details)
+
+
 def check_error(call: grpc.Future[health_pb2.HealthCheckResponse]) -> str | None:
     """``None`` if a finished health check says the server is usable, else why not.
 
     A server without the health service (UNIMPLEMENTED) is usable: it was
-    reachable, and that is all a check can ask of it.
+    reachable, and that is all a check can ask of it. So is a server that
+    refused the check's stream because it was at its stream limit.
     """
     error = call.exception()
     if error is None:
@@ -75,7 +97,7 @@ def check_error(call: grpc.Future[health_pb2.HealthCheckResponse]) -> str | None
             return None
         return f"health status {health_pb2.HealthCheckResponse.ServingStatus.Name(status)}"
     code = status_code(error)
-    if code is grpc.StatusCode.UNIMPLEMENTED:
+    if code is grpc.StatusCode.UNIMPLEMENTED or refused_stream(error):
         return None
     if code is None or not isinstance(error, grpc.Call):  # a code implies a Call: narrows it
         return f"{type(error).__name__}: {error}"

@@ -197,10 +197,7 @@ class PoolEntry:
     def __repr__(self) -> str:
         view = self.view
         state = view.lifecycle if self.ended is None else "ended"
-        return (
-            f"<PoolEntry {self.name!r} {state} "
-            f"{len(view.channels)}/{view.expected_size} ready>"
-        )
+        return f"<PoolEntry {self.name!r} {state} {len(view.channels)}/{view.expected_size} ready>"
 
 
 # --- the table ---------------------------------------------------------------------

@@ -29,6 +29,7 @@ import grpc
 from grpcpool._config_checks import check_pool_name
 from grpcpool._process import PROCESS
 from grpcpool.config import DEFAULT_POOL_NAME
+from grpcpool.connection._health import refused_stream, status_code
 from grpcpool.errors import NotConnectedError, PoolCallError
 from grpcpool.pools import _connectivity
 from grpcpool.pools._entry import PoolEntry, lookup
@@ -73,23 +74,6 @@ class PoolChannel(grpc.Channel):
         return self._name
 
     # --- routing ------------------------------------------------------------------
-
-    def _connection(
-        self, wait_for_ready: bool | None, timeout: float | None
-    ) -> tuple[ReadyConnection, float | None]:
-        """A ready connection for one call, and the timeout left for the call.
-
-        Raises:
-            PoolCallError: None is ready (or none became ready in time).
-            StrategyError: A custom strategy failed to pick.
-        """
-        entry = _pools.get(self._name)
-        if entry is not None:
-            try:
-                return entry.view.pick_connection(), timeout
-            except NotConnectedError:
-                pass
-        return self._connection_when_none_ready(wait_for_ready, timeout)
 
     def _connection_when_none_ready(
         self, wait_for_ready: bool | None, timeout: float | None
@@ -206,13 +190,13 @@ def _finished(connection: ReadyConnection, call: Any) -> None:
         code = call.code()
     except Exception:  # a call object without a code: nothing to learn
         return
-    if code is _UNAVAILABLE:
+    if code is _UNAVAILABLE and not refused_stream(call):
         connection.report_unavailable()
 
 
 def _failed_with(connection: ReadyConnection, error: grpc.RpcError) -> None:
-    code = getattr(error, "code", None)
-    if callable(code) and code() is _UNAVAILABLE:
+    """A call failed: if it says the connection may be gone, have it checked."""
+    if status_code(error) is _UNAVAILABLE and not refused_stream(error):
         connection.report_unavailable()
 
 
@@ -247,40 +231,63 @@ else:
 
 
 class _Routed:
-    """What the four multi-callables share: the pool channel and the method's key."""
+    """What the four multi-callables share: the pool channel and the method's key.
 
-    __slots__ = ("_channel", "_key")
+    The fast path (a ready connection) hands the caller's arguments to grpc's
+    multi-callable untouched, so grpc checks them; only a call that finds no
+    ready connection reads them by name, to wait and shorten its timeout.
+    """
+
+    __slots__ = ("_channel", "_key", "_name")
 
     def __init__(self, channel: PoolChannel, key: CallableKey) -> None:
         self._channel = channel
         self._key = key
+        self._name = channel.name
 
-    def _blocking(self, how: str, request: Any, options: dict[str, Any]) -> Any:
+    def _route(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[ReadyConnection, Any, tuple[Any, ...], dict[str, Any]]:
+        """A ready connection, its multi-callable for the method, and the call's arguments."""
+        entry = _pools.get(self._name)
+        try:
+            connection = entry.view.pick_connection() if entry is not None else None
+        except NotConnectedError:
+            connection = None
+        if connection is None:
+            kwargs, args = _options(args, kwargs), ()
+            connection, kwargs["timeout"] = self._channel._connection_when_none_ready(
+                kwargs.get("wait_for_ready"), kwargs.get("timeout")
+            )
+        built = connection.callables.get(self._key) or connection.multi_callable(self._key)
+        return connection, built, args, kwargs
+
+    def _blocking(
+        self, how: str | None, request: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
         """Runs a call that blocks until its response, counted while it runs."""
-        connection, options["timeout"] = self._channel._connection(
-            options.get("wait_for_ready"), options.get("timeout")
-        )
-        call = getattr(connection.multi_callable(self._key), how)
+        connection, built, args, kwargs = self._route(args, kwargs)
+        call = built if how is None else getattr(built, how)
         token = object()
         calls = connection.calls
         calls.add(token)
         try:
-            return call(request, **options)
+            return call(request, *args, **kwargs)
         except grpc.RpcError as error:
             _failed_with(connection, error)
             raise
         finally:
             calls.discard(token)
 
-    def _started(self, how: str, request: Any, options: dict[str, Any]) -> Any:
+    def _started(
+        self, how: str | None, request: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
         """Starts a call that returns at once (a future or a stream), counted until it ends."""
         try:
-            connection, options["timeout"] = self._channel._connection(
-                options.get("wait_for_ready"), options.get("timeout")
-            )
+            connection, built, args, kwargs = self._route(args, kwargs)
         except PoolCallError as failed:
             return failed  # the call object of a call that failed before it started
-        call = getattr(connection.multi_callable(self._key), how)(request, **options)
+        call = (built if how is None else getattr(built, how))(request, *args, **kwargs)
         connection.calls.add(call)
         call.add_done_callback(lambda done: _finished(connection, done))
         return call
@@ -290,37 +297,37 @@ class _UnaryUnary(_Routed, _UnaryUnaryBase):
     __slots__ = ()
 
     def __call__(self, request: Any, *args: Any, **kwargs: Any) -> Any:
-        return self._blocking("__call__", request, _options(args, kwargs))
+        return self._blocking(None, request, args, kwargs)
 
     def with_call(self, request: Any, *args: Any, **kwargs: Any) -> Any:
-        return self._blocking("with_call", request, _options(args, kwargs))
+        return self._blocking("with_call", request, args, kwargs)
 
     def future(self, request: Any, *args: Any, **kwargs: Any) -> Any:
-        return self._started("future", request, _options(args, kwargs))
+        return self._started("future", request, args, kwargs)
 
 
 class _UnaryStream(_Routed, _UnaryStreamBase):
     __slots__ = ()
 
     def __call__(self, request: Any, *args: Any, **kwargs: Any) -> Any:
-        return self._started("__call__", request, _options(args, kwargs))
+        return self._started(None, request, args, kwargs)
 
 
 class _StreamUnary(_Routed, _StreamUnaryBase):
     __slots__ = ()
 
     def __call__(self, request_iterator: Any, *args: Any, **kwargs: Any) -> Any:
-        return self._blocking("__call__", request_iterator, _options(args, kwargs))
+        return self._blocking(None, request_iterator, args, kwargs)
 
     def with_call(self, request_iterator: Any, *args: Any, **kwargs: Any) -> Any:
-        return self._blocking("with_call", request_iterator, _options(args, kwargs))
+        return self._blocking("with_call", request_iterator, args, kwargs)
 
     def future(self, request_iterator: Any, *args: Any, **kwargs: Any) -> Any:
-        return self._started("future", request_iterator, _options(args, kwargs))
+        return self._started("future", request_iterator, args, kwargs)
 
 
 class _StreamStream(_Routed, _StreamStreamBase):
     __slots__ = ()
 
     def __call__(self, request_iterator: Any, *args: Any, **kwargs: Any) -> Any:
-        return self._started("__call__", request_iterator, _options(args, kwargs))
+        return self._started(None, request_iterator, args, kwargs)

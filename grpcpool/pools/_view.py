@@ -12,10 +12,11 @@ worker records. (While a pool starts or restarts it hands nothing out, so its
 
 A view holds the ready channels twice: as bare ``channels`` with their
 picker for ``get_channel``, and as :class:`ReadyConnection` records with
-theirs for the pool channel, which counts calls in flight on them. Both
-pickers share one choice: for a strategy that routes by load the channel
-picker hands out the picked connection's channel, for any other the
-connection picker looks up the picked channel's connection.
+theirs for the pool channel, which counts calls in flight on them. For a
+strategy that routes by load the channel picker hands out the picked
+connection's channel; a built-in strategy, blind to what it picks, gets a
+picker of its own over the connections; a custom one sees channels only,
+and the pool channel looks up the picked channel's connection.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import grpc
 from grpcpool._status import PoolStatus, WorkerState, WorkerStatus
 from grpcpool.errors import NotConnectedError, shorten
 from grpcpool.pools._ready import ReadyConnection
-from grpcpool.strategy import Strategy, make_picker, routes_by_load
+from grpcpool.strategy import Strategy, make_picker, picks_any_items, routes_by_load
 
 __all__ = ["Lifecycle", "PoolView", "build_view", "empty_view", "unready_cause"]
 
@@ -161,6 +162,11 @@ def _pickers(
 
         return pick_channel, pick_connection
     pick = make_picker(strategy, tuple(c.channel for c in connections))
+    if picks_any_items(strategy):
+        # Its picker never looks at the items: one over the connections
+        # themselves saves the pool channel a lookup per call. It keeps a
+        # rotation (or usage counts) of its own, apart from get_channel's.
+        return pick, make_picker(strategy, connections)
     by_channel = {c.channel: c for c in connections}
     connection_of = by_channel.__getitem__
 
