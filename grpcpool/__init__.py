@@ -54,6 +54,7 @@ from grpcpool.pools._api import (
 )
 from grpcpool.pools._pool_channel import PoolChannel
 from grpcpool.pools._ready import ReadyConnection
+from grpcpool.resolver import ResolveError, StaticResolver, static_resolver, system_resolver
 from grpcpool.strategy import LeastInFlight, PowerOfTwo, Random, RoundRobin, Strategy
 from grpcpool.supervisor import (
     ChildSpec,
@@ -89,8 +90,10 @@ __all__ = [
     "PowerOfTwo",
     "Random",
     "ReadyConnection",
+    "ResolveError",
     "RetryConfig",
     "RoundRobin",
+    "StaticResolver",
     "Strategy",
     "StrategyError",
     "SupervisedActor",
@@ -107,8 +110,10 @@ __all__ = [
     "scale_down",
     "scale_up",
     "start",
+    "static_resolver",
     "status",
     "stop",
+    "system_resolver",
     "telemetry",
 ]
 

@@ -61,6 +61,7 @@ _VARIABLES: dict[str, tuple[str, str, Callable[[str], Any]]] = {
     "CERTFILE": ("ssl", "certfile", _parse_str),
     "KEYFILE": ("ssl", "keyfile", _parse_str),
     "SERVER_HOSTNAME": ("ssl", "server_hostname", _parse_str),
+    "RESOLVE_INTERVAL": ("endpoint", "resolve_interval", _parse_optional_float),
     "POOL_SIZE": ("pool", "size", _parse_int),
     "POOL_MAX_SIZE": ("pool", "max_size", _parse_int),
     "POOL_NAME": ("pool", "name", _parse_str),
@@ -80,6 +81,7 @@ _VARIABLES: dict[str, tuple[str, str, Callable[[str], Any]]] = {
     "BACKOFF_MIN": ("connection", "backoff_min", _parse_float),
     "BACKOFF_MAX": ("connection", "backoff_max", _parse_float),
     "MAX_RECONNECT_ATTEMPTS": ("connection", "max_reconnect_attempts", _parse_int),
+    "MAX_AGE": ("connection", "max_age", _parse_optional_float),
 }
 
 

@@ -49,7 +49,7 @@ def check_retry(retry: RetryConfig) -> None:
 
 def check_endpoint(endpoint: EndpointConfig) -> None:
     """Checks ``endpoint`` and normalizes its TLS, interceptors, options and retry."""
-    from grpcpool.config import RetryConfig
+    from grpcpool.config import MAX_RESOLVE_INTERVAL, RetryConfig
 
     check_host("endpoint.host", endpoint.host)
     check_int("endpoint.port", endpoint.port, minimum=1, maximum=65535)
@@ -69,6 +69,18 @@ def check_endpoint(endpoint: EndpointConfig) -> None:
     object.__setattr__(endpoint, "interceptors", interceptors)
     options = normalize_options("endpoint.options", endpoint.options)
     object.__setattr__(endpoint, "options", options)
+    if endpoint.resolver is not None and not callable(endpoint.resolver):
+        raise ConfigError(
+            "endpoint.resolver",
+            "must be None (the system resolver) or a callable (host, port) -> addresses, "
+            f"got {kind(endpoint.resolver)}",
+        )
+    check_optional_float(
+        "endpoint.resolve_interval",
+        endpoint.resolve_interval,
+        strict=True,
+        maximum=MAX_RESOLVE_INTERVAL,
+    )
     retry: Any = endpoint.retry_config
     if isinstance(retry, Mapping):
         check_keys("endpoint.retry_config", retry, field_names(RetryConfig))
@@ -116,8 +128,10 @@ def check_connection(connection: ConnectionConfig) -> None:
         MAX_DRAIN_TIMEOUT,
         MAX_KEEPALIVE,
         MAX_KEEPALIVE_TIMEOUT,
+        MAX_MAX_AGE,
         MAX_PING_INTERVAL,
         MAX_PING_TIMEOUT,
+        MIN_MAX_AGE,
     )
 
     check_optional_float(
@@ -160,3 +174,7 @@ def check_connection(connection: ConnectionConfig) -> None:
             f"{connection.backoff_max} is below connection.backoff_min ({connection.backoff_min})",
         )
     check_int("connection.max_reconnect_attempts", connection.max_reconnect_attempts, minimum=1)
+    if connection.max_age is not None:
+        check_float(
+            "connection.max_age", connection.max_age, minimum=MIN_MAX_AGE, maximum=MAX_MAX_AGE
+        )

@@ -22,6 +22,9 @@ class WorkerStatus:
         reconnect_attempt: Consecutive failed connects so far.
         last_error: Why the last connect failed or the connection ended.
         peer: The endpoint it is connected to, when connected.
+        address: The resolved address (``"ip:port"``) its connections go to,
+            or None when it connects to ``host:port`` through grpcio's own
+            name resolution (before the pool's first resolution).
         in_flight: Calls running on its connection through the pool channel
             (:func:`grpcpool.channel`) when the status was taken; calls made
             on a channel from ``get_channel`` are not counted.
@@ -34,6 +37,7 @@ class WorkerStatus:
     last_error: str | None = None
     peer: str | None = None
     in_flight: int = 0
+    address: str | None = None
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ dotted key, e.g. ``endpoint.port``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,6 +91,13 @@ SUSPECT_CHECK_INTERVAL = 1.0
 DEFAULT_BACKOFF_MIN = 1.0
 DEFAULT_BACKOFF_MAX = 30.0
 DEFAULT_MAX_RECONNECT_ATTEMPTS = 5
+# Not in the Elixir table: how often a pool asks its resolver again for the
+# addresses its host name stands for (None: at start and after failures only).
+DEFAULT_RESOLVE_INTERVAL = 30.0
+# Not in the Elixir table: replace each connection after about this many
+# seconds (None: never), so long-lived clients follow servers behind a
+# load balancer that added backends, as gax-java's channel refresh does.
+DEFAULT_MAX_AGE: float | None = None
 DEFAULT_RETRY_MAX_ATTEMPTS = 3
 DEFAULT_RETRY_BASE_DELAY = 1.0
 DEFAULT_RETRY_MAX_DELAY = 10.0
@@ -109,6 +116,11 @@ MAX_CONNECT_TIMEOUT = 3600.0
 MAX_DRAIN_TIMEOUT = 86400.0
 MAX_BACKOFF = 3600.0  # backoff_min and backoff_max
 MAX_TELEMETRY_INTERVAL = 86400.0
+MAX_RESOLVE_INTERVAL = 86400.0
+# A connection replaced more often than every half second would spend its
+# life connecting; a month is past any server's connection age limit.
+MIN_MAX_AGE = 0.5
+MAX_MAX_AGE = 30 * 86400.0
 
 
 @dataclass(frozen=True)
@@ -145,6 +157,15 @@ class EndpointConfig:
     ``host:port``. ``options`` are (name, value) pairs or a mapping, values
     ints from 0 to 2**31 - 1, str or bytes, as grpcio takes them;
     ``interceptors`` are grpc client interceptor instances.
+
+    ``resolver`` turns ``(host, port)`` into the addresses the pool spreads
+    its connections over (``"ip:port"``, IPv6 as ``"[addr]:port"``); None
+    uses the system resolver (every A and AAAA answer of ``getaddrinfo``).
+    :func:`grpcpool.static_resolver` makes one from a fixed list of
+    replicas. Each connection is pinned to one address, while TLS still
+    checks the certificate against ``host`` and calls carry ``host:port`` as
+    their ``:authority``. ``resolve_interval`` is how often the pool asks
+    again (seconds; None: only at start and after connection failures).
     """
 
     host: str
@@ -155,6 +176,8 @@ class EndpointConfig:
     interceptors: tuple[Any, ...] = ()
     options: tuple[tuple[str, Any], ...] = ()
     retry_config: RetryConfig | None = None
+    resolver: Callable[[str, int], Sequence[str]] | None = None
+    resolve_interval: float | None = DEFAULT_RESOLVE_INTERVAL
 
     def __post_init__(self) -> None:
         check_endpoint(self)
@@ -181,7 +204,8 @@ class EndpointConfig:
             f"EndpointConfig(host={self.host!r}, port={self.port!r}, type={self.type!r}, "
             f"ssl={self.ssl!r}, credentials={kind(self.credentials)}, "
             f"interceptors=[{interceptors}], options={{{options}}}, "
-            f"retry_config={self.retry_config!r})"
+            f"retry_config={self.retry_config!r}, resolver={_resolver_shown(self.resolver)}, "
+            f"resolve_interval={self.resolve_interval!r})"
         )
 
 
@@ -217,9 +241,19 @@ class ConnectionConfig:
     backoff_min: float = DEFAULT_BACKOFF_MIN
     backoff_max: float = DEFAULT_BACKOFF_MAX
     max_reconnect_attempts: int = DEFAULT_MAX_RECONNECT_ATTEMPTS
+    max_age: float | None = DEFAULT_MAX_AGE
 
     def __post_init__(self) -> None:
         check_connection(self)
+
+
+def _resolver_shown(resolver: Any) -> str:
+    """A resolver for a repr: None, a static list by its own repr, else its type."""
+    if resolver is None:
+        return "None"
+    if type(resolver).__name__ == "StaticResolver":
+        return repr(resolver)  # shows how many addresses, not which
+    return getattr(resolver, "__qualname__", None) or kind(resolver)
 
 
 def _shown(value: Any) -> str:

@@ -15,16 +15,25 @@ Events, without the common ``grpc_connection_pool.`` prefix, as
 - ``pool.scale_up``: duration, requested, succeeded, failed, new_size | pool_name
 - ``pool.scale_down``: duration, requested, terminated, new_size | pool_name
 - ``pool.status``: expected_size, current_size, in_flight | pool_name
+- ``pool.resolved``: addresses, duration | pool_name, added, removed
 - ``channel.connected``: duration | pool_name, worker_id
 - ``channel.connection_failed``: duration | pool_name, worker_id, error
 - ``channel.disconnected``: duration | pool_name, worker_id, reason
 - ``channel.ping``: duration | pool_name, worker_id, result (``"ok"``/``"error"``)
 - ``channel.connection_down``: (none) | pool_name, worker_id, reason
 - ``channel.reconnect_scheduled``: delay_ms, attempt | pool_name, worker_id, reason
+- ``channel.refreshed``: age | pool_name, worker_id, address, reason
 - ``supervisor.child_restarted``: restarts | supervisor, child_id, reason
 - ``supervisor.shutdown``: restarts | supervisor, reason
 
 ``duration`` is in seconds (float); ``delay_ms`` keeps its Elixir name and unit.
+``pool.resolved`` follows each successful resolution of the pool's host:
+``addresses`` is how many it returned, ``added``/``removed`` the addresses
+(``"ip:port"``, sorted lists) new since the last answer and gone from it.
+``channel.refreshed`` follows the replacement of a connection by one made
+ready beforehand: ``age`` is how long (seconds) the replaced connection was
+ready, ``worker_id`` the replaced worker, ``address`` where the new one goes,
+``reason`` ``"max_age"`` or ``"rebalance"``.
 ``pool.get_channel`` is sampled by ``pool.telemetry_sample_rate``.
 ``pool.status``'s ``in_flight`` is the calls running through the pool channel
 (:func:`grpcpool.channel`) when the report is taken, as ``status().in_flight``
@@ -51,9 +60,11 @@ __all__ = [
     "channel_disconnected",
     "channel_ping",
     "channel_reconnect_scheduled",
+    "channel_refreshed",
     "emit",
     "pool_get_channel",
     "pool_init",
+    "pool_resolved",
     "pool_scale_down",
     "pool_scale_up",
     "pool_status",
@@ -71,12 +82,14 @@ pool_get_channel = blinker.signal(f"{PREFIX}.pool.get_channel")
 pool_scale_up = blinker.signal(f"{PREFIX}.pool.scale_up")
 pool_scale_down = blinker.signal(f"{PREFIX}.pool.scale_down")
 pool_status = blinker.signal(f"{PREFIX}.pool.status")
+pool_resolved = blinker.signal(f"{PREFIX}.pool.resolved")
 channel_connected = blinker.signal(f"{PREFIX}.channel.connected")
 channel_connection_failed = blinker.signal(f"{PREFIX}.channel.connection_failed")
 channel_disconnected = blinker.signal(f"{PREFIX}.channel.disconnected")
 channel_ping = blinker.signal(f"{PREFIX}.channel.ping")
 channel_connection_down = blinker.signal(f"{PREFIX}.channel.connection_down")
 channel_reconnect_scheduled = blinker.signal(f"{PREFIX}.channel.reconnect_scheduled")
+channel_refreshed = blinker.signal(f"{PREFIX}.channel.refreshed")
 supervisor_child_restarted = blinker.signal(f"{PREFIX}.supervisor.child_restarted")
 supervisor_shutdown = blinker.signal(f"{PREFIX}.supervisor.shutdown")
 
@@ -88,12 +101,14 @@ EVENTS: tuple[str, ...] = tuple(
         pool_scale_up,
         pool_scale_down,
         pool_status,
+        pool_resolved,
         channel_connected,
         channel_connection_failed,
         channel_disconnected,
         channel_ping,
         channel_connection_down,
         channel_reconnect_scheduled,
+        channel_refreshed,
         supervisor_child_restarted,
         supervisor_shutdown,
     )

@@ -45,6 +45,8 @@ class EchoServer:
     Args:
         port: 0 picks a free port; a given port lets a test restart the
             server where clients expect it.
+        host: The loopback address to listen on (127.0.0.2, 127.0.0.3, ...
+            are loopback too on Linux, so several servers can share a port).
         with_health: Also serve ``grpc.health.v1.Health``.
         options: Extra server channel arguments.
         credentials: Serve TLS with these credentials instead of plaintext.
@@ -55,6 +57,7 @@ class EchoServer:
         self,
         port: int = 0,
         *,
+        host: str = "127.0.0.1",
         with_health: bool = True,
         options: tuple[tuple[str, Any], ...] = (),
         credentials: grpc.ServerCredentials | None = None,
@@ -81,13 +84,14 @@ class EchoServer:
         if with_health:
             self.health = health.HealthServicer()
             health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
-        address = f"127.0.0.1:{port}"
+        self.host = host
+        address = f"{host}:{port}"
         if credentials is None:
             self.port = self._server.add_insecure_port(address)
         else:
             self.port = self._server.add_secure_port(address, credentials)
         if self.port == 0:
-            raise RuntimeError(f"could not bind 127.0.0.1:{port}")
+            raise RuntimeError(f"could not bind {host}:{port}")
         self._server.start()
 
     def _echo(self, request: bytes, context: grpc.ServicerContext) -> bytes:

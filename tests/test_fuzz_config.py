@@ -110,12 +110,16 @@ ENDPOINT_KEYS: dict[str, st.SearchStrategy[Any]] = {
             {}, optional={"max_attempts": st.integers(0, 5), "max_delay": seconds(100)}
         ),
     ),
+    "resolver": st.sampled_from([None, lambda host, port: [f"127.0.0.1:{port}"], "dns", 5]),
+    "resolve_interval": seconds(86400),
 }
 POOL_KEYS: dict[str, st.SearchStrategy[Any]] = {
     "size": st.integers(0, 40),
     "max_size": st.integers(0, 20000),
     "name": st.one_of(st.none(), st.text(max_size=130)),
-    "strategy": st.sampled_from(["round_robin", "random", "power_of_two", "bogus"]),
+    "strategy": st.sampled_from(
+        ["round_robin", "random", "power_of_two", "least_in_flight", "bogus"]
+    ),
     "telemetry_interval": seconds(86400),
     "telemetry_sample_rate": st.integers(-1, 10),
 }
@@ -133,6 +137,7 @@ CONNECTION_KEYS: dict[str, st.SearchStrategy[Any]] = {
     "backoff_min": seconds(3600),
     "backoff_max": seconds(3600),
     "max_reconnect_attempts": st.integers(0, 10),
+    "max_age": seconds(30 * 86400),
 }
 assert set(POOL_KEYS) == names(PoolConfig) and set(CONNECTION_KEYS) == names(ConnectionConfig)
 

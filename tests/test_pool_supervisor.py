@@ -84,7 +84,7 @@ def test_terminating_a_worker_through_the_public_api_keeps_the_books(
     assert wait_until(lambda: len(live_workers()) == 1, timeout=5)
     assert {ref.actor_urn for ref in live_workers()} == supervised_workers(owner)
     children = [child for child, _, _ in owner.proxy().which_children().get(timeout=10)]
-    assert children == ["registry", "worker-1", "telemetry"]
+    assert children == ["registry", "worker-1", "telemetry", "balancer"]
     assert wait_until(lambda: entry.view.channels == (first,), timeout=5)
     assert {grpcpool.get_channel("books") for _ in range(10)} == {first}
     with pytest.raises(ValueError, match="at least 1"):

@@ -2,7 +2,8 @@
 
 from grpcpool.actors._channel_worker import ChannelWorker, ReconnectLimitError, Resync
 from grpcpool.actors._health_registry import ExpectedSize, HealthRegistry, SetLifecycle
-from grpcpool.actors._pool_supervisor import PoolSpec, PoolSupervisor
+from grpcpool.actors._pool_spec import PoolSpec
+from grpcpool.actors._pool_supervisor import PoolSupervisor
 from grpcpool.actors._telemetry_reporter import TelemetryReporter
 
 __all__ = [

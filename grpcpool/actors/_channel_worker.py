@@ -83,12 +83,15 @@ class ChannelWorker(SupervisedActor):
     Args:
         parts: The pieces of the pool incarnation the worker belongs to.
         worker_id: Stable id within the pool, kept across restarts.
+        address: The resolved address (``"ip:port"``) its channels connect
+            to, or None for ``host:port`` through grpcio's own resolution.
     """
 
-    def __init__(self, parts: PoolParts, worker_id: str) -> None:
+    def __init__(self, parts: PoolParts, worker_id: str, address: str | None = None) -> None:
         super().__init__()
         self._parts = parts
         self._worker_id = worker_id
+        self._address = address
         self._connection_config = parts.config.connection
         self._state = initial_state(self._connection_config)
         self._connection: Connection | None = None
@@ -171,7 +174,7 @@ class ChannelWorker(SupervisedActor):
                 assert_never(effect)
 
     def _open(self, generation: int) -> None:
-        self._connection = self._parts.channels.open(self._on_state(generation))
+        self._connection = self._parts.channels.open(self._on_state(generation), self._address)
 
     def _watch_again(self, generation: int) -> None:
         """Watches the same channel under a new generation; the old watch's news is stale."""
@@ -229,7 +232,8 @@ class ChannelWorker(SupervisedActor):
             reconnect_attempt=effect.reconnect_attempt,
             last_error=effect.last_error,
             channel=channel,
-            peer=self._parts.config.endpoint.target if channel is not None else None,
+            peer=(self._address or self._parts.config.endpoint.target) if channel else None,
+            address=self._address,
             suspect=self._on_unavailable(self._state.generation) if channel is not None else None,
         )
         send_to_registry(self._parts.registry, report, sync=effect.sync)

@@ -114,6 +114,7 @@ class HealthRegistry(SupervisedActor):
             reconnect_attempt=report.reconnect_attempt,
             last_error=report.last_error,
             peer=report.peer,
+            address=report.address,
         )
         if record is not None and record.urn == report.urn and record.status.state == report.state:
             status = replace(status, since=record.status.since)

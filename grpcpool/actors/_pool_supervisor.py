@@ -3,7 +3,9 @@
 A :class:`PoolSpec` is a child spec for any supervisor. Starting it claims
 the pool's entry in the process table, then starts a :class:`PoolSupervisor`
 whose children are, in order, the HealthRegistry, one ChannelWorker per
-connection and the TelemetryReporter.
+connection (each pinned to one of the host's addresses, spread evenly), the
+TelemetryReporter and the Balancer, which keeps the spread as the addresses
+change and refreshes connections by age.
 
 The PoolSupervisor is a :class:`~grpcpool.supervisor.DynamicSupervisor`: its
 workers are dynamic children, started and terminated through the public
@@ -22,7 +24,6 @@ import contextlib
 import functools
 import itertools
 import time
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self, TypeVar, cast
 
@@ -30,19 +31,18 @@ import pykka
 from pykka.typing import proxy_method
 
 from grpcpool import telemetry
-from grpcpool._config_checks import check_pool_name
+from grpcpool.actors._balancer import Balancer, Rebalance
 from grpcpool.actors._channel_worker import ChannelWorker, Resync
 from grpcpool.actors._health_registry import ExpectedSize, HealthRegistry, SetLifecycle
+from grpcpool.actors._resolution import START_RESOLVE_WAIT, initial_addresses, resolve_within
 from grpcpool.actors._telemetry_reporter import TelemetryReporter
 from grpcpool.config import Config
 from grpcpool.connection import PoolChannels
 from grpcpool.pools._entry import (
     PoolEntry,
     attach,
-    check_name_free,
     claim,
     release,
-    release_token,
 )
 from grpcpool.pools._parts import PoolParts
 from grpcpool.pools._reports import send_to_registry
@@ -51,7 +51,6 @@ from grpcpool.supervisor import ChildSpec, ChildStartError, DynamicSupervisor, c
 from grpcpool.supervisor._proxy import SupervisorProxy
 
 __all__ = [
-    "PoolSpec",
     "PoolSupervisor",
     "PoolSupervisorProxy",
     "check_count",
@@ -64,57 +63,8 @@ POOL_SHUTDOWN_SECONDS = 30.0
 WORKER_SHUTDOWN_SECONDS = 5.0
 _REGISTRY = "registry"
 _REPORTER = "telemetry"
+_BALANCER = "balancer"
 _WORKER_PREFIX = "worker-"
-
-
-@dataclass(frozen=True)
-class PoolSpec:
-    """A pool as a child of a supervisor.
-
-    Args:
-        config: The pool's configuration.
-        name: The pool's name; falls back to ``config.pool.name``, then
-            ``"default"``.
-    """
-
-    config: Config
-    name: str | None = None
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.config, Config):
-            raise TypeError(f"PoolSpec needs a grpcpool.Config, got {type(self.config).__name__}")
-        if self.name is not None:
-            check_pool_name("pool.name", self.name)  # a ConfigError, so a ValueError
-
-    @property
-    def pool_name(self) -> str:
-        return self.config.pool_name(self.name)
-
-    def child_spec(self) -> ChildSpec:
-        """The child spec a supervisor starts the pool with.
-
-        A supervisor asks for it before it looks at the child's id, so a
-        pool name already running (under this supervisor or another) is
-        refused here, with the same ConfigError either way, rather than as
-        a duplicate child id. The supervisor stays unaware of pools.
-
-        Raises:
-            ConfigError: A pool of that name is running (key ``pool.name``).
-        """
-        # transient: a pool that crashes is restarted; one stopped on purpose
-        # (grpcpool.stop) is not. The token ties the pool's entry to this
-        # child: its restarts get the same entry, and when the supervisor
-        # forgets the child the entry ends.
-        name, token = self.pool_name, object()
-        check_name_free(name)
-        return ChildSpec(
-            id=pool_child_id(name),
-            start=functools.partial(PoolSupervisor.start_pool, self.config, name, token),
-            restart="transient",
-            shutdown=POOL_SHUTDOWN_SECONDS,
-            type="supervisor",
-            on_forget=functools.partial(release_token, name, token),
-        )
 
 
 def pool_child_id(pool_name: str) -> str:
@@ -182,18 +132,43 @@ class PoolSupervisor(DynamicSupervisor):
     # --- proxy API ------------------------------------------------------------
 
     def start_pool_children(self, size: int) -> None:
-        """Starts the registry, ``size`` workers and the reporter (pool start only)."""
+        """Starts the registry, ``size`` workers, the reporter and the balancer (pool start only).
+
+        The workers are spread over the host's addresses if the resolver
+        answers within ``START_RESOLVE_WAIT``; otherwise they start on
+        ``host:port`` and the balancer moves them once it has an answer.
+        """
         parts = self._parts
         parts.registry = self.start_child(
             ChildSpec(_REGISTRY, functools.partial(HealthRegistry.start, parts))
         )
-        for _ in range(size):
-            self._add_worker()
+        addresses = resolve_within(self._entry.config, START_RESOLVE_WAIT)
+        for address in initial_addresses(addresses, size):
+            self._add_worker(address)
         self._tell_registry(ExpectedSize(size))
         self.start_child(
             ChildSpec(_REPORTER, functools.partial(TelemetryReporter.start, self._entry))
         )
+        self.start_child(
+            ChildSpec(
+                _BALANCER,
+                functools.partial(Balancer.start, self._entry, self.actor_ref, addresses),
+            )
+        )
         self._tell_registry(SetLifecycle("running"))
+
+    def add_pinned_worker(self, address: str) -> str:
+        """Starts a replacement worker on ``address``; returns its id (the Balancer's moves).
+
+        The expected size does not change: the worker it replaces is retired
+        (:meth:`retire_worker`) once this one is ready.
+        """
+        return self._add_worker(address)
+
+    def retire_worker(self, worker_id: str) -> None:
+        """Stops ``worker_id`` for good; its channel drains. A worker already gone is ignored."""
+        with contextlib.suppress(LookupError):
+            self.terminate_child(worker_id)
 
     def scale_up(self, count: int) -> int:
         """Adds ``count`` workers; returns the new expected size."""
@@ -277,12 +252,13 @@ class PoolSupervisor(DynamicSupervisor):
             self._announce_size()
 
     def shutdown_order(self, child_ids: list[str]) -> list[list[str]]:
-        # Reporter, then every worker at once, then the registry they report to.
+        # Balancer and reporter, then every worker at once, then the registry
+        # they report to.
         workers = [c for c in child_ids if c.startswith(_WORKER_PREFIX)]
         others = [c for c in reversed(child_ids) if not c.startswith(_WORKER_PREFIX)]
-        reporter = [c for c in others if c == _REPORTER]
-        rest = [[c] for c in others if c != _REPORTER]
-        return [group for group in ([*reporter], workers) if group] + rest
+        first = [c for c in others if c in (_BALANCER, _REPORTER)]
+        rest = [[c] for c in others if c not in (_BALANCER, _REPORTER)]
+        return [group for group in (first, workers) if group] + rest
 
     def on_stop(self) -> None:
         self._wind_down("stopped")
@@ -311,19 +287,35 @@ class PoolSupervisor(DynamicSupervisor):
     def _workers(self) -> list[str]:
         return [c for c, _, _ in self.which_children() if c.startswith(_WORKER_PREFIX)]
 
-    def _add_worker(self) -> None:
+    def _add_worker(self, address: str | None = None) -> str:
         worker_id = f"{_WORKER_PREFIX}{next(self._worker_numbers)}"
+        if address is None:
+            # Scaling up: where the spread is thinnest (the balancer corrects
+            # it if the answer changed since).
+            address = self._thinnest_address()
         self.start_child(
             ChildSpec(
                 worker_id,
-                functools.partial(ChannelWorker.start, self._parts, worker_id),
+                functools.partial(ChannelWorker.start, self._parts, worker_id, address),
                 shutdown=WORKER_SHUTDOWN_SECONDS,
             )
         )
+        return worker_id
+
+    def _thinnest_address(self) -> str | None:
+        counts: dict[str, int] = {}
+        for worker in self._entry.view.workers:
+            if worker.address is not None:
+                counts[worker.address] = counts.get(worker.address, 0) + 1
+        return min(counts, key=counts.__getitem__) if counts else None
 
     def _announce_size(self) -> int:
         size = len(self._workers())
         self._tell_registry(ExpectedSize(size))
+        for child_id, ref, _ in self.which_children():
+            if child_id == _BALANCER and ref is not None:
+                with contextlib.suppress(pykka.ActorDeadError):
+                    ref.tell(Rebalance())
         return size
 
     def _tell_registry(self, message: Any) -> None:
@@ -362,6 +354,8 @@ class PoolSupervisorProxy(SupervisorProxy):
     scale_up = proxy_method(PoolSupervisor.scale_up)
     scale_down = proxy_method(PoolSupervisor.scale_down)
     resize = proxy_method(PoolSupervisor.resize)
+    add_pinned_worker = proxy_method(PoolSupervisor.add_pinned_worker)
+    retire_worker = proxy_method(PoolSupervisor.retire_worker)
 
 
 def pool_supervisor_proxy(ref: pykka.ActorRef[P]) -> PoolSupervisorProxy:

@@ -37,8 +37,14 @@ __all__ = [
 _NEVER_IDLE_MS = 2**31 - 1
 
 
-def channel_options(config: Config) -> tuple[tuple[str, Any], ...]:
+def channel_options(config: Config, address: str | None = None) -> tuple[tuple[str, Any], ...]:
     """The grpc channel arguments for one channel of a pool with ``config``.
+
+    A channel pinned to one resolved ``address`` still speaks as the
+    configured endpoint: its calls carry ``host:port`` as their
+    ``:authority`` and TLS checks the server's certificate against ``host``
+    (unless ``ssl.server_hostname`` says otherwise), as one channel to
+    ``host:port`` would.
 
     ``grpc.use_local_subchannel_pool`` makes every channel its own TCP
     connection; without it grpcio shares one connection between channels
@@ -78,6 +84,10 @@ def channel_options(config: Config) -> tuple[tuple[str, Any], ...]:
         else:
             options["grpc.keepalive_permit_without_calls"] = 0
     tls = config.endpoint.ssl
+    if address is not None:
+        options["grpc.default_authority"] = config.endpoint.target
+        if config.endpoint.uses_tls:
+            options["grpc.ssl_target_name_override"] = config.endpoint.host.strip("[]")
     if tls is not None and tls.server_hostname is not None:
         options["grpc.ssl_target_name_override"] = tls.server_hostname
     options.update(dict(config.endpoint.options))
@@ -133,17 +143,19 @@ class PoolChannels:
         self._retired: dict[grpc.Channel, TimerHandle] = {}
         self._closed = False
 
-    def open(self, on_state: ConnectivityCallback) -> Connection:
+    def open(self, on_state: ConnectivityCallback, address: str | None = None) -> Connection:
         """Opens a channel (not yet connected) and starts watching it.
 
         ``on_state`` runs on the watcher thread with each connectivity state
         (see :func:`~grpcpool.connection.watch`); the watch asks grpcio to
-        connect the channel.
+        connect the channel. ``address`` (``"ip:port"``) pins the channel to
+        one resolved address; without it the channel connects to
+        ``host:port`` through grpcio's own name resolution.
         """
         config = self._config
-        options = channel_options(config)
+        options = channel_options(config, address)
         credentials = channel_credentials(config)
-        target = config.endpoint.target
+        target = address or config.endpoint.target
         if credentials is None:
             raw = grpc.insecure_channel(target, options=options)
         else:

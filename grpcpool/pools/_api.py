@@ -24,7 +24,7 @@ from grpcpool._config_checks import check_pool_name
 from grpcpool._future import LazyFuture, ResolvedFuture
 from grpcpool._process import PROCESS
 from grpcpool._status import PoolStatus
-from grpcpool.actors._pool_supervisor import PoolSpec
+from grpcpool.actors._pool_spec import PoolSpec
 from grpcpool.config import DEFAULT_POOL_NAME, Config
 from grpcpool.errors import GrpcPoolError, PoolNotFoundError, PoolTimeoutError
 from grpcpool.pools._entry import GET_CHANNEL_EVENT, PoolEntry, forget_forked, lookup, release

@@ -36,6 +36,7 @@ class WorkerReport:
         peer: Where the channel is connected, when ready.
         suspect: Asks the worker to check ``channel`` now (a call on it
             failed with ``UNAVAILABLE``), when ready.
+        address: The resolved address the worker is pinned to, if any.
     """
 
     worker_id: str
@@ -46,6 +47,7 @@ class WorkerReport:
     channel: grpc.Channel | None = None
     peer: str | None = None
     suspect: Callable[[], None] | None = None
+    address: str | None = None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,415 @@
+"""Balancer: spreads a pool's connections over its host's addresses and refreshes them by age.
+
+grpcio gives every channel to ``host:port`` the addresses its resolver
+returns and, with its default ``pick_first``, connects to the first that
+works: all N connections of a pool land on one backend, and a backend added
+later gets nothing until a connection fails. The Balancer resolves the host
+itself (``endpoint.resolver``; the system's ``getaddrinfo`` by default) and
+pins each worker to one address, evenly. It asks again every
+``endpoint.resolve_interval`` and whenever a connection cannot reconnect.
+
+Every change is a *move*, made one at a time per pool: the PoolSupervisor
+starts a replacement worker pinned to the target address; once its
+connection is ready (and health-checked), the replaced worker is retired and
+its channel drains for ``connection.drain_timeout``. So a move never lowers
+the pool's capacity, and a replacement that cannot connect in time is given
+up (and its address avoided for a while) without touching the old one. The
+same step replaces each connection after ``connection.max_age`` (plus or
+minus 10%).
+
+What to move is decided by :mod:`grpcpool.pools._spread` (pure); this actor
+only runs resolutions on short-lived threads (a resolver may block; an actor
+must not), reads the pool's view, and asks its PoolSupervisor to add and
+retire workers, without waiting on it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pykka
+from pykka.messages import ProxyCall
+
+from grpcpool import telemetry
+from grpcpool.actors._resolution import resolve
+from grpcpool.pools._entry import PoolEntry
+from grpcpool.pools._spread import Move, Placement, next_move
+from grpcpool.supervisor import SupervisedActor, TimerHandle, send_after
+
+__all__ = ["Balancer", "Rebalance"]
+
+_log = logging.getLogger(__name__)
+
+# How often a move in progress looks for its replacement being ready.
+MOVE_POLL = 0.02
+# The longest pause between two looks at connection ages (with max_age).
+AGE_POLL = 1.0
+# How long the next plan waits for a retired worker to leave the view.
+LEAVE_WAIT = 5.0
+# At most one resolution per this many seconds because connections fail.
+FAILURE_RESOLVE_GAP = 1.0
+
+
+@dataclass(frozen=True)
+class _Resolve:
+    reason: str  # "interval", "failure"
+
+
+@dataclass(frozen=True)
+class _Resolved:
+    addresses: tuple[str, ...] | None
+    error: str | None
+    duration: float
+
+
+@dataclass(frozen=True)
+class _Tick:
+    pass
+
+
+@dataclass(frozen=True)
+class Rebalance:
+    """The pool's workers changed (scaled, or one terminated by hand): look at the spread."""
+
+
+@dataclass
+class _Move:
+    """A replacement under way: ``replaced`` leaves once ``added`` is ready."""
+
+    replaced: str
+    address: str
+    reason: str
+    age: float
+    deadline: float
+    started: pykka.Future[Any]
+    added: str | None = None
+
+
+class Balancer(SupervisedActor):
+    """Keeps one pool's workers spread over its addresses and refreshed by age.
+
+    Args:
+        entry: The pool's entry (its config and current view).
+        owner: The pool's PoolSupervisor, which adds and retires workers.
+        addresses: The answer the pool started with, if it had one.
+    """
+
+    def __init__(
+        self,
+        entry: PoolEntry,
+        owner: pykka.ActorRef[Any],
+        addresses: tuple[str, ...] | None,
+    ) -> None:
+        super().__init__()
+        config = entry.config
+        self._entry = entry
+        self._owner = owner
+        self._addresses = addresses or ()
+        self._interval = config.endpoint.resolve_interval
+        self._max_age = config.connection.max_age
+        connection = config.connection
+        # A replacement must be ready (and health-checked) within this.
+        self._move_limit = connection.connect_timeout + connection.ping_timeout + 1.0
+        self._avoid_for = max(connection.backoff_max, 5.0)
+        self._avoid: dict[str, float] = {}
+        self._due: dict[tuple[str, float], float] = {}  # (worker, ready since) -> refresh at
+        self._move: _Move | None = None
+        # A worker retired by the last move, until it has left the view: the
+        # next plan must not count it.
+        self._leaving: tuple[str, float] | None = None
+        self._resolving = False
+        self._failing = False
+        self._last_failure_resolve = -FAILURE_RESOLVE_GAP
+        self._rng = random.Random()
+        self._timers: set[TimerHandle] = set()
+        self._tick: TimerHandle | None = None
+        self._receiver: Callable[..., None] | None = None
+
+    # --- actor hooks ----------------------------------------------------------------
+
+    def on_start(self) -> None:
+        me, name = self.actor_ref, self._entry.name
+
+        def on_reconnect(sender: str, **_: Any) -> None:
+            # On the reconnecting worker's thread: only tell.
+            with contextlib.suppress(pykka.ActorDeadError):
+                me.tell(_Resolve("failure"))
+
+        self._receiver = on_reconnect
+        telemetry.channel_reconnect_scheduled.connect(on_reconnect, sender=name, weak=False)
+        if not self._addresses:
+            self._start_resolution()
+        elif self._interval is not None:
+            self._later(self._interval, _Resolve("interval"))
+        self._plan()
+
+    def on_receive(self, message: Any) -> Any:
+        if isinstance(message, _Resolve):
+            self._on_resolve(message)
+        elif isinstance(message, _Resolved):
+            self._on_resolved(message)
+        elif isinstance(message, _Tick | Rebalance):
+            self._tick = None
+            self._plan()
+        else:
+            return super().on_receive(message)
+        return None
+
+    def on_stop(self) -> None:
+        if self._receiver is not None:
+            telemetry.channel_reconnect_scheduled.disconnect(self._receiver)
+        for timer in self._timers:
+            timer.cancel()
+        if self._tick is not None:
+            self._tick.cancel()
+
+    def __repr__(self) -> str:
+        moving = f" moving {self._move.replaced}" if self._move else ""
+        return f"<Balancer {self._entry.name!r} {len(self._addresses)} addresses{moving}>"
+
+    # --- resolution -------------------------------------------------------------------
+
+    def _on_resolve(self, message: _Resolve) -> None:
+        if message.reason == "failure":
+            now = time.monotonic()
+            if now - self._last_failure_resolve < FAILURE_RESOLVE_GAP:
+                return
+            self._last_failure_resolve = now
+        self._start_resolution()
+
+    def _start_resolution(self) -> None:
+        if self._resolving:
+            return
+        self._resolving = True
+        me, config = self.actor_ref, self._entry.config
+
+        def run() -> None:
+            addresses, error, duration = resolve(config)
+            with contextlib.suppress(pykka.ActorDeadError):
+                me.tell(_Resolved(addresses, error, duration))
+
+        threading.Thread(target=run, name="grpcpool-resolve", daemon=True).start()
+
+    def _on_resolved(self, message: _Resolved) -> None:
+        self._resolving = False
+        if self._interval is not None:
+            self._later(self._interval, _Resolve("interval"))
+        name = self._entry.name
+        if message.addresses is None:
+            if not self._failing:  # once per streak of failures
+                _log.warning(
+                    "pool %r: resolving %s failed (%s); keeping the last good answer (%d addresses)",
+                    name,
+                    self._entry.config.endpoint.target,
+                    message.error,
+                    len(self._addresses),
+                )
+            self._failing = True
+            return
+        if self._failing:
+            _log.info("pool %r: resolving works again", name)
+        self._failing = False
+        before, after = set(self._addresses), set(message.addresses)
+        self._addresses = message.addresses
+        telemetry.emit(
+            telemetry.pool_resolved,
+            name,
+            {"addresses": len(message.addresses), "duration": message.duration},
+            {
+                "pool_name": name,
+                "added": sorted(after - before),
+                "removed": sorted(before - after),
+            },
+        )
+        self._plan()
+
+    # --- moves --------------------------------------------------------------------------
+
+    def _plan(self) -> None:
+        """Advances the move under way, or starts the next one; then sets the next look."""
+        if self._move is not None:
+            self._advance(self._move)
+        if self._leaving is not None:
+            worker_id, until = self._leaving
+            if time.monotonic() < until and any(
+                w.worker_id == worker_id for w in self._entry.view.workers
+            ):
+                self._schedule_tick(MOVE_POLL)
+                return
+            self._leaving = None
+        if self._move is None and self._addresses:
+            move = self._next()
+            if move is not None:
+                self._begin(move)
+        self._schedule_tick()
+
+    def _placements(self) -> list[Placement]:
+        return [Placement(w.worker_id, w.address, w.state) for w in self._entry.view.workers]
+
+    def _next(self) -> _Candidate | None:
+        now = time.monotonic()
+        self._avoid = {a: until for a, until in self._avoid.items() if until > now}
+        placements = self._placements()
+        usable = [a for a in self._addresses if a not in self._avoid]
+        usable = [a for a in usable if not self._failing_address(a, placements)]
+        move: Move | None = next_move(placements, usable, self._rng)
+        if move is not None:
+            return _Candidate(move.worker_id, move.address, move.reason, self._age(move.worker_id))
+        return self._aged()
+
+    def _failing_address(self, address: str, placements: list[Placement]) -> bool:
+        """True if no worker at ``address`` connects while workers elsewhere do: avoid it."""
+        here = [p for p in placements if p.address == address]
+        if not here or any(p.state != "backoff" for p in here):
+            return False
+        if any(p.state == "ready" and p.address != address for p in placements):
+            self._avoid[address] = time.monotonic() + self._avoid_for
+            return True
+        return False
+
+    def _age(self, worker_id: str) -> float:
+        for worker in self._entry.view.workers:
+            if worker.worker_id == worker_id and worker.state == "ready":
+                return max(0.0, time.time() - worker.since)
+        return 0.0
+
+    def _aged(self) -> _Candidate | None:
+        """The ready worker longest past its refresh time, if any (``connection.max_age``)."""
+        max_age = self._max_age
+        if max_age is None:
+            return None
+        now, due_now = time.time(), None
+        live: dict[tuple[str, float], float] = {}
+        for worker in self._entry.view.workers:
+            if worker.state != "ready" or worker.address is None:
+                continue
+            key = (worker.worker_id, worker.since)
+            due = self._due.get(key)
+            if due is None:
+                due = worker.since + max_age * self._rng.uniform(0.9, 1.1)
+            live[key] = due
+            if due <= now and (due_now is None or due < due_now[0]):
+                due_now = (due, worker.worker_id, worker.address, now - worker.since)
+        self._due = live
+        if due_now is None:
+            return None
+        _, worker_id, address, age = due_now
+        return _Candidate(worker_id, address, "max_age", age)
+
+    def _begin(self, move: _Candidate) -> None:
+        started = self._owner.ask(
+            ProxyCall(attr_path=("add_pinned_worker",), args=(move.address,), kwargs={}),
+            block=False,
+        )
+        self._move = _Move(
+            move.worker_id,
+            move.address,
+            move.reason,
+            move.age,
+            time.monotonic() + self._move_limit,
+            started,
+        )
+
+    def _advance(self, move: _Move) -> None:
+        if move.added is None:
+            try:
+                move.added = move.started.get(timeout=0)
+            except pykka.Timeout:
+                return self._give_up_if_late(move)
+            except Exception as error:  # the supervisor could not start it
+                _log.warning("pool %r: could not start a replacement: %s", self._entry.name, error)
+                self._avoid[move.address] = time.monotonic() + self._avoid_for
+                self._move = None
+                return None
+        if self._is_ready(move.added):
+            self._retire(move.replaced)
+            self._leaving = (move.replaced, time.monotonic() + LEAVE_WAIT)
+            telemetry.emit(
+                telemetry.channel_refreshed,
+                self._entry.name,
+                {"age": move.age},
+                {
+                    "pool_name": self._entry.name,
+                    "worker_id": move.replaced,
+                    "address": move.address,
+                    "reason": move.reason,
+                },
+            )
+            self._move = None
+            return None
+        return self._give_up_if_late(move)
+
+    def _give_up_if_late(self, move: _Move) -> None:
+        failed = move.added is not None and self._state_of(move.added) == "backoff"
+        if not failed and time.monotonic() < move.deadline:
+            return
+        _log.warning(
+            "pool %r: a replacement on %s %s; keeping %s",
+            self._entry.name,
+            move.address,
+            "failed to connect" if failed else f"was not ready within {self._move_limit:.1f}s",
+            move.replaced,
+        )
+        if move.added is not None:
+            self._retire(move.added)
+        self._avoid[move.address] = time.monotonic() + self._avoid_for
+        self._move = None
+
+    def _is_ready(self, worker_id: str) -> bool:
+        return self._state_of(worker_id) == "ready"
+
+    def _state_of(self, worker_id: str) -> str | None:
+        for worker in self._entry.view.workers:
+            if worker.worker_id == worker_id:
+                return worker.state
+        return None
+
+    def _retire(self, worker_id: str) -> None:
+        # Not waited for: the supervisor drains the worker's channel, and a
+        # worker already gone (scaled down meanwhile) is nothing to retire.
+        self._owner.ask(
+            ProxyCall(attr_path=("retire_worker",), args=(worker_id,), kwargs={}), block=False
+        )
+
+    # --- timers -------------------------------------------------------------------------
+
+    def _later(self, delay: float, message: Any) -> None:
+        self._timers = {timer for timer in self._timers if not timer.done}
+        self._timers.add(send_after(delay, self.actor_ref, message))
+
+    def _schedule_tick(self, delay: float | None = None) -> None:
+        if self._tick is not None and not self._tick.done:
+            self._tick.cancel()
+            self._tick = None
+        if delay is not None:
+            pass
+        elif self._move is not None:
+            delay = MOVE_POLL
+        elif self._max_age is not None:
+            delay = self._until_next_refresh()
+        else:
+            self._tick = None
+            return
+        self._tick = send_after(delay, self.actor_ref, _Tick())
+
+    def _until_next_refresh(self) -> float:
+        if not self._due:
+            return AGE_POLL
+        return min(AGE_POLL, max(MOVE_POLL, min(self._due.values()) - time.time()))
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """A move decided on: replace ``worker_id`` by a worker on ``address``."""
+
+    worker_id: str
+    address: str
+    reason: str
+    age: float
