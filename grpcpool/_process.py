@@ -84,6 +84,7 @@ class ProcessState:
         self.inherited: list[Any] = []
         # Objects whose ``_lock`` a forked child replaces; see fork_safe_lock().
         self.lock_owners: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._registry_held = False
 
     # --- the fork hook ----------------------------------------------------------
 
@@ -91,8 +92,14 @@ class ProcessState:
         watcher = self.watcher
         if watcher is not None:
             watcher.pause()
+        # Held across the fork, so that the child's copy of pykka's registry
+        # is not half-changed by a thread caught in the middle of it.
+        self._registry_held = _registry_lock().acquire(timeout=_REGISTRY_WAIT)
 
     def after_fork_in_parent(self) -> None:
+        if self._registry_held:
+            self._registry_held = False
+            _registry_lock().release()
         watcher = self.watcher
         if watcher is not None:
             watcher.resume()
@@ -117,24 +124,41 @@ class ProcessState:
         self.watcher = None
         for owner in list(self.lock_owners):
             owner._lock = threading.Lock()
+        # pykka's registry lock was held by the forking thread (see
+        # before_fork) or, if that timed out, maybe by a thread that does not
+        # exist here: either way the child starts with a fresh one.
+        self._registry_held = False
+        pykka.ActorRegistry._actor_refs_lock = threading.RLock()
         _forget_parent_actors()
+
+
+# How long a fork waits for pykka's registry lock (held only briefly, by a
+# thread registering or unregistering an actor).
+_REGISTRY_WAIT = 2.0
+
+
+class _NoLock:
+    """Stands in for pykka's registry lock should a pykka release not have one."""
+
+    def acquire(self, timeout: float = -1) -> bool:
+        return False
+
+    def release(self) -> None:
+        pass
+
+
+def _registry_lock() -> Any:
+    return getattr(pykka.ActorRegistry, "_actor_refs_lock", None) or _NoLock()
 
 
 def _forget_parent_actors() -> None:
     # pykka's registry still lists the parent's actors, whose threads are
-    # gone: asking one would wait forever. Its lock may have been held by a
-    # thread that no longer exists; never block a fork on it.
-    registry_lock = getattr(pykka.ActorRegistry, "_actor_refs_lock", None)
-    if registry_lock is None or not registry_lock.acquire(timeout=0.5):
-        return
-    try:
-        from grpcpool.supervisor import SupervisedActor
+    # gone: asking one would wait forever.
+    from grpcpool.supervisor import SupervisedActor
 
-        for ref in pykka.ActorRegistry.get_all():
-            if issubclass(ref.actor_class, SupervisedActor):
-                pykka.ActorRegistry.unregister(ref)
-    finally:
-        registry_lock.release()
+    for ref in pykka.ActorRegistry.get_all():
+        if issubclass(ref.actor_class, SupervisedActor):
+            pykka.ActorRegistry.unregister(ref)
 
 
 PROCESS = ProcessState()

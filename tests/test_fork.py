@@ -180,3 +180,41 @@ def test_a_parents_pool_the_child_stops_stays_stopped(echo_server: EchoServer) -
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["0", "0", "2"]
+
+
+def test_a_fork_while_another_thread_holds_pykkas_registry_lock_leaves_the_child_usable(
+    echo_server: EchoServer,
+) -> None:
+    """A fork waits for pykka's registry lock (held briefly by a thread registering an
+    actor) rather than copying it held: the child forgets the parent's actors and starts
+    the pool again; the parent goes on."""
+    result = run_scenario(
+        echo_server,
+        """
+        import threading, pykka
+        lock = pykka.ActorRegistry._actor_refs_lock
+        held, release = threading.Event(), threading.Event()
+        def hold():
+            with lock:
+                held.set()
+                release.wait(5)
+        holder = threading.Thread(target=hold)
+        holder.start()
+        held.wait(5)
+        threading.Timer(0.3, release.set).start()
+        pid = os.fork()  # waits for the holder to let go
+        if pid == 0:
+            ghosts = [r for r in pykka.ActorRegistry.get_all()
+                      if issubclass(r.actor_class, grpcpool.SupervisedActor)]
+            grpcpool.await_ready("forked", timeout=10, min_ready=2)
+            ok = echo(grpcpool.get_channel("forked")) == b"ping"
+            grpcpool.stop("forked")
+            os._exit(0 if ok and not ghosts else 21)
+        holder.join(5)
+        _, status = os.waitpid(pid, 0)
+        print("child", os.waitstatus_to_exitcode(status))
+        print("parent", echo(grpcpool.get_channel("forked")).decode())
+        """,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["child", "0", "parent", "ping"]
