@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks import footprint, forking, hotpath, lifecycle, routing, rpc
+from benchmarks import backends, footprint, forking, hotpath, lifecycle, routing, rpc
 from benchmarks.harness import Figure, Settings, machine, render_markdown, render_text
 
 __all__ = ["main", "run"]
@@ -30,6 +30,7 @@ _GROUPS: tuple[tuple[str, frozenset[str], Callable[[Settings], list[Figure]]], .
     ("footprint", frozenset({"7"}), footprint.run),
     ("forking", frozenset({"8"}), forking.run),
     ("routing", frozenset({"9"}), routing.run),
+    ("backends", frozenset({"10"}), backends.run),
 )
 
 
@@ -114,6 +115,11 @@ _HOW_TO_READ = """## How to read the table
   at 50 ms or more. connectionScaling adds connections only when one runs out
   of streams, so it runs against a second server with max_concurrent_streams
   4, beside least_in_flight on that server.
+- Figure 10 runs one server process per backend, on 127.0.0.1, 127.0.0.2, ...
+  and one port; the pool's resolver returns their addresses, and each call's
+  backend is its `peer()`. 10a's value and baseline are the busiest backend's
+  calls over the idlest's (grpcio's pick_first puts every call on one). 10c's
+  fewest ready connections is `status().current_size` sampled every 5 ms.
 """
 
 

@@ -1,4 +1,4 @@
-"""An echo server in its own process, bound to 127.0.0.1 only.
+"""An echo server in its own process, bound to one loopback address (127.0.0.1 by default).
 
 The parent starts it with :class:`ServerProcess`; the child runs
 ``python -m benchmarks.server`` and prints ``READY <port>`` once it listens.
@@ -13,6 +13,10 @@ a connection delays every later echo call on that same connection (the same
 ``count`` answers how many echo calls took the slow connection, of how many,
 since the mark or the last count. A connection is chosen by the client
 sending the mark on it, so no client needs to know its own address.
+
+``/bench.Stats/Where`` answers the address the server listens on, so a
+client that spreads calls over several servers (one per loopback address)
+learns from each reply which one served it.
 
 The child ends when its stdin closes (the parent went away or stopped it) or
 on SIGTERM; :meth:`ServerProcess.kill` sends SIGKILL, so the kernel resets
@@ -38,6 +42,7 @@ __all__ = [
     "ECHO_METHOD",
     "PEERS_METHOD",
     "SLOW_METHOD",
+    "WHERE_METHOD",
     "ServerProcess",
     "distinct_peers",
     "mark_slow",
@@ -47,6 +52,7 @@ __all__ = [
 ECHO_METHOD = "/test.Echo/Unary"
 PEERS_METHOD = "/bench.Stats/Peers"
 SLOW_METHOD = "/bench.Stats/Slow"
+WHERE_METHOD = "/bench.Stats/Where"
 _HOST = "127.0.0.1"
 # Seconds the child gets to start listening, and to stop.
 _START_TIMEOUT = 30.0
@@ -64,6 +70,9 @@ class ServerProcess:
         threads: The server's handler thread pool.
         track_peers: Record each echo call's peer (for :func:`distinct_peers`).
         cpus: Pin the server (all its threads) to these CPUs.
+        host: The address to listen on. Other loopback addresses (127.0.0.2,
+            127.0.0.3, ...) let several servers share one port, as replicas
+            behind one name would.
     """
 
     def __init__(
@@ -75,6 +84,7 @@ class ServerProcess:
         threads: int = 16,
         track_peers: bool = False,
         cpus: frozenset[int] | None = None,
+        host: str = _HOST,
     ) -> None:
         command = [
             sys.executable,
@@ -84,6 +94,7 @@ class ServerProcess:
             f"--max-streams={max_streams}",
             f"--sleep-ms={sleep_ms}",
             f"--threads={threads}",
+            f"--host={host}",
         ]
         if track_peers:
             command.append("--track-peers")
@@ -98,7 +109,8 @@ class ServerProcess:
             cwd=root,
         )
         self.port = self._read_port()
-        self.target = f"{_HOST}:{self.port}"
+        self.host = host
+        self.target = f"{host}:{self.port}"
         # When READY was read: the moment clients can connect.
         self.ready_at = time.monotonic()
 
@@ -240,6 +252,9 @@ def _serve(args: argparse.Namespace) -> None:
                 peers.clear()
         return str(count).encode()
 
+    def where(request: bytes, context: grpc.ServicerContext) -> bytes:
+        return str(args.host).encode()
+
     options: list[tuple[str, Any]] = []
     if args.max_streams > 0:
         options.append(("grpc.max_concurrent_streams", args.max_streams))
@@ -255,14 +270,15 @@ def _serve(args: argparse.Namespace) -> None:
                 {
                     "Peers": grpc.unary_unary_rpc_method_handler(count_peers),
                     "Slow": grpc.unary_unary_rpc_method_handler(slow_connection),
+                    "Where": grpc.unary_unary_rpc_method_handler(where),
                 },
             ),
         )
     )
     health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), server)
-    port = server.add_insecure_port(f"{_HOST}:{args.port}")
+    port = server.add_insecure_port(f"{args.host}:{args.port}")
     if port == 0:
-        print(f"FAILED to bind {_HOST}:{args.port}", flush=True)
+        print(f"FAILED to bind {args.host}:{args.port}", flush=True)
         sys.exit(1)
     server.start()
     print(f"READY {port}", flush=True)
@@ -280,6 +296,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=16)
     parser.add_argument("--track-peers", action="store_true")
     parser.add_argument("--cpus", default="", help="pin to these CPUs, e.g. 1 or 0,1")
+    parser.add_argument("--host", default=_HOST, help="loopback address to listen on")
     _serve(parser.parse_args(argv))
 
 

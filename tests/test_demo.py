@@ -77,6 +77,7 @@ def test_demo_command_narrates_the_whole_scenario() -> None:
     (slow_calls,) = [int(calls) for calls, slow in rows if slow]
     assert slow_calls < 25, routing
     assert f"the slow connection got {slow_calls} of 200 calls" in routing
+    check_backends_step(out)
     # Step 5 and 6.
     assert "scale_up -> 6 workers, 6 ready" in out
     assert "scale_down -> 4 workers, 4 ready" in out
@@ -94,9 +95,43 @@ def test_demo_in_process_quiet_prints_no_events_and_leaves_nothing_running() -> 
     assert "the stub's call failed at once: UNAVAILABLE" in out
     assert "the same stub, called with wait_for_ready=True" in out
     assert "least_in_flight" in out and "the slow connection got" in out
+    check_backends_step(out)
     assert "scale_up -> 4 workers, 4 ready" in out
     assert "pool 'demo': healthy, 2 of 2 ready" in out
     # The autouse leak check then verifies no thread, actor, channel or socket is left.
+
+
+def backend_tables(section: str) -> list[dict[str, tuple[int, int]]]:
+    """Each per-backend table of the demo's many-backends step: host -> (connections, calls)."""
+    tables = section.split("backend    connections  calls")[1:]
+    return [
+        {host: (int(conns), int(calls)) for host, conns, calls in ROW.findall(text)}
+        for text in tables
+    ]
+
+
+ROW = re.compile(r"(127\.0\.0\.\d) +(\d+) +(\d+)\n")
+
+
+def check_backends_step(out: str) -> None:
+    """The many-backends step: 2/2/2, then the new backend gets its share, then .2 is gone."""
+    section = out.split("[5] many backends")[1].split("[6]")[0]
+    three, four, after = backend_tables(section)
+    assert three == {f"127.0.0.{i}": (2, 20) for i in (1, 2, 3)}, section
+    assert set(four) == {"127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4"}, section
+    assert sorted(conns for conns, _ in four.values()) == [1, 1, 2, 2], section
+    assert sum(calls for _, calls in four.values()) == 60 and four["127.0.0.4"][1] > 0, section
+    assert after == {f"127.0.0.{i}": (2, 20) for i in (1, 3, 4)}, section
+    assert re.search(
+        r"127\.0\.0\.4 joins the answer: \d+ connections? moved to it in [\d.]+ m?s, "
+        r"never fewer than 6 ready",
+        section,
+    ), section
+    assert re.search(
+        r"127\.0\.0\.2 leaves the answer and stops: \d+ connections? moved to the "
+        r"others in [\d.]+ m?s",
+        section,
+    ), section
 
 
 @pytest.mark.parametrize(

@@ -183,7 +183,7 @@ def test_crashed_worker_counts_a_restart(
 
 
 def test_every_instrument_exists_with_its_unit(otel: Otel) -> None:
-    """After one event of each kind, the reader shows all ten instruments with OTel units."""
+    """After one event of each kind, the reader shows every instrument with its OTel unit."""
     sends: list[tuple[blinker.NamedSignal, dict[str, Any], dict[str, Any]]] = [
         (telemetry.pool_init, {"pool_size": 1}, {}),
         (telemetry.pool_status, {"expected_size": 1, "current_size": 0, "in_flight": 0}, {}),
@@ -193,6 +193,12 @@ def test_every_instrument_exists_with_its_unit(otel: Otel) -> None:
         (telemetry.channel_reconnect_scheduled, {"delay_ms": 50, "attempt": 1}, {}),
         (telemetry.channel_ping, {"duration": 0.01}, {"result": "ok"}),
         (telemetry.supervisor_child_restarted, {"restarts": 1}, {"child_id": "worker-1"}),
+        (
+            telemetry.pool_resolved,
+            {"addresses": 2, "duration": 0.001},
+            {"added": [], "removed": []},
+        ),
+        (telemetry.channel_refreshed, {"age": 3.0}, {"worker_id": "w", "reason": "max_age"}),
     ]
     for signal, measurements, metadata in sends:
         telemetry.emit(signal, "units", measurements, metadata)
@@ -228,3 +234,43 @@ def test_register_takes_a_meter_or_a_provider_not_both(otel: Otel) -> None:
         app = Reading(otel.reader, scope_name="app")
         assert app.value("grpcpool.channel.reconnects_scheduled", pool="two") == 1
     assert second.closed
+
+
+def test_resolutions_addresses_and_refreshes(otel: Otel) -> None:
+    """pool.resolved counts and sets the address gauge; refreshes count by reason, not address."""
+    for count, added in (
+        (3, ["10.0.0.1:443", "10.0.0.2:443", "10.0.0.3:443"]),
+        (4, ["10.0.0.4:443"]),
+    ):
+        telemetry.emit(
+            telemetry.pool_resolved,
+            "many",
+            {"addresses": count, "duration": 0.002},
+            {"pool_name": "many", "added": added, "removed": []},
+        )
+    for reason in ("rebalance", "rebalance", "max_age", "timeout talking to 10.0.0.9"):
+        telemetry.emit(
+            telemetry.channel_refreshed,
+            "many",
+            {"age": 4.0},
+            {
+                "pool_name": "many",
+                "worker_id": "worker-1",
+                "address": "10.0.0.4:443",
+                "reason": reason,
+            },
+        )
+    reading = otel.read()
+    assert reading.value("grpcpool.pool.resolutions", pool="many") == 2
+    assert reading.value("grpcpool.pool.addresses", pool="many") == 4
+    assert reading.units["grpcpool.pool.addresses"] == "{address}"
+    assert reading.value("grpcpool.channel.refreshes", pool="many", reason="rebalance") == 2
+    assert reading.value("grpcpool.channel.refreshes", pool="many", reason="max_age") == 1
+    assert reading.attribute("grpcpool.channel.refreshes", "reason") == {
+        "rebalance",
+        "max_age",
+        "other",
+    }
+    for points in reading.points.values():
+        for point in points:
+            assert not any("10.0.0." in str(value) for value in dict(point.attributes).values())

@@ -303,3 +303,68 @@ def test_forked_child_updates_metrics_while_the_parent_held_the_lock() -> None:
             release.set()
             holder.join(5)
         assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_resolutions_and_refreshes_count_without_addresses_in_labels(
+    registry: CollectorRegistry,
+) -> None:
+    """pool.resolved counts and sets the address gauge; refreshes count by reason, never address."""
+    answers = [
+        (3, ["10.0.0.1:50051", "10.0.0.2:50051", "10.0.0.3:50051"], []),
+        (4, ["10.0.0.4:50051"], []),
+        (3, [], ["10.0.0.2:50051"]),
+    ]
+    for count, added, removed in answers:
+        telemetry.emit(
+            telemetry.pool_resolved,
+            "many",
+            {"addresses": count, "duration": 0.002},
+            {"pool_name": "many", "added": added, "removed": removed},
+        )
+    refreshes = [("rebalance", "10.0.0.4:50051")] * 2 + [("max_age", "10.0.0.1:50051")]
+    refreshes.append(("connection dropped by 10.0.0.9", "10.0.0.3:50051"))
+    for reason, address in refreshes:
+        telemetry.emit(
+            telemetry.channel_refreshed,
+            "many",
+            {"age": 12.5},
+            {"pool_name": "many", "worker_id": "worker-2", "address": address, "reason": reason},
+        )
+    scrape = Scrape(registry)
+    assert scrape.value("grpcpool_pool_resolutions_total", pool="many") == 3
+    assert scrape.value("grpcpool_pool_addresses", pool="many") == 3
+    refreshed = "grpcpool_channel_refreshes_total"
+    assert scrape.value(refreshed, pool="many", reason="rebalance") == 2
+    assert scrape.value(refreshed, pool="many", reason="max_age") == 1
+    assert scrape.value(refreshed, pool="many", reason="other") == 1
+    assert scrape.labels(refreshed, "reason") == {"rebalance", "max_age", "other"}
+    assert "10.0.0." not in scrape.text
+    assert "dropped" not in scrape.text
+
+
+def test_a_pool_over_two_backends_reports_its_addresses(
+    registry: CollectorRegistry, supervisors: list[pykka.ActorRef[Any]]
+) -> None:
+    """A real pool re-resolving to two loopback servers shows 2 addresses and counts resolutions."""
+    port = free_port()
+    with EchoServer(port), EchoServer(port, host="127.0.0.2"):
+        answer = [f"127.0.0.1:{port}", f"127.0.0.2:{port}"]
+        config = Config.new(
+            endpoint={
+                "type": "local",
+                "host": "kv.test",
+                "port": port,
+                "resolver": grpcpool.static_resolver(answer),
+                "resolve_interval": 0.2,
+            },
+            pool={"size": 2},
+            connection={"backoff_min": 0.05, "backoff_max": 0.5, "connect_timeout": 2.0},
+        )
+        start_pool(supervisors, config, "two")
+        grpcpool.await_ready("two", timeout=5, min_ready=2)
+        assert wait_until(
+            lambda: scraped(registry, "grpcpool_pool_resolutions_total", pool="two") >= 1, 2
+        )
+        assert scraped(registry, "grpcpool_pool_addresses", pool="two") == 2
+        assert "127.0.0.2" not in Scrape(registry).text
+        supervisors.pop().stop()  # before the servers go, so no worker reconnects

@@ -99,6 +99,7 @@ class Balancer(SupervisedActor):
         entry: The pool's entry (its config and current view).
         owner: The pool's PoolSupervisor, which adds and retires workers.
         addresses: The answer the pool started with, if it had one.
+        took: How long that answer took (seconds), for its ``pool.resolved``.
     """
 
     def __init__(
@@ -106,8 +107,10 @@ class Balancer(SupervisedActor):
         entry: PoolEntry,
         owner: pykka.ActorRef[Any],
         addresses: tuple[str, ...] | None,
+        took: float = 0.0,
     ) -> None:
         super().__init__()
+        self._took = took
         config = entry.config
         self._entry = entry
         self._owner = owner
@@ -144,6 +147,9 @@ class Balancer(SupervisedActor):
 
         self._receiver = on_reconnect
         telemetry.channel_reconnect_scheduled.connect(on_reconnect, sender=name, weak=False)
+        if self._addresses:
+            # The answer the pool started with, reported like any other.
+            self._report_resolved((), self._addresses, self._took)
         if not self._addresses:
             self._start_resolution()
         elif self._interval is not None:
@@ -216,19 +222,24 @@ class Balancer(SupervisedActor):
         if self._failing:
             _log.info("pool %r: resolving works again", name)
         self._failing = False
-        before, after = set(self._addresses), set(message.addresses)
-        self._addresses = message.addresses
+        previous, self._addresses = self._addresses, message.addresses
+        self._report_resolved(previous, message.addresses, message.duration)
+        self._plan()
+
+    def _report_resolved(
+        self, before: tuple[str, ...], after: tuple[str, ...], duration: float
+    ) -> None:
+        name = self._entry.name
         telemetry.emit(
             telemetry.pool_resolved,
             name,
-            {"addresses": len(message.addresses), "duration": message.duration},
+            {"addresses": len(after), "duration": duration},
             {
                 "pool_name": name,
-                "added": sorted(after - before),
-                "removed": sorted(before - after),
+                "added": sorted(set(after) - set(before)),
+                "removed": sorted(set(before) - set(after)),
             },
         )
-        self._plan()
 
     # --- moves --------------------------------------------------------------------------
 

@@ -142,7 +142,7 @@ class PoolSupervisor(DynamicSupervisor):
         parts.registry = self.start_child(
             ChildSpec(_REGISTRY, functools.partial(HealthRegistry.start, parts))
         )
-        addresses = resolve_within(self._entry.config, START_RESOLVE_WAIT)
+        addresses, took = resolve_within(self._entry.config, START_RESOLVE_WAIT)
         for address in initial_addresses(addresses, size):
             self._add_worker(address)
         self._tell_registry(ExpectedSize(size))
@@ -152,7 +152,7 @@ class PoolSupervisor(DynamicSupervisor):
         self.start_child(
             ChildSpec(
                 _BALANCER,
-                functools.partial(Balancer.start, self._entry, self.actor_ref, addresses),
+                functools.partial(Balancer.start, self._entry, self.actor_ref, addresses, took),
             )
         )
         self._tell_registry(SetLifecycle("running"))

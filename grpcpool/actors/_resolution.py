@@ -45,21 +45,23 @@ def _name_of(resolver: object) -> str:
     return getattr(resolver, "__qualname__", None) or type(resolver).__name__
 
 
-def resolve_within(config: Config, timeout: float) -> tuple[str, ...] | None:
-    """The pool's addresses if its resolver answers within ``timeout`` seconds, else None.
+def resolve_within(config: Config, timeout: float) -> tuple[tuple[str, ...] | None, float]:
+    """The pool's addresses if its resolver answers within ``timeout`` seconds (else None),
+    and how long the resolver took (or ``timeout``).
 
     The resolver runs on a daemon thread, so a slow one delays a pool's start
     by ``timeout`` at most and is then left to finish on its own.
     """
-    result: list[tuple[str, ...] | None] = []
+    result: list[tuple[tuple[str, ...] | None, float]] = []
     done = threading.Event()
 
     def run() -> None:
-        result.append(resolve(config)[0])
+        addresses, _, duration = resolve(config)
+        result.append((addresses, duration))
         done.set()
 
     threading.Thread(target=run, name="grpcpool-resolve", daemon=True).start()
-    return result[0] if done.wait(timeout) else None
+    return result[0] if done.wait(timeout) else (None, timeout)
 
 
 def initial_addresses(addresses: Sequence[str] | None, size: int) -> list[str | None]:

@@ -17,8 +17,10 @@ while printing the pool's telemetry events as they fire:
    healthy again, with the recovery time;
 4. ``least_in_flight`` sending calls around a slow connection
    (:mod:`grpcpool.cli._demo_routing`);
-5. a scale up and a scale down;
-6. the final status table.
+5. a pool spread over three backends, then four, then three again, as its
+   resolver's answer changes (:mod:`grpcpool.cli._demo_backends`);
+6. a scale up and a scale down;
+7. the final status table.
 
 Each claim is checked as it is shown: if the library misbehaves the demo says
 so and exits 1, so it doubles as an end-to-end smoke test. Backoff is set
@@ -41,6 +43,7 @@ import pykka
 import grpcpool
 from grpcpool import telemetry
 from grpcpool.cli._console import Console, format_duration, format_event, status_table, table
+from grpcpool.cli._demo_backends import BackendsFailed, show_backends
 from grpcpool.cli._demo_routing import RoutingFailed, show_least_in_flight
 from grpcpool.cli.echo import EchoServer, say
 from grpcpool.cli.echo.echo_pb2 import EchoReply, EchoRequest
@@ -234,7 +237,10 @@ def run(options: DemoOptions, console: Console | None = None) -> None:
         console.line("[4] least_in_flight: calls go around a slow connection")
         show_least_in_flight(console, server)
 
-        console.line(f"[5] scale up by {SCALE_BY}, then down by {SCALE_BY}")
+        console.line("[5] many backends: connections follow the resolver's answer")
+        show_backends(console)
+
+        console.line(f"[6] scale up by {SCALE_BY}, then down by {SCALE_BY}")
         bigger = grpcpool.scale_up(POOL_NAME, SCALE_BY)
         grpcpool.await_ready(POOL_NAME, timeout=CONNECT_TIMEOUT + 3, min_ready=bigger)
         console.line(
@@ -246,7 +252,7 @@ def run(options: DemoOptions, console: Console | None = None) -> None:
         if (bigger, smaller, len(after.workers)) != (size + SCALE_BY, size, size):
             raise DemoFailed(f"scaling went {size} -> {bigger} -> {smaller}, {after.workers!r}")
 
-        console.line("[6] final status")
+        console.line("[7] final status")
         console.line(status_table(grpcpool.status(POOL_NAME)))
     finally:
         if supervisor is not None:
@@ -304,6 +310,6 @@ def _wait_empty(timeout: float = 3.0) -> None:
 
 def describe_error(error: BaseException) -> str:
     """A one-line reason for a failed demo."""
-    if isinstance(error, DemoFailed | RoutingFailed | GrpcPoolError):
+    if isinstance(error, DemoFailed | RoutingFailed | BackendsFailed | GrpcPoolError):
         return str(error)
     return f"{type(error).__name__}: {error}"

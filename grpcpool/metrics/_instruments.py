@@ -2,16 +2,18 @@
 
 Both exporters use this module so that a metric means the same thing whether
 it is scraped by Prometheus or pushed through OpenTelemetry: the instruments
-are declared once (:data:`INSTRUMENTS`), and :class:`Bridge` is the only code
+are declared once (:data:`INSTRUMENTS`, in :mod:`grpcpool.metrics._catalog`), and :class:`Bridge` is the only code
 that turns telemetry events into measurements. An exporter supplies a
 :class:`Sink` that writes those measurements into its own library.
 
 Label values come from a fixed, short vocabulary on purpose. Worker errors
 (``connection_failed``'s ``error``, the ``reason`` of a reconnect or a restart)
 can quote server replies, addresses or credentials and have unbounded
-cardinality, so they never become labels; only the disconnect reason and the
-ping result, which the worker sets to short words, do, and anything else there
-is reported as ``"other"``.
+cardinality, so they never become labels; only the disconnect reason, the
+ping result and the refresh reason, which the pool sets to short words, do,
+and anything else there is reported as ``"other"``. Resolved addresses are
+not labels either: a pool's backends change, and each would be a new series;
+the address gauge counts them instead.
 """
 
 from __future__ import annotations
@@ -20,12 +22,31 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Literal, Protocol, Self
+from typing import Any, Protocol, Self
 
 import blinker
 
 from grpcpool import telemetry
 from grpcpool._process import fork_safe_lock
+from grpcpool.metrics._catalog import (
+    CHANNEL_CONNECT_DURATION,
+    CHANNEL_CONNECTION_FAILURES,
+    CHANNEL_CONNECTS,
+    CHANNEL_DISCONNECTS,
+    CHANNEL_PINGS,
+    CHANNEL_RECONNECTS_SCHEDULED,
+    CHANNEL_REFRESHES,
+    CONNECT_DURATION_BUCKETS,
+    INSTRUMENTS,
+    POOL_ADDRESSES,
+    POOL_CALLS_IN_FLIGHT,
+    POOL_CURRENT_CHANNELS,
+    POOL_EXPECTED_CHANNELS,
+    POOL_RESOLUTIONS,
+    REFRESH_REASONS,
+    SUPERVISOR_RESTARTS,
+    Instrument,
+)
 
 __all__ = [
     "CHANNEL_CONNECTION_FAILURES",
@@ -34,11 +55,14 @@ __all__ = [
     "CHANNEL_DISCONNECTS",
     "CHANNEL_PINGS",
     "CHANNEL_RECONNECTS_SCHEDULED",
+    "CHANNEL_REFRESHES",
     "CONNECT_DURATION_BUCKETS",
     "INSTRUMENTS",
+    "POOL_ADDRESSES",
     "POOL_CALLS_IN_FLIGHT",
     "POOL_CURRENT_CHANNELS",
     "POOL_EXPECTED_CHANNELS",
+    "POOL_RESOLUTIONS",
     "SUPERVISOR_RESTARTS",
     "Bridge",
     "Instrument",
@@ -46,140 +70,6 @@ __all__ = [
     "fork_safe_lock",
 ]
 
-Kind = Literal["counter", "gauge", "histogram"]
-
-
-@dataclass(frozen=True)
-class Instrument:
-    """One metric, named for both exporters.
-
-    Attributes:
-        kind: ``"counter"`` (only goes up), ``"gauge"`` (a current value)
-            or ``"histogram"`` (a distribution).
-        prometheus_name: The name as scraped, with Prometheus' unit and
-            ``_total`` suffixes.
-        otel_name: The OpenTelemetry instrument name (dotted, no suffixes:
-            OTel carries the unit separately).
-        unit: The OpenTelemetry unit (UCUM: ``"s"``, ``"{channel}"``, ...).
-        description: Help text for both.
-        labels: Label (attribute) names, in order.
-    """
-
-    kind: Kind
-    prometheus_name: str
-    otel_name: str
-    unit: str
-    description: str
-    labels: tuple[str, ...] = ("pool",)
-
-
-POOL_EXPECTED_CHANNELS = Instrument(
-    "gauge",
-    "grpcpool_pool_expected_channels",
-    "grpcpool.pool.channels.expected",
-    "{channel}",
-    "Channels the pool is configured to keep (its workers).",
-)
-POOL_CURRENT_CHANNELS = Instrument(
-    "gauge",
-    "grpcpool_pool_current_channels",
-    "grpcpool.pool.channels.current",
-    "{channel}",
-    "Channels connected and in rotation.",
-)
-POOL_CALLS_IN_FLIGHT = Instrument(
-    "gauge",
-    "grpcpool_pool_calls_in_flight",
-    "grpcpool.pool.calls.in_flight",
-    "{call}",
-    "Calls running through the pool channel (grpcpool.channel), at the last status report.",
-)
-CHANNEL_CONNECTS = Instrument(
-    "counter",
-    "grpcpool_channel_connects_total",
-    "grpcpool.channel.connects",
-    "{connection}",
-    "Channels that became ready.",
-)
-CHANNEL_CONNECTION_FAILURES = Instrument(
-    "counter",
-    "grpcpool_channel_connection_failures_total",
-    "grpcpool.channel.connection_failures",
-    "{attempt}",
-    "Connection attempts that failed or timed out.",
-)
-CHANNEL_DISCONNECTS = Instrument(
-    "counter",
-    "grpcpool_channel_disconnects_total",
-    "grpcpool.channel.disconnects",
-    "{connection}",
-    "Ready channels that were lost, by reason (connection_closed, transport_failed, "
-    "channel_shutdown, ping_failed).",
-    ("pool", "reason"),
-)
-CHANNEL_RECONNECTS_SCHEDULED = Instrument(
-    "counter",
-    "grpcpool_channel_reconnects_scheduled_total",
-    "grpcpool.channel.reconnects_scheduled",
-    "{attempt}",
-    "Reconnects scheduled after a failure or a lost connection.",
-)
-CHANNEL_PINGS = Instrument(
-    "counter",
-    "grpcpool_channel_pings_total",
-    "grpcpool.channel.pings",
-    "{ping}",
-    "Health pings on ready channels, by result (ok or error).",
-    ("pool", "result"),
-)
-SUPERVISOR_RESTARTS = Instrument(
-    "counter",
-    "grpcpool_supervisor_restarts_total",
-    "grpcpool.supervisor.restarts",
-    "{restart}",
-    "Children restarted by a supervisor.",
-    ("supervisor", "child_id"),
-)
-CHANNEL_CONNECT_DURATION = Instrument(
-    "histogram",
-    "grpcpool_channel_connect_duration_seconds",
-    "grpcpool.channel.connect.duration",
-    "s",
-    "Time from starting a connection attempt to the channel being ready.",
-)
-
-INSTRUMENTS: tuple[Instrument, ...] = (
-    POOL_EXPECTED_CHANNELS,
-    POOL_CURRENT_CHANNELS,
-    POOL_CALLS_IN_FLIGHT,
-    CHANNEL_CONNECTS,
-    CHANNEL_CONNECTION_FAILURES,
-    CHANNEL_DISCONNECTS,
-    CHANNEL_RECONNECTS_SCHEDULED,
-    CHANNEL_PINGS,
-    SUPERVISOR_RESTARTS,
-    CHANNEL_CONNECT_DURATION,
-)
-
-# Seconds. Prometheus' default buckets, up to the 20 s a slow TLS connect with
-# a long connect_timeout can take; OTel's own defaults are for milliseconds.
-CONNECT_DURATION_BUCKETS: tuple[float, ...] = (
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.075,
-    0.1,
-    0.25,
-    0.5,
-    0.75,
-    1.0,
-    2.5,
-    5.0,
-    7.5,
-    10.0,
-    20.0,
-)
 
 _WORD = re.compile(r"[a-z_]{1,32}")
 
@@ -258,6 +148,8 @@ class Bridge:
             (telemetry.channel_reconnect_scheduled, self._on_reconnect_scheduled),
             (telemetry.channel_ping, self._on_ping),
             (telemetry.supervisor_child_restarted, self._on_child_restarted),
+            (telemetry.pool_resolved, self._on_resolved),
+            (telemetry.channel_refreshed, self._on_refreshed),
         ]
         for signal, receiver in self._receivers:
             signal.connect(receiver, weak=False)
@@ -369,6 +261,23 @@ class Bridge:
     def _on_child_restarted(self, sender: str, *, metadata: dict[str, Any], **_: Any) -> None:
         labels = {"supervisor": str(sender), "child_id": str(metadata.get("child_id"))}
         self._count(SUPERVISOR_RESTARTS, labels)
+
+    # --- many backends ----------------------------------------------------------
+
+    def _on_resolved(self, sender: str, *, measurements: dict[str, Any], **_: Any) -> None:
+        labels = {"pool": str(sender)}
+        addresses = measurements.get("addresses")
+        if isinstance(addresses, int):
+            # Under the lock so that close() cannot slip between the check and the write.
+            with self._lock:
+                if not self._closed:
+                    self._sink.set(POOL_ADDRESSES, addresses, labels)
+        self._count(POOL_RESOLUTIONS, labels)
+
+    def _on_refreshed(self, sender: str, *, metadata: dict[str, Any], **_: Any) -> None:
+        reason = metadata.get("reason")
+        label = reason if isinstance(reason, str) and reason in REFRESH_REASONS else "other"
+        self._count(CHANNEL_REFRESHES, {"pool": str(sender), "reason": label})
 
     def _count(self, instrument: Instrument, labels: Mapping[str, str]) -> None:
         if not self._closed:

@@ -24,6 +24,10 @@ units (attributes as the Prometheus labels):
   (also by ``result``): counters by ``pool``.
 - ``grpcpool.supervisor.restarts``: counter by ``supervisor`` and ``child_id``.
 - ``grpcpool.channel.connect.duration``: histogram in seconds, by ``pool``.
+- ``grpcpool.pool.resolutions`` (counter, ``{resolution}``) and
+  ``grpcpool.pool.addresses`` (observable gauge, ``{address}``), by ``pool``.
+- ``grpcpool.channel.refreshes``: counter by ``pool`` and ``reason``
+  (``max_age`` or ``rebalance``).
 
 Only the OpenTelemetry API is imported here; the SDK (or another
 implementation) is the application's choice.

@@ -24,6 +24,11 @@ The metrics, all labelled by ``pool`` unless noted:
   ``grpcpool_channel_pings_total`` (also by ``result``): counters.
 - ``grpcpool_supervisor_restarts_total`` (by ``supervisor`` and ``child_id``).
 - ``grpcpool_channel_connect_duration_seconds`` (histogram).
+- ``grpcpool_pool_resolutions_total`` (counter) and ``grpcpool_pool_addresses``
+  (gauge): successful resolutions of the pool's host, and how many addresses
+  the last one returned.
+- ``grpcpool_channel_refreshes_total`` (counter, also by ``reason``:
+  ``max_age`` or ``rebalance``): connections replaced by one made ready first.
 
 Register once per registry and process: the signals are process-wide, so one
 registration sees every pool. Error texts are never label values (see

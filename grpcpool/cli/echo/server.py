@@ -1,4 +1,4 @@
-"""An embedded echo server on 127.0.0.1 and a typed client call for it."""
+"""An embedded echo server on a loopback address and a typed client call for it."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ class _Echo(echo_pb2_grpc.EchoServicer):
 
 
 class EchoServer:
-    """A running echo server, with the gRPC health service, on 127.0.0.1.
+    """A running echo server, with the gRPC health service, on 127.0.0.1 by default.
 
     It starts in the constructor and serves until :meth:`stop`. Stopping drops
     every connection at once, as a crashed server would; to "restart" it, make
@@ -51,8 +51,12 @@ class EchoServer:
         credentials: ``grpc.ssl_server_credentials(...)`` for TLS; plaintext
             when ``None``.
         max_workers: Threads that run calls.
+        host: The address to listen on. 127.0.0.2, 127.0.0.3, ... are
+            loopback too on Linux, so several servers can share one port, as
+            replicas behind one name do.
 
     Attributes:
+        host: The address it listens on.
         port: The port it listens on.
         peers: The caller address of every call so far, in order.
 
@@ -64,15 +68,15 @@ class EchoServer:
         RuntimeError: The port could not be bound.
     """
 
-    host = "127.0.0.1"
-
     def __init__(
         self,
         port: int = 0,
         *,
         credentials: grpc.ServerCredentials | None = None,
         max_workers: int = 8,
+        host: str = "127.0.0.1",
     ) -> None:
+        self.host = host
         self.peers: list[str] = []
         self._delays: dict[str, float] = {}
         self._stopping = threading.Event()

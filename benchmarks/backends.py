@@ -1,0 +1,371 @@
+"""Figure 10: one pool over several backends, as a resolver names them.
+
+Every backend is a :mod:`benchmarks.server` process on its own loopback
+address (127.0.0.1, 127.0.0.2, ...), all on one port, so a resolver's answer
+lists replicas the way DNS would. Calls go through ``grpcpool.channel`` to
+the servers' ``Where`` method, whose reply names the backend that served it.
+
+10a. Three backends, a pool of 9 (3 connections each), steady calls: the
+     calls the busiest backend got over the calls the idlest one got, beside
+     one grpcio channel with ``pick_first`` over the same three addresses
+     (every call on one backend) and one with the ``round_robin`` LB policy.
+10b. A fourth backend appears in the resolver's answer (``resolve_interval``
+     1 s) while callers run: the time from the answer changing until the new
+     backend serves at least 20% of the calls (its fair share is 2 of 9
+     connections, 22%), measured over sliding windows of 180 calls, and the
+     calls that failed meanwhile.
+10c. ``max_age`` 2 s, a pool of 4 over the three backends, 16 callers: every
+     connection is replaced by one made ready first, over and over; failed
+     calls, and the fewest ready connections seen (``status().current_size``
+     sampled every 5 ms).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+import grpcpool
+from benchmarks.harness import Figure, Settings, interleave, median
+from benchmarks.pools import channel_options, running_pool, unique_name
+from benchmarks.server import WHERE_METHOD, ServerProcess
+from grpcpool import Config, telemetry
+
+__all__ = ["run"]
+
+PAYLOAD = b"x" * 64
+CALL_TIMEOUT = 10.0
+HOSTS = ("127.0.0.1", "127.0.0.2", "127.0.0.3")
+NEW_HOST = "127.0.0.4"
+SPREAD_SIZE = 9
+SPREAD_GOAL = 1.2
+ROUND_ROBIN_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
+RESOLVE_INTERVAL = 1.0
+NEW_SHARE = 0.20
+SHARE_WINDOW = 180  # calls: 20 per connection of the pool of 9
+MAX_AGE = 2.0
+AGE_SIZE = 4
+AGE_CALLERS = 16
+SAMPLE_EVERY = 0.005
+
+
+def _failure(error: grpc.RpcError) -> str:
+    code = error.code() if isinstance(error, grpc.Call) else None
+    return code.name if code is not None else type(error).__name__
+
+
+@dataclass
+class _Tally:
+    """What a set of callers saw: calls per backend, failures, and optionally each call."""
+
+    per_host: Counter[str] = field(default_factory=Counter)
+    failed: Counter[str] = field(default_factory=Counter)
+    # (monotonic time, backend) of every successful call, when logging.
+    log: list[tuple[float, str]] | None = None
+    elapsed: float = 0.0
+
+    @property
+    def calls(self) -> int:
+        return sum(self.per_host.values())
+
+    def spread(self, hosts: Sequence[str]) -> float:
+        """Calls of the busiest backend over calls of the idlest (inf if one got none)."""
+        counts = [self.per_host[host] for host in hosts]
+        return max(counts) / min(counts) if min(counts) else float("inf")
+
+
+@contextmanager
+def _callers(stub: Any, threads: int, *, log: bool = False) -> Iterator[_Tally]:
+    """``threads`` threads calling ``stub`` until the block ends; the tally after.
+
+    A failure of any kind is counted, never raised: a caller thread that
+    died would make every later figure of the round wrong.
+    """
+    tally = _Tally(log=[] if log else None)
+    lock = threading.Lock()
+    stop = threading.Event()
+    monotonic = time.monotonic
+
+    def work() -> None:
+        seen: Counter[str] = Counter()
+        failed: Counter[str] = Counter()
+        record = tally.log.append if tally.log is not None else None
+        while not stop.is_set():
+            try:
+                host = stub(PAYLOAD, timeout=CALL_TIMEOUT).decode()
+            except grpc.RpcError as error:
+                failed[_failure(error)] += 1
+                continue
+            except Exception as error:  # counted, see the docstring
+                failed[type(error).__name__] += 1
+                continue
+            seen[host] += 1
+            if record is not None:
+                record((monotonic(), host))  # list.append is atomic under the GIL
+        with lock:
+            tally.per_host.update(seen)
+            tally.failed.update(failed)
+
+    workers = [threading.Thread(target=work, name=f"caller-{i}") for i in range(threads)]
+    started = time.perf_counter()
+    for worker in workers:
+        worker.start()
+    try:
+        yield tally
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(CALL_TIMEOUT + 30)
+        tally.elapsed = time.perf_counter() - started
+
+
+@contextmanager
+def _backends(hosts: Sequence[str]) -> Iterator[list[ServerProcess]]:
+    """One server per host, all on the port the first one picked; stopped on exit."""
+    with ExitStack() as stack:
+        first = stack.enter_context(ServerProcess(host=hosts[0]))
+        servers = [first]
+        for host in hosts[1:]:
+            servers.append(stack.enter_context(ServerProcess(first.port, host=host)))
+        yield servers
+
+
+def _config(
+    port: int,
+    size: int,
+    name: str,
+    answer: list[str],
+    *,
+    interval: float | None = 30.0,
+    **conn: Any,
+) -> Config:
+    """A pool of ``size`` over whatever ``answer`` lists when the resolver asks."""
+    return Config.new(
+        endpoint={
+            "type": "local",
+            "host": "backends.test",
+            "port": port,
+            "resolver": lambda host, port: list(answer),
+            "resolve_interval": interval,
+        },
+        pool={"size": size, "name": name},
+        connection={"backoff_min": 0.05, "backoff_max": 0.5, "connect_timeout": 2.0, **conn},
+    )
+
+
+def _addresses(port: int, hosts: Sequence[str]) -> list[str]:
+    return [f"{host}:{port}" for host in hosts]
+
+
+def _counts(tally: _Tally, hosts: Sequence[str]) -> str:
+    return "/".join(str(tally.per_host[host]) for host in hosts)
+
+
+# --- figure 10a ------------------------------------------------------------------------
+
+
+def _figure_10a(settings: Settings, port: int) -> list[Figure]:
+    threads = settings.pick(4, 2)
+    seconds = settings.pick(1.0, 0.3)
+    rounds = settings.pick(3, 1)
+    name = unique_name("backends")
+    target = "ipv4:" + ",".join(_addresses(port, HOSTS))
+    tallies: dict[str, _Tally] = {}
+
+    def round_of(label: str, stub: Any) -> float:
+        with _callers(stub, threads) as tally:
+            time.sleep(seconds)
+        total = tallies.setdefault(label, _Tally())
+        total.per_host.update(tally.per_host)
+        total.failed.update(tally.failed)
+        return tally.spread(HOSTS)
+
+    with (
+        running_pool(_config(port, SPREAD_SIZE, name, _addresses(port, HOSTS))),
+        grpc.insecure_channel(target, options=channel_options()) as pick_first,
+        grpc.insecure_channel(
+            target, options=channel_options(("grpc.service_config", ROUND_ROBIN_CONFIG))
+        ) as round_robin,
+    ):
+        stubs = {
+            "pool": grpcpool.channel(name).unary_unary(WHERE_METHOD),
+            "pick_first": pick_first.unary_unary(WHERE_METHOD),
+            "round_robin": round_robin.unary_unary(WHERE_METHOD),
+        }
+        for stub in stubs.values():  # warm up: connections, callables, server threads
+            stub(PAYLOAD, timeout=CALL_TIMEOUT, wait_for_ready=True)
+            with _callers(stub, threads):
+                time.sleep(settings.pick(0.2, 0.05))
+        results = interleave(
+            rounds,
+            {
+                label: (lambda label=label, stub=stub: round_of(label, stub))
+                for label, stub in stubs.items()
+            },
+        )
+    pool, rr = median(results["pool"]), median(results["round_robin"])
+    failed = sum(sum(t.failed.values()) for t in tallies.values())
+    note = (
+        f"calls per backend .1/.2/.3 over {rounds} rounds of {seconds:g} s, {threads} callers: "
+        f"pool {_counts(tallies['pool'], HOSTS)}, grpcio round_robin "
+        f"{_counts(tallies['round_robin'], HOSTS)}, grpcio pick_first "
+        f"{_counts(tallies['pick_first'], HOSTS)}; failed calls {failed}"
+    )
+    return [
+        Figure(
+            "10a",
+            f"calls per backend, busiest/idlest: 3 backends, pool of {SPREAD_SIZE} via "
+            "grpcpool.channel (round_robin)",
+            pool,
+            "x",
+            "one grpcio channel, round_robin LB (pick_first: every call on one backend)",
+            rr,
+            None,
+            f"<= {SPREAD_GOAL}",
+            pool <= SPREAD_GOAL,
+            note,
+        )
+    ]
+
+
+# --- figure 10b ------------------------------------------------------------------------
+
+
+def _share_reached(log: list[tuple[float, str]], since: float) -> float | None:
+    """When the last ``SHARE_WINDOW`` calls first had ``NEW_SHARE`` of them on the new host."""
+    calls = sorted(log)
+    on_new = 0
+    for index, (at, host) in enumerate(calls):
+        on_new += host == NEW_HOST
+        if index >= SHARE_WINDOW:
+            on_new -= calls[index - SHARE_WINDOW][1] == NEW_HOST
+        if at >= since and index + 1 >= SHARE_WINDOW and on_new >= NEW_SHARE * SHARE_WINDOW:
+            return at
+    return None
+
+
+def _figure_10b(settings: Settings, port: int) -> list[Figure]:
+    threads = settings.pick(4, 2)
+    name = unique_name("backends")
+    answer = _addresses(port, HOSTS)
+    limit = RESOLVE_INTERVAL + 5.0
+    with (
+        ServerProcess(port, host=NEW_HOST),
+        running_pool(_config(port, SPREAD_SIZE, name, answer, interval=RESOLVE_INTERVAL)),
+    ):
+        stub = grpcpool.channel(name).unary_unary(WHERE_METHOD)
+        with _callers(stub, threads, log=True) as tally:
+            time.sleep(settings.pick(0.5, 0.2))
+            changed = time.monotonic()
+            answer.append(f"{NEW_HOST}:{port}")
+            assert tally.log is not None
+            log = tally.log
+            deadline = changed + limit
+            while (
+                time.monotonic() < deadline and _share_reached(log[-SHARE_WINDOW:], changed) is None
+            ):
+                time.sleep(0.05)
+            time.sleep(settings.pick(1.0, 0.2))  # the rebalance's last moves, still counted
+        workers = grpcpool.status(name).workers
+    reached = _share_reached(log, changed)
+    seconds = (reached - changed) if reached is not None else float("nan")
+    spread = Counter((w.address or "unpinned").rsplit(":", 1)[0] for w in workers)
+    failed = sum(tally.failed.values())
+    goal = RESOLVE_INTERVAL + 1.0
+    note = (
+        f"pool of {SPREAD_SIZE}, resolve_interval {RESOLVE_INTERVAL:g} s, {threads} callers, "
+        f"{tally.calls} calls; connections per backend after: "
+        + ", ".join(f"{host} {n}" for host, n in sorted(spread.items()))
+        + (f"; failures {dict(tally.failed)}" if failed else "")
+        + ("" if reached is not None else f"; share not reached within {limit:g} s")
+    )
+    return [
+        Figure(
+            "10b",
+            f"new backend in the answer -> it serves >= {NEW_SHARE:.0%} of calls "
+            f"(last {SHARE_WINDOW} calls)",
+            seconds * 1000,
+            "ms",
+            target=f"<= {goal * 1000:.0f} ms (resolve_interval + 1 s)",
+            met=reached is not None and seconds <= goal,
+            note=note,
+        ),
+        Figure(
+            "10b",
+            "failed calls while the pool rebalances onto the new backend",
+            failed,
+            "calls",
+            target="0",
+            met=failed == 0,
+        ),
+    ]
+
+
+# --- figure 10c ------------------------------------------------------------------------
+
+
+def _figure_10c(settings: Settings, port: int) -> list[Figure]:
+    seconds = settings.pick(20.0, 3.0)
+    name = unique_name("backends")
+    config = _config(port, AGE_SIZE, name, _addresses(port, HOSTS), max_age=MAX_AGE)
+    refreshes: Counter[str] = Counter()
+    fewest = [AGE_SIZE]
+
+    def refreshed(sender: str, *, metadata: dict[str, Any], **_: Any) -> None:
+        refreshes[str(metadata.get("reason"))] += 1
+
+    telemetry.channel_refreshed.connect(refreshed, sender=name, weak=False)
+    try:
+        with running_pool(config):
+            stub = grpcpool.channel(name).unary_unary(WHERE_METHOD)
+            with _callers(stub, AGE_CALLERS) as tally:
+                deadline = time.monotonic() + seconds
+                while time.monotonic() < deadline:
+                    fewest[0] = min(fewest[0], grpcpool.status(name).current_size)
+                    time.sleep(SAMPLE_EVERY)
+    finally:
+        telemetry.channel_refreshed.disconnect(refreshed, sender=name)
+    failed = sum(tally.failed.values())
+    note = (
+        f"{seconds:g} s, {AGE_CALLERS} callers, {tally.calls} calls, refreshes "
+        f"{dict(refreshes) or 0}, calls per backend .1/.2/.3 {_counts(tally, HOSTS)}"
+        + (f"; failures {dict(tally.failed)}" if failed else "")
+    )
+    return [
+        Figure(
+            "10c",
+            f"failed calls, max_age {MAX_AGE:g} s, pool of {AGE_SIZE}, {AGE_CALLERS} callers",
+            failed,
+            "calls",
+            target="0",
+            met=failed == 0,
+            note=note,
+        ),
+        Figure(
+            "10c",
+            f"fewest ready connections seen (sampled every {SAMPLE_EVERY * 1000:g} ms)",
+            fewest[0],
+            "conns",
+            target=f">= {AGE_SIZE}",
+            met=fewest[0] >= AGE_SIZE,
+        ),
+    ]
+
+
+def run(settings: Settings) -> list[Figure]:
+    """Figures 10a, 10b and 10c, against three backend processes."""
+    with _backends(HOSTS) as servers:
+        port = servers[0].port
+        return [
+            *_figure_10a(settings, port),
+            *_figure_10b(settings, port),
+            *_figure_10c(settings, port),
+        ]
