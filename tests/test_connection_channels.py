@@ -218,3 +218,25 @@ def test_config_methods_delegate_to_the_connection_package(make: Callable[[int],
     config = make(9)
     assert config.channel_options() == channel_options(config)
     assert config.channel_credentials() is channel_credentials(config) is None
+
+
+def test_a_pinned_channel_speaks_as_the_configured_host() -> None:
+    """A channel pinned to a resolved IP keeps host:port as its authority and, with TLS,
+    checks the certificate against the host; an unpinned channel needs neither; a
+    configured server_hostname still wins."""
+    plain = Config.new(endpoint={"type": "local", "host": "kv.internal", "port": 7000})
+    tls = Config.new(endpoint={"host": "kv.internal", "port": 7000, "ssl": True})
+    named = Config.new(
+        endpoint={"host": "kv.internal", "port": 7000, "ssl": {"server_hostname": "kv.test"}}
+    )
+
+    assert "grpc.default_authority" not in dict(channel_options(plain))
+    pinned = dict(channel_options(plain, "10.0.0.7:7000"))
+    assert pinned["grpc.default_authority"] == "kv.internal:7000"
+    assert "grpc.ssl_target_name_override" not in pinned
+    pinned_tls = dict(channel_options(tls, "10.0.0.7:7000"))
+    assert pinned_tls["grpc.default_authority"] == "kv.internal:7000"
+    assert pinned_tls["grpc.ssl_target_name_override"] == "kv.internal"
+    assert dict(channel_options(named, "10.0.0.7:7000"))["grpc.ssl_target_name_override"] == (
+        "kv.test"
+    )
