@@ -7,6 +7,7 @@ start_pool), tests.servers, tests.workers, tests.faultproxy, tests.certs.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import time
@@ -54,6 +55,14 @@ def _grpc_warmed_up() -> None:
     grpc.channel_ready_future(channel).result(timeout=10)
     EchoStub(channel).Unary(b"warm-up", timeout=10)
     channel.close()
+
+    async def warm_up_aio() -> None:
+        # grpc.aio starts its completion-queue poller thread on first use,
+        # once per process: not a thread any test leaves behind.
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as aio_channel:
+            await aio_channel.unary_unary("/test.Echo/Unary")(b"warm-up", timeout=10)
+
+    asyncio.run(warm_up_aio())
     server.stop()
 
 

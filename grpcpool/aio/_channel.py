@@ -1,0 +1,253 @@
+"""AioPoolChannel: an asyncio pool as one ``grpc.aio.Channel``, routing each call.
+
+As the sync :class:`~grpcpool.PoolChannel`: each call picks a ready connection
+of the pool when it starts (with the pool's strategy, ``least_in_flight``
+included), runs on that connection's multi-callable for the method (built
+once per connection and method), and is counted in flight until it is done.
+A stub built once on it keeps working across reconnects and scaling.
+
+With no ready connection a call fails as a grpc.aio call does, when it is
+awaited (or iterated): with a :class:`~grpcpool.PoolCallError`, a
+``grpc.RpcError`` with code ``UNAVAILABLE`` that is also a
+``NotConnectedError``. With ``wait_for_ready=True`` the call first waits for
+a ready connection for up to its timeout (then ``DEADLINE_EXCEEDED``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable, Generator
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from grpcpool.errors import NotConnectedError, PoolCallError
+from grpcpool.pools._connectivity import connectivity_of
+from grpcpool.pools._ready import CallableKey, ReadyConnection
+
+if TYPE_CHECKING:
+    from grpcpool.aio._pool import Pool
+
+__all__ = ["AioPoolChannel"]
+
+
+class AioPoolChannel(grpc.aio.Channel):
+    """A ``grpc.aio.Channel`` over the ready connections of one asyncio pool.
+
+    ``close()`` (and leaving ``async with``) does not stop the pool. Use it
+    on the pool's loop only, like the pool.
+    """
+
+    def __init__(self, pool: Pool) -> None:
+        self._pool = pool
+
+    def unary_unary(
+        self,
+        method: str,
+        request_serializer: Any = None,
+        response_deserializer: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        return _Routed(
+            self._pool,
+            _key("unary_unary", method, request_serializer, response_deserializer, kwargs),
+            stream=False,
+        )
+
+    def unary_stream(
+        self,
+        method: str,
+        request_serializer: Any = None,
+        response_deserializer: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        return _Routed(
+            self._pool,
+            _key("unary_stream", method, request_serializer, response_deserializer, kwargs),
+            stream=True,
+        )
+
+    def stream_unary(
+        self,
+        method: str,
+        request_serializer: Any = None,
+        response_deserializer: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        return _Routed(
+            self._pool,
+            _key("stream_unary", method, request_serializer, response_deserializer, kwargs),
+            stream=False,
+        )
+
+    def stream_stream(
+        self,
+        method: str,
+        request_serializer: Any = None,
+        response_deserializer: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        return _Routed(
+            self._pool,
+            _key("stream_stream", method, request_serializer, response_deserializer, kwargs),
+            stream=True,
+        )
+
+    def get_state(self, try_to_connect: bool = False) -> grpc.ChannelConnectivity:
+        """The pool's readiness as connectivity: READY while a connection is ready."""
+        return connectivity_of(None if self._pool.ended else self._pool.view)
+
+    async def wait_for_state_change(self, last_observed_state: grpc.ChannelConnectivity) -> None:
+        while self.get_state() is last_observed_state:
+            await self._pool.wait_changed(None)
+
+    async def channel_ready(self) -> None:
+        while self.get_state() is not grpc.ChannelConnectivity.READY:
+            await self._pool.wait_changed(None)
+
+    async def close(self, grace: float | None = None) -> None:
+        """Does not stop the pool (``await pool.stop()`` does)."""
+
+    async def __aenter__(self) -> AioPoolChannel:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"<AioPoolChannel {self._pool.name!r} {self.get_state().name}>"
+
+
+def _key(
+    kind: str, method: str, serializer: Any, deserializer: Any, kwargs: dict[str, Any]
+) -> CallableKey:
+    return (kind, method, serializer, deserializer, tuple(sorted(kwargs.items())))
+
+
+class _Routed:
+    """A multi-callable of the pool channel: routes each call when it starts."""
+
+    __slots__ = ("_key", "_pool", "_stream")
+
+    def __init__(self, pool: Pool, key: CallableKey, *, stream: bool) -> None:
+        self._pool = pool
+        self._key = key
+        self._stream = stream
+
+    def __call__(self, request: Any, **kwargs: Any) -> Any:
+        pool = self._pool
+        try:
+            connection = pool.view.pick_connection()
+        except NotConnectedError as error:
+            if kwargs.get("wait_for_ready"):
+                return _WaitingCall(self, request, kwargs)
+            return _FailedCall(PoolCallError.of(error))
+        return self.start(connection, request, kwargs)
+
+    def start(self, connection: ReadyConnection, request: Any, kwargs: dict[str, Any]) -> Any:
+        """Runs the call on ``connection``, counted in flight until it is done."""
+        built = connection.callables.get(self._key) or connection.multi_callable(self._key)
+        call = built(request, **kwargs)
+        calls = connection.calls
+        calls.add(call)
+        call.add_done_callback(calls.discard)
+        return call
+
+
+class _FailedCall:
+    """The call object of a call that failed before it started: raises when awaited or iterated."""
+
+    def __init__(self, error: PoolCallError) -> None:
+        self._error = error
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self._raise().__await__()
+
+    async def _raise(self) -> Any:
+        raise self._error
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self
+
+    async def __anext__(self) -> Any:
+        raise self._error
+
+    async def read(self) -> Any:
+        raise self._error
+
+    async def code(self) -> grpc.StatusCode:
+        return self._error.code()
+
+    async def details(self) -> str:
+        return self._error.details()
+
+    async def initial_metadata(self) -> tuple[()]:
+        return ()
+
+    async def trailing_metadata(self) -> tuple[()]:
+        return ()
+
+    def done(self) -> bool:
+        return True
+
+    def cancelled(self) -> bool:
+        return False
+
+    def cancel(self) -> bool:
+        return False
+
+    def add_done_callback(self, callback: Callable[[Any], None]) -> None:
+        callback(self)
+
+
+class _WaitingCall:
+    """A ``wait_for_ready`` call made while nothing was ready: waits, then starts."""
+
+    def __init__(self, routed: _Routed, request: Any, kwargs: dict[str, Any]) -> None:
+        self._routed = routed
+        self._request = request
+        self._kwargs = kwargs
+        self._call: Any = None
+
+    async def _started(self) -> Any:
+        if self._call is not None:
+            return self._call
+        pool = self._routed._pool
+        timeout = self._kwargs.get("timeout")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                connection = pool.view.pick_connection()
+                break
+            except NotConnectedError as error:
+                left = None if deadline is None else deadline - time.monotonic()
+                if pool.ended is not None:
+                    raise PoolCallError.of(error) from None
+                if left is not None and left <= 0:
+                    raise PoolCallError.of(error, grpc.StatusCode.DEADLINE_EXCEEDED) from None
+                await pool.wait_changed(left)
+        kwargs = dict(self._kwargs)
+        if deadline is not None:
+            kwargs["timeout"] = max(0.0, deadline - time.monotonic())
+        self._call = self._routed.start(connection, self._request, kwargs)
+        return self._call
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self._wait_and_await().__await__()
+
+    async def _wait_and_await(self) -> Any:
+        return await (await self._started())
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Any]:
+        call = await self._started()
+        async for item in call:
+            yield item
+
+    async def read(self) -> Any:
+        return await (await self._started()).read()
+
+    def cancel(self) -> bool:
+        return self._call.cancel() if self._call is not None else False

@@ -1,0 +1,542 @@
+"""Pool: the asyncio pool, its view, its workers' tasks and their supervision.
+
+Everything of a pool runs on the event loop it was started on, so the pool
+is its own registry: a worker's report updates the records and publishes a
+new immutable :class:`~grpcpool.pools.PoolView` (built by the same
+``build_view`` as the sync pool's, with the same pickers) in one assignment,
+and ``get_channel`` reads it. There is no lock because there is one thread.
+
+Worker tasks are supervised one-for-one with the sync PoolSupervisor's
+intensity: more than ``max_restarts`` plus the number of workers crashes
+within ``max_seconds`` end the pool, as a top supervisor that gives up.
+An outage is not a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import ipaddress
+import itertools
+import logging
+import time
+import warnings
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, Self
+
+import grpc
+
+from grpcpool import telemetry
+from grpcpool._config_checks import check_pool_name
+from grpcpool._status import PoolStatus, WorkerState, WorkerStatus
+from grpcpool.actors._pool_supervisor import check_count
+from grpcpool.actors._resolution import START_RESOLVE_WAIT, initial_addresses, resolve
+from grpcpool.aio._worker import Worker
+from grpcpool.config import Config
+from grpcpool.connection._machine_types import Stop
+from grpcpool.errors import ConfigError, GrpcPoolError, PoolNotFoundError, PoolTimeoutError
+from grpcpool.pools._ready import ReadyConnection
+from grpcpool.pools._view import Lifecycle, PoolView, build_view, empty_view, unready_cause
+from grpcpool.resolver import StaticResolver
+from grpcpool.strategy import Strategy, resolve_strategy
+
+__all__ = ["POOLS", "Pool"]
+
+_log = logging.getLogger(__name__)
+
+#: The running asyncio pools, by name (their own namespace, apart from the
+#: sync pools'). Written only by :meth:`Pool.start` and :meth:`Pool.stop`.
+POOLS: dict[str, Pool] = {}
+
+MAX_RESTARTS = 3
+MAX_SECONDS = 5.0
+
+
+class Pool:
+    """A pool of ``grpc.aio`` channels on the running event loop.
+
+    Use it as an async context manager (``async with Pool(cfg, name="kv") as
+    pool:``) or call :meth:`start` and :meth:`stop`. It belongs to the loop
+    it was started on: any use from another loop or thread raises
+    :class:`~grpcpool.GrpcPoolError`.
+
+    Args:
+        config: The same :class:`~grpcpool.Config` as a sync pool's.
+            ``endpoint.interceptors`` must be empty (they are sync grpc
+            interceptors).
+        name: The pool's name; falls back to ``config.pool.name``, then
+            ``"default"``.
+    """
+
+    def __init__(self, config: Config, name: str | None = None) -> None:
+        if not isinstance(config, Config):
+            raise TypeError(f"Pool needs a grpcpool.Config, got {type(config).__name__}")
+        if name is not None:
+            check_pool_name("pool.name", name)
+        if config.endpoint.interceptors:
+            raise ConfigError(
+                "endpoint.interceptors",
+                "holds sync grpc interceptors, which a grpc.aio channel cannot use; "
+                "leave it empty for grpcpool.aio pools",
+            )
+        self.config = config
+        self.name = config.pool_name(name)
+        self.strategy: Strategy = resolve_strategy(config.pool.strategy)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lifecycle: Lifecycle = "starting"
+        self._view: PoolView = empty_view(self.name, config.pool.size, "starting")
+        self._changed = asyncio.Event()  # replaced at each publish; bound to no loop yet
+        self._expected = config.pool.size
+        self._records: dict[str, tuple[WorkerStatus, ReadyConnection | None]] = {}
+        self._workers: dict[str, Worker] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._numbers = itertools.count(1)
+        self._restarts: collections.deque[float] = collections.deque()
+        self._open: set[grpc.aio.Channel] = set()
+        self._closing: set[asyncio.Task[None]] = set()
+        self._reporter: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.ended: str | None = None
+
+    # --- life -----------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> Self:
+        """Starts the workers (they connect in the background); returns at once.
+
+        Raises:
+            ConfigError: A pool of this name runs already (key ``pool.name``).
+            GrpcPoolError: The pool was started before.
+        """
+        if self._loop is not None:
+            raise GrpcPoolError(f"pool {self.name!r} was started already; make a new Pool")
+        if self.name in POOLS:
+            raise ConfigError(
+                "pool.name", f"an asyncio pool named {self.name!r} is running; stop it first"
+            )
+        self._loop = asyncio.get_running_loop()
+        self._changed = asyncio.Event()
+        POOLS[self.name] = self
+        init = getattr(self.strategy, "init", None)
+        if callable(init):
+            init(self.name, self._expected)
+        addresses = await self._first_addresses()
+        for address in initial_addresses(addresses, self._expected):
+            self._add_worker(address)
+        self._lifecycle = "running"
+        self._publish()
+        self._reporter = self._loop.create_task(self._report_status(), name="grpcpool-status")
+        telemetry.emit(
+            telemetry.pool_init,
+            self.name,
+            {"pool_size": self._expected},
+            {"pool_name": self.name, "endpoint": self.config.endpoint.target},
+        )
+        return self
+
+    async def _first_addresses(self) -> tuple[str, ...] | None:
+        """The host's addresses, without blocking the loop on a lookup for long."""
+        endpoint = self.config.endpoint
+        resolver = endpoint.resolver
+        literal = resolver is None and _is_ip(endpoint.host)
+        if literal or isinstance(resolver, StaticResolver):
+            return resolve(self.config)[0]  # no lookup to wait for
+        loop = asyncio.get_running_loop()
+        lookup = loop.run_in_executor(None, resolve, self.config)
+        try:
+            return (await asyncio.wait_for(lookup, START_RESOLVE_WAIT))[0]
+        except TimeoutError:
+            return None
+
+    async def stop(self) -> None:
+        """Stops every worker and closes every channel (running calls get ``drain_timeout``).
+
+        Idempotent; from the pool's own loop only.
+        """
+        if self._loop is None or self.ended is not None:
+            return
+        self._check_loop()
+        self._stopping = True
+        self._lifecycle = "stopped"
+        self._publish()
+        if self._reporter is not None:
+            self._reporter.cancel()
+        tasks = list(self._tasks.values())
+        for worker in list(self._workers.values()):
+            worker.tell(Stop())
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*list(self._closing), return_exceptions=True)
+        self._end("stopped")
+
+    async def aclose(self) -> None:
+        """The same as :meth:`stop`."""
+        await self.stop()
+
+    def _end(self, reason: str) -> None:
+        self.ended = reason
+        if POOLS.get(self.name) is self:
+            del POOLS[self.name]
+        self._changed.set()
+
+    # --- callers ----------------------------------------------------------------------
+
+    def get_channel(self) -> grpc.aio.Channel:
+        """A ready ``grpc.aio.Channel`` of this pool: O(1), from the current view.
+
+        Raises:
+            NotConnectedError: No channel is ready (or the pool has stopped).
+            GrpcPoolError: Called from another loop or thread than the pool's.
+        """
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is not self._loop:
+            raise self._wrong_loop(loop)
+        return self._view.pick()  # type: ignore[return-value]  # an aio channel in an aio pool
+
+    def channel(self) -> Any:
+        """The pool as one ``grpc.aio.Channel``: build stubs on it once (see ``AioPoolChannel``)."""
+        from grpcpool.aio._channel import AioPoolChannel
+
+        return AioPoolChannel(self)
+
+    def status(self) -> PoolStatus:
+        """The pool's health now, as the sync pool reports it."""
+        return self._view.status(self.name)
+
+    @property
+    def view(self) -> PoolView:
+        """The current view (loop thread only)."""
+        return self._view
+
+    async def await_ready(self, timeout: float | None = 10.0, min_ready: int = 1) -> None:
+        """Waits until ``min_ready`` channels are ready; woken by the pool's changes.
+
+        Raises:
+            PoolTimeoutError: Not ready within ``timeout`` seconds.
+            PoolNotFoundError: The pool stopped meanwhile (or never started).
+        """
+        self._check_loop()
+        check_count("min_ready", min_ready)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while len(self._view.channels) < min_ready:
+            if self.ended is not None or self._loop is None:
+                raise PoolNotFoundError(self.name, self.ended)
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                detail = f"{len(self._view.channels)} of {min_ready} required channels ready after {timeout}s"
+                cause, last_error = unready_cause(self._view.workers)
+                if cause is not None:
+                    detail = f"{detail} ({cause})"
+                raise PoolTimeoutError(self.name, detail, last_error=last_error)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), left)
+
+    async def wait_changed(self, timeout: float | None) -> None:
+        """Waits for the next change of the view (for the pool channel's ``wait_for_ready``)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), timeout)
+
+    # --- scaling -----------------------------------------------------------------------
+
+    async def scale_up(self, count: int) -> int:
+        """Adds ``count`` workers; returns the new expected size."""
+        self._check_running()
+        check_count("count", count)
+        limit = self.config.pool.max_size
+        if self._expected + count > limit:
+            raise ValueError(
+                f"pool {self.name!r}: scaling {self._expected} up by {count} "
+                f"is over pool.max_size ({limit})"
+            )
+        started = time.monotonic()
+        for _ in range(count):
+            self._add_worker(self._thinnest_address())
+        self._expected += count
+        self._publish()
+        self._emit_scaled(
+            telemetry.pool_scale_up, started, {"requested": count, "succeeded": count, "failed": 0}
+        )
+        return self._expected
+
+    async def scale_down(self, count: int) -> int:
+        """Stops the ``count`` newest workers (never below 1); returns the new expected size."""
+        self._check_running()
+        check_count("count", count)
+        if self._expected - count < 1:
+            raise ValueError(
+                f"pool {self.name!r}: scaling {self._expected} down by {count} "
+                "would leave no worker (a pool keeps at least 1)"
+            )
+        started = time.monotonic()
+        newest = list(self._workers)[-count:]
+        self._expected -= count
+        tasks = [self._tasks[worker_id] for worker_id in newest if worker_id in self._tasks]
+        for worker_id in newest:
+            self._workers[worker_id].tell(Stop())
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._publish()
+        self._emit_scaled(
+            telemetry.pool_scale_down, started, {"requested": count, "terminated": count}
+        )
+        return self._expected
+
+    async def resize(self, target: int) -> int:
+        """Scales to ``target`` workers; the same size is a no-op."""
+        check_count("target", target)
+        if target > self.config.pool.max_size:
+            raise ValueError(
+                f"pool {self.name!r}: {target} is over pool.max_size ({self.config.pool.max_size})"
+            )
+        if target > self._expected:
+            return await self.scale_up(target - self._expected)
+        if target < self._expected:
+            return await self.scale_down(self._expected - target)
+        return self._expected
+
+    def _emit_scaled(self, signal: Any, started: float, measurements: dict[str, Any]) -> None:
+        telemetry.emit(
+            signal,
+            self.name,
+            {"duration": time.monotonic() - started, **measurements, "new_size": self._expected},
+            {"pool_name": self.name},
+        )
+
+    # --- workers and their supervision --------------------------------------------------
+
+    def _add_worker(self, address: str | None, worker_id: str | None = None) -> None:
+        assert self._loop is not None
+        worker_id = worker_id or f"worker-{next(self._numbers)}"
+        worker = Worker(self, worker_id, address)
+        self._workers[worker_id] = worker
+        self._tasks[worker_id] = self._loop.create_task(
+            self._supervise(worker), name=f"grpcpool-{self.name}-{worker_id}"
+        )
+
+    async def _supervise(self, worker: Worker) -> None:
+        try:
+            await worker.run()
+        except asyncio.CancelledError:
+            if not self._stopping:
+                self._abandoned()
+            raise
+        except Exception as error:
+            self._crashed(worker, error)
+            return
+        if self._workers.get(worker.worker_id) is worker:
+            del self._workers[worker.worker_id]
+            self._tasks.pop(worker.worker_id, None)
+
+    def _crashed(self, worker: Worker, error: Exception) -> None:
+        """Restarts a crashed worker one-for-one, or ends the pool past the intensity."""
+        now = time.monotonic()
+        self._restarts.append(now)
+        while self._restarts and self._restarts[0] < now - MAX_SECONDS:
+            self._restarts.popleft()
+        reason = f"{type(error).__name__}: {error}"
+        limit = MAX_RESTARTS + len(self._workers)
+        if self._stopping:
+            return
+        if len(self._restarts) > limit:
+            _log.error(
+                "pool %r: %d restarts within %ss; giving up",
+                self.name,
+                len(self._restarts),
+                MAX_SECONDS,
+            )
+            telemetry.emit(
+                telemetry.supervisor_shutdown,
+                f"pool:{self.name}",
+                {"restarts": len(self._restarts)},
+                {"supervisor": f"pool:{self.name}", "reason": reason},
+            )
+            self._loop_task(self._give_up())
+            return
+        _log.error("pool %r %s crashed (%s); restarting it", self.name, worker.worker_id, reason)
+        telemetry.emit(
+            telemetry.supervisor_child_restarted,
+            f"pool:{self.name}",
+            {"restarts": len(self._restarts)},
+            {"supervisor": f"pool:{self.name}", "child_id": worker.worker_id, "reason": reason},
+        )
+        self._add_worker(worker.address, worker.worker_id)
+
+    async def _give_up(self) -> None:
+        await self.stop()
+        self.ended = "supervisor gave up"
+
+    def _loop_task(self, coroutine: Any) -> None:
+        assert self._loop is not None
+        task = self._loop.create_task(coroutine)
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    def _abandoned(self) -> None:
+        """The loop cancelled a worker of a pool nobody stopped (the loop is closing)."""
+        if self.ended is None:
+            self.ended = "its event loop closed"
+            warnings.warn(
+                f"grpcpool.aio.Pool {self.name!r} was never stopped and its event loop is "
+                "closing: use 'async with' or 'await pool.stop()'",
+                ResourceWarning,
+                stacklevel=1,
+            )
+            if POOLS.get(self.name) is self:
+                del POOLS[self.name]
+
+    def _thinnest_address(self) -> str | None:
+        counts: dict[str, int] = {}
+        for worker in self._workers.values():
+            if worker.address is not None:
+                counts[worker.address] = counts.get(worker.address, 0) + 1
+        return min(counts, key=counts.__getitem__) if counts else None
+
+    # --- what workers tell the pool (loop thread) ----------------------------------------
+
+    def _report(
+        self,
+        worker: Worker,
+        *,
+        state: WorkerState,
+        reconnect_attempt: int,
+        last_error: str | None,
+        channel: grpc.aio.Channel | None,
+        suspect: Callable[[], None] | None,
+    ) -> None:
+        if self._workers.get(worker.worker_id) is not worker:
+            return  # a worker already replaced
+        previous = self._records.get(worker.worker_id)
+        since = time.time()
+        if previous is not None and previous[0].state == state:
+            since = previous[0].since
+        status = WorkerStatus(
+            worker_id=worker.worker_id,
+            state=state,
+            since=since,
+            reconnect_attempt=reconnect_attempt,
+            last_error=last_error,
+            peer=(worker.address or self.config.endpoint.target) if channel else None,
+            address=worker.address,
+        )
+        connection = None
+        if channel is not None:
+            kept = previous[1] if previous is not None else None
+            same = kept is not None and kept.channel is channel  # type: ignore[comparison-overlap]
+            connection = kept if same else None
+            if connection is None:
+                connection = ReadyConnection(channel, worker.worker_id, suspect)  # type: ignore[arg-type]
+        self._records[worker.worker_id] = (status, connection)
+        self._publish()
+
+    def _gone(self, worker: Worker) -> None:
+        if self._workers.get(worker.worker_id) is worker:
+            self._records.pop(worker.worker_id, None)
+            self._publish()
+
+    def _opened(self, channel: grpc.aio.Channel) -> None:
+        self._open.add(channel)
+
+    def _forget(self, channel: grpc.aio.Channel) -> None:
+        """``channel`` is closed by its worker directly (the loop is closing)."""
+        self._open.discard(channel)
+
+    def _retire(self, channel: grpc.aio.Channel, *, drain: bool) -> None:
+        """Closes ``channel``; with ``drain`` its running calls get ``drain_timeout`` first."""
+        self._open.discard(channel)
+        grace = self.config.connection.drain_timeout if drain else None
+        self._loop_task(channel.close(grace=grace or None))
+
+    def _publish(self) -> None:
+        records = list(self._records.values())
+        self._view = build_view(
+            self.name,
+            self.strategy,
+            self._view,
+            connections=tuple(c for _, c in records if c is not None),
+            workers=tuple(s for s, _ in records),
+            expected_size=self._expected,
+            lifecycle=self._lifecycle,
+        )
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    async def _report_status(self) -> None:
+        interval = self.config.pool.telemetry_interval
+        while True:
+            await asyncio.sleep(interval)
+            status = self._view.status(self.name)
+            telemetry.emit(
+                telemetry.pool_status,
+                self.name,
+                {
+                    "expected_size": status.expected_size,
+                    "current_size": status.current_size,
+                    "in_flight": status.in_flight,
+                },
+                {"pool_name": self.name},
+            )
+
+    # --- loop discipline ------------------------------------------------------------------
+
+    def _check_loop(self) -> None:
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is not self._loop and self._loop is not None:
+            raise self._wrong_loop(loop)
+
+    def _check_running(self) -> None:
+        self._check_loop()
+        if self._loop is None or self.ended is not None:
+            raise PoolNotFoundError(self.name, self.ended)
+
+    def _wrong_loop(self, loop: asyncio.AbstractEventLoop | None) -> GrpcPoolError:
+        if self._loop is None:
+            return PoolNotFoundError(self.name, self.ended)
+        where = (
+            "outside any event loop (another thread?)" if loop is None else "on another event loop"
+        )
+        return GrpcPoolError(
+            f"pool {self.name!r} belongs to the event loop it was started on and was used "
+            f"{where}; grpc.aio channels cannot move between loops: start a pool per loop"
+        )
+
+    def __del__(self) -> None:
+        if self._loop is not None and self.ended is None and not self._stopping:
+            warnings.warn(
+                f"grpcpool.aio.Pool {self.name!r} was never stopped: use 'async with' "
+                "or 'await pool.stop()'",
+                ResourceWarning,
+                stacklevel=2,
+            )
+
+    def __repr__(self) -> str:
+        view = self._view
+        state = (self.ended and "ended") or view.lifecycle
+        return (
+            f"<grpcpool.aio.Pool {self.name!r} {state} "
+            f"{len(view.channels)}/{view.expected_size} ready>"
+        )
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True

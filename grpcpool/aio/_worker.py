@@ -1,0 +1,260 @@
+"""One connection of an asyncio pool: a task driving the worker state machine.
+
+The decisions are the sync pool's: :func:`grpcpool.connection.step` is the
+same pure machine the sync ``ChannelWorker`` actor drives. Only the effects
+are run differently, on the event loop and without a thread: connectivity
+comes from ``grpc.aio.Channel.wait_for_state_change`` (grpcio's completion
+queue, no poll thread), health checks are awaited calls, delays are
+``loop.call_later`` callbacks, and a report updates the pool's view at once
+(the pool and its workers share one thread, the loop's, so a report is
+acted on before the next line runs).
+
+Events reach the machine through one queue per worker; each is tagged with
+the generation of the channel or timer it is about, so news about a channel
+the machine has moved past is dropped, as in the sync worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, assert_never
+
+import blinker
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from grpcpool import telemetry
+from grpcpool.connection import channel_credentials, channel_options
+from grpcpool.connection._machine import step
+from grpcpool.connection._machine_types import (
+    CancelTimers,
+    CheckDone,
+    CheckRequested,
+    Connectivity,
+    Effect,
+    Emit,
+    Event,
+    Log,
+    OpenChannel,
+    ReleaseChannel,
+    Report,
+    Schedule,
+    Start,
+    StartCheck,
+    WatchChannel,
+    initial_state,
+)
+
+if TYPE_CHECKING:
+    from grpcpool.aio._pool import Pool
+
+__all__ = ["Worker"]
+
+_log = logging.getLogger(__name__)
+
+
+def check_error(error: BaseException | None, status: int | None) -> str | None:
+    """``None`` if a health check says the server is usable, else why not (as the sync check)."""
+    if error is None:
+        if status == health_pb2.HealthCheckResponse.SERVING:
+            return None
+        name = health_pb2.HealthCheckResponse.ServingStatus.Name(status or 0)
+        return f"health status {name}"
+    if isinstance(error, grpc.aio.AioRpcError):
+        code = error.code()
+        if code is grpc.StatusCode.UNIMPLEMENTED:
+            return None  # reachable, and without the health service
+        if code is grpc.StatusCode.NOT_FOUND:
+            return "health check: the server does not know this health service name"
+        details = error.details()
+        return f"{code.name.lower()}: {details}" if details else code.name.lower()
+    if isinstance(error, asyncio.TimeoutError):
+        return "deadline_exceeded"
+    return f"{type(error).__name__}: {error}"
+
+
+class Worker:
+    """Keeps one channel of an asyncio pool connected, checked and reconnected.
+
+    Args:
+        pool: The pool it belongs to (same loop).
+        worker_id: Stable id within the pool.
+        address: The resolved address it connects to, or None for host:port.
+    """
+
+    def __init__(self, pool: Pool, worker_id: str, address: str | None) -> None:
+        self.pool = pool
+        self.worker_id = worker_id
+        self.address = address
+        self._config = pool.config.connection
+        self._state = initial_state(self._config)
+        self._events: asyncio.Queue[Event] = asyncio.Queue()
+        self._channel: grpc.aio.Channel | None = None
+        self._watch: asyncio.Task[None] | None = None
+        self._timers: set[asyncio.TimerHandle] = set()
+        self._checks: set[asyncio.Task[None]] = set()
+
+    @property
+    def phase(self) -> str:
+        return self._state.phase
+
+    async def run(self) -> None:
+        """Runs the machine until it stops (a ``Stop`` event), then lets go of everything.
+
+        Cancelled (the loop is closing under a pool nobody stopped), it closes
+        its channel before it ends: a task created now might never run.
+        """
+        try:
+            self._step(Start())
+            while self._state.phase != "stopped":
+                self._step(await self._events.get())
+        except asyncio.CancelledError:
+            channel, self._channel = self._channel, None
+            if channel is not None:
+                self.pool._forget(channel)
+                with contextlib.suppress(Exception):
+                    await channel.close()
+            raise
+        finally:
+            self._let_go_now()
+
+    def tell(self, event: Event) -> None:
+        """Queues ``event`` for the machine (loop thread only)."""
+        self._events.put_nowait(event)
+
+    # --- running the machine ------------------------------------------------------
+
+    def _step(self, event: Event) -> None:
+        self._state, effects = step(self._state, event, time.monotonic())
+        for effect in effects:
+            self._run(effect)
+
+    def _run(self, effect: Effect) -> None:
+        match effect:
+            case OpenChannel():
+                self._open(effect.generation)
+            case WatchChannel():
+                self._start_watch(effect.generation)
+            case ReleaseChannel():
+                self._release(drain=effect.drain)
+            case StartCheck():
+                self._start_check(effect.generation, effect.timeout)
+            case Schedule():
+                loop = asyncio.get_running_loop()
+                self._timers = {t for t in self._timers if not t.cancelled()}
+                self._timers.add(loop.call_later(effect.delay, self.tell, effect.event))
+            case CancelTimers():
+                for timer in self._timers:
+                    timer.cancel()
+                self._timers.clear()
+            case Report():
+                ready = effect.ready and self._channel is not None
+                self.pool._report(
+                    self,
+                    state=effect.state,
+                    reconnect_attempt=effect.reconnect_attempt,
+                    last_error=effect.last_error,
+                    channel=self._channel if ready else None,
+                    suspect=self._suspect(self._state.generation) if ready else None,
+                )
+            case Emit():
+                metadata = {"pool_name": self.pool.name, "worker_id": self.worker_id}
+                metadata.update(effect.metadata)
+                signal = blinker.signal(effect.signal)
+                telemetry.emit(signal, self.pool.name, effect.measurements, metadata)
+            case Log():
+                _log.log(
+                    effect.level,
+                    "pool %r %s: %s",
+                    self.pool.name,
+                    self.worker_id,
+                    effect.message,
+                )
+            case _:
+                assert_never(effect)
+
+    def _suspect(self, generation: int) -> Callable[[], None]:
+        return lambda: self.tell(CheckRequested(generation))
+
+    # --- channels -----------------------------------------------------------------
+
+    def _open(self, generation: int) -> None:
+        config = self.pool.config
+        options = channel_options(config, self.address)
+        credentials = channel_credentials(config)
+        target = self.address or config.endpoint.target
+        if credentials is None:
+            self._channel = grpc.aio.insecure_channel(target, options=options)
+        else:
+            self._channel = grpc.aio.secure_channel(target, credentials, options=options)
+        self.pool._opened(self._channel)
+        self._start_watch(generation)
+
+    def _start_watch(self, generation: int) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+        channel = self._channel
+        assert channel is not None, "a watch needs a channel"
+        self._watch = asyncio.get_running_loop().create_task(
+            self._follow(channel, generation), name=f"grpcpool-watch-{self.worker_id}"
+        )
+
+    async def _follow(self, channel: grpc.aio.Channel, generation: int) -> None:
+        """Tells the machine each connectivity state of ``channel`` (the state as it is first)."""
+        state = channel.get_state(try_to_connect=True)
+        while True:
+            self.tell(Connectivity(generation, state))
+            if state is grpc.ChannelConnectivity.SHUTDOWN:
+                return
+            await channel.wait_for_state_change(state)
+            state = channel.get_state(try_to_connect=False)
+
+    def _release(self, *, drain: bool) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
+        channel, self._channel = self._channel, None
+        if channel is not None:
+            self.pool._retire(channel, drain=drain)
+
+    def _let_go_now(self) -> None:
+        """The task ends (stopped, crashed or cancelled): nothing of this worker stays."""
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+        for check in self._checks:
+            check.cancel()
+        self._release(drain=True)
+        self.pool._gone(self)
+
+    # --- health checks ----------------------------------------------------------------
+
+    def _start_check(self, generation: int, timeout: float) -> None:
+        channel = self._channel
+        assert channel is not None, "a check needs a channel"
+        check = asyncio.get_running_loop().create_task(self._check(channel, generation, timeout))
+        self._checks.add(check)
+        check.add_done_callback(self._checks.discard)
+
+    async def _check(self, channel: grpc.aio.Channel, generation: int, timeout: float) -> None:
+        started = time.monotonic()
+        stub: Any = health_pb2_grpc.HealthStub(channel)
+        request = health_pb2.HealthCheckRequest(service=self._config.health_service)
+        error: BaseException | None = None
+        status: int | None = None
+        try:
+            response = await stub.Check(request, timeout=timeout)
+            status = response.status
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # any failure is the check's answer
+            error = exc
+        with contextlib.suppress(Exception):
+            self.tell(CheckDone(generation, started, check_error(error, status)))
+
+    def __repr__(self) -> str:
+        return f"<aio Worker {self.pool.name!r}/{self.worker_id} {self._state.phase}>"
