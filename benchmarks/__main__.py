@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks import backends, footprint, forking, hotpath, lifecycle, routing, rpc
+from benchmarks import aio, backends, footprint, forking, hotpath, lifecycle, routing, rpc
 from benchmarks.harness import Figure, Settings, machine, render_markdown, render_text
 
 __all__ = ["main", "run"]
@@ -31,6 +31,7 @@ _GROUPS: tuple[tuple[str, frozenset[str], Callable[[Settings], list[Figure]]], .
     ("forking", frozenset({"8"}), forking.run),
     ("routing", frozenset({"9"}), routing.run),
     ("backends", frozenset({"10"}), backends.run),
+    ("asyncio pool", frozenset({"11"}), aio.run),
 )
 
 
@@ -120,6 +121,14 @@ _HOW_TO_READ = """## How to read the table
   backend is its `peer()`. 10a's value and baseline are the busiest backend's
   calls over the idlest's (grpcio's pick_first puts every call on one). 10c's
   fewest ready connections is `status().current_size` sampled every 5 ms.
+- Figure 11 is the asyncio pool (`grpcpool.aio`). 11a's tasks share one event
+  loop, pinned as figure 4's client is; its multi-callable is built once on
+  `pool.channel()`, and the hand-made `grpc.aio` channels are used round
+  robin. 11b is measured in a fresh process after a plain `grpc.aio` channel
+  was used, so grpcio's own poller thread is already there and not counted.
+  11c uses one pool, killed under and restarted several times, with figure 6's
+  backoff settings; "out of the view" is each worker's `connection_down`
+  event. 11d runs its timeit loop inside the running loop.
 """
 
 

@@ -15,10 +15,7 @@ An outage is not a crash.
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextlib
 import ipaddress
-import itertools
 import logging
 import time
 import warnings
@@ -30,15 +27,15 @@ import grpc
 
 from grpcpool import telemetry
 from grpcpool._config_checks import check_pool_name
-from grpcpool._status import PoolStatus, WorkerState, WorkerStatus
+from grpcpool._status import PoolStatus, WorkerState
 from grpcpool.actors._pool_supervisor import check_count
 from grpcpool.actors._resolution import START_RESOLVE_WAIT, initial_addresses, resolve
+from grpcpool.aio._registry import Registry
+from grpcpool.aio._tasks import WorkerTasks
 from grpcpool.aio._worker import Worker
 from grpcpool.config import Config
-from grpcpool.connection._machine_types import Stop
-from grpcpool.errors import ConfigError, GrpcPoolError, PoolNotFoundError, PoolTimeoutError
-from grpcpool.pools._ready import ReadyConnection
-from grpcpool.pools._view import Lifecycle, PoolView, build_view, empty_view, unready_cause
+from grpcpool.errors import ConfigError, GrpcPoolError, PoolNotFoundError
+from grpcpool.pools._view import PoolView
 from grpcpool.resolver import StaticResolver
 from grpcpool.strategy import Strategy, resolve_strategy
 
@@ -50,8 +47,6 @@ _log = logging.getLogger(__name__)
 #: sync pools'). Written only by :meth:`Pool.start` and :meth:`Pool.stop`.
 POOLS: dict[str, Pool] = {}
 
-MAX_RESTARTS = 3
-MAX_SECONDS = 5.0
 
 
 class Pool:
@@ -85,19 +80,13 @@ class Pool:
         self.name = config.pool_name(name)
         self.strategy: Strategy = resolve_strategy(config.pool.strategy)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._lifecycle: Lifecycle = "starting"
-        self._view: PoolView = empty_view(self.name, config.pool.size, "starting")
-        self._changed = asyncio.Event()  # replaced at each publish; bound to no loop yet
-        self._expected = config.pool.size
-        self._records: dict[str, tuple[WorkerStatus, ReadyConnection | None]] = {}
-        self._workers: dict[str, Worker] = {}
-        self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._numbers = itertools.count(1)
-        self._restarts: collections.deque[float] = collections.deque()
+        self._registry = Registry(
+            self.name, self.strategy, config.pool.size, config.endpoint.target
+        )
+        self._workers = WorkerTasks(self)
         self._open: set[grpc.aio.Channel] = set()
         self._closing: set[asyncio.Task[None]] = set()
         self._reporter: asyncio.Task[None] | None = None
-        self._stopping = False
         self.ended: str | None = None
 
     # --- life -----------------------------------------------------------------------
@@ -128,21 +117,23 @@ class Pool:
                 "pool.name", f"an asyncio pool named {self.name!r} is running; stop it first"
             )
         self._loop = asyncio.get_running_loop()
-        self._changed = asyncio.Event()
         POOLS[self.name] = self
         init = getattr(self.strategy, "init", None)
         if callable(init):
-            init(self.name, self._expected)
+            init(self.name, self._registry.expected)
         addresses = await self._first_addresses()
-        for address in initial_addresses(addresses, self._expected):
-            self._add_worker(address)
-        self._lifecycle = "running"
-        self._publish()
-        self._reporter = self._loop.create_task(self._report_status(), name="grpcpool-status")
+        for address in initial_addresses(addresses, self._registry.expected):
+            self._workers.add(address)
+        self._registry.lifecycle = "running"
+        self._registry.publish()
+        self._reporter = self._loop.create_task(
+            self._registry.report_status(self.config.pool.telemetry_interval),
+            name="grpcpool-status",
+        )
         telemetry.emit(
             telemetry.pool_init,
             self.name,
-            {"pool_size": self._expected},
+            {"pool_size": self._registry.expected},
             {"pool_name": self.name, "endpoint": self.config.endpoint.target},
         )
         return self
@@ -169,15 +160,12 @@ class Pool:
         if self._loop is None or self.ended is not None:
             return
         self._check_loop()
-        self._stopping = True
-        self._lifecycle = "stopped"
-        self._publish()
+        self._workers.stopping = True
+        self._registry.lifecycle = "stopped"
+        self._registry.publish()
         if self._reporter is not None:
             self._reporter.cancel()
-        tasks = list(self._tasks.values())
-        for worker in list(self._workers.values()):
-            worker.tell(Stop())
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._workers.stop()
         await asyncio.gather(*list(self._closing), return_exceptions=True)
         self._end("stopped")
 
@@ -189,7 +177,7 @@ class Pool:
         self.ended = reason
         if POOLS.get(self.name) is self:
             del POOLS[self.name]
-        self._changed.set()
+        self._registry.wake()
 
     # --- callers ----------------------------------------------------------------------
 
@@ -206,7 +194,7 @@ class Pool:
             loop = None
         if loop is not self._loop:
             raise self._wrong_loop(loop)
-        return self._view.pick()  # type: ignore[return-value]  # an aio channel in an aio pool
+        return self._registry.view.pick()  # type: ignore[return-value]  # an aio channel in an aio pool
 
     def channel(self) -> Any:
         """The pool as one ``grpc.aio.Channel``: build stubs on it once (see ``AioPoolChannel``)."""
@@ -216,12 +204,12 @@ class Pool:
 
     def status(self) -> PoolStatus:
         """The pool's health now, as the sync pool reports it."""
-        return self._view.status(self.name)
+        return self._registry.view.status(self.name)
 
     @property
     def view(self) -> PoolView:
         """The current view (loop thread only)."""
-        return self._view
+        return self._registry.view
 
     async def await_ready(self, timeout: float | None = 10.0, min_ready: int = 1) -> None:
         """Waits until ``min_ready`` channels are ready; woken by the pool's changes.
@@ -232,24 +220,13 @@ class Pool:
         """
         self._check_loop()
         check_count("min_ready", min_ready)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while len(self._view.channels) < min_ready:
-            if self.ended is not None or self._loop is None:
-                raise PoolNotFoundError(self.name, self.ended)
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                detail = f"{len(self._view.channels)} of {min_ready} required channels ready after {timeout}s"
-                cause, last_error = unready_cause(self._view.workers)
-                if cause is not None:
-                    detail = f"{detail} ({cause})"
-                raise PoolTimeoutError(self.name, detail, last_error=last_error)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), left)
+        if self._loop is None:
+            raise PoolNotFoundError(self.name, self.ended)
+        await self._registry.wait_ready(min_ready, timeout, lambda: self.ended)
 
     async def wait_changed(self, timeout: float | None) -> None:
         """Waits for the next change of the view (for the pool channel's ``wait_for_ready``)."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), timeout)
+        await self._registry.wait_changed(timeout)
 
     # --- scaling -----------------------------------------------------------------------
 
@@ -258,42 +235,39 @@ class Pool:
         self._check_running()
         check_count("count", count)
         limit = self.config.pool.max_size
-        if self._expected + count > limit:
+        if self._registry.expected + count > limit:
             raise ValueError(
-                f"pool {self.name!r}: scaling {self._expected} up by {count} "
+                f"pool {self.name!r}: scaling {self._registry.expected} up by {count} "
                 f"is over pool.max_size ({limit})"
             )
         started = time.monotonic()
         for _ in range(count):
-            self._add_worker(self._thinnest_address())
-        self._expected += count
-        self._publish()
+            self._workers.add(self._workers.thinnest_address())
+        self._registry.expected += count
+        self._registry.publish()
         self._emit_scaled(
             telemetry.pool_scale_up, started, {"requested": count, "succeeded": count, "failed": 0}
         )
-        return self._expected
+        return self._registry.expected
 
     async def scale_down(self, count: int) -> int:
         """Stops the ``count`` newest workers (never below 1); returns the new expected size."""
         self._check_running()
         check_count("count", count)
-        if self._expected - count < 1:
+        if self._registry.expected - count < 1:
             raise ValueError(
-                f"pool {self.name!r}: scaling {self._expected} down by {count} "
+                f"pool {self.name!r}: scaling {self._registry.expected} down by {count} "
                 "would leave no worker (a pool keeps at least 1)"
             )
         started = time.monotonic()
-        newest = list(self._workers)[-count:]
-        self._expected -= count
-        tasks = [self._tasks[worker_id] for worker_id in newest if worker_id in self._tasks]
-        for worker_id in newest:
-            self._workers[worker_id].tell(Stop())
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._publish()
+        newest = self._workers.newest(count)
+        self._registry.expected -= count
+        await self._workers.stop(newest)
+        self._registry.publish()
         self._emit_scaled(
             telemetry.pool_scale_down, started, {"requested": count, "terminated": count}
         )
-        return self._expected
+        return self._registry.expected
 
     async def resize(self, target: int) -> int:
         """Scales to ``target`` workers; the same size is a no-op."""
@@ -302,80 +276,31 @@ class Pool:
             raise ValueError(
                 f"pool {self.name!r}: {target} is over pool.max_size ({self.config.pool.max_size})"
             )
-        if target > self._expected:
-            return await self.scale_up(target - self._expected)
-        if target < self._expected:
-            return await self.scale_down(self._expected - target)
-        return self._expected
+        if target > self._registry.expected:
+            return await self.scale_up(target - self._registry.expected)
+        if target < self._registry.expected:
+            return await self.scale_down(self._registry.expected - target)
+        return self._registry.expected
 
     def _emit_scaled(self, signal: Any, started: float, measurements: dict[str, Any]) -> None:
         telemetry.emit(
             signal,
             self.name,
-            {"duration": time.monotonic() - started, **measurements, "new_size": self._expected},
+            {
+                "duration": time.monotonic() - started,
+                **measurements,
+                "new_size": self._registry.expected,
+            },
             {"pool_name": self.name},
         )
 
     # --- workers and their supervision --------------------------------------------------
 
-    def _add_worker(self, address: str | None, worker_id: str | None = None) -> None:
-        assert self._loop is not None
-        worker_id = worker_id or f"worker-{next(self._numbers)}"
-        worker = Worker(self, worker_id, address)
-        self._workers[worker_id] = worker
-        self._tasks[worker_id] = self._loop.create_task(
-            self._supervise(worker), name=f"grpcpool-{self.name}-{worker_id}"
-        )
+    def _give_up(self) -> None:
+        """The workers crashed past the restart intensity: the pool ends."""
+        self._loop_task(self._stop_given_up())
 
-    async def _supervise(self, worker: Worker) -> None:
-        try:
-            await worker.run()
-        except asyncio.CancelledError:
-            if not self._stopping:
-                self._abandoned()
-            raise
-        except Exception as error:
-            self._crashed(worker, error)
-            return
-        if self._workers.get(worker.worker_id) is worker:
-            del self._workers[worker.worker_id]
-            self._tasks.pop(worker.worker_id, None)
-
-    def _crashed(self, worker: Worker, error: Exception) -> None:
-        """Restarts a crashed worker one-for-one, or ends the pool past the intensity."""
-        now = time.monotonic()
-        self._restarts.append(now)
-        while self._restarts and self._restarts[0] < now - MAX_SECONDS:
-            self._restarts.popleft()
-        reason = f"{type(error).__name__}: {error}"
-        limit = MAX_RESTARTS + len(self._workers)
-        if self._stopping:
-            return
-        if len(self._restarts) > limit:
-            _log.error(
-                "pool %r: %d restarts within %ss; giving up",
-                self.name,
-                len(self._restarts),
-                MAX_SECONDS,
-            )
-            telemetry.emit(
-                telemetry.supervisor_shutdown,
-                f"pool:{self.name}",
-                {"restarts": len(self._restarts)},
-                {"supervisor": f"pool:{self.name}", "reason": reason},
-            )
-            self._loop_task(self._give_up())
-            return
-        _log.error("pool %r %s crashed (%s); restarting it", self.name, worker.worker_id, reason)
-        telemetry.emit(
-            telemetry.supervisor_child_restarted,
-            f"pool:{self.name}",
-            {"restarts": len(self._restarts)},
-            {"supervisor": f"pool:{self.name}", "child_id": worker.worker_id, "reason": reason},
-        )
-        self._add_worker(worker.address, worker.worker_id)
-
-    async def _give_up(self) -> None:
+    async def _stop_given_up(self) -> None:
         await self.stop()
         self.ended = "supervisor gave up"
 
@@ -398,13 +323,6 @@ class Pool:
             if POOLS.get(self.name) is self:
                 del POOLS[self.name]
 
-    def _thinnest_address(self) -> str | None:
-        counts: dict[str, int] = {}
-        for worker in self._workers.values():
-            if worker.address is not None:
-                counts[worker.address] = counts.get(worker.address, 0) + 1
-        return min(counts, key=counts.__getitem__) if counts else None
-
     # --- what workers tell the pool (loop thread) ----------------------------------------
 
     def _report(
@@ -417,35 +335,20 @@ class Pool:
         channel: grpc.aio.Channel | None,
         suspect: Callable[[], None] | None,
     ) -> None:
-        if self._workers.get(worker.worker_id) is not worker:
-            return  # a worker already replaced
-        previous = self._records.get(worker.worker_id)
-        since = time.time()
-        if previous is not None and previous[0].state == state:
-            since = previous[0].since
-        status = WorkerStatus(
-            worker_id=worker.worker_id,
-            state=state,
-            since=since,
-            reconnect_attempt=reconnect_attempt,
-            last_error=last_error,
-            peer=(worker.address or self.config.endpoint.target) if channel else None,
-            address=worker.address,
-        )
-        connection = None
-        if channel is not None:
-            kept = previous[1] if previous is not None else None
-            same = kept is not None and kept.channel is channel  # type: ignore[comparison-overlap]
-            connection = kept if same else None
-            if connection is None:
-                connection = ReadyConnection(channel, worker.worker_id, suspect)  # type: ignore[arg-type]
-        self._records[worker.worker_id] = (status, connection)
-        self._publish()
+        if self._workers.is_current(worker):  # not a worker already replaced
+            self._registry.report(
+                worker.worker_id,
+                worker.address,
+                state=state,
+                reconnect_attempt=reconnect_attempt,
+                last_error=last_error,
+                channel=channel,
+                suspect=suspect,
+            )
 
     def _gone(self, worker: Worker) -> None:
-        if self._workers.get(worker.worker_id) is worker:
-            self._records.pop(worker.worker_id, None)
-            self._publish()
+        if self._workers.is_current(worker):
+            self._registry.gone(worker.worker_id)
 
     def _opened(self, channel: grpc.aio.Channel) -> None:
         self._open.add(channel)
@@ -459,36 +362,6 @@ class Pool:
         self._open.discard(channel)
         grace = self.config.connection.drain_timeout if drain else None
         self._loop_task(channel.close(grace=grace or None))
-
-    def _publish(self) -> None:
-        records = list(self._records.values())
-        self._view = build_view(
-            self.name,
-            self.strategy,
-            self._view,
-            connections=tuple(c for _, c in records if c is not None),
-            workers=tuple(s for s, _ in records),
-            expected_size=self._expected,
-            lifecycle=self._lifecycle,
-        )
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()
-
-    async def _report_status(self) -> None:
-        interval = self.config.pool.telemetry_interval
-        while True:
-            await asyncio.sleep(interval)
-            status = self._view.status(self.name)
-            telemetry.emit(
-                telemetry.pool_status,
-                self.name,
-                {
-                    "expected_size": status.expected_size,
-                    "current_size": status.current_size,
-                    "in_flight": status.in_flight,
-                },
-                {"pool_name": self.name},
-            )
 
     # --- loop discipline ------------------------------------------------------------------
 
@@ -517,7 +390,7 @@ class Pool:
         )
 
     def __del__(self) -> None:
-        if self._loop is not None and self.ended is None and not self._stopping:
+        if self._loop is not None and self.ended is None and not self._workers.stopping:
             warnings.warn(
                 f"grpcpool.aio.Pool {self.name!r} was never stopped: use 'async with' "
                 "or 'await pool.stop()'",
@@ -526,7 +399,7 @@ class Pool:
             )
 
     def __repr__(self) -> str:
-        view = self._view
+        view = self._registry.view
         state = (self.ended and "ended") or view.lifecycle
         return (
             f"<grpcpool.aio.Pool {self.name!r} {state} "
