@@ -12,6 +12,7 @@ same port, so a pool sees its server die and come back where it expects it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from types import TracebackType
 from typing import Any, Self
 
@@ -34,7 +35,7 @@ class _CheckOnlyHealth(health_pb2_grpc.HealthServicer):
     """``Health.Check`` alone, for a grpcio-health-checking without the asyncio servicer."""
 
     def __init__(self) -> None:
-        self._status = {"": health_pb2.HealthCheckResponse.SERVING}
+        self._status: dict[str, int] = {"": health_pb2.HealthCheckResponse.SERVING}
 
     async def Check(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         status = self._status.get(request.service)
@@ -71,7 +72,9 @@ class AioEchoServer:
     async def start(self) -> Self:
         """Starts serving on ``self.port`` (a free one the first time if 0)."""
         server = grpc.aio.server()
-        handlers = {"Unary": grpc.unary_unary_rpc_method_handler(self._echo)}
+        handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
+            "Unary": grpc.unary_unary_rpc_method_handler(self._echo)
+        }
         server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler("test.Echo", handlers),)
         )
@@ -99,10 +102,8 @@ class AioEchoServer:
         called, self._called = self._called, asyncio.Event()
         called.set()
         if request == HOLD:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._held.wait(), HOLD_LIMIT)
-            except TimeoutError:
-                pass
         return request
 
     async def wait_for_calls(self, count: int, timeout: float = 5.0) -> None:

@@ -16,6 +16,8 @@ import pytest
 from grpcpool import cli
 from grpcpool.cli._console import Console
 from grpcpool.cli._demo import DemoOptions, run
+from grpcpool.cli._demo_aio import AioDemoOptions
+from grpcpool.cli._demo_aio import run as run_aio
 from grpcpool.cli._probe import ProbeOptions
 from grpcpool.cli._probe import main as probe_main
 from grpcpool.cli.echo import EchoServer as TLSEchoServer
@@ -25,6 +27,7 @@ from tests.servers import EchoServer
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_BOUND_SECONDS = 30
+AIO_DEMO_BOUND_SECONDS = 20
 
 
 def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -99,6 +102,48 @@ def test_demo_in_process_quiet_prints_no_events_and_leaves_nothing_running() -> 
     assert "scale_up -> 4 workers, 4 ready" in out
     assert "pool 'demo': healthy, 2 of 2 ready" in out
     # The autouse leak check then verifies no thread, actor, channel or socket is left.
+
+
+def test_aio_demo_command_tells_the_asyncio_story() -> None:
+    """demo --aio: calls spread over 4 connections, a kill empties the view, the stub recovers."""
+    started = time.monotonic()
+    result = run_cli(
+        "demo", "--aio", "--quiet", "--seconds", "0.3", timeout=AIO_DEMO_BOUND_SECONDS + 15
+    )
+    elapsed = time.monotonic() - started
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert elapsed < AIO_DEMO_BOUND_SECONDS
+    assert result.stderr == "", result.stderr
+    assert "channel.connected" not in out  # --quiet
+    assert "4 of 4 ready; threads started for the pool: 0" in out
+    # 40 calls before the kill and 40 after, 10 on each of 4 connections each time.
+    before, after = out.split("[2]")[0], out.split("[3]")[1]
+    for section in (before, after):
+        assert len(re.findall(r"ipv4:127\.0\.0\.1:\d+ +10\n", section)) == 4, section
+    assert re.search(r"every connection left the pool [\d.]+ m?s after the kill", out), out
+    assert "pool.get_channel() raised NotConnectedError" in out
+    assert "the stub's call failed at once: UNAVAILABLE" in out
+    assert re.search(
+        r"the same stub, called with wait_for_ready=True: answered [\d.]+ m?s after the "
+        r"restart, by ipv4:127\.0\.0\.1:\d+",
+        out,
+    ), out
+    assert re.search(r"healthy again, 4 of 4 ready [\d.]+ m?s after the restart", out), out
+    assert "pool 'demo-aio': healthy, 4 of 4 ready" in out
+    assert "done in" in out
+
+
+def test_aio_demo_in_process_prints_events_and_leaves_nothing_running() -> None:
+    """demo --aio without --quiet prints the pool's events; everything is stopped after."""
+    stream = io.StringIO()
+    run_aio(AioDemoOptions(size=2, seconds=0.1), Console(stream))
+    out = stream.getvalue()
+    assert re.search(r"channel\.connection_down +worker-1 ", out), out
+    assert re.search(r"channel\.connected +worker-2 ", out), out
+    assert "the stub's call failed at once: UNAVAILABLE" in out
+    assert "pool 'demo-aio': healthy, 2 of 2 ready" in out
+    # The autouse leak check then verifies no thread, channel or socket is left.
 
 
 def backend_tables(section: str) -> list[dict[str, tuple[int, int]]]:

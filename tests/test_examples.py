@@ -14,6 +14,14 @@ TIMEOUT_SECONDS = 45
 
 # Script -> lines (or fragments) its output must contain.
 EXPECTED = {
+    "aio_pool.py": [
+        "30 concurrent calls over 3 connections",
+        "get_channel() gave a grpc.aio.Channel; its reply: 'direct'",
+        "status: healthy, 3/3 ready",
+        "server down: the call failed with UNAVAILABLE",
+        "server back: the same stub answered 'back?'",
+        "pool stopped, every channel closed",
+    ],
     "multiple_pools.py": [
         "pool 'users': healthy, 3/3 ready; its server: calls=9, connections=3",
         "pool 'billing': healthy, 2/2 ready; its server: calls=4, connections=2",

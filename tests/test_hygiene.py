@@ -17,7 +17,9 @@ def test_every_test_says_what_it_pins() -> None:
     missing = []
     for path in sorted(TESTS.glob("test_*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
-            is_test = isinstance(node, ast.FunctionDef) and node.name.startswith("test_")
+            is_test = isinstance(
+                node, ast.FunctionDef | ast.AsyncFunctionDef
+            ) and node.name.startswith("test_")
             if is_test and not ast.get_docstring(node):
                 missing.append(f"{path.name}::{node.name}")
     assert missing == []

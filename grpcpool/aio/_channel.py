@@ -15,18 +15,24 @@ a ready connection for up to its timeout (then ``DEADLINE_EXCEEDED``).
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Generator
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from grpcpool.errors import NotConnectedError, PoolCallError
+from grpcpool.errors import NotConnectedError, PoolCallError, PoolNotFoundError
 from grpcpool.pools._connectivity import connectivity_of
 from grpcpool.pools._ready import CallableKey, ReadyConnection
 
 if TYPE_CHECKING:
     from grpcpool.aio._pool import Pool
+
+# The loop checks of grpcpool.aio._pool (thread ids on the hot path).
+running_loop = asyncio.events._get_running_loop
+thread_id = threading.get_ident
 
 __all__ = ["AioPoolChannel"]
 
@@ -94,15 +100,30 @@ class AioPoolChannel(grpc.aio.Channel):
         )
 
     def get_state(self, try_to_connect: bool = False) -> grpc.ChannelConnectivity:
-        """The pool's readiness as connectivity: READY while a connection is ready."""
-        return connectivity_of(None if self._pool.ended else self._pool.view)
+        """The pool's readiness as connectivity: READY while a connection is ready.
+
+        SHUTDOWN once the pool has stopped: its channel, like a closed
+        ``grpc.aio`` channel, will not become ready again.
+        """
+        if self._pool.ended is not None:
+            return grpc.ChannelConnectivity.SHUTDOWN
+        return connectivity_of(self._pool.view)
 
     async def wait_for_state_change(self, last_observed_state: grpc.ChannelConnectivity) -> None:
         while self.get_state() is last_observed_state:
+            if self._pool.ended is not None:
+                return
             await self._pool.wait_changed(None)
 
     async def channel_ready(self) -> None:
+        """Waits until a connection is ready.
+
+        Raises:
+            PoolNotFoundError: The pool stopped (it will not become ready).
+        """
         while self.get_state() is not grpc.ChannelConnectivity.READY:
+            if self._pool.ended is not None:
+                raise PoolNotFoundError(self._pool.name, self._pool.ended)
             await self._pool.wait_changed(None)
 
     async def close(self, grace: float | None = None) -> None:
@@ -136,6 +157,8 @@ class _Routed:
 
     def __call__(self, request: Any, **kwargs: Any) -> Any:
         pool = self._pool
+        if thread_id() != pool._thread:
+            raise pool._wrong_loop(running_loop())
         try:
             connection = pool.view.pick_connection()
         except NotConnectedError as error:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -39,14 +40,22 @@ from grpcpool.pools._view import PoolView
 from grpcpool.resolver import StaticResolver
 from grpcpool.strategy import Strategy, resolve_strategy
 
-__all__ = ["POOLS", "Pool"]
+__all__ = ["POOLS", "Pool", "running_loop", "thread_id"]
+
+#: The running loop of this thread, or None (without the exception
+#: ``asyncio.get_running_loop`` raises outside a loop).
+running_loop = asyncio.events._get_running_loop
+#: The hot path's loop check compares thread ids: asking for the running loop
+#: costs a ``getpid()`` system call, more than the pick itself. A pool's loop
+#: runs on one thread, and another loop can run on that thread only after the
+#: pool's has stopped, which ends the pool.
+thread_id = threading.get_ident
 
 _log = logging.getLogger(__name__)
 
 #: The running asyncio pools, by name (their own namespace, apart from the
 #: sync pools'). Written only by :meth:`Pool.start` and :meth:`Pool.stop`.
 POOLS: dict[str, Pool] = {}
-
 
 
 class Pool:
@@ -80,6 +89,7 @@ class Pool:
         self.name = config.pool_name(name)
         self.strategy: Strategy = resolve_strategy(config.pool.strategy)
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: int | None = None
         self._registry = Registry(
             self.name, self.strategy, config.pool.size, config.endpoint.target
         )
@@ -117,6 +127,7 @@ class Pool:
                 "pool.name", f"an asyncio pool named {self.name!r} is running; stop it first"
             )
         self._loop = asyncio.get_running_loop()
+        self._thread = thread_id()
         POOLS[self.name] = self
         init = getattr(self.strategy, "init", None)
         if callable(init):
@@ -188,13 +199,9 @@ class Pool:
             NotConnectedError: No channel is ready (or the pool has stopped).
             GrpcPoolError: Called from another loop or thread than the pool's.
         """
-        try:
-            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
-        if loop is not self._loop:
-            raise self._wrong_loop(loop)
-        return self._registry.view.pick()  # type: ignore[return-value]  # an aio channel in an aio pool
+        if thread_id() != self._thread:
+            raise self._wrong_loop(running_loop())
+        return self._registry.view.pick()  # type: ignore[return-value]  # an aio pool's channel
 
     def channel(self) -> Any:
         """The pool as one ``grpc.aio.Channel``: build stubs on it once (see ``AioPoolChannel``)."""
@@ -314,6 +321,8 @@ class Pool:
         """The loop cancelled a worker of a pool nobody stopped (the loop is closing)."""
         if self.ended is None:
             self.ended = "its event loop closed"
+            self._registry.lifecycle = "stopped"
+            self._registry.publish()
             warnings.warn(
                 f"grpcpool.aio.Pool {self.name!r} was never stopped and its event loop is "
                 "closing: use 'async with' or 'await pool.stop()'",
@@ -366,12 +375,8 @@ class Pool:
     # --- loop discipline ------------------------------------------------------------------
 
     def _check_loop(self) -> None:
-        try:
-            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
-        if loop is not self._loop and self._loop is not None:
-            raise self._wrong_loop(loop)
+        if self._loop is not None and running_loop() is not self._loop:
+            raise self._wrong_loop(running_loop())
 
     def _check_running(self) -> None:
         self._check_loop()
@@ -390,7 +395,10 @@ class Pool:
         )
 
     def __del__(self) -> None:
-        if self._loop is not None and self.ended is None and not self._workers.stopping:
+        # A Pool refused by __init__ has none of these.
+        started = getattr(self, "_loop", None) is not None
+        workers = getattr(self, "_workers", None)
+        if started and self.ended is None and workers is not None and not workers.stopping:
             warnings.warn(
                 f"grpcpool.aio.Pool {self.name!r} was never stopped: use 'async with' "
                 "or 'await pool.stop()'",

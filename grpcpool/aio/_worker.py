@@ -118,6 +118,9 @@ class Worker:
                 self.pool._forget(channel)
                 with contextlib.suppress(Exception):
                     await channel.close()
+            # The traceback the cancellation carries holds this frame: drop
+            # the channel from it, or it stays alive until the cycle collector.
+            channel = None
             raise
         finally:
             self._let_go_now()
@@ -244,17 +247,16 @@ class Worker:
         started = time.monotonic()
         stub: Any = health_pb2_grpc.HealthStub(channel)
         request = health_pb2.HealthCheckRequest(service=self._config.health_service)
-        error: BaseException | None = None
-        status: int | None = None
+        # Only the verdict's text is kept: holding the exception would tie this
+        # frame (and the channel) into a cycle that outlives the pool's stop.
         try:
             response = await stub.Check(request, timeout=timeout)
-            status = response.status
+            verdict = check_error(None, response.status)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # any failure is the check's answer
-            error = exc
-        with contextlib.suppress(Exception):
-            self.tell(CheckDone(generation, started, check_error(error, status)))
+        except Exception as error:  # any failure is the check's answer
+            verdict = check_error(error, None)
+        self.tell(CheckDone(generation, started, verdict))
 
     def __repr__(self) -> str:
         return f"<aio Worker {self.pool.name!r}/{self.worker_id} {self._state.phase}>"

@@ -70,6 +70,11 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds the server stays down (default 2, at most 10)",
     )
     demo.add_argument("--quiet", action="store_true", help="do not print each telemetry event")
+    demo.add_argument(
+        "--aio",
+        action="store_true",
+        help="the asyncio pool (grpcpool.aio) instead: a shorter story on one event loop",
+    )
 
     probe = commands.add_parser(
         "probe",
@@ -123,11 +128,17 @@ def _demo(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.seconds > 10:
         parser.error("demo: --seconds must be at most 10")
     try:
-        from grpcpool.cli import _demo
+        from grpcpool.cli import _demo, _demo_aio
     except Exception as error:  # the generated code refuses an older grpcio/protobuf
         print(f"demo: cannot load the echo service: {error}", file=sys.stderr)
         return EXIT_FAILED
     try:
+        if args.aio:
+            options = _demo_aio.AioDemoOptions(
+                size=args.size, seconds=args.seconds, quiet=args.quiet
+            )
+            _demo_aio.run(options)
+            return EXIT_OK
         _demo.run(_demo.DemoOptions(size=args.size, seconds=args.seconds, quiet=args.quiet))
     except Exception as error:
         print(f"demo failed: {_demo.describe_error(error)}", file=sys.stderr)
