@@ -56,10 +56,12 @@ class AioEchoServer:
         port: 0 picks a free port; a given port lets a test restart the server
             where clients expect it (also what :meth:`restart` does).
         with_health: Also serve ``grpc.health.v1.Health`` (SERVING at first).
+        host: The loopback address to listen on (127.0.0.2, ... are loopback too).
     """
 
-    def __init__(self, port: int = 0, *, with_health: bool = True) -> None:
+    def __init__(self, port: int = 0, *, with_health: bool = True, host: str = "127.0.0.1") -> None:
         self.port = port
+        self.host = host
         self.with_health = with_health
         self.peers: list[str] = []
         self.calls = 0
@@ -88,9 +90,9 @@ class AioEchoServer:
             await health.set("", status)
             health_pb2_grpc.add_HealthServicer_to_server(health, server)
             self._health: Any = health
-        port = server.add_insecure_port(f"127.0.0.1:{self.port}")
+        port = server.add_insecure_port(f"{self.host}:{self.port}")
         if port == 0:
-            raise RuntimeError(f"could not bind 127.0.0.1:{self.port}")
+            raise RuntimeError(f"could not bind {self.host}:{self.port}")
         self.port = port
         await server.start()
         self._server = server

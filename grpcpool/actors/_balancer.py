@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -40,7 +39,7 @@ from pykka.messages import ProxyCall
 from grpcpool import telemetry
 from grpcpool.actors._resolution import resolve
 from grpcpool.pools._entry import PoolEntry
-from grpcpool.pools._spread import Move, Placement, next_move
+from grpcpool.pools._planner import Candidate, Planner
 from grpcpool.supervisor import SupervisedActor, TimerHandle, send_after
 
 __all__ = ["Balancer", "Rebalance"]
@@ -120,9 +119,7 @@ class Balancer(SupervisedActor):
         connection = config.connection
         # A replacement must be ready (and health-checked) within this.
         self._move_limit = connection.connect_timeout + connection.ping_timeout + 1.0
-        self._avoid_for = max(connection.backoff_max, 5.0)
-        self._avoid: dict[str, float] = {}
-        self._due: dict[tuple[str, float], float] = {}  # (worker, ready since) -> refresh at
+        self._planner = Planner(self._max_age, max(connection.backoff_max, 5.0))
         self._move: _Move | None = None
         # A worker retired by the last move, until it has left the view: the
         # next plan must not count it.
@@ -130,7 +127,6 @@ class Balancer(SupervisedActor):
         self._resolving = False
         self._failing = False
         self._last_failure_resolve = -FAILURE_RESOLVE_GAP
-        self._rng = random.Random()
         self._timers: set[TimerHandle] = set()
         self._tick: TimerHandle | None = None
         self._receiver: Callable[..., None] | None = None
@@ -261,60 +257,12 @@ class Balancer(SupervisedActor):
                 self._begin(move)
         self._schedule_tick()
 
-    def _placements(self) -> list[Placement]:
-        return [Placement(w.worker_id, w.address, w.state) for w in self._entry.view.workers]
+    def _next(self) -> Candidate | None:
+        return self._planner.next(
+            self._entry.view.workers, self._addresses, now=time.monotonic(), wall=time.time()
+        )
 
-    def _next(self) -> _Candidate | None:
-        now = time.monotonic()
-        self._avoid = {a: until for a, until in self._avoid.items() if until > now}
-        placements = self._placements()
-        usable = [a for a in self._addresses if a not in self._avoid]
-        usable = [a for a in usable if not self._failing_address(a, placements)]
-        move: Move | None = next_move(placements, usable, self._rng)
-        if move is not None:
-            return _Candidate(move.worker_id, move.address, move.reason, self._age(move.worker_id))
-        return self._aged()
-
-    def _failing_address(self, address: str, placements: list[Placement]) -> bool:
-        """True if no worker at ``address`` connects while workers elsewhere do: avoid it."""
-        here = [p for p in placements if p.address == address]
-        if not here or any(p.state != "backoff" for p in here):
-            return False
-        if any(p.state == "ready" and p.address != address for p in placements):
-            self._avoid[address] = time.monotonic() + self._avoid_for
-            return True
-        return False
-
-    def _age(self, worker_id: str) -> float:
-        for worker in self._entry.view.workers:
-            if worker.worker_id == worker_id and worker.state == "ready":
-                return max(0.0, time.time() - worker.since)
-        return 0.0
-
-    def _aged(self) -> _Candidate | None:
-        """The ready worker longest past its refresh time, if any (``connection.max_age``)."""
-        max_age = self._max_age
-        if max_age is None:
-            return None
-        now, due_now = time.time(), None
-        live: dict[tuple[str, float], float] = {}
-        for worker in self._entry.view.workers:
-            if worker.state != "ready" or worker.address is None:
-                continue
-            key = (worker.worker_id, worker.since)
-            due = self._due.get(key)
-            if due is None:
-                due = worker.since + max_age * self._rng.uniform(0.9, 1.1)
-            live[key] = due
-            if due <= now and (due_now is None or due < due_now[0]):
-                due_now = (due, worker.worker_id, worker.address, now - worker.since)
-        self._due = live
-        if due_now is None:
-            return None
-        _, worker_id, address, age = due_now
-        return _Candidate(worker_id, address, "max_age", age)
-
-    def _begin(self, move: _Candidate) -> None:
+    def _begin(self, move: Candidate) -> None:
         started = self._owner.ask(
             ProxyCall(attr_path=("add_pinned_worker",), args=(move.address,), kwargs={}),
             block=False,
@@ -336,7 +284,7 @@ class Balancer(SupervisedActor):
                 return self._give_up_if_late(move)
             except Exception as error:  # the supervisor could not start it
                 _log.warning("pool %r: could not start a replacement: %s", self._entry.name, error)
-                self._avoid[move.address] = time.monotonic() + self._avoid_for
+                self._planner.avoid(move.address, time.monotonic())
                 self._move = None
                 return None
         if self._is_ready(move.added):
@@ -370,7 +318,7 @@ class Balancer(SupervisedActor):
         )
         if move.added is not None:
             self._retire(move.added)
-        self._avoid[move.address] = time.monotonic() + self._avoid_for
+        self._planner.avoid(move.address, time.monotonic())
         self._move = None
 
     def _is_ready(self, worker_id: str) -> bool:
@@ -411,16 +359,7 @@ class Balancer(SupervisedActor):
         self._tick = send_after(delay, self.actor_ref, _Tick())
 
     def _until_next_refresh(self) -> float:
-        if not self._due:
+        due = self._planner.next_refresh()
+        if due is None:
             return AGE_POLL
-        return min(AGE_POLL, max(MOVE_POLL, min(self._due.values()) - time.time()))
-
-
-@dataclass(frozen=True)
-class _Candidate:
-    """A move decided on: replace ``worker_id`` by a worker on ``address``."""
-
-    worker_id: str
-    address: str
-    reason: str
-    age: float
+        return min(AGE_POLL, max(MOVE_POLL, due - time.time()))

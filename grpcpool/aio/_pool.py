@@ -15,7 +15,6 @@ An outage is not a crash.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import threading
 import time
@@ -30,14 +29,14 @@ from grpcpool import telemetry
 from grpcpool._config_checks import check_pool_name
 from grpcpool._status import PoolStatus, WorkerState
 from grpcpool.actors._pool_supervisor import check_count
-from grpcpool.actors._resolution import START_RESOLVE_WAIT, initial_addresses, resolve
+from grpcpool.actors._resolution import initial_addresses
+from grpcpool.aio._balancer import Balancer, first_addresses, resolves_inline
 from grpcpool.aio._registry import Registry
 from grpcpool.aio._tasks import WorkerTasks
 from grpcpool.aio._worker import Worker
 from grpcpool.config import Config
 from grpcpool.errors import ConfigError, GrpcPoolError, PoolNotFoundError
 from grpcpool.pools._view import PoolView
-from grpcpool.resolver import StaticResolver
 from grpcpool.strategy import Strategy, resolve_strategy
 
 __all__ = ["POOLS", "Pool", "running_loop", "thread_id"]
@@ -97,6 +96,8 @@ class Pool:
         self._open: set[grpc.aio.Channel] = set()
         self._closing: set[asyncio.Task[None]] = set()
         self._reporter: asyncio.Task[None] | None = None
+        self._balancer: Balancer | None = None
+        self._balancing: asyncio.Task[None] | None = None
         self.ended: str | None = None
 
     # --- life -----------------------------------------------------------------------
@@ -132,11 +133,13 @@ class Pool:
         init = getattr(self.strategy, "init", None)
         if callable(init):
             init(self.name, self._registry.expected)
-        addresses = await self._first_addresses()
+        addresses, took = await first_addresses(self.config)
         for address in initial_addresses(addresses, self._registry.expected):
             self._workers.add(address)
         self._registry.lifecycle = "running"
         self._registry.publish()
+        self._balancer = Balancer(self, addresses, took, inline=resolves_inline(self.config))
+        self._balancing = self._loop.create_task(self._balancer.run(), name="grpcpool-balance")
         self._reporter = self._loop.create_task(
             self._registry.report_status(self.config.pool.telemetry_interval),
             name="grpcpool-status",
@@ -149,20 +152,6 @@ class Pool:
         )
         return self
 
-    async def _first_addresses(self) -> tuple[str, ...] | None:
-        """The host's addresses, without blocking the loop on a lookup for long."""
-        endpoint = self.config.endpoint
-        resolver = endpoint.resolver
-        literal = resolver is None and _is_ip(endpoint.host)
-        if literal or isinstance(resolver, StaticResolver):
-            return resolve(self.config)[0]  # no lookup to wait for
-        loop = asyncio.get_running_loop()
-        lookup = loop.run_in_executor(None, resolve, self.config)
-        try:
-            return (await asyncio.wait_for(lookup, START_RESOLVE_WAIT))[0]
-        except TimeoutError:
-            return None
-
     async def stop(self) -> None:
         """Stops every worker and closes every channel (running calls get ``drain_timeout``).
 
@@ -174,8 +163,12 @@ class Pool:
         self._workers.stopping = True
         self._registry.lifecycle = "stopped"
         self._registry.publish()
-        if self._reporter is not None:
-            self._reporter.cancel()
+        for task in (self._reporter, self._balancing):
+            if task is not None:
+                task.cancel()
+        if self._balancing is not None:
+            # A move under way stops its replacement worker on the way out.
+            await asyncio.gather(self._balancing, return_exceptions=True)
         await self._workers.stop()
         await asyncio.gather(*list(self._closing), return_exceptions=True)
         self._end("stopped")
@@ -252,6 +245,7 @@ class Pool:
             self._workers.add(self._workers.thinnest_address())
         self._registry.expected += count
         self._registry.publish()
+        self._poke_balancer()
         self._emit_scaled(
             telemetry.pool_scale_up, started, {"requested": count, "succeeded": count, "failed": 0}
         )
@@ -271,6 +265,7 @@ class Pool:
         self._registry.expected -= count
         await self._workers.stop(newest)
         self._registry.publish()
+        self._poke_balancer()
         self._emit_scaled(
             telemetry.pool_scale_down, started, {"requested": count, "terminated": count}
         )
@@ -288,6 +283,10 @@ class Pool:
         if target < self._registry.expected:
             return await self.scale_down(self._registry.expected - target)
         return self._registry.expected
+
+    def _poke_balancer(self) -> None:
+        if self._balancer is not None:
+            self._balancer.poke()
 
     def _emit_scaled(self, signal: Any, started: float, measurements: dict[str, Any]) -> None:
         telemetry.emit(
@@ -413,11 +412,3 @@ class Pool:
             f"<grpcpool.aio.Pool {self.name!r} {state} "
             f"{len(view.channels)}/{view.expected_size} ready>"
         )
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True

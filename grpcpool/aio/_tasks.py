@@ -48,14 +48,15 @@ class WorkerTasks:
         self._restarts: collections.deque[float] = collections.deque()
         self.stopping = False
 
-    def add(self, address: str | None, worker_id: str | None = None) -> None:
-        """Starts a worker (a new id unless one is given: a restart)."""
+    def add(self, address: str | None, worker_id: str | None = None) -> str:
+        """Starts a worker (a new id unless one is given: a restart); returns its id."""
         worker_id = worker_id or f"worker-{next(self._numbers)}"
         worker = Worker(self._pool, worker_id, address)
         self.workers[worker_id] = worker
         self._tasks[worker_id] = asyncio.get_running_loop().create_task(
             self._supervise(worker), name=f"grpcpool-{self._pool.name}-{worker_id}"
         )
+        return worker_id
 
     def is_current(self, worker: Worker) -> bool:
         """False for a worker that has since been replaced by a restart."""
