@@ -70,3 +70,14 @@ def test_max_age_picks_the_worker_longest_past_its_jittered_age_and_says_when_ne
     move = planner.next(workers, [A, B], now=0.0, wall=11.0)
     assert move is not None and (move.worker_id, move.address, move.reason) == ("w1", A, "max_age")
     assert move.age == 11.0
+
+
+def test_an_avoided_address_keeps_the_connections_it_has() -> None:
+    """Avoiding an address stops new connections going there, but does not move away the
+    ready ones it already has."""
+    planner = Planner(None, 5.0, random.Random(5))
+    workers = [worker("w1", A), worker("w2", B), worker("w3", C)]
+    planner.avoid(C, now=0.0)
+
+    assert planner.next(workers, [A, B, C], now=1.0, wall=0.0) is None
+

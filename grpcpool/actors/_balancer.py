@@ -25,12 +25,14 @@ retire workers, without waiting on it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
 
 import pykka
@@ -70,7 +72,9 @@ class _Resolved:
 
 @dataclass(frozen=True)
 class _Tick:
-    pass
+    """Time to look at the pool again; only the latest scheduled tick counts."""
+
+    number: int
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,7 @@ class Balancer(SupervisedActor):
         self._last_failure_resolve = -FAILURE_RESOLVE_GAP
         self._timers: set[TimerHandle] = set()
         self._tick: TimerHandle | None = None
+        self._ticks = 0  # the number of the latest tick scheduled
         self._receiver: Callable[..., None] | None = None
 
     # --- actor hooks ----------------------------------------------------------------
@@ -137,7 +142,11 @@ class Balancer(SupervisedActor):
         me, name = self.actor_ref, self._entry.name
 
         def on_reconnect(sender: str, **_: Any) -> None:
-            # On the reconnecting worker's thread: only tell.
+            # On the reconnecting worker's thread: only tell. An asyncio pool
+            # of the same name emits this too, from inside its event loop (a
+            # sync pool's actors never run one): not ours.
+            if asyncio.events._get_running_loop() is not None:
+                return
             with contextlib.suppress(pykka.ActorDeadError):
                 me.tell(_Resolve("failure"))
 
@@ -157,16 +166,34 @@ class Balancer(SupervisedActor):
             self._on_resolve(message)
         elif isinstance(message, _Resolved):
             self._on_resolved(message)
-        elif isinstance(message, _Tick | Rebalance):
-            self._tick = None
+        elif isinstance(message, _Tick):
+            if message.number == self._ticks:  # an older tick, replaced meanwhile, is dropped
+                self._tick = None
+                self._plan()
+        elif isinstance(message, Rebalance):
             self._plan()
         else:
             return super().on_receive(message)
         return None
 
     def on_stop(self) -> None:
+        self._let_go()
+
+    def on_failure(
+        self,
+        exception_type: type[BaseException] | None,
+        exception_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        # pykka calls on_failure, not on_stop, for a crash: the receiver and
+        # the timers must not outlive this incarnation either.
+        self._let_go()
+        super().on_failure(exception_type, exception_value, traceback)
+
+    def _let_go(self) -> None:
         if self._receiver is not None:
             telemetry.channel_reconnect_scheduled.disconnect(self._receiver)
+            self._receiver = None
         for timer in self._timers:
             timer.cancel()
         if self._tick is not None:
@@ -288,7 +315,7 @@ class Balancer(SupervisedActor):
                 self._move = None
                 return None
         if self._is_ready(move.added):
-            self._retire(move.replaced)
+            self._retire(move.replaced, move.added)
             self._leaving = (move.replaced, time.monotonic() + LEAVE_WAIT)
             telemetry.emit(
                 telemetry.channel_refreshed,
@@ -330,11 +357,12 @@ class Balancer(SupervisedActor):
                 return worker.state
         return None
 
-    def _retire(self, worker_id: str) -> None:
+    def _retire(self, worker_id: str, replacement: str | None = None) -> None:
         # Not waited for: the supervisor drains the worker's channel, and a
         # worker already gone (scaled down meanwhile) is nothing to retire.
         self._owner.ask(
-            ProxyCall(attr_path=("retire_worker",), args=(worker_id,), kwargs={}), block=False
+            ProxyCall(attr_path=("retire_worker",), args=(worker_id, replacement), kwargs={}),
+            block=False,
         )
 
     # --- timers -------------------------------------------------------------------------
@@ -356,7 +384,8 @@ class Balancer(SupervisedActor):
         else:
             self._tick = None
             return
-        self._tick = send_after(delay, self.actor_ref, _Tick())
+        self._ticks += 1
+        self._tick = send_after(delay, self.actor_ref, _Tick(self._ticks))
 
     def _until_next_refresh(self) -> float:
         due = self._planner.next_refresh()

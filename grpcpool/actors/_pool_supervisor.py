@@ -96,6 +96,9 @@ class PoolSupervisor(DynamicSupervisor):
         self._entry = entry
         self._parts = PoolParts(entry, PoolChannels(entry.config))
         self._worker_numbers = itertools.count(1)
+        # Workers started by the Balancer to replace another, until that one
+        # has been retired: not part of the pool's size, never scaled down.
+        self._replacements: set[str] = set()
 
     @classmethod
     def start_pool(cls, config: Config, name: str, token: object) -> pykka.ActorRef[Self]:
@@ -160,13 +163,22 @@ class PoolSupervisor(DynamicSupervisor):
     def add_pinned_worker(self, address: str) -> str:
         """Starts a replacement worker on ``address``; returns its id (the Balancer's moves).
 
-        The expected size does not change: the worker it replaces is retired
-        (:meth:`retire_worker`) once this one is ready.
+        The expected size does not change, and scaling leaves the worker
+        alone, until the move ends (:meth:`retire_worker`).
         """
-        return self._add_worker(address)
+        worker_id = self._add_worker(address)
+        self._replacements.add(worker_id)
+        return worker_id
 
-    def retire_worker(self, worker_id: str) -> None:
-        """Stops ``worker_id`` for good; its channel drains. A worker already gone is ignored."""
+    def retire_worker(self, worker_id: str, replacement: str | None = None) -> None:
+        """Ends a move: stops ``worker_id`` for good (its channel drains).
+
+        ``replacement``, the worker that took its place, counts as one of the
+        pool's from now on. A worker already gone is ignored.
+        """
+        self._replacements.discard(worker_id)
+        if replacement is not None:
+            self._replacements.discard(replacement)
         with contextlib.suppress(LookupError):
             self.terminate_child(worker_id)
 
@@ -285,7 +297,12 @@ class PoolSupervisor(DynamicSupervisor):
     # --- helpers --------------------------------------------------------------
 
     def _workers(self) -> list[str]:
-        return [c for c, _, _ in self.which_children() if c.startswith(_WORKER_PREFIX)]
+        """The pool's workers, in start order, without a move's replacement."""
+        return [
+            c
+            for c, _, _ in self.which_children()
+            if c.startswith(_WORKER_PREFIX) and c not in self._replacements
+        ]
 
     def _add_worker(self, address: str | None = None) -> str:
         worker_id = f"{_WORKER_PREFIX}{next(self._worker_numbers)}"

@@ -16,14 +16,15 @@ lookup may block.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
 from grpcpool import telemetry
 from grpcpool.actors._resolution import START_RESOLVE_WAIT, resolve
+from grpcpool.aio._registry import wait_event
 from grpcpool.config import Config
 from grpcpool.pools._planner import Candidate, Planner
 from grpcpool.resolver import StaticResolver
@@ -103,8 +104,13 @@ class Balancer:
     async def run(self) -> None:
         """Runs until cancelled (the pool stops)."""
         name = self._pool.name
+        pool_thread = threading.get_ident()
 
-        def on_reconnect(sender: str, **_: Any) -> None:  # on the loop: aio workers emit there
+        def on_reconnect(sender: str, **_: Any) -> None:
+            # This pool's workers emit on its loop's thread; a sync pool of the
+            # same name emits from its actors' threads: not ours.
+            if threading.get_ident() != pool_thread:
+                return
             now = time.monotonic()
             if now - self._last_failure_resolve >= FAILURE_RESOLVE_GAP:
                 self._last_failure_resolve = now
@@ -143,8 +149,7 @@ class Balancer:
             waits.append(AGE_POLL)
         timeout = max(0.0, min(waits)) if waits else None
         self._wake.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout)
+        await wait_event(self._wake, timeout)
 
     # --- resolution -------------------------------------------------------------------
 
@@ -199,7 +204,7 @@ class Balancer:
 
     async def _move(self, move: Candidate) -> bool:
         pool = self._pool
-        added = pool._workers.add(move.address)
+        added = pool._workers.add(move.address, replacement=True)
         deadline = time.monotonic() + self._move_limit
         while (state := self._state_of(added)) != "ready":
             left = deadline - time.monotonic()
@@ -215,8 +220,8 @@ class Balancer:
                 self._planner.avoid(move.address, time.monotonic())
                 return False
             await pool.wait_changed(left)
-        if move.worker_id in pool._workers.workers:
-            await pool._workers.stop([move.worker_id])
+        pool._workers.replacements.discard(added)  # one of the pool's from now on
+        await pool._workers.stop([move.worker_id])
         telemetry.emit(
             telemetry.channel_refreshed,
             pool.name,

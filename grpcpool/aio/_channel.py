@@ -198,6 +198,12 @@ class _FailedCall:
     async def read(self) -> Any:
         raise self._error
 
+    async def write(self, request: Any) -> None:
+        raise self._error
+
+    async def done_writing(self) -> None:
+        raise self._error
+
     async def code(self) -> grpc.StatusCode:
         return self._error.code()
 
@@ -271,6 +277,12 @@ class _WaitingCall:
 
     async def read(self) -> Any:
         return await (await self._started()).read()
+
+    async def write(self, request: Any) -> None:
+        await (await self._started()).write(request)
+
+    async def done_writing(self) -> None:
+        await (await self._started()).done_writing()
 
     def cancel(self) -> bool:
         return self._call.cancel() if self._call is not None else False

@@ -97,6 +97,7 @@ class Pool:
         self._closing: set[asyncio.Task[None]] = set()
         self._reporter: asyncio.Task[None] | None = None
         self._balancer: Balancer | None = None
+        self._ending = "stopped"  # why the pool ends when it does
         self._balancing: asyncio.Task[None] | None = None
         self.ended: str | None = None
 
@@ -160,6 +161,10 @@ class Pool:
         if self._loop is None or self.ended is not None:
             return
         self._check_loop()
+        if self._workers.stopping:  # a stop is under way: wait for it
+            while not self._has_ended():
+                await self._registry.wait_changed(0.1)
+            return
         self._workers.stopping = True
         self._registry.lifecycle = "stopped"
         self._registry.publish()
@@ -170,8 +175,13 @@ class Pool:
             # A move under way stops its replacement worker on the way out.
             await asyncio.gather(self._balancing, return_exceptions=True)
         await self._workers.stop()
-        await asyncio.gather(*list(self._closing), return_exceptions=True)
-        self._end("stopped")
+        # The closing channels, not this very task (a give-up's stop runs as one).
+        closing = [task for task in self._closing if task is not asyncio.current_task()]
+        await asyncio.gather(*closing, return_exceptions=True)
+        self._end(self._ending)
+
+    def _has_ended(self) -> bool:
+        return self.ended is not None
 
     async def aclose(self) -> None:
         """The same as :meth:`stop`."""
@@ -303,12 +313,10 @@ class Pool:
     # --- workers and their supervision --------------------------------------------------
 
     def _give_up(self) -> None:
-        """The workers crashed past the restart intensity: the pool ends."""
-        self._loop_task(self._stop_given_up())
-
-    async def _stop_given_up(self) -> None:
-        await self.stop()
-        self.ended = "supervisor gave up"
+        """The workers crashed past the restart intensity: the pool ends (once)."""
+        if self._ending == "stopped":
+            self._ending = "supervisor gave up"
+            self._loop_task(self.stop())
 
     def _loop_task(self, coroutine: Any) -> None:
         assert self._loop is not None

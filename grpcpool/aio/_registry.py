@@ -11,7 +11,6 @@ immutable picture with the same pickers.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -25,7 +24,24 @@ from grpcpool.pools._ready import ReadyConnection
 from grpcpool.pools._view import Lifecycle, PoolView, build_view, empty_view, unready_cause
 from grpcpool.strategy import Strategy
 
-__all__ = ["Registry"]
+__all__ = ["Registry", "wait_event"]
+
+
+async def wait_event(event: asyncio.Event, timeout: float | None) -> None:
+    """Waits until ``event`` is set or ``timeout`` seconds pass, whichever is first.
+
+    Not ``asyncio.wait_for``: on Python 3.11 a ``wait_for`` cancelled while
+    the loop shuts down (``asyncio.run`` cancelling every task) can stay
+    pending for its whole timeout. ``asyncio.wait`` returns at once on
+    cancellation, and the inner wait is cancelled on the way out.
+    """
+    if event.is_set():
+        return
+    waiter = asyncio.get_running_loop().create_task(event.wait())
+    try:
+        await asyncio.wait({waiter}, timeout=timeout)
+    finally:
+        waiter.cancel()
 
 
 class Registry:
@@ -111,8 +127,7 @@ class Registry:
         """Waits for the next change of the view, up to ``timeout`` seconds."""
         if self._changed is None:
             self._changed = asyncio.Event()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), timeout)
+        await wait_event(self._changed, timeout)
 
     async def wait_ready(
         self, min_ready: int, timeout: float | None, ended: Callable[[], str | None]

@@ -47,15 +47,26 @@ class WorkerTasks:
         self._numbers = itertools.count(1)
         self._restarts: collections.deque[float] = collections.deque()
         self.stopping = False
+        # Workers started to replace another, until the move ends: not part
+        # of the pool's size, never scaled down.
+        self.replacements: set[str] = set()
 
-    def add(self, address: str | None, worker_id: str | None = None) -> str:
-        """Starts a worker (a new id unless one is given: a restart); returns its id."""
+    def add(
+        self, address: str | None, worker_id: str | None = None, *, replacement: bool = False
+    ) -> str:
+        """Starts a worker (a new id unless one is given: a restart); returns its id.
+
+        ``replacement``: the worker takes another's place in a move (see
+        :attr:`replacements`).
+        """
         worker_id = worker_id or f"worker-{next(self._numbers)}"
         worker = Worker(self._pool, worker_id, address)
         self.workers[worker_id] = worker
         self._tasks[worker_id] = asyncio.get_running_loop().create_task(
             self._supervise(worker), name=f"grpcpool-{self._pool.name}-{worker_id}"
         )
+        if replacement:
+            self.replacements.add(worker_id)
         return worker_id
 
     def is_current(self, worker: Worker) -> bool:
@@ -65,14 +76,16 @@ class WorkerTasks:
     async def stop(self, worker_ids: list[str] | None = None) -> None:
         """Stops the given workers (all by default) and waits until their tasks end."""
         ids = list(self.workers) if worker_ids is None else worker_ids
+        ids = [worker_id for worker_id in ids if worker_id in self.workers]  # some may be gone
         tasks = [self._tasks[worker_id] for worker_id in ids if worker_id in self._tasks]
         for worker_id in ids:
+            self.replacements.discard(worker_id)
             self.workers[worker_id].tell(Stop())
         await asyncio.gather(*tasks, return_exceptions=True)
 
     def newest(self, count: int) -> list[str]:
-        """The ids of the ``count`` newest workers."""
-        return list(self.workers)[-count:]
+        """The ids of the ``count`` newest workers (a move's replacement excepted)."""
+        return [w for w in self.workers if w not in self.replacements][-count:]
 
     def thinnest_address(self) -> str | None:
         """The address with the fewest workers (where a new one should go), if any."""

@@ -57,10 +57,15 @@ class _Subscriptions:
         self._delivering = False
         self._pid = os.getpid()
 
-    def add(self, name: str, callback: Callback, state: grpc.ChannelConnectivity) -> None:
+    def add(
+        self, name: str, callback: Callback, state: Callable[[], grpc.ChannelConnectivity]
+    ) -> None:
+        # The state is read under the lock, after the callback is registered:
+        # a change published meanwhile either queues for it or is what it reads.
         with self._lock:
-            self._by_name.setdefault(name, {})[callback] = state
-            self._queue(name, callback, state)
+            now = state()
+            self._by_name.setdefault(name, {})[callback] = now
+            self._queue(name, callback, now)
 
     def remove(self, name: str, callback: Callback) -> None:
         with self._lock:
@@ -122,7 +127,7 @@ def current(name: str) -> grpc.ChannelConnectivity:
 
 def subscribe(name: str, callback: Callback) -> None:
     """Calls ``callback`` with the pool's connectivity now and after each change."""
-    _SUBSCRIPTIONS.add(name, callback, current(name))
+    _SUBSCRIPTIONS.add(name, callback, lambda: current(name))
 
 
 def unsubscribe(name: str, callback: Callback) -> None:

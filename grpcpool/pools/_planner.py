@@ -79,9 +79,11 @@ class Planner:
         """
         self._avoid = {a: until for a, until in self._avoid.items() if until > now}
         placements = [Placement(w.worker_id, w.address, w.state) for w in workers]
-        usable = [a for a in addresses if a not in self._avoid]
-        usable = [a for a in usable if not self._failing(a, placements, now)]
-        move = next_move(placements, usable, self._rng)
+        # An address whose connections all fail while others' work is dropped
+        # from the answer (its connections move); an avoided one only gets no
+        # new connection (those it has stay).
+        answer = [a for a in addresses if not self._failing(a, placements, now)]
+        move = next_move(placements, answer, self._rng, avoid=tuple(self._avoid))
         if move is not None:
             age = next(
                 (

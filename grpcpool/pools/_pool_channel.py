@@ -90,7 +90,9 @@ class PoolChannel(grpc.Channel):
                 left = _left(deadline)
                 if left is not None and left <= 0:
                     raise PoolCallError.of(error, grpc.StatusCode.DEADLINE_EXCEEDED) from None
-                _pools[self._name].wait_ready(1, left)
+                waiting_on = _pools.get(self._name)
+                if waiting_on is not None:  # else stopped meanwhile: the next turn says so
+                    waiting_on.wait_ready(1, left)
 
     # --- grpc.Channel ---------------------------------------------------------------
 
