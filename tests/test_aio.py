@@ -632,3 +632,50 @@ def test_a_pool_refused_at_construction_leaves_no_error_behind(config: Any, name
         sys.unraisablehook = hook
     errors = [f"{type(u.exc_value).__name__}: {u.exc_value}" for u in unraisable]
     assert errors == []
+
+
+# --- supervision and moves ----------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_a_crashed_worker_task_is_restarted_and_too_many_crashes_end_the_pool_once(
+    server: AioEchoServer, events: EventLog
+) -> None:
+    """A worker task that crashes (its machine refuses a message it does not know) is
+    restarted with its id; crashes past 3 + workers within 5 s end the pool exactly once,
+    "supervisor gave up", and a later stop() returns at once."""
+    pool = Pool(loopback_config(server.port, size=2), name="crashy")
+    await pool.start()
+    await pool.await_ready(timeout=5, min_ready=2)
+    pool._workers.workers["worker-1"].tell("not an event")  # type: ignore[arg-type]
+    await until(pool, lambda: len(events.of("supervisor.child_restarted")) == 1, timeout=5)
+    assert events.of("supervisor.child_restarted")[0][2]["child_id"] == "worker-1"
+    await pool.await_ready(timeout=5, min_ready=2)
+
+    deadline = time.monotonic() + 10
+    while pool.ended is None:
+        assert time.monotonic() < deadline, "the pool did not give up"
+        for worker in list(pool._workers.workers.values()):
+            worker.tell("not an event")  # type: ignore[arg-type]
+        await asyncio.sleep(0.01)
+    await asyncio.wait_for(pool.stop(), timeout=5)
+
+    assert pool.ended == "supervisor gave up"
+    assert len(events.of("supervisor.shutdown")) == 1
+    assert "crashy" not in grpcpool.aio._pool.POOLS
+
+
+@pytest.mark.asyncio
+async def test_scaling_down_during_a_move_leaves_the_replacement_alone(
+    server: AioEchoServer,
+) -> None:
+    """A worker started to replace another is not the pool's to scale: scale_down stops
+    one of the pool's own workers, and the expected size is what the caller asked for."""
+    async with Pool(loopback_config(server.port, size=3), name="moving") as pool:
+        await pool.await_ready(timeout=5, min_ready=3)
+        replacement = pool._workers.add(f"127.0.0.1:{server.port}", replacement=True)
+
+        assert await pool.scale_down(1) == 2
+
+        assert replacement in pool._workers.workers
+        assert len([w for w in pool._workers.workers if w != replacement]) == 2

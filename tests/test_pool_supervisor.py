@@ -220,3 +220,27 @@ def test_a_pool_its_parent_gives_up_on_ends_and_wakes_its_waiters(
             lookup("given-up")
     finally:
         sup.stop()
+
+
+def test_scaling_during_a_move_leaves_the_replacement_alone(
+    echo_server: EchoServer, supervisors: list[pykka.ActorRef[Any]]
+) -> None:
+    """A worker the Balancer started to replace another is not counted by scaling and not
+    the newest to stop: scale_down stops one of the pool's own workers, the size is what
+    the caller asked for, and retiring the replaced worker makes the replacement one of
+    the pool's."""
+    start_pool(supervisors, loopback_config(echo_server.port, size=3), "moving")
+    grpcpool.await_ready("moving", timeout=5, min_ready=3)
+    owner = lookup("moving").owner
+    assert owner is not None
+    proxy = owner.proxy()
+    replacement = proxy.add_pinned_worker(f"127.0.0.1:{echo_server.port}").get(timeout=10)
+
+    assert grpcpool.scale_down("moving", 1) == 2
+
+    children = [child for child, _, _ in proxy.which_children().get(timeout=10)]
+    assert replacement in children
+    assert len([c for c in children if c.startswith("worker-")]) == 3
+    proxy.retire_worker("worker-1", replacement).get(timeout=10)
+    assert grpcpool.status("moving").expected_size == 2
+    assert wait_until(lambda: len(grpcpool.status("moving").workers) == 2, timeout=5)

@@ -47,6 +47,7 @@ class WorkerTasks:
         self._numbers = itertools.count(1)
         self._restarts: collections.deque[float] = collections.deque()
         self.stopping = False
+        self._given_up = False
         # Workers started to replace another, until the move ends: not part
         # of the pool's size, never scaled down.
         self.replacements: set[str] = set()
@@ -110,8 +111,8 @@ class WorkerTasks:
             self._tasks.pop(worker.worker_id, None)
 
     def _crashed(self, worker: Worker, error: Exception) -> None:
-        """Restarts a crashed worker, or ends the pool past the restart intensity."""
-        if self.stopping:
+        """Restarts a crashed worker, or ends the pool past the restart intensity (once)."""
+        if self.stopping or self._given_up:
             return
         now = time.monotonic()
         self._restarts.append(now)
@@ -122,6 +123,7 @@ class WorkerTasks:
         reason = f"{type(error).__name__}: {error}"
         restarts = len(self._restarts)
         if restarts > MAX_RESTARTS + len(self.workers):
+            self._given_up = True
             _log.error("pool %r: %d restarts within %ss; giving up", name, restarts, MAX_SECONDS)
             telemetry.emit(
                 telemetry.supervisor_shutdown,
