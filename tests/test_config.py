@@ -487,7 +487,7 @@ def test_pool_name_precedence() -> None:
     assert Config.local().pool_name("x") == "x"
 
 
-# --- plaintext to production (issue 13, items 6 and 8) ------------------------
+# --- plaintext to production (guard and default) ----------------------------------
 
 PRODUCTION_SPELLINGS = ["production", "Production", "production ", " PRODUCTION\t", "ProDuctIon"]
 
