@@ -143,6 +143,19 @@ def test_a_bad_custom_strategy_is_a_strategy_error_from_every_entry_point(
 # --- item 10: a second pool under a name in use is a ConfigError --------------------
 
 
+def test_two_pools_of_one_name_in_one_start_are_a_config_error_and_start_nothing() -> None:
+    """Supervisor.start with two PoolSpecs named alike raises ConfigError on pool.name
+    (not the supervisor's generic duplicate-id ValueError), and nothing runs."""
+    config = loopback_config(free_port())
+    with pytest.raises(ConfigError, match=r"pool\.name: two pools in one start are named 'twin'"):
+        grpcpool.Supervisor.start(
+            children=[grpcpool.PoolSpec(config, "twin"), grpcpool.PoolSpec(config, "twin")]
+        )
+    assert pykka.ActorRegistry.get_all() == []
+    assert "twin" not in grpcpool.pools.names()
+
+
+
 def test_starting_a_running_name_again_is_a_config_error_and_changes_nothing(
     echo_server: EchoServer,
 ) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from grpcpool._config_checks import check_pool_name
 from grpcpool.actors._pool_supervisor import POOL_SHUTDOWN_SECONDS, PoolSupervisor, pool_child_id
 from grpcpool.config import Config
+from grpcpool.errors import ConfigError
 from grpcpool.pools._entry import check_name_free, release_token
 from grpcpool.supervisor import ChildSpec
 
@@ -66,4 +67,11 @@ class PoolSpec:
             shutdown=POOL_SHUTDOWN_SECONDS,
             type="supervisor",
             on_forget=functools.partial(release_token, name, token),
+            on_duplicate=functools.partial(_same_name_twice, name),
         )
+
+
+def _same_name_twice(name: str) -> ConfigError:
+    return ConfigError(
+        "pool.name", f"two pools in one start are named {name!r}; give each pool its own name"
+    )

@@ -48,6 +48,10 @@ class ChildSpec:
               forgotten, also one that is dead and awaiting its restart;
             * ``"supervisor stopped"`` / ``"supervisor crashed"``: the
               supervisor's own end.
+        on_duplicate: Makes the error a supervisor raises when another
+            child given with this one has the same id (by default a
+            ``ValueError`` naming the id): a pool's spec says that two pools
+            share a name, which is what the user wrote.
 
             It must be quick and must not ask the supervisor anything (it
             runs on the supervisor's thread). An exception from it is logged
@@ -60,6 +64,7 @@ class ChildSpec:
     shutdown: float = 5.0
     type: ChildType = "worker"
     on_forget: Callable[[str], None] | None = field(default=None, kw_only=True)
+    on_duplicate: Callable[[], Exception] | None = field(default=None, kw_only=True)
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not self.id:
@@ -83,6 +88,11 @@ class ChildSpec:
         if self.type not in _CHILD_TYPES:
             raise ValueError(
                 f"child {self.id!r}: type must be one of {_CHILD_TYPES}, got {self.type!r}"
+            )
+        if self.on_duplicate is not None and not callable(self.on_duplicate):
+            raise TypeError(
+                f"child {self.id!r}: on_duplicate must be callable or None, "
+                f"got {type(self.on_duplicate).__name__}"
             )
         if self.on_forget is not None and not callable(self.on_forget):
             raise ValueError(

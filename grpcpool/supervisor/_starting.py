@@ -105,6 +105,8 @@ def check_unique(specs: tuple[ChildSpec, ...]) -> None:
     seen: set[str] = set()
     for spec in specs:
         if spec.id in seen:
+            if spec.on_duplicate is not None:
+                raise spec.on_duplicate()
             raise ValueError(f"two children share the id {spec.id!r}")
         seen.add(spec.id)
 
