@@ -39,7 +39,7 @@ import pykka
 from pykka.messages import ProxyCall
 
 from grpcpool import telemetry
-from grpcpool.actors._resolution import resolve
+from grpcpool.actors._resolution import Answers, resolve
 from grpcpool.pools._entry import PoolEntry
 from grpcpool.pools._planner import Candidate, Planner
 from grpcpool.supervisor import SupervisedActor, TimerHandle, send_after
@@ -117,7 +117,8 @@ class Balancer(SupervisedActor):
         config = entry.config
         self._entry = entry
         self._owner = owner
-        self._addresses = addresses or ()
+        self._answers = Answers(entry.name, config.endpoint.target)
+        self._start_answer = addresses
         self._interval = config.endpoint.resolve_interval
         self._max_age = config.connection.max_age
         connection = config.connection
@@ -129,7 +130,6 @@ class Balancer(SupervisedActor):
         # next plan must not count it.
         self._leaving: tuple[str, float] | None = None
         self._resolving = False
-        self._failing = False
         self._last_failure_resolve = -FAILURE_RESOLVE_GAP
         self._timers: set[TimerHandle] = set()
         self._tick: TimerHandle | None = None
@@ -152,10 +152,10 @@ class Balancer(SupervisedActor):
 
         self._receiver = on_reconnect
         telemetry.channel_reconnect_scheduled.connect(on_reconnect, sender=name, weak=False)
-        if self._addresses:
+        if self._start_answer:
             # The answer the pool started with, reported like any other.
-            self._report_resolved((), self._addresses, self._took)
-        if not self._addresses:
+            self._answers.take(self._start_answer, None, self._took)
+        if not self._answers.addresses:
             self._start_resolution()
         elif self._interval is not None:
             self._later(self._interval, _Resolve("interval"))
@@ -201,7 +201,7 @@ class Balancer(SupervisedActor):
 
     def __repr__(self) -> str:
         moving = f" moving {self._move.replaced}" if self._move else ""
-        return f"<Balancer {self._entry.name!r} {len(self._addresses)} addresses{moving}>"
+        return f"<Balancer {self._entry.name!r} {len(self._answers.addresses)} addresses{moving}>"
 
     # --- resolution -------------------------------------------------------------------
 
@@ -230,39 +230,8 @@ class Balancer(SupervisedActor):
         self._resolving = False
         if self._interval is not None:
             self._later(self._interval, _Resolve("interval"))
-        name = self._entry.name
-        if message.addresses is None:
-            if not self._failing:  # once per streak of failures
-                _log.warning(
-                    "pool %r: resolving %s failed (%s); keeping the last good answer (%d addresses)",
-                    name,
-                    self._entry.config.endpoint.target,
-                    message.error,
-                    len(self._addresses),
-                )
-            self._failing = True
-            return
-        if self._failing:
-            _log.info("pool %r: resolving works again", name)
-        self._failing = False
-        previous, self._addresses = self._addresses, message.addresses
-        self._report_resolved(previous, message.addresses, message.duration)
-        self._plan()
-
-    def _report_resolved(
-        self, before: tuple[str, ...], after: tuple[str, ...], duration: float
-    ) -> None:
-        name = self._entry.name
-        telemetry.emit(
-            telemetry.pool_resolved,
-            name,
-            {"addresses": len(after), "duration": duration},
-            {
-                "pool_name": name,
-                "added": sorted(set(after) - set(before)),
-                "removed": sorted(set(before) - set(after)),
-            },
-        )
+        if self._answers.take(message.addresses, message.error, message.duration):
+            self._plan()
 
     # --- moves --------------------------------------------------------------------------
 
@@ -278,7 +247,7 @@ class Balancer(SupervisedActor):
                 self._schedule_tick(MOVE_POLL)
                 return
             self._leaving = None
-        if self._move is None and self._addresses:
+        if self._move is None and self._answers.addresses:
             move = self._next()
             if move is not None:
                 self._begin(move)
@@ -286,7 +255,10 @@ class Balancer(SupervisedActor):
 
     def _next(self) -> Candidate | None:
         return self._planner.next(
-            self._entry.view.workers, self._addresses, now=time.monotonic(), wall=time.time()
+            self._entry.view.workers,
+            self._answers.addresses,
+            now=time.monotonic(),
+            wall=time.time(),
         )
 
     def _begin(self, move: Candidate) -> None:

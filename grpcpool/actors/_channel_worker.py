@@ -25,11 +25,10 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, assert_never
 
-import blinker
 import grpc
 import pykka
 
-from grpcpool import telemetry
+from grpcpool.connection._announce import announce
 from grpcpool.connection._health import check_error, start_check
 from grpcpool.connection._machine import step
 from grpcpool.connection._machine_types import (
@@ -157,19 +156,8 @@ class ChannelWorker(SupervisedActor):
                 self._cancel_timers()
             case Report():
                 self._report(effect)
-            case Emit():
-                metadata = {"pool_name": self._parts.name, "worker_id": self._worker_id}
-                metadata.update(effect.metadata)
-                signal = blinker.signal(effect.signal)
-                telemetry.emit(signal, self._parts.name, effect.measurements, metadata)
-            case Log():
-                _log.log(
-                    effect.level,
-                    "pool %r %s: %s",
-                    self._parts.name,
-                    self._worker_id,
-                    effect.message,
-                )
+            case Emit() | Log():
+                announce(effect, self._parts.name, self._worker_id, _log)
             case _:
                 assert_never(effect)
 

@@ -8,17 +8,21 @@ waits for it at most :data:`START_RESOLVE_WAIT`.
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
 from collections.abc import Callable, Sequence
 
+from grpcpool import telemetry
 from grpcpool.config import Config
 from grpcpool.errors import shorten
 from grpcpool.pools._spread import targets
 from grpcpool.resolver import normalize, system_resolver
 
-__all__ = ["START_RESOLVE_WAIT", "initial_addresses", "resolve", "resolve_within"]
+__all__ = ["START_RESOLVE_WAIT", "Answers", "initial_addresses", "resolve", "resolve_within"]
+
+_log = logging.getLogger(__name__)
 
 # How long a pool's start waits for its first resolution before starting its
 # workers unpinned (on host:port); the Balancer moves them once it hears.
@@ -76,3 +80,52 @@ def initial_addresses(addresses: Sequence[str] | None, size: int) -> list[str | 
                 counts[address] -= 1
                 order.append(address)
     return order
+
+
+class Answers:
+    """A pool's last good resolver answer, and what each new result means.
+
+    Both pool drivers keep their addresses here, so a result is judged and
+    reported the same way: a good answer replaces the last one and fires
+    ``pool.resolved`` (what was added and removed); a failure keeps the last
+    good answer and logs one WARNING per streak of failures.
+
+    Attributes:
+        addresses: The last good answer (empty before the first).
+    """
+
+    def __init__(self, pool_name: str, target: str) -> None:
+        self._pool_name = pool_name
+        self._target = target
+        self.addresses: tuple[str, ...] = ()
+        self._failing = False
+
+    def take(self, addresses: tuple[str, ...] | None, error: str | None, took: float) -> bool:
+        """Judges one resolution; returns True if it gave a new good answer."""
+        name = self._pool_name
+        if addresses is None:
+            if not self._failing:
+                _log.warning(
+                    "pool %r: resolving %s failed (%s); keeping the last good answer (%d addresses)",
+                    name,
+                    self._target,
+                    error,
+                    len(self.addresses),
+                )
+            self._failing = True
+            return False
+        if self._failing:
+            _log.info("pool %r: resolving works again", name)
+        self._failing = False
+        before, self.addresses = self.addresses, addresses
+        telemetry.emit(
+            telemetry.pool_resolved,
+            name,
+            {"addresses": len(addresses), "duration": took},
+            {
+                "pool_name": name,
+                "added": sorted(set(addresses) - set(before)),
+                "removed": sorted(set(before) - set(addresses)),
+            },
+        )
+        return True

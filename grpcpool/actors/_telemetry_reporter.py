@@ -7,9 +7,25 @@ from typing import Any
 
 from grpcpool import telemetry
 from grpcpool.pools._entry import PoolEntry
+from grpcpool.pools._view import PoolView
 from grpcpool.supervisor import SupervisedActor, TimerHandle, send_after
 
-__all__ = ["TelemetryReporter"]
+__all__ = ["TelemetryReporter", "report_pool_status"]
+
+
+def report_pool_status(name: str, view: PoolView) -> None:
+    """Emits ``pool.status`` for pool ``name`` from one view (sync and asyncio pools alike)."""
+    status = view.status(name)
+    telemetry.emit(
+        telemetry.pool_status,
+        name,
+        {
+            "expected_size": status.expected_size,
+            "current_size": status.current_size,
+            "in_flight": status.in_flight,
+        },
+        {"pool_name": name},
+    )
 
 
 @dataclass(frozen=True)
@@ -41,18 +57,7 @@ class TelemetryReporter(SupervisedActor):
     def on_receive(self, message: Any) -> Any:
         if not isinstance(message, _Tick):
             return super().on_receive(message)
-        name = self._entry.name
-        status = self._entry.view.status(name)
-        telemetry.emit(
-            telemetry.pool_status,
-            name,
-            {
-                "expected_size": status.expected_size,
-                "current_size": status.current_size,
-                "in_flight": status.in_flight,
-            },
-            {"pool_name": name},
-        )
+        report_pool_status(self._entry.name, self._entry.view)
         self._timer = send_after(self._interval, self.actor_ref, _Tick())
         return None
 

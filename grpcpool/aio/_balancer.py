@@ -23,7 +23,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from grpcpool import telemetry
-from grpcpool.actors._resolution import START_RESOLVE_WAIT, resolve
+from grpcpool.actors._resolution import START_RESOLVE_WAIT, Answers, resolve
 from grpcpool.aio._registry import wait_event
 from grpcpool.config import Config
 from grpcpool.pools._planner import Candidate, Planner
@@ -86,7 +86,8 @@ class Balancer:
     ) -> None:
         connection = pool.config.connection
         self._pool = pool
-        self._addresses = addresses or ()
+        self._answers = Answers(pool.name, pool.config.endpoint.target)
+        self._start_answer = addresses
         self._took = took
         self._inline = inline
         self._interval = pool.config.endpoint.resolve_interval
@@ -94,7 +95,6 @@ class Balancer:
         self._move_limit = connection.connect_timeout + connection.ping_timeout + 1.0
         self._wake = asyncio.Event()
         self._resolve_soon = False
-        self._failing = False
         self._last_failure_resolve = -FAILURE_RESOLVE_GAP
 
     def poke(self) -> None:
@@ -119,8 +119,8 @@ class Balancer:
 
         telemetry.channel_reconnect_scheduled.connect(on_reconnect, sender=name, weak=False)
         try:
-            if self._addresses:
-                self._report((), self._addresses, self._took)
+            if self._start_answer:
+                self._answers.take(self._start_answer, None, self._took)
             else:
                 await self._resolve()
             next_resolve = None if self._interval is None else time.monotonic() + self._interval
@@ -160,44 +160,18 @@ class Balancer:
         else:
             loop = asyncio.get_running_loop()
             addresses, error, took = await loop.run_in_executor(None, resolve, config)
-        name = self._pool.name
-        if addresses is None:
-            if not self._failing:
-                _log.warning(
-                    "pool %r: resolving %s failed (%s); keeping the last good answer (%d addresses)",
-                    name,
-                    config.endpoint.target,
-                    error,
-                    len(self._addresses),
-                )
-            self._failing = True
-            return
-        if self._failing:
-            _log.info("pool %r: resolving works again", name)
-        self._failing = False
-        previous, self._addresses = self._addresses, addresses
-        self._report(previous, addresses, took)
-
-    def _report(self, before: tuple[str, ...], after: tuple[str, ...], took: float) -> None:
-        name = self._pool.name
-        telemetry.emit(
-            telemetry.pool_resolved,
-            name,
-            {"addresses": len(after), "duration": took},
-            {
-                "pool_name": name,
-                "added": sorted(set(after) - set(before)),
-                "removed": sorted(set(before) - set(after)),
-            },
-        )
+        self._answers.take(addresses, error, took)
 
     # --- moves ----------------------------------------------------------------------------
 
     async def _keep_even(self) -> None:
         """Makes the replacements the planner asks for, one at a time, until none is due."""
-        while self._addresses:
+        while self._answers.addresses:
             candidate = self._planner.next(
-                self._pool.view.workers, self._addresses, now=time.monotonic(), wall=time.time()
+                self._pool.view.workers,
+                self._answers.addresses,
+                now=time.monotonic(),
+                wall=time.time(),
             )
             if candidate is None or not await self._move(candidate):
                 return

@@ -25,7 +25,7 @@ import grpc
 
 from grpcpool.errors import NotConnectedError, PoolCallError, PoolNotFoundError
 from grpcpool.pools._connectivity import connectivity_of
-from grpcpool.pools._ready import CallableKey, ReadyConnection
+from grpcpool.pools._ready import CallableKey, ReadyConnection, callable_key
 
 if TYPE_CHECKING:
     from grpcpool.aio._pool import Pool
@@ -56,7 +56,7 @@ class AioPoolChannel(grpc.aio.Channel):
     ) -> Any:
         return _Routed(
             self._pool,
-            _key("unary_unary", method, request_serializer, response_deserializer, kwargs),
+            callable_key("unary_unary", method, request_serializer, response_deserializer, kwargs),
             stream=False,
         )
 
@@ -69,7 +69,7 @@ class AioPoolChannel(grpc.aio.Channel):
     ) -> Any:
         return _Routed(
             self._pool,
-            _key("unary_stream", method, request_serializer, response_deserializer, kwargs),
+            callable_key("unary_stream", method, request_serializer, response_deserializer, kwargs),
             stream=True,
         )
 
@@ -82,7 +82,7 @@ class AioPoolChannel(grpc.aio.Channel):
     ) -> Any:
         return _Routed(
             self._pool,
-            _key("stream_unary", method, request_serializer, response_deserializer, kwargs),
+            callable_key("stream_unary", method, request_serializer, response_deserializer, kwargs),
             stream=False,
         )
 
@@ -95,7 +95,9 @@ class AioPoolChannel(grpc.aio.Channel):
     ) -> Any:
         return _Routed(
             self._pool,
-            _key("stream_stream", method, request_serializer, response_deserializer, kwargs),
+            callable_key(
+                "stream_stream", method, request_serializer, response_deserializer, kwargs
+            ),
             stream=True,
         )
 
@@ -137,12 +139,6 @@ class AioPoolChannel(grpc.aio.Channel):
 
     def __repr__(self) -> str:
         return f"<AioPoolChannel {self._pool.name!r} {self.get_state().name}>"
-
-
-def _key(
-    kind: str, method: str, serializer: Any, deserializer: Any, kwargs: dict[str, Any]
-) -> CallableKey:
-    return (kind, method, serializer, deserializer, tuple(sorted(kwargs.items())))
 
 
 class _Routed:

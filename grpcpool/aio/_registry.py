@@ -13,12 +13,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Any
 
 import grpc
 
-from grpcpool import telemetry
 from grpcpool._status import WorkerState, WorkerStatus
+from grpcpool.actors._telemetry_reporter import report_pool_status
 from grpcpool.errors import PoolNotFoundError, PoolTimeoutError
 from grpcpool.pools._ready import ReadyConnection
 from grpcpool.pools._view import Lifecycle, PoolView, build_view, empty_view, unready_cause
@@ -156,12 +155,4 @@ class Registry:
         """Emits ``pool.status`` every ``interval`` seconds, as the sync reporter does."""
         while True:
             await asyncio.sleep(interval)
-            status = self.view.status(self._name)
-            measurements: dict[str, Any] = {
-                "expected_size": status.expected_size,
-                "current_size": status.current_size,
-                "in_flight": status.in_flight,
-            }
-            telemetry.emit(
-                telemetry.pool_status, self._name, measurements, {"pool_name": self._name}
-            )
+            report_pool_status(self._name, self.view)

@@ -23,12 +23,12 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, assert_never
 
-import blinker
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from grpcpool import telemetry
 from grpcpool.connection import channel_credentials, channel_options
+from grpcpool.connection._announce import announce
+from grpcpool.connection._health import check_verdict
 from grpcpool.connection._machine import step
 from grpcpool.connection._machine_types import (
     CancelTimers,
@@ -55,26 +55,6 @@ if TYPE_CHECKING:
 __all__ = ["Worker"]
 
 _log = logging.getLogger(__name__)
-
-
-def check_error(error: BaseException | None, status: int | None) -> str | None:
-    """``None`` if a health check says the server is usable, else why not (as the sync check)."""
-    if error is None:
-        if status == health_pb2.HealthCheckResponse.SERVING:
-            return None
-        name = health_pb2.HealthCheckResponse.ServingStatus.Name(status or 0)
-        return f"health status {name}"
-    if isinstance(error, grpc.aio.AioRpcError):
-        code = error.code()
-        if code is grpc.StatusCode.UNIMPLEMENTED:
-            return None  # reachable, and without the health service
-        if code is grpc.StatusCode.NOT_FOUND:
-            return "health check: the server does not know this health service name"
-        details = error.details()
-        return f"{code.name.lower()}: {details}" if details else code.name.lower()
-    if isinstance(error, asyncio.TimeoutError):
-        return "deadline_exceeded"
-    return f"{type(error).__name__}: {error}"
 
 
 class Worker:
@@ -164,19 +144,8 @@ class Worker:
                     channel=self._channel if ready else None,
                     suspect=self._suspect(self._state.generation) if ready else None,
                 )
-            case Emit():
-                metadata = {"pool_name": self.pool.name, "worker_id": self.worker_id}
-                metadata.update(effect.metadata)
-                signal = blinker.signal(effect.signal)
-                telemetry.emit(signal, self.pool.name, effect.measurements, metadata)
-            case Log():
-                _log.log(
-                    effect.level,
-                    "pool %r %s: %s",
-                    self.pool.name,
-                    self.worker_id,
-                    effect.message,
-                )
+            case Emit() | Log():
+                announce(effect, self.pool.name, self.worker_id, _log)
             case _:
                 assert_never(effect)
 
@@ -251,11 +220,11 @@ class Worker:
         # frame (and the channel) into a cycle that outlives the pool's stop.
         try:
             response = await stub.Check(request, timeout=timeout)
-            verdict = check_error(None, response.status)
+            verdict = check_verdict(None, response.status)
         except asyncio.CancelledError:
             raise
         except Exception as error:  # any failure is the check's answer
-            verdict = check_error(error, None)
+            verdict = check_verdict(error, None)
         self.tell(CheckDone(generation, started, verdict))
 
     def __repr__(self) -> str:

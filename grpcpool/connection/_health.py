@@ -56,10 +56,20 @@ def health_check_method(
 def status_code(error: BaseException) -> grpc.StatusCode | None:
     """The status code of a failed call's error, or ``None`` for an error that is no call.
 
-    grpcio raises errors that are both ``grpc.RpcError`` and ``grpc.Call``;
-    a bare ``RpcError`` (from an interceptor, say) has no ``code()``.
+    grpcio raises errors that are both ``grpc.RpcError`` and ``grpc.Call``,
+    and ``grpc.aio.AioRpcError`` (a ``grpc.RpcError`` with the same ``code()``
+    and ``details()``); a bare ``RpcError`` (from an interceptor, say) has no
+    ``code()``.
     """
-    return error.code() if isinstance(error, grpc.Call) else None
+    if isinstance(error, grpc.Call | grpc.aio.AioRpcError):
+        return error.code()
+    return None
+
+
+def _details(error: BaseException) -> str | None:
+    if isinstance(error, grpc.Call | grpc.aio.AioRpcError):
+        return error.details()
+    return None
 
 
 # How grpcio words a call the server refused with HTTP/2 RST_STREAM
@@ -79,29 +89,38 @@ def refused_stream(error: BaseException) -> bool:
     """
     if status_code(error) is not grpc.StatusCode.UNAVAILABLE:
         return False
-    details = error.details() if isinstance(error, grpc.Call) else None
+    details = _details(error)
     return bool(details) and _REFUSED_STREAM in str(details)
 
 
 def check_error(call: grpc.Future[health_pb2.HealthCheckResponse]) -> str | None:
-    """``None`` if a finished health check says the server is usable, else why not.
+    """``None`` if a finished health check says the server is usable, else why not."""
+    error = call.exception()
+    return check_verdict(error, call.result().status if error is None else None)
+
+
+def check_verdict(error: BaseException | None, status: int | None) -> str | None:
+    """``None`` if a health check's outcome says the server is usable, else why not.
+
+    Shared by the sync worker (from a finished future) and the asyncio worker
+    (from an awaited call): ``error`` is what the call raised, ``status`` the
+    response's serving status when it answered.
 
     A server without the health service (UNIMPLEMENTED) is usable: it was
     reachable, and that is all a check can ask of it. So is a server that
     refused the check's stream because it was at its stream limit.
     """
-    error = call.exception()
     if error is None:
-        status = call.result().status
         if status == health_pb2.HealthCheckResponse.SERVING:
             return None
-        return f"health status {health_pb2.HealthCheckResponse.ServingStatus.Name(status)}"
+        name = health_pb2.HealthCheckResponse.ServingStatus.Name(status or 0)
+        return f"health status {name}"
     code = status_code(error)
     if code is grpc.StatusCode.UNIMPLEMENTED or refused_stream(error):
         return None
-    if code is None or not isinstance(error, grpc.Call):  # a code implies a Call: narrows it
+    if code is None:
         return f"{type(error).__name__}: {error}"
     if code is grpc.StatusCode.NOT_FOUND:
         return "health check: the server does not know this health service name"
-    details = error.details()
+    details = _details(error)
     return f"{code.name.lower()}: {details}" if details else code.name.lower()

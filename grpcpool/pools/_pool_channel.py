@@ -33,7 +33,7 @@ from grpcpool.connection._health import refused_stream, status_code
 from grpcpool.errors import NotConnectedError, PoolCallError
 from grpcpool.pools import _connectivity
 from grpcpool.pools._entry import PoolEntry, lookup
-from grpcpool.pools._ready import CallableKey, ReadyConnection
+from grpcpool.pools._ready import CallableKey, ReadyConnection, callable_key
 
 __all__ = ["PoolChannel"]
 
@@ -103,7 +103,7 @@ class PoolChannel(grpc.Channel):
         response_deserializer: Callable[[bytes], Any] | None = None,
         **kwargs: Any,
     ) -> grpc.UnaryUnaryMultiCallable[Any, Any]:
-        key = _key("unary_unary", method, request_serializer, response_deserializer, kwargs)
+        key = callable_key("unary_unary", method, request_serializer, response_deserializer, kwargs)
         return _UnaryUnary(self, key)
 
     def unary_stream(
@@ -113,7 +113,9 @@ class PoolChannel(grpc.Channel):
         response_deserializer: Callable[[bytes], Any] | None = None,
         **kwargs: Any,
     ) -> grpc.UnaryStreamMultiCallable[Any, Any]:
-        key = _key("unary_stream", method, request_serializer, response_deserializer, kwargs)
+        key = callable_key(
+            "unary_stream", method, request_serializer, response_deserializer, kwargs
+        )
         return _UnaryStream(self, key)
 
     def stream_unary(
@@ -123,7 +125,9 @@ class PoolChannel(grpc.Channel):
         response_deserializer: Callable[[bytes], Any] | None = None,
         **kwargs: Any,
     ) -> grpc.StreamUnaryMultiCallable[Any, Any]:
-        key = _key("stream_unary", method, request_serializer, response_deserializer, kwargs)
+        key = callable_key(
+            "stream_unary", method, request_serializer, response_deserializer, kwargs
+        )
         return _StreamUnary(self, key)
 
     def stream_stream(
@@ -133,7 +137,9 @@ class PoolChannel(grpc.Channel):
         response_deserializer: Callable[[bytes], Any] | None = None,
         **kwargs: Any,
     ) -> grpc.StreamStreamMultiCallable[Any, Any]:
-        key = _key("stream_stream", method, request_serializer, response_deserializer, kwargs)
+        key = callable_key(
+            "stream_stream", method, request_serializer, response_deserializer, kwargs
+        )
         return _StreamStream(self, key)
 
     def subscribe(self, callback: _connectivity.Callback, try_to_connect: bool = False) -> None:
@@ -173,16 +179,6 @@ class PoolChannel(grpc.Channel):
 
 def _left(deadline: float | None) -> float | None:
     return None if deadline is None else deadline - time.monotonic()
-
-
-def _key(
-    kind: str,
-    method: str,
-    serializer: Callable[[Any], bytes] | None,
-    deserializer: Callable[[bytes], Any] | None,
-    kwargs: dict[str, Any],
-) -> CallableKey:
-    return (kind, method, serializer, deserializer, tuple(sorted(kwargs.items())))
 
 
 def _finished(connection: ReadyConnection, call: Any) -> None:

@@ -26,12 +26,19 @@ import grpc
 
 from grpcpool.config import SUSPECT_CHECK_INTERVAL
 
-__all__ = ["CallableKey", "ReadyConnection"]
+__all__ = ["CallableKey", "ReadyConnection", "callable_key"]
 
 #: What identifies a multi-callable on one channel: its kind
 #: (``"unary_unary"``, ...), the method path, the request serializer, the
 #: response deserializer, and any other keyword arguments as sorted items.
 CallableKey = tuple[str, str, Any, Any, tuple[tuple[str, Any], ...]]
+
+
+def callable_key(
+    kind: str, method: str, serializer: Any, deserializer: Any, kwargs: dict[str, Any]
+) -> CallableKey:
+    """The :data:`CallableKey` of a multi-callable a pool channel hands out."""
+    return (kind, method, serializer, deserializer, tuple(sorted(kwargs.items())))
 
 
 class ReadyConnection:
