@@ -62,6 +62,7 @@ _VARIABLES: dict[str, tuple[str, str, Callable[[str], Any]]] = {
     "KEYFILE": ("ssl", "keyfile", _parse_str),
     "SERVER_HOSTNAME": ("ssl", "server_hostname", _parse_str),
     "RESOLVE_INTERVAL": ("endpoint", "resolve_interval", _parse_optional_float),
+    "RESOLVE_TIMEOUT": ("endpoint", "resolve_timeout", _parse_float),
     "POOL_SIZE": ("pool", "size", _parse_int),
     "POOL_MAX_SIZE": ("pool", "max_size", _parse_int),
     "POOL_NAME": ("pool", "name", _parse_str),

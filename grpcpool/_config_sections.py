@@ -49,7 +49,7 @@ def check_retry(retry: RetryConfig) -> None:
 
 def check_endpoint(endpoint: EndpointConfig) -> None:
     """Checks ``endpoint`` and normalizes its TLS, interceptors, options and retry."""
-    from grpcpool.config import MAX_RESOLVE_INTERVAL, RetryConfig
+    from grpcpool.config import MAX_RESOLVE_INTERVAL, MAX_RESOLVE_TIMEOUT, RetryConfig
 
     check_host("endpoint.host", endpoint.host)
     check_int("endpoint.port", endpoint.port, minimum=1, maximum=65535)
@@ -80,6 +80,12 @@ def check_endpoint(endpoint: EndpointConfig) -> None:
         endpoint.resolve_interval,
         strict=True,
         maximum=MAX_RESOLVE_INTERVAL,
+    )
+    check_float(
+        "endpoint.resolve_timeout",
+        endpoint.resolve_timeout,
+        strict=True,
+        maximum=MAX_RESOLVE_TIMEOUT,
     )
     retry: Any = endpoint.retry_config
     if isinstance(retry, Mapping):

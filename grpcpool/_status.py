@@ -52,6 +52,9 @@ class PoolStatus:
             ``"down"`` (none).
         workers: One record per worker, in start order.
         in_flight: Calls running through the pool channel, over all workers.
+        resolver_error: Why the pool's last resolution failed (an error, or
+            no answer within ``endpoint.resolve_timeout``); None when it
+            worked. A pool keeps its last good answer meanwhile.
     """
 
     pool_name: str
@@ -60,6 +63,7 @@ class PoolStatus:
     status: Literal["healthy", "degraded", "down"]
     workers: tuple[WorkerStatus, ...]
     in_flight: int = 0
+    resolver_error: str | None = None
 
     @classmethod
     def of(
@@ -68,6 +72,7 @@ class PoolStatus:
         expected_size: int,
         current_size: int,
         workers: tuple[WorkerStatus, ...],
+        resolver_error: str | None = None,
     ) -> PoolStatus:
         if current_size == 0:
             status: Literal["healthy", "degraded", "down"] = "down"
@@ -76,4 +81,6 @@ class PoolStatus:
         else:
             status = "degraded"
         in_flight = sum(worker.in_flight for worker in workers)
-        return cls(pool_name, expected_size, current_size, status, workers, in_flight)
+        return cls(
+            pool_name, expected_size, current_size, status, workers, in_flight, resolver_error
+        )

@@ -90,10 +90,25 @@ DEFAULT_DRAIN_TIMEOUT = 30.0
 SUSPECT_CHECK_INTERVAL = 1.0
 DEFAULT_BACKOFF_MIN = 1.0
 DEFAULT_BACKOFF_MAX = 30.0
+# Where a pool places its connections: an address whose connections all fail
+# gets none for a while, then one is tried there again, after a backoff that
+# starts at connection.backoff_min and grows to at most this many seconds
+# (never above connection.backoff_max), so that a healed backend serves again
+# within seconds; while no connection of the pool is ready at all, an address
+# is tried again after at most backoff_min / 2, since then nothing is lost by
+# trying.
+ADDRESS_RETRY_MAX = 4.0
+# A connect still not ready after this many seconds (a black-holed address
+# accepts TCP and never answers) counts as a failure for placement; the worker
+# itself keeps trying until connection.connect_timeout.
+SLOW_CONNECT = 3.0
 DEFAULT_MAX_RECONNECT_ATTEMPTS = 5
 # Not in the Elixir table: how often a pool asks its resolver again for the
 # addresses its host name stands for (None: at start and after failures only).
 DEFAULT_RESOLVE_INTERVAL = 30.0
+# Not in the Elixir table: a resolution still unanswered after this many
+# seconds is abandoned (logged, shown in status) and asked again later.
+DEFAULT_RESOLVE_TIMEOUT = 10.0
 # Not in the Elixir table: replace each connection after about this many
 # seconds (None: never), so long-lived clients follow servers behind a
 # load balancer that added backends, as gax-java's channel refresh does.
@@ -117,6 +132,7 @@ MAX_DRAIN_TIMEOUT = 86400.0
 MAX_BACKOFF = 3600.0  # backoff_min and backoff_max
 MAX_TELEMETRY_INTERVAL = 86400.0
 MAX_RESOLVE_INTERVAL = 86400.0
+MAX_RESOLVE_TIMEOUT = 3600.0
 # A connection replaced more often than every half second would spend its
 # life connecting; a month is past any server's connection age limit.
 MIN_MAX_AGE = 0.5
@@ -165,7 +181,9 @@ class EndpointConfig:
     replicas. Each connection is pinned to one address, while TLS still
     checks the certificate against ``host`` and calls carry ``host:port`` as
     their ``:authority``. ``resolve_interval`` is how often the pool asks
-    again (seconds; None: only at start and after connection failures).
+    again (seconds; None: only at start and after connection failures);
+    ``resolve_timeout`` is how long one resolution may take before it is
+    abandoned with a WARNING (and asked again).
     """
 
     host: str
@@ -178,6 +196,7 @@ class EndpointConfig:
     retry_config: RetryConfig | None = None
     resolver: Callable[[str, int], Sequence[str]] | None = None
     resolve_interval: float | None = DEFAULT_RESOLVE_INTERVAL
+    resolve_timeout: float = DEFAULT_RESOLVE_TIMEOUT
 
     def __post_init__(self) -> None:
         check_endpoint(self)
@@ -205,7 +224,8 @@ class EndpointConfig:
             f"ssl={self.ssl!r}, credentials={kind(self.credentials)}, "
             f"interceptors=[{interceptors}], options={{{options}}}, "
             f"retry_config={self.retry_config!r}, resolver={_resolver_shown(self.resolver)}, "
-            f"resolve_interval={self.resolve_interval!r})"
+            f"resolve_interval={self.resolve_interval!r}, "
+            f"resolve_timeout={self.resolve_timeout!r})"
         )
 
 

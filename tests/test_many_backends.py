@@ -616,25 +616,32 @@ def test_garbage_answers_keep_the_last_good_answer(
     assert sum(WARNING_TEXT in r.getMessage() for r in caplog.records) == 1
 
 
-def test_garbage_from_the_start_leaves_the_pool_on_host_and_port(
+def test_garbage_from_the_start_keeps_asking_the_pools_own_resolver(
     supervisors: list[pykka.ActorRef[Any]], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A resolver that never answers usably: the pool connects to host:port (workers unpinned)
-    and serves calls; the start does not fail and callers see no error."""
+    """A resolver that answers nothing usable from the start: the pool never falls back to
+    host:port (another resolver), says why in status and the log, keeps asking its own
+    resolver, and connects to its first good answer."""
     caplog.set_level(logging.WARNING, logger="grpcpool")
-    server = EchoServer(host="127.0.0.1")
+    server = EchoServer(host="127.0.0.2")
     try:
         answer = Answer([])
         answer.garbage(GARBAGE)
-        config = many_config(server.port, 2, answer, host="127.0.0.1", resolve_interval=0.2)
+        # host:port itself would work: the pool must not use it.
+        config = many_config(server.port, 2, answer, host="127.0.0.2", resolve_interval=None)
         start_pool(supervisors, config, "junk-start")
-        grpcpool.await_ready("junk-start", timeout=10, min_ready=2)
-        assert all(w.address is None for w in workers("junk-start"))
-        wait_for(lambda: answer.calls >= 4, timeout=10)
+        wait_for(lambda: answer.calls >= 3, timeout=10)  # asked again, with backoff
+        status = grpcpool.status("junk-start")
+        assert status.current_size == 0 and server.calls == 0
+        assert status.resolver_error is not None and "ResolveError" in status.resolver_error
+        assert all(w.address is None and w.state == "backoff" for w in status.workers)
+        assert any("no address to connect to yet" in r.getMessage() for r in caplog.records)
+        answer.answer([f"127.0.0.2:{server.port}"])
+        grpcpool.await_ready("junk-start", timeout=15, min_ready=2)
+        assert {w.address for w in workers("junk-start")} == {f"127.0.0.2:{server.port}"}
+        assert grpcpool.status("junk-start").resolver_error is None
         call_n("junk-start", 6)
         assert server.calls == 6
-        assert settled("junk-start", 2)
-        assert any(WARNING_TEXT in r.getMessage() for r in caplog.records)
     finally:
         for pool_supervisor in reversed(supervisors):
             pool_supervisor.stop()

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from grpcpool import telemetry
 from grpcpool.backoff import Backoff
 from grpcpool.config import ConnectionConfig
-from grpcpool.connection._machine import step
+from grpcpool.connection._machine import AWAITING_ADDRESS, step, takes_repin
 from grpcpool.connection._machine_types import (
     DISCONNECT_REASONS,
     CancelTimers,
@@ -40,6 +40,7 @@ from grpcpool.connection._machine_types import (
     PingDue,
     ReconnectDue,
     ReleaseChannel,
+    Repin,
     Report,
     Resync,
     Schedule,
@@ -1273,3 +1274,55 @@ def test_the_machine_state_is_immutable() -> None:
 
     assert state == copy
     assert state.phase == "connecting"
+
+
+# --- repinning: a worker that serves nothing moves to another address ---------------------
+
+
+def _failed_once() -> MachineState:
+    """A machine that failed its first connect and waits to retry."""
+    state, _ = step(new_machine(), Start(), 0.0)
+    state, _ = step(state, ConnectTimeout(state.generation), 10.0)
+    assert state.phase == "backoff" and state.backoff.attempt == 1
+    return state
+
+
+def test_a_repin_while_backing_off_connects_at_once_with_the_backoff_reset() -> None:
+    """Repin in backoff: the reconnect timer is cancelled and a new channel opens now; the
+    failures so far were about the old address, so the count starts over."""
+    state = _failed_once()
+    state, effects = step(state, Repin("10.0.0.2:80"), 11.0)
+    assert state.phase == "connecting" and state.backoff.attempt == 0 and state.retries == 0
+    assert isinstance(effects[0], CancelTimers)
+    assert OpenChannel(state.generation) in effects
+    assert Report("connecting", 0, state.last_error, False, False) in effects
+    assert not any(isinstance(e, ReleaseChannel) for e in effects)  # it held no channel
+
+
+def test_a_repin_while_connecting_lets_the_unused_channel_go_and_opens_a_new_one() -> None:
+    """Repin while connecting: the channel (no call ran on it) is closed, not drained, and
+    news about it is stale from now on."""
+    state, _ = step(new_machine(), Start(), 0.0)
+    old = state.generation
+    state, effects = step(state, Repin("10.0.0.2:80"), 1.0)
+    assert ReleaseChannel(drain=False) in effects
+    assert state.phase == "connecting" and state.generation > old
+    assert step(state, Connectivity(old, READY), 1.1) == (state, ())
+
+
+def test_a_ready_worker_ignores_a_repin() -> None:
+    """A worker that became ready before the repin arrived keeps its connection."""
+    state, _ = step(new_machine(health_check=False), Start(), 0.0)
+    state, _ = step(state, Connectivity(state.generation, READY), 0.1)
+    assert state.phase == "ready" and not takes_repin(state)
+    assert step(state, Repin("10.0.0.2:80"), 1.0) == (state, ())
+
+
+def test_a_worker_without_an_address_waits_for_a_repin_before_connecting() -> None:
+    """Started with await_address: it reports backoff with the reason and opens nothing until
+    a Repin gives it an address."""
+    state, effects = step(new_machine(), Start(await_address=True), 0.0)
+    assert state.phase == "backoff" and state.last_error == AWAITING_ADDRESS
+    assert effects == (Report("backoff", 0, AWAITING_ADDRESS, False, False),)
+    state, effects = step(state, Repin("10.0.0.2:80"), 5.0)
+    assert state.phase == "connecting" and OpenChannel(state.generation) in effects

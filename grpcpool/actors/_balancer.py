@@ -8,19 +8,22 @@ itself (``endpoint.resolver``; the system's ``getaddrinfo`` by default) and
 pins each worker to one address, evenly. It asks again every
 ``endpoint.resolve_interval`` and whenever a connection cannot reconnect.
 
-Every change is a *move*, made one at a time per pool: the PoolSupervisor
-starts a replacement worker pinned to the target address; once its
-connection is ready (and health-checked), the replaced worker is retired and
-its channel drains for ``connection.drain_timeout``. So a move never lowers
-the pool's capacity, and a replacement that cannot connect in time is given
-up (and its address avoided for a while) without touching the old one. The
-same step replaces each connection after ``connection.max_age`` (plus or
-minus 10%).
+A worker that serves nothing (connecting, or waiting to reconnect) is
+*repinned*: told to connect to another address at once, so connections on a
+dead backend move to live ones in one step. A ready worker is *moved*, one at
+a time per pool: the PoolSupervisor starts a replacement pinned to the target
+address; once its connection is ready (and health-checked), the replaced
+worker is retired and its channel drains for ``connection.drain_timeout``. So
+a move never lowers the pool's capacity, and a replacement that cannot
+connect in time is given up (and its address avoided for a while) without
+touching the old one. The same step replaces each connection after
+``connection.max_age`` (plus or minus 10%).
 
-What to move is decided by :mod:`grpcpool.pools._spread` (pure); this actor
-only runs resolutions on short-lived threads (a resolver may block; an actor
-must not), reads the pool's view, and asks its PoolSupervisor to add and
-retire workers, without waiting on it.
+What to do is decided by :class:`grpcpool.pools._planner.Planner` (pure);
+this actor runs resolutions on short-lived threads (a resolver may block; an
+actor must not) and abandons one that outlasts ``endpoint.resolve_timeout``,
+hears from the HealthRegistry when a worker's state changes, and asks its
+PoolSupervisor to repin, add and retire workers, without waiting on it.
 """
 
 from __future__ import annotations
@@ -39,35 +42,42 @@ import pykka
 from pykka.messages import ProxyCall
 
 from grpcpool import telemetry
-from grpcpool.actors._resolution import Answers, resolve
+from grpcpool.actors._resolution import Answers, resolve, timed_out
 from grpcpool.pools._entry import PoolEntry
+from grpcpool.pools._parts import Nudge
 from grpcpool.pools._planner import Candidate, Planner
 from grpcpool.supervisor import SupervisedActor, TimerHandle, send_after
 
-__all__ = ["Balancer", "Rebalance"]
+__all__ = ["Balancer", "Rebalance", "WorkersChanged"]
 
 _log = logging.getLogger(__name__)
 
-# How often a move in progress looks for its replacement being ready.
-MOVE_POLL = 0.02
 # The longest pause between two looks at connection ages (with max_age).
 AGE_POLL = 1.0
-# How long the next plan waits for a retired worker to leave the view.
+# How long a retired worker is left out of plans while it leaves the view.
 LEAVE_WAIT = 5.0
 # At most one resolution per this many seconds because connections fail.
 FAILURE_RESOLVE_GAP = 1.0
+# The id a move's replacement goes by until the PoolSupervisor names it.
+_UNNAMED = "(starting)"
 
 
 @dataclass(frozen=True)
 class _Resolve:
-    reason: str  # "interval", "failure"
+    reason: str  # "interval", "failure", "retry"
 
 
 @dataclass(frozen=True)
 class _Resolved:
+    number: int
     addresses: tuple[str, ...] | None
     error: str | None
     duration: float
+
+
+@dataclass(frozen=True)
+class _ResolveTimeout:
+    number: int
 
 
 @dataclass(frozen=True)
@@ -80,6 +90,11 @@ class _Tick:
 @dataclass(frozen=True)
 class Rebalance:
     """The pool's workers changed (scaled, or one terminated by hand): look at the spread."""
+
+
+@dataclass(frozen=True)
+class WorkersChanged:
+    """A worker of the pool changed state (from the HealthRegistry): look again."""
 
 
 @dataclass
@@ -96,11 +111,12 @@ class _Move:
 
 
 class Balancer(SupervisedActor):
-    """Keeps one pool's workers spread over its addresses and refreshed by age.
+    """Keeps one pool's workers spread over its live addresses and refreshed by age.
 
     Args:
         entry: The pool's entry (its config and current view).
-        owner: The pool's PoolSupervisor, which adds and retires workers.
+        owner: The pool's PoolSupervisor, which repins, adds and retires workers.
+        nudge: Rung by the HealthRegistry when a worker's state changes.
         addresses: The answer the pool started with, if it had one.
         took: How long that answer took (seconds), for its ``pool.resolved``.
     """
@@ -109,26 +125,29 @@ class Balancer(SupervisedActor):
         self,
         entry: PoolEntry,
         owner: pykka.ActorRef[Any],
+        nudge: Nudge,
         addresses: tuple[str, ...] | None,
         took: float = 0.0,
     ) -> None:
         super().__init__()
+        self._nudge = nudge
         self._took = took
         config = entry.config
         self._entry = entry
         self._owner = owner
-        self._answers = Answers(entry.name, config.endpoint.target)
-        self._start_answer = addresses
         self._interval = config.endpoint.resolve_interval
+        self._answers = Answers(entry.name, config.endpoint.target, self._interval)
+        self._start_answer = addresses
         self._max_age = config.connection.max_age
         connection = config.connection
         # A replacement must be ready (and health-checked) within this.
         self._move_limit = connection.connect_timeout + connection.ping_timeout + 1.0
-        self._planner = Planner(self._max_age, max(connection.backoff_max, 5.0))
+        self._planner = Planner(self._max_age, connection.backoff_min, connection.backoff_max)
         self._move: _Move | None = None
-        # A worker retired by the last move, until it has left the view: the
-        # next plan must not count it.
-        self._leaving: tuple[str, float] | None = None
+        # Workers retired by this balancer, until they have left the view:
+        # plans must not count them.
+        self._leaving: dict[str, float] = {}
+        self._resolutions = 0  # the number of the latest resolution started
         self._resolving = False
         self._last_failure_resolve = -FAILURE_RESOLVE_GAP
         self._timers: set[TimerHandle] = set()
@@ -140,6 +159,7 @@ class Balancer(SupervisedActor):
 
     def on_start(self) -> None:
         me, name = self.actor_ref, self._entry.name
+        self._nudge.attach(lambda: me.tell(WorkersChanged()))
 
         def on_reconnect(sender: str, **_: Any) -> None:
             # On the reconnecting worker's thread: only tell. An asyncio pool
@@ -162,10 +182,15 @@ class Balancer(SupervisedActor):
         self._plan()
 
     def on_receive(self, message: Any) -> Any:
-        if isinstance(message, _Resolve):
+        if isinstance(message, WorkersChanged):
+            self._nudge.taken()
+            self._plan()
+        elif isinstance(message, _Resolve):
             self._on_resolve(message)
         elif isinstance(message, _Resolved):
             self._on_resolved(message)
+        elif isinstance(message, _ResolveTimeout):
+            self._on_resolve_timeout(message)
         elif isinstance(message, _Tick):
             if message.number == self._ticks:  # an older tick, replaced meanwhile, is dropped
                 self._tick = None
@@ -191,6 +216,7 @@ class Balancer(SupervisedActor):
         super().on_failure(exception_type, exception_value, traceback)
 
     def _let_go(self) -> None:
+        self._nudge.attach(None)
         if self._receiver is not None:
             telemetry.channel_reconnect_scheduled.disconnect(self._receiver)
             self._receiver = None
@@ -217,49 +243,70 @@ class Balancer(SupervisedActor):
         if self._resolving:
             return
         self._resolving = True
-        me, config = self.actor_ref, self._entry.config
+        self._resolutions += 1
+        number, me, config = self._resolutions, self.actor_ref, self._entry.config
 
         def run() -> None:
             addresses, error, duration = resolve(config)
             with contextlib.suppress(pykka.ActorDeadError):
-                me.tell(_Resolved(addresses, error, duration))
+                me.tell(_Resolved(number, addresses, error, duration))
 
         threading.Thread(target=run, name="grpcpool-resolve", daemon=True).start()
+        self._later(config.endpoint.resolve_timeout, _ResolveTimeout(number))
+
+    def _on_resolve_timeout(self, message: _ResolveTimeout) -> None:
+        if message.number != self._resolutions or not self._resolving:
+            return  # answered in time
+        # Abandoned: its thread finishes on its own and its answer is dropped.
+        config = self._entry.config
+        self._finish_resolution(None, timed_out(config), config.endpoint.resolve_timeout)
 
     def _on_resolved(self, message: _Resolved) -> None:
+        if message.number != self._resolutions or not self._resolving:
+            return  # a resolution abandoned for taking too long
+        self._finish_resolution(message.addresses, message.error, message.duration)
+
+    def _finish_resolution(
+        self, addresses: tuple[str, ...] | None, error: str | None, duration: float
+    ) -> None:
         self._resolving = False
-        if self._interval is not None:
-            self._later(self._interval, _Resolve("interval"))
-        if self._answers.take(message.addresses, message.error, message.duration):
+        changed = self._answers.take(addresses, error, duration)
+        self._entry.resolver_error = self._answers.problem
+        delay = self._answers.retry_delay()
+        if delay is not None:
+            self._later(delay, _Resolve("retry" if self._answers.problem else "interval"))
+        if changed:
             self._plan()
 
     # --- moves --------------------------------------------------------------------------
 
     def _plan(self) -> None:
-        """Advances the move under way, or starts the next one; then sets the next look."""
+        """Advances the move under way, makes the repins and moves due; sets the next look."""
         if self._move is not None:
             self._advance(self._move)
-        if self._leaving is not None:
-            worker_id, until = self._leaving
-            if time.monotonic() < until and any(
-                w.worker_id == worker_id for w in self._entry.view.workers
-            ):
-                self._schedule_tick(MOVE_POLL)
-                return
-            self._leaving = None
-        if self._move is None and self._answers.addresses:
-            move = self._next()
-            if move is not None:
-                self._begin(move)
-        self._schedule_tick()
-
-    def _next(self) -> Candidate | None:
-        return self._planner.next(
-            self._entry.view.workers,
+        now = time.monotonic()
+        workers = self._entry.view.workers
+        present = {w.worker_id for w in workers}
+        self._leaving = {
+            worker_id: until
+            for worker_id, until in self._leaving.items()
+            if until > now and worker_id in present
+        }
+        move = self._move
+        moving = {move.replaced: move.added or _UNNAMED} if move is not None else None
+        plan = self._planner.plan(
+            workers,
             self._answers.addresses,
-            now=time.monotonic(),
+            now=now,
             wall=time.time(),
+            moving=moving,
+            leaving=self._leaving,
         )
+        for repin in plan.repins:
+            self._owner.tell(_repin_message(repin.worker_id, repin.address))
+        if plan.move is not None and self._move is None:
+            self._begin(plan.move)
+        self._schedule_tick(plan.wake_in)
 
     def _begin(self, move: Candidate) -> None:
         started = self._owner.ask(
@@ -286,9 +333,9 @@ class Balancer(SupervisedActor):
                 self._planner.avoid(move.address, time.monotonic())
                 self._move = None
                 return None
-        if self._is_ready(move.added):
+        if self._state_of(move.added) == "ready":
             self._retire(move.replaced, move.added)
-            self._leaving = (move.replaced, time.monotonic() + LEAVE_WAIT)
+            self._planner.moved(move.address)
             telemetry.emit(
                 telemetry.channel_refreshed,
                 self._entry.name,
@@ -317,11 +364,11 @@ class Balancer(SupervisedActor):
         )
         if move.added is not None:
             self._retire(move.added)
+        else:
+            # Not even started yet: whenever it starts, it is dropped.
+            self._owner.tell(ProxyCall(attr_path=("drop_replacements",), args=(), kwargs={}))
         self._planner.avoid(move.address, time.monotonic())
         self._move = None
-
-    def _is_ready(self, worker_id: str) -> bool:
-        return self._state_of(worker_id) == "ready"
 
     def _state_of(self, worker_id: str) -> str | None:
         for worker in self._entry.view.workers:
@@ -332,6 +379,7 @@ class Balancer(SupervisedActor):
     def _retire(self, worker_id: str, replacement: str | None = None) -> None:
         # Not waited for: the supervisor drains the worker's channel, and a
         # worker already gone (scaled down meanwhile) is nothing to retire.
+        self._leaving[worker_id] = time.monotonic() + LEAVE_WAIT
         self._owner.ask(
             ProxyCall(attr_path=("retire_worker",), args=(worker_id, replacement), kwargs={}),
             block=False,
@@ -343,24 +391,21 @@ class Balancer(SupervisedActor):
         self._timers = {timer for timer in self._timers if not timer.done}
         self._timers.add(send_after(delay, self.actor_ref, message))
 
-    def _schedule_tick(self, delay: float | None = None) -> None:
+    def _schedule_tick(self, wake_in: float | None) -> None:
+        """The next look: the plan's wake time, a move's deadline, or the next age check."""
         if self._tick is not None and not self._tick.done:
             self._tick.cancel()
             self._tick = None
-        if delay is not None:
-            pass
-        elif self._move is not None:
-            delay = MOVE_POLL
-        elif self._max_age is not None:
-            delay = self._until_next_refresh()
-        else:
-            self._tick = None
+        delays = [] if wake_in is None else [wake_in]
+        if self._move is not None:
+            delays.append(self._move.deadline - time.monotonic())
+        if self._max_age is not None:
+            delays.append(AGE_POLL)
+        if not delays:
             return
         self._ticks += 1
-        self._tick = send_after(delay, self.actor_ref, _Tick(self._ticks))
+        self._tick = send_after(max(0.0, min(delays)), self.actor_ref, _Tick(self._ticks))
 
-    def _until_next_refresh(self) -> float:
-        due = self._planner.next_refresh()
-        if due is None:
-            return AGE_POLL
-        return min(AGE_POLL, max(MOVE_POLL, due - time.time()))
+
+def _repin_message(worker_id: str, address: str) -> ProxyCall:
+    return ProxyCall(attr_path=("repin_worker",), args=(worker_id, address), kwargs={})

@@ -30,7 +30,7 @@ import pykka
 
 from grpcpool.connection._announce import announce
 from grpcpool.connection._health import check_error, start_check
-from grpcpool.connection._machine import step
+from grpcpool.connection._machine import step, takes_repin
 from grpcpool.connection._machine_types import (
     CancelTimers,
     CheckDone,
@@ -42,6 +42,7 @@ from grpcpool.connection._machine_types import (
     Log,
     OpenChannel,
     ReleaseChannel,
+    Repin,
     Report,
     Resync,
     Schedule,
@@ -100,9 +101,14 @@ class ChannelWorker(SupervisedActor):
     # --- actor hooks ------------------------------------------------------------------
 
     def on_start(self) -> None:
-        self._step(Start())
+        # With a resolver of its own the pool never connects to host:port:
+        # a worker started before its first answer waits for an address.
+        waits = self._address is None and self._parts.config.endpoint.resolver is not None
+        self._step(Start(await_address=waits))
 
     def on_receive(self, message: Any) -> Any:
+        if isinstance(message, Repin) and takes_repin(self._state):
+            self._address = message.address
         if not isinstance(message, Event):
             # Let it crash: an unknown message is a bug, and the supervisor
             # restarts this worker with a clean slate.

@@ -83,6 +83,9 @@ class HealthRegistry(SupervisedActor):
         else:
             return super().on_receive(message)
         self._publish()
+        if isinstance(message, WorkerGone | WorkerReport):
+            # After the publish: the balancer looks at the new view.
+            self._parts.nudge()
         return None
 
     def on_stop(self) -> None:
@@ -116,8 +119,12 @@ class HealthRegistry(SupervisedActor):
             peer=report.peer,
             address=report.address,
         )
-        if record is not None and record.urn == report.urn and record.status.state == report.state:
-            status = replace(status, since=record.status.since)
+        if (
+            record is not None
+            and record.urn == report.urn
+            and (record.status.state, record.status.address) == (report.state, report.address)
+        ):
+            status = replace(status, since=record.status.since)  # a move starts it anew
         connection = None
         if report.state == "ready" and report.channel is not None:
             # The same channel keeps its record, and with it the count of
@@ -126,7 +133,9 @@ class HealthRegistry(SupervisedActor):
             if kept is not None and kept.channel is report.channel:
                 connection = kept
             else:
-                connection = ReadyConnection(report.channel, report.worker_id, report.suspect)
+                connection = ReadyConnection(
+                    report.channel, report.worker_id, report.suspect, report.address
+                )
         self._records[report.worker_id] = _Record(report.urn, status, connection)
 
     def _on_gone(self, message: WorkerGone) -> None:

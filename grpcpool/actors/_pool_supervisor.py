@@ -38,6 +38,7 @@ from grpcpool.actors._resolution import START_RESOLVE_WAIT, initial_addresses, r
 from grpcpool.actors._telemetry_reporter import TelemetryReporter
 from grpcpool.config import Config
 from grpcpool.connection import PoolChannels
+from grpcpool.connection._machine_types import Repin
 from grpcpool.pools._entry import (
     PoolEntry,
     attach,
@@ -155,7 +156,9 @@ class PoolSupervisor(DynamicSupervisor):
         self.start_child(
             ChildSpec(
                 _BALANCER,
-                functools.partial(Balancer.start, self._entry, self.actor_ref, addresses, took),
+                functools.partial(
+                    Balancer.start, self._entry, self.actor_ref, parts.nudge, addresses, took
+                ),
             )
         )
         self._tell_registry(SetLifecycle("running"))
@@ -174,11 +177,39 @@ class PoolSupervisor(DynamicSupervisor):
         """Ends a move: stops ``worker_id`` for good (its channel drains).
 
         ``replacement``, the worker that took its place, counts as one of the
-        pool's from now on. A worker already gone is ignored.
+        pool's from now on, but only if ``worker_id`` was one of them: a
+        replacement for a worker that is already gone (scaled down, or itself
+        a replacement given up) is stopped too, so that the pool never grows
+        past the size it was given.
         """
+        member = worker_id in self._workers()
         self._replacements.discard(worker_id)
         if replacement is not None:
-            self._replacements.discard(replacement)
+            if member:
+                self._replacements.discard(replacement)
+            else:
+                self._stop_worker(replacement)
+        self._stop_worker(worker_id)
+
+    def repin_worker(self, worker_id: str, address: str) -> None:
+        """Tells a worker that serves nothing to connect to ``address`` (a Balancer's repin).
+
+        A worker that has become ready meanwhile ignores it; one already gone
+        is nothing to tell.
+        """
+        for child_id, ref, _ in self.which_children():
+            if child_id == worker_id and ref is not None:
+                with contextlib.suppress(pykka.ActorDeadError):
+                    ref.tell(Repin(address))
+                return
+
+    def drop_replacements(self) -> None:
+        """Stops every replacement whose move has not ended (the Balancer gave up or restarted)."""
+        for worker_id in list(self._replacements):
+            self._replacements.discard(worker_id)
+            self._stop_worker(worker_id)
+
+    def _stop_worker(self, worker_id: str) -> None:
         with contextlib.suppress(LookupError):
             self.terminate_child(worker_id)
 
@@ -248,6 +279,9 @@ class PoolSupervisor(DynamicSupervisor):
         return f"{limit} = {self.max_restarts} + {workers} worker{'s' if workers != 1 else ''}"
 
     def child_restarted(self, child_id: str, ref: pykka.ActorRef[Any]) -> None:
+        if child_id == _BALANCER:
+            # The moves of the Balancer that crashed ended with it.
+            self.drop_replacements()
         if child_id != _REGISTRY:
             return
         # A fresh registry knows nothing: have every worker report again.
@@ -373,6 +407,8 @@ class PoolSupervisorProxy(SupervisorProxy):
     resize = proxy_method(PoolSupervisor.resize)
     add_pinned_worker = proxy_method(PoolSupervisor.add_pinned_worker)
     retire_worker = proxy_method(PoolSupervisor.retire_worker)
+    repin_worker = proxy_method(PoolSupervisor.repin_worker)
+    drop_replacements = proxy_method(PoolSupervisor.drop_replacements)
 
 
 def pool_supervisor_proxy(ref: pykka.ActorRef[P]) -> PoolSupervisorProxy:

@@ -15,18 +15,28 @@ import time
 from collections.abc import Callable, Sequence
 
 from grpcpool import telemetry
+from grpcpool.backoff import Backoff
 from grpcpool.config import Config
 from grpcpool.errors import shorten
 from grpcpool.pools._spread import targets
 from grpcpool.resolver import normalize, system_resolver
 
-__all__ = ["START_RESOLVE_WAIT", "Answers", "initial_addresses", "resolve", "resolve_within"]
+__all__ = [
+    "START_RESOLVE_WAIT",
+    "Answers",
+    "initial_addresses",
+    "resolve",
+    "resolve_within",
+    "timed_out",
+]
 
 _log = logging.getLogger(__name__)
 
 # How long a pool's start waits for its first resolution before starting its
 # workers unpinned (on host:port); the Balancer moves them once it hears.
 START_RESOLVE_WAIT = 1.0
+# The longest wait between two resolutions of a pool that has no answer yet.
+RESOLVE_RETRY_MAX = 30.0
 
 
 def _resolver_of(config: Config) -> Callable[[str, int], Sequence[str]]:
@@ -43,6 +53,12 @@ def resolve(config: Config) -> tuple[tuple[str, ...] | None, str | None, float]:
     except Exception as error:  # a user resolver may raise anything
         return None, f"{type(error).__name__}: {shorten(str(error))}", time.monotonic() - started
     return answer, None, time.monotonic() - started
+
+
+def timed_out(config: Config) -> str:
+    """The error of a resolution abandoned after ``endpoint.resolve_timeout``."""
+    limit = config.endpoint.resolve_timeout
+    return f"no answer within endpoint.resolve_timeout ({limit:g}s); abandoned"
 
 
 def _name_of(resolver: object) -> str:
@@ -90,33 +106,60 @@ class Answers:
     ``pool.resolved`` (what was added and removed); a failure keeps the last
     good answer and logs one WARNING per streak of failures.
 
+    A pool with no good answer yet asks again after a backoff
+    (:meth:`retry_delay`); one with an answer asks every
+    ``endpoint.resolve_interval``.
+
     Attributes:
         addresses: The last good answer (empty before the first).
+        problem: Why the last resolution failed, or None if it worked (shown
+            as ``PoolStatus.resolver_error``).
     """
 
-    def __init__(self, pool_name: str, target: str) -> None:
+    def __init__(self, pool_name: str, target: str, interval: float | None = None) -> None:
         self._pool_name = pool_name
         self._target = target
         self.addresses: tuple[str, ...] = ()
-        self._failing = False
+        self.problem: str | None = None
+        top = RESOLVE_RETRY_MAX if interval is None else max(1.0, min(interval, RESOLVE_RETRY_MAX))
+        self._backoff = Backoff(1.0, top)
+        self._interval = interval
+
+    def retry_delay(self) -> float | None:
+        """Seconds until the pool should ask again, after the resolution just judged."""
+        if self.problem is not None and not self.addresses:
+            delay, self._backoff = self._backoff.fail()
+            return delay
+        return self._interval
 
     def take(self, addresses: tuple[str, ...] | None, error: str | None, took: float) -> bool:
         """Judges one resolution; returns True if it gave a new good answer."""
         name = self._pool_name
         if addresses is None:
-            if not self._failing:
-                _log.warning(
-                    "pool %r: resolving %s failed (%s); keeping the last good answer (%d addresses)",
-                    name,
-                    self._target,
-                    error,
-                    len(self.addresses),
-                )
-            self._failing = True
+            if self.problem is None:
+                if self.addresses:
+                    _log.warning(
+                        "pool %r: resolving %s failed (%s); keeping the last good answer "
+                        "(%d addresses)",
+                        name,
+                        self._target,
+                        error,
+                        len(self.addresses),
+                    )
+                else:
+                    _log.warning(
+                        "pool %r: resolving %s failed (%s); no address to connect to yet, "
+                        "asking the resolver again with backoff",
+                        name,
+                        self._target,
+                        error,
+                    )
+            self.problem = error or "failed"
             return False
-        if self._failing:
+        if self.problem is not None:
             _log.info("pool %r: resolving works again", name)
-        self._failing = False
+        self.problem = None
+        self._backoff = self._backoff.succeed()
         before, self.addresses = self.addresses, addresses
         telemetry.emit(
             telemetry.pool_resolved,

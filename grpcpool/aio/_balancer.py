@@ -2,11 +2,16 @@
 
 What the sync pool's Balancer actor does, as one task on the pool's loop: it
 asks the resolver again every ``endpoint.resolve_interval`` and whenever a
-connection cannot reconnect, and replaces connections one at a time, as the
-shared :class:`~grpcpool.pools._planner.Planner` decides (an uneven spread,
-an address gone or failing, a connection past ``connection.max_age``). A
-replacement worker starts on the target address; once it is ready the
-replaced worker stops and its channel drains, so capacity never drops.
+connection cannot reconnect (abandoning a resolution that outlasts
+``endpoint.resolve_timeout``), and carries out what the shared
+:class:`~grpcpool.pools._planner.Planner` decides: workers that serve nothing
+are repinned to live addresses at once, and ready ones are replaced one at a
+time (an uneven spread, an address gone, a connection past
+``connection.max_age``). A replacement worker starts on the target address;
+once it is ready the replaced worker stops and its channel drains, so
+capacity never drops. The task wakes when a worker's state changes (the pool
+pokes it), when the plan says time alone changes something, and for the
+next resolution; it never polls.
 
 A static resolver or an IP literal is asked on the loop (there is nothing to
 wait for); any other resolver runs in the loop's default executor, since a
@@ -20,10 +25,11 @@ import ipaddress
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from grpcpool import telemetry
-from grpcpool.actors._resolution import START_RESOLVE_WAIT, Answers, resolve
+from grpcpool.actors._resolution import START_RESOLVE_WAIT, Answers, resolve, timed_out
 from grpcpool.aio._registry import wait_event
 from grpcpool.config import Config
 from grpcpool.pools._planner import Candidate, Planner
@@ -71,8 +77,17 @@ async def first_addresses(config: Config) -> tuple[tuple[str, ...] | None, float
     return addresses, took
 
 
+@dataclass
+class _Move:
+    """A replacement under way: ``replaced`` leaves once ``added`` is ready."""
+
+    candidate: Candidate
+    added: str
+    deadline: float
+
+
 class Balancer:
-    """Keeps one asyncio pool spread over its addresses and refreshed by age.
+    """Keeps one asyncio pool spread over its live addresses and refreshed by age.
 
     Args:
         pool: The pool (same loop).
@@ -86,19 +101,21 @@ class Balancer:
     ) -> None:
         connection = pool.config.connection
         self._pool = pool
-        self._answers = Answers(pool.name, pool.config.endpoint.target)
+        self._interval = pool.config.endpoint.resolve_interval
+        self._answers = Answers(pool.name, pool.config.endpoint.target, self._interval)
         self._start_answer = addresses
         self._took = took
         self._inline = inline
-        self._interval = pool.config.endpoint.resolve_interval
-        self._planner = Planner(connection.max_age, max(connection.backoff_max, 5.0))
+        self._planner = Planner(connection.max_age, connection.backoff_min, connection.backoff_max)
         self._move_limit = connection.connect_timeout + connection.ping_timeout + 1.0
+        self._move: _Move | None = None
         self._wake = asyncio.Event()
-        self._resolve_soon = False
+        self._resolve_at: float | None = None  # monotonic; None: not scheduled
+        self._resolving: asyncio.Task[None] | None = None
         self._last_failure_resolve = -FAILURE_RESOLVE_GAP
 
     def poke(self) -> None:
-        """The pool's workers changed (scaled): look at the spread again."""
+        """The pool's workers changed (a state, or scaling): look again."""
         self._wake.set()
 
     async def run(self) -> None:
@@ -114,100 +131,129 @@ class Balancer:
             now = time.monotonic()
             if now - self._last_failure_resolve >= FAILURE_RESOLVE_GAP:
                 self._last_failure_resolve = now
-                self._resolve_soon = True
+                self._resolve_at = now
                 self._wake.set()
 
         telemetry.channel_reconnect_scheduled.connect(on_reconnect, sender=name, weak=False)
         try:
             if self._start_answer:
                 self._answers.take(self._start_answer, None, self._took)
+                self._resolve_at = self._after(self._interval)
             else:
-                await self._resolve()
-            next_resolve = None if self._interval is None else time.monotonic() + self._interval
+                self._resolve_at = time.monotonic()
             while True:
-                await self._keep_even()
-                if self._resolve_soon or (
-                    next_resolve is not None and time.monotonic() >= next_resolve
-                ):
-                    self._resolve_soon = False
-                    await self._resolve()
-                    if self._interval is not None:
-                        next_resolve = time.monotonic() + self._interval
-                    continue
-                await self._sleep(next_resolve)
+                self._wake.clear()
+                if self._resolve_at is not None and time.monotonic() >= self._resolve_at:
+                    self._resolve_at = None
+                    self._start_resolution()
+                wake_in = await self._look()
+                await wait_event(self._wake, self._timeout(wake_in))
         finally:
             telemetry.channel_reconnect_scheduled.disconnect(on_reconnect)
+            # A move's replacement stops with the pool's other workers.
+            if self._resolving is not None:
+                self._resolving.cancel()
 
-    async def _sleep(self, next_resolve: float | None) -> None:
-        waits = []
-        if next_resolve is not None:
-            waits.append(next_resolve - time.monotonic())
-        due = self._planner.next_refresh()
-        if due is not None:
-            waits.append(due - time.time())
-        elif self._pool.config.connection.max_age is not None:
-            waits.append(AGE_POLL)
-        timeout = max(0.0, min(waits)) if waits else None
-        self._wake.clear()
-        await wait_event(self._wake, timeout)
+    def _timeout(self, wake_in: float | None) -> float | None:
+        delays = [] if wake_in is None else [wake_in]
+        if self._resolve_at is not None:
+            delays.append(self._resolve_at - time.monotonic())
+        if self._move is not None:
+            delays.append(self._move.deadline - time.monotonic())
+        if self._pool.config.connection.max_age is not None:
+            delays.append(AGE_POLL)
+        return max(0.0, min(delays)) if delays else None
+
+    @staticmethod
+    def _after(delay: float | None) -> float | None:
+        return None if delay is None else time.monotonic() + delay
 
     # --- resolution -------------------------------------------------------------------
+
+    def _start_resolution(self) -> None:
+        if self._resolving is not None and not self._resolving.done():
+            return
+        self._resolving = asyncio.get_running_loop().create_task(
+            self._resolve(), name="grpcpool-resolve"
+        )
 
     async def _resolve(self) -> None:
         config = self._pool.config
         if self._inline:
-            addresses, error, took = resolve(config)
+            addresses, error, took = resolve(config)  # nothing to wait for
         else:
-            loop = asyncio.get_running_loop()
-            addresses, error, took = await loop.run_in_executor(None, resolve, config)
-        self._answers.take(addresses, error, took)
+            lookup = asyncio.get_running_loop().run_in_executor(None, resolve, config)
+            limit = config.endpoint.resolve_timeout
+            done, _ = await asyncio.wait({lookup}, timeout=limit)
+            if done:
+                addresses, error, took = lookup.result()
+            else:  # abandoned: the executor's thread finishes on its own
+                addresses, error, took = None, timed_out(config), limit
+        changed = self._answers.take(addresses, error, took)
+        self._pool.resolver_error = self._answers.problem
+        self._resolve_at = self._after(self._answers.retry_delay())
+        if changed or self._resolve_at is not None:
+            self._wake.set()
 
     # --- moves ----------------------------------------------------------------------------
 
-    async def _keep_even(self) -> None:
-        """Makes the replacements the planner asks for, one at a time, until none is due."""
-        while self._answers.addresses:
-            candidate = self._planner.next(
-                self._pool.view.workers,
-                self._answers.addresses,
-                now=time.monotonic(),
-                wall=time.time(),
-            )
-            if candidate is None or not await self._move(candidate):
-                return
-
-    async def _move(self, move: Candidate) -> bool:
+    async def _look(self) -> float | None:
+        """Advances the move under way, makes the repins and moves due; returns the wake time."""
         pool = self._pool
-        added = pool._workers.add(move.address, replacement=True)
-        deadline = time.monotonic() + self._move_limit
-        while (state := self._state_of(added)) != "ready":
-            left = deadline - time.monotonic()
-            if state == "backoff" or left <= 0:
-                _log.warning(
-                    "pool %r: a replacement on %s %s; keeping %s",
-                    pool.name,
-                    move.address,
-                    "failed to connect" if state == "backoff" else "was not ready in time",
-                    move.worker_id,
-                )
-                await pool._workers.stop([added])
-                self._planner.avoid(move.address, time.monotonic())
-                return False
-            await pool.wait_changed(left)
-        pool._workers.replacements.discard(added)  # one of the pool's from now on
-        await pool._workers.stop([move.worker_id])
-        telemetry.emit(
-            telemetry.channel_refreshed,
-            pool.name,
-            {"age": move.age},
-            {
-                "pool_name": pool.name,
-                "worker_id": move.worker_id,
-                "address": move.address,
-                "reason": move.reason,
-            },
+        move = self._move
+        if move is not None:
+            await self._advance(move)
+        move = self._move
+        plan = self._planner.plan(
+            pool.view.workers,
+            self._answers.addresses,
+            now=time.monotonic(),
+            wall=time.time(),
+            moving={move.candidate.worker_id: move.added} if move is not None else None,
         )
-        return True
+        for repin in plan.repins:
+            pool._workers.repin(repin.worker_id, repin.address)
+        if plan.move is not None and self._move is None:
+            added = pool._workers.add(plan.move.address, replacement=True)
+            self._move = _Move(plan.move, added, time.monotonic() + self._move_limit)
+        return plan.wake_in
+
+    async def _advance(self, move: _Move) -> None:
+        pool, candidate = self._pool, move.candidate
+        state = self._state_of(move.added)
+        if state == "ready":
+            self._move = None
+            self._planner.moved(candidate.address)
+            if candidate.worker_id not in pool._workers.workers:
+                # The worker it was to replace is gone (scaled down): the
+                # pool must not grow, so the replacement goes too.
+                await pool._workers.stop([move.added])
+                return
+            pool._workers.replacements.discard(move.added)  # one of the pool's from now on
+            await pool._workers.stop([candidate.worker_id])
+            telemetry.emit(
+                telemetry.channel_refreshed,
+                pool.name,
+                {"age": candidate.age},
+                {
+                    "pool_name": pool.name,
+                    "worker_id": candidate.worker_id,
+                    "address": candidate.address,
+                    "reason": candidate.reason,
+                },
+            )
+            return
+        if state == "backoff" or time.monotonic() >= move.deadline:
+            _log.warning(
+                "pool %r: a replacement on %s %s; keeping %s",
+                pool.name,
+                candidate.address,
+                "failed to connect" if state == "backoff" else "was not ready in time",
+                candidate.worker_id,
+            )
+            self._move = None
+            await pool._workers.stop([move.added])
+            self._planner.avoid(candidate.address, time.monotonic())
 
     def _state_of(self, worker_id: str) -> str | None:
         for worker in self._pool.view.workers:

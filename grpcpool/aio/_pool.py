@@ -97,6 +97,8 @@ class Pool:
         self._closing: set[asyncio.Task[None]] = set()
         self._reporter: asyncio.Task[None] | None = None
         self._balancer: Balancer | None = None
+        # Written by the balancing task alone: why the last resolution failed.
+        self.resolver_error: str | None = None
         self._ending = "stopped"  # why the pool ends when it does
         self._balancing: asyncio.Task[None] | None = None
         self.ended: str | None = None
@@ -214,7 +216,7 @@ class Pool:
 
     def status(self) -> PoolStatus:
         """The pool's health now, as the sync pool reports it."""
-        return self._registry.view.status(self.name)
+        return self._registry.view.status(self.name, self.resolver_error)
 
     @property
     def view(self) -> PoolView:
@@ -361,10 +363,12 @@ class Pool:
                 channel=channel,
                 suspect=suspect,
             )
+            self._poke_balancer()
 
     def _gone(self, worker: Worker) -> None:
         if self._workers.is_current(worker):
             self._registry.gone(worker.worker_id)
+            self._poke_balancer()
 
     def _opened(self, channel: grpc.aio.Channel) -> None:
         self._open.add(channel)

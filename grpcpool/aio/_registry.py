@@ -76,8 +76,8 @@ class Registry:
         """A worker's new state: its record is replaced and a new view published."""
         previous = self._records.get(worker_id)
         since = time.time()
-        if previous is not None and previous[0].state == state:
-            since = previous[0].since
+        if previous is not None and (previous[0].state, previous[0].address) == (state, address):
+            since = previous[0].since  # the same state (a move starts it anew)
         status = WorkerStatus(
             worker_id=worker_id,
             state=state,
@@ -93,7 +93,12 @@ class Registry:
             same = kept is not None and kept.channel is channel  # type: ignore[comparison-overlap]
             connection = kept if same else None
             if connection is None:
-                connection = ReadyConnection(channel, worker_id, suspect)  # type: ignore[arg-type]
+                connection = ReadyConnection(
+                    channel,  # type: ignore[arg-type]
+                    worker_id,
+                    suspect,
+                    address,
+                )
         self._records[worker_id] = (status, connection)
         self.publish()
 

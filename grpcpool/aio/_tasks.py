@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from grpcpool import telemetry
 from grpcpool.aio._worker import Worker
-from grpcpool.connection._machine_types import Stop
+from grpcpool.connection._machine_types import Repin, Stop
 
 if TYPE_CHECKING:
     from grpcpool.aio._pool import Pool
@@ -83,6 +83,12 @@ class WorkerTasks:
             self.replacements.discard(worker_id)
             self.workers[worker_id].tell(Stop())
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    def repin(self, worker_id: str, address: str) -> None:
+        """Tells a worker that serves nothing to connect to ``address`` (a no-op if it is gone)."""
+        worker = self.workers.get(worker_id)
+        if worker is not None:
+            worker.tell(Repin(address))
 
     def newest(self, count: int) -> list[str]:
         """The ids of the ``count`` newest workers (a move's replacement excepted)."""

@@ -29,7 +29,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpcpool.connection import channel_credentials, channel_options
 from grpcpool.connection._announce import announce
 from grpcpool.connection._health import check_verdict
-from grpcpool.connection._machine import step
+from grpcpool.connection._machine import step, takes_repin
 from grpcpool.connection._machine_types import (
     CancelTimers,
     CheckDone,
@@ -41,6 +41,7 @@ from grpcpool.connection._machine_types import (
     Log,
     OpenChannel,
     ReleaseChannel,
+    Repin,
     Report,
     Schedule,
     Start,
@@ -89,7 +90,10 @@ class Worker:
         its channel before it ends: a task created now might never run.
         """
         try:
-            self._step(Start())
+            # With a resolver of its own the pool never connects to
+            # host:port: a worker started before the first answer waits.
+            waits = self.address is None and self.pool.config.endpoint.resolver is not None
+            self._step(Start(await_address=waits))
             while self._state.phase != "stopped":
                 self._step(await self._events.get())
         except asyncio.CancelledError:
@@ -112,6 +116,8 @@ class Worker:
     # --- running the machine ------------------------------------------------------
 
     def _step(self, event: Event) -> None:
+        if isinstance(event, Repin) and takes_repin(self._state):
+            self.address = event.address
         self._state, effects = step(self._state, event, time.monotonic())
         for effect in effects:
             self._run(effect)

@@ -82,6 +82,7 @@ from grpcpool.connection._machine_types import (
     PingDue,
     ReconnectDue,
     ReleaseChannel,
+    Repin,
     Report,
     Resync,
     Schedule,
@@ -91,7 +92,10 @@ from grpcpool.connection._machine_types import (
     WatchChannel,
 )
 
-__all__ = ["Step", "step"]
+__all__ = ["AWAITING_ADDRESS", "Step", "step", "takes_repin"]
+
+AWAITING_ADDRESS = "waiting for the first answer of endpoint.resolver"
+"""The ``last_error`` of a worker that waits for an address to connect to."""
 
 # What step returns: the new state and the effects to run, in order.
 Step = tuple[MachineState, tuple[Effect, ...]]
@@ -135,8 +139,13 @@ def step(state: MachineState, event: Event, now: float) -> Step:
         return state, ()  # about a channel or a timer the worker has moved past
     phase = state.phase
     match event:
+        case Start() if phase == "new" and event.await_address:
+            state = replace(state, phase="backoff", last_error=AWAITING_ADDRESS)
+            return state, (_report(state),)
         case Start():
             return _connect(state, now) if phase == "new" else (state, ())
+        case Repin() if takes_repin(state):
+            return _repin(state, now)
         case Stop():
             return _stop(state)
         case Resync():
@@ -159,16 +168,35 @@ def step(state: MachineState, event: Event, now: float) -> Step:
     return state, ()
 
 
+def takes_repin(state: MachineState) -> bool:
+    """Whether a worker in ``state`` moves to another address when told (:class:`Repin`).
+
+    Only one that serves nothing: connecting, or waiting to reconnect.
+    """
+    return state.phase in ("connecting", "backoff")
+
+
 # --- connecting ---------------------------------------------------------------------
 
 
-def _connect(state: MachineState, now: float) -> Step:
+def _repin(state: MachineState, now: float) -> Step:
+    """Lets go of the channel (it serves nothing) and connects to the new address now."""
+    effects: list[Effect] = [CancelTimers()]
+    if state.has_channel:
+        # A channel reconnecting after a closed connection may still carry calls.
+        effects.append(ReleaseChannel(drain=state.reconnecting))
+    state = _let_go(state, "backoff", state.last_error, state.backoff.succeed())
+    state, connect = _connect(replace(state, retries=0), now, retry=False)
+    return state, (*effects, *connect)
+
+
+def _connect(state: MachineState, now: float, *, retry: bool = True) -> Step:
     generation = state.generation + 1
     state = replace(
         state,
         phase="connecting",
         generation=generation,
-        retries=state.retries + (1 if state.phase == "backoff" else 0),
+        retries=state.retries + (1 if retry and state.phase == "backoff" else 0),
         attempt_started=now,
         check_in_flight=False,
         check_is_extra=False,

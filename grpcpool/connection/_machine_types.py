@@ -36,6 +36,7 @@ __all__ = [
     "PingDue",
     "ReconnectDue",
     "ReleaseChannel",
+    "Repin",
     "Report",
     "Resync",
     "Schedule",
@@ -130,7 +131,15 @@ def initial_state(config: ConnectionConfig, rng: random.Random | None = None) ->
 
 @dataclass(frozen=True)
 class Start:
-    """The worker has started: open the first channel."""
+    """The worker has started: open the first channel.
+
+    Attributes:
+        await_address: The worker has no address yet and must not connect to
+            the endpoint's ``host:port`` (the pool's own resolver has not
+            answered): it waits in ``backoff`` until a :class:`Repin` gives it one.
+    """
+
+    await_address: bool = False
 
 
 @dataclass(frozen=True)
@@ -195,6 +204,21 @@ class CheckRequested:
 
 
 @dataclass(frozen=True)
+class Repin:
+    """Connect to ``address`` from now on, at once (the pool moves a worker that serves nothing).
+
+    Only a worker that is not ready takes it (see
+    :func:`~grpcpool.connection._machine.takes_repin`): its channel, which
+    serves no call, is let go, the backoff starts over, and a connect to the
+    new address begins. A ready worker ignores it; the pool moves ready
+    workers by replacing them, so that no capacity is lost. The driver keeps
+    the address; the machine only decides whether and when it applies.
+    """
+
+    address: str
+
+
+@dataclass(frozen=True)
 class Resync:
     """Asks a worker to report its state again (after a registry restart)."""
 
@@ -212,6 +236,7 @@ Event = (
     | PingDue
     | CheckRequested
     | ReconnectDue
+    | Repin
     | Resync
     | Stop
 )

@@ -108,6 +108,7 @@ class PoolEntry:
         "name",
         "owner",
         "parent",
+        "resolver_error",
         "strategy",
         "token",
         "view",
@@ -135,6 +136,8 @@ class PoolEntry:
         self.child_id = child_id
         self.owner: pykka.ActorRef[Any] | None = None
         self.ended: str | None = None
+        # Written by the pool's Balancer alone: why the last resolution failed.
+        self.resolver_error: str | None = None
         self._sample_rate = config.pool.telemetry_sample_rate
         self._calls = itertools.count()
 
@@ -166,7 +169,7 @@ class PoolEntry:
 
     def status(self) -> PoolStatus:
         """The pool's health now, from one view."""
-        return self.view.status(self.name)
+        return self.view.status(self.name, self.resolver_error)
 
     def wait_ready(self, min_ready: int, timeout: float | None) -> bool:
         """Blocks until ``min_ready`` channels are ready or the pool ends.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pykka
@@ -12,7 +13,41 @@ if TYPE_CHECKING:
     from grpcpool.connection import PoolChannels
     from grpcpool.pools._entry import PoolEntry
 
-__all__ = ["PoolParts"]
+__all__ = ["Nudge", "PoolParts"]
+
+
+class Nudge:
+    """Tells a listener that something changed, once until it has looked.
+
+    The HealthRegistry rings it after each change of a worker's state; the
+    pool's balancer listens. A burst of changes (every connection of a pool
+    dropping at once) makes one wake-up, not one per change: the listener
+    calls :meth:`taken` before it looks, so a change after that rings again
+    and none is missed. Any thread may ring; a plain flag is enough, since
+    a race only costs one extra look.
+    """
+
+    __slots__ = ("_listener", "_pending")
+
+    def __init__(self) -> None:
+        self._pending = False
+        self._listener: Callable[[], None] | None = None
+
+    def attach(self, listener: Callable[[], None] | None) -> None:
+        """Sets (or with None, removes) the listener."""
+        self._listener = listener
+        self._pending = False
+
+    def __call__(self) -> None:
+        listener = self._listener
+        if listener is None or self._pending:
+            return
+        self._pending = True
+        listener()
+
+    def taken(self) -> None:
+        """The listener is about to look: the next change rings again."""
+        self._pending = False
 
 
 class PoolParts:
@@ -29,9 +64,11 @@ class PoolParts:
         config: Its configuration.
         channels: Opens, retires and closes this pool's grpc channels.
         registry: The current HealthRegistry, once started.
+        nudge: Rung by the registry when a worker's state changes (the
+            balancer listens).
     """
 
-    __slots__ = ("channels", "config", "entry", "name", "registry")
+    __slots__ = ("channels", "config", "entry", "name", "nudge", "registry")
 
     def __init__(self, entry: PoolEntry, channels: PoolChannels) -> None:
         self.entry = entry
@@ -39,6 +76,7 @@ class PoolParts:
         self.config: Config = entry.config
         self.channels = channels
         self.registry: pykka.ActorRef[Any] | None = None
+        self.nudge = Nudge()
 
     def __repr__(self) -> str:
         return f"<PoolParts {self.name!r}>"

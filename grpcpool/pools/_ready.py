@@ -49,18 +49,29 @@ class ReadyConnection:
         worker_id: The worker that owns it.
         calls: Tokens of the calls running on it through the pool channel.
         callables: Multi-callables built on ``channel``, by :data:`CallableKey`.
+        address: The resolved address the channel is pinned to (None: ``host:port``).
     """
 
-    __slots__ = ("_last_suspect", "_suspect", "callables", "calls", "channel", "worker_id")
+    __slots__ = (
+        "_last_suspect",
+        "_suspect",
+        "address",
+        "callables",
+        "calls",
+        "channel",
+        "worker_id",
+    )
 
     def __init__(
         self,
         channel: grpc.Channel,
         worker_id: str,
         suspect: Callable[[], None] | None = None,
+        address: str | None = None,
     ) -> None:
         self.channel = channel
         self.worker_id = worker_id
+        self.address = address
         self.calls: set[object] = set()
         self.callables: dict[CallableKey, Any] = {}
         self._suspect = suspect

@@ -119,6 +119,7 @@ def next_move(
     addresses: Sequence[str],
     rng: random.Random,
     avoid: Collection[str] = (),
+    fixed: Collection[str] = (),
 ) -> Move | None:
     """The one next move towards an even spread, or None when there is none to make.
 
@@ -141,6 +142,8 @@ def next_move(
         rng: Breaks ties between addresses for the extra connections.
         avoid: Addresses that recently failed to take a connection; never a
             destination.
+        fixed: Ids of workers that must not move (one already being replaced,
+            or the replacement itself); they still count where they are.
 
     Returns:
         A :class:`Move`, or None when no address is under its target, no
@@ -165,6 +168,8 @@ def next_move(
     best: tuple[int, bool, int] | None = None
     mover = None
     for index, placement in enumerate(placements):
+        if placement.worker_id in fixed:
+            continue
         pinned = placement.address
         if pinned is None or pinned not in known:
             rule = 1

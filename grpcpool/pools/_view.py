@@ -65,7 +65,7 @@ class PoolView:
     connections: tuple[ReadyConnection, ...]
     pick_connection: Callable[[], ReadyConnection]
 
-    def status(self, pool_name: str) -> PoolStatus:
+    def status(self, pool_name: str, resolver_error: str | None = None) -> PoolStatus:
         """This view as the public :class:`PoolStatus` record, with calls in flight now."""
         workers = self.workers
         loads = {c.worker_id: count for c in self.connections if (count := len(c.calls))}
@@ -76,7 +76,9 @@ class PoolView:
                 else worker
                 for worker in workers
             )
-        return PoolStatus.of(pool_name, self.expected_size, len(self.channels), workers)
+        return PoolStatus.of(
+            pool_name, self.expected_size, len(self.channels), workers, resolver_error
+        )
 
 
 _LIFECYCLE_NOTES: dict[Lifecycle, str] = {
