@@ -460,7 +460,7 @@ def test_tls_repr_hides_key_material() -> None:
     """TLSOptions repr (also inside Config repr) never shows key or cert bytes."""
     tls = TLSOptions(FAKE_CA, FAKE_KEY, FAKE_CHAIN, "api")
     text = repr(tls)
-    assert text == "TLSOptions(roots=custom, client_cert=yes, server_hostname='api')"
+    assert text == "TLSOptions(roots=custom, client_cert=yes, server_hostname=set)"
     config_text = repr(build({"ssl": tls}))
     for secret in ("SECRET-KEY-BYTES", "ROOT-BYTES", "CHAIN-BYTES", "BEGIN"):
         assert secret not in text
