@@ -294,6 +294,7 @@ def test_server_hostname_is_checked_like_host_and_never_echoed(name: str) -> Non
 
 @pytest.mark.parametrize("name", [NAME, "127.0.0.1", "::1", "[::1]", "Svc.Example.Test"])
 def test_server_hostname_names_and_ips_are_accepted(name: str) -> None:
+    """Names and IP literals (IPv6 with or without brackets) are kept as given."""
     config = Config.production("127.0.0.1", ssl={"server_hostname": name})
     assert config.endpoint.ssl is not None
     assert config.endpoint.ssl.server_hostname == name
