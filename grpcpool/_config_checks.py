@@ -16,6 +16,7 @@ from grpcpool._tls import (
     plaintext_kind,
     read_tls_file,
 )
+from grpcpool._tls_pair import check_client_pair
 from grpcpool.errors import ConfigError, shorten
 
 # Elixir-style file keys accepted in an ``ssl`` mapping, and the field each fills.
@@ -168,9 +169,12 @@ def normalize_tls(key: str, value: Any) -> TLSOptions | None:
     allowed = frozenset({*_TLS_BYTES_KEYS, *_TLS_FILE_KEYS, "server_hostname"})
     check_keys(key, value, allowed)
     fields: dict[str, Any] = {}
+    # Field -> the key it was given as, for errors about the client pair.
+    given: dict[str, str] = {}
     for name in _TLS_BYTES_KEYS:
         if value.get(name) is not None:
             fields[name] = _pem(f"{key}.{name}", value[name])
+            given[name] = f"{key}.{name}"
     for file_key, name in _TLS_FILE_KEYS.items():
         if value.get(file_key) is not None:
             if name in fields:
@@ -179,11 +183,22 @@ def normalize_tls(key: str, value: Any) -> TLSOptions | None:
                 )
             mark = PRIVATE_KEY_MARK if file_key == "keyfile" else CERTIFICATE_MARK
             fields[name] = read_tls_file(f"{key}.{file_key}", value[file_key], mark)
+            given[name] = f"{key}.{file_key}"
     hostname = value.get("server_hostname")
     if hostname is not None and not isinstance(hostname, str):
         raise ConfigError(f"{key}.server_hostname", "must be a string")
     if ("private_key" in fields) != ("certificate_chain" in fields):
         raise ConfigError(key, "a client key and certificate chain go together")
+    pair = ("private_key", "certificate_chain")
+    if "private_key" in fields and any(given[name] != f"{key}.{name}" for name in pair):
+        # TLSOptions checks the pair too, naming its own fields; a pair
+        # from files is checked first so that the error names the files' keys.
+        check_client_pair(
+            fields["private_key"],
+            fields["certificate_chain"],
+            given["private_key"],
+            given["certificate_chain"],
+        )
     return TLSOptions(**fields, server_hostname=hostname)
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import grpc
 
 from grpcpool._hosts import check_host
+from grpcpool._tls_pair import check_client_pair
 from grpcpool.errors import ConfigError, shorten
 
 __all__ = ["TLSOptions", "plaintext_kind"]
@@ -62,6 +63,13 @@ class TLSOptions:
         check_pem("endpoint.ssl.private_key", self.private_key, PRIVATE_KEY_MARK)
         if (self.private_key is None) != (self.certificate_chain is None):
             raise ConfigError("endpoint.ssl", "a client key and certificate chain go together")
+        if self.private_key is not None and self.certificate_chain is not None:
+            check_client_pair(
+                self.private_key,
+                self.certificate_chain,
+                "endpoint.ssl.private_key",
+                "endpoint.ssl.certificate_chain",
+            )
         hostname = self.server_hostname
         if hostname is not None:
             if not isinstance(hostname, str) or not hostname.strip():
@@ -120,9 +128,9 @@ def plaintext_kind(credentials: grpc.ChannelCredentials) -> str | None:
     return None
 
 
-# What a PEM file must hold; checked by marker only (the library does not
-# parse certificates): enough to catch a key given as the CA file, a DER
-# file, or a path's text given as the PEM itself.
+# What a PEM file must hold; checked by marker (only a client key and chain
+# are parsed, by :mod:`grpcpool._tls_pair`): enough to catch a key given as
+# the CA file, a DER file, or a path's text given as the PEM itself.
 CERTIFICATE_MARK = b"-----BEGIN CERTIFICATE-----"
 PRIVATE_KEY_MARK = b"PRIVATE KEY-----"
 # The most a TLS file may hold; a CA bundle of every public root is ~250 KiB.

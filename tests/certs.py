@@ -87,3 +87,13 @@ def _general_name(name: str) -> x509.GeneralName:
         return x509.IPAddress(ipaddress.ip_address(name))
     except ValueError:
         return x509.DNSName(name)
+
+
+def encrypt_key(private_key: bytes, password: bytes) -> bytes:
+    """``private_key`` (PEM) encrypted with ``password``, as a passphrase-protected key file."""
+    key = serialization.load_pem_private_key(private_key, password=None)
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(password),
+    )
