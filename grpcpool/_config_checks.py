@@ -16,6 +16,7 @@ from grpcpool._tls import (
     plaintext_kind,
     read_tls_file,
 )
+from grpcpool._tls_pair import check_client_pair
 from grpcpool.errors import ConfigError, shorten
 
 # Elixir-style file keys accepted in an ``ssl`` mapping, and the field each fills.
@@ -168,9 +169,12 @@ def normalize_tls(key: str, value: Any) -> TLSOptions | None:
     allowed = frozenset({*_TLS_BYTES_KEYS, *_TLS_FILE_KEYS, "server_hostname"})
     check_keys(key, value, allowed)
     fields: dict[str, Any] = {}
+    # Field -> the key it was given as, for errors about the client pair.
+    given: dict[str, str] = {}
     for name in _TLS_BYTES_KEYS:
         if value.get(name) is not None:
             fields[name] = _pem(f"{key}.{name}", value[name])
+            given[name] = f"{key}.{name}"
     for file_key, name in _TLS_FILE_KEYS.items():
         if value.get(file_key) is not None:
             if name in fields:
@@ -179,11 +183,22 @@ def normalize_tls(key: str, value: Any) -> TLSOptions | None:
                 )
             mark = PRIVATE_KEY_MARK if file_key == "keyfile" else CERTIFICATE_MARK
             fields[name] = read_tls_file(f"{key}.{file_key}", value[file_key], mark)
+            given[name] = f"{key}.{file_key}"
     hostname = value.get("server_hostname")
     if hostname is not None and not isinstance(hostname, str):
         raise ConfigError(f"{key}.server_hostname", "must be a string")
     if ("private_key" in fields) != ("certificate_chain" in fields):
         raise ConfigError(key, "a client key and certificate chain go together")
+    pair = ("private_key", "certificate_chain")
+    if "private_key" in fields and any(given[name] != f"{key}.{name}" for name in pair):
+        # TLSOptions checks the pair too, naming its own fields; a pair
+        # from files is checked first so that the error names the files' keys.
+        check_client_pair(
+            fields["private_key"],
+            fields["certificate_chain"],
+            given["private_key"],
+            given["certificate_chain"],
+        )
     return TLSOptions(**fields, server_hostname=hostname)
 
 
@@ -203,67 +218,6 @@ _INTERCEPTOR_TYPES = (
     grpc.StreamUnaryClientInterceptor,
     grpc.StreamStreamClientInterceptor,
 )
-
-
-def check_host(key: str, host: Any) -> None:
-    """Refuses a host that carries a scheme, user info or port, saying what to write.
-
-    The target is built as ``host:port``, so ``"127.0.0.1:9090"`` would become
-    ``[127.0.0.1:9090]:9090``. IPv6 literals (``"::1"``, ``"[::1]"``) are hosts.
-    The user info part is never quoted: it may hold a password.
-    """
-    if not isinstance(host, str) or not host.strip():
-        raise ConfigError(key, "is required (a non-empty string)")
-    if "@" in host:
-        raise ConfigError(
-            key,
-            "must not hold user info ('user:password@'): give the host name alone and "
-            "authenticate with endpoint.credentials",
-        )
-    if "://" in host:
-        scheme, _, rest = host.partition("://")
-        name, port = _split_port(rest.split("/")[0])
-        hint = f"host={shorten(name, 100)!r}" if name else "the host name alone"
-        if port:
-            hint += ", " + _port_text(port)
-        raise ConfigError(
-            key,
-            f"must not hold a scheme ({shorten(scheme, 20)!r}://): write {hint}; "
-            "TLS is endpoint.ssl",
-        )
-    if any(char.isspace() or char in "/?#" for char in host):
-        raise ConfigError(key, "must be a host name or IP address (no spaces, '/', '?' or '#')")
-    if host.startswith("["):
-        inner, bracket, port = host[1:].partition("]")
-        if not bracket or not inner:
-            raise ConfigError(key, "has an unclosed '[': write an IPv6 literal as '::1'")
-        if port:
-            raise ConfigError(key, _port_hint(inner, port.removeprefix(":")))
-        return
-    if "]" in host:
-        raise ConfigError(key, "has a ']' without '['")
-    if host.count(":") == 1:  # IPv6 literals have at least two
-        name, _, port = host.partition(":")
-        raise ConfigError(key, _port_hint(name, port))
-
-
-def _split_port(text: str) -> tuple[str, str]:
-    """``text`` as (host, port), the port "" when there is none."""
-    if text.startswith("["):
-        inner, _, port = text[1:].partition("]")
-        return inner, port.removeprefix(":")
-    if text.count(":") == 1:
-        name, _, port = text.partition(":")
-        return name, port
-    return text, ""
-
-
-def _port_text(port: str) -> str:
-    return f"port={int(port)}" if port.isdigit() and len(port) <= 5 else "the port as port"
-
-
-def _port_hint(name: str, port: str) -> str:
-    return f"must not hold a port: write host={shorten(name, 100)!r}, {_port_text(port)}"
 
 
 def normalize_options(key: str, value: Any) -> tuple[tuple[str, int | str | bytes], ...]:

@@ -16,7 +16,6 @@ import grpc
 from grpcpool._config_checks import (
     check_bool,
     check_float,
-    check_host,
     check_int,
     check_keys,
     check_optional_float,
@@ -29,6 +28,7 @@ from grpcpool._config_checks import (
     normalize_options,
     normalize_tls,
 )
+from grpcpool._hosts import check_host
 from grpcpool.errors import ConfigError
 from grpcpool.strategy import STRATEGY_NAMES
 

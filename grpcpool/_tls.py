@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import grpc
 
+from grpcpool._hosts import check_host
+from grpcpool._tls_pair import check_client_pair
 from grpcpool.errors import ConfigError, shorten
 
 __all__ = ["TLSOptions", "plaintext_kind"]
@@ -43,7 +45,9 @@ class TLSOptions:
         private_key: PEM client key, for mutual TLS.
         certificate_chain: PEM client certificate chain, for mutual TLS.
         server_hostname: The name to verify in the server certificate when it
-            differs from the host connected to.
+            differs from the host connected to (an IP, say); calls carry it as
+            their ``:authority`` too, as grpcio does with
+            ``grpc.ssl_target_name_override``. Checked like ``endpoint.host``.
     """
 
     root_certificates: bytes | None = None
@@ -59,10 +63,22 @@ class TLSOptions:
         check_pem("endpoint.ssl.private_key", self.private_key, PRIVATE_KEY_MARK)
         if (self.private_key is None) != (self.certificate_chain is None):
             raise ConfigError("endpoint.ssl", "a client key and certificate chain go together")
-        if self.server_hostname is not None and (
-            not isinstance(self.server_hostname, str) or not self.server_hostname
-        ):
-            raise ConfigError("endpoint.ssl.server_hostname", "must be a non-empty string")
+        if self.private_key is not None and self.certificate_chain is not None:
+            check_client_pair(
+                self.private_key,
+                self.certificate_chain,
+                "endpoint.ssl.private_key",
+                "endpoint.ssl.certificate_chain",
+            )
+        hostname = self.server_hostname
+        if hostname is not None:
+            if not isinstance(hostname, str) or not hostname.strip():
+                raise ConfigError(
+                    "endpoint.ssl.server_hostname", "must be a non-empty string, or None"
+                )
+            # A name as endpoint.host takes it: a password or port in it would
+            # otherwise reach grpc and every call's :authority.
+            check_host("endpoint.ssl.server_hostname", hostname, quote=False)
 
     def channel_credentials(self) -> grpc.ChannelCredentials:
         return grpc.ssl_channel_credentials(
@@ -77,8 +93,9 @@ class TLSOptions:
             "roots=" + ("custom" if self.root_certificates else "system"),
             "client_cert=" + ("yes" if self.certificate_chain else "no"),
         ]
-        if self.server_hostname:
-            parts.append(f"server_hostname={self.server_hostname!r}")
+        if self.server_hostname is not None:
+            # Only whether it is set: a name in the wrong field may be a secret.
+            parts.append("server_hostname=set")
         return f"TLSOptions({', '.join(parts)})"
 
 
@@ -111,9 +128,9 @@ def plaintext_kind(credentials: grpc.ChannelCredentials) -> str | None:
     return None
 
 
-# What a PEM file must hold; checked by marker only (the library does not
-# parse certificates): enough to catch a key given as the CA file, a DER
-# file, or a path's text given as the PEM itself.
+# What a PEM file must hold; checked by marker (only a client key and chain
+# are parsed, by :mod:`grpcpool._tls_pair`): enough to catch a key given as
+# the CA file, a DER file, or a path's text given as the PEM itself.
 CERTIFICATE_MARK = b"-----BEGIN CERTIFICATE-----"
 PRIVATE_KEY_MARK = b"PRIVATE KEY-----"
 # The most a TLS file may hold; a CA bundle of every public root is ~250 KiB.

@@ -178,10 +178,10 @@ class EndpointConfig:
     its connections over (``"ip:port"``, IPv6 as ``"[addr]:port"``); None
     uses the system resolver (every A and AAAA answer of ``getaddrinfo``).
     :func:`grpcpool.static_resolver` makes one from a fixed list of
-    replicas. Each connection is pinned to one address, while TLS still
-    checks the certificate against ``host`` and calls carry ``host:port`` as
-    their ``:authority``. ``resolve_interval`` is how often the pool asks
-    again (seconds; None: only at start and after connection failures);
+    replicas. Each connection is pinned to one address; TLS checks ``host``
+    and calls carry ``host:port`` as ``:authority`` (``ssl.server_hostname``,
+    if set, is both). ``resolve_interval`` is how often the pool asks again
+    (seconds; None: only at start and after connection failures);
     ``resolve_timeout`` is how long one resolution may take before it is
     abandoned with a WARNING (and asked again).
     """

@@ -57,12 +57,21 @@ class AioEchoServer:
             where clients expect it (also what :meth:`restart` does).
         with_health: Also serve ``grpc.health.v1.Health`` (SERVING at first).
         host: The loopback address to listen on (127.0.0.2, ... are loopback too).
+        credentials: Serve TLS with these credentials instead of plaintext.
     """
 
-    def __init__(self, port: int = 0, *, with_health: bool = True, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        port: int = 0,
+        *,
+        with_health: bool = True,
+        host: str = "127.0.0.1",
+        credentials: grpc.ServerCredentials | None = None,
+    ) -> None:
         self.port = port
         self.host = host
         self.with_health = with_health
+        self.credentials = credentials
         self.peers: list[str] = []
         self.calls = 0
         self.serving = True
@@ -90,7 +99,11 @@ class AioEchoServer:
             await health.set("", status)
             health_pb2_grpc.add_HealthServicer_to_server(health, server)
             self._health: Any = health
-        port = server.add_insecure_port(f"{self.host}:{self.port}")
+        address = f"{self.host}:{self.port}"
+        if self.credentials is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, self.credentials)
         if port == 0:
             raise RuntimeError(f"could not bind {self.host}:{self.port}")
         self.port = port

@@ -21,13 +21,22 @@ from grpcpool import (
     TLSOptions,
 )
 from grpcpool.strategy import RoundRobin
+from tests.certs import Pem, make_ca, make_client_cert
 
 LOCAL: dict[str, Any] = {"type": "local", "host": "localhost", "port": 9090}
 MISSING = object()  # marks an endpoint key to leave out
-# PEM-shaped stand-ins: the config checks the PEM markers, never parses.
+# PEM-shaped stand-ins: the config checks the PEM markers, and parses only a
+# client key and chain given together (to see that they belong together).
 FAKE_CA = b"-----BEGIN CERTIFICATE-----\nROOT-BYTES\n-----END CERTIFICATE-----\n"
 FAKE_CHAIN = b"-----BEGIN CERTIFICATE-----\nCHAIN-BYTES\n-----END CERTIFICATE-----\n"
 FAKE_KEY = b"-----BEGIN PRIVATE KEY-----\nSECRET-KEY-BYTES\n-----END PRIVATE KEY-----\n"
+
+
+@pytest.fixture(scope="module")
+def client() -> Pem:
+    """A real client certificate and its key."""
+    ca, ca_key = make_ca()
+    return make_client_cert(ca, ca_key)
 
 
 def build(
@@ -412,24 +421,25 @@ def test_channel_options_keys_unique_with_tls() -> None:
 
 
 # --- TLS ------------------------------------------------------------------------
-def test_ssl_pem_bytes_and_str() -> None:
+def test_ssl_pem_bytes_and_str(client: Pem) -> None:
     """An ssl mapping takes PEM as bytes or str (encoded to bytes)."""
     ssl = {
         "root_certificates": FAKE_CA.decode(),
-        "private_key": FAKE_KEY,
-        "certificate_chain": FAKE_CHAIN,
+        "private_key": client.private_key.decode(),
+        "certificate_chain": client.certificate,
     }
-    assert build({"ssl": ssl}).endpoint.ssl == TLSOptions(FAKE_CA, FAKE_KEY, FAKE_CHAIN)
+    expected = TLSOptions(FAKE_CA, client.private_key, client.certificate)
+    assert build({"ssl": ssl}).endpoint.ssl == expected
 
 
-def test_ssl_file_paths(tmp_path: Path) -> None:
+def test_ssl_file_paths(tmp_path: Path, client: Pem) -> None:
     """cacertfile, certfile and keyfile are read from disk into the PEM fields."""
-    files = {"cacertfile": FAKE_CA, "certfile": FAKE_CHAIN, "keyfile": FAKE_KEY}
+    files = {"cacertfile": FAKE_CA, "certfile": client.certificate, "keyfile": client.private_key}
     for name, content in files.items():
         (tmp_path / name).write_bytes(content)
     ssl = {name: str(tmp_path / name) for name in files}
     tls = build({"ssl": ssl}).endpoint.ssl
-    assert tls == TLSOptions(FAKE_CA, FAKE_KEY, FAKE_CHAIN)
+    assert tls == TLSOptions(FAKE_CA, client.private_key, client.certificate)
 
 
 def test_ssl_unreadable_file(tmp_path: Path) -> None:
@@ -456,13 +466,15 @@ def test_ssl_simple_forms(value: Any, tls: bool) -> None:
     assert (config.channel_credentials() is not None) is tls
 
 
-def test_tls_repr_hides_key_material() -> None:
+def test_tls_repr_hides_key_material(client: Pem) -> None:
     """TLSOptions repr (also inside Config repr) never shows key or cert bytes."""
-    tls = TLSOptions(FAKE_CA, FAKE_KEY, FAKE_CHAIN, "api")
+    tls = TLSOptions(FAKE_CA, client.private_key, client.certificate, "api")
     text = repr(tls)
-    assert text == "TLSOptions(roots=custom, client_cert=yes, server_hostname='api')"
+    assert text == "TLSOptions(roots=custom, client_cert=yes, server_hostname=set)"
     config_text = repr(build({"ssl": tls}))
-    for secret in ("SECRET-KEY-BYTES", "ROOT-BYTES", "CHAIN-BYTES", "BEGIN"):
+    key_body = "".join(client.private_key.decode().splitlines()[1:-1])[:40]
+    chain_body = "".join(client.certificate.decode().splitlines()[1:-1])[:40]
+    for secret in (key_body, "ROOT-BYTES", chain_body, "BEGIN"):
         assert secret not in text
         assert secret not in config_text
     assert repr(TLSOptions()) == "TLSOptions(roots=system, client_cert=no)"

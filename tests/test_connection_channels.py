@@ -240,3 +240,36 @@ def test_a_pinned_channel_speaks_as_the_configured_host() -> None:
     assert dict(channel_options(named, "10.0.0.7:7000"))["grpc.ssl_target_name_override"] == (
         "kv.test"
     )
+
+
+def test_a_name_for_tls_to_check_is_the_authority_too() -> None:
+    """ssl.server_hostname, or grpc.ssl_target_name_override in endpoint.options, is the
+    :authority too, pinned or not, as on a plain grpcio channel with that override;
+    grpc.default_authority in endpoint.options wins, and plaintext gets no authority."""
+
+    def options(address: str | None = None, **endpoint: Any) -> dict[str, Any]:
+        config = Config.new(endpoint={"host": "10.0.0.7", "port": 7000, **endpoint})
+        return dict(channel_options(config, address))
+
+    named = {"ssl": {"server_hostname": "kv.test"}}
+    for address in (None, "10.0.0.7:7000"):
+        chosen = options(address, **named)
+        assert chosen["grpc.ssl_target_name_override"] == "kv.test"
+        assert chosen["grpc.default_authority"] == "kv.test"
+        overridden = options(address, ssl=True, options={"grpc.ssl_target_name_override": "o"})
+        assert overridden["grpc.default_authority"] == "o"
+    both = options(
+        "10.0.0.7:7000",
+        ssl={"server_hostname": "kv.test"},
+        options={"grpc.ssl_target_name_override": "o.test"},
+    )
+    assert both["grpc.ssl_target_name_override"] == both["grpc.default_authority"] == "o.test"
+    mine = options("10.0.0.7:7000", **named, options={"grpc.default_authority": "mine:1"})
+    assert mine["grpc.default_authority"] == "mine:1"
+    assert mine["grpc.ssl_target_name_override"] == "kv.test"
+    ipv6 = options(ssl={"server_hostname": "[::1]"})
+    assert ipv6["grpc.ssl_target_name_override"] == "::1"
+    assert ipv6["grpc.default_authority"] == "[::1]"
+    plaintext = options(type="local", options={"grpc.ssl_target_name_override": "o"})
+    assert "grpc.default_authority" not in plaintext
+    assert "grpc.default_authority" not in options(ssl=True)

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 
 import grpcpool
-from grpcpool import Config, PoolSpec, Supervisor
+from grpcpool import Config, PoolSpec, Supervisor, TLSOptions
 from grpcpool.errors import ConfigError, NotConnectedError
-from tests.certs import Pem, make_ca, make_server_cert
+from tests.certs import Pem, encrypt_key, make_ca, make_client_cert, make_server_cert
 from tests.events import EventLog
 from tests.servers import EchoServer, EchoStub
 from tests.waiting import wait_until
@@ -183,3 +186,126 @@ def test_local_credentials_with_a_token_never_reach_production_in_plaintext(
         assert ("authorization", f"Bearer {SECRET_TOKEN}") in echo_server.metadata[-1]
     finally:
         sup.stop()
+
+
+# --- a client key and certificate that do not belong together ----------------------------
+
+
+@pytest.fixture(scope="module")
+def client_pairs() -> tuple[Pem, Pem, Pem]:
+    """A CA and two client certificates it signed, each with its own key."""
+    ca, ca_key = make_ca()
+    return ca, make_client_cert(ca, ca_key), make_client_cert(ca, ca_key)
+
+
+def _shows_no_pem(error: ConfigError, *pems: bytes) -> None:
+    shown = f"{error} {error!r} {error.args!r}"
+    assert "-----BEGIN" not in shown
+    for pem in pems:
+        body = "".join(pem.decode().splitlines()[1:-1])
+        assert body[:40] not in shown and body[-40:] not in shown
+
+
+def test_a_client_key_of_another_certificate_is_refused_when_the_config_is_built(
+    client_pairs: tuple[Pem, Pem, Pem], tmp_path: Path
+) -> None:
+    """The key of one real pair with the certificate of another is a ConfigError naming
+    both keys (bytes, TLSOptions, files, environment), never the PEM; grpcio would
+    accept it and fail each connection with "Failed to create security handshaker"."""
+    ca, first, second = client_pairs
+    (tmp_path / "key.pem").write_bytes(second.private_key)
+    (tmp_path / "cert.pem").write_bytes(first.certificate)
+    files = {"keyfile": str(tmp_path / "key.pem"), "certfile": str(tmp_path / "cert.pem")}
+    environ = {
+        "GRPCPOOL_HOST": "127.0.0.1",
+        "GRPCPOOL_PORT": "443",
+        "GRPCPOOL_KEYFILE": files["keyfile"],
+        "GRPCPOOL_CERTFILE": files["certfile"],
+    }
+    mismatched = {"private_key": second.private_key, "certificate_chain": first.certificate}
+    attempts: list[tuple[Callable[[], object], str, str]] = [
+        (
+            lambda: Config.production(
+                "127.0.0.1", ssl={"root_certificates": ca.certificate, **mismatched}
+            ),
+            "private_key",
+            "certificate_chain",
+        ),
+        (lambda: TLSOptions(**mismatched), "private_key", "certificate_chain"),
+        (lambda: Config.production("127.0.0.1", ssl=files), "keyfile", "certfile"),
+        (lambda: Config.from_env(environ=environ), "keyfile", "certfile"),
+    ]
+    for attempt, key, chain in attempts:
+        with pytest.raises(ConfigError) as info:
+            attempt()
+        assert info.value.key == f"endpoint.ssl.{key}"
+        assert f"endpoint.ssl.{chain}" in str(info.value)
+        assert "does not belong" in str(info.value)
+        _shows_no_pem(info.value, first.private_key, second.private_key, first.certificate)
+
+
+def test_a_client_key_with_its_own_certificate_is_accepted(
+    client_pairs: tuple[Pem, Pem, Pem], tmp_path: Path
+) -> None:
+    """Each real pair is accepted as bytes and as files, also with its CA after the
+    certificate (a chain); the key of the CA's certificate second in the chain is not."""
+    ca, first, second = client_pairs
+    for pair in (first, second):
+        tls = TLSOptions(private_key=pair.private_key, certificate_chain=pair.certificate)
+        assert tls.private_key == pair.private_key
+        chain = pair.certificate + ca.certificate
+        assert TLSOptions(private_key=pair.private_key, certificate_chain=chain) is not None
+    (tmp_path / "key.pem").write_bytes(first.private_key)
+    (tmp_path / "cert.pem").write_bytes(first.certificate)
+    files = {"keyfile": str(tmp_path / "key.pem"), "certfile": str(tmp_path / "cert.pem")}
+    config = Config.production("127.0.0.1", ssl=files)
+    assert config.endpoint.ssl is not None
+    assert config.endpoint.ssl.private_key == first.private_key
+    with pytest.raises(ConfigError) as info:
+        TLSOptions(private_key=ca.private_key, certificate_chain=first.certificate + ca.certificate)
+    assert info.value.key == "endpoint.ssl.private_key"
+
+
+def test_the_pair_is_checked_without_memfd_and_no_key_is_left_on_disk(
+    client_pairs: tuple[Pem, Pem, Pem], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where memfd_create is missing the check goes through a private temporary directory,
+    which is gone afterwards, whether the pair is refused or accepted."""
+    _, first, second = client_pairs
+    monkeypatch.delattr(os, "memfd_create", raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with pytest.raises(ConfigError) as info:
+        TLSOptions(private_key=second.private_key, certificate_chain=first.certificate)
+    assert info.value.key == "endpoint.ssl.private_key"
+    assert list(tmp_path.iterdir()) == []
+    TLSOptions(private_key=first.private_key, certificate_chain=first.certificate)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unusable_client_keys_and_chains_are_refused_by_key(
+    client_pairs: tuple[Pem, Pem, Pem],
+) -> None:
+    """An encrypted key (grpc takes no passphrase), a key block that is no key and a
+    certificate block that is no certificate are ConfigErrors naming the key at fault."""
+    _, first, _ = client_pairs
+    cases = [
+        (encrypt_key(first.private_key, b"pass"), first.certificate, "private_key", "encrypted"),
+        (
+            b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+            first.certificate,
+            "private_key",
+            "private key",
+        ),
+        (
+            first.private_key,
+            b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+            "certificate_chain",
+            "certificate",
+        ),
+    ]
+    for key, chain, field, fragment in cases:
+        with pytest.raises(ConfigError) as info:
+            TLSOptions(private_key=key, certificate_chain=chain)
+        assert info.value.key == f"endpoint.ssl.{field}"
+        assert fragment in str(info.value)
+        _shows_no_pem(info.value, key, chain)

@@ -42,9 +42,15 @@ def channel_options(config: Config, address: str | None = None) -> tuple[tuple[s
 
     A channel pinned to one resolved ``address`` still speaks as the
     configured endpoint: its calls carry ``host:port`` as their
-    ``:authority`` and TLS checks the server's certificate against ``host``
-    (unless ``ssl.server_hostname`` says otherwise), as one channel to
-    ``host:port`` would.
+    ``:authority`` and TLS checks the server's certificate against ``host``,
+    as one channel to ``host:port`` would. A name given for TLS to check
+    (``ssl.server_hostname``, or ``grpc.ssl_target_name_override`` in
+    ``endpoint.options``) is the ``:authority`` too, pinned or not, as on a
+    plain grpcio channel with that override: grpcio refuses a call whose
+    authority the certificate does not name, so ``host:port`` would fail
+    ("call host does not match SSL server name") for a host the certificate
+    does not hold, such as an IP. ``grpc.default_authority`` in
+    ``endpoint.options`` still wins.
 
     ``grpc.use_local_subchannel_pool`` makes every channel its own TCP
     connection; without it grpcio shares one connection between channels
@@ -83,15 +89,39 @@ def channel_options(config: Config, address: str | None = None) -> tuple[tuple[s
             options["grpc.http2.max_pings_without_data"] = 0
         else:
             options["grpc.keepalive_permit_without_calls"] = 0
-    tls = config.endpoint.ssl
+    endpoint = config.endpoint
     if address is not None:
-        options["grpc.default_authority"] = config.endpoint.target
-        if config.endpoint.uses_tls:
-            options["grpc.ssl_target_name_override"] = config.endpoint.host.strip("[]")
-    if tls is not None and tls.server_hostname is not None:
-        options["grpc.ssl_target_name_override"] = tls.server_hostname
-    options.update(dict(config.endpoint.options))
+        options[_AUTHORITY] = endpoint.target
+        if endpoint.uses_tls:
+            options[_NAME_OVERRIDE] = endpoint.host.strip("[]")
+    user = dict(endpoint.options)
+    name = _configured_name(config, user)
+    if name is not None:
+        # grpcio checks each call's authority against the server's
+        # certificate, and a plain channel with a name override takes the
+        # name as its authority; host:port (an IP, say) would be refused.
+        options[_NAME_OVERRIDE] = name
+        options[_AUTHORITY] = f"[{name}]" if ":" in name else name
+    options.update(user)
     return tuple(options.items())
+
+
+_AUTHORITY = "grpc.default_authority"
+_NAME_OVERRIDE = "grpc.ssl_target_name_override"
+
+
+def _configured_name(config: Config, user: dict[str, Any]) -> str | None:
+    """The name TLS checks when the config gives one: ``ssl.server_hostname``,
+    or ``grpc.ssl_target_name_override`` in ``endpoint.options``, which wins."""
+    endpoint = config.endpoint
+    if not endpoint.uses_tls:
+        return None
+    name = user.get(_NAME_OVERRIDE)
+    if name is None and endpoint.ssl is not None:
+        name = endpoint.ssl.server_hostname
+    if isinstance(name, bytes):
+        name = name.decode(errors="replace")
+    return name.strip("[]") if isinstance(name, str) else None
 
 
 def channel_credentials(config: Config) -> grpc.ChannelCredentials | None:
