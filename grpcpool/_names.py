@@ -67,9 +67,9 @@ def name_in_use(name: str, kind: Kind) -> ConfigError:
         holder, stop = "a sync pool", f"grpcpool.stop({name!r})"
     return ConfigError(
         "pool.name",
-        f"a pool named {name!r} is already running ({holder}); a name is unique in the "
-        f"process across sync and asyncio pools: give this pool another name, or stop "
-        f"that one first ({stop})",
+        f"a pool named {name!r} is already running as {holder}; pool names are unique in "
+        f"the process, across sync and asyncio pools: give this pool another name, or "
+        f"stop that one first ({stop})",
     )
 
 
