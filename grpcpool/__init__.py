@@ -36,6 +36,7 @@ from grpcpool.errors import (
     NotConnectedError,
     PoolCallError,
     PoolNotFoundError,
+    PoolSizeError,
     PoolTimeoutError,
     StrategyError,
 )
@@ -83,6 +84,7 @@ __all__ = [
     "PoolConfig",
     "PoolNotFoundError",
     "PoolProxy",
+    "PoolSizeError",
     "PoolSpec",
     "PoolStatus",
     "PoolSupervisor",

@@ -1,7 +1,7 @@
 """Everything grpcpool keeps once per process, and its one fork hook.
 
 A process holds a few things that outlive any single pool: the table of pools
-by name, the default supervisor behind :func:`grpcpool.start`, the roots of
+by name (sync and asyncio pools share one namespace), the default supervisor behind :func:`grpcpool.start`, the roots of
 supervision trees (stopped at interpreter exit), the timer that delivers
 delayed messages, the connectivity watcher, and the account of open
 channels. They live here, side by side, so that :func:`os.fork` is handled in
@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import pykka
 
 if TYPE_CHECKING:
+    from grpcpool.aio._pool import Pool as AioPool
     from grpcpool.connection._watcher import Watcher
     from grpcpool.pools._entry import ForkedPool, PoolEntry
     from grpcpool.supervisor._timer import Scheduler
@@ -47,10 +48,13 @@ class ProcessState:
     """The process-wide objects; one instance, :data:`PROCESS`.
 
     Attributes:
-        lock: Guards creating the lazy objects below and the pool table.
+        lock: Guards creating the lazy objects below and the pool tables.
         pools_changed: A condition on ``lock``, notified when the pool table
             changes.
         pools: Running pools by name (the hot path reads it without a lock).
+        aio_pools: Running asyncio pools by name. A name is in ``pools`` or
+            in ``aio_pools``, never both (see ``grpcpool._names``), so
+            telemetry and metrics keyed by pool name mean one pool.
         forked_pools: The pools that belonged to the parent of this forked
             process, by name, with what restarting them here needs; the
             first use of one starts it again in this process.
@@ -72,6 +76,7 @@ class ProcessState:
         self.lock = threading.RLock()
         self.pools_changed = threading.Condition(self.lock)
         self.pools: dict[str, PoolEntry] = {}
+        self.aio_pools: dict[str, AioPool] = {}
         self.forked_pools: dict[str, ForkedPool] = {}
         self.ended_pools: collections.OrderedDict[str, str] = collections.OrderedDict()
         self.default_supervisor: pykka.ActorRef[Any] | None = None
@@ -111,11 +116,15 @@ class ProcessState:
         self.channels_lock = threading.Lock()
         self.default_lock = threading.RLock()
         self.inherited.extend(self.pools.values())
+        # An asyncio pool belongs to its loop, whose thread is gone: the
+        # child forgets it (its name is free here) and never restarts it.
+        self.inherited.extend(self.aio_pools.values())
         self.inherited.extend(self.open_channels)
         self.inherited.extend(x for x in (self.scheduler, self.watcher) if x is not None)
         self.forked_pools.update((name, entry.forked()) for name, entry in self.pools.items())
-        # Cleared in place: the hot path holds a reference to this dict.
+        # Cleared in place: the hot paths hold references to these dicts.
         self.pools.clear()
+        self.aio_pools.clear()
         self.ended_pools.clear()
         self.open_channels.clear()
         self.default_supervisor = None

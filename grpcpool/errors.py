@@ -20,6 +20,7 @@ __all__ = [
     "NotConnectedError",
     "PoolCallError",
     "PoolNotFoundError",
+    "PoolSizeError",
     "PoolTimeoutError",
     "StrategyError",
 ]
@@ -183,25 +184,60 @@ class PoolCallError(NotConnectedError, grpc.RpcError, grpc.Call, _Future):
 
 
 class PoolNotFoundError(NotConnectedError, LookupError):
-    """No pool of that name is running.
+    """No pool of that name is running (of the kind asked for).
 
     It derives from :class:`NotConnectedError` so that ``except
     NotConnectedError`` also covers a pool that was never started, as in the
     Elixir original. A pool that ran and ended for good says so, with the
     reason, rather than that no such pool exists: a caller of a stopped pool
-    needs to know it was shut down, not suspect a typo in its name.
+    needs to know it was shut down, not suspect a typo in its name. Asking
+    the sync API for an asyncio pool (or the reverse) says which kind runs
+    under the name and where to ask instead: such a pool is running, and
+    "no pool of this name" would send the caller looking for the wrong bug.
 
     Attributes:
         reason: Why the pool was shut down (``"terminated"``, ``"supervisor
             gave up"``, ...), or None for a name that has not run (or ended
             so long ago that the process no longer remembers it).
+        running: ``"asyncio"`` or ``"sync"`` when a pool of the other kind
+            holds the name; otherwise None.
     """
 
-    def __init__(self, pool_name: str, reason: str | None = None) -> None:
+    def __init__(
+        self, pool_name: str, reason: str | None = None, *, running: str | None = None
+    ) -> None:
         super().__init__(pool_name, "no pool of this name is running")
         self.reason = reason
-        if reason is not None:
+        self.running = running
+        if running == "asyncio":
+            self.args = (
+                f"pool {pool_name!r} is an asyncio pool (grpcpool.aio.Pool), not a sync one: "
+                "use grpcpool.aio's functions or the Pool itself, on its event loop",
+            )
+        elif running == "sync":
+            self.args = (
+                f"pool {pool_name!r} is a sync pool (grpcpool.start or a Supervisor), "
+                "not an asyncio one: use grpcpool's functions",
+            )
+        elif reason is not None:
             self.args = (f"pool {pool_name!r} was shut down: {shorten(reason)}",)
+
+
+class PoolSizeError(GrpcPoolError, ValueError):
+    """A count or size the pool cannot take.
+
+    Scaling below one worker, resizing to 0, a count below 1, a size over
+    ``pool.max_size``, or waiting for more ready channels than the pool has
+    workers (a wait that could only time out). Also a ``ValueError``, the
+    built-in a caller passing a bad number reaches for; nothing changes.
+
+    Attributes:
+        pool_name: The pool that was asked.
+    """
+
+    def __init__(self, pool_name: str, problem: str) -> None:
+        self.pool_name = pool_name
+        super().__init__(f"pool {pool_name!r}: {problem}")
 
 
 class PoolTimeoutError(GrpcPoolError, TimeoutError):

@@ -13,8 +13,8 @@ from typing import Any
 import grpc
 import pytest
 
-from grpcpool import cli
-from grpcpool.cli._console import Console
+from grpcpool import cli, telemetry
+from grpcpool.cli._console import Console, format_duration, format_event
 from grpcpool.cli._demo import DemoOptions, run
 from grpcpool.cli._demo_aio import AioDemoOptions
 from grpcpool.cli._demo_aio import run as run_aio
@@ -28,6 +28,14 @@ from tests.servers import EchoServer
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_BOUND_SECONDS = 30
 AIO_DEMO_BOUND_SECONDS = 20
+# A duration printed as the float a receiver gets (5.835600001091734e-05,
+# 0.0123456) rather than as a figure a person reads (0.06 ms, 12.3 ms).
+RAW_FLOAT = re.compile(r"\d\.\d{4,}|\d(\.\d+)?e-?\d")
+
+
+def assert_no_raw_float(out: str) -> None:
+    raw = [line for line in out.splitlines() if RAW_FLOAT.search(line)]
+    assert not raw, "\n".join(raw)
 
 
 def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -86,6 +94,8 @@ def test_demo_command_narrates_the_whole_scenario() -> None:
     assert "scale_down -> 4 workers, 4 ready" in out
     assert "pool 'demo': healthy, 4 of 4 ready" in out
     assert "done in" in out
+    assert re.search(r"pool\.resolved +demo +1 address in [\d.]+ m?s", out), out
+    assert_no_raw_float(out)
 
 
 def test_demo_in_process_quiet_prints_no_events_and_leaves_nothing_running() -> None:
@@ -143,7 +153,69 @@ def test_aio_demo_in_process_prints_events_and_leaves_nothing_running() -> None:
     assert re.search(r"channel\.connected +worker-2 ", out), out
     assert "the stub's call failed at once: UNAVAILABLE" in out
     assert "pool 'demo-aio': healthy, 2 of 2 ready" in out
+    assert re.search(r"pool\.resolved +demo-aio +1 address in [\d.]+ m?s", out), out
+    assert_no_raw_float(out)
     # The autouse leak check then verifies no thread, channel or socket is left.
+
+
+# Each event's measurements as the pool emits them (the spec's section 4), with
+# durations of the kind a fast loopback produces.
+EVENT_MEASUREMENTS: dict[str, dict[str, Any]] = {
+    "pool.init": {"pool_size": 4},
+    "pool.get_channel": {},
+    "pool.scale_up": {
+        "duration": 0.0003124,
+        "requested": 2,
+        "succeeded": 2,
+        "failed": 0,
+        "new_size": 6,
+    },
+    "pool.scale_down": {"duration": 0.0123456, "requested": 2, "terminated": 2, "new_size": 4},
+    "pool.status": {"expected_size": 4, "current_size": 3, "in_flight": 0},
+    "pool.resolved": {"addresses": 3, "duration": 5.835600001091734e-05},
+    "channel.connected": {"duration": 0.0138123},
+    "channel.connection_failed": {"duration": 0.0116789},
+    "channel.disconnected": {"duration": 12.3456789},
+    "channel.ping": {"duration": 0.000412345},
+    "channel.connection_down": {},
+    "channel.reconnect_scheduled": {"delay_ms": 247, "attempt": 1},
+    "channel.refreshed": {"age": 2.0004512},
+    "supervisor.child_restarted": {"restarts": 1},
+    "supervisor.shutdown": {"restarts": 4},
+}
+EVENT_METADATA: dict[str, Any] = {
+    "pool_name": "demo",
+    "worker_id": "worker-1",
+    "endpoint": "127.0.0.1:50051",
+    "error": "unavailable: Connection refused",
+    "reason": "max_age",
+    "result": "ok",
+    "address": "127.0.0.2:50051",
+    "added": ["127.0.0.2:50051"],
+    "removed": [],
+    "available_channels": 3,
+    "supervisor": "pool:demo",
+    "child_id": "worker-1",
+}
+
+
+@pytest.mark.parametrize("name", telemetry.EVENTS)
+def test_every_event_line_shows_figures_not_raw_floats(name: str) -> None:
+    """Each telemetry event the demo prints shows its durations as figures (0.06 ms),
+    never as the raw float its receivers get."""
+    measurements = EVENT_MEASUREMENTS[name.removeprefix(telemetry.PREFIX + ".")]
+    line = format_event(name, measurements, EVENT_METADATA)
+    assert not RAW_FLOAT.search(line), line
+    for key in ("duration", "age"):
+        if key in measurements:
+            assert format_duration(measurements[key]) in line, line
+
+
+def test_durations_under_a_millisecond_keep_two_digits() -> None:
+    """58 microseconds read 0.06 ms, not 0.1 ms or 5.8e-05."""
+    assert format_duration(5.835600001091734e-05) == "0.06 ms"
+    assert format_duration(0.0123456) == "12.3 ms"
+    assert format_duration(2.0004512) == "2.00 s"
 
 
 def backend_tables(section: str) -> list[dict[str, tuple[int, int]]]:
@@ -229,12 +301,13 @@ def test_probe_command_against_an_embedded_server(echo_server: EchoServer) -> No
 
 
 def test_probe_command_against_a_closed_port_fails_with_one_line() -> None:
-    """A closed port makes the probe exit 1 with one line on stderr."""
+    """A closed port makes the probe exit 1 with one line on stderr (and no TLS hint)."""
     result = run_cli("probe", f"127.0.0.1:{free_port()}", "--timeout", "1")
     assert result.returncode == 1, result.stdout + result.stderr
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("unhealthy: 0 of 2 connections ready after 1 s; last error: ")
+    assert "--tls" not in lines[0]
     assert "backoff" in result.stdout or "connecting" in result.stdout
 
 
@@ -288,7 +361,73 @@ def test_probe_tls_with_and_without_the_ca(tmp_path: Path) -> None:
     ],
 )
 def test_probe_bad_arguments_exit_2(options: dict[str, Any], message: str) -> None:
-    """Bad probe arguments exit 2 with a one-line reason."""
-    code, _, err = probe(**options)
+    """Bad probe arguments exit 2 with a one-line reason, before "probing ..." is printed."""
+    code, out, err = probe(**options)
     assert code == 2
     assert message in err and len(err.splitlines()) == 1
+    assert out == ""
+
+
+def test_probe_command_with_a_bad_port_prints_only_the_reason() -> None:
+    """python -m grpcpool probe HOST:70000 prints nothing on stdout, one line on stderr."""
+    result = run_cli("probe", "127.0.0.1:70000")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == ["probe: endpoint.port: must be <= 65535, got 70000"]
+
+
+def tls_server_credentials() -> tuple[grpc.ServerCredentials, bytes]:
+    """Server credentials from a throwaway CA, and that CA's certificate."""
+    ca, ca_key = make_ca()
+    server_pem = make_server_cert(ca, ca_key)
+    credentials = grpc.ssl_server_credentials([(server_pem.private_key, server_pem.certificate)])
+    return credentials, ca.certificate
+
+
+def test_probe_plaintext_to_a_tls_server_hints_at_tls() -> None:
+    """A plaintext probe of a TLS server fails with a reason that ends: try --tls."""
+    credentials, _ = tls_server_credentials()
+    with TLSEchoServer(credentials=credentials) as server:
+        code, _, err = probe(target=server.address, size=1, timeout=1.0)
+    assert code == 1
+    assert len(err.splitlines()) == 1, err
+    assert err.rstrip().endswith(
+        "; the endpoint speaks TLS: try --tls (and --ca FILE for a private CA)"
+    ), err
+
+
+def test_probe_tls_to_a_plaintext_server_hints_to_drop_tls(
+    echo_server: EchoServer, tmp_path: Path
+) -> None:
+    """A TLS probe (--tls, or --ca) of a plaintext server ends its reason with: drop --tls."""
+    _, ca_certificate = tls_server_credentials()
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_bytes(ca_certificate)
+    target = f"127.0.0.1:{echo_server.port}"
+    for options in ({"tls": True}, {"ca_file": str(ca_file)}):
+        code, _, err = probe(target=target, size=1, timeout=1.0, **options)
+        assert code == 1
+        assert len(err.splitlines()) == 1, err
+        assert err.rstrip().endswith("; the endpoint does not speak TLS: drop --tls (and --ca)"), err
+
+
+def test_readme_probe_sample_is_what_the_probe_prints(echo_server: EchoServer) -> None:
+    """The README's sample probe output is, line for line and word for word, what the
+    probe prints for a healthy server (its port and durations aside)."""
+    readme = (ROOT / "README.md").read_text()
+    match = re.search(r"```\n(probing .*?)```", readme, re.DOTALL)
+    assert match is not None, "the README lost its probe sample"
+    sample = match.group(1)
+    sample_port = re.search(r"127\.0\.0\.1:(\d+)", sample)
+    assert sample_port is not None
+    code, out, err = probe(target=f"127.0.0.1:{echo_server.port}")
+    assert code == 0, out + err
+    printed = out.replace(str(echo_server.port), sample_port.group(1))
+
+    def words(text: str) -> list[list[str]]:
+        # Durations and column widths vary from run to run; the rest may not.
+        text = re.sub(r"\b\d+\.\d+ m?s\b", "<duration>", text)
+        text = re.sub(r"-{2,}", "--", text)
+        return [line.split() for line in text.splitlines()]
+
+    assert words(printed) == words(sample), f"the probe printed:\n{out}"

@@ -13,6 +13,7 @@ from grpcpool.errors import (
     NotConnectedError,
     PoolCallError,
     PoolNotFoundError,
+    PoolSizeError,
     PoolTimeoutError,
     StrategyError,
     shorten,
@@ -26,6 +27,7 @@ from grpcpool.errors import (
         (NotConnectedError, (GrpcPoolError,)),
         (PoolNotFoundError, (NotConnectedError, GrpcPoolError, LookupError)),
         (PoolTimeoutError, (GrpcPoolError, TimeoutError)),
+        (PoolSizeError, (GrpcPoolError, ValueError)),
         (PoolCallError, (NotConnectedError, grpc.RpcError, grpc.Call, grpc.Future)),
         (GrpcPoolError, (Exception,)),
     ],
@@ -113,6 +115,7 @@ def test_errors_are_re_exported() -> None:
         "NotConnectedError",
         "PoolCallError",
         "PoolNotFoundError",
+        "PoolSizeError",
         "PoolTimeoutError",
         "StrategyError",
     }

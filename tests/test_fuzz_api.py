@@ -3,10 +3,10 @@
 Every function that takes a pool name gets arbitrary names (text of any
 length, bytes, numbers, None, containers, unhashable ones); the scaling
 functions and ``await_ready`` get arbitrary counts and timeouts too. What may
-come out is documented: a :class:`~grpcpool.GrpcPoolError` subclass, and
-``TypeError``/``ValueError`` for a bad count (``check_count`` in
-grpcpool/actors/_pool_supervisor.py), a count the pool cannot take, or a bad
-``timeout``/``min_ready``. Custom strategies answer with arbitrary objects on
+come out is documented: a :class:`~grpcpool.GrpcPoolError` subclass (a count
+the pool cannot take is a ``PoolSizeError``), ``TypeError`` for a count that
+is not an int (``check_count`` in grpcpool/pools/_sizes.py), and
+``ValueError`` for a bad ``timeout`` or a ``min_ready`` that is not an int. Custom strategies answer with arbitrary objects on
 a real pool: a caller gets one of the pool's ready channels or a
 :class:`~grpcpool.StrategyError`, nothing else.
 """

@@ -47,6 +47,12 @@ from grpcpool.pools._entry import (
 )
 from grpcpool.pools._parts import PoolParts
 from grpcpool.pools._reports import send_to_registry
+from grpcpool.pools._sizes import (
+    below_one_worker,
+    check_count,
+    over_max_size,
+    resize_over_max_size,
+)
 from grpcpool.pools._view import Lifecycle
 from grpcpool.supervisor import ChildSpec, ChildStartError, DynamicSupervisor, current_supervisor
 from grpcpool.supervisor._proxy import SupervisorProxy
@@ -54,7 +60,6 @@ from grpcpool.supervisor._proxy import SupervisorProxy
 __all__ = [
     "PoolSupervisor",
     "PoolSupervisorProxy",
-    "check_count",
     "pool_child_id",
     "pool_supervisor_proxy",
 ]
@@ -71,16 +76,6 @@ _WORKER_PREFIX = "worker-"
 def pool_child_id(pool_name: str) -> str:
     """The id of a pool among its parent's children, and its supervisor's name."""
     return f"pool:{pool_name}"
-
-
-def check_count(name: str, value: Any) -> int:
-    """A positive int, not a bool; raises ``TypeError``/``ValueError`` otherwise."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        # The type, not the value: a value of unknown shape may be a secret.
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return value
 
 
 class PoolSupervisor(DynamicSupervisor):
@@ -214,14 +209,17 @@ class PoolSupervisor(DynamicSupervisor):
             self.terminate_child(worker_id)
 
     def scale_up(self, count: int) -> int:
-        """Adds ``count`` workers; returns the new expected size."""
-        check_count("count", count)
+        """Adds ``count`` workers; returns the new expected size.
+
+        Raises:
+            PoolSizeError: ``count`` is below 1 or takes the pool over
+                ``pool.max_size``.
+        """
+        name = self._entry.name
+        check_count(name, "count", count)
         size, limit = len(self._workers()), self._entry.config.pool.max_size
         if size + count > limit:
-            raise ValueError(
-                f"pool {self._entry.name!r}: scaling {size} up by {count} "
-                f"is over pool.max_size ({limit})"
-            )
+            raise over_max_size(name, size, count, limit)
         started = time.monotonic()
         succeeded = 0
         for _ in range(count):
@@ -240,14 +238,15 @@ class PoolSupervisor(DynamicSupervisor):
         return new_size
 
     def scale_down(self, count: int) -> int:
-        """Stops the ``count`` newest workers; returns the new expected size."""
-        check_count("count", count)
+        """Stops the ``count`` newest workers; returns the new expected size.
+
+        Raises:
+            PoolSizeError: ``count`` is below 1 or would leave no worker.
+        """
+        check_count(self._entry.name, "count", count)
         workers = self._workers()
         if len(workers) - count < 1:
-            raise ValueError(
-                f"pool {self._entry.name!r}: scaling {len(workers)} down by {count} "
-                "would leave no worker (a pool keeps at least 1)"
-            )
+            raise below_one_worker(self._entry.name, len(workers), count)
         started = time.monotonic()
         self.terminate_children(list(reversed(workers[-count:])))
         new_size = len(self._workers())
@@ -257,11 +256,15 @@ class PoolSupervisor(DynamicSupervisor):
         return new_size
 
     def resize(self, target: int) -> int:
-        """Scales to ``target`` workers; the same size is a no-op."""
-        check_count("target", target)
+        """Scales to ``target`` workers; the same size is a no-op.
+
+        Raises:
+            PoolSizeError: ``target`` is below 1 or over ``pool.max_size``.
+        """
+        check_count(self._entry.name, "target", target)
         size, limit = len(self._workers()), self._entry.config.pool.max_size
         if target > limit:
-            raise ValueError(f"pool {self._entry.name!r}: {target} is over pool.max_size ({limit})")
+            raise resize_over_max_size(self._entry.name, target, limit)
         if target > size:
             return self.scale_up(target - size)
         if target < size:

@@ -5,7 +5,9 @@
 the same worker state machine as the sync pool's actors; connectivity comes
 from ``grpc.aio``'s own completion queue, so a pool adds no thread. The view,
 pickers, strategies, status records, errors and telemetry signals are the
-sync pool's. The module functions find a running asyncio pool by name.
+sync pool's. The module functions find a running asyncio pool by name; the
+names are shared with the sync pools (one pool per name in the process), and
+asking here for a sync pool's name says so.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from typing import Any
 
 import grpc
 
+from grpcpool._names import held_by
+from grpcpool._process import PROCESS
 from grpcpool._status import PoolStatus
 from grpcpool.aio._channel import AioPoolChannel
 from grpcpool.aio._pool import POOLS, Pool
@@ -39,19 +43,24 @@ def pool(name: str = DEFAULT_POOL_NAME) -> Pool:
     """The running asyncio pool ``name``.
 
     Raises:
-        PoolNotFoundError: No asyncio pool of that name runs.
+        PoolNotFoundError: No asyncio pool of that name runs (the message
+            says so if the name is a sync pool's).
     """
     found = POOLS.get(name)
     if found is None:
-        raise PoolNotFoundError(name)
+        raise _not_found(name)
     return found
+
+
+def _not_found(name: str) -> PoolNotFoundError:
+    return PoolNotFoundError(name, running="sync" if held_by(name) == "sync" else None)
 
 
 def get_channel(name: str = DEFAULT_POOL_NAME) -> grpc.aio.Channel:
     """A ready ``grpc.aio.Channel`` of pool ``name`` (see :meth:`Pool.get_channel`)."""
     found = POOLS.get(name)
     if found is None:
-        raise PoolNotFoundError(name)
+        raise _not_found(name)
     return found.get_channel()
 
 
@@ -61,8 +70,18 @@ def channel(name: str = DEFAULT_POOL_NAME) -> Any:
 
 
 def status(name: str = DEFAULT_POOL_NAME) -> PoolStatus:
-    """The health of pool ``name`` now."""
-    return pool(name).status()
+    """The health of pool ``name`` now, an asyncio or a running sync pool.
+
+    Raises:
+        PoolNotFoundError: No pool of that name runs.
+    """
+    found = POOLS.get(name)
+    if found is not None:
+        return found.status()
+    entry = PROCESS.pools.get(name)  # a sync pool: its view answers from any thread
+    if entry is not None:
+        return entry.status()
+    raise _not_found(name)
 
 
 async def await_ready(
@@ -88,7 +107,14 @@ async def resize(name: str, target: int) -> int:
 
 
 async def stop(name: str = DEFAULT_POOL_NAME) -> None:
-    """Stops pool ``name`` if it runs. Idempotent."""
+    """Stops pool ``name`` if it runs. Idempotent.
+
+    Raises:
+        PoolNotFoundError: ``name`` is a sync pool's (``grpcpool.stop`` stops
+            it); a name no pool holds is no error.
+    """
     found = POOLS.get(name)
     if found is not None:
         await found.stop()
+    elif held_by(name) == "sync":
+        raise _not_found(name)

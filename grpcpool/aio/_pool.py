@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import time
 import warnings
 from collections.abc import Callable
 from types import TracebackType
@@ -27,15 +26,18 @@ import grpc
 
 from grpcpool import telemetry
 from grpcpool._config_checks import check_pool_name
+from grpcpool._names import claim_aio, release_aio
+from grpcpool._process import PROCESS
 from grpcpool._status import PoolStatus, WorkerState
-from grpcpool.actors._pool_supervisor import check_count
 from grpcpool.actors._resolution import initial_addresses
+from grpcpool.aio import _scaling
 from grpcpool.aio._balancer import Balancer, first_addresses, resolves_inline
 from grpcpool.aio._registry import Registry
 from grpcpool.aio._tasks import WorkerTasks
 from grpcpool.aio._worker import Worker
 from grpcpool.config import Config
 from grpcpool.errors import ConfigError, GrpcPoolError, PoolNotFoundError
+from grpcpool.pools._sizes import check_count, check_min_ready
 from grpcpool.pools._view import PoolView
 from grpcpool.strategy import Strategy, resolve_strategy
 
@@ -52,9 +54,10 @@ thread_id = threading.get_ident
 
 _log = logging.getLogger(__name__)
 
-#: The running asyncio pools, by name (their own namespace, apart from the
-#: sync pools'). Written only by :meth:`Pool.start` and :meth:`Pool.stop`.
-POOLS: dict[str, Pool] = {}
+#: The running asyncio pools, by name: ``PROCESS.aio_pools``, cleared in
+#: place in a forked child. The name table is shared with the sync pools
+#: (``grpcpool._names``); written only through ``claim_aio``/``release_aio``.
+POOLS: dict[str, Pool] = PROCESS.aio_pools
 
 
 class Pool:
@@ -120,19 +123,34 @@ class Pool:
     async def start(self) -> Self:
         """Starts the workers (they connect in the background); returns at once.
 
+        A start that fails half-way (a strategy's ``init`` raising, the
+        starting task cancelled) stops what it started and frees the name.
+
         Raises:
-            ConfigError: A pool of this name runs already (key ``pool.name``).
+            ConfigError: A pool of this name, sync or asyncio, runs already
+                (key ``pool.name``).
             GrpcPoolError: The pool was started before.
         """
         if self._loop is not None:
             raise GrpcPoolError(f"pool {self.name!r} was started already; make a new Pool")
-        if self.name in POOLS:
-            raise ConfigError(
-                "pool.name", f"an asyncio pool named {self.name!r} is running; stop it first"
-            )
-        self._loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
+        claim_aio(self)
+        self._loop = loop
         self._thread = thread_id()
-        POOLS[self.name] = self
+        try:
+            await self._start_parts()
+        except BaseException:
+            self._ending = "the pool failed to start"
+            try:
+                await self.stop()
+            finally:
+                if self.ended is None:  # the stop was cut short: free the name anyway
+                    self._end(self._ending)
+            raise
+        return self
+
+    async def _start_parts(self) -> None:
+        assert self._loop is not None
         init = getattr(self.strategy, "init", None)
         if callable(init):
             init(self.name, self._registry.expected)
@@ -153,7 +171,6 @@ class Pool:
             {"pool_size": self._registry.expected},
             {"pool_name": self.name, "endpoint": self.config.endpoint.target},
         )
-        return self
 
     async def stop(self) -> None:
         """Stops every worker and closes every channel (running calls get ``drain_timeout``).
@@ -191,8 +208,7 @@ class Pool:
 
     def _end(self, reason: str) -> None:
         self.ended = reason
-        if POOLS.get(self.name) is self:
-            del POOLS[self.name]
+        release_aio(self)
         self._registry.wake()
 
     # --- callers ----------------------------------------------------------------------
@@ -215,7 +231,11 @@ class Pool:
         return AioPoolChannel(self)
 
     def status(self) -> PoolStatus:
-        """The pool's health now, as the sync pool reports it."""
+        """The pool's health now, as the sync pool reports it.
+
+        Callable from any thread (``grpcpool.status(name)`` does): it reads
+        the current view, an immutable picture replaced in one assignment.
+        """
         return self._registry.view.status(self.name, self.resolver_error)
 
     @property
@@ -229,88 +249,48 @@ class Pool:
         Raises:
             PoolTimeoutError: Not ready within ``timeout`` seconds.
             PoolNotFoundError: The pool stopped meanwhile (or never started).
+            PoolSizeError: ``min_ready`` is below 1 or over the pool's size
+                (at once: such a wait could only time out).
         """
         self._check_loop()
-        check_count("min_ready", min_ready)
+        check_count(self.name, "min_ready", min_ready)
         if self._loop is None:
             raise PoolNotFoundError(self.name, self.ended)
+        check_min_ready(self.name, min_ready, self._registry.expected)
         await self._registry.wait_ready(min_ready, timeout, lambda: self.ended)
 
     async def wait_changed(self, timeout: float | None) -> None:
         """Waits for the next change of the view (for the pool channel's ``wait_for_ready``)."""
         await self._registry.wait_changed(timeout)
 
-    # --- scaling -----------------------------------------------------------------------
+    # --- scaling (grpcpool.aio._scaling) ------------------------------------------------
 
     async def scale_up(self, count: int) -> int:
-        """Adds ``count`` workers; returns the new expected size."""
+        """Adds ``count`` workers; returns the new expected size.
+
+        Raises:
+            PoolSizeError: ``count`` is below 1 or takes the pool over
+                ``pool.max_size``.
+        """
         self._check_running()
-        check_count("count", count)
-        limit = self.config.pool.max_size
-        if self._registry.expected + count > limit:
-            raise ValueError(
-                f"pool {self.name!r}: scaling {self._registry.expected} up by {count} "
-                f"is over pool.max_size ({limit})"
-            )
-        started = time.monotonic()
-        for _ in range(count):
-            self._workers.add(self._workers.thinnest_address())
-        self._registry.expected += count
-        self._registry.publish()
-        self._poke_balancer()
-        self._emit_scaled(
-            telemetry.pool_scale_up, started, {"requested": count, "succeeded": count, "failed": 0}
-        )
-        return self._registry.expected
+        return await _scaling.scale_up(self, count)
 
     async def scale_down(self, count: int) -> int:
-        """Stops the ``count`` newest workers (never below 1); returns the new expected size."""
+        """Stops the ``count`` newest workers (never below 1); returns the new expected size.
+
+        Raises:
+            PoolSizeError: ``count`` is below 1 or would leave no worker.
+        """
         self._check_running()
-        check_count("count", count)
-        if self._registry.expected - count < 1:
-            raise ValueError(
-                f"pool {self.name!r}: scaling {self._registry.expected} down by {count} "
-                "would leave no worker (a pool keeps at least 1)"
-            )
-        started = time.monotonic()
-        newest = self._workers.newest(count)
-        self._registry.expected -= count
-        await self._workers.stop(newest)
-        self._registry.publish()
-        self._poke_balancer()
-        self._emit_scaled(
-            telemetry.pool_scale_down, started, {"requested": count, "terminated": count}
-        )
-        return self._registry.expected
+        return await _scaling.scale_down(self, count)
 
     async def resize(self, target: int) -> int:
-        """Scales to ``target`` workers; the same size is a no-op."""
-        check_count("target", target)
-        if target > self.config.pool.max_size:
-            raise ValueError(
-                f"pool {self.name!r}: {target} is over pool.max_size ({self.config.pool.max_size})"
-            )
-        if target > self._registry.expected:
-            return await self.scale_up(target - self._registry.expected)
-        if target < self._registry.expected:
-            return await self.scale_down(self._registry.expected - target)
-        return self._registry.expected
+        """Scales to ``target`` workers; the same size is a no-op.
 
-    def _poke_balancer(self) -> None:
-        if self._balancer is not None:
-            self._balancer.poke()
-
-    def _emit_scaled(self, signal: Any, started: float, measurements: dict[str, Any]) -> None:
-        telemetry.emit(
-            signal,
-            self.name,
-            {
-                "duration": time.monotonic() - started,
-                **measurements,
-                "new_size": self._registry.expected,
-            },
-            {"pool_name": self.name},
-        )
+        Raises:
+            PoolSizeError: ``target`` is below 1 or over ``pool.max_size``.
+        """
+        return await _scaling.resize(self, target)
 
     # --- workers and their supervision --------------------------------------------------
 
@@ -338,8 +318,7 @@ class Pool:
                 ResourceWarning,
                 stacklevel=1,
             )
-            if POOLS.get(self.name) is self:
-                del POOLS[self.name]
+            release_aio(self)
 
     # --- what workers tell the pool (loop thread) ----------------------------------------
 

@@ -51,11 +51,27 @@ class Console:
             self._stream.flush()
 
 
+# Measurements that are durations in seconds (section 4 of the spec): shown
+# as ``0.06 ms`` or ``1.25 s``, never as the raw float a receiver gets.
+_SECONDS = frozenset({"duration", "age"})
+
+
 def format_duration(seconds: float) -> str:
-    """``3.2 ms`` under a second, ``1.25 s`` above."""
+    """``0.06 ms`` under a millisecond, ``3.2 ms`` under a second, ``1.25 s`` above."""
+    if seconds < 0.001:
+        return f"{seconds * 1000:.2f} ms"
     if seconds < 1.0:
         return f"{seconds * 1000:.1f} ms"
     return f"{seconds:.2f} s"
+
+
+def _format_value(key: str, value: Any) -> str:
+    """One measurement or metadata value as a person reads it."""
+    if isinstance(value, float):
+        return format_duration(value) if key in _SECONDS else f"{value:.3g}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(str(item) for item in value) + "]"
+    return str(value)
 
 
 def shorten(text: str, limit: int = 60) -> str:
@@ -98,11 +114,31 @@ def format_event(name: str, measurements: dict[str, Any], metadata: dict[str, An
         detail = f"{m['pool_size']} workers -> {d['endpoint']}"
     elif short in ("pool.scale_up", "pool.scale_down"):
         done = m.get("succeeded", m.get("terminated"))
-        detail = f"requested {m['requested']}, done {done}, new size {m['new_size']}"
+        detail = (
+            f"requested {m['requested']}, done {done}, new size {m['new_size']}, "
+            f"in {_format_value('duration', m.get('duration'))}"
+        )
     elif short == "supervisor.child_restarted":
         detail = f"{d['child_id']} restarted ({d['reason']})"
+    elif short == "pool.resolved":
+        detail = (
+            f"{m['addresses']} address{'es' if m['addresses'] != 1 else ''} "
+            f"in {format_duration(m['duration'])}"
+        )
+        changes = [
+            f"{key} {_format_value(key, d[key])}" for key in ("added", "removed") if d.get(key)
+        ]
+        if changes:
+            detail += f" ({'; '.join(changes)})"
+    elif short == "channel.refreshed":
+        detail = (
+            f"{d['reason']}: replaced after {_format_value('age', m['age'])} ready, "
+            f"now on {d['address']}"
+        )
     else:
-        detail = ", ".join(f"{k}={v}" for k, v in {**m, **d}.items() if k != "pool_name")
+        detail = ", ".join(
+            f"{k}={_format_value(k, v)}" for k, v in {**m, **d}.items() if k != "pool_name"
+        )
     return f"{short:<29} {who:<9} {detail}"
 
 

@@ -31,6 +31,7 @@ import grpcpool
 from grpcpool import telemetry
 from grpcpool._status import PoolStatus
 from grpcpool.cli._console import format_duration, table
+from grpcpool.cli._sniff import tls_hint
 from grpcpool.config import Config
 from grpcpool.connection._health import health_check_method, status_code
 from grpcpool.errors import ConfigError, GrpcPoolError, PoolTimeoutError
@@ -46,6 +47,8 @@ EXIT_USAGE = 2
 # How often each connection re-checks health while the probe waits for one
 # ping per connection; short, because the probe is.
 _PING_INTERVAL = 0.2
+# The longest the probe spends finding out whether a failed endpoint speaks TLS.
+_SNIFF_TIMEOUT = 2.0
 
 
 class ProbeUsageError(ValueError):
@@ -182,14 +185,19 @@ class _Recorder:
             signal.disconnect(receiver, sender=POOL_NAME)
 
 
-def probe(options: ProbeOptions) -> ProbeResult:
+def probe(options: ProbeOptions, config: Config | None = None) -> ProbeResult:
     """Opens a pool to the endpoint, waits up to ``options.timeout``, reports, and stops it.
+
+    Args:
+        options: What to probe.
+        config: ``probe_config(options)``, if the caller has checked it already.
 
     Raises:
         ProbeUsageError: The target is malformed or the CA file unreadable.
         ConfigError: The options do not make a valid pool configuration.
     """
-    config = probe_config(options)
+    if config is None:
+        config = probe_config(options)
     deadline = time.monotonic() + options.timeout
     recorder = _Recorder()
     supervisor: pykka.ActorRef[Supervisor] | None = None
@@ -210,6 +218,17 @@ def probe(options: ProbeOptions) -> ProbeResult:
         connect_times, pings = dict(recorder.connect_times), dict(recorder.pings)
         errors = dict(recorder.errors)
     healthy, reason = _verdict(options, status, service_status, errors)
+    if status.current_size < options.size:
+        # Connections that never came may be the wrong protocol, which
+        # grpc's error does not say; asked only after the pool has stopped.
+        hint = tls_hint(
+            config.endpoint.host,
+            config.endpoint.port,
+            tls=options.tls or options.ca_file is not None,
+            timeout=min(options.timeout, _SNIFF_TIMEOUT),
+        )
+        if hint is not None:
+            reason = f"{reason}; {hint}"
     return ProbeResult(healthy, reason, status, connect_times, pings, service_status)
 
 
@@ -291,10 +310,16 @@ def main(options: ProbeOptions, out: TextIO | None = None, err: TextIO | None = 
     """Runs the probe and prints its findings; returns the exit status.
 
     Findings go to ``out``; an unhealthy verdict or a usage problem goes to
-    ``err`` as one line.
+    ``err`` as one line. The arguments are checked before anything is
+    printed, so bad ones print only their reason.
     """
     out = out if out is not None else sys.stdout
     err = err if err is not None else sys.stderr
+    try:
+        config = probe_config(options)
+    except (ProbeUsageError, ConfigError) as error:
+        print(f"probe: {error}", file=err)
+        return EXIT_USAGE
     security = "TLS" if options.tls or options.ca_file else "plaintext"
     print(
         f"probing {options.target} ({security}, {options.size} connections, "
@@ -303,7 +328,7 @@ def main(options: ProbeOptions, out: TextIO | None = None, err: TextIO | None = 
         flush=True,
     )
     try:
-        result = probe(options)
+        result = probe(options, config)
     except (ProbeUsageError, ConfigError) as error:
         print(f"probe: {error}", file=err)
         return EXIT_USAGE

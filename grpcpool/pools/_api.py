@@ -13,7 +13,6 @@ when it starts.
 from __future__ import annotations
 
 import contextlib
-import math
 from typing import Any, Literal, TypeVar, cast
 
 import grpc
@@ -29,7 +28,7 @@ from grpcpool.config import DEFAULT_POOL_NAME, Config
 from grpcpool.errors import GrpcPoolError, PoolNotFoundError, PoolTimeoutError
 from grpcpool.pools._entry import GET_CHANNEL_EVENT, PoolEntry, forget_forked, lookup, release
 from grpcpool.pools._pool_channel import PoolChannel
-from grpcpool.pools._view import unready_cause
+from grpcpool.pools._waiting import check_wait, wait_ready
 from grpcpool.strategy import strategy_name
 from grpcpool.supervisor import Supervisor
 from grpcpool.supervisor._proxy import supervisor_proxy
@@ -99,8 +98,9 @@ class PoolProxy:
             return ResolvedFuture(error=error)
 
     def status(self) -> pykka.Future[PoolStatus]:
+        """The pool's health (see :func:`status`), in a resolved future."""
         try:
-            return ResolvedFuture(lookup(self.name).status())
+            return ResolvedFuture(_status(self.name))
         except GrpcPoolError as error:
             return ResolvedFuture(error=error)
 
@@ -112,17 +112,17 @@ class PoolProxy:
         again), as with any pykka future.
         """
         try:
-            _check_wait(timeout, min_ready)
+            check_wait(self.name, timeout, min_ready)
         except ValueError as error:
             return ResolvedFuture(error=error)
         name = self.name
 
         def wait(get_timeout: float | None) -> None:
             if get_timeout is None or (timeout is not None and timeout <= get_timeout):
-                _await_ready(name, timeout, min_ready)
+                wait_ready(name, timeout, min_ready)
                 return
             try:
-                _await_ready(name, get_timeout, min_ready)
+                wait_ready(name, get_timeout, min_ready)
             except PoolTimeoutError:
                 raise pykka.Timeout(f"{get_timeout} seconds") from None
 
@@ -166,6 +166,8 @@ class PoolProxy:
         # pool (lookup would) nor raise.
         entry = PROCESS.pools.get(self.name)
         if entry is None:
+            if self.name in PROCESS.aio_pools:
+                return f"<PoolProxy {self.name!r}: the name is an asyncio pool's>"
             reason = PROCESS.ended_pools.get(self.name)
             if reason is not None:
                 return f"<PoolProxy {self.name!r} shut down: {reason}>"
@@ -198,46 +200,6 @@ def _stub(name: str, stub_class: type[T]) -> T:
         build: Any = stub_class
         stub = _stubs[key] = build(PoolChannel(name))
     return cast("T", stub)
-
-
-def _check_wait(timeout: Any, min_ready: Any) -> None:
-    if timeout is not None and (
-        isinstance(timeout, bool)
-        or not isinstance(timeout, int | float)
-        or not _finite(timeout)
-        or timeout < 0
-    ):
-        # Numbers are shown; anything else by its type only (it may be a secret).
-        shown = repr(timeout) if isinstance(timeout, int | float) else type(timeout).__name__
-        raise ValueError(f"timeout must be None or a finite number >= 0, got {shown}")
-    if isinstance(min_ready, bool) or not isinstance(min_ready, int) or min_ready < 1:
-        shown = repr(min_ready) if isinstance(min_ready, int) else type(min_ready).__name__
-        raise ValueError(f"min_ready must be an int >= 1, got {shown}")
-
-
-def _finite(number: float) -> bool:
-    # An int too large for a float is not a usable timeout either
-    # (math.isfinite would raise OverflowError on it).
-    try:
-        return math.isfinite(number)
-    except OverflowError:
-        return False
-
-
-def _await_ready(name: str, timeout: float | None, min_ready: int) -> None:
-    # The entry is the same across restarts of the pool, so one wait on it
-    # follows the pool through a crash and its restart.
-    entry = lookup(name)
-    if entry.wait_ready(min_ready, timeout):
-        return
-    if entry.ended is not None:
-        raise PoolNotFoundError(name, entry.ended)  # stopped for good while we waited
-    view = entry.view
-    detail = f"{len(view.channels)} of {min_ready} required channels ready after {timeout}s"
-    cause, last_error = unready_cause(view.workers)
-    if cause is not None:
-        detail = f"{detail} ({cause})"
-    raise PoolTimeoutError(name, detail, last_error=last_error)
 
 
 # --- the process-wide default supervisor (the Elixir start_link) -------------
@@ -287,7 +249,9 @@ def _stop(name: str) -> None:
     forget_forked(name, "stopped by grpcpool.stop()")
     try:
         entry = lookup(name)
-    except PoolNotFoundError:
+    except PoolNotFoundError as error:
+        if error.running is not None:
+            raise  # an asyncio pool: only its own loop can stop it
         return
     parent, child_id, owner = entry.parent, entry.child_id, entry.owner
     # Out of the table first: from here on callers hear that it was stopped,
@@ -359,8 +323,22 @@ def channel(name: str = DEFAULT_POOL_NAME) -> PoolChannel:
 
 
 def status(name: str = DEFAULT_POOL_NAME) -> PoolStatus:
-    """The pool's health now."""
+    """The pool's health now; from any thread, for a sync or an asyncio pool.
+
+    An asyncio pool's status is read from its current view, an immutable
+    picture, so it needs neither its loop nor its thread.
+
+    Raises:
+        PoolNotFoundError: No pool of that name is running.
+    """
     check_pool_name("pool.name", name)
+    return _status(name)
+
+
+def _status(name: str) -> PoolStatus:
+    aio_pool = PROCESS.aio_pools.get(name)
+    if aio_pool is not None:
+        return aio_pool.status()
     return lookup(name).status()
 
 
@@ -376,28 +354,47 @@ def await_ready(
             says what the workers are doing and their last error).
         PoolNotFoundError: No such pool is running, or it was shut down
             while waiting.
+        PoolSizeError: ``min_ready`` is below 1 or more than the pool's
+            size (at once: such a wait could only time out).
     """
     check_pool_name("pool.name", name)
-    _check_wait(timeout, min_ready)
-    _await_ready(name, timeout, min_ready)
+    check_wait(name, timeout, min_ready)
+    wait_ready(name, timeout, min_ready)
 
 
 def scale_up(name: str, count: int) -> int:
-    """Adds ``count`` workers; returns the new expected size."""
+    """Adds ``count`` workers; returns the new expected size.
+
+    Raises:
+        PoolSizeError: ``count`` is below 1 or takes the pool over ``pool.max_size``.
+    """
     return PoolProxy(name).scale_up(count).get(timeout=_STOP_TIMEOUT)
 
 
 def scale_down(name: str, count: int) -> int:
-    """Removes ``count`` workers (never below 1); returns the new expected size."""
+    """Removes ``count`` workers (never below 1); returns the new expected size.
+
+    Raises:
+        PoolSizeError: ``count`` is below 1 or would leave no worker.
+    """
     return PoolProxy(name).scale_down(count).get(timeout=_STOP_TIMEOUT)
 
 
 def resize(name: str, target: int) -> int:
-    """Scales to ``target`` workers; returns the new expected size."""
+    """Scales to ``target`` workers; returns the new expected size.
+
+    Raises:
+        PoolSizeError: ``target`` is below 1 or over ``pool.max_size``.
+    """
     return PoolProxy(name).resize(target).get(timeout=_STOP_TIMEOUT)
 
 
 def stop(name: str = DEFAULT_POOL_NAME) -> None:
-    """Stops pool ``name`` for good; it is removed, not restarted. Idempotent."""
+    """Stops pool ``name`` for good; it is removed, not restarted. Idempotent.
+
+    Raises:
+        PoolNotFoundError: ``name`` is an asyncio pool's (stop it on its loop:
+            ``await grpcpool.aio.stop(name)``); a name no pool holds is no error.
+    """
     check_pool_name("pool.name", name)
     _stop(name)

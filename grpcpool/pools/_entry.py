@@ -29,6 +29,7 @@ import grpc
 import pykka
 
 from grpcpool import telemetry
+from grpcpool._names import check_free, name_in_use
 from grpcpool._process import ENDED_POOLS_KEPT, PROCESS
 from grpcpool._status import PoolStatus
 from grpcpool.config import Config
@@ -214,8 +215,9 @@ def lookup(name: str) -> PoolEntry:
     table gets that far, so the hot path is unchanged.
 
     Raises:
-        PoolNotFoundError: No pool of that name is running; its message says
-            why, if a pool of that name ran and was shut down.
+        PoolNotFoundError: No sync pool of that name is running; its message
+            says why, if a pool of that name ran and was shut down, or that
+            the name is an asyncio pool's.
         NotConnectedError: The parent's pool could not be started again in
             this forked process.
     """
@@ -223,6 +225,8 @@ def lookup(name: str) -> PoolEntry:
     if entry is None:
         if name in PROCESS.forked_pools:
             return _start_forked(name)
+        if name in PROCESS.aio_pools:
+            raise PoolNotFoundError(name, running="asyncio")
         raise PoolNotFoundError(name, PROCESS.ended_pools.get(name))
     return entry
 
@@ -305,7 +309,7 @@ def claim(
     after a crash) gets the entry it had; a new pool gets a new entry.
 
     Raises:
-        ConfigError: Another pool holds the name.
+        ConfigError: Another pool, sync or asyncio, holds the name.
     """
     with PROCESS.pools_changed:
         current = PROCESS.pools.get(name)
@@ -313,7 +317,8 @@ def claim(
             owner = current.owner
             if current.token is token and (owner is None or not owner.is_alive()):
                 return current  # restarted by its parent after a crash
-            raise _name_in_use(name)
+            raise name_in_use(name, "sync")
+        check_free(name)  # an asyncio pool's
         entry = PoolEntry(name, config, token=token, parent=parent, child_id=child_id)
         PROCESS.pools[name] = entry
         # Only now: a reader that finds no entry still finds why it ended.
@@ -332,14 +337,10 @@ def check_name_free(name: str) -> None:
     refuse first, about a duplicate child id). :func:`claim` still decides.
 
     Raises:
-        ConfigError: A pool of that name is running (or awaiting its restart).
+        ConfigError: A pool of that name, sync or asyncio, is running (or a
+            sync one awaits its restart).
     """
-    if name in PROCESS.pools:
-        raise _name_in_use(name)
-
-
-def _name_in_use(name: str) -> ConfigError:
-    return ConfigError("pool.name", f"a pool named {name!r} is already running")
+    check_free(name)
 
 
 def attach(entry: PoolEntry, owner: pykka.ActorRef[Any]) -> None:
