@@ -3,7 +3,10 @@
 Run them with ``make bench`` (``python -m benchmarks``); ``--quick`` runs every
 benchmark with tiny counts (the smoke test uses it). They are scripts with
 their own small harness (:mod:`benchmarks.harness`: medians of repeated,
-interleaved rounds), not unit tests, and assert nothing about timing.
+interleaved rounds, their spread, verdicts that say "within noise" when the
+rounds straddle a target, and "not measured" rows for figures that failed;
+:mod:`benchmarks.report` renders them), not unit tests, and assert nothing
+about timing.
 
 Modules, one per group of figures:
 
@@ -12,5 +15,9 @@ Modules, one per group of figures:
 - :mod:`benchmarks.rpc`: (4) unary echo RPCs, (5) a stream-limited server.
 - :mod:`benchmarks.lifecycle`: (6) drop detection, recovery, pool start.
 - :mod:`benchmarks.footprint`: (7) threads and RSS per worker.
+- :mod:`benchmarks.forking`: (8) forked children that crash.
+- :mod:`benchmarks.routing`: (9) the pool channel, routed per call.
+- :mod:`benchmarks.backends`: (10) one pool over several backends.
+- :mod:`benchmarks.aio`: (11) the asyncio pool.
 - :mod:`benchmarks.server`: the echo server, run in its own process.
 """

@@ -33,19 +33,20 @@ import subprocess
 import sys
 import threading
 import time
-from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-import blinker
 import grpc
 
 import grpcpool.aio
 from benchmarks.footprint import rss_kib
 from benchmarks.harness import (
     Figure,
+    Goal,
     Settings,
+    compared,
+    guarded,
+    guarded_async,
     interleave,
     median,
     ns_per_call,
@@ -53,10 +54,9 @@ from benchmarks.harness import (
     pinned,
     split_cpus,
 )
-from benchmarks.lifecycle import BACKOFF
+from benchmarks.lifecycle import BACKOFF, Events, settled, subscribed
 from benchmarks.pools import channel_options, pool_config, unique_name
 from benchmarks.server import ECHO_METHOD, ServerProcess
-from grpcpool import telemetry
 
 __all__ = ["run"]
 
@@ -70,6 +70,8 @@ READY_TIMEOUT = 60.0
 _DOWN_TIMEOUT = 10.0
 _CHILD_TIMEOUT = 120.0
 _SETTLE = 1.0
+# Seconds the last channel.connected events get once the pool is ready again.
+_EVENT_TIMEOUT = 2.0
 
 # A caller: returns the multi-callable for the next RPC.
 Picker = Callable[[], Any]
@@ -135,20 +137,17 @@ async def _figure_11a(settings: Settings, port: int) -> list[Figure]:
     finally:
         for channel in channels:
             await channel.close()
-    ours, theirs = median(results["pool"]), median(results["hand-made"])
     return [
-        Figure(
+        compared(
             "11a",
             f"aio unary echo via pool.channel(), callable built once "
             f"({TASKS} tasks, {size} connections, 64 B echo)",
-            ours,
+            results["pool"],
             "calls/s",
             f"{size} hand-made distinct grpc.aio channels",
-            theirs,
-            ours / theirs,
-            ">= 0.97x",
-            ours / theirs >= 0.97,
-            f"one event loop; {rounds} rounds of {TASKS * calls} calls per side, interleaved",
+            results["hand-made"],
+            goal=Goal(">=", 0.97, ">= 0.97x"),
+            note=f"one event loop; {rounds} rounds of {TASKS * calls} calls per side, interleaved",
         )
     ]
 
@@ -177,19 +176,16 @@ async def _figure_11d(settings: Settings, port: int) -> list[Figure]:
         }
         # Inside the loop: get_channel checks that it is called on the pool's loop.
         results = interleave(rounds, runs)
-    ours, bare = median(results["pool"]), median(results["bare"])
     return [
-        Figure(
+        compared(
             "11d",
             f"aio pool.get_channel() inside the running loop, size {size}, round_robin",
-            ours,
+            results["pool"],
             "ns/call",
             "bare tuple[next(c) % n]",
-            bare,
-            ours / bare,
-            "<= 5x",
-            ours / bare <= 5.0,
-            f"inside: asyncio.get_running_loop() (the check that the caller runs on the "
+            results["bare"],
+            goal=Goal("<=", 5.0, "<= 5x"),
+            note=f"inside: asyncio.get_running_loop() (the check that the caller runs on the "
             f"pool's loop) {median(results['loop check']):.0f} ns, view.pick() "
             f"{median(results['pick']):.0f} ns",
         )
@@ -274,47 +270,6 @@ def _figure_11b(settings: Settings, port: int) -> list[Figure]:
 # --- 11c -------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass
-class _Events:
-    """Timestamps (time.monotonic) of one pool's telemetry events, taken on the loop."""
-
-    pool: str
-    down: dict[str, float] = dataclasses.field(default_factory=dict)
-    scheduled: dict[str, list[tuple[float, float]]] = dataclasses.field(
-        default_factory=lambda: defaultdict(list)
-    )
-    connected: dict[str, list[float]] = dataclasses.field(default_factory=lambda: defaultdict(list))
-
-    def on_down(self, sender: str, measurements: Any, metadata: dict[str, Any]) -> None:
-        if sender == self.pool:
-            self.down.setdefault(metadata["worker_id"], time.monotonic())
-
-    def on_scheduled(self, sender: str, measurements: Any, metadata: dict[str, Any]) -> None:
-        if sender == self.pool:
-            delay = measurements["delay_ms"] / 1e3
-            self.scheduled[metadata["worker_id"]].append((time.monotonic(), delay))
-
-    def on_connected(self, sender: str, measurements: Any, metadata: dict[str, Any]) -> None:
-        if sender == self.pool:
-            self.connected[metadata["worker_id"]].append(time.monotonic())
-
-
-@contextmanager
-def _subscribed(events: _Events) -> Iterator[None]:
-    pairs: list[tuple[blinker.NamedSignal, Any]] = [
-        (telemetry.channel_connection_down, events.on_down),
-        (telemetry.channel_reconnect_scheduled, events.on_scheduled),
-        (telemetry.channel_connected, events.on_connected),
-    ]
-    for signal, receiver in pairs:
-        signal.connect(receiver, weak=False)
-    try:
-        yield
-    finally:
-        for signal, receiver in pairs:
-            signal.disconnect(receiver)
-
-
 async def _wait_for(predicate: Callable[[], bool], pool: grpcpool.aio.Pool, timeout: float) -> bool:
     """Waits on the pool's changes until ``predicate`` holds or ``timeout`` seconds pass."""
     deadline = time.monotonic() + timeout
@@ -336,16 +291,17 @@ class _Kill:
 
 async def _kill_rounds(size: int, rounds: int) -> list[_Kill]:
     name = unique_name("aio-kill")
-    events = _Events(name)
+    events = Events(name)
     results: list[_Kill] = []
     server = ServerProcess()
     try:
         config = pool_config(server.port, size, name, connection=BACKOFF)
         async with grpcpool.aio.Pool(config) as pool:
             await pool.await_ready(timeout=READY_TIMEOUT, min_ready=size)
-            with _subscribed(events):
+            with subscribed(events):
                 for _ in range(rounds):
-                    events.down.clear()
+                    with events.lock:
+                        events.down.clear()
                     killed_at = time.monotonic()
                     server.kill()
                     if not await _wait_for(lambda: not pool.view.channels, pool, _DOWN_TIMEOUT):
@@ -355,24 +311,16 @@ async def _kill_rounds(size: int, rounds: int) -> list[_Kill]:
                         raise RuntimeError(
                             f"only {len(events.down)} of {size} workers saw the kill"
                         )
-                    detection = [at - killed_at for at in events.down.values()]
+                    with events.lock:
+                        detection = [at - killed_at for at in events.down.values()]
                     # Off the loop: starting a process takes long, and the workers' timers must run.
                     server = await asyncio.to_thread(ServerProcess, server.port)
                     back_at = server.ready_at
                     await pool.await_ready(timeout=_DOWN_TIMEOUT, min_ready=size)
                     all_ready = time.monotonic() - back_at
-                    excess = []
-                    for worker in events.down:
-                        connected = min(t for t in events.connected[worker] if t > back_at)
-                        due = max(
-                            (
-                                at + delay
-                                for at, delay in events.scheduled[worker]
-                                if at < connected
-                            ),
-                            default=back_at,
-                        )
-                        excess.append(connected - back_at - max(0.0, due - back_at))
+                    recovered = functools.partial(events.all_recovered, back_at)
+                    await _wait_for(recovered, pool, _EVENT_TIMEOUT)
+                    excess = [extra for _, extra in settled(events.recoveries(back_at))]
                     results.append(_Kill(detection, empty, all_ready, excess))
     finally:
         server.stop()
@@ -423,9 +371,9 @@ def _figure_11c(settings: Settings) -> list[Figure]:
 # --- the group -------------------------------------------------------------------------
 
 
-async def _on_loop(settings: Settings, port: int) -> tuple[Figure, Figure]:
-    (rpc,) = await _figure_11a(settings, port)
-    (hot,) = await _figure_11d(settings, port)
+async def _on_loop(settings: Settings, port: int) -> tuple[list[Figure], list[Figure]]:
+    rpc = await guarded_async("11a", "aio unary echo", lambda: _figure_11a(settings, port))
+    hot = await guarded_async("11d", "aio pool.get_channel()", lambda: _figure_11d(settings, port))
     return rpc, hot
 
 
@@ -436,14 +384,18 @@ def run(settings: Settings) -> list[Figure]:
     with ServerProcess(threads=16, cpus=server_cpus) as server:
         with pinned(set(client)) if client is not None else contextlib.nullcontext():
             rpc, hot = asyncio.run(_on_loop(settings, server.port))
-        footprint = _figure_11b(settings, server.port)
+        footprint = guarded("11b", "aio pool footprint", lambda: _figure_11b(settings, server.port))
     if client is not None and server_cpus is not None:
         where = (
             f"client pinned to CPU {','.join(map(str, sorted(client)))}, "
             f"server process to CPU {','.join(map(str, sorted(server_cpus)))}"
         )
-        rpc = dataclasses.replace(rpc, note=f"{rpc.note}; {where}")
-    return [rpc, *footprint, *_figure_11c(settings), hot]
+        rpc = [
+            figure if figure.error else dataclasses.replace(figure, note=f"{figure.note}; {where}")
+            for figure in rpc
+        ]
+    kills = guarded("11c", "aio server kill and restart", lambda: _figure_11c(settings))
+    return [*rpc, *footprint, *kills, *hot]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -34,7 +34,7 @@ from typing import Any
 import grpc
 
 import grpcpool
-from benchmarks.harness import Figure, Settings, interleave, median
+from benchmarks.harness import Figure, Goal, Settings, compared, guarded, interleave
 from benchmarks.pools import channel_options, running_pool, unique_name
 from benchmarks.server import WHERE_METHOD, ServerProcess
 from grpcpool import Config, telemetry
@@ -211,7 +211,6 @@ def _figure_10a(settings: Settings, port: int) -> list[Figure]:
                 for label, stub in stubs.items()
             },
         )
-    pool, rr = median(results["pool"]), median(results["round_robin"])
     failed = sum(sum(t.failed.values()) for t in tallies.values())
     note = (
         f"calls per backend .1/.2/.3 over {rounds} rounds of {seconds:g} s, {threads} callers: "
@@ -220,18 +219,17 @@ def _figure_10a(settings: Settings, port: int) -> list[Figure]:
         f"{_counts(tallies['pick_first'], HOSTS)}; failed calls {failed}"
     )
     return [
-        Figure(
+        compared(
             "10a",
             f"calls per backend, busiest/idlest: 3 backends, pool of {SPREAD_SIZE} via "
             "grpcpool.channel (round_robin)",
-            pool,
+            results["pool"],
             "x",
             "one grpcio channel, round_robin LB (pick_first: every call on one backend)",
-            rr,
-            None,
-            f"<= {SPREAD_GOAL}",
-            pool <= SPREAD_GOAL,
-            note,
+            results["round_robin"],
+            goal=Goal("<=", SPREAD_GOAL, f"<= {SPREAD_GOAL}"),
+            judge="value",
+            note=note,
         )
     ]
 
@@ -365,7 +363,7 @@ def run(settings: Settings) -> list[Figure]:
     with _backends(HOSTS) as servers:
         port = servers[0].port
         return [
-            *_figure_10a(settings, port),
-            *_figure_10b(settings, port),
-            *_figure_10c(settings, port),
+            *guarded("10a", "calls per backend", lambda: _figure_10a(settings, port)),
+            *guarded("10b", "a new backend", lambda: _figure_10b(settings, port)),
+            *guarded("10c", "max_age refreshes", lambda: _figure_10c(settings, port)),
         ]

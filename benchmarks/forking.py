@@ -48,7 +48,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from benchmarks.harness import Figure, Settings
+from benchmarks.harness import Figure, Settings, not_measured
 from benchmarks.server import ServerProcess
 
 __all__ = ["CHILDREN", "CHILD_TIMEOUT", "POOL_SIZE", "fork_children", "run"]
@@ -299,29 +299,39 @@ def run(settings: Settings) -> list[Figure]:
                 results[state, fork_support] = _measure(
                     server.port, state, fork_support, size, children
                 )
-    nan = float("nan")
     figures = []
     keys = iter(("8a", "8b", "8c", "8d"))
     for fork_support in (False, True):
         setting = f"{FORK_SUPPORT}={'1' if fork_support else 'unset'}"
         bare = results["bare", fork_support]
         pool = results["pool", fork_support]
-        bare_crashed = float(bare.get("crashed", nan))
-        pool_crashed = float(pool.get("crashed", nan))
-        figures.append(
-            Figure(
-                next(keys),
-                f"children crashed, of {children} forked: {size} idle plain channels "
-                f"(never subscribed), {setting}",
-                bare_crashed,
-                "children",
-                note=_describe(bare, children),
-            )
+        bare_measure = (
+            f"children crashed, of {children} forked: {size} idle plain channels "
+            f"(never subscribed), {setting}"
         )
+        pool_measure = f"children crashed, of {children} forked: idle pool of {size}, {setting}"
+        bare_key, pool_key = next(keys), next(keys)
+        if "error" in bare:
+            figures.append(not_measured(bare_key, bare_measure, bare["error"]))
+        else:
+            figures.append(
+                Figure(
+                    bare_key,
+                    bare_measure,
+                    bare["crashed"],
+                    "children",
+                    note=_describe(bare, children),
+                )
+            )
+        if "error" in pool or "error" in bare:
+            why = pool.get("error") or f"its baseline ({bare_key}) was not measured"
+            figures.append(not_measured(pool_key, pool_measure, why))
+            continue
+        bare_crashed, pool_crashed = float(bare["crashed"]), float(pool["crashed"])
         figures.append(
             Figure(
-                next(keys),
-                f"children crashed, of {children} forked: idle pool of {size}, {setting}",
+                pool_key,
+                pool_measure,
                 pool_crashed,
                 "children",
                 baseline=f"{size} plain channels, same setting",

@@ -1,21 +1,31 @@
-"""The small harness the benchmarks share: rounds, medians, figures, tables.
+"""The small harness the benchmarks share: rounds, medians, goals, figures.
 
 Every figure is the median of repeated rounds, and a figure and its baseline
 are measured in the same rounds, interleaved (A, B, A, B, ...), so that a
-slow moment of the machine hits both alike. Ratios are taken between the two
-medians.
+slow moment of the machine hits both alike. A ratio is taken round by round
+(A over the B of the same round), and the figure reports the median of those
+ratios with their spread (lowest..highest): on a shared machine one run's
+rounds can disagree by more than the margin a goal leaves, and a verdict
+judged on one number would then flip from run to run. So a goal is judged
+on the median, and called "within noise" when the spread straddles it.
+
+A figure that cannot be measured (its code raised, or it got no sample) is
+reported as "not measured" with the reason, beside the others:
+:func:`guarded` turns the exception into such a figure.
 """
 
 from __future__ import annotations
 
 import contextlib
+import operator
 import os
 import platform
 import statistics
 import sys
 import time
 import timeit
-from collections.abc import Callable, Iterator, Mapping
+import traceback
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
@@ -23,16 +33,21 @@ from typing import Any
 
 __all__ = [
     "Figure",
+    "Goal",
     "Settings",
+    "compared",
     "deadline_wait",
+    "describe_error",
+    "failed",
+    "guarded",
+    "guarded_async",
     "interleave",
     "machine",
     "median",
+    "not_measured",
     "ns_per_call",
     "percentile",
     "pinned",
-    "render_markdown",
-    "render_text",
     "split_cpus",
     "stopwatch",
 ]
@@ -49,6 +64,44 @@ class Settings:
         return quick if self.quick else full
 
 
+_OPERATORS: dict[str, Callable[[float, float], bool]] = {
+    "<=": operator.le,
+    "<": operator.lt,
+    ">=": operator.ge,
+    ">": operator.gt,
+}
+
+
+@dataclass(frozen=True)
+class Goal:
+    """A target a number must meet: ``number <op> bound`` (``op`` one of <=, <, >=, >).
+
+    Attributes:
+        op: The comparison.
+        bound: The number it compares with.
+        text: How the table shows it (``"<= 5x"``); ``op`` and ``bound`` by default.
+    """
+
+    op: str
+    bound: float
+    text: str = ""
+
+    def __post_init__(self) -> None:
+        if self.op not in _OPERATORS:
+            raise ValueError(f"Goal.op must be one of {sorted(_OPERATORS)}, got {self.op!r}")
+
+    def __str__(self) -> str:
+        return self.text or f"{self.op} {self.bound:g}"
+
+    def holds(self, number: float) -> bool:
+        """Whether ``number`` meets the goal (never for NaN)."""
+        return number == number and _OPERATORS[self.op](number, self.bound)
+
+    def straddled(self, low: float, high: float) -> bool:
+        """Whether a spread from ``low`` to ``high`` has rounds on both sides of the goal."""
+        return self.holds(low) != self.holds(high)
+
+
 @dataclass(frozen=True)
 class Figure:
     """One measured figure beside its baseline.
@@ -56,14 +109,23 @@ class Figure:
     Attributes:
         key: The issue's figure number plus a letter (``"1a"``).
         measure: What was measured.
-        value: The median, in ``unit``.
+        value: The median, in ``unit`` (NaN when not measured).
         unit: ``"ns/call"``, ``"calls/s"``, ``"ms"``, ...
         baseline: What it is compared with (empty if nothing).
         baseline_value: The baseline's median in the same unit.
-        ratio: ``value / baseline_value`` (or as ``target`` says).
+        ratio: The median of the per-round ``value / baseline_value``.
         target: The issue's target, in words (empty if none).
-        met: Whether the target is met; ``None`` when there is no target.
+        met: Whether the target is met (judged on the median); ``None`` when
+            there is no target or nothing was measured.
         note: Anything a reader needs to interpret the row.
+        spread: The lowest and highest per-round number the target is judged
+            on (the ratio's when there is one, else the value's); ``None``
+            for a figure without rounds.
+        spread_of: ``"ratio"`` or ``"value"``: which number ``spread`` is of.
+        rounds: How many rounds ``spread`` covers.
+        noise: The spread straddles the target: some rounds met it and some
+            did not, so the verdict is within noise.
+        error: Why the figure was not measured (empty when it was).
     """
 
     key: str
@@ -76,19 +138,141 @@ class Figure:
     target: str = ""
     met: bool | None = None
     note: str = ""
+    spread: tuple[float, float] | None = None
+    spread_of: str = "ratio"
+    rounds: int = 0
+    noise: bool = False
+    error: str = ""
+
+    @property
+    def verdict(self) -> str:
+        """``met``, ``NOT MET``, ``within noise (median met)``, ..., or empty without a target."""
+        if self.error:
+            return "not measured"
+        if self.met is None:
+            return ""
+        judged = "met" if self.met else "not met"
+        if self.noise:
+            return f"within noise (median {judged})"
+        return "met" if self.met else "NOT MET"
 
 
-def median(values: list[float]) -> float:
+def median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def percentile(values: list[float], fraction: float) -> float:
+def percentile(values: Sequence[float], fraction: float) -> float:
     """Nearest-rank percentile (``fraction`` in [0, 1]) of ``values``."""
     if not values:
         return float("nan")
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
     return ordered[index]
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    """``numerator / denominator``; over 0 it is inf (or NaN for 0 / 0), never an error."""
+    if denominator:
+        return numerator / denominator
+    return float("nan") if numerator == 0 else float("inf")
+
+
+def compared(
+    key: str,
+    measure: str,
+    values: Sequence[float],
+    unit: str,
+    baseline: str = "",
+    baselines: Sequence[float] = (),
+    *,
+    goal: Goal | None = None,
+    judge: str = "ratio",
+    note: str = "",
+) -> Figure:
+    """A figure from per-round samples: medians, per-round ratios, spread and verdict.
+
+    ``values[i]`` and ``baselines[i]`` must come from the same round of an
+    interleaved run, so each round's ratio compares two measurements taken
+    moments apart. ``judge`` says whether ``goal`` applies to the ratio or
+    to the value itself; either way the verdict is the median's, and the
+    spread of the same per-round numbers says whether it is within noise.
+
+    Raises:
+        ValueError: No rounds, or the two sides have different round counts
+            (a figure must not be built from a partial run).
+    """
+    if not values:
+        raise ValueError(f"figure {key}: no rounds measured")
+    if baselines and len(baselines) != len(values):
+        raise ValueError(
+            f"figure {key}: {len(values)} rounds measured but {len(baselines)} of the baseline"
+        )
+    if judge not in ("ratio", "value"):
+        raise ValueError(f"judge must be 'ratio' or 'value', got {judge!r}")
+    ratios = [_ratio(a, b) for a, b in zip(values, baselines, strict=True)] if baselines else []
+    judged = ratios if judge == "ratio" and ratios else list(values)
+    spread_of = "ratio" if judged is ratios else "value"
+    known = [number for number in judged if number == number]
+    spread = (min(known), max(known)) if known else None
+    centre = median(known)
+    met = goal.holds(centre) if goal is not None else None
+    return Figure(
+        key,
+        measure,
+        median(values),
+        unit,
+        baseline,
+        median(baselines) if baselines else None,
+        median([r for r in ratios if r == r]) if ratios else None,
+        str(goal) if goal is not None else "",
+        met,
+        note,
+        spread,
+        spread_of,
+        len(judged),
+        goal is not None and spread is not None and goal.straddled(*spread),
+    )
+
+
+def not_measured(key: str, measure: str, why: str) -> Figure:
+    """A row saying that figure ``key`` could not be measured, and why."""
+    return Figure(key, measure, float("nan"), "", error=why)
+
+
+def guarded(key: str, measure: str, run: Callable[[], list[Figure]]) -> list[Figure]:
+    """``run()``'s figures, or one "not measured" row for ``key`` if it raised.
+
+    One figure's failure (a server that would not start, a sample that came
+    back empty) must not cost the figures measured before or after it. The
+    traceback goes to stderr for whoever debugs it; the row gets the one-line
+    reason.
+    """
+    try:
+        return run()
+    except Exception as error:
+        return failed(key, measure, error)
+
+
+async def guarded_async(
+    key: str, measure: str, run: Callable[[], Awaitable[list[Figure]]]
+) -> list[Figure]:
+    """:func:`guarded` for a coroutine, awaited on the running loop."""
+    try:
+        return await run()
+    except Exception as error:
+        return failed(key, measure, error)
+
+
+def failed(key: str, measure: str, error: Exception) -> list[Figure]:
+    """The "not measured" row for ``error``; its traceback goes to stderr."""
+    traceback.print_exception(error, file=sys.stderr)
+    return [not_measured(key, measure, describe_error(error))]
+
+
+def describe_error(error: BaseException) -> str:
+    """``ValueError: min() arg is an empty sequence``, on one line, not too long."""
+    text = " ".join(f"{type(error).__name__}: {error}".split())
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def interleave(rounds: int, runs: Mapping[str, Callable[[], float]]) -> dict[str, list[float]]:
@@ -205,79 +389,3 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "?"
-
-
-# --- rendering -------------------------------------------------------------------
-
-_HEADERS = ("#", "measure", "value", "baseline", "baseline value", "ratio", "target", "met")
-
-
-def _number(value: float | None, unit: str = "") -> str:
-    if value is None:
-        return ""
-    if value != value:  # NaN
-        return "n/a"
-    magnitude = abs(value)
-    if float(value).is_integer() and magnitude < 1000:
-        text = f"{value:.0f}"  # a count (children, threads) reads as one
-    elif magnitude >= 1000:
-        text = f"{value:,.0f}"
-    elif magnitude >= 100:
-        text = f"{value:.0f}"
-    elif magnitude >= 10:
-        text = f"{value:.1f}"
-    else:
-        text = f"{value:.2f}"
-    return f"{text} {unit}".strip()
-
-
-def _ratio(value: float | None) -> str:
-    if value is None:
-        return ""
-    if value != value:
-        return "n/a"
-    return f"{value:.3f}x" if value < 10 else f"{value:.1f}x"
-
-
-def _met(value: bool | None) -> str:
-    return "" if value is None else ("met" if value else "NOT MET")
-
-
-def _rows(figures: list[Figure]) -> list[tuple[str, ...]]:
-    return [
-        (
-            figure.key,
-            figure.measure,
-            _number(figure.value, figure.unit),
-            figure.baseline,
-            _number(figure.baseline_value, figure.unit),
-            _ratio(figure.ratio),
-            figure.target,
-            _met(figure.met),
-        )
-        for figure in figures
-    ]
-
-
-def render_text(figures: list[Figure]) -> str:
-    """An aligned plain-text table for the terminal."""
-    rows = [_HEADERS, *_rows(figures)]
-    widths = [max(len(row[column]) for row in rows) for column in range(len(_HEADERS))]
-    lines = []
-    for number, row in enumerate(rows):
-        lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
-        if number == 0:
-            lines.append("  ".join("-" * width for width in widths))
-    return "\n".join(line.rstrip() for line in lines)
-
-
-def render_markdown(figures: list[Figure]) -> str:
-    """The same table as Markdown."""
-    lines = [
-        "| " + " | ".join(_HEADERS) + " |",
-        "|" + "|".join("---" for _ in _HEADERS) + "|",
-    ]
-    for row in _rows(figures):
-        cells = [cell.replace("|", "\\|") for cell in row]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)

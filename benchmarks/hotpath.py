@@ -22,6 +22,7 @@ closes every connection at once.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import itertools
 import json
@@ -35,7 +36,17 @@ from typing import Any
 import pykka
 
 import grpcpool
-from benchmarks.harness import Figure, Settings, interleave, median, ns_per_call
+from benchmarks.harness import (
+    Figure,
+    Goal,
+    Settings,
+    compared,
+    guarded,
+    interleave,
+    median,
+    not_measured,
+    ns_per_call,
+)
 from benchmarks.pools import pool_config, running_pool, unique_name
 from benchmarks.server import ServerProcess
 from grpcpool.pools import lookup
@@ -64,11 +75,13 @@ def measure_size(
     number: int,
     strategy: str | None = None,
     breakdown: bool = False,
-) -> dict[str, float]:
-    """ns per call of ``get_channel(name)`` and of the bare read, medians of ``rounds``.
+    other: str | None = None,
+) -> dict[str, list[float]]:
+    """ns per call of ``get_channel(name)`` and of the bare read, one per round.
 
     With ``strategy``, also of that strategy's picker alone; with
-    ``breakdown``, also of the steps inside ``get_channel``.
+    ``breakdown``, also of the steps inside ``get_channel``; with ``other``
+    (another pool's name), also of ``get_channel(other)`` in the same rounds.
     """
     runs = {
         "pool": ns_per_call(
@@ -76,6 +89,10 @@ def measure_size(
         ),
         "bare": ns_per_call("t[next(c) % n]", _bare_read(size), number),
     }
+    if other is not None:
+        runs["other"] = ns_per_call(
+            "get_channel(name)", {"get_channel": grpcpool.get_channel, "name": other}, number
+        )
     if strategy is not None:
         pick = resolve_strategy(strategy).picker(tuple(range(size)))
         runs["select"] = ns_per_call("pick()", {"pick": pick}, number)
@@ -85,11 +102,10 @@ def measure_size(
         runs["lookup"] = ns_per_call("lookup(name)", {"lookup": lookup, "name": name}, number)
         runs["state"] = ns_per_call("entry.get_channel()", {"entry": entry}, number)
         runs["select"] = ns_per_call("view.pick()", {"view": entry.view}, number)
-    results = interleave(rounds, runs)
-    return {key: median(values) for key, values in results.items()}
+    return interleave(rounds, runs)
 
 
-def _measure_in_child(port: int, size: int, rounds: int, number: int) -> dict[str, float]:
+def _measure_in_child(port: int, size: int, rounds: int, number: int, other: int) -> dict[str, Any]:
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     command = [
         sys.executable,
@@ -99,6 +115,7 @@ def _measure_in_child(port: int, size: int, rounds: int, number: int) -> dict[st
         f"--size={size}",
         f"--rounds={rounds}",
         f"--number={number}",
+        f"--other={other}",
     ]
     done = subprocess.run(
         command, cwd=root, capture_output=True, text=True, timeout=_CHILD_TIMEOUT, check=False
@@ -106,8 +123,26 @@ def _measure_in_child(port: int, size: int, rounds: int, number: int) -> dict[st
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
         raise RuntimeError(f"hotpath child failed ({done.returncode}): {done.stderr[-2000:]}")
-    answer: dict[str, float] = json.loads(lines[-1])
+    answer: dict[str, Any] = json.loads(lines[-1])
     return answer
+
+
+def _measure(
+    port: int, size: int, rounds: int, number: int, breakdown: bool, other: int
+) -> dict[str, Any]:
+    """:func:`measure_size` for a pool of ``size``, beside a pool of ``other`` if not 0."""
+    if size >= _CHILD_SIZE:
+        return _measure_in_child(port, size, rounds, number, other)
+    name, other_name = unique_name("hot"), unique_name("hot")
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(running_pool(pool_config(port, size, name)))
+        if other:
+            stack.enter_context(running_pool(pool_config(port, other, other_name)))
+        return dict(
+            measure_size(
+                name, size, rounds, number, breakdown=breakdown, other=other_name if other else None
+            )
+        )
 
 
 def _figure_1(settings: Settings, port: int) -> list[Figure]:
@@ -115,73 +150,75 @@ def _figure_1(settings: Settings, port: int) -> list[Figure]:
     number = settings.pick(200_000, 2_000)
     sizes = settings.pick(SIZES, (1, 2, 3))
     small: int = settings.pick(8, 2)
+    large = max(sizes)
+    five = Goal("<=", 5.0, "<= 5x")
     figures: list[Figure] = []
-    per_size: dict[int, float] = {}
     for size in sizes:
-        if size >= _CHILD_SIZE:
-            result = _measure_in_child(port, size, rounds, number)
-        else:
-            name = unique_name("hot")
-            with running_pool(pool_config(port, size, name)):
-                result = measure_size(name, size, rounds, number, breakdown=size == small)
-        per_size[size] = result["pool"]
-        ratio = result["pool"] / result["bare"]
-        figures.append(
-            Figure(
-                "1a",
-                f"get_channel(name), size {size}, round_robin",
-                result["pool"],
-                "ns/call",
-                "bare tuple[next(c) % n]",
-                result["bare"],
-                ratio,
-                "<= 5x",
-                ratio <= 5.0,
-                _size_note(size, small, result),
-            )
-        )
+        measure = f"get_channel(name), size {size}, round_robin"
+
+        def one(size: int = size, measure: str = measure) -> list[Figure]:
+            other = small if size == large and large > small else 0
+            result = _measure(port, size, rounds, number, size == small, other)
+            found = [
+                compared(
+                    "1a",
+                    measure,
+                    result["pool"],
+                    "ns/call",
+                    "bare tuple[next(c) % n]",
+                    result["bare"],
+                    goal=five,
+                    note=_size_note(size, small, result),
+                )
+            ]
+            if other:
+                # The same rounds timed both pools: no drift between them.
+                found.append(
+                    compared(
+                        "1c",
+                        f"flatness: get_channel at size {size} / at size {other}",
+                        result["pool"],
+                        "ns/call",
+                        f"get_channel at size {other}, same rounds",
+                        result["other"],
+                        goal=Goal("<=", 1.25, "flat (<= 1.25x)"),
+                        note="O(1): no cost grows with the pool",
+                    )
+                )
+            return found
+
+        figures.extend(guarded("1a", measure, one))
+    flatness = [figure for figure in figures if figure.key == "1c"]
+    figures = [figure for figure in figures if figure.key != "1c"]
+    if large > small and not flatness:
+        flatness = [not_measured("1c", "flatness", f"the size {large} measurement failed (see 1a)")]
     for strategy in STRATEGIES[1:]:
-        name = unique_name("hot")
-        with running_pool(pool_config(port, small, name, strategy=strategy)):
-            result = measure_size(name, small, rounds, number, strategy)
-        ratio = result["pool"] / result["bare"]
-        figures.append(
-            Figure(
-                "1b",
-                f"get_channel(name), size {small}, {strategy}",
-                result["pool"],
-                "ns/call",
-                "bare tuple[next(c) % n]",
-                result["bare"],
-                ratio,
-                "",  # the <= 5x target is the default strategy's (1a)
-                None,
-                f"{strategy} picker alone: {result['select']:.0f} ns/call; each "
-                "CPython random() draw costs about as much as the whole bare tuple read",
-            )
-        )
-    large = max(per_size)
-    base = min((size for size in per_size if size > 1), default=large)
-    if large > base:
-        spread = per_size[large] / per_size[base]
-        figures.append(
-            Figure(
-                "1c",
-                f"flatness: get_channel at size {large} / at size {base}",
-                per_size[large],
-                "ns/call",
-                f"get_channel at size {base}",
-                per_size[base],
-                spread,
-                "flat (<= 1.25x)",
-                spread <= 1.25,
-                "O(1): no cost grows with the pool",
-            )
-        )
-    return figures
+        measure = f"get_channel(name), size {small}, {strategy}"
+
+        def picked(strategy: str = strategy, measure: str = measure) -> list[Figure]:
+            name = unique_name("hot")
+            with running_pool(pool_config(port, small, name, strategy=strategy)):
+                result = measure_size(name, small, rounds, number, strategy)
+            return [
+                compared(
+                    "1b",
+                    measure,
+                    result["pool"],
+                    "ns/call",
+                    "bare tuple[next(c) % n]",
+                    result["bare"],
+                    # The <= 5x target is the default strategy's (1a).
+                    note=f"{strategy} picker alone: {median(result['select']):.0f} ns/call; "
+                    "each CPython random() draw costs about as much as the whole bare "
+                    "tuple read",
+                )
+            ]
+
+        figures.extend(guarded("1b", measure, picked))
+    return figures + flatness
 
 
-def _size_note(size: int, small: int, result: dict[str, float]) -> str:
+def _size_note(size: int, small: int, result: dict[str, Any]) -> str:
     if size == 1:
         return "size 1 skips the strategy"
     if size >= _CHILD_SIZE:
@@ -195,9 +232,9 @@ def _size_note(size: int, small: int, result: dict[str, float]) -> str:
         return f"measured in a child process; {stopped}"
     if size == small and "lookup" in result:
         return (
-            f"inside get_channel(name): lookup(name) {result['lookup']:.0f} ns, "
-            f"PoolEntry.get_channel() {result['state']:.0f} ns, "
-            f"of which view.pick() {result['select']:.0f} ns"
+            f"inside get_channel(name): lookup(name) {median(result['lookup']):.0f} ns, "
+            f"PoolEntry.get_channel() {median(result['state']):.0f} ns, "
+            f"of which view.pick() {median(result['select']):.0f} ns"
         )
     return ""
 
@@ -231,18 +268,15 @@ def _figure_2(settings: Settings, port: int) -> list[Figure]:
             )
     finally:
         actor.stop(timeout=10)
-    proxy, ask = median(results["proxy"]), median(results["ask"])
     return [
-        Figure(
+        compared(
             "2",
             f"pool_proxy.get_channel().get(), size {size}",
-            proxy,
+            results["proxy"],
             "ns/call",
             "pykka ask to a trivial actor",
-            ask,
-            proxy / ask,
-            "<= 0.05x (1/20)",
-            proxy / ask <= 0.05,
+            results["ask"],
+            goal=Goal("<=", 0.05, "<= 0.05x (1/20)"),
         )
     ]
 
@@ -282,24 +316,19 @@ def _figure_3(settings: Settings, port: int) -> list[Figure]:
                 for threads in THREADS
             },
         )
-    single = median(results["1"])
     figures = []
     for threads in THREADS:
         cost = median(results[str(threads)])
-        ratio = cost / single
-        target = "<= 1.5x" if threads == 16 else ""
         figures.append(
-            Figure(
+            compared(
                 "3",
                 f"get_channel aggregate, {threads} thread(s), size {size} "
                 f"({1e9 / cost / 1e6:.2f} M calls/s)",
-                cost,
+                results[str(threads)],
                 "ns/call",
                 "1 thread",
-                single,
-                ratio,
-                target,
-                (ratio <= 1.5) if threads == 16 else None,
+                results["1"],
+                goal=Goal("<=", 1.5, "<= 1.5x") if threads == 16 else None,
             )
         )
     return figures
@@ -310,8 +339,10 @@ def run(settings: Settings) -> list[Figure]:
     with ServerProcess() as server:
         return [
             *_figure_1(settings, server.port),
-            *_figure_2(settings, server.port),
-            *_figure_3(settings, server.port),
+            *guarded(
+                "2", "pool_proxy.get_channel().get()", lambda: _figure_2(settings, server.port)
+            ),
+            *guarded("3", "get_channel aggregate", lambda: _figure_3(settings, server.port)),
         ]
 
 
@@ -321,12 +352,21 @@ def _child(argv: list[str]) -> None:
     parser.add_argument("--size", type=int, required=True)
     parser.add_argument("--rounds", type=int, required=True)
     parser.add_argument("--number", type=int, required=True)
+    parser.add_argument("--other", type=int, default=0, help="size of a second pool timed alike")
     args = parser.parse_args(argv)
-    name = unique_name("hot")
-    config = pool_config(args.port, args.size, name)
-    supervisor = grpcpool.Supervisor.start(children=[grpcpool.PoolSpec(config, name=name)])
-    grpcpool.await_ready(name, timeout=60.0, min_ready=args.size)
-    result = measure_size(name, args.size, args.rounds, args.number)
+    names = [unique_name("hot")]
+    specs = [grpcpool.PoolSpec(pool_config(args.port, args.size, names[0]), name=names[0])]
+    if args.other:
+        names.append(unique_name("hot"))
+        specs.append(grpcpool.PoolSpec(pool_config(args.port, args.other, names[1]), name=names[1]))
+    supervisor = grpcpool.Supervisor.start(children=specs)
+    for name, spec in zip(names, specs, strict=True):
+        grpcpool.await_ready(name, timeout=60.0, min_ready=spec.config.pool.size)
+    result: dict[str, Any] = dict(
+        measure_size(
+            names[0], args.size, args.rounds, args.number, other=names[1] if args.other else None
+        )
+    )
     # Stop the pool, but give up (and exit, which closes every connection) if
     # that takes more than _CHILD_STOP_WAIT seconds; see the module docstring.
     started = time.perf_counter()

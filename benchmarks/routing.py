@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -33,7 +34,10 @@ from typing import Any
 import grpcpool
 from benchmarks.harness import (
     Figure,
+    Goal,
     Settings,
+    compared,
+    guarded,
     interleave,
     median,
     percentile,
@@ -90,7 +94,7 @@ def _figure_9a(settings: Settings, cpus: frozenset[int] | None) -> list[Figure]:
     size: int = settings.pick(4, 2)
     threads = 4
     calls = settings.pick(400, 20)  # per thread and round
-    rounds = settings.pick(9, 2)
+    rounds = settings.pick(15, 2)
     name = unique_name("routing")
     with (
         ServerProcess(threads=16, cpus=cpus) as server,
@@ -110,19 +114,16 @@ def _figure_9a(settings: Settings, cpus: frozenset[int] | None) -> list[Figure]:
                 for label, pick in pickers.items()
             },
         )
-    pool, hand_made = median(results["pool channel"]), median(results["hand-made"])
     return [
-        Figure(
+        compared(
             "9a",
             f"unary echo via a stub built once on grpcpool.channel() "
             f"({threads} caller threads, pool of {size}, round_robin, 64 B echo)",
-            pool,
+            results["pool channel"],
             "calls/s",
             f"{size} hand-made distinct channels",
-            hand_made,
-            pool / hand_made,
-            ">= 0.97x",
-            pool / hand_made >= 0.97,
+            results["hand-made"],
+            goal=Goal(">=", 0.97, ">= 0.97x"),
         )
     ]
 
@@ -197,11 +198,11 @@ def _figure_9b(settings: Settings, cpus: frozenset[int] | None) -> list[Figure]:
             {label: functools.partial(measure, label, kind, where) for label, kind, where in runs},
         )
 
-    def p(label: str, fraction: float) -> float:
-        return median([percentile(r.latencies, fraction) * 1000 for r in results[label]])
+    def p(label: str, fraction: float) -> list[float]:
+        return [percentile(r.latencies, fraction) * 1000 for r in results[label]]
 
-    def share(label: str) -> float:
-        return median([r.share for r in results[label]])
+    def share(label: str) -> list[float]:
+        return [r.share for r in results[label]]
 
     def detail(label: str) -> str:
         rounds_ = results[label]
@@ -211,54 +212,49 @@ def _figure_9b(settings: Settings, cpus: frozenset[int] | None) -> list[Figure]:
         failures = ", ".join(f"{n} {code}" for code, n in failed.items()) or "0"
         peers = "/".join(str(r.peers) for r in rounds_)
         return (
-            f"p50 {p(label, 0.5):.1f} ms; {share(label):.1f}% of calls on the slow connection; "
-            f"{median([r.rate for r in rounds_]):,.0f} calls/s; "
+            f"p50 {median(p(label, 0.5)):.1f} ms; {median(share(label)):.1f}% of calls on the "
+            f"slow connection; {median([r.rate for r in rounds_]):,.0f} calls/s; "
             f"{sum(r.total for r in rounds_)} calls, failed {failures}; "
             f"server saw {peers} connection(s) per round"
         )
 
     shape = f"pool of {SLOW_WIDTH}, one connection +{SLOW_MS:.0f} ms, {SLOW_CALLERS} callers"
-    least_p99, robin_p99 = p("least_in_flight", 0.99), p("round_robin", 0.99)
     figures = [
-        Figure(
+        compared(
             "9b",
             f"least_in_flight: share of calls on the slow connection ({shape})",
             share("least_in_flight"),
             "%",
             "round_robin",
             share("round_robin"),
-            share("least_in_flight") / share("round_robin"),
-            "<= 10 %",
-            share("least_in_flight") <= 10.0,
+            goal=Goal("<=", 10.0, "<= 10 %"),
+            judge="value",
         ),
-        Figure(
+        compared(
             "9b",
             f"least_in_flight: p99 latency ({shape})",
-            least_p99,
+            p("least_in_flight", 0.99),
             "ms",
             "round_robin p99",
-            robin_p99,
-            least_p99 / robin_p99,
-            "<= 0.333x",
-            least_p99 <= robin_p99 / 3,
-            detail("least_in_flight"),
+            p("round_robin", 0.99),
+            goal=Goal("<=", 1 / 3, "<= 0.333x"),
+            note=detail("least_in_flight"),
         ),
     ]
     for label in ("power_of_two", "round_robin"):
         figures.append(
-            Figure(
+            compared(
                 "9b",
                 f"{label}: p99 latency (same)",
                 p(label, 0.99),
                 "ms",
                 "round_robin p99",
-                robin_p99,
-                p(label, 0.99) / robin_p99,
+                p("round_robin", 0.99),
                 note=detail(label),
             )
         )
     figures.append(
-        Figure(
+        compared(
             "9b",
             f"one channel + connectionScaling (maxConnectionsPerSubchannel {SLOW_WIDTH}): "
             "p99 latency, server max_concurrent_streams 4",
@@ -266,7 +262,6 @@ def _figure_9b(settings: Settings, cpus: frozenset[int] | None) -> list[Figure]:
             "ms",
             "least_in_flight, same server",
             p("limited", 0.99),
-            p("scaling", 0.99) / p("limited", 0.99),
             note=f"{detail('scaling')}; least_in_flight there: {detail('limited')}",
         )
     )
@@ -288,10 +283,17 @@ def _limited_client(kind: str, server: ServerProcess, width: int) -> Iterator[Pi
             yield round_robin_picker(channels)
 
 
+def _failed_share(outcome: Outcome) -> float:
+    """The % of one round's calls that failed."""
+    failed = sum(outcome.failed.values())
+    total = outcome.ok + failed
+    return failed / total * 100 if total else float("nan")
+
+
 def _figure_9c(settings: Settings, cpus: frozenset[int] | None) -> list[Figure]:
     duration = settings.pick(2.0, 0.3)
     width = 8  # as maxConnectionsPerSubchannel in SCALING_CONFIG
-    rounds = settings.pick(3, 1)
+    rounds = settings.pick(7, 2)
     kinds = ("pool channel", "scaling")
     outcomes: dict[str, list[Outcome]] = {kind: [] for kind in kinds}
     with ServerProcess(
@@ -309,7 +311,6 @@ def _figure_9c(settings: Settings, cpus: frozenset[int] | None) -> list[Figure]:
         with _limited_client("scaling", server, width) as pick:  # warm up the server
             drive(pick, 32, duration=settings.pick(0.3, 0.05))
         rates = interleave(rounds, {kind: functools.partial(measure, kind) for kind in kinds})
-    rate = {kind: median(values) for kind, values in rates.items()}
 
     def detail(kind: str) -> str:
         runs = outcomes[kind]
@@ -325,21 +326,27 @@ def _figure_9c(settings: Settings, cpus: frozenset[int] | None) -> list[Figure]:
             f"server saw {peers} connection(s) per round"
         )
 
-    ratio = rate["pool channel"] / rate["scaling"]
+    shape = f"pool of {width} (max_concurrent_streams 4, 20 ms handler, 32 callers)"
     return [
-        Figure(
+        compared(
             "9c",
-            f"pool channel, least_in_flight, pool of {width} "
-            "(max_concurrent_streams 4, 20 ms handler, 32 callers)",
-            rate["pool channel"],
+            f"pool channel, least_in_flight, {shape}",
+            rates["pool channel"],
             "calls/s",
             "one channel + connectionScaling (maxConnectionsPerSubchannel 8)",
-            rate["scaling"],
-            ratio,
-            ">= 1.1x",
-            ratio >= 1.1,
-            f"pool channel: {detail('pool channel')}; connectionScaling: {detail('scaling')}",
-        )
+            rates["scaling"],
+            goal=Goal(">=", 1.1, ">= 1.1x"),
+            note=f"pool channel: {detail('pool channel')}; connectionScaling: {detail('scaling')}",
+        ),
+        compared(
+            "9c",
+            f"failed calls, pool channel, least_in_flight, {shape}",
+            [_failed_share(o) for o in outcomes["pool channel"]],
+            "%",
+            "one channel + connectionScaling, same rounds",
+            [_failed_share(o) for o in outcomes["scaling"]],
+            goal=Goal("<", 1.0, "fewer (< 1x)"),
+        ),
     ]
 
 
@@ -351,18 +358,24 @@ def run(settings: Settings) -> list[Figure]:
         _figure_9c,
     )
     split = split_cpus()
-    if split is None:
-        return [figure for measure in measures for figure in measure(settings, None)]
-    client, server = split
-    with pinned(set(client)):
-        figures = [figure for measure in measures for figure in measure(settings, server)]
+    client, server = split if split is not None else (None, None)
+    with pinned(set(client)) if client is not None else contextlib.nullcontext():
+        figures = [
+            figure
+            for key, measure in zip(("9a", "9b", "9c"), measures, strict=True)
+            for figure in guarded(
+                key, f"figure {key}", functools.partial(measure, settings, server)
+            )
+        ]
+    if client is None or server is None:
+        return figures
     where = (
         f"client pinned to CPU {','.join(map(str, sorted(client)))}, "
         f"server process to CPU {','.join(map(str, sorted(server)))}"
     )
     return [
         dataclasses.replace(figure, note=f"{figure.note}; {where}" if figure.note else where)
-        if figure.key == "9a"
+        if figure.key == "9a" and not figure.error
         else figure
         for figure in figures
     ]

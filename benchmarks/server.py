@@ -1,7 +1,10 @@
 """An echo server in its own process, bound to one loopback address (127.0.0.1 by default).
 
 The parent starts it with :class:`ServerProcess`; the child runs
-``python -m benchmarks.server`` and prints ``READY <port>`` once it listens.
+``python -m benchmarks.server`` and prints ``READY <port> <t>`` once it
+listens, ``t`` being its ``time.monotonic()`` just before it bound the port:
+on Linux that clock is one for every process, so a parent timing a restart
+knows when clients could first connect, not merely when it read the line.
 It serves the raw-bytes echo method ``/test.Echo/Unary`` (the same one as
 ``tests/servers.py``), optionally sleeping in the handler, the standard health
 service, and ``/bench.Stats/Peers``, which answers how many distinct client
@@ -108,13 +111,16 @@ class ServerProcess:
             text=True,
             cwd=root,
         )
-        self.port = self._read_port()
+        self.port, listening_at = self._read_ready()
         self.host = host
         self.target = f"{host}:{self.port}"
-        # When READY was read: the moment clients can connect.
-        self.ready_at = time.monotonic()
+        # No client can have connected before this moment (the child's clock
+        # reading before it bound the port), and the parent reads READY some
+        # time after clients could: timing a restart from the read would let
+        # a client reconnect "before" the server was back.
+        self.ready_at = min(listening_at, time.monotonic())
 
-    def _read_port(self) -> int:
+    def _read_ready(self) -> tuple[int, float]:
         stdout = self._process.stdout
         assert stdout is not None
         line: list[str] = []
@@ -124,7 +130,8 @@ class ServerProcess:
         if not line or not line[0].startswith("READY "):
             self.kill()
             raise RuntimeError(f"echo server did not start: {line!r}")
-        return int(line[0].split()[1])
+        _, port, listening_at = line[0].split()
+        return int(port), float(listening_at)
 
     @property
     def pid(self) -> int:
@@ -276,12 +283,13 @@ def _serve(args: argparse.Namespace) -> None:
         )
     )
     health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), server)
+    listening_at = time.monotonic()  # before the bind: no client can connect earlier
     port = server.add_insecure_port(f"{args.host}:{args.port}")
     if port == 0:
         print(f"FAILED to bind {args.host}:{args.port}", flush=True)
         sys.exit(1)
     server.start()
-    print(f"READY {port}", flush=True)
+    print(f"READY {port} {listening_at!r}", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
         sys.stdin.read()  # returns when the parent closes our stdin
     server.stop(0).wait(_STOP_TIMEOUT)

@@ -1,8 +1,9 @@
 """Smoke test: the benchmark harness runs end to end with tiny counts.
 
 It checks that ``python -m benchmarks`` still works (servers start and stop,
-every figure is produced, RESULTS.md is written), not how fast anything is:
-no timing is asserted.
+every figure is produced with its spread and verdict, RESULTS.md is written,
+and a figure that fails is reported without losing the others), not how fast
+anything is: no timing is asserted.
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ from pathlib import Path
 
 import pytest
 
+import benchmarks.__main__
+from benchmarks import aio
 from benchmarks.__main__ import main
+from benchmarks.harness import Figure, Settings
 
 
 @pytest.mark.slow
@@ -33,6 +37,48 @@ def test_benchmarks_run_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         assert f"| {figure} |" in text, figure
     assert "grpcio" in text
     assert "cores" in text
+    assert "spread (rounds)" in text
+    assert "not measured: 0." in text
+    assert "| not measured" not in text
     assert "targets not met" in printed
     # The harness quiets the library's logs while it runs, and only then.
     assert logging.getLogger("grpcpool").level == logging.NOTSET
+
+
+@pytest.mark.slow
+def test_a_figure_that_fails_is_reported_and_the_others_are_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """11c failing mid-measurement, and a whole group failing, read "not measured: <why>";
+    11a, 11b and 11d are still measured and written, and the exit status says 1."""
+    output = tmp_path / "RESULTS.md"
+
+    def lost_events(recoveries: object) -> list[tuple[float, float]]:
+        # Fails where the figure once did: servers and the pool are running.
+        raise ValueError("min() arg is an empty sequence")
+
+    def broken_group(settings: Settings) -> list[Figure]:
+        raise RuntimeError("echo server did not start: ''")
+
+    monkeypatch.setattr(aio, "settled", lost_events)
+    monkeypatch.setattr(
+        benchmarks.__main__,
+        "GROUPS",
+        (*benchmarks.__main__.GROUPS, ("broken", frozenset({"12"}), broken_group)),
+    )
+
+    assert main(["--quick", "--only", "11,12", "--output", str(output)]) == 1
+
+    printed = capsys.readouterr().out
+    text = output.read_text(encoding="utf-8")
+    for figure in ("11a", "11b", "11d"):
+        rows = [line for line in text.splitlines() if line.startswith(f"| {figure} |")]
+        assert rows, figure
+        assert all("not measured" not in row for row in rows), rows
+    (failed,) = [line for line in text.splitlines() if line.startswith("| 11c |")]
+    assert "not measured: ValueError: min() arg is an empty sequence" in failed
+    (group,) = [line for line in text.splitlines() if line.startswith("| 12 |")]
+    assert "not measured: RuntimeError: echo server did not start" in group
+    assert "not measured: 2." in text
+    assert "not measured: ValueError: min() arg is an empty sequence" in printed
+    assert "not measured: 2" in printed

@@ -342,12 +342,14 @@ class Pool:
                 channel=channel,
                 suspect=suspect,
             )
-            self._poke_balancer()
+            if self._balancer is not None:
+                self._balancer.poke()
 
     def _gone(self, worker: Worker) -> None:
         if self._workers.is_current(worker):
             self._registry.gone(worker.worker_id)
-            self._poke_balancer()
+            if self._balancer is not None:
+                self._balancer.poke()
 
     def _opened(self, channel: grpc.aio.Channel) -> None:
         self._open.add(channel)
