@@ -40,7 +40,8 @@ BACKOFF_MAX = 2.0
 HEALTHY_FOR = 1.0
 ECHO = "/test.Echo/Unary"
 
-pytestmark = pytest.mark.slow
+# The storm, the pool's start and its settling after the last fault.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(seconds_of_storm() + 120)]
 
 
 def chaos_config(backends: Backends) -> Config:
