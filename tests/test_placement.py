@@ -247,6 +247,7 @@ async def test_rolling_restarts_under_max_age_fail_only_calls_in_flight_in_an_as
                 except grpc.RpcError as error:
                     no_ready = isinstance(error, PoolCallError)
                     failures.append((start, time.monotonic(), last_address.get(), no_ready))
+                    await asyncio.sleep(0)  # a call refused at once must not starve the loop
 
         tasks = [asyncio.create_task(caller()) for _ in range(4)]
         try:
