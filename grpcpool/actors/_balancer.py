@@ -36,10 +36,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pykka
-from pykka.messages import ProxyCall
 
 from grpcpool import telemetry
 from grpcpool.actors._resolution import Answers, resolve, timed_out
@@ -47,6 +46,9 @@ from grpcpool.pools._entry import PoolEntry
 from grpcpool.pools._parts import Nudge
 from grpcpool.pools._planner import Candidate, Planner
 from grpcpool.supervisor import SupervisedActor, TimerHandle, send_after
+
+if TYPE_CHECKING:
+    from grpcpool.actors._pool_supervisor import PoolSupervisorProxy
 
 __all__ = ["Balancer", "Rebalance", "WorkersChanged"]
 
@@ -115,7 +117,8 @@ class Balancer(SupervisedActor):
 
     Args:
         entry: The pool's entry (its config and current view).
-        owner: The pool's PoolSupervisor, which repins, adds and retires workers.
+        owner: The pool's PoolSupervisor (its typed proxy), which repins, adds
+            and retires workers; the Balancer never waits on it.
         nudge: Rung by the HealthRegistry when a worker's state changes.
         addresses: The answer the pool started with, if it had one.
         took: How long that answer took (seconds), for its ``pool.resolved``.
@@ -124,7 +127,7 @@ class Balancer(SupervisedActor):
     def __init__(
         self,
         entry: PoolEntry,
-        owner: pykka.ActorRef[Any],
+        owner: PoolSupervisorProxy,
         nudge: Nudge,
         addresses: tuple[str, ...] | None,
         took: float = 0.0,
@@ -303,16 +306,13 @@ class Balancer(SupervisedActor):
             leaving=self._leaving,
         )
         for repin in plan.repins:
-            self._owner.tell(_repin_message(repin.worker_id, repin.address))
+            self._owner.repin_worker(repin.worker_id, repin.address)
         if plan.move is not None and self._move is None:
             self._begin(plan.move)
         self._schedule_tick(plan.wake_in)
 
     def _begin(self, move: Candidate) -> None:
-        started = self._owner.ask(
-            ProxyCall(attr_path=("add_pinned_worker",), args=(move.address,), kwargs={}),
-            block=False,
-        )
+        started = self._owner.add_pinned_worker(move.address)
         self._move = _Move(
             move.worker_id,
             move.address,
@@ -366,7 +366,7 @@ class Balancer(SupervisedActor):
             self._retire(move.added)
         else:
             # Not even started yet: whenever it starts, it is dropped.
-            self._owner.tell(ProxyCall(attr_path=("drop_replacements",), args=(), kwargs={}))
+            self._owner.drop_replacements()
         self._planner.avoid(move.address, time.monotonic())
         self._move = None
 
@@ -380,10 +380,7 @@ class Balancer(SupervisedActor):
         # Not waited for: the supervisor drains the worker's channel, and a
         # worker already gone (scaled down meanwhile) is nothing to retire.
         self._leaving[worker_id] = time.monotonic() + LEAVE_WAIT
-        self._owner.ask(
-            ProxyCall(attr_path=("retire_worker",), args=(worker_id, replacement), kwargs={}),
-            block=False,
-        )
+        self._owner.retire_worker(worker_id, replacement)
 
     # --- timers -------------------------------------------------------------------------
 
@@ -406,6 +403,3 @@ class Balancer(SupervisedActor):
         self._ticks += 1
         self._tick = send_after(max(0.0, min(delays)), self.actor_ref, _Tick(self._ticks))
 
-
-def _repin_message(worker_id: str, address: str) -> ProxyCall:
-    return ProxyCall(attr_path=("repin_worker",), args=(worker_id, address), kwargs={})

@@ -152,7 +152,12 @@ class PoolSupervisor(DynamicSupervisor):
             ChildSpec(
                 _BALANCER,
                 functools.partial(
-                    Balancer.start, self._entry, self.actor_ref, parts.nudge, addresses, took
+                    Balancer.start,
+                    self._entry,
+                    pool_supervisor_proxy(self.actor_ref),
+                    parts.nudge,
+                    addresses,
+                    took,
                 ),
             )
         )
