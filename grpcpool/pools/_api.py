@@ -13,17 +13,18 @@ when it starts.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Literal, TypeVar, cast
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 import grpc
 import pykka
-from pykka.messages import ProxyCall
 
 from grpcpool._config_checks import check_pool_name
 from grpcpool._future import LazyFuture, ResolvedFuture
 from grpcpool._process import PROCESS
 from grpcpool._status import PoolStatus
 from grpcpool.actors._pool_spec import PoolSpec
+from grpcpool.actors._pool_supervisor import PoolSupervisorProxy, pool_supervisor_proxy
 from grpcpool.config import DEFAULT_POOL_NAME, Config
 from grpcpool.errors import GrpcPoolError, PoolNotFoundError, PoolTimeoutError
 from grpcpool.pools._entry import GET_CHANNEL_EVENT, PoolEntry, forget_forked, lookup, release
@@ -129,13 +130,13 @@ class PoolProxy:
         return LazyFuture(wait)
 
     def scale_up(self, count: int) -> pykka.Future[int]:
-        return self._ask("scale_up", count)
+        return self._ask(lambda pool: pool.scale_up(count))
 
     def scale_down(self, count: int) -> pykka.Future[int]:
-        return self._ask("scale_down", count)
+        return self._ask(lambda pool: pool.scale_down(count))
 
     def resize(self, target: int) -> pykka.Future[int]:
-        return self._ask("resize", target)
+        return self._ask(lambda pool: pool.resize(target))
 
     def stop(self) -> pykka.Future[None]:
         """Stops the pool for good (not restarted). Idempotent."""
@@ -145,16 +146,12 @@ class PoolProxy:
             return ResolvedFuture(error=error)
         return ResolvedFuture(None)
 
-    def _ask(
-        self, method: Literal["scale_up", "scale_down", "resize"], argument: int
-    ) -> pykka.Future[int]:
+    def _ask(self, call: Callable[[PoolSupervisorProxy], pykka.Future[int]]) -> pykka.Future[int]:
         try:
             owner = lookup(self.name).owner
             if owner is None:
                 raise PoolNotFoundError(self.name)
-            future: pykka.Future[int] = owner.ask(
-                ProxyCall(attr_path=(method,), args=(argument,), kwargs={}), block=False
-            )
+            future = call(pool_supervisor_proxy(owner))
         except pykka.ActorDeadError:
             return ResolvedFuture(error=PoolNotFoundError(self.name))
         except GrpcPoolError as error:
