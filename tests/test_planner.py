@@ -260,3 +260,15 @@ def test_repins_and_moves_reach_an_even_spread_when_every_address_works(
     assert set(counts) <= set(addresses)
     held = [counts.get(a, 0) for a in addresses]
     assert max(held) - min(held) <= 1 or len(addresses) > len(workers)
+
+
+def test_with_nothing_ready_an_avoided_address_still_takes_workers_that_serve_nothing() -> None:
+    """A replacement failed on B a moment ago (B avoided), then every worker on A fails: the
+    workers serving nothing move to B at once anyway (B may have healed; trying costs
+    nothing), rather than the pool waiting out B's avoid time with nothing ready."""
+    plan_of = planner()
+    plan_of.avoid(B, now=0.0)
+    failing = [worker(f"w{i}", A, "backoff", since=1.0, attempt=1) for i in range(4)]
+    plan = plan_of.plan(failing, [A, B], now=1.0, wall=1.0)
+    assert {r.address for r in plan.repins} == {B}
+    assert len(plan.repins) >= 1

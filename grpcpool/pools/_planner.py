@@ -211,7 +211,11 @@ class Planner:
         by_id = {w.worker_id: w for w in counted}
         repins: list[Repin] = []
         move: Candidate | None = None
-        avoid, fixed = set(self._avoid), set(replacements)
+        # With nothing ready, a failed replacement is no reason to keep
+        # workers that serve nothing away from an address: trying costs
+        # nothing, and the address may have healed since.
+        avoid = set(self._avoid) if any_ready else set()
+        fixed = set(replacements)
         for _ in range(len(placements)):
             step = next_move(placements, usable, self._rng, avoid=avoid, fixed=fixed)
             if step is None:
