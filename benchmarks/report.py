@@ -50,7 +50,17 @@ def _ratio(value: float | None) -> str:
         return ""
     if value != value:
         return "n/a"
+    if value == float("inf"):
+        return "inf"  # over a baseline of 0 (no failed call, say)
     return f"{value:.3f}x" if value < 10 else f"{value:.1f}x"
+
+
+def _difference(value: float, unit: str) -> str:
+    """A signed difference: ``+0.12 pp`` (a difference of two % is in percentage points)."""
+    if value != value:
+        return "n/a"
+    points = "pp" if unit == "%" else unit
+    return f"{value:+.2f} {points}".strip()
 
 
 def _spread(figure: Figure) -> str:
@@ -59,6 +69,8 @@ def _spread(figure: Figure) -> str:
     low, high = figure.spread
     if figure.spread_of == "ratio":
         text = f"{_ratio(low).rstrip('x')}..{_ratio(high)}"
+    elif figure.spread_of == "difference":
+        text = f"difference {_difference(low, '')}..{_difference(high, figure.unit)}"
     else:
         text = f"{_number(low)}..{_number(high, figure.unit)}"
     return f"{text} ({figure.rounds})"
@@ -112,6 +124,8 @@ def render_markdown(figures: Sequence[Figure]) -> str:
 def _brief(figure: Figure) -> str:
     if figure.ratio is not None and figure.spread_of == "ratio":
         text = f"ratio {figure.ratio:.3f} against {figure.target}"
+    elif figure.difference is not None:
+        text = f"difference {_difference(figure.difference, figure.unit)} against {figure.target}"
     else:
         text = f"{_number(figure.value, figure.unit)} against {figure.target}"
     spread = _spread(figure)
