@@ -17,7 +17,10 @@ Modules, one per group of figures:
 - :mod:`benchmarks.footprint`: (7) threads and RSS per worker.
 - :mod:`benchmarks.forking`: (8) forked children that crash.
 - :mod:`benchmarks.routing`: (9) the pool channel, routed per call.
-- :mod:`benchmarks.backends`: (10) one pool over several backends.
+- :mod:`benchmarks.backends`: (10a-c) one pool over several backends.
+- :mod:`benchmarks.healing`: (10d, 10e) backends killed and restarted under
+  calls, beside a bare grpcio ``round_robin`` channel.
 - :mod:`benchmarks.aio`: (11) the asyncio pool.
 - :mod:`benchmarks.server`: the echo server, run in its own process.
+- :mod:`benchmarks.callers`: caller threads and backend processes for figure 10.
 """

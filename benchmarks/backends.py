@@ -1,9 +1,10 @@
 """Figure 10: one pool over several backends, as a resolver names them.
 
 Every backend is a :mod:`benchmarks.server` process on its own loopback
-address (127.0.0.1, 127.0.0.2, ...), all on one port, so a resolver's answer
-lists replicas the way DNS would. Calls go through ``grpcpool.channel`` to
-the servers' ``Where`` method, whose reply names the backend that served it.
+address (127.0.0.1, 127.0.0.2, ...), all on one port (:mod:`benchmarks.callers`),
+so a resolver's answer lists replicas the way DNS would. Calls go through
+``grpcpool.channel`` to the servers' ``Where`` method, whose reply names the
+backend that served it.
 
 10a. Three backends, a pool of 9 (3 connections each), steady calls: the
      calls the busiest backend got over the calls the idlest one got, beside
@@ -18,22 +19,32 @@ the servers' ``Where`` method, whose reply names the backend that served it.
      connection is replaced by one made ready first, over and over; failed
      calls, and the fewest ready connections seen (``status().current_size``
      sampled every 5 ms).
+
+Figures 10d and 10e, backends killed and restarted under calls, are
+:mod:`benchmarks.healing`'s; they run after these, on servers of their own.
 """
 
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 
 import grpcpool
+from benchmarks import healing
+from benchmarks.callers import (
+    CALL_TIMEOUT,
+    PAYLOAD,
+    Backends,
+    Tally,
+    addresses,
+    callers,
+    counts,
+    share_reached,
+)
 from benchmarks.harness import Figure, Goal, Settings, compared, guarded, interleave
 from benchmarks.pools import channel_options, running_pool, unique_name
 from benchmarks.server import WHERE_METHOD, ServerProcess
@@ -41,8 +52,6 @@ from grpcpool import Config, telemetry
 
 __all__ = ["run"]
 
-PAYLOAD = b"x" * 64
-CALL_TIMEOUT = 10.0
 HOSTS = ("127.0.0.1", "127.0.0.2", "127.0.0.3")
 NEW_HOST = "127.0.0.4"
 SPREAD_SIZE = 9
@@ -55,87 +64,6 @@ MAX_AGE = 2.0
 AGE_SIZE = 4
 AGE_CALLERS = 16
 SAMPLE_EVERY = 0.005
-
-
-def _failure(error: grpc.RpcError) -> str:
-    code = error.code() if isinstance(error, grpc.Call) else None
-    return code.name if code is not None else type(error).__name__
-
-
-@dataclass
-class _Tally:
-    """What a set of callers saw: calls per backend, failures, and optionally each call."""
-
-    per_host: Counter[str] = field(default_factory=Counter)
-    failed: Counter[str] = field(default_factory=Counter)
-    # (monotonic time, backend) of every successful call, when logging.
-    log: list[tuple[float, str]] | None = None
-    elapsed: float = 0.0
-
-    @property
-    def calls(self) -> int:
-        return sum(self.per_host.values())
-
-    def spread(self, hosts: Sequence[str]) -> float:
-        """Calls of the busiest backend over calls of the idlest (inf if one got none)."""
-        counts = [self.per_host[host] for host in hosts]
-        return max(counts) / min(counts) if min(counts) else float("inf")
-
-
-@contextmanager
-def _callers(stub: Any, threads: int, *, log: bool = False) -> Iterator[_Tally]:
-    """``threads`` threads calling ``stub`` until the block ends; the tally after.
-
-    A failure of any kind is counted, never raised: a caller thread that
-    died would make every later figure of the round wrong.
-    """
-    tally = _Tally(log=[] if log else None)
-    lock = threading.Lock()
-    stop = threading.Event()
-    monotonic = time.monotonic
-
-    def work() -> None:
-        seen: Counter[str] = Counter()
-        failed: Counter[str] = Counter()
-        record = tally.log.append if tally.log is not None else None
-        while not stop.is_set():
-            try:
-                host = stub(PAYLOAD, timeout=CALL_TIMEOUT).decode()
-            except grpc.RpcError as error:
-                failed[_failure(error)] += 1
-                continue
-            except Exception as error:  # counted, see the docstring
-                failed[type(error).__name__] += 1
-                continue
-            seen[host] += 1
-            if record is not None:
-                record((monotonic(), host))  # list.append is atomic under the GIL
-        with lock:
-            tally.per_host.update(seen)
-            tally.failed.update(failed)
-
-    workers = [threading.Thread(target=work, name=f"caller-{i}") for i in range(threads)]
-    started = time.perf_counter()
-    for worker in workers:
-        worker.start()
-    try:
-        yield tally
-    finally:
-        stop.set()
-        for worker in workers:
-            worker.join(CALL_TIMEOUT + 30)
-        tally.elapsed = time.perf_counter() - started
-
-
-@contextmanager
-def _backends(hosts: Sequence[str]) -> Iterator[list[ServerProcess]]:
-    """One server per host, all on the port the first one picked; stopped on exit."""
-    with ExitStack() as stack:
-        first = stack.enter_context(ServerProcess(host=hosts[0]))
-        servers = [first]
-        for host in hosts[1:]:
-            servers.append(stack.enter_context(ServerProcess(first.port, host=host)))
-        yield servers
 
 
 def _config(
@@ -161,14 +89,6 @@ def _config(
     )
 
 
-def _addresses(port: int, hosts: Sequence[str]) -> list[str]:
-    return [f"{host}:{port}" for host in hosts]
-
-
-def _counts(tally: _Tally, hosts: Sequence[str]) -> str:
-    return "/".join(str(tally.per_host[host]) for host in hosts)
-
-
 # --- figure 10a ------------------------------------------------------------------------
 
 
@@ -177,19 +97,19 @@ def _figure_10a(settings: Settings, port: int) -> list[Figure]:
     seconds = settings.pick(1.0, 0.3)
     rounds = settings.pick(3, 1)
     name = unique_name("backends")
-    target = "ipv4:" + ",".join(_addresses(port, HOSTS))
-    tallies: dict[str, _Tally] = {}
+    target = "ipv4:" + ",".join(addresses(port, HOSTS))
+    tallies: dict[str, Tally] = {}
 
     def round_of(label: str, stub: Any) -> float:
-        with _callers(stub, threads) as tally:
+        with callers(stub, threads) as tally:
             time.sleep(seconds)
-        total = tallies.setdefault(label, _Tally())
+        total = tallies.setdefault(label, Tally())
         total.per_host.update(tally.per_host)
         total.failed.update(tally.failed)
         return tally.spread(HOSTS)
 
     with (
-        running_pool(_config(port, SPREAD_SIZE, name, _addresses(port, HOSTS))),
+        running_pool(_config(port, SPREAD_SIZE, name, addresses(port, HOSTS))),
         grpc.insecure_channel(target, options=channel_options()) as pick_first,
         grpc.insecure_channel(
             target, options=channel_options(("grpc.service_config", ROUND_ROBIN_CONFIG))
@@ -202,7 +122,7 @@ def _figure_10a(settings: Settings, port: int) -> list[Figure]:
         }
         for stub in stubs.values():  # warm up: connections, callables, server threads
             stub(PAYLOAD, timeout=CALL_TIMEOUT, wait_for_ready=True)
-            with _callers(stub, threads):
+            with callers(stub, threads):
                 time.sleep(settings.pick(0.2, 0.05))
         results = interleave(
             rounds,
@@ -214,9 +134,9 @@ def _figure_10a(settings: Settings, port: int) -> list[Figure]:
     failed = sum(sum(t.failed.values()) for t in tallies.values())
     note = (
         f"calls per backend .1/.2/.3 over {rounds} rounds of {seconds:g} s, {threads} callers: "
-        f"pool {_counts(tallies['pool'], HOSTS)}, grpcio round_robin "
-        f"{_counts(tallies['round_robin'], HOSTS)}, grpcio pick_first "
-        f"{_counts(tallies['pick_first'], HOSTS)}; failed calls {failed}"
+        f"pool {counts(tallies['pool'], HOSTS)}, grpcio round_robin "
+        f"{counts(tallies['round_robin'], HOSTS)}, grpcio pick_first "
+        f"{counts(tallies['pick_first'], HOSTS)}; failed calls {failed}"
     )
     return [
         compared(
@@ -237,30 +157,17 @@ def _figure_10a(settings: Settings, port: int) -> list[Figure]:
 # --- figure 10b ------------------------------------------------------------------------
 
 
-def _share_reached(log: list[tuple[float, str]], since: float) -> float | None:
-    """When the last ``SHARE_WINDOW`` calls first had ``NEW_SHARE`` of them on the new host."""
-    calls = sorted(log)
-    on_new = 0
-    for index, (at, host) in enumerate(calls):
-        on_new += host == NEW_HOST
-        if index >= SHARE_WINDOW:
-            on_new -= calls[index - SHARE_WINDOW][1] == NEW_HOST
-        if at >= since and index + 1 >= SHARE_WINDOW and on_new >= NEW_SHARE * SHARE_WINDOW:
-            return at
-    return None
-
-
 def _figure_10b(settings: Settings, port: int) -> list[Figure]:
     threads = settings.pick(4, 2)
     name = unique_name("backends")
-    answer = _addresses(port, HOSTS)
+    answer = addresses(port, HOSTS)
     limit = RESOLVE_INTERVAL + 5.0
     with (
         ServerProcess(port, host=NEW_HOST),
         running_pool(_config(port, SPREAD_SIZE, name, answer, interval=RESOLVE_INTERVAL)),
     ):
         stub = grpcpool.channel(name).unary_unary(WHERE_METHOD)
-        with _callers(stub, threads, log=True) as tally:
+        with callers(stub, threads, log=True) as tally:
             time.sleep(settings.pick(0.5, 0.2))
             changed = time.monotonic()
             answer.append(f"{NEW_HOST}:{port}")
@@ -268,12 +175,14 @@ def _figure_10b(settings: Settings, port: int) -> list[Figure]:
             log = tally.log
             deadline = changed + limit
             while (
-                time.monotonic() < deadline and _share_reached(log[-SHARE_WINDOW:], changed) is None
+                time.monotonic() < deadline
+                and share_reached(log[-SHARE_WINDOW:], NEW_HOST, changed, NEW_SHARE, SHARE_WINDOW)
+                is None
             ):
                 time.sleep(0.05)
             time.sleep(settings.pick(1.0, 0.2))  # the rebalance's last moves, still counted
         workers = grpcpool.status(name).workers
-    reached = _share_reached(log, changed)
+    reached = share_reached(log, NEW_HOST, changed, NEW_SHARE, SHARE_WINDOW)
     seconds = (reached - changed) if reached is not None else float("nan")
     spread = Counter((w.address or "unpinned").rsplit(":", 1)[0] for w in workers)
     failed = sum(tally.failed.values())
@@ -313,7 +222,7 @@ def _figure_10b(settings: Settings, port: int) -> list[Figure]:
 def _figure_10c(settings: Settings, port: int) -> list[Figure]:
     seconds = settings.pick(20.0, 3.0)
     name = unique_name("backends")
-    config = _config(port, AGE_SIZE, name, _addresses(port, HOSTS), max_age=MAX_AGE)
+    config = _config(port, AGE_SIZE, name, addresses(port, HOSTS), max_age=MAX_AGE)
     refreshes: Counter[str] = Counter()
     fewest = [AGE_SIZE]
 
@@ -324,7 +233,7 @@ def _figure_10c(settings: Settings, port: int) -> list[Figure]:
     try:
         with running_pool(config):
             stub = grpcpool.channel(name).unary_unary(WHERE_METHOD)
-            with _callers(stub, AGE_CALLERS) as tally:
+            with callers(stub, AGE_CALLERS) as tally:
                 deadline = time.monotonic() + seconds
                 while time.monotonic() < deadline:
                     fewest[0] = min(fewest[0], grpcpool.status(name).current_size)
@@ -334,7 +243,7 @@ def _figure_10c(settings: Settings, port: int) -> list[Figure]:
     failed = sum(tally.failed.values())
     note = (
         f"{seconds:g} s, {AGE_CALLERS} callers, {tally.calls} calls, refreshes "
-        f"{dict(refreshes) or 0}, calls per backend .1/.2/.3 {_counts(tally, HOSTS)}"
+        f"{dict(refreshes) or 0}, calls per backend .1/.2/.3 {counts(tally, HOSTS)}"
         + (f"; failures {dict(tally.failed)}" if failed else "")
     )
     return [
@@ -359,11 +268,12 @@ def _figure_10c(settings: Settings, port: int) -> list[Figure]:
 
 
 def run(settings: Settings) -> list[Figure]:
-    """Figures 10a, 10b and 10c, against three backend processes."""
-    with _backends(HOSTS) as servers:
-        port = servers[0].port
-        return [
+    """Figures 10a, 10b and 10c against three backend processes, then 10d and 10e."""
+    with Backends(HOSTS) as backends:
+        port = backends.port
+        figures = [
             *guarded("10a", "calls per backend", lambda: _figure_10a(settings, port)),
             *guarded("10b", "a new backend", lambda: _figure_10b(settings, port)),
             *guarded("10c", "max_age refreshes", lambda: _figure_10c(settings, port)),
         ]
+    return [*figures, *healing.run(settings)]

@@ -119,13 +119,16 @@ class Figure:
             there is no target or nothing was measured.
         note: Anything a reader needs to interpret the row.
         spread: The lowest and highest per-round number the target is judged
-            on (the ratio's when there is one, else the value's); ``None``
-            for a figure without rounds.
-        spread_of: ``"ratio"`` or ``"value"``: which number ``spread`` is of.
+            on (the ratio's, the value's, or the difference's); ``None`` for
+            a figure without rounds.
+        spread_of: ``"ratio"``, ``"value"`` or ``"difference"``: which
+            number ``spread`` is of.
         rounds: How many rounds ``spread`` covers.
         noise: The spread straddles the target: some rounds met it and some
             did not, so the verdict is within noise.
         error: Why the figure was not measured (empty when it was).
+        difference: The median of the per-round ``value - baseline_value``,
+            when the target is on the difference (``None`` otherwise).
     """
 
     key: str
@@ -143,6 +146,7 @@ class Figure:
     rounds: int = 0
     noise: bool = False
     error: str = ""
+    difference: float | None = None
 
     @property
     def verdict(self) -> str:
@@ -193,13 +197,16 @@ def compared(
 
     ``values[i]`` and ``baselines[i]`` must come from the same round of an
     interleaved run, so each round's ratio compares two measurements taken
-    moments apart. ``judge`` says whether ``goal`` applies to the ratio or
-    to the value itself; either way the verdict is the median's, and the
-    spread of the same per-round numbers says whether it is within noise.
+    moments apart. ``judge`` says whether ``goal`` applies to the ratio, to
+    the value itself, or to the per-round difference value - baseline (for
+    a goal such as "at most one percentage point above the baseline");
+    either way the verdict is the median's, and the spread of the same
+    per-round numbers says whether it is within noise.
 
     Raises:
         ValueError: No rounds, or the two sides have different round counts
-            (a figure must not be built from a partial run).
+            (a figure must not be built from a partial run), or a goal on
+            the difference without a baseline.
     """
     if not values:
         raise ValueError(f"figure {key}: no rounds measured")
@@ -207,11 +214,18 @@ def compared(
         raise ValueError(
             f"figure {key}: {len(values)} rounds measured but {len(baselines)} of the baseline"
         )
-    if judge not in ("ratio", "value"):
-        raise ValueError(f"judge must be 'ratio' or 'value', got {judge!r}")
+    if judge not in ("ratio", "value", "difference"):
+        raise ValueError(f"judge must be 'ratio', 'value' or 'difference', got {judge!r}")
+    if judge == "difference" and not baselines:
+        raise ValueError(f"figure {key}: a goal on the difference needs a baseline")
     ratios = [_ratio(a, b) for a, b in zip(values, baselines, strict=True)] if baselines else []
-    judged = ratios if judge == "ratio" and ratios else list(values)
-    spread_of = "ratio" if judged is ratios else "value"
+    if judge == "difference":
+        judged = [a - b for a, b in zip(values, baselines, strict=True)]
+        spread_of = "difference"
+    elif judge == "ratio" and ratios:
+        judged, spread_of = ratios, "ratio"
+    else:
+        judged, spread_of = list(values), "value"
     known = [number for number in judged if number == number]
     spread = (min(known), max(known)) if known else None
     centre = median(known)
@@ -231,6 +245,7 @@ def compared(
         spread_of,
         len(judged),
         goal is not None and spread is not None and goal.straddled(*spread),
+        difference=centre if judge == "difference" else None,
     )
 
 

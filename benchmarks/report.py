@@ -50,7 +50,17 @@ def _ratio(value: float | None) -> str:
         return ""
     if value != value:
         return "n/a"
+    if value == float("inf"):
+        return "inf"  # over a baseline of 0 (no failed call, say)
     return f"{value:.3f}x" if value < 10 else f"{value:.1f}x"
+
+
+def _difference(value: float, unit: str) -> str:
+    """A signed difference: ``+0.12 pp`` (a difference of two % is in percentage points)."""
+    if value != value:
+        return "n/a"
+    points = "pp" if unit == "%" else unit
+    return f"{value:+.2f} {points}".strip()
 
 
 def _spread(figure: Figure) -> str:
@@ -59,6 +69,8 @@ def _spread(figure: Figure) -> str:
     low, high = figure.spread
     if figure.spread_of == "ratio":
         text = f"{_ratio(low).rstrip('x')}..{_ratio(high)}"
+    elif figure.spread_of == "difference":
+        text = f"difference {_difference(low, '')}..{_difference(high, figure.unit)}"
     else:
         text = f"{_number(low)}..{_number(high, figure.unit)}"
     return f"{text} ({figure.rounds})"
@@ -112,6 +124,8 @@ def render_markdown(figures: Sequence[Figure]) -> str:
 def _brief(figure: Figure) -> str:
     if figure.ratio is not None and figure.spread_of == "ratio":
         text = f"ratio {figure.ratio:.3f} against {figure.target}"
+    elif figure.difference is not None:
+        text = f"difference {_difference(figure.difference, figure.unit)} against {figure.target}"
     else:
         text = f"{_number(figure.value, figure.unit)} against {figure.target}"
     spread = _spread(figure)
@@ -168,13 +182,14 @@ HOW_TO_READ = """## How to read the table
   measured in the same rounds, interleaved (A, B, A, B, ...), in one run.
   `ratio` is the median of the per-round ratios value / baseline (for calls/s
   a higher ratio is better, for ns and ms a lower one), so it need not equal
-  the ratio of the two medians shown.
+  the ratio of the two medians shown; over a baseline of 0 it reads "inf".
 - `spread (rounds)` is the lowest and highest per-round number the target is
-  judged on (the ratio, or the value where the target is on the value) and
-  how many rounds there were. A verdict is judged on the median; when the
-  spread has rounds on both sides of the target it reads "within noise",
-  with the median's verdict: the machine's noise is larger than the margin,
-  and another run may judge the other way.
+  judged on (the ratio, the value where the target is on the value, or the
+  difference value - baseline where it is on that, in percentage points for
+  shares in %) and how many rounds there were. A verdict is judged on the
+  median; when the spread has rounds on both sides of the target it reads
+  "within noise", with the median's verdict: the machine's noise is larger
+  than the margin, and another run may judge the other way.
 - A figure that could not be measured (its code raised, or a sample came back
   empty) reads "not measured" with the reason; the other figures are kept.
 - Per-call costs (figures 1-3) come from a timeit loop and include the loop's
@@ -209,6 +224,15 @@ HOW_TO_READ = """## How to read the table
   names the backend that served it. 10a's value and baseline are the busiest backend's
   calls over the idlest's (grpcio's pick_first puts every call on one). 10c's
   fewest ready connections is `status().current_size` sampled every 5 ms.
+  10d and 10e kill backends with SIGKILL and start them again on the same
+  address and port while 8 threads call, through a pool (default connection
+  settings; 10e adds `max_age` 1 s) and, in alternate rounds, through one
+  grpcio channel with the `round_robin` LB policy; both start each round only
+  once every backend has answered a call. 10d times from the restarted
+  server's bind until the last 120 calls hold 20% on it ("inf": not within
+  30 s). In 10e each kill comes 3 s after the backend restarted before it
+  listens again. Failed calls are every call that raised, however fast: a
+  client that fails calls at once while nothing is ready counts many.
 - Figure 11 is the asyncio pool (`grpcpool.aio`). 11a's tasks share one event
   loop, pinned as figure 4's client is; its multi-callable is built once on
   `pool.channel()`, and the hand-made `grpc.aio` channels are used round

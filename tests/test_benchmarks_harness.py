@@ -7,10 +7,12 @@ the real benchmarks end to end.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 
+from benchmarks.callers import share_reached
 from benchmarks.harness import Figure, Goal, compared, guarded, not_measured
 from benchmarks.lifecycle import recovery, settled
 from benchmarks.report import render_markdown, render_text, summary
@@ -86,6 +88,93 @@ def test_a_zero_baseline_round_gives_no_division_error() -> None:
     assert figure.spread == (0.5, math.inf)
     assert figure.rounds == 3
     assert figure.noise is True
+
+
+def test_a_figure_without_a_baseline_is_judged_on_its_values() -> None:
+    """No baseline rounds: the value's median, spread and verdict; no ratio, no difference."""
+    figure = compared("6c", "pool start", [1.0, 3.0, 2.0], "ms", goal=Goal("<=", 5.0))
+
+    assert (figure.value, figure.spread, figure.spread_of) == (2.0, (1.0, 3.0), "value")
+    assert (figure.ratio, figure.difference, figure.verdict) == (None, None, "met")
+
+
+def test_a_goal_on_the_difference_judges_each_rounds_difference_from_its_baseline() -> None:
+    """judge="difference": value - baseline round by round; median, spread and verdict of those.
+
+    Figure 10e's goal is "failed share at most one percentage point above
+    grpcio's in the same round": 0.9 pp and 1.4 pp round differences
+    straddle it, and the median (1.15 pp) misses it.
+    """
+    figure = compared(
+        "10e",
+        "failed share",
+        [1.0, 2.0],
+        "%",
+        "round_robin",
+        [0.1, 0.6],
+        goal=Goal("<=", 1.0, "<= baseline + 1 pp"),
+        judge="difference",
+    )
+
+    assert figure.spread_of == "difference"
+    assert figure.spread == pytest.approx((0.9, 1.4))
+    assert figure.difference == pytest.approx(1.15)
+    assert figure.value == 1.5
+    assert figure.baseline_value == pytest.approx(0.35)
+    assert figure.verdict == "within noise (median not met)"
+
+
+def test_a_difference_reads_in_percentage_points() -> None:
+    """A difference of two shares in % is shown signed, in pp, in the table and the summary."""
+    figure = compared(
+        "10e",
+        "failed share",
+        [0.13, 0.14],
+        "%",
+        "round_robin",
+        [1.2, 0.05],
+        goal=Goal("<=", 1.0, "<= baseline + 1 pp"),
+        judge="difference",
+    )
+
+    assert figure.verdict == "met"
+    assert "difference -1.07..+0.09 pp (2)" in render_text([figure])
+    assert "difference -1.07..+0.09 pp (2)" in render_markdown([figure])
+    wrong = dataclasses.replace(figure, met=False)
+    assert "difference -0.49 pp against <= baseline + 1 pp" in summary([wrong])[1]
+
+
+def test_a_goal_on_the_difference_needs_a_baseline() -> None:
+    """Without baseline rounds there is nothing to subtract: a ValueError naming the figure."""
+    with pytest.raises(ValueError, match="figure 10e: a goal on the difference needs a baseline"):
+        compared("10e", "failed share", [1.0], "%", judge="difference")
+
+
+def test_a_ratio_over_a_zero_baseline_reads_inf() -> None:
+    """Failed calls beside a baseline that had none: the ratio column reads "inf", not "infx"."""
+    figure = compared("10d", "failed calls", [10.0, 12.0], "calls", "round_robin", [0.0, 0.0])
+
+    row = render_markdown([figure]).splitlines()[-1]
+
+    assert "| inf | inf..inf (2) |" in row
+    assert "infx" not in row
+
+
+def test_a_share_is_reached_at_the_call_that_fills_the_window() -> None:
+    """The first moment at or after ``since`` when the last ``window`` calls hold the share.
+
+    Ten calls on .3 then calls alternating .2/.3: with a window of 4 and a
+    share of 50%, the window first holds two calls of .2 at the 4th call
+    after the switch (t=13); one found earlier than ``since`` does not count.
+    """
+    log = [(float(t), "127.0.0.3") for t in range(10)]
+    log += [(float(t), "127.0.0.2" if t % 2 else "127.0.0.3") for t in range(10, 20)]
+
+    assert share_reached(log, "127.0.0.2", 0.0, 0.5, 4) == 13.0
+    assert share_reached(list(reversed(log)), "127.0.0.2", 0.0, 0.5, 4) == 13.0
+    assert share_reached(log, "127.0.0.2", 16.5, 0.5, 4) == 17.0
+    assert share_reached(log, "127.0.0.2", 0.0, 0.75, 4) is None
+    assert share_reached(log[:12], "127.0.0.2", 0.0, 0.5, 4) is None
 
 
 def test_a_figure_without_rounds_or_with_unpaired_rounds_is_refused() -> None:

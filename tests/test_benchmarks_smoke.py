@@ -30,7 +30,7 @@ def test_benchmarks_run_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     text = output.read_text(encoding="utf-8")
     figures = (
         *("1a", "1b", "1c", "2", "3", "4a", "5a", "5b", "6a", "6b", "6c", "7a", "7d", "8a", "8b"),
-        *("9a", "9b", "9c", "10a", "10b", "10c"),
+        *("9a", "9b", "9c", "10a", "10b", "10c", "10d", "10e"),
         *("11a", "11b", "11c", "11d"),
     )
     for figure in figures:
