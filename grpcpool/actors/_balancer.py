@@ -305,10 +305,13 @@ class Balancer(SupervisedActor):
             moving=moving,
             leaving=self._leaving,
         )
-        for repin in plan.repins:
-            self._owner.repin_worker(repin.worker_id, repin.address)
-        if plan.move is not None and self._move is None:
-            self._begin(plan.move)
+        # The PoolSupervisor stops this actor before itself; until then a
+        # call to it can only fail if it is already gone (the pool is ending).
+        with contextlib.suppress(pykka.ActorDeadError):
+            for repin in plan.repins:
+                self._owner.repin_worker(repin.worker_id, repin.address)
+            if plan.move is not None and self._move is None:
+                self._begin(plan.move)
         self._schedule_tick(plan.wake_in)
 
     def _begin(self, move: Candidate) -> None:
@@ -366,7 +369,8 @@ class Balancer(SupervisedActor):
             self._retire(move.added)
         else:
             # Not even started yet: whenever it starts, it is dropped.
-            self._owner.drop_replacements()
+            with contextlib.suppress(pykka.ActorDeadError):
+                self._owner.drop_replacements()
         self._planner.avoid(move.address, time.monotonic())
         self._move = None
 
@@ -380,7 +384,8 @@ class Balancer(SupervisedActor):
         # Not waited for: the supervisor drains the worker's channel, and a
         # worker already gone (scaled down meanwhile) is nothing to retire.
         self._leaving[worker_id] = time.monotonic() + LEAVE_WAIT
-        self._owner.retire_worker(worker_id, replacement)
+        with contextlib.suppress(pykka.ActorDeadError):
+            self._owner.retire_worker(worker_id, replacement)
 
     # --- timers -------------------------------------------------------------------------
 
