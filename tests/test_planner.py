@@ -124,7 +124,7 @@ def test_a_healed_address_is_back_within_the_retry_cap() -> None:
 
 def test_with_nothing_ready_a_failed_address_is_tried_again_within_half_a_backoff_min() -> None:
     """Every worker failing: an address that failed is due again within backoff_min / 2,
-    since trying costs nothing then; one worker tries it first."""
+    since trying costs nothing then."""
     plan_of = planner()
     workers = [
         worker("w1", A, "backoff", since=0.0),
@@ -272,3 +272,18 @@ def test_with_nothing_ready_an_avoided_address_still_takes_workers_that_serve_no
     plan = plan_of.plan(failing, [A, B], now=1.0, wall=1.0)
     assert {r.address for r in plan.repins} == {B}
     assert len(plan.repins) >= 1
+
+
+def test_with_something_ready_one_worker_tries_a_failed_address_first() -> None:
+    """B failed and is due again while A serves: one worker that serves nothing tries B, the
+    others wait for its outcome; with nothing ready at all, every such worker may go."""
+    plan_of = planner()
+    plan_of.plan([worker("w0", B, "backoff", since=0.0)], [A, B], now=0.0, wall=0.0)
+    stuck = [worker(f"w{i}", C, "backoff", since=0.0) for i in range(3)]
+    serving = [worker("r1", A), worker("r2", A)]
+    plan = plan_of.plan([*serving, *stuck], [A, B, C], now=10.0, wall=10.0)
+    assert sum(r.address == B for r in plan.repins) == 1
+    alone = planner()
+    alone.plan([worker("w0", B, "backoff", since=0.0)], [A, B], now=0.0, wall=0.0)
+    everyone = alone.plan(stuck, [B, C], now=10.0, wall=10.0)
+    assert sum(r.address == B for r in everyone.repins) >= 2

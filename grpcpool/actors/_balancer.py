@@ -42,8 +42,9 @@ import pykka
 
 from grpcpool import telemetry
 from grpcpool.actors._resolution import Answers, resolve, timed_out
+from grpcpool.connection._machine_types import Repin
 from grpcpool.pools._entry import PoolEntry
-from grpcpool.pools._parts import Nudge
+from grpcpool.pools._parts import PoolParts
 from grpcpool.pools._planner import Candidate, Planner
 from grpcpool.supervisor import SupervisedActor, TimerHandle, send_after
 
@@ -117,9 +118,11 @@ class Balancer(SupervisedActor):
 
     Args:
         entry: The pool's entry (its config and current view).
-        owner: The pool's PoolSupervisor (its typed proxy), which repins, adds
+        owner: The pool's PoolSupervisor (its typed proxy), which adds
             and retires workers; the Balancer never waits on it.
-        nudge: Rung by the HealthRegistry when a worker's state changes.
+        parts: The pool incarnation's shared pieces: the workers' actors (to
+            repin them) and the nudge the HealthRegistry rings when a
+            worker's state changes.
         addresses: The answer the pool started with, if it had one.
         took: How long that answer took (seconds), for its ``pool.resolved``.
     """
@@ -128,12 +131,13 @@ class Balancer(SupervisedActor):
         self,
         entry: PoolEntry,
         owner: PoolSupervisorProxy,
-        nudge: Nudge,
+        parts: PoolParts,
         addresses: tuple[str, ...] | None,
         took: float = 0.0,
     ) -> None:
         super().__init__()
-        self._nudge = nudge
+        self._parts = parts
+        self._nudge = parts.nudge
         self._took = took
         config = entry.config
         self._entry = entry
@@ -309,10 +313,21 @@ class Balancer(SupervisedActor):
         # call to it can only fail if it is already gone (the pool is ending).
         with contextlib.suppress(pykka.ActorDeadError):
             for repin in plan.repins:
-                self._owner.repin_worker(repin.worker_id, repin.address)
+                self._repin(repin.worker_id, repin.address)
             if plan.move is not None and self._move is None:
                 self._begin(plan.move)
         self._schedule_tick(plan.wake_in)
+
+    def _repin(self, worker_id: str, address: str) -> None:
+        """Tells a worker that serves nothing to connect to ``address``, straight.
+
+        A worker that became ready meanwhile ignores it; one already gone is
+        nothing to tell.
+        """
+        worker = self._parts.workers.get(worker_id)
+        if worker is not None:
+            with contextlib.suppress(pykka.ActorDeadError):
+                worker.tell(Repin(address))
 
     def _begin(self, move: Candidate) -> None:
         started = self._owner.add_pinned_worker(move.address)

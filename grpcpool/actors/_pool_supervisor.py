@@ -38,7 +38,6 @@ from grpcpool.actors._resolution import START_RESOLVE_WAIT, initial_addresses, r
 from grpcpool.actors._telemetry_reporter import TelemetryReporter
 from grpcpool.config import Config
 from grpcpool.connection import PoolChannels
-from grpcpool.connection._machine_types import Repin
 from grpcpool.pools._entry import (
     PoolEntry,
     attach,
@@ -155,7 +154,7 @@ class PoolSupervisor(DynamicSupervisor):
                     Balancer.start,
                     self._entry,
                     pool_supervisor_proxy(self.actor_ref),
-                    parts.nudge,
+                    parts,
                     addresses,
                     took,
                 ),
@@ -190,18 +189,6 @@ class PoolSupervisor(DynamicSupervisor):
             else:
                 self._stop_worker(replacement)
         self._stop_worker(worker_id)
-
-    def repin_worker(self, worker_id: str, address: str) -> None:
-        """Tells a worker that serves nothing to connect to ``address`` (a Balancer's repin).
-
-        A worker that has become ready meanwhile ignores it; one already gone
-        is nothing to tell.
-        """
-        for child_id, ref, _ in self.which_children():
-            if child_id == worker_id and ref is not None:
-                with contextlib.suppress(pykka.ActorDeadError):
-                    ref.tell(Repin(address))
-                return
 
     def drop_replacements(self) -> None:
         """Stops every replacement whose move has not ended (the Balancer gave up or restarted)."""
@@ -287,6 +274,8 @@ class PoolSupervisor(DynamicSupervisor):
         return f"{limit} = {self.max_restarts} + {workers} worker{'s' if workers != 1 else ''}"
 
     def child_restarted(self, child_id: str, ref: pykka.ActorRef[Any]) -> None:
+        if child_id.startswith(_WORKER_PREFIX):
+            self._parts.workers[child_id] = ref
         if child_id == _BALANCER:
             # The moves of the Balancer that crashed ended with it.
             self.drop_replacements()
@@ -303,6 +292,7 @@ class PoolSupervisor(DynamicSupervisor):
 
     def child_terminated(self, child_id: str) -> None:
         if child_id.startswith(_WORKER_PREFIX):
+            self._parts.workers.pop(child_id, None)
             self._announce_size()
 
     def shutdown_order(self, child_ids: list[str]) -> list[list[str]]:
@@ -352,7 +342,7 @@ class PoolSupervisor(DynamicSupervisor):
             # Scaling up: where the spread is thinnest (the balancer corrects
             # it if the answer changed since).
             address = self._thinnest_address()
-        self.start_child(
+        self._parts.workers[worker_id] = self.start_child(
             ChildSpec(
                 worker_id,
                 functools.partial(ChannelWorker.start, self._parts, worker_id, address),
@@ -415,7 +405,6 @@ class PoolSupervisorProxy(SupervisorProxy):
     resize = proxy_method(PoolSupervisor.resize)
     add_pinned_worker = proxy_method(PoolSupervisor.add_pinned_worker)
     retire_worker = proxy_method(PoolSupervisor.retire_worker)
-    repin_worker = proxy_method(PoolSupervisor.repin_worker)
     drop_replacements = proxy_method(PoolSupervisor.drop_replacements)
 
 

@@ -66,9 +66,13 @@ class PoolParts:
         registry: The current HealthRegistry, once started.
         nudge: Rung by the registry when a worker's state changes (the
             balancer listens).
+        workers: Each running worker's actor, by worker id: written by the
+            PoolSupervisor alone as it starts, restarts and ends them; the
+            balancer tells a worker to move through it, straight, without
+            queueing behind the supervisor's own work.
     """
 
-    __slots__ = ("channels", "config", "entry", "name", "nudge", "registry")
+    __slots__ = ("channels", "config", "entry", "name", "nudge", "registry", "workers")
 
     def __init__(self, entry: PoolEntry, channels: PoolChannels) -> None:
         self.entry = entry
@@ -77,6 +81,7 @@ class PoolParts:
         self.channels = channels
         self.registry: pykka.ActorRef[Any] | None = None
         self.nudge = Nudge()
+        self.workers: dict[str, pykka.ActorRef[Any]] = {}
 
     def __repr__(self) -> str:
         return f"<PoolParts {self.name!r}>"

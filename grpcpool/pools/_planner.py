@@ -224,8 +224,9 @@ class Planner:
             if mover.state != "ready":
                 repins.append(Repin(mover.worker_id, step.address))
                 fixed.add(mover.worker_id)
-                if step.address in self._down:
-                    # Failed before and due again: one worker tries it first.
+                if step.address in self._down and any_ready:
+                    # Failed before and due again: one worker tries it first
+                    # (with nothing ready, all of them may: nothing is lost).
                     avoid.add(step.address)
                 placements = [
                     Placement(p.worker_id, step.address, "connecting")
