@@ -15,11 +15,16 @@ to say that the watcher needs updating.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterator
 
 import grpc
+import grpc._channel
+import grpc.aio._channel
 import pytest
 
+from grpcpool import PoolChannel
+from grpcpool.aio import AioPoolChannel
 from grpcpool.connection._health import refused_stream
 from grpcpool.connection._watcher import STATES
 from tests.pools import free_port
@@ -128,3 +133,24 @@ def test_a_refused_stream_is_told_apart_from_a_dead_connection() -> None:
         gone.close()
     assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
     assert not refused_stream(caught.value)
+
+
+# --- the pool channels take what grpcio's channels take --------------------------------
+
+FACTORIES = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
+
+
+def parameters(function: Callable[..., object]) -> list[tuple[str, object, object]]:
+    """A function's parameters as (name, kind, default): annotations aside."""
+    return [(p.name, p.kind, p.default) for p in inspect.signature(function).parameters.values()]
+
+
+@pytest.mark.parametrize("factory", FACTORIES)
+def test_the_pool_channels_take_grpcios_multi_callable_arguments(factory: str) -> None:
+    """PoolChannel and AioPoolChannel make multi-callables from exactly the arguments
+    grpcio's Channel classes take (grpc.intercept_channel passes them positionally,
+    _registered_method included): a grpcio release that changes them fails here."""
+    sync = parameters(getattr(grpc._channel.Channel, factory))
+    aio = parameters(getattr(grpc.aio._channel.Channel, factory))
+    assert parameters(getattr(PoolChannel, factory)) == sync
+    assert parameters(getattr(AioPoolChannel, factory)) == aio

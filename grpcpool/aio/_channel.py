@@ -50,56 +50,50 @@ class AioPoolChannel(grpc.aio.Channel):
     def unary_unary(
         self,
         method: str,
-        request_serializer: Any = None,
-        response_deserializer: Any = None,
-        **kwargs: Any,
+        request_serializer: Callable[[Any], bytes] | None = None,
+        response_deserializer: Callable[[bytes], Any] | None = None,
+        _registered_method: bool | None = False,
     ) -> Any:
-        return _Routed(
-            self._pool,
-            callable_key("unary_unary", method, request_serializer, response_deserializer, kwargs),
-            stream=False,
+        key = callable_key(
+            "unary_unary", method, request_serializer, response_deserializer, _registered_method
         )
+        return _Routed(self._pool, key, stream=False)
 
     def unary_stream(
         self,
         method: str,
-        request_serializer: Any = None,
-        response_deserializer: Any = None,
-        **kwargs: Any,
+        request_serializer: Callable[[Any], bytes] | None = None,
+        response_deserializer: Callable[[bytes], Any] | None = None,
+        _registered_method: bool | None = False,
     ) -> Any:
-        return _Routed(
-            self._pool,
-            callable_key("unary_stream", method, request_serializer, response_deserializer, kwargs),
-            stream=True,
+        key = callable_key(
+            "unary_stream", method, request_serializer, response_deserializer, _registered_method
         )
+        return _Routed(self._pool, key, stream=True)
 
     def stream_unary(
         self,
         method: str,
-        request_serializer: Any = None,
-        response_deserializer: Any = None,
-        **kwargs: Any,
+        request_serializer: Callable[[Any], bytes] | None = None,
+        response_deserializer: Callable[[bytes], Any] | None = None,
+        _registered_method: bool | None = False,
     ) -> Any:
-        return _Routed(
-            self._pool,
-            callable_key("stream_unary", method, request_serializer, response_deserializer, kwargs),
-            stream=False,
+        key = callable_key(
+            "stream_unary", method, request_serializer, response_deserializer, _registered_method
         )
+        return _Routed(self._pool, key, stream=False)
 
     def stream_stream(
         self,
         method: str,
-        request_serializer: Any = None,
-        response_deserializer: Any = None,
-        **kwargs: Any,
+        request_serializer: Callable[[Any], bytes] | None = None,
+        response_deserializer: Callable[[bytes], Any] | None = None,
+        _registered_method: bool | None = False,
     ) -> Any:
-        return _Routed(
-            self._pool,
-            callable_key(
-                "stream_stream", method, request_serializer, response_deserializer, kwargs
-            ),
-            stream=True,
+        key = callable_key(
+            "stream_stream", method, request_serializer, response_deserializer, _registered_method
         )
+        return _Routed(self._pool, key, stream=True)
 
     def get_state(self, try_to_connect: bool = False) -> grpc.ChannelConnectivity:
         """The pool's readiness as connectivity: READY while a connection is ready.
@@ -151,7 +145,8 @@ class _Routed:
         self._key = key
         self._stream = stream
 
-    def __call__(self, request: Any, **kwargs: Any) -> Any:
+    def __call__(self, request: Any = None, **kwargs: Any) -> Any:
+        # request: the request, or the request iterator (None: write() the requests)
         pool = self._pool
         if thread_id() != pool._thread:
             raise pool._wrong_loop(running_loop())

@@ -29,7 +29,7 @@ import grpc
 from grpcpool._config_checks import check_pool_name
 from grpcpool._process import PROCESS
 from grpcpool.config import DEFAULT_POOL_NAME
-from grpcpool.connection._health import refused_stream, status_code
+from grpcpool.connection._health import refused_stream
 from grpcpool.errors import NotConnectedError, PoolCallError
 from grpcpool.pools import _connectivity
 from grpcpool.pools._entry import PoolEntry, lookup
@@ -101,9 +101,11 @@ class PoolChannel(grpc.Channel):
         method: str,
         request_serializer: Callable[[Any], bytes] | None = None,
         response_deserializer: Callable[[bytes], Any] | None = None,
-        **kwargs: Any,
+        _registered_method: bool | None = False,
     ) -> grpc.UnaryUnaryMultiCallable[Any, Any]:
-        key = callable_key("unary_unary", method, request_serializer, response_deserializer, kwargs)
+        key = callable_key(
+            "unary_unary", method, request_serializer, response_deserializer, _registered_method
+        )
         return _UnaryUnary(self, key)
 
     def unary_stream(
@@ -111,10 +113,10 @@ class PoolChannel(grpc.Channel):
         method: str,
         request_serializer: Callable[[Any], bytes] | None = None,
         response_deserializer: Callable[[bytes], Any] | None = None,
-        **kwargs: Any,
+        _registered_method: bool | None = False,
     ) -> grpc.UnaryStreamMultiCallable[Any, Any]:
         key = callable_key(
-            "unary_stream", method, request_serializer, response_deserializer, kwargs
+            "unary_stream", method, request_serializer, response_deserializer, _registered_method
         )
         return _UnaryStream(self, key)
 
@@ -123,10 +125,10 @@ class PoolChannel(grpc.Channel):
         method: str,
         request_serializer: Callable[[Any], bytes] | None = None,
         response_deserializer: Callable[[bytes], Any] | None = None,
-        **kwargs: Any,
+        _registered_method: bool | None = False,
     ) -> grpc.StreamUnaryMultiCallable[Any, Any]:
         key = callable_key(
-            "stream_unary", method, request_serializer, response_deserializer, kwargs
+            "stream_unary", method, request_serializer, response_deserializer, _registered_method
         )
         return _StreamUnary(self, key)
 
@@ -135,10 +137,10 @@ class PoolChannel(grpc.Channel):
         method: str,
         request_serializer: Callable[[Any], bytes] | None = None,
         response_deserializer: Callable[[bytes], Any] | None = None,
-        **kwargs: Any,
+        _registered_method: bool | None = False,
     ) -> grpc.StreamStreamMultiCallable[Any, Any]:
         key = callable_key(
-            "stream_stream", method, request_serializer, response_deserializer, kwargs
+            "stream_stream", method, request_serializer, response_deserializer, _registered_method
         )
         return _StreamStream(self, key)
 
@@ -189,12 +191,6 @@ def _finished(connection: ReadyConnection, call: Any) -> None:
     except Exception:  # a call object without a code: nothing to learn
         return
     if code is _UNAVAILABLE and not refused_stream(call):
-        connection.report_unavailable()
-
-
-def _failed_with(connection: ReadyConnection, error: grpc.RpcError) -> None:
-    """A call failed: if it says the connection may be gone, have it checked."""
-    if status_code(error) is _UNAVAILABLE and not refused_stream(error):
         connection.report_unavailable()
 
 
@@ -272,7 +268,7 @@ class _Routed:
         try:
             return call(request, *args, **kwargs)
         except grpc.RpcError as error:
-            _failed_with(connection, error)
+            connection.failed(error)
             raise
         finally:
             calls.discard(token)
