@@ -11,18 +11,21 @@ awaited (or iterated): with a :class:`~grpcpool.PoolCallError`, a
 ``grpc.RpcError`` with code ``UNAVAILABLE`` that is also a
 ``NotConnectedError``. With ``wait_for_ready=True`` the call first waits for
 a ready connection for up to its timeout (then ``DEADLINE_EXCEEDED``).
+Otherwise the caller gets a :class:`~grpcpool.aio._calls.PoolCall` around
+the ``grpc.aio`` call: how a call cut by a drain ends, and which calls are
+sent again after failing before they reached a server, is said there.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-import time
-from collections.abc import AsyncIterator, Callable, Generator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from grpcpool.aio._calls import FailedCall, WaitingCall, call_class
 from grpcpool.errors import NotConnectedError, PoolCallError, PoolNotFoundError
 from grpcpool.pools._connectivity import connectivity_of
 from grpcpool.pools._ready import CallableKey, ReadyConnection, callable_key
@@ -57,7 +60,7 @@ class AioPoolChannel(grpc.aio.Channel):
         key = callable_key(
             "unary_unary", method, request_serializer, response_deserializer, _registered_method
         )
-        return _Routed(self._pool, key, stream=False)
+        return _Routed(self._pool, key)
 
     def unary_stream(
         self,
@@ -69,7 +72,7 @@ class AioPoolChannel(grpc.aio.Channel):
         key = callable_key(
             "unary_stream", method, request_serializer, response_deserializer, _registered_method
         )
-        return _Routed(self._pool, key, stream=True)
+        return _Routed(self._pool, key)
 
     def stream_unary(
         self,
@@ -81,7 +84,7 @@ class AioPoolChannel(grpc.aio.Channel):
         key = callable_key(
             "stream_unary", method, request_serializer, response_deserializer, _registered_method
         )
-        return _Routed(self._pool, key, stream=False)
+        return _Routed(self._pool, key)
 
     def stream_stream(
         self,
@@ -93,7 +96,7 @@ class AioPoolChannel(grpc.aio.Channel):
         key = callable_key(
             "stream_stream", method, request_serializer, response_deserializer, _registered_method
         )
-        return _Routed(self._pool, key, stream=True)
+        return _Routed(self._pool, key)
 
     def get_state(self, try_to_connect: bool = False) -> grpc.ChannelConnectivity:
         """The pool's readiness as connectivity: READY while a connection is ready.
@@ -138,12 +141,12 @@ class AioPoolChannel(grpc.aio.Channel):
 class _Routed:
     """A multi-callable of the pool channel: routes each call when it starts."""
 
-    __slots__ = ("_key", "_pool", "_stream")
+    __slots__ = ("_key", "_make", "_pool")
 
-    def __init__(self, pool: Pool, key: CallableKey, *, stream: bool) -> None:
+    def __init__(self, pool: Pool, key: CallableKey) -> None:
         self._pool = pool
         self._key = key
-        self._stream = stream
+        self._make = call_class(key[0])
 
     def __call__(self, request: Any = None, **kwargs: Any) -> Any:
         # request: the request, or the request iterator (None: write() the requests)
@@ -154,126 +157,25 @@ class _Routed:
             connection = pool.view.pick_connection()
         except NotConnectedError as error:
             if kwargs.get("wait_for_ready"):
-                return _WaitingCall(self, request, kwargs)
-            return _FailedCall(PoolCallError.of(error))
-        return self.start(connection, request, kwargs)
+                return WaitingCall(self, request, kwargs)
+            return FailedCall(PoolCallError.of(error))
+        # run() inline: this is every call's path.
+        built = connection.callables.get(self._key) or connection.multi_callable(self._key)
+        call = built(request, **kwargs)
+        calls = connection.calls
+        calls.add(call)
+        call.add_done_callback(calls.discard)
+        return self._make(call, connection, self, request, kwargs)
 
     def start(self, connection: ReadyConnection, request: Any, kwargs: dict[str, Any]) -> Any:
-        """Runs the call on ``connection``, counted in flight until it is done."""
+        """Runs the call on ``connection``; returns the :class:`PoolCall` the caller holds."""
+        return self._make(self.run(connection, request, kwargs), connection, self, request, kwargs)
+
+    def run(self, connection: ReadyConnection, request: Any, kwargs: dict[str, Any]) -> Any:
+        """Starts the ``grpc.aio`` call on ``connection``, counted in flight until it is done."""
         built = connection.callables.get(self._key) or connection.multi_callable(self._key)
         call = built(request, **kwargs)
         calls = connection.calls
         calls.add(call)
         call.add_done_callback(calls.discard)
         return call
-
-
-class _FailedCall:
-    """The call object of a call that failed before it started: raises when awaited or iterated."""
-
-    def __init__(self, error: PoolCallError) -> None:
-        self._error = error
-
-    def __await__(self) -> Generator[Any, None, Any]:
-        return self._raise().__await__()
-
-    async def _raise(self) -> Any:
-        raise self._error
-
-    def __aiter__(self) -> AsyncIterator[Any]:
-        return self
-
-    async def __anext__(self) -> Any:
-        raise self._error
-
-    async def read(self) -> Any:
-        raise self._error
-
-    async def write(self, request: Any) -> None:
-        raise self._error
-
-    async def done_writing(self) -> None:
-        raise self._error
-
-    async def code(self) -> grpc.StatusCode:
-        return self._error.code()
-
-    async def details(self) -> str:
-        return self._error.details()
-
-    async def initial_metadata(self) -> tuple[()]:
-        return ()
-
-    async def trailing_metadata(self) -> tuple[()]:
-        return ()
-
-    def done(self) -> bool:
-        return True
-
-    def cancelled(self) -> bool:
-        return False
-
-    def cancel(self) -> bool:
-        return False
-
-    def add_done_callback(self, callback: Callable[[Any], None]) -> None:
-        callback(self)
-
-
-class _WaitingCall:
-    """A ``wait_for_ready`` call made while nothing was ready: waits, then starts."""
-
-    def __init__(self, routed: _Routed, request: Any, kwargs: dict[str, Any]) -> None:
-        self._routed = routed
-        self._request = request
-        self._kwargs = kwargs
-        self._call: Any = None
-
-    async def _started(self) -> Any:
-        if self._call is not None:
-            return self._call
-        pool = self._routed._pool
-        timeout = self._kwargs.get("timeout")
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            try:
-                connection = pool.view.pick_connection()
-                break
-            except NotConnectedError as error:
-                left = None if deadline is None else deadline - time.monotonic()
-                if pool.ended is not None:
-                    raise PoolCallError.of(error) from None
-                if left is not None and left <= 0:
-                    raise PoolCallError.of(error, grpc.StatusCode.DEADLINE_EXCEEDED) from None
-                await pool.wait_changed(left)
-        kwargs = dict(self._kwargs)
-        if deadline is not None:
-            kwargs["timeout"] = max(0.0, deadline - time.monotonic())
-        self._call = self._routed.start(connection, self._request, kwargs)
-        return self._call
-
-    def __await__(self) -> Generator[Any, None, Any]:
-        return self._wait_and_await().__await__()
-
-    async def _wait_and_await(self) -> Any:
-        return await (await self._started())
-
-    def __aiter__(self) -> AsyncIterator[Any]:
-        return self._iterate()
-
-    async def _iterate(self) -> AsyncIterator[Any]:
-        call = await self._started()
-        async for item in call:
-            yield item
-
-    async def read(self) -> Any:
-        return await (await self._started()).read()
-
-    async def write(self, request: Any) -> None:
-        await (await self._started()).write(request)
-
-    async def done_writing(self) -> None:
-        await (await self._started()).done_writing()
-
-    def cancel(self) -> bool:
-        return self._call.cancel() if self._call is not None else False
