@@ -263,10 +263,12 @@ class _Written(PoolCall):
 
 class UnaryUnaryCall(_Awaited):
     __slots__ = ()
+    _resends = True
 
 
 class UnaryStreamCall(_Iterated):
     __slots__ = ()
+    _resends = True
 
 
 class StreamUnaryCall(_Awaited, _Written):

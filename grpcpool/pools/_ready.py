@@ -4,8 +4,9 @@ The HealthRegistry makes one when a worker reports a channel ready and keeps
 the same object in every view while that channel stays ready, so what
 belongs to the connection rather than to one picture of the pool lives here:
 
-* ``calls``: the calls running on it through a :class:`~grpcpool.PoolChannel`,
-  one token each. ``set.add`` and ``set.discard`` are single C calls, atomic
+* ``calls``: the calls running on it through a pool channel, one token each
+  (a ``perf_counter_ns`` reading for a sync blocking call, the call object
+  otherwise). ``set.add`` and ``set.discard`` are single C calls, atomic
   under the GIL, so callers on any thread count without a lock, and
   ``len(calls)`` is exact.
 * ``callables``: the grpc multi-callables built on its channel, one per
