@@ -25,20 +25,18 @@ Nothing of this runs while a call succeeds, beyond handing out the wrapper.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Callable, Generator
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from grpcpool.errors import NotConnectedError, PoolCallError
 from grpcpool.pools._ready import ReadyConnection
 from grpcpool.pools._reroute import never_sent, untried
 
 if TYPE_CHECKING:
     from grpcpool.aio._channel import _Routed
 
-__all__ = ["FailedCall", "PoolCall", "WaitingCall", "call_class"]
+__all__ = ["PoolCall", "call_class"]
 
 _AioRpcError = grpc.aio.AioRpcError
 _Cancelled = asyncio.CancelledError
@@ -277,117 +275,6 @@ class StreamUnaryCall(_Awaited, _Written):
 
 class StreamStreamCall(_Iterated, _Written):
     __slots__ = ()
-
-
-class FailedCall:
-    """The call object of a call that failed before it started: raises when awaited or iterated."""
-
-    def __init__(self, error: PoolCallError) -> None:
-        self._error = error
-
-    def __await__(self) -> Generator[Any, None, Any]:
-        return self._raise().__await__()
-
-    async def _raise(self) -> Any:
-        raise self._error
-
-    def __aiter__(self) -> AsyncIterator[Any]:
-        return self
-
-    async def __anext__(self) -> Any:
-        raise self._error
-
-    async def read(self) -> Any:
-        raise self._error
-
-    async def write(self, request: Any) -> None:
-        raise self._error
-
-    async def done_writing(self) -> None:
-        raise self._error
-
-    async def code(self) -> grpc.StatusCode:
-        return self._error.code()
-
-    async def details(self) -> str:
-        return self._error.details()
-
-    async def initial_metadata(self) -> tuple[()]:
-        return ()
-
-    async def trailing_metadata(self) -> tuple[()]:
-        return ()
-
-    def done(self) -> bool:
-        return True
-
-    def cancelled(self) -> bool:
-        return False
-
-    def cancel(self) -> bool:
-        return False
-
-    def add_done_callback(self, callback: Callable[[Any], None]) -> None:
-        callback(self)
-
-
-class WaitingCall:
-    """A ``wait_for_ready`` call made while nothing was ready: waits, then starts."""
-
-    def __init__(self, routed: _Routed, request: Any, kwargs: dict[str, Any]) -> None:
-        self._routed = routed
-        self._request = request
-        self._kwargs = kwargs
-        self._call: Any = None
-
-    async def _started(self) -> Any:
-        if self._call is not None:
-            return self._call
-        pool = self._routed._pool
-        timeout = self._kwargs.get("timeout")
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            try:
-                connection = pool.view.pick_connection()
-                break
-            except NotConnectedError as error:
-                left = None if deadline is None else deadline - time.monotonic()
-                if pool.ended is not None:
-                    raise PoolCallError.of(error) from None
-                if left is not None and left <= 0:
-                    raise PoolCallError.of(error, grpc.StatusCode.DEADLINE_EXCEEDED) from None
-                await pool.wait_changed(left)
-        kwargs = dict(self._kwargs)
-        if deadline is not None:
-            kwargs["timeout"] = max(0.0, deadline - time.monotonic())
-        self._call = self._routed.start(connection, self._request, kwargs)
-        return self._call
-
-    def __await__(self) -> Generator[Any, None, Any]:
-        return self._wait_and_await().__await__()
-
-    async def _wait_and_await(self) -> Any:
-        return await (await self._started())
-
-    def __aiter__(self) -> AsyncIterator[Any]:
-        return self._iterate()
-
-    async def _iterate(self) -> AsyncIterator[Any]:
-        call = await self._started()
-        async for item in call:
-            yield item
-
-    async def read(self) -> Any:
-        return await (await self._started()).read()
-
-    async def write(self, request: Any) -> None:
-        await (await self._started()).write(request)
-
-    async def done_writing(self) -> None:
-        await (await self._started()).done_writing()
-
-    def cancel(self) -> bool:
-        return self._call.cancel() if self._call is not None else False
 
 
 _CLASSES: dict[str, type[PoolCall]] = {
