@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import grpc
+import grpc.aio
 
 from grpcpool._tls import (
     CERTIFICATE_MARK,
@@ -212,12 +213,17 @@ def _pem(key: str, value: Any) -> bytes:
 
 # grpcio passes an int channel argument as a C int.
 _C_INT_MAX = 2**31 - 1
-_INTERCEPTOR_TYPES = (
+# Interceptors for sync grpc channels (grpcpool pools) and for grpc.aio
+# channels (grpcpool.aio pools): grpcio has two families, and a channel of
+# one kind cannot use the other's.
+_SYNC_INTERCEPTORS = (
     grpc.UnaryUnaryClientInterceptor,
     grpc.UnaryStreamClientInterceptor,
     grpc.StreamUnaryClientInterceptor,
     grpc.StreamStreamClientInterceptor,
 )
+_AIO_INTERCEPTORS = (grpc.aio.ClientInterceptor,)
+_INTERCEPTOR_TYPES = _SYNC_INTERCEPTORS + _AIO_INTERCEPTORS
 
 
 def normalize_options(key: str, value: Any) -> tuple[tuple[str, int | str | bytes], ...]:
@@ -269,9 +275,22 @@ def normalize_interceptors(key: str, value: Any) -> tuple[Any, ...]:
                 key,
                 "each must be a grpc client interceptor (grpc.UnaryUnaryClientInterceptor, "
                 "UnaryStreamClientInterceptor, StreamUnaryClientInterceptor or "
-                f"StreamStreamClientInterceptor), got {type(interceptor).__name__}",
+                "StreamStreamClientInterceptor, or their grpc.aio namesakes), "
+                f"got {type(interceptor).__name__}",
             )
+    aio = [isinstance(interceptor, _AIO_INTERCEPTORS) for interceptor in interceptors]
+    if any(aio) and not all(aio):
+        raise ConfigError(
+            key,
+            "mixes sync grpc and grpc.aio interceptors; a pool's channels are of one kind: "
+            "sync interceptors for grpcpool pools, grpc.aio ones for grpcpool.aio pools",
+        )
     return interceptors
+
+
+def aio_interceptors(interceptors: tuple[Any, ...]) -> bool:
+    """True if ``interceptors`` (as :func:`normalize_interceptors` left them) are grpc.aio's."""
+    return bool(interceptors) and isinstance(interceptors[0], _AIO_INTERCEPTORS)
 
 
 # The longest pool name: names appear in errors, logs, events and actor names,

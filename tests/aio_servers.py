@@ -2,8 +2,10 @@
 
 The asyncio twin of :class:`tests.servers.EchoServer`: ``/test.Echo/Unary``
 (raw bytes, no generated code) returns the request unchanged and records the
-caller's peer. ``b"hold"`` makes a call wait until the test calls
-:meth:`AioEchoServer.release_held`. The server runs on the test's own event
+caller's peer; ``Repeat`` (unary-stream) sends it back three times, ``Join``
+(stream-unary) answers with the requests joined and ``Chat``
+(stream-stream) echoes each request. ``b"hold"`` makes a call wait until the
+test calls :meth:`AioEchoServer.release_held`. The server runs on the test's own event
 loop (``grpc.aio.server()``, no thread of its own), serves
 ``grpc.health.v1.Health`` if asked, and can be killed and started again on the
 same port, so a pool sees its server die and come back where it expects it.
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any, Self
 
@@ -73,6 +76,7 @@ class AioEchoServer:
         self.with_health = with_health
         self.credentials = credentials
         self.peers: list[str] = []
+        self.metadata: list[tuple[tuple[str, Any], ...]] = []
         self.calls = 0
         self.serving = True
         self._server: grpc.aio.Server | None = None
@@ -84,7 +88,10 @@ class AioEchoServer:
         """Starts serving on ``self.port`` (a free one the first time if 0)."""
         server = grpc.aio.server()
         handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
-            "Unary": grpc.unary_unary_rpc_method_handler(self._echo)
+            "Unary": grpc.unary_unary_rpc_method_handler(self._echo),
+            "Repeat": grpc.unary_stream_rpc_method_handler(self._repeat),
+            "Join": grpc.stream_unary_rpc_method_handler(self._join),
+            "Chat": grpc.stream_stream_rpc_method_handler(self._chat),
         }
         server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler("test.Echo", handlers),)
@@ -113,6 +120,7 @@ class AioEchoServer:
 
     async def _echo(self, request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
         self.peers.append(context.peer())
+        self.metadata.append(tuple((m[0], m[1]) for m in context.invocation_metadata() or ()))
         self.calls += 1
         called, self._called = self._called, asyncio.Event()
         called.set()
@@ -120,6 +128,23 @@ class AioEchoServer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._held.wait(), HOLD_LIMIT)
         return request
+
+    async def _repeat(
+        self, request: bytes, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[bytes]:
+        for _ in range(3):
+            yield await self._echo(request, context)
+
+    async def _join(
+        self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> bytes:
+        return b"".join([await self._echo(request, context) async for request in requests])
+
+    async def _chat(
+        self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[bytes]:
+        async for request in requests:
+            yield await self._echo(request, context)
 
     async def wait_for_calls(self, count: int, timeout: float = 5.0) -> None:
         """Waits until the server has seen ``count`` calls in all (woken by each call)."""

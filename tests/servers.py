@@ -7,15 +7,22 @@ times; ``Join`` (stream-unary) answers with the requests joined; ``Chat``
 a call wait until the test releases it (:meth:`EchoServer.release_held`),
 and ``b"unavailable"`` fails the call with ``UNAVAILABLE``.
 :class:`EchoStub` is the client side, shaped like a generated stub so tests
-read like user code.
+read like user code. :class:`EchoProcess` runs an :class:`EchoServer` in a
+process of its own, so that a test can kill it with ``SIGKILL``.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import select
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from concurrent import futures
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -27,6 +34,8 @@ UNAVAILABLE = b"unavailable"
 # How long a held call waits at most for release_held (a test that forgets
 # to release must not hang the server's shutdown).
 HOLD_LIMIT = 30.0
+# How long an EchoProcess child gets to start listening.
+_START_TIMEOUT = 30.0
 
 
 class EchoStub:
@@ -146,3 +155,72 @@ class EchoServer:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+class EchoProcess:
+    """An :class:`EchoServer` (with health) in a child process (``python -m tests.servers``).
+
+    :meth:`kill` sends ``SIGKILL``: the kernel resets the server's
+    connections at once, as when a server crashes. The child also ends when
+    its stdin closes (:meth:`stop`, or the test process dying).
+
+    Args:
+        port: 0 picks a free port; a given port restarts a server where
+            clients expect it.
+        host: The loopback address to listen on.
+    """
+
+    def __init__(self, port: int = 0, *, host: str = "127.0.0.1") -> None:
+        root = Path(__file__).resolve().parent.parent
+        command = [sys.executable, "-m", "tests.servers", f"--host={host}", f"--port={port}"]
+        self._process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=root
+        )
+        assert self._process.stdout is not None
+        # The child prints READY once it listens, or exits.
+        started, _, _ = select.select([self._process.stdout], [], [], _START_TIMEOUT)
+        line = self._process.stdout.readline() if started else ""
+        if not line.startswith("READY "):
+            self.kill()
+            raise RuntimeError(f"echo server on {host}:{port} did not start: {line!r}")
+        self.host = host
+        self.port = int(line.split()[1])
+
+    def kill(self) -> None:
+        """SIGKILL, and reaped: once this returns the server's connections are reset."""
+        if self._process.poll() is None:
+            self._process.kill()
+        self._reap()
+
+    def stop(self) -> None:
+        """Closes the child's stdin, which ends it. Idempotent."""
+        if self._process.stdin is not None and not self._process.stdin.closed:
+            with contextlib.suppress(BrokenPipeError):
+                self._process.stdin.close()
+        try:
+            self._process.wait(10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+        self._reap()
+
+    def _reap(self) -> None:
+        self._process.wait(10)
+        for stream in (self._process.stdin, self._process.stdout):
+            if stream is not None and not stream.closed:
+                with contextlib.suppress(BrokenPipeError):
+                    stream.close()
+
+
+def _serve_in_this_process() -> None:
+    """The child of :class:`EchoProcess`: serves until stdin closes."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args()
+    with EchoServer(args.port, host=args.host) as server:
+        print(f"READY {server.port}", flush=True)
+        sys.stdin.read()
+
+
+if __name__ == "__main__":
+    _serve_in_this_process()

@@ -2,7 +2,9 @@
 
 It also pins how grpcio words a stream the server refused at its stream
 limit, which grpcpool/connection/_health.py tells apart from a dead
-connection.
+connection; how it words a call it failed before sending it, which the pool
+channels send again (grpcpool/pools/_reroute.py); and the arguments of its
+channels' multi-callable factories, which the pool channels take.
 
 The connectivity watcher (grpcpool/connection/_watcher.py) asks each channel
 for its state with ``channel._channel.check_connectivity_state(try_to_connect)``,
@@ -15,15 +17,21 @@ to say that the watcher needs updating.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterator
 
 import grpc
+import grpc._channel
+import grpc.aio._channel
 import pytest
 
+from grpcpool import PoolChannel
+from grpcpool.aio import AioPoolChannel
 from grpcpool.connection._health import refused_stream
 from grpcpool.connection._watcher import STATES
+from grpcpool.pools._reroute import never_sent
 from tests.pools import free_port
-from tests.servers import EchoServer, EchoStub
+from tests.servers import HOLD, EchoProcess, EchoServer, EchoStub
 from tests.waiting import wait_until
 
 ADVICE = (
@@ -128,3 +136,67 @@ def test_a_refused_stream_is_told_apart_from_a_dead_connection() -> None:
         gone.close()
     assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
     assert not refused_stream(caught.value)
+
+
+# --- a call that never reached a server ---------------------------------------------------
+
+
+def test_a_call_failed_at_pick_time_is_told_apart_from_one_cut_in_flight() -> None:
+    """grpcio fails a call on a channel whose connect failed at pick time with
+    UNAVAILABLE and the wording never_sent recognises (grpcpool sends such a call
+    again), after a hard stop and after a SIGKILL of the server process alike; a
+    call the server held when it stopped fails otherwise."""
+    with EchoServer(host="127.0.0.2", with_health=False) as server:
+        channel = grpc.insecure_channel(
+            f"127.0.0.2:{server.port}", options=(("grpc.use_local_subchannel_pool", 1),)
+        )
+        try:
+            unary = EchoStub(channel).Unary
+            assert unary(b"x", timeout=5) == b"x"
+            held = unary.future(HOLD, timeout=10)
+            assert wait_until(lambda: server.calls == 2, timeout=5)
+            server.kill()
+            cut = held.exception(timeout=10)
+            assert cut is not None and cut.code() is grpc.StatusCode.UNAVAILABLE
+            assert not never_sent(cut), cut.details()
+            with pytest.raises(grpc.RpcError) as refused:
+                unary(b"y", timeout=5)
+            assert never_sent(refused.value), refused.value.details()
+        finally:
+            channel.close()
+
+    process = EchoProcess(host="127.0.0.3")
+    channel = grpc.insecure_channel(
+        f"127.0.0.3:{process.port}", options=(("grpc.use_local_subchannel_pool", 1),)
+    )
+    try:
+        unary = EchoStub(channel).Unary
+        assert unary(b"x", timeout=10) == b"x"
+        process.kill()
+        with pytest.raises(grpc.RpcError) as refused:
+            unary(b"z", timeout=5)
+        assert never_sent(refused.value), refused.value.details()
+    finally:
+        channel.close()
+        process.stop()
+
+
+# --- the pool channels take what grpcio's channels take --------------------------------
+
+FACTORIES = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
+
+
+def parameters(function: Callable[..., object]) -> list[tuple[str, object, object]]:
+    """A function's parameters as (name, kind, default): annotations aside."""
+    return [(p.name, p.kind, p.default) for p in inspect.signature(function).parameters.values()]
+
+
+@pytest.mark.parametrize("factory", FACTORIES)
+def test_the_pool_channels_take_grpcios_multi_callable_arguments(factory: str) -> None:
+    """PoolChannel and AioPoolChannel make multi-callables from exactly the arguments
+    grpcio's Channel classes take (grpc.intercept_channel passes them positionally,
+    _registered_method included): a grpcio release that changes them fails here."""
+    sync = parameters(getattr(grpc._channel.Channel, factory))
+    aio = parameters(getattr(grpc.aio._channel.Channel, factory))
+    assert parameters(getattr(PoolChannel, factory)) == sync
+    assert parameters(getattr(AioPoolChannel, factory)) == aio

@@ -22,7 +22,6 @@ import grpcpool
 from grpcpool import NotConnectedError, PoolCallError, PoolChannel, PoolSpec, Supervisor
 from grpcpool.connection import open_channel_count
 from grpcpool.pools import ReadyConnection
-from grpcpool.pools._pool_channel import _failed_with
 from tests.events import EventLog
 from tests.pools import free_port, loopback_config
 from tests.servers import HOLD, UNAVAILABLE, EchoServer, EchoStub
@@ -437,9 +436,9 @@ def test_only_an_unavailable_that_is_not_a_refused_stream_asks_for_a_check() -> 
     connection = ReadyConnection(object(), "worker-1", lambda: asked.append(1))  # type: ignore[arg-type]
     refused = "Stream removed (RST_STREAM (Received RST_STREAM with error code 7))"
 
-    _failed_with(connection, FailedCall(grpc.StatusCode.UNAVAILABLE, refused))
-    _failed_with(connection, FailedCall(grpc.StatusCode.INTERNAL, "boom"))
+    connection.failed(FailedCall(grpc.StatusCode.UNAVAILABLE, refused))
+    connection.failed(FailedCall(grpc.StatusCode.INTERNAL, "boom"))
     assert asked == []
-    _failed_with(connection, FailedCall(grpc.StatusCode.UNAVAILABLE, "Socket closed"))
-    _failed_with(connection, FailedCall(grpc.StatusCode.UNAVAILABLE, "Socket closed"))
+    connection.failed(FailedCall(grpc.StatusCode.UNAVAILABLE, "Socket closed"))
+    connection.failed(FailedCall(grpc.StatusCode.UNAVAILABLE, "Socket closed"))
     assert asked == [1]  # the second within SUSPECT_CHECK_INTERVAL is not passed on

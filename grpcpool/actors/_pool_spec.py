@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from grpcpool._config_checks import check_pool_name
+from grpcpool._config_checks import aio_interceptors, check_pool_name
 from grpcpool.actors._pool_supervisor import POOL_SHUTDOWN_SECONDS, PoolSupervisor, pool_child_id
 from grpcpool.config import Config
 from grpcpool.errors import ConfigError
@@ -38,6 +38,12 @@ class PoolSpec:
             raise TypeError(f"PoolSpec needs a grpcpool.Config, got {type(self.config).__name__}")
         if self.name is not None:
             check_pool_name("pool.name", self.name)  # a ConfigError, so a ValueError
+        if aio_interceptors(self.config.endpoint.interceptors):
+            raise ConfigError(
+                "endpoint.interceptors",
+                "holds grpc.aio interceptors, which a sync grpc channel cannot use; give "
+                "sync grpc interceptors, or use the config with a grpcpool.aio pool",
+            )
 
     @property
     def pool_name(self) -> str:

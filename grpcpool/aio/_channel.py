@@ -11,6 +11,9 @@ awaited (or iterated): with a :class:`~grpcpool.PoolCallError`, a
 ``grpc.RpcError`` with code ``UNAVAILABLE`` that is also a
 ``NotConnectedError``. With ``wait_for_ready=True`` the call first waits for
 a ready connection for up to its timeout (then ``DEADLINE_EXCEEDED``).
+Otherwise the caller gets a :class:`~grpcpool.aio._calls.PoolCall` around
+the ``grpc.aio`` call: how a call cut by a drain ends, and which calls are
+sent again after failing before they reached a server, is said there.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from grpcpool.aio._calls import call_class
 from grpcpool.errors import NotConnectedError, PoolCallError, PoolNotFoundError
 from grpcpool.pools._connectivity import connectivity_of
 from grpcpool.pools._ready import CallableKey, ReadyConnection, callable_key
@@ -50,56 +54,50 @@ class AioPoolChannel(grpc.aio.Channel):
     def unary_unary(
         self,
         method: str,
-        request_serializer: Any = None,
-        response_deserializer: Any = None,
-        **kwargs: Any,
+        request_serializer: Callable[[Any], bytes] | None = None,
+        response_deserializer: Callable[[bytes], Any] | None = None,
+        _registered_method: bool | None = False,
     ) -> Any:
-        return _Routed(
-            self._pool,
-            callable_key("unary_unary", method, request_serializer, response_deserializer, kwargs),
-            stream=False,
+        key = callable_key(
+            "unary_unary", method, request_serializer, response_deserializer, _registered_method
         )
+        return _Routed(self._pool, key)
 
     def unary_stream(
         self,
         method: str,
-        request_serializer: Any = None,
-        response_deserializer: Any = None,
-        **kwargs: Any,
+        request_serializer: Callable[[Any], bytes] | None = None,
+        response_deserializer: Callable[[bytes], Any] | None = None,
+        _registered_method: bool | None = False,
     ) -> Any:
-        return _Routed(
-            self._pool,
-            callable_key("unary_stream", method, request_serializer, response_deserializer, kwargs),
-            stream=True,
+        key = callable_key(
+            "unary_stream", method, request_serializer, response_deserializer, _registered_method
         )
+        return _Routed(self._pool, key)
 
     def stream_unary(
         self,
         method: str,
-        request_serializer: Any = None,
-        response_deserializer: Any = None,
-        **kwargs: Any,
+        request_serializer: Callable[[Any], bytes] | None = None,
+        response_deserializer: Callable[[bytes], Any] | None = None,
+        _registered_method: bool | None = False,
     ) -> Any:
-        return _Routed(
-            self._pool,
-            callable_key("stream_unary", method, request_serializer, response_deserializer, kwargs),
-            stream=False,
+        key = callable_key(
+            "stream_unary", method, request_serializer, response_deserializer, _registered_method
         )
+        return _Routed(self._pool, key)
 
     def stream_stream(
         self,
         method: str,
-        request_serializer: Any = None,
-        response_deserializer: Any = None,
-        **kwargs: Any,
+        request_serializer: Callable[[Any], bytes] | None = None,
+        response_deserializer: Callable[[bytes], Any] | None = None,
+        _registered_method: bool | None = False,
     ) -> Any:
-        return _Routed(
-            self._pool,
-            callable_key(
-                "stream_stream", method, request_serializer, response_deserializer, kwargs
-            ),
-            stream=True,
+        key = callable_key(
+            "stream_stream", method, request_serializer, response_deserializer, _registered_method
         )
+        return _Routed(self._pool, key)
 
     def get_state(self, try_to_connect: bool = False) -> grpc.ChannelConnectivity:
         """The pool's readiness as connectivity: READY while a connection is ready.
@@ -144,14 +142,15 @@ class AioPoolChannel(grpc.aio.Channel):
 class _Routed:
     """A multi-callable of the pool channel: routes each call when it starts."""
 
-    __slots__ = ("_key", "_pool", "_stream")
+    __slots__ = ("_key", "_make", "_pool")
 
-    def __init__(self, pool: Pool, key: CallableKey, *, stream: bool) -> None:
+    def __init__(self, pool: Pool, key: CallableKey) -> None:
         self._pool = pool
         self._key = key
-        self._stream = stream
+        self._make = call_class(key[0])
 
-    def __call__(self, request: Any, **kwargs: Any) -> Any:
+    def __call__(self, request: Any = None, **kwargs: Any) -> Any:
+        # request: the request, or the request iterator (None: write() the requests)
         pool = self._pool
         if thread_id() != pool._thread:
             raise pool._wrong_loop(running_loop())
@@ -161,10 +160,20 @@ class _Routed:
             if kwargs.get("wait_for_ready"):
                 return _WaitingCall(self, request, kwargs)
             return _FailedCall(PoolCallError.of(error))
-        return self.start(connection, request, kwargs)
+        # run() inline: this is every call's path.
+        built = connection.callables.get(self._key) or connection.multi_callable(self._key)
+        call = built(request, **kwargs)
+        calls = connection.calls
+        calls.add(call)
+        call.add_done_callback(calls.discard)
+        return self._make(call, connection, self, request, kwargs)
 
     def start(self, connection: ReadyConnection, request: Any, kwargs: dict[str, Any]) -> Any:
-        """Runs the call on ``connection``, counted in flight until it is done."""
+        """Runs the call on ``connection``; returns the :class:`PoolCall` the caller holds."""
+        return self._make(self.run(connection, request, kwargs), connection, self, request, kwargs)
+
+    def run(self, connection: ReadyConnection, request: Any, kwargs: dict[str, Any]) -> Any:
+        """Starts the ``grpc.aio`` call on ``connection``, counted in flight until it is done."""
         built = connection.callables.get(self._key) or connection.multi_callable(self._key)
         call = built(request, **kwargs)
         calls = connection.calls

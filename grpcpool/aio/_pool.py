@@ -25,7 +25,7 @@ from typing import Any, Self
 import grpc
 
 from grpcpool import telemetry
-from grpcpool._config_checks import check_pool_name
+from grpcpool._config_checks import aio_interceptors, check_pool_name
 from grpcpool._names import claim_aio, release_aio
 from grpcpool._process import PROCESS
 from grpcpool._status import PoolStatus, WorkerState
@@ -69,9 +69,9 @@ class Pool:
     :class:`~grpcpool.GrpcPoolError`.
 
     Args:
-        config: The same :class:`~grpcpool.Config` as a sync pool's.
-            ``endpoint.interceptors`` must be empty (they are sync grpc
-            interceptors).
+        config: The same :class:`~grpcpool.Config` as a sync pool's, with
+            ``grpc.aio`` interceptors in ``endpoint.interceptors`` if any
+            (a ``grpc.aio`` channel cannot use sync ones).
         name: The pool's name; falls back to ``config.pool.name``, then
             ``"default"``.
     """
@@ -81,11 +81,11 @@ class Pool:
             raise TypeError(f"Pool needs a grpcpool.Config, got {type(config).__name__}")
         if name is not None:
             check_pool_name("pool.name", name)
-        if config.endpoint.interceptors:
+        if config.endpoint.interceptors and not aio_interceptors(config.endpoint.interceptors):
             raise ConfigError(
                 "endpoint.interceptors",
                 "holds sync grpc interceptors, which a grpc.aio channel cannot use; "
-                "leave it empty for grpcpool.aio pools",
+                "give grpc.aio interceptors (grpc.aio.UnaryUnaryClientInterceptor, ...)",
             )
         self.config = config
         self.name = config.pool_name(name)

@@ -165,10 +165,16 @@ class Worker:
         options = channel_options(config, self.address)
         credentials = channel_credentials(config)
         target = self.address or config.endpoint.target
+        # The pool refused sync interceptors: these are grpc.aio's, or none.
+        interceptors = config.endpoint.interceptors or None
         if credentials is None:
-            self._channel = grpc.aio.insecure_channel(target, options=options)
+            self._channel = grpc.aio.insecure_channel(
+                target, options=options, interceptors=interceptors
+            )
         else:
-            self._channel = grpc.aio.secure_channel(target, credentials, options=options)
+            self._channel = grpc.aio.secure_channel(
+                target, credentials, options=options, interceptors=interceptors
+            )
         self.pool._opened(self._channel)
         self._start_watch(generation)
 

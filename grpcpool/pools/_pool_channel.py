@@ -15,11 +15,16 @@ Calls through a pool channel are counted per connection while in flight
 (from the start until the response, the error, the cancellation or the end
 of the response stream), which ``least_in_flight`` routes by and
 ``status()`` reports. A call that fails with ``UNAVAILABLE`` has its
-connection checked at once (passive health).
+connection checked at once (passive health). A blocking unary call that
+failed before it reached any server (the pool's view lags a dead connection
+by some milliseconds) is sent again on another ready connection within its
+timeout (:mod:`grpcpool.pools._reroute`); a call that succeeds pays nothing
+for that.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -29,18 +34,18 @@ import grpc
 from grpcpool._config_checks import check_pool_name
 from grpcpool._process import PROCESS
 from grpcpool.config import DEFAULT_POOL_NAME
-from grpcpool.connection._health import refused_stream, status_code
 from grpcpool.errors import NotConnectedError, PoolCallError
 from grpcpool.pools import _connectivity
 from grpcpool.pools._entry import PoolEntry, lookup
 from grpcpool.pools._ready import CallableKey, ReadyConnection, callable_key
+from grpcpool.pools._reroute import never_sent, untried
 
 __all__ = ["PoolChannel"]
 
 # Read without a lock on every call; PROCESS clears it in place after a fork.
 _pools: dict[str, PoolEntry] = PROCESS.pools
 
-_UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
+_clock = time.perf_counter_ns
 
 
 class PoolChannel(grpc.Channel):
@@ -101,9 +106,11 @@ class PoolChannel(grpc.Channel):
         method: str,
         request_serializer: Callable[[Any], bytes] | None = None,
         response_deserializer: Callable[[bytes], Any] | None = None,
-        **kwargs: Any,
+        _registered_method: bool | None = False,
     ) -> grpc.UnaryUnaryMultiCallable[Any, Any]:
-        key = callable_key("unary_unary", method, request_serializer, response_deserializer, kwargs)
+        key = callable_key(
+            "unary_unary", method, request_serializer, response_deserializer, _registered_method
+        )
         return _UnaryUnary(self, key)
 
     def unary_stream(
@@ -111,10 +118,10 @@ class PoolChannel(grpc.Channel):
         method: str,
         request_serializer: Callable[[Any], bytes] | None = None,
         response_deserializer: Callable[[bytes], Any] | None = None,
-        **kwargs: Any,
+        _registered_method: bool | None = False,
     ) -> grpc.UnaryStreamMultiCallable[Any, Any]:
         key = callable_key(
-            "unary_stream", method, request_serializer, response_deserializer, kwargs
+            "unary_stream", method, request_serializer, response_deserializer, _registered_method
         )
         return _UnaryStream(self, key)
 
@@ -123,10 +130,10 @@ class PoolChannel(grpc.Channel):
         method: str,
         request_serializer: Callable[[Any], bytes] | None = None,
         response_deserializer: Callable[[bytes], Any] | None = None,
-        **kwargs: Any,
+        _registered_method: bool | None = False,
     ) -> grpc.StreamUnaryMultiCallable[Any, Any]:
         key = callable_key(
-            "stream_unary", method, request_serializer, response_deserializer, kwargs
+            "stream_unary", method, request_serializer, response_deserializer, _registered_method
         )
         return _StreamUnary(self, key)
 
@@ -135,10 +142,10 @@ class PoolChannel(grpc.Channel):
         method: str,
         request_serializer: Callable[[Any], bytes] | None = None,
         response_deserializer: Callable[[bytes], Any] | None = None,
-        **kwargs: Any,
+        _registered_method: bool | None = False,
     ) -> grpc.StreamStreamMultiCallable[Any, Any]:
         key = callable_key(
-            "stream_stream", method, request_serializer, response_deserializer, kwargs
+            "stream_stream", method, request_serializer, response_deserializer, _registered_method
         )
         return _StreamStream(self, key)
 
@@ -184,18 +191,8 @@ def _left(deadline: float | None) -> float | None:
 def _finished(connection: ReadyConnection, call: Any) -> None:
     """A call started by ``future()`` or a streaming call has ended (a done callback)."""
     connection.calls.discard(call)
-    try:
-        code = call.code()
-    except Exception:  # a call object without a code: nothing to learn
-        return
-    if code is _UNAVAILABLE and not refused_stream(call):
-        connection.report_unavailable()
-
-
-def _failed_with(connection: ReadyConnection, error: grpc.RpcError) -> None:
-    """A call failed: if it says the connection may be gone, have it checked."""
-    if status_code(error) is _UNAVAILABLE and not refused_stream(error):
-        connection.report_unavailable()
+    with contextlib.suppress(Exception):  # a call object without a code: nothing to learn
+        connection.failed(call)
 
 
 # A multi-callable's parameters after the request, in grpc's order.
@@ -260,22 +257,72 @@ class _Routed:
         built = connection.callables.get(self._key) or connection.multi_callable(self._key)
         return connection, built, args, kwargs
 
+    # Whether a blocking call that failed before it reached a server is sent
+    # again: not a stream of requests, which grpc may have begun to consume.
+    _resends = False
+
     def _blocking(
         self, how: str | None, request: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         """Runs a call that blocks until its response, counted while it runs."""
         connection, built, args, kwargs = self._route(args, kwargs)
         call = built if how is None else getattr(built, how)
-        token = object()
+        # The call's token in the connection's set, and when it started (to
+        # keep a call sent again within its timeout): one clock reading does
+        # both, for about what ``object()`` cost. Two calls read the clock
+        # some bytecodes apart at nanosecond resolution, so tokens differ.
+        token = _clock()
         calls = connection.calls
         calls.add(token)
         try:
             return call(request, *args, **kwargs)
         except grpc.RpcError as error:
-            _failed_with(connection, error)
-            raise
+            connection.failed(error)
+            if not (self._resends and never_sent(error)):
+                raise
+            failed = error
         finally:
             calls.discard(token)
+        return self._resend(how, request, _options(args, kwargs), token, [connection], failed)
+
+    def _resend(
+        self,
+        how: str | None,
+        request: Any,
+        options: dict[str, Any],
+        started: int,
+        tried: list[ReadyConnection],
+        error: grpc.RpcError,
+    ) -> Any:
+        """Sends a call that never reached a server to the next untried ready connection.
+
+        Each ready connection is tried at most once, within the call's
+        timeout (counted from ``started``, a ``perf_counter_ns`` reading);
+        the last failure is raised when no connection or no time is left.
+        """
+        timeout = options.get("timeout")
+        while True:
+            entry = _pools.get(self._name)
+            connection = untried(entry.view, tried) if entry is not None else None
+            if connection is None:
+                raise error
+            if timeout is not None:
+                options["timeout"] = timeout - (_clock() - started) / 1e9
+                if options["timeout"] <= 0:
+                    raise error
+            tried.append(connection)
+            built = connection.callables.get(self._key) or connection.multi_callable(self._key)
+            token = _clock()
+            connection.calls.add(token)
+            try:
+                return (built if how is None else getattr(built, how))(request, **options)
+            except grpc.RpcError as again:
+                connection.failed(again)
+                if not never_sent(again):
+                    raise
+                error = again
+            finally:
+                connection.calls.discard(token)
 
     def _started(
         self, how: str | None, request: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -293,6 +340,7 @@ class _Routed:
 
 class _UnaryUnary(_Routed, _UnaryUnaryBase):
     __slots__ = ()
+    _resends = True
 
     def __call__(self, request: Any, *args: Any, **kwargs: Any) -> Any:
         return self._blocking(None, request, args, kwargs)

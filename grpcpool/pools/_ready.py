@@ -4,14 +4,15 @@ The HealthRegistry makes one when a worker reports a channel ready and keeps
 the same object in every view while that channel stays ready, so what
 belongs to the connection rather than to one picture of the pool lives here:
 
-* ``calls``: the calls running on it through a :class:`~grpcpool.PoolChannel`,
-  one token each. ``set.add`` and ``set.discard`` are single C calls, atomic
+* ``calls``: the calls running on it through a pool channel, one token each
+  (a ``perf_counter_ns`` reading for a sync blocking call, the call object
+  otherwise). ``set.add`` and ``set.discard`` are single C calls, atomic
   under the GIL, so callers on any thread count without a lock, and
   ``len(calls)`` is exact.
 * ``callables``: the grpc multi-callables built on its channel, one per
   method and kind, so a call through the pool channel builds nothing.
-* ``report_unavailable``: a call failed with ``UNAVAILABLE``; tell the
-  connection's worker to check it now (at most once per
+* ``failed`` and ``report_unavailable``: a call failed with ``UNAVAILABLE``
+  (not a refused stream); tell the connection's worker to check it now (at most once per
   ``SUSPECT_CHECK_INTERVAL``, so a dead connection under load sends its
   worker one message, not one per failed call).
 """
@@ -25,20 +26,22 @@ from typing import Any
 import grpc
 
 from grpcpool.config import SUSPECT_CHECK_INTERVAL
+from grpcpool.connection._health import refused_stream, status_code
 
 __all__ = ["CallableKey", "ReadyConnection", "callable_key"]
 
 #: What identifies a multi-callable on one channel: its kind
 #: (``"unary_unary"``, ...), the method path, the request serializer, the
-#: response deserializer, and any other keyword arguments as sorted items.
-CallableKey = tuple[str, str, Any, Any, tuple[tuple[str, Any], ...]]
+#: response deserializer and grpcio's ``_registered_method`` flag: the
+#: arguments of grpcio's ``Channel.unary_unary`` (and the other three).
+CallableKey = tuple[str, str, Any, Any, bool | None]
 
 
 def callable_key(
-    kind: str, method: str, serializer: Any, deserializer: Any, kwargs: dict[str, Any]
+    kind: str, method: str, serializer: Any, deserializer: Any, registered: bool | None
 ) -> CallableKey:
     """The :data:`CallableKey` of a multi-callable a pool channel hands out."""
-    return (kind, method, serializer, deserializer, tuple(sorted(kwargs.items())))
+    return (kind, method, serializer, deserializer, registered)
 
 
 class ReadyConnection:
@@ -90,15 +93,24 @@ class ReadyConnection:
         """
         built = self.callables.get(key)
         if built is None:
-            kind, method, serializer, deserializer, extra = key
+            kind, method, serializer, deserializer, registered = key
             factory = getattr(self.channel, kind)
             built = self.callables[key] = factory(
                 method,
                 request_serializer=serializer,
                 response_deserializer=deserializer,
-                **dict(extra),
+                _registered_method=registered,
             )
         return built
+
+    def failed(self, error: BaseException) -> None:
+        """A call on this connection failed: if the error says it may be gone, have it checked.
+
+        ``UNAVAILABLE`` may mean the connection is gone; not so a stream the
+        server refused at its stream limit (it answered on the connection).
+        """
+        if status_code(error) is grpc.StatusCode.UNAVAILABLE and not refused_stream(error):
+            self.report_unavailable()
 
     def report_unavailable(self) -> None:
         """A call on this connection failed with ``UNAVAILABLE``: have it checked soon."""

@@ -1,0 +1,290 @@
+"""The call objects an AioPoolChannel hands out.
+
+A call through the pool channel runs as a ``grpc.aio`` call on the connection
+it was routed to, and the caller holds a :class:`PoolCall` around it, which
+passes everything through and changes two outcomes:
+
+* **Cut by a drain.** A connection that leaves the pool drains for
+  ``connection.drain_timeout`` and is then closed, and ``grpc.aio`` cancels
+  the calls still running on a closed channel: awaiting them raises
+  ``asyncio.CancelledError``, which ``except grpc.RpcError`` does not catch
+  and which makes the awaiting task look cancelled itself. A call that
+  neither its caller (``cancel()``) nor its task's cancellation ended raises
+  ``grpc.aio.AioRpcError`` ``CANCELLED`` instead, saying the drain ended.
+* **Never sent.** A unary-request call that failed before it reached a
+  server (see :mod:`grpcpool.pools._reroute`) is sent again on another ready
+  connection when it is awaited (or, for a response stream, before its first
+  response), each connection at most once, within the call's deadline.
+  A stream of requests is not sent again: grpc.aio has begun to consume it.
+
+Either way an ``UNAVAILABLE`` failure the caller sees asks the connection's
+worker for a health check (passive health), as in the sync pool channel.
+Nothing of this runs while a call succeeds, beyond handing out the wrapper.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Generator
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from grpcpool.pools._ready import ReadyConnection
+from grpcpool.pools._reroute import never_sent, untried
+
+if TYPE_CHECKING:
+    from grpcpool.aio._channel import _Routed
+
+__all__ = ["PoolCall", "call_class"]
+
+_AioRpcError = grpc.aio.AioRpcError
+_Cancelled = asyncio.CancelledError
+_current_task = asyncio.current_task
+
+
+class PoolCall:
+    """What all four kinds share: the running ``grpc.aio`` call, passed through.
+
+    Args:
+        call: The ``grpc.aio`` call (the one attempt running now).
+        connection: The connection it runs on.
+        routed: The pool channel's multi-callable that started it.
+        request: The request, kept to send it again (unary requests only).
+        kwargs: The call's keyword arguments, for the same reason.
+    """
+
+    __slots__ = (
+        "_answered",
+        "_by_caller",
+        "_call",
+        "_connection",
+        "_kwargs",
+        "_request",
+        "_routed",
+        "_tried",
+    )
+
+    # Whether a call that failed before reaching a server is sent again.
+    _resends = False
+
+    # Set only when they happen, read (with a default) only on a failure:
+    # _by_caller (the caller cancelled the call), _answered (a response has
+    # come: never sent again from there), _tried (connections tried so far).
+    _by_caller: bool
+    _answered: bool
+    _tried: list[ReadyConnection]
+
+    def __init__(
+        self,
+        call: Any,
+        connection: ReadyConnection,
+        routed: _Routed,
+        request: Any,
+        kwargs: dict[str, Any],
+    ) -> None:
+        self._call = call
+        self._connection = connection
+        self._routed = routed
+        self._request = request
+        self._kwargs = kwargs
+
+    # --- grpc.aio.Call ------------------------------------------------------------------
+
+    def cancel(self) -> bool:
+        self._by_caller = True
+        return bool(self._call.cancel())
+
+    def cancelled(self) -> bool:
+        return bool(self._call.cancelled())
+
+    def done(self) -> bool:
+        return bool(self._call.done())
+
+    def add_done_callback(self, callback: Callable[[Any], None]) -> None:
+        self._call.add_done_callback(lambda _: callback(self))
+
+    def time_remaining(self) -> float | None:
+        remaining: float | None = self._call.time_remaining()
+        return remaining
+
+    async def initial_metadata(self) -> Any:
+        return await self._call.initial_metadata()
+
+    async def trailing_metadata(self) -> Any:
+        return await self._call.trailing_metadata()
+
+    async def code(self) -> grpc.StatusCode:
+        code: grpc.StatusCode = await self._call.code()
+        return code
+
+    async def details(self) -> str:
+        details: str = await self._call.details()
+        return details
+
+    async def debug_error_string(self) -> str:
+        text: str = await self._call.debug_error_string()
+        return text
+
+    async def wait_for_connection(self) -> None:
+        try:
+            await self._call.wait_for_connection()
+        except _Cancelled as cancelled:
+            raise self._cut(cancelled)  # noqa: B904
+
+    def __repr__(self) -> str:
+        return f"<pool call on {self._connection.worker_id}: {self._call!r}>"
+
+    # --- outcomes ---------------------------------------------------------------------------
+
+    def _cut(self, cancelled: BaseException) -> BaseException:
+        """What to raise for ``cancelled``: itself, or CANCELLED if a drain cut the call.
+
+        The caller's ``cancel()`` and the awaiting task's own cancellation
+        (``Task.cancel``, ``asyncio.timeout``, ``wait_for``) stay a
+        CancelledError, as grpc.aio has it; only the channel's close cancels
+        a call otherwise.
+        """
+        task = _current_task()
+        if getattr(self, "_by_caller", False) or (task is not None and task.cancelling()):
+            return cancelled
+        pool = self._routed._pool
+        error = _AioRpcError(
+            grpc.StatusCode.CANCELLED,
+            grpc.aio.Metadata(),
+            grpc.aio.Metadata(),
+            details=(
+                f"the call was cut when its connection's drain ended: pool {pool.name!r} "
+                f"closed the connection connection.drain_timeout "
+                f"({pool.config.connection.drain_timeout:g} s) after it left the pool"
+            ),
+        )
+        error.__suppress_context__ = True
+        return error
+
+    def _failed(self, error: BaseException) -> bool:
+        """A failure of the running attempt: True if it was sent again instead."""
+        self._connection.failed(error)
+        if getattr(self, "_answered", False) or not self._resends or not never_sent(error):
+            return False
+        tried = getattr(self, "_tried", None)
+        if tried is None:
+            tried = self._tried = [self._connection]
+        pool = self._routed._pool
+        connection = untried(pool.view, tried) if pool.ended is None else None
+        try:
+            left = self._call.time_remaining()
+        except NotImplementedError:  # a call through grpc.aio interceptors does not say
+            if self._kwargs.get("timeout") is not None:
+                return False
+            left = None
+        if connection is None or (left is not None and left <= 0):
+            return False
+        kwargs = self._kwargs if left is None else {**self._kwargs, "timeout": left}
+        tried.append(connection)
+        self._call = self._routed.run(connection, self._request, kwargs)
+        self._connection = connection
+        return True
+
+
+class _Awaited(PoolCall):
+    """A call with one response: awaiting it gives the response."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        while True:
+            try:
+                return (yield from self._call.__await__())
+            except _Cancelled as cancelled:
+                raise self._cut(cancelled)  # noqa: B904 - _cut says which, and why
+            except _AioRpcError as error:
+                if not self._failed(error):
+                    raise
+
+
+class _Iterated(PoolCall):
+    """A call with a stream of responses: iterated, or read one at a time."""
+
+    __slots__ = ()
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._responses()
+
+    async def _responses(self) -> AsyncIterator[Any]:
+        while True:
+            try:
+                async for response in self._call:
+                    self._answered = True
+                    yield response
+                return
+            except _Cancelled as cancelled:
+                raise self._cut(cancelled)  # noqa: B904
+            except _AioRpcError as error:
+                if not self._failed(error):
+                    raise
+
+    async def read(self) -> Any:
+        while True:
+            try:
+                response = await self._call.read()
+            except _Cancelled as cancelled:
+                raise self._cut(cancelled)  # noqa: B904
+            except _AioRpcError as error:
+                if not self._failed(error):
+                    raise
+            else:
+                self._answered = True
+                return response
+
+
+class _Written(PoolCall):
+    """A call with a stream of requests, written one at a time if not from an iterator."""
+
+    __slots__ = ()
+
+    async def write(self, request: Any) -> None:
+        try:
+            await self._call.write(request)
+        except _Cancelled as cancelled:
+            raise self._cut(cancelled)  # noqa: B904
+        except _AioRpcError as error:
+            self._connection.failed(error)
+            raise
+
+    async def done_writing(self) -> None:
+        try:
+            await self._call.done_writing()
+        except _Cancelled as cancelled:
+            raise self._cut(cancelled)  # noqa: B904
+
+
+class UnaryUnaryCall(_Awaited):
+    __slots__ = ()
+    _resends = True
+
+
+class UnaryStreamCall(_Iterated):
+    __slots__ = ()
+    _resends = True
+
+
+class StreamUnaryCall(_Awaited, _Written):
+    __slots__ = ()
+
+
+class StreamStreamCall(_Iterated, _Written):
+    __slots__ = ()
+
+
+_CLASSES: dict[str, type[PoolCall]] = {
+    "unary_unary": UnaryUnaryCall,
+    "unary_stream": UnaryStreamCall,
+    "stream_unary": StreamUnaryCall,
+    "stream_stream": StreamStreamCall,
+}
+
+
+def call_class(kind: str) -> type[PoolCall]:
+    """The :class:`PoolCall` class for a multi-callable of ``kind`` (``"unary_unary"``, ...)."""
+    return _CLASSES[kind]
