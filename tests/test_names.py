@@ -283,11 +283,13 @@ async def main():
         await pool.await_ready(timeout=5, min_ready=2)
         pid = os.fork()
         if pid == 0:
+            # grpcio does not support using grpc in a child forked while
+            # grpc.aio runs (it may crash), so the child only asks the table.
+            from grpcpool._names import check_free, held_by
             code = 0
             try:
-                grpcpool.start(config, name="shared")
-                grpcpool.await_ready("shared", timeout=10, min_ready=2)
-                grpcpool.stop("shared")
+                assert held_by("shared") is None
+                check_free("shared")
             except Exception as error:
                 print("child", type(error).__name__, error, flush=True)
                 code = 3
@@ -301,9 +303,9 @@ asyncio.run(main())
 
 
 def test_a_forked_child_forgets_its_parents_asyncio_pools(echo_server: EchoServer) -> None:
-    """A child forked beside a running asyncio pool can start a sync pool of that name (the
-    asyncio pool, whose loop did not survive the fork, holds no name there); the parent's
-    asyncio pool keeps its name and its connections."""
+    """A child forked beside a running asyncio pool finds that name free (the asyncio pool,
+    whose loop did not survive the fork, holds no name there); the parent's asyncio pool
+    keeps its name and its connections."""
     env = {**os.environ, "GRPC_ENABLE_FORK_SUPPORT": "1", "GRPC_VERBOSITY": "ERROR"}
     result = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(FORK_SCENARIO), str(echo_server.port)],

@@ -45,12 +45,15 @@ class Backends:
         self.hosts = HOSTS[:count]
         self.servers = [EchoServer(self.port, host=host) for host in self.hosts]
         self.addresses = [f"{host}:{self.port}" for host in self.hosts]
-        self.killed_at: dict[str, list[float]] = {a: [] for a in self.addresses}
+        # Address -> (began, done) of each kill: calls the server accepts
+        # while it is being stopped are cut too.
+        self.killed_at: dict[str, list[tuple[float, float]]] = {a: [] for a in self.addresses}
 
     def kill(self, index: int) -> None:
-        self.killed_at[self.addresses[index]].append(time.monotonic())
+        began = time.monotonic()
         self.servers[index].kill()
         self.servers[index].stop()
+        self.killed_at[self.addresses[index]].append((began, time.monotonic()))
 
     def restart(self, index: int) -> float:
         self.servers[index] = EchoServer(self.port, host=self.hosts[index])
@@ -161,7 +164,7 @@ def _only_in_flight_failed(
     assert not [f for f in failures if f[3]], "calls found no ready connection"
     for start, end, address, _ in failures:
         assert address is not None
-        assert any(start <= kill <= end for kill in backends.killed_at[address]), (
+        assert any(start <= done and began <= end for began, done in backends.killed_at[address]), (
             f"a call on {address} failed that was not running when it was killed"
         )
 
