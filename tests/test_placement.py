@@ -250,7 +250,6 @@ async def test_rolling_restarts_under_max_age_fail_only_calls_in_flight_in_an_as
                 except grpc.RpcError as error:
                     no_ready = isinstance(error, PoolCallError)
                     failures.append((start, time.monotonic(), last_address.get(), no_ready))
-                    await asyncio.sleep(0)  # a call refused at once must not starve the loop
 
         tasks = [asyncio.create_task(caller()) for _ in range(4)]
         try:
@@ -383,3 +382,32 @@ def test_a_replacement_for_a_worker_already_gone_is_stopped_not_kept(
     status = grpcpool.status("no-growth")
     assert status.expected_size == 2
     assert added not in {w.worker_id for w in status.workers}
+
+
+# --- callers that retry at once ---------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_an_asyncio_caller_retrying_at_once_does_not_starve_the_loop() -> None:
+    """With nothing ready, a caller that retries a failed call at once, never yielding itself,
+    still lets the loop run other tasks (the pool's own among them) between its calls."""
+    config = Config.new(endpoint={"type": "local", "host": "127.0.0.1", "port": free_port()})
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    async with Pool(config, name="spin-aio") as pool:
+        call = pool.channel().unary_unary(ECHO)
+        other = asyncio.create_task(ticker())
+        try:
+            for _ in range(200):
+                with pytest.raises(grpc.RpcError):
+                    await call(b"x", timeout=1.0)
+        finally:
+            other.cancel()
+            await asyncio.gather(other, return_exceptions=True)
+    assert ticks >= 100

@@ -287,3 +287,13 @@ def test_with_something_ready_one_worker_tries_a_failed_address_first() -> None:
     alone.plan([worker("w0", B, "backoff", since=0.0)], [A, B], now=0.0, wall=0.0)
     everyone = alone.plan(stuck, [B, C], now=10.0, wall=10.0)
     assert sum(r.address == B for r in everyone.repins) >= 2
+
+
+def test_a_connect_under_way_is_not_moved_for_an_even_spread() -> None:
+    """Every worker just moved to B and is connecting there while A is due again: none is
+    sent back to A for evenness (that would restart connects that may be about to work)."""
+    plan_of = planner()
+    plan_of.plan([worker("w0", A, "backoff", since=0.0)], [A, B], now=0.0, wall=0.0)
+    connecting = [worker(f"w{i}", B, "connecting", since=9.9) for i in range(4)]
+    plan = plan_of.plan(connecting, [A, B], now=10.0, wall=10.0)
+    assert plan.repins == () and plan.move is None

@@ -192,16 +192,19 @@ class _FailedCall:
         return self._raise().__await__()
 
     async def _raise(self) -> Any:
+        # A caller that retries at once must not keep the loop from the
+        # tasks that bring connections back: let them run first.
+        await asyncio.sleep(0)
         raise self._error
 
     def __aiter__(self) -> AsyncIterator[Any]:
         return self
 
     async def __anext__(self) -> Any:
-        raise self._error
+        return await self._raise()
 
     async def read(self) -> Any:
-        raise self._error
+        return await self._raise()
 
     async def write(self, request: Any) -> None:
         raise self._error

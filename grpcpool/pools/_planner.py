@@ -215,7 +215,13 @@ class Planner:
         # workers that serve nothing away from an address: trying costs
         # nothing, and the address may have healed since.
         avoid = set(self._avoid) if any_ready else set()
-        fixed = set(replacements)
+        # A first connect under way where it may go is left to finish: moving
+        # it would only start it again elsewhere (it moves once it fails).
+        fixed = set(replacements) | {
+            w.worker_id
+            for w in counted
+            if w.state == "connecting" and w.address in usable and not is_failing(w, wall)
+        }
         for _ in range(len(placements)):
             step = next_move(placements, usable, self._rng, avoid=avoid, fixed=fixed)
             if step is None:

@@ -91,6 +91,9 @@ class PoolChannel(grpc.Channel):
             except NotConnectedError as error:
                 # No pool of that name (PoolNotFoundError): waiting cannot help.
                 if not wait_for_ready or self._name not in _pools:
+                    # Callers that retry at once would otherwise keep the GIL
+                    # from the threads that bring connections back: hand it on.
+                    time.sleep(0)
                     raise PoolCallError.of(error) from None
                 left = _left(deadline)
                 if left is not None and left <= 0:
