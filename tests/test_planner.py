@@ -297,3 +297,12 @@ def test_a_connect_under_way_is_not_moved_for_an_even_spread() -> None:
     connecting = [worker(f"w{i}", B, "connecting", since=9.9) for i in range(4)]
     plan = plan_of.plan(connecting, [A, B], now=10.0, wall=10.0)
     assert plan.repins == () and plan.move is None
+
+
+def test_a_placed_worker_waiting_to_reconnect_asks_for_a_fresh_answer() -> None:
+    """A worker on an address that backs off makes the plan say the answer may be stale;
+    one waiting for its first address, or a pool whose workers connect, does not."""
+    plan_of = planner()
+    assert plan_of.plan([worker("w1", A, "backoff")], [A, B], now=0.0, wall=0.0).reconnecting
+    assert not plan_of.plan([worker("w1", None, "backoff")], [A], now=0.0, wall=0.0).reconnecting
+    assert not plan_of.plan([worker("w1", A, "connecting")], [A], now=0.0, wall=0.0).reconnecting

@@ -57,7 +57,7 @@ READY = grpc.ChannelConnectivity.READY
 
 
 def failure(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
-    return grpc.aio.AioRpcError(code, details=details)
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details=details)
 
 
 def test_only_a_failure_at_pick_time_counts_as_never_sent() -> None:
@@ -291,6 +291,13 @@ def test_sync_calls_started_after_a_backend_is_killed_do_not_fail(
     assert len(outcomes) > KILLS * CALLS_BETWEEN
 
 
+# grpc.aio before 1.85 reports a call whose connection was lost as cancelled, whatever
+# became of it, so the pool cannot tell one never sent from one that may have reached
+# the server, and sends neither again (SPEC, section 5b).
+@pytest.mark.skipif(
+    tuple(int(part) for part in grpc.__version__.split(".")[:2]) < (1, 85),
+    reason="grpc.aio before 1.85 does not say which lost calls were never sent",
+)
 @pytest.mark.asyncio
 async def test_aio_calls_started_after_a_backend_is_killed_do_not_fail(
     backends: Backends,

@@ -28,12 +28,10 @@ PoolSupervisor to repin, add and retire workers, without waiting on it.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -59,15 +57,13 @@ _log = logging.getLogger(__name__)
 AGE_POLL = 1.0
 # How long a retired worker is left out of plans while it leaves the view.
 LEAVE_WAIT = 5.0
-# At most one resolution per this many seconds because connections fail.
-FAILURE_RESOLVE_GAP = 1.0
 # The id a move's replacement goes by until the PoolSupervisor names it.
 _UNNAMED = "(starting)"
 
 
 @dataclass(frozen=True)
 class _Resolve:
-    reason: str  # "interval", "failure", "retry"
+    reason: str  # "interval", "retry"
 
 
 @dataclass(frozen=True)
@@ -156,29 +152,16 @@ class Balancer(SupervisedActor):
         self._leaving: dict[str, float] = {}
         self._resolutions = 0  # the number of the latest resolution started
         self._resolving = False
-        self._last_failure_resolve = -FAILURE_RESOLVE_GAP
         self._timers: set[TimerHandle] = set()
         self._tick: TimerHandle | None = None
         self._ticks = 0  # the number of the latest tick scheduled
-        self._receiver: Callable[..., None] | None = None
 
     # --- actor hooks ----------------------------------------------------------------
 
     def on_start(self) -> None:
-        me, name = self.actor_ref, self._entry.name
+        me = self.actor_ref
         self._nudge.attach(lambda: me.tell(WorkersChanged()))
 
-        def on_reconnect(sender: str, **_: Any) -> None:
-            # On the reconnecting worker's thread: only tell. An asyncio pool
-            # of the same name emits this too, from inside its event loop (a
-            # sync pool's actors never run one): not ours.
-            if asyncio.events._get_running_loop() is not None:
-                return
-            with contextlib.suppress(pykka.ActorDeadError):
-                me.tell(_Resolve("failure"))
-
-        self._receiver = on_reconnect
-        telemetry.channel_reconnect_scheduled.connect(on_reconnect, sender=name, weak=False)
         if self._start_answer:
             # The answer the pool started with, reported like any other.
             self._answers.take(self._start_answer, None, self._took)
@@ -224,9 +207,6 @@ class Balancer(SupervisedActor):
 
     def _let_go(self) -> None:
         self._nudge.attach(None)
-        if self._receiver is not None:
-            telemetry.channel_reconnect_scheduled.disconnect(self._receiver)
-            self._receiver = None
         for timer in self._timers:
             timer.cancel()
         if self._tick is not None:
@@ -239,11 +219,6 @@ class Balancer(SupervisedActor):
     # --- resolution -------------------------------------------------------------------
 
     def _on_resolve(self, message: _Resolve) -> None:
-        if message.reason == "failure":
-            now = time.monotonic()
-            if now - self._last_failure_resolve < FAILURE_RESOLVE_GAP:
-                return
-            self._last_failure_resolve = now
         self._start_resolution()
 
     def _start_resolution(self) -> None:
@@ -316,6 +291,8 @@ class Balancer(SupervisedActor):
                 self._repin(repin.worker_id, repin.address)
             if plan.move is not None and self._move is None:
                 self._begin(plan.move)
+        if plan.reconnecting and self._answers.failure_resolve_due(now):
+            self._start_resolution()  # a connection cannot reconnect: is the answer stale?
         self._schedule_tick(plan.wake_in)
 
     def _repin(self, worker_id: str, address: str) -> None:

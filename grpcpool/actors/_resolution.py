@@ -37,6 +37,8 @@ _log = logging.getLogger(__name__)
 START_RESOLVE_WAIT = 1.0
 # The longest wait between two resolutions of a pool that has no answer yet.
 RESOLVE_RETRY_MAX = 30.0
+# At most one resolution per this many seconds because connections fail.
+FAILURE_RESOLVE_GAP = 1.0
 
 
 def _resolver_of(config: Config) -> Callable[[str, int], Sequence[str]]:
@@ -124,6 +126,18 @@ class Answers:
         top = RESOLVE_RETRY_MAX if interval is None else max(1.0, min(interval, RESOLVE_RETRY_MAX))
         self._backoff = Backoff(1.0, top)
         self._interval = interval
+        self._last_failure_resolve = -FAILURE_RESOLVE_GAP
+
+    def failure_resolve_due(self, now: float) -> bool:
+        """A connection cannot reconnect: True if the pool should resolve now (once a second).
+
+        Args:
+            now: ``time.monotonic()``.
+        """
+        if now - self._last_failure_resolve < FAILURE_RESOLVE_GAP:
+            return False
+        self._last_failure_resolve = now
+        return True
 
     def retry_delay(self) -> float | None:
         """Seconds until the pool should ask again, after the resolution just judged."""

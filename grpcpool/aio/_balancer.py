@@ -23,10 +23,9 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from grpcpool import telemetry
 from grpcpool.actors._resolution import START_RESOLVE_WAIT, Answers, resolve, timed_out
@@ -44,8 +43,6 @@ _log = logging.getLogger(__name__)
 
 # The longest pause between two looks at connection ages (with max_age).
 AGE_POLL = 1.0
-# At most one resolution per this many seconds because connections fail.
-FAILURE_RESOLVE_GAP = 1.0
 
 
 def resolves_inline(config: Config) -> bool:
@@ -112,7 +109,6 @@ class Balancer:
         self._wake = asyncio.Event()
         self._resolve_at: float | None = None  # monotonic; None: not scheduled
         self._resolving: asyncio.Task[None] | None = None
-        self._last_failure_resolve = -FAILURE_RESOLVE_GAP
 
     def poke(self) -> None:
         """The pool's workers changed (a state, or scaling): look again."""
@@ -120,21 +116,6 @@ class Balancer:
 
     async def run(self) -> None:
         """Runs until cancelled (the pool stops)."""
-        name = self._pool.name
-        pool_thread = threading.get_ident()
-
-        def on_reconnect(sender: str, **_: Any) -> None:
-            # This pool's workers emit on its loop's thread; a sync pool of the
-            # same name emits from its actors' threads: not ours.
-            if threading.get_ident() != pool_thread:
-                return
-            now = time.monotonic()
-            if now - self._last_failure_resolve >= FAILURE_RESOLVE_GAP:
-                self._last_failure_resolve = now
-                self._resolve_at = now
-                self._wake.set()
-
-        telemetry.channel_reconnect_scheduled.connect(on_reconnect, sender=name, weak=False)
         try:
             if self._start_answer:
                 self._answers.take(self._start_answer, None, self._took)
@@ -149,7 +130,6 @@ class Balancer:
                 wake_in = await self._look()
                 await wait_event(self._wake, self._timeout(wake_in))
         finally:
-            telemetry.channel_reconnect_scheduled.disconnect(on_reconnect)
             # A move's replacement stops with the pool's other workers.
             if self._resolving is not None:
                 self._resolving.cancel()
@@ -213,6 +193,8 @@ class Balancer:
         )
         for repin in plan.repins:
             pool._workers.repin(repin.worker_id, repin.address)
+        if plan.reconnecting and self._answers.failure_resolve_due(time.monotonic()):
+            self._start_resolution()  # a connection cannot reconnect: is the answer stale?
         if plan.move is not None and self._move is None:
             added = pool._workers.add(plan.move.address, replacement=True)
             self._move = _Move(plan.move, added, time.monotonic() + self._move_limit)

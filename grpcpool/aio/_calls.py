@@ -149,6 +149,17 @@ class PoolCall:
         if getattr(self, "_by_caller", False) or (task is not None and task.cancelling()):
             return cancelled
         pool = self._routed._pool
+        if self._connection.channel not in pool.closed_by_pool:  # type: ignore[comparison-overlap]
+            # grpcio before 1.85 reports a call lost with its connection as
+            # cancelled: it may have reached the server, so it is not sent again.
+            error = _AioRpcError(
+                grpc.StatusCode.UNAVAILABLE,
+                grpc.aio.Metadata(),
+                grpc.aio.Metadata(),
+                details="the call's connection was lost (grpc.aio reported it cancelled)",
+            )
+            error.__suppress_context__ = True
+            return error
         error = _AioRpcError(
             grpc.StatusCode.CANCELLED,
             grpc.aio.Metadata(),

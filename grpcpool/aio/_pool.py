@@ -18,6 +18,7 @@ import asyncio
 import logging
 import threading
 import warnings
+import weakref
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Self
@@ -98,6 +99,9 @@ class Pool:
         self._workers = WorkerTasks(self)
         self._open: set[grpc.aio.Channel] = set()
         self._closing: set[asyncio.Task[None]] = set()
+        # Channels this pool closed (or is closing): a call they cut was cut
+        # by the pool, not lost with its connection.
+        self.closed_by_pool: weakref.WeakSet[grpc.aio.Channel] = weakref.WeakSet()
         self._reporter: asyncio.Task[None] | None = None
         self._balancer: Balancer | None = None
         # Written by the balancing task alone: why the last resolution failed.
@@ -361,6 +365,7 @@ class Pool:
     def _retire(self, channel: grpc.aio.Channel, *, drain: bool) -> None:
         """Closes ``channel``; with ``drain`` its running calls get ``drain_timeout`` first."""
         self._open.discard(channel)
+        self.closed_by_pool.add(channel)
         grace = self.config.connection.drain_timeout if drain else None
         self._loop_task(channel.close(grace=grace or None))
 

@@ -78,11 +78,15 @@ class Plan:
         wake_in: Seconds until the plan may change by time alone (an address
             may be tried again, a connect turns slow, a connection falls due
             by age); None when only news can change it.
+        reconnecting: A placed worker waits to reconnect: the resolver's
+            answer may be stale, so the pool should ask again (its driver
+            limits how often).
     """
 
     repins: tuple[Repin, ...] = ()
     move: Candidate | None = None
     wake_in: float | None = None
+    reconnecting: bool = False
 
 
 def is_failing(worker: WorkerStatus, wall: float) -> bool:
@@ -198,8 +202,9 @@ class Planner:
             for w in members
             if w.state == "connecting" and not is_failing(w, wall)
         ]
+        reconnecting = any(w.state == "backoff" and w.address is not None for w in members)
         if not addresses:
-            return Plan(wake_in=_soonest(wake))
+            return Plan(wake_in=_soonest(wake), reconnecting=reconnecting)
         usable = [a for a in addresses if self.retry_at(a, now) is None]
         # In the picture the spread sees, a move under way is done: its
         # replacement stands where it goes and the replaced worker is gone.
@@ -249,7 +254,7 @@ class Planner:
         due = self.next_refresh()
         if due is not None:
             wake.append(due - wall)
-        return Plan(tuple(repins), move, _soonest(wake))
+        return Plan(tuple(repins), move, _soonest(wake), reconnecting)
 
     def next_refresh(self) -> float | None:
         """When (wall clock) the next connection falls due by age, if any is known."""
