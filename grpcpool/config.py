@@ -88,6 +88,10 @@ DEFAULT_DRAIN_TIMEOUT = 30.0
 # most once per this many seconds (a dead connection under load fails many
 # calls at once; one check answers for all of them).
 SUSPECT_CHECK_INTERVAL = 1.0
+# An asyncio call refused because no connection is ready fails after this many
+# seconds, not at once: a caller retrying in a loop would otherwise hold its
+# event loop's thread, and the GIL, from what brings connections back.
+REFUSED_CALL_PAUSE = 0.001
 DEFAULT_BACKOFF_MIN = 1.0
 DEFAULT_BACKOFF_MAX = 30.0
 # Where a pool places its connections: an address whose connections all fail

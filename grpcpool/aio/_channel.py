@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from grpcpool.aio._calls import call_class
+from grpcpool.config import REFUSED_CALL_PAUSE
 from grpcpool.errors import NotConnectedError, PoolCallError, PoolNotFoundError
 from grpcpool.pools._connectivity import connectivity_of
 from grpcpool.pools._ready import CallableKey, ReadyConnection, callable_key
@@ -192,9 +193,10 @@ class _FailedCall:
         return self._raise().__await__()
 
     async def _raise(self) -> Any:
-        # A caller that retries at once must not keep the loop from the
-        # tasks that bring connections back: let them run first.
-        await asyncio.sleep(0)
+        # A caller that retries at once must not keep the loop, and the
+        # thread's GIL, from what brings connections back (the pool's tasks,
+        # grpc's threads): a refused call takes a moment.
+        await asyncio.sleep(REFUSED_CALL_PAUSE)
         raise self._error
 
     def __aiter__(self) -> AsyncIterator[Any]:
