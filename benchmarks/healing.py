@@ -15,7 +15,7 @@ moment it bound the port, as the server reports it.
      of the calls again (its fair share is a third), over sliding windows of
      the last 120 calls, and the calls that failed in the round. The pool
      has moved that backend's connections to the live ones meanwhile;
-     ``grpcpool.pools._planner`` tries the dead address again after a
+     ``grpcpool.core._planner`` tries the dead address again after a
      backoff from ``connection.backoff_min`` up to 4 s, and grpcio's own
      subchannel backoff (1 s, x1.6 per attempt, up to 120 s) decides when
      the bare channel tries again.

@@ -49,7 +49,7 @@ from benchmarks.harness import (
 )
 from benchmarks.pools import pool_config, running_pool, unique_name
 from benchmarks.server import ServerProcess
-from grpcpool.pools import lookup
+from grpcpool.api import lookup
 from grpcpool.strategy import resolve_strategy
 
 __all__ = ["run"]

@@ -21,26 +21,8 @@ from grpcpool.actors import (
     PoolSupervisor,
     TelemetryReporter,
 )
-from grpcpool.backoff import Backoff
-from grpcpool.config import (
-    Config,
-    ConnectionConfig,
-    EndpointConfig,
-    PoolConfig,
-    RetryConfig,
-    TLSOptions,
-)
-from grpcpool.errors import (
-    ConfigError,
-    GrpcPoolError,
-    NotConnectedError,
-    PoolCallError,
-    PoolNotFoundError,
-    PoolSizeError,
-    PoolTimeoutError,
-    StrategyError,
-)
-from grpcpool.pools._api import (
+from grpcpool.api._pool_channel import PoolChannel
+from grpcpool.api._pools import (
     PoolProxy,
     await_ready,
     channel,
@@ -53,8 +35,26 @@ from grpcpool.pools._api import (
     status,
     stop,
 )
-from grpcpool.pools._pool_channel import PoolChannel
-from grpcpool.pools._ready import ReadyConnection
+from grpcpool.backoff import Backoff
+from grpcpool.config import (
+    Config,
+    ConnectionConfig,
+    EndpointConfig,
+    PoolConfig,
+    RetryConfig,
+    TLSOptions,
+)
+from grpcpool.core._ready import ReadyConnection
+from grpcpool.errors import (
+    ConfigError,
+    GrpcPoolError,
+    NotConnectedError,
+    PoolCallError,
+    PoolNotFoundError,
+    PoolSizeError,
+    PoolTimeoutError,
+    StrategyError,
+)
 from grpcpool.resolver import ResolveError, StaticResolver, static_resolver, system_resolver
 from grpcpool.strategy import LeastInFlight, PowerOfTwo, Random, RoundRobin, Strategy
 from grpcpool.supervisor import (

@@ -8,8 +8,7 @@ them from ``__post_init__``, so an invalid section never exists.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -17,16 +16,29 @@ from grpcpool._config_checks import (
     check_bool,
     check_float,
     check_int,
-    check_keys,
     check_optional_float,
     check_pool_name,
     check_production_transport,
-    field_names,
     is_production,
     kind,
     normalize_interceptors,
     normalize_options,
     normalize_tls,
+)
+from grpcpool._config_limits import (
+    HARD_MAX_POOL_SIZE,
+    MAX_BACKOFF,
+    MAX_CONNECT_TIMEOUT,
+    MAX_DRAIN_TIMEOUT,
+    MAX_KEEPALIVE,
+    MAX_KEEPALIVE_TIMEOUT,
+    MAX_MAX_AGE,
+    MAX_PING_INTERVAL,
+    MAX_PING_TIMEOUT,
+    MAX_RESOLVE_INTERVAL,
+    MAX_RESOLVE_TIMEOUT,
+    MAX_TELEMETRY_INTERVAL,
+    MIN_MAX_AGE,
 )
 from grpcpool._hosts import check_host
 from grpcpool.errors import ConfigError
@@ -49,8 +61,6 @@ def check_retry(retry: RetryConfig) -> None:
 
 def check_endpoint(endpoint: EndpointConfig) -> None:
     """Checks ``endpoint`` and normalizes its TLS, interceptors, options and retry."""
-    from grpcpool.config import MAX_RESOLVE_INTERVAL, MAX_RESOLVE_TIMEOUT, RetryConfig
-
     check_host("endpoint.host", endpoint.host)
     check_int("endpoint.port", endpoint.port, minimum=1, maximum=65535)
     if not isinstance(endpoint.type, str) or not endpoint.type.strip():
@@ -87,18 +97,10 @@ def check_endpoint(endpoint: EndpointConfig) -> None:
         strict=True,
         maximum=MAX_RESOLVE_TIMEOUT,
     )
-    retry: Any = endpoint.retry_config
-    if isinstance(retry, Mapping):
-        check_keys("endpoint.retry_config", retry, field_names(RetryConfig))
-        object.__setattr__(endpoint, "retry_config", RetryConfig(**retry))
-    elif retry is not None and not isinstance(retry, RetryConfig):
-        raise ConfigError("endpoint.retry_config", "must be a RetryConfig or a mapping")
 
 
 def check_pool(pool: PoolConfig) -> None:
     """Checks ``pool``."""
-    from grpcpool.config import HARD_MAX_POOL_SIZE, MAX_TELEMETRY_INTERVAL
-
     check_int("pool.max_size", pool.max_size, minimum=1, maximum=HARD_MAX_POOL_SIZE)
     check_int("pool.size", pool.size, minimum=1)
     if pool.size > pool.max_size:
@@ -128,18 +130,6 @@ def check_pool(pool: PoolConfig) -> None:
 
 def check_connection(connection: ConnectionConfig) -> None:
     """Checks ``connection``, each time within its bound."""
-    from grpcpool.config import (
-        MAX_BACKOFF,
-        MAX_CONNECT_TIMEOUT,
-        MAX_DRAIN_TIMEOUT,
-        MAX_KEEPALIVE,
-        MAX_KEEPALIVE_TIMEOUT,
-        MAX_MAX_AGE,
-        MAX_PING_INTERVAL,
-        MAX_PING_TIMEOUT,
-        MIN_MAX_AGE,
-    )
-
     check_optional_float(
         "connection.keepalive", connection.keepalive, strict=True, maximum=MAX_KEEPALIVE
     )

@@ -9,7 +9,7 @@ report as one and each hide the other. So both kinds claim a name under
 :class:`~grpcpool.ConfigError` on ``pool.name``, whichever kind started
 first. A stopped pool's name is free again, for either kind.
 
-The sync claim itself stays in :mod:`grpcpool.pools._entry` (it also
+The sync claim itself stays in :mod:`grpcpool.actors._entry` (it also
 follows restarts); this module holds what both kinds share: the check,
 the error, the asyncio claim and release, and which kind holds a name.
 """
@@ -22,7 +22,7 @@ from grpcpool._process import PROCESS
 from grpcpool.errors import ConfigError
 
 if TYPE_CHECKING:
-    from grpcpool.aio._pool import Pool as AioPool
+    from grpcpool.tasks._pool import TaskPool as AioPool
 
 __all__ = ["Kind", "check_free", "claim_aio", "held_by", "name_in_use", "release_aio"]
 

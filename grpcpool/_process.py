@@ -11,6 +11,8 @@ one place:
   grpcio's C core when the process is copied;
 * ``after_in_parent`` it resumes;
 * ``after_in_child`` every process-wide object is replaced by a fresh one.
+  (pykka's own registry is the supervision tree's to guard:
+  ``grpcpool.supervisor`` registers its fork hooks beside these.)
   The parent's pools, channels and threads do not exist in a child (only the
   forking thread is copied), so the child forgets them, but keeps the objects
   alive: letting them be collected would run grpcio finalizers against a C
@@ -29,13 +31,11 @@ import threading
 import weakref
 from typing import TYPE_CHECKING, Any
 
-import pykka
-
 if TYPE_CHECKING:
-    from grpcpool.aio._pool import Pool as AioPool
+    from grpcpool._timer import Scheduler
+    from grpcpool.actors._entry import ForkedPool, PoolEntry
     from grpcpool.connection._watcher import Watcher
-    from grpcpool.pools._entry import ForkedPool, PoolEntry
-    from grpcpool.supervisor._timer import Scheduler
+    from grpcpool.tasks._pool import TaskPool as AioPool
 
 __all__ = ["ENDED_POOLS_KEPT", "PROCESS", "ProcessState", "fork_safe_lock"]
 
@@ -79,9 +79,9 @@ class ProcessState:
         self.aio_pools: dict[str, AioPool] = {}
         self.forked_pools: dict[str, ForkedPool] = {}
         self.ended_pools: collections.OrderedDict[str, str] = collections.OrderedDict()
-        self.default_supervisor: pykka.ActorRef[Any] | None = None
+        self.default_supervisor: Any | None = None
         self.default_lock = threading.RLock()
-        self.roots: list[pykka.ActorRef[Any]] = []
+        self.roots: list[Any] = []
         self.scheduler: Scheduler | None = None
         self.watcher: Watcher | None = None
         self.open_channels: set[Any] = set()
@@ -89,7 +89,6 @@ class ProcessState:
         self.inherited: list[Any] = []
         # Objects whose ``_lock`` a forked child replaces; see fork_safe_lock().
         self.lock_owners: weakref.WeakSet[Any] = weakref.WeakSet()
-        self._registry_held = False
 
     # --- the fork hook ----------------------------------------------------------
 
@@ -97,14 +96,8 @@ class ProcessState:
         watcher = self.watcher
         if watcher is not None:
             watcher.pause()
-        # Held across the fork, so that the child's copy of pykka's registry
-        # is not half-changed by a thread caught in the middle of it.
-        self._registry_held = _registry_lock().acquire(timeout=_REGISTRY_WAIT)
 
     def after_fork_in_parent(self) -> None:
-        if self._registry_held:
-            self._registry_held = False
-            _registry_lock().release()
         watcher = self.watcher
         if watcher is not None:
             watcher.resume()
@@ -133,41 +126,6 @@ class ProcessState:
         self.watcher = None
         for owner in list(self.lock_owners):
             owner._lock = threading.Lock()
-        # pykka's registry lock was held by the forking thread (see
-        # before_fork) or, if that timed out, maybe by a thread that does not
-        # exist here: either way the child starts with a fresh one.
-        self._registry_held = False
-        pykka.ActorRegistry._actor_refs_lock = threading.RLock()
-        _forget_parent_actors()
-
-
-# How long a fork waits for pykka's registry lock (held only briefly, by a
-# thread registering or unregistering an actor).
-_REGISTRY_WAIT = 2.0
-
-
-class _NoLock:
-    """Stands in for pykka's registry lock should a pykka release not have one."""
-
-    def acquire(self, timeout: float = -1) -> bool:
-        return False
-
-    def release(self) -> None:
-        pass
-
-
-def _registry_lock() -> Any:
-    return getattr(pykka.ActorRegistry, "_actor_refs_lock", None) or _NoLock()
-
-
-def _forget_parent_actors() -> None:
-    # pykka's registry still lists the parent's actors, whose threads are
-    # gone: asking one would wait forever.
-    from grpcpool.supervisor import SupervisedActor
-
-    for ref in pykka.ActorRegistry.get_all():
-        if issubclass(ref.actor_class, SupervisedActor):
-            pykka.ActorRegistry.unregister(ref)
 
 
 PROCESS = ProcessState()

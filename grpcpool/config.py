@@ -21,7 +21,25 @@ from typing import Any
 
 import grpc
 
+from grpcpool._channel_args import channel_options
 from grpcpool._config_checks import check_keys, field_names, kind
+
+# The bounds live apart so that the section checks need not import this module.
+from grpcpool._config_limits import (
+    HARD_MAX_POOL_SIZE,
+    MAX_BACKOFF,
+    MAX_CONNECT_TIMEOUT,
+    MAX_DRAIN_TIMEOUT,
+    MAX_KEEPALIVE,
+    MAX_KEEPALIVE_TIMEOUT,
+    MAX_MAX_AGE,
+    MAX_PING_INTERVAL,
+    MAX_PING_TIMEOUT,
+    MAX_RESOLVE_INTERVAL,
+    MAX_RESOLVE_TIMEOUT,
+    MAX_TELEMETRY_INTERVAL,
+    MIN_MAX_AGE,
+)
 from grpcpool._config_sections import (
     check_connection,
     check_endpoint,
@@ -33,6 +51,19 @@ from grpcpool.errors import ConfigError
 from grpcpool.strategy import SelectStrategy, Strategy
 
 __all__ = [
+    "HARD_MAX_POOL_SIZE",
+    "MAX_BACKOFF",
+    "MAX_CONNECT_TIMEOUT",
+    "MAX_DRAIN_TIMEOUT",
+    "MAX_KEEPALIVE",
+    "MAX_KEEPALIVE_TIMEOUT",
+    "MAX_MAX_AGE",
+    "MAX_PING_INTERVAL",
+    "MAX_PING_TIMEOUT",
+    "MAX_RESOLVE_INTERVAL",
+    "MAX_RESOLVE_TIMEOUT",
+    "MAX_TELEMETRY_INTERVAL",
+    "MIN_MAX_AGE",
     "Config",
     "ConnectionConfig",
     "EndpointConfig",
@@ -45,9 +76,6 @@ __all__ = [
 DEFAULT_TYPE = "production"
 DEFAULT_POOL_SIZE = 5
 DEFAULT_MAX_POOL_SIZE = 1024
-# The most pool.max_size may be: every worker is a thread (its actor), so a
-# typo must not ask for millions of them.
-HARD_MAX_POOL_SIZE = 16384
 DEFAULT_POOL_NAME = "default"
 DEFAULT_STRATEGY = "round_robin"
 DEFAULT_TELEMETRY_INTERVAL = 5.0
@@ -121,26 +149,6 @@ DEFAULT_RETRY_MAX_ATTEMPTS = 3
 DEFAULT_RETRY_BASE_DELAY = 1.0
 DEFAULT_RETRY_MAX_DELAY = 10.0
 
-# --- upper bounds of the times, in seconds -----------------------------------
-# grpcio takes a time as milliseconds in a C int, so nothing may reach
-# 2147483.648 s; these bounds are far below that, and low enough that a time
-# typed in milliseconds (keepalive=30000, connect_timeout=10000) is an error
-# rather than a pool that pings once in eight hours.
-MAX_KEEPALIVE = 7200.0  # 2 hours, the TCP keepalive default
-MAX_KEEPALIVE_TIMEOUT = 3600.0
-MAX_PING_INTERVAL = 3600.0
-MAX_PING_TIMEOUT = 600.0
-MAX_CONNECT_TIMEOUT = 3600.0
-# A drain may wait for long streams to finish, so it may be long.
-MAX_DRAIN_TIMEOUT = 86400.0
-MAX_BACKOFF = 3600.0  # backoff_min and backoff_max
-MAX_TELEMETRY_INTERVAL = 86400.0
-MAX_RESOLVE_INTERVAL = 86400.0
-MAX_RESOLVE_TIMEOUT = 3600.0
-# A connection replaced more often than every half second would spend its
-# life connecting; a month is past any server's connection age limit.
-MIN_MAX_AGE = 0.5
-MAX_MAX_AGE = 30 * 86400.0
 
 
 @dataclass(frozen=True)
@@ -204,6 +212,12 @@ class EndpointConfig:
 
     def __post_init__(self) -> None:
         check_endpoint(self)
+        retry: Any = self.retry_config
+        if isinstance(retry, Mapping):
+            check_keys("endpoint.retry_config", retry, field_names(RetryConfig))
+            object.__setattr__(self, "retry_config", RetryConfig(**retry))
+        elif retry is not None and not isinstance(retry, RetryConfig):
+            raise ConfigError("endpoint.retry_config", "must be a RetryConfig or a mapping")
 
     @property
     def target(self) -> str:
@@ -406,18 +420,17 @@ class Config:
     # --- what a worker needs to build its channel ---------------------------
 
     def channel_options(self) -> tuple[tuple[str, Any], ...]:
-        """The grpc channel arguments for one worker's channel; see
-        :func:`grpcpool.connection.channel_options`."""
-        from grpcpool.connection import channel_options
-
+        """The grpc channel arguments for one worker's channel (not pinned to an address)."""
         return channel_options(self)
 
     def channel_credentials(self) -> grpc.ChannelCredentials | None:
-        """The credentials for a secure channel, or ``None`` for plaintext; see
-        :func:`grpcpool.connection.channel_credentials`."""
-        from grpcpool.connection import channel_credentials
-
-        return channel_credentials(self)
+        """The credentials for a secure channel, or ``None`` for plaintext."""
+        endpoint = self.endpoint
+        if endpoint.credentials is not None:
+            return endpoint.credentials
+        if endpoint.ssl is None:
+            return None
+        return endpoint.ssl.channel_credentials()
 
     def pool_name(self, override: str | None = None) -> str:
         """The pool's name: the override, else ``pool.name``, else ``"default"``."""

@@ -18,7 +18,7 @@ pool starts.
 
 A strategy whose class sets ``routes_by_load = True`` (the built-in
 ``least_in_flight`` does) gets the pool's ready connections as items instead
-of bare channels: :class:`~grpcpool.pools.ReadyConnection` objects, whose
+of bare channels: :class:`~grpcpool.core.ReadyConnection` objects, whose
 ``in_flight`` (and ``calls`` set) count the calls running on each through the
 pool channel. ``get_channel`` then hands out the picked connection's channel.
 

@@ -14,7 +14,7 @@ import pykka
 
 import grpcpool
 from grpcpool import Config
-from grpcpool.pools import ReadyConnection
+from grpcpool.core import ReadyConnection
 
 
 def free_port() -> int:

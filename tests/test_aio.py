@@ -446,7 +446,7 @@ def test_a_pool_never_stopped_warns_when_its_loop_closes(cycles_collected: None)
     with pytest.warns(ResourceWarning, match="'forgotten' was never stopped"):
         asyncio.run(main())
     assert pools[0]._open == set()
-    assert "forgotten" not in grpcpool.aio._pool.POOLS
+    assert "forgotten" not in grpcpool.tasks._pool.POOLS
     pools.clear()
 
 
@@ -662,7 +662,7 @@ async def test_a_crashed_worker_task_is_restarted_and_too_many_crashes_end_the_p
 
     assert pool.ended == "supervisor gave up"
     assert len(events.of("supervisor.shutdown")) == 1
-    assert "crashy" not in grpcpool.aio._pool.POOLS
+    assert "crashy" not in grpcpool.tasks._pool.POOLS
 
 
 @pytest.mark.asyncio

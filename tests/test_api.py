@@ -14,12 +14,13 @@ import pytest
 
 import grpcpool
 from grpcpool import PoolSpec, Supervisor
+from grpcpool.actors._entry import attach, claim, release
+from grpcpool.api import lookup
+from grpcpool.core._view import empty_view
 from grpcpool.errors import (
     NotConnectedError,
     PoolNotFoundError,
 )
-from grpcpool.pools._entry import attach, claim, lookup, release
-from grpcpool.pools._view import empty_view
 from tests.pools import free_port, loopback_config, start_pool
 from tests.servers import EchoServer
 from tests.waiting import has_waiters, wait_for

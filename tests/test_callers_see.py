@@ -25,6 +25,7 @@ import pytest
 import grpcpool
 from grpcpool import Config, PoolSpec, Supervisor
 from grpcpool._process import ENDED_POOLS_KEPT, PROCESS
+from grpcpool.api import lookup
 from grpcpool.errors import (
     ConfigError,
     NotConnectedError,
@@ -32,7 +33,6 @@ from grpcpool.errors import (
     PoolTimeoutError,
     StrategyError,
 )
-from grpcpool.pools import lookup
 from tests.certs import Pem, make_ca, make_server_cert
 from tests.pools import free_port, loopback_config, start_pool
 from tests.servers import EchoServer, EchoStub
@@ -152,7 +152,7 @@ def test_two_pools_of_one_name_in_one_start_are_a_config_error_and_start_nothing
             children=[grpcpool.PoolSpec(config, "twin"), grpcpool.PoolSpec(config, "twin")]
         )
     assert pykka.ActorRegistry.get_all() == []
-    assert "twin" not in grpcpool.pools.names()
+    assert "twin" not in grpcpool.actors.names()
 
 
 
@@ -352,7 +352,7 @@ def test_a_pool_whose_parent_gave_up_says_so(echo_server: EchoServer) -> None:
             time.sleep(0.02)  # pacing: each round lets the restarts happen
     finally:
         sup.stop()
-    assert wait_until(lambda: "doomed" not in grpcpool.pools.names(), timeout=5)
+    assert wait_until(lambda: "doomed" not in grpcpool.actors.names(), timeout=5)
     assert_shut_down("doomed", "supervisor gave up")
 
 
@@ -365,7 +365,8 @@ def test_the_ended_names_are_bounded_and_forgotten_in_a_forked_child() -> None:
         from grpcpool import Config
         from grpcpool._process import ENDED_POOLS_KEPT, PROCESS
         from grpcpool.errors import PoolNotFoundError
-        from grpcpool.pools._entry import claim, lookup, release
+        from grpcpool.actors._entry import claim, release
+        from grpcpool.api import lookup
 
         config = Config.local(host="127.0.0.1", port=9, pool_size=1)
 

@@ -20,10 +20,10 @@ import pytest
 
 from grpcpool.actors._channel_worker import ChannelWorker, Resync
 from grpcpool.actors._health_registry import HealthRegistry
+from grpcpool.actors._parts import PoolParts
 from grpcpool.connection import open_channel_count
 from grpcpool.connection._machine_types import Connectivity, ConnectTimeout, Effect, Schedule
-from grpcpool.pools._parts import PoolParts
-from grpcpool.pools._reports import WorkerGone, WorkerReport
+from grpcpool.core._reports import WorkerGone, WorkerReport
 from tests.events import EventLog
 from tests.pools import free_port
 from tests.servers import EchoServer, EchoStub

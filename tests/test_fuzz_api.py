@@ -5,7 +5,7 @@ length, bytes, numbers, None, containers, unhashable ones); the scaling
 functions and ``await_ready`` get arbitrary counts and timeouts too. What may
 come out is documented: a :class:`~grpcpool.GrpcPoolError` subclass (a count
 the pool cannot take is a ``PoolSizeError``), ``TypeError`` for a count that
-is not an int (``check_count`` in grpcpool/pools/_sizes.py), and
+is not an int (``check_count`` in grpcpool/core/_sizes.py), and
 ``ValueError`` for a bad ``timeout`` or a ``min_ready`` that is not an int. Custom strategies answer with arbitrary objects on
 a real pool: a caller gets one of the pool's ready channels or a
 :class:`~grpcpool.StrategyError`, nothing else.
@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 import grpcpool
 from grpcpool import GrpcPoolError, PoolSpec, StrategyError, Supervisor
-from grpcpool.pools._entry import lookup
+from grpcpool.api import lookup
 from tests.pools import loopback_config
 from tests.servers import EchoServer, EchoStub
 

@@ -3,7 +3,7 @@
 It also pins how grpcio words a stream the server refused at its stream
 limit, which grpcpool/connection/_health.py tells apart from a dead
 connection; how it words a call it failed before sending it, which the pool
-channels send again (grpcpool/pools/_reroute.py); and the arguments of its
+channels send again (grpcpool/core/_reroute.py); and the arguments of its
 channels' multi-callable factories, which the pool channels take.
 
 The connectivity watcher (grpcpool/connection/_watcher.py) asks each channel
@@ -29,7 +29,7 @@ from grpcpool import PoolChannel
 from grpcpool.aio import AioPoolChannel
 from grpcpool.connection._health import refused_stream
 from grpcpool.connection._watcher import STATES
-from grpcpool.pools._reroute import never_sent
+from grpcpool.core._reroute import never_sent
 from tests.pools import free_port
 from tests.servers import HOLD, EchoProcess, EchoServer, EchoStub
 from tests.waiting import wait_until

@@ -19,13 +19,13 @@ import pytest
 
 from grpcpool import Config
 from grpcpool._process import PROCESS
+from grpcpool.actors._entry import PoolEntry, claim, release
 from grpcpool.actors._health_registry import ExpectedSize, HealthRegistry, SetLifecycle
+from grpcpool.actors._parts import PoolParts
 from grpcpool.connection import PoolChannels
+from grpcpool.core._reports import WorkerGone, WorkerReport
+from grpcpool.core._view import Lifecycle, PoolView, build_view
 from grpcpool.errors import NotConnectedError
-from grpcpool.pools._entry import PoolEntry, claim, release
-from grpcpool.pools._parts import PoolParts
-from grpcpool.pools._reports import WorkerGone, WorkerReport
-from grpcpool.pools._view import Lifecycle, PoolView, build_view
 from tests.pools import ready_connections
 
 URN_A = "urn:uuid:aaaaaaaa-0000-0000-0000-000000000001"

@@ -26,8 +26,8 @@ import pytest
 import grpcpool
 from grpcpool import Config
 from grpcpool.aio import Pool
+from grpcpool.api import lookup
 from grpcpool.errors import PoolCallError
-from grpcpool.pools._entry import lookup
 from tests.chaos import Recording, last_address
 from tests.pools import free_port, start_pool
 from tests.servers import EchoProcess, EchoServer

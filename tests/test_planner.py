@@ -1,4 +1,4 @@
-"""Tests for grpcpool.pools._planner: the placement decisions both pool drivers make.
+"""Tests for grpcpool.core._planner: the placement decisions both pool drivers make.
 
 Pure logic: worker records in, a plan out, the clock passed in.
 """
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from grpcpool._status import WorkerState, WorkerStatus
 from grpcpool.config import ADDRESS_RETRY_MAX, SLOW_CONNECT
-from grpcpool.pools._planner import Candidate, Planner, Repin, is_failing
+from grpcpool.core._planner import Candidate, Planner, Repin, is_failing
 
 A, B, C = "10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"
 

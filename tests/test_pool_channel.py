@@ -21,7 +21,7 @@ import pytest
 import grpcpool
 from grpcpool import NotConnectedError, PoolCallError, PoolChannel, PoolSpec, Supervisor
 from grpcpool.connection import open_channel_count
-from grpcpool.pools import ReadyConnection
+from grpcpool.core import ReadyConnection
 from tests.events import EventLog
 from tests.pools import free_port, loopback_config
 from tests.servers import HOLD, UNAVAILABLE, EchoServer, EchoStub
@@ -94,7 +94,7 @@ def test_calls_spread_over_the_connections_and_reuse_one_multi_callable_each(
         stub.Unary(b"x", timeout=5)
 
     assert len(set(echo_server.peers)) == 3
-    connections = grpcpool.pools.lookup("spread").view.connections
+    connections = grpcpool.api.lookup("spread").view.connections
     built = [dict(c.callables) for c in connections]
     assert all(len(callables) == 1 for callables in built)
     for _ in range(6):
@@ -306,7 +306,7 @@ def test_get_channel_works_under_least_in_flight(
     """Raw get_channel under least_in_flight hands out ready channels (nothing counted)."""
     start(stopped_pools, echo_server.port, "raw", size=2, pool={"strategy": "least_in_flight"})
     grpcpool.await_ready("raw", timeout=5, min_ready=2)
-    ready = set(grpcpool.pools.lookup("raw").view.channels)
+    ready = set(grpcpool.api.lookup("raw").view.channels)
 
     picked = {grpcpool.get_channel("raw") for _ in range(40)}
 

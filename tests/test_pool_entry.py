@@ -1,4 +1,4 @@
-"""Tests for grpcpool.pools._entry: the hot path, publishing views, waiting for
+"""Tests for grpcpool.actors._entry: the hot path, publishing views, waiting for
 readiness, the stub cache and the process-wide pool table.
 
 A PoolEntry only stores and hands out channels, so plain ``object()``
@@ -22,20 +22,20 @@ import grpcpool
 from grpcpool import Config, telemetry
 from grpcpool._process import ENDED_POOLS_KEPT, PROCESS
 from grpcpool._status import WorkerStatus
-from grpcpool.errors import ConfigError, NotConnectedError, PoolNotFoundError
-from grpcpool.pools._entry import (
+from grpcpool.actors._entry import (
     FORK_ADVICE,
     ForkedPool,
     PoolEntry,
     attach,
     check_name_free,
     claim,
-    lookup,
     names,
     release,
     release_token,
 )
-from grpcpool.pools._view import Lifecycle, PoolView, build_view
+from grpcpool.api import lookup
+from grpcpool.core._view import Lifecycle, PoolView, build_view
+from grpcpool.errors import ConfigError, NotConnectedError, PoolNotFoundError
 from tests.pools import ready_connections
 from tests.waiting import wait_until
 

@@ -20,8 +20,8 @@ import pytest
 
 import grpcpool
 from grpcpool import PoolSpec, Supervisor
+from grpcpool.api import lookup
 from grpcpool.errors import PoolNotFoundError
-from grpcpool.pools import lookup
 from tests.events import EventLog
 from tests.pools import free_port, loopback_config, start_pool
 from tests.servers import EchoServer
@@ -101,7 +101,7 @@ import pykka
 import grpcpool
 from grpcpool import Config, PoolSpec, Supervisor
 from grpcpool.connection._channel import open_channel_count
-from grpcpool.pools import lookup
+from grpcpool.api import lookup
 config = Config.local(host="127.0.0.1", port={echo_server.port}, pool_size=3)
 sup = Supervisor.start(children=[PoolSpec(config, name="books")])
 grpcpool.await_ready("books", timeout=5, min_ready=3)

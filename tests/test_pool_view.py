@@ -1,4 +1,4 @@
-"""Tests for grpcpool.pools._view: the immutable PoolView and how the next one
+"""Tests for grpcpool.core._view: the immutable PoolView and how the next one
 is built from the previous one.
 
 Views only store channels, so plain ``object()`` instances stand in for them.
@@ -15,9 +15,15 @@ import grpc
 import pytest
 
 from grpcpool._status import WorkerStatus
+from grpcpool.core._view import (
+    Lifecycle,
+    PoolView,
+    build_view,
+    connectivity_of,
+    empty_view,
+    unready_cause,
+)
 from grpcpool.errors import NotConnectedError, PoolNotFoundError, StrategyError
-from grpcpool.pools._connectivity import connectivity_of
-from grpcpool.pools._view import Lifecycle, PoolView, build_view, empty_view, unready_cause
 from grpcpool.strategy import LeastInFlight, PowerOfTwo, Random, RoundRobin, Strategy
 from tests.pools import ready_connections
 

@@ -198,7 +198,7 @@ def test_crash_loop_escalates_and_the_parent_restarts_the_pool(
     config = config_for(echo_server.port, size=2)
     supervisors.append(Supervisor.start(children=[PoolSpec(config, name="loop")], max_restarts=5))
     grpcpool.await_ready("loop", timeout=5, min_ready=2)
-    first_owner = grpcpool.pools.lookup("loop").owner
+    first_owner = grpcpool.api.lookup("loop").owner
     crash_workers_until(lambda: events.of("supervisor.shutdown"), timeout=10)
     _, measurements, metadata = events.of("supervisor.shutdown")[0]
     assert metadata["supervisor"] == "pool:loop"
@@ -212,7 +212,7 @@ def test_crash_loop_escalates_and_the_parent_restarts_the_pool(
     started = time.monotonic()
     grpcpool.await_ready("loop", timeout=5, min_ready=2)
     report("pool restart after crash loop -> all ready", time.monotonic() - started)
-    assert grpcpool.pools.lookup("loop").owner is not first_owner
+    assert grpcpool.api.lookup("loop").owner is not first_owner
 
 
 def test_crash_loop_past_every_level_stops_the_tree_without_hanging(
@@ -227,7 +227,7 @@ def test_crash_loop_past_every_level_stops_the_tree_without_hanging(
         assert {md["supervisor"] for _, _, md in events.of("supervisor.shutdown")} >= {
             "pool:doomed"
         }
-        assert wait_until(lambda: "doomed" not in grpcpool.pools.names(), timeout=5)
+        assert wait_until(lambda: "doomed" not in grpcpool.actors.names(), timeout=5)
     finally:
         sup.stop()
 
@@ -347,7 +347,7 @@ def test_concurrent_callers_during_scaling_and_restart_get_only_live_channels(
                 grpcpool.resize("busy", target)
                 time.sleep(0.1)  # pacing: takers run at each size while channels come and go
             grpcpool.await_ready("busy", timeout=5)  # worker-1 at least has been ready all along
-            dropped = grpcpool.pools.lookup("busy").view.channels
+            dropped = grpcpool.api.lookup("busy").view.channels
             server.stop()
             # The outage lasts until the channels it dropped have drained
             # (drain_timeout 0.2 s) and closed, with the takers running.
@@ -355,7 +355,7 @@ def test_concurrent_callers_during_scaling_and_restart_get_only_live_channels(
             assert wait_until(lambda: all(is_closed(channel) for channel in dropped), timeout=5)
             server = EchoServer(port=port)
             grpcpool.await_ready("busy", timeout=5, min_ready=4)
-            kept = grpcpool.pools.lookup("busy").view.channels
+            kept = grpcpool.api.lookup("busy").view.channels
             grpcpool.scale_down("busy", 2)
             # The two retired channels drain (0.2 s) and close while the takers run.
             assert wait_until(lambda: sum(is_closed(channel) for channel in kept) >= 2, timeout=5)

@@ -31,10 +31,11 @@ import pytest
 import grpcpool
 from grpcpool import Config, PoolCallError
 from grpcpool.aio import Pool
+from grpcpool.api import lookup
 from grpcpool.connection._watcher import STATES
-from grpcpool.pools import ReadyConnection, lookup
-from grpcpool.pools._reroute import NEVER_SENT, never_sent, untried
-from grpcpool.pools._view import build_view, empty_view
+from grpcpool.core import ReadyConnection
+from grpcpool.core._reroute import NEVER_SENT, never_sent, untried
+from grpcpool.core._view import build_view, empty_view
 from grpcpool.strategy import RoundRobin
 from tests.pools import start_pool
 from tests.servers import HOLD, EchoProcess, EchoServer, EchoStub

@@ -1,4 +1,4 @@
-"""Tests for grpcpool.pools._spread: targets per address and the next rebalancing move.
+"""Tests for grpcpool.core._spread: targets per address and the next rebalancing move.
 
 The module is pure, so the tests drive it with plain Placement lists and
 seeded random generators: the rules one by one, then properties over random
@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from grpcpool.pools._spread import Move, Placement, next_move, spread_is_even, targets
+from grpcpool.core._spread import Move, Placement, next_move, spread_is_even, targets
 
 A, B, C, D, E = (f"10.0.0.{i}:443" for i in range(1, 6))
 GONE = "10.9.9.9:443"

@@ -101,7 +101,7 @@ class PoolMachine(RuleBasedStateMachine):
 
     @rule()
     def get_channel(self) -> None:
-        entry = grpcpool.pools.lookup(POOL)
+        entry = grpcpool.api.lookup(POOL)
         before = entry.view.channels
         try:
             channel = grpcpool.get_channel(POOL)
@@ -122,7 +122,7 @@ class PoolMachine(RuleBasedStateMachine):
 
     @invariant()
     def snapshot_holds_only_ready_workers_channels(self) -> None:
-        view = grpcpool.pools.lookup(POOL).view
+        view = grpcpool.api.lookup(POOL).view
         ready = sum(1 for w in view.workers if w.state == "ready")
         # One view: its channels are exactly its ready workers' channels.
         assert len(view.channels) == ready <= self.expected

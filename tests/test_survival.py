@@ -19,8 +19,8 @@ import pytest
 
 import grpcpool
 from grpcpool import PoolSpec, Supervisor, telemetry
+from grpcpool.api import lookup
 from grpcpool.errors import GrpcPoolError
-from grpcpool.pools import lookup
 from tests.events import EventLog
 from tests.faultproxy import FaultProxy
 from tests.pools import loopback_config

@@ -22,10 +22,10 @@ import pykka
 
 from grpcpool import Config
 from grpcpool.actors._channel_worker import ChannelWorker
+from grpcpool.actors._entry import PoolEntry
 from grpcpool.actors._health_registry import ExpectedSize, HealthRegistry, SetLifecycle
+from grpcpool.actors._parts import PoolParts
 from grpcpool.connection import PoolChannels
-from grpcpool.pools._entry import PoolEntry
-from grpcpool.pools._parts import PoolParts
 from grpcpool.supervisor import ExitReason, watch_exit
 from grpcpool.supervisor._exit import ExitWatch
 

@@ -19,7 +19,7 @@ connect in time is given up (and its address avoided for a while) without
 touching the old one. The same step replaces each connection after
 ``connection.max_age`` (plus or minus 10%).
 
-What to do is decided by :class:`grpcpool.pools._planner.Planner` (pure);
+What to do is decided by :class:`grpcpool.core._planner.Planner` (pure);
 this actor runs resolutions on short-lived threads (a resolver may block; an
 actor must not) and abandons one that outlasts ``endpoint.resolve_timeout``,
 hears from the HealthRegistry when a worker's state changes, and asks its
@@ -39,11 +39,13 @@ from typing import TYPE_CHECKING, Any
 import pykka
 
 from grpcpool import telemetry
-from grpcpool.actors._resolution import Answers, resolve, timed_out
+from grpcpool._resolving import resolve, timed_out
+from grpcpool.actors._entry import PoolEntry
+from grpcpool.actors._parts import PoolParts
+from grpcpool.connection._announce import announce_pool
 from grpcpool.connection._machine_types import Repin
-from grpcpool.pools._entry import PoolEntry
-from grpcpool.pools._parts import PoolParts
-from grpcpool.pools._planner import Candidate, Planner
+from grpcpool.core._planner import Candidate, Planner
+from grpcpool.core._resolution import Answers
 from grpcpool.supervisor import SupervisedActor, TimerHandle, send_after
 
 if TYPE_CHECKING:
@@ -139,7 +141,7 @@ class Balancer(SupervisedActor):
         self._entry = entry
         self._owner = owner
         self._interval = config.endpoint.resolve_interval
-        self._answers = Answers(entry.name, config.endpoint.target, self._interval)
+        self._answers = Answers(config.endpoint.target, self._interval)
         self._start_answer = addresses
         self._max_age = config.connection.max_age
         connection = config.connection
@@ -164,7 +166,7 @@ class Balancer(SupervisedActor):
 
         if self._start_answer:
             # The answer the pool started with, reported like any other.
-            self._answers.take(self._start_answer, None, self._took)
+            self._take(self._start_answer, None, self._took)
         if not self._answers.addresses:
             self._start_resolution()
         elif self._interval is not None:
@@ -248,11 +250,17 @@ class Balancer(SupervisedActor):
             return  # a resolution abandoned for taking too long
         self._finish_resolution(message.addresses, message.error, message.duration)
 
+    def _take(self, addresses: tuple[str, ...] | None, error: str | None, took: float) -> bool:
+        changed, effects = self._answers.take(addresses, error, took)
+        for effect in effects:
+            announce_pool(effect, self._entry.name, _log)
+        return changed
+
     def _finish_resolution(
         self, addresses: tuple[str, ...] | None, error: str | None, duration: float
     ) -> None:
         self._resolving = False
-        changed = self._answers.take(addresses, error, duration)
+        changed = self._take(addresses, error, duration)
         self._entry.resolver_error = self._answers.problem
         delay = self._answers.retry_delay()
         if delay is not None:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, assert_never
 import grpc
 import pykka
 
+from grpcpool.actors._parts import send_to_registry
 from grpcpool.connection._announce import announce
 from grpcpool.connection._health import check_error, start_check
 from grpcpool.connection._machine import step, takes_repin
@@ -53,15 +54,15 @@ from grpcpool.connection._machine_types import (
     initial_state,
 )
 from grpcpool.connection._watcher import ConnectivityCallback, watch
+from grpcpool.core._reports import WorkerGone, WorkerReport
 from grpcpool.errors import GrpcPoolError
-from grpcpool.pools._reports import WorkerGone, WorkerReport, send_to_registry
 from grpcpool.supervisor import SupervisedActor, TimerHandle, send_after
 
 if TYPE_CHECKING:
     from grpc_health.v1.health_pb2 import HealthCheckResponse
 
+    from grpcpool.actors._parts import PoolParts
     from grpcpool.connection import Connection
-    from grpcpool.pools._parts import PoolParts
 
 __all__ = ["ChannelWorker", "ReconnectLimitError", "Resync"]
 

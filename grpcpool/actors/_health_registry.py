@@ -2,7 +2,7 @@
 
 Workers report every change of their connection to the registry; the pool's
 supervisor tells it the expected size and the pool's lifecycle. After each
-message the registry builds a new immutable :class:`~grpcpool.pools.PoolView`
+message the registry builds a new immutable :class:`~grpcpool.core.PoolView`
 and publishes it to the pool's entry with one assignment, which wakes
 ``await_ready`` waiters. Nothing else writes the view.
 
@@ -23,10 +23,10 @@ from types import TracebackType
 from typing import Any
 
 from grpcpool._status import WorkerStatus
-from grpcpool.pools._parts import PoolParts
-from grpcpool.pools._ready import ReadyConnection
-from grpcpool.pools._reports import WorkerGone, WorkerReport
-from grpcpool.pools._view import Lifecycle, build_view
+from grpcpool.actors._parts import PoolParts
+from grpcpool.core._ready import ReadyConnection
+from grpcpool.core._reports import WorkerGone, WorkerReport
+from grpcpool.core._view import Lifecycle, build_view
 from grpcpool.supervisor import SupervisedActor
 
 __all__ = ["ExpectedSize", "HealthRegistry", "SetLifecycle"]

@@ -11,10 +11,10 @@ import functools
 from dataclasses import dataclass
 
 from grpcpool._config_checks import aio_interceptors, check_pool_name
+from grpcpool.actors._entry import check_name_free, release_token
 from grpcpool.actors._pool_supervisor import POOL_SHUTDOWN_SECONDS, PoolSupervisor, pool_child_id
 from grpcpool.config import Config
 from grpcpool.errors import ConfigError
-from grpcpool.pools._entry import check_name_free, release_token
 from grpcpool.supervisor import ChildSpec
 
 __all__ = ["PoolSpec"]

@@ -31,28 +31,28 @@ import pykka
 from pykka.typing import proxy_method
 
 from grpcpool import telemetry
+from grpcpool._resolving import resolve_within
 from grpcpool.actors._balancer import Balancer, Rebalance
 from grpcpool.actors._channel_worker import ChannelWorker, Resync
-from grpcpool.actors._health_registry import ExpectedSize, HealthRegistry, SetLifecycle
-from grpcpool.actors._resolution import START_RESOLVE_WAIT, initial_addresses, resolve_within
-from grpcpool.actors._telemetry_reporter import TelemetryReporter
-from grpcpool.config import Config
-from grpcpool.connection import PoolChannels
-from grpcpool.pools._entry import (
+from grpcpool.actors._entry import (
     PoolEntry,
     attach,
     claim,
     release,
 )
-from grpcpool.pools._parts import PoolParts
-from grpcpool.pools._reports import send_to_registry
-from grpcpool.pools._sizes import (
+from grpcpool.actors._health_registry import ExpectedSize, HealthRegistry, SetLifecycle
+from grpcpool.actors._parts import PoolParts, send_to_registry
+from grpcpool.actors._telemetry_reporter import TelemetryReporter
+from grpcpool.config import Config
+from grpcpool.connection import PoolChannels
+from grpcpool.core._resolution import START_RESOLVE_WAIT, initial_addresses
+from grpcpool.core._sizes import (
     below_one_worker,
     check_count,
     over_max_size,
     resize_over_max_size,
 )
-from grpcpool.pools._view import Lifecycle
+from grpcpool.core._view import Lifecycle
 from grpcpool.supervisor import ChildSpec, ChildStartError, DynamicSupervisor, current_supervisor
 from grpcpool.supervisor._proxy import SupervisorProxy
 

@@ -2,30 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
-from grpcpool import telemetry
-from grpcpool.pools._entry import PoolEntry
-from grpcpool.pools._view import PoolView
+from grpcpool.actors._entry import PoolEntry
+from grpcpool.connection._announce import announce_pool
+from grpcpool.core._view import status_signal
 from grpcpool.supervisor import SupervisedActor, TimerHandle, send_after
 
-__all__ = ["TelemetryReporter", "report_pool_status"]
+__all__ = ["TelemetryReporter"]
 
-
-def report_pool_status(name: str, view: PoolView) -> None:
-    """Emits ``pool.status`` for pool ``name`` from one view (sync and asyncio pools alike)."""
-    status = view.status(name)
-    telemetry.emit(
-        telemetry.pool_status,
-        name,
-        {
-            "expected_size": status.expected_size,
-            "current_size": status.current_size,
-            "in_flight": status.in_flight,
-        },
-        {"pool_name": name},
-    )
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -57,7 +45,8 @@ class TelemetryReporter(SupervisedActor):
     def on_receive(self, message: Any) -> Any:
         if not isinstance(message, _Tick):
             return super().on_receive(message)
-        report_pool_status(self._entry.name, self._entry.view)
+        name = self._entry.name
+        announce_pool(status_signal(self._entry.view, name), name, _log)
         self._timer = send_after(self._interval, self.actor_ref, _Tick())
         return None
 

@@ -1,4 +1,4 @@
-"""Running a worker's Emit and Log effects: the same for every driver of the machine.
+"""Running Emit and Log effects, a worker's or a pool's: the same for every driver.
 
 The sync ``ChannelWorker`` actor and the asyncio worker task differ in how
 they open channels, watch them and keep time, not in what they tell the
@@ -15,7 +15,7 @@ import blinker
 from grpcpool import telemetry
 from grpcpool.connection._machine_types import Emit, Log
 
-__all__ = ["announce"]
+__all__ = ["announce", "announce_pool"]
 
 
 def announce(effect: Emit | Log, pool_name: str, worker_id: str, log: logging.Logger) -> None:
@@ -27,3 +27,13 @@ def announce(effect: Emit | Log, pool_name: str, worker_id: str, log: logging.Lo
         telemetry.emit(signal, pool_name, effect.measurements, metadata)
     else:
         log.log(effect.level, "pool %r %s: %s", pool_name, worker_id, effect.message)
+
+
+def announce_pool(effect: Emit | Log, pool_name: str, log: logging.Logger) -> None:
+    """Runs a pool rule's Emit or Log effect: the signal carries ``pool_name`` first."""
+    if isinstance(effect, Emit):
+        metadata = {"pool_name": pool_name}
+        metadata.update(effect.metadata)
+        telemetry.emit(blinker.signal(effect.signal), pool_name, effect.measurements, metadata)
+    else:
+        log.log(effect.level, "pool %r: %s", pool_name, effect.message)

@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any
 
 import grpc
 
+from grpcpool._channel_args import channel_options
 from grpcpool._process import PROCESS, fork_safe_lock
+from grpcpool._timer import TimerHandle, call_later
 from grpcpool.config import Config
 from grpcpool.connection._watcher import ConnectivityCallback, Watch, watch
-from grpcpool.supervisor import TimerHandle, call_later
 
 __all__ = [
     "Connection",
@@ -32,110 +32,9 @@ __all__ = [
     "open_channel_count",
 ]
 
-# grpcio moves a channel with no RPCs for 30 minutes to IDLE, which would look
-# exactly like a dropped connection; a pool keeps its channels connected.
-_NEVER_IDLE_MS = 2**31 - 1
-
-
-def channel_options(config: Config, address: str | None = None) -> tuple[tuple[str, Any], ...]:
-    """The grpc channel arguments for one channel of a pool with ``config``.
-
-    A channel pinned to one resolved ``address`` still speaks as the
-    configured endpoint: its calls carry ``host:port`` as their
-    ``:authority`` and TLS checks the server's certificate against ``host``,
-    as one channel to ``host:port`` would. A name given for TLS to check
-    (``ssl.server_hostname``, or ``grpc.ssl_target_name_override`` in
-    ``endpoint.options``) is the ``:authority`` too, pinned or not, as on a
-    plain grpcio channel with that override: grpcio refuses a call whose
-    authority the certificate does not name, so ``host:port`` would fail
-    ("call host does not match SSL server name") for a host the certificate
-    does not hold, such as an IP. ``grpc.default_authority`` in
-    ``endpoint.options`` still wins.
-
-    ``grpc.use_local_subchannel_pool`` makes every channel its own TCP
-    connection; without it grpcio shares one connection between channels
-    with identical arguments, and a pool of N would be one connection.
-    Keepalive pings go out only while calls run, unless
-    ``connection.keepalive_without_calls`` says otherwise (see
-    :mod:`grpcpool.config` for why). User ``endpoint.options`` come last and win.
-    """
-    connection = config.connection
-    options: dict[str, Any] = {
-        "grpc.use_local_subchannel_pool": 1,
-        "grpc.client_idle_timeout_ms": _NEVER_IDLE_MS,
-        "grpc.initial_reconnect_backoff_ms": _ms(connection.backoff_min),
-        # grpcio also takes this as the deadline of one connection
-        # attempt; the worker's connect_timeout is that bound.
-        "grpc.min_reconnect_backoff_ms": _ms(connection.connect_timeout),
-        "grpc.max_reconnect_backoff_ms": _ms(connection.backoff_max),
-    }
-    if connection.keepalive is not None:
-        timeout_ms = _ms(connection.keepalive_timeout)
-        # grpcio pings after this long without a byte from the server, and
-        # also sets TCP_USER_TIMEOUT = keepalive_timeout on the socket.
-        options["grpc.keepalive_time_ms"] = _ms(connection.keepalive)
-        options["grpc.keepalive_timeout_ms"] = timeout_ms
-        # Without this grpcio takes about a minute to notice a silent peer.
-        options["grpc.http2.ping_timeout_ms"] = timeout_ms
-        # Pings on a connection with no call running are off unless asked
-        # for: a server with default settings (grpc-go, etcd, grpcio) takes
-        # each one for a strike and the third for a too_many_pings GOAWAY,
-        # and grpcio 1.85 keeps sending one a minute after the first two.
-        # Idle channels are checked by the health ping, which is a call.
-        if connection.keepalive_without_calls:
-            options["grpc.keepalive_permit_without_calls"] = 1
-            # The user asked for a ping every `keepalive` on idle channels;
-            # grpcio would send two and then at most one a minute.
-            options["grpc.http2.max_pings_without_data"] = 0
-        else:
-            options["grpc.keepalive_permit_without_calls"] = 0
-    endpoint = config.endpoint
-    if address is not None:
-        options[_AUTHORITY] = endpoint.target
-        if endpoint.uses_tls:
-            options[_NAME_OVERRIDE] = endpoint.host.strip("[]")
-    user = dict(endpoint.options)
-    name = _configured_name(config, user)
-    if name is not None:
-        # grpcio checks each call's authority against the server's
-        # certificate, and a plain channel with a name override takes the
-        # name as its authority; host:port (an IP, say) would be refused.
-        options[_NAME_OVERRIDE] = name
-        options[_AUTHORITY] = f"[{name}]" if ":" in name else name
-    options.update(user)
-    return tuple(options.items())
-
-
-_AUTHORITY = "grpc.default_authority"
-_NAME_OVERRIDE = "grpc.ssl_target_name_override"
-
-
-def _configured_name(config: Config, user: dict[str, Any]) -> str | None:
-    """The name TLS checks when the config gives one: ``ssl.server_hostname``,
-    or ``grpc.ssl_target_name_override`` in ``endpoint.options``, which wins."""
-    endpoint = config.endpoint
-    if not endpoint.uses_tls:
-        return None
-    name = user.get(_NAME_OVERRIDE)
-    if name is None and endpoint.ssl is not None:
-        name = endpoint.ssl.server_hostname
-    if isinstance(name, bytes):
-        name = name.decode(errors="replace")
-    return name.strip("[]") if isinstance(name, str) else None
-
-
 def channel_credentials(config: Config) -> grpc.ChannelCredentials | None:
     """The credentials for a secure channel, or ``None`` for plaintext."""
-    endpoint = config.endpoint
-    if endpoint.credentials is not None:
-        return endpoint.credentials
-    if endpoint.ssl is None:
-        return None
-    return endpoint.ssl.channel_credentials()
-
-
-def _ms(seconds: float) -> int:
-    return max(1, round(seconds * 1000))
+    return config.channel_credentials()
 
 
 @dataclass(frozen=True, eq=False)

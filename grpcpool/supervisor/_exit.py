@@ -13,6 +13,7 @@ it, including one raised by ``on_start``, which pykka logs but never passes to
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -147,3 +148,61 @@ def watch_exit(ref: pykka.ActorRef[Any], callback: Callable[[ExitReason], None])
     ``tell`` a message to whoever cares.
     """
     return ExitWatch(ref, callback)
+
+
+
+# --- pykka across os.fork() ----------------------------------------------------
+# How long a fork waits for pykka's registry lock (held only briefly, by a
+# thread registering or unregistering an actor).
+_REGISTRY_WAIT = 2.0
+
+
+class _NoLock:
+    """Stands in for pykka's registry lock should a pykka release not have one."""
+
+    def acquire(self, timeout: float = -1) -> bool:
+        return False
+
+    def release(self) -> None:
+        pass
+
+
+class _ForkGuard:
+    """Holds pykka's registry lock across a fork; a child forgets its parent's actors."""
+
+    def __init__(self) -> None:
+        self.held = False
+
+    def before(self) -> None:
+        # Held across the fork, so that the child's copy of pykka's registry
+        # is not half-changed by a thread caught in the middle of it.
+        self.held = _registry_lock().acquire(timeout=_REGISTRY_WAIT)
+
+    def after_in_parent(self) -> None:
+        if self.held:
+            self.held = False
+            _registry_lock().release()
+
+    def after_in_child(self) -> None:
+        # The lock was held by the forking thread (see before) or, if that
+        # timed out, maybe by a thread that does not exist here: either way
+        # the child starts with a fresh one.
+        self.held = False
+        pykka.ActorRegistry._actor_refs_lock = threading.RLock()
+        # pykka's registry still lists the parent's actors, whose threads are
+        # gone: asking one would wait forever.
+        for ref in pykka.ActorRegistry.get_all():
+            if issubclass(ref.actor_class, SupervisedActor):
+                pykka.ActorRegistry.unregister(ref)
+
+
+def _registry_lock() -> Any:
+    return getattr(pykka.ActorRegistry, "_actor_refs_lock", None) or _NoLock()
+
+
+_FORK_GUARD = _ForkGuard()
+os.register_at_fork(
+    before=_FORK_GUARD.before,
+    after_in_parent=_FORK_GUARD.after_in_parent,
+    after_in_child=_FORK_GUARD.after_in_child,
+)

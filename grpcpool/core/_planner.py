@@ -18,7 +18,7 @@ A plan has two kinds of moves:
   answer, or ``connection.max_age`` ask for one.
 
 Where an even spread needs a worker is
-:func:`grpcpool.pools._spread.next_move`'s decision. What this module adds is
+:func:`grpcpool.core._spread.next_move`'s decision. What this module adds is
 each address's health, judged from the workers pinned there: an address
 whose workers all fail (backing off, failed before, or connecting for longer
 than ``SLOW_CONNECT``) is *down*: its workers move elsewhere and it gets none
@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from grpcpool._status import WorkerStatus
 from grpcpool.backoff import Backoff
 from grpcpool.config import ADDRESS_RETRY_MAX, SLOW_CONNECT
-from grpcpool.pools._spread import Placement, next_move
+from grpcpool.core._spread import Placement, next_move
 
 __all__ = ["Candidate", "Plan", "Planner", "Repin", "is_failing"]
 

@@ -1,8 +1,9 @@
-"""Delayed messages to actors: the Erlang ``send_after`` for pykka.
+"""The process-wide timer: a callable run later, on one thread for every timer.
 
 No actor in grpcpool sleeps. A worker that wants to reconnect in 3 seconds asks
-the scheduler to ``tell`` it a message in 3 seconds and goes back to its inbox,
-so it can still be stopped or pinged meanwhile.
+the timer to ``tell`` it a message in 3 seconds (``grpcpool.supervisor.send_after``
+wraps :func:`call_later`) and goes back to its inbox, so it can still be
+stopped or pinged meanwhile; a drained channel is closed the same way.
 
 One process-wide thread serves every timer. It starts when the first timer is
 scheduled and exits as soon as no timer is pending, so an idle process (or a
@@ -22,20 +23,21 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import pykka
-
 from grpcpool._process import PROCESS
 
-__all__ = ["Scheduler", "TimerHandle", "call_later", "send_after"]
+__all__ = ["Scheduler", "TimerHandle", "call_later"]
 
 _log = logging.getLogger(__name__)
 
-# What a timer delivers to: an actor (told a message) or a callable.
-Target = pykka.ActorRef[Any] | Callable[[], object]
+# What a timer runs when it is due.
+Target = Callable[[], object]
 
 
 class TimerHandle:
-    """A pending delayed message; :meth:`cancel` it to prevent delivery."""
+    """A pending timer; :meth:`cancel` it to prevent delivery.
+
+    ``message`` names what it delivers (shown in its repr), if anything.
+    """
 
     __slots__ = ("_cancelled", "_done", "deadline", "message", "sequence", "target")
 
@@ -133,12 +135,7 @@ class Scheduler:
         if handle._cancelled:
             return
         try:
-            if isinstance(handle.target, pykka.ActorRef):
-                handle.target.tell(handle.message)
-            else:
-                handle.target()
-        except pykka.ActorDeadError:
-            pass  # the actor ended meanwhile; its timers die with it
+            handle.target()
         except Exception:
             _log.exception("delivering %r failed", handle)
 
@@ -154,20 +151,11 @@ def _scheduler() -> Scheduler:
     return scheduler
 
 
-def send_after(delay: float, target: pykka.ActorRef[Any], message: Any) -> TimerHandle:
-    """Tells ``message`` to ``target`` after ``delay`` seconds.
-
-    Delivery goes through ``tell``, so the message is handled on the actor's
-    own thread like any other; an actor that has stopped meanwhile is skipped.
-    """
-    return _scheduler().schedule(delay, target, message)
-
-
-def call_later(delay: float, callback: Callable[[], object]) -> TimerHandle:
+def call_later(delay: float, callback: Callable[[], object], message: Any = None) -> TimerHandle:
     """Calls ``callback()`` on the timer thread after ``delay`` seconds.
 
     For housekeeping that belongs to no actor (closing a drained channel, say).
     The callback must be quick and must not block: it delays every other
     timer. Its exceptions are logged.
     """
-    return _scheduler().schedule(delay, callback, None)
+    return _scheduler().schedule(delay, callback, message)

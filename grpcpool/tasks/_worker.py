@@ -51,7 +51,7 @@ from grpcpool.connection._machine_types import (
 )
 
 if TYPE_CHECKING:
-    from grpcpool.aio._pool import Pool
+    from grpcpool.tasks._pool import TaskPool as Pool
 
 __all__ = ["Worker"]
 

@@ -1,8 +1,8 @@
-"""Pool: the asyncio pool, its view, its workers' tasks and their supervision.
+"""TaskPool: the asyncio pool's driver: its view, its workers' tasks and their supervision.
 
 Everything of a pool runs on the event loop it was started on, so the pool
 is its own registry: a worker's report updates the records and publishes a
-new immutable :class:`~grpcpool.pools.PoolView` (built by the same
+new immutable :class:`~grpcpool.core.PoolView` (built by the same
 ``build_view`` as the sync pool's, with the same pickers) in one assignment,
 and ``get_channel`` reads it. There is no lock because there is one thread.
 
@@ -30,19 +30,19 @@ from grpcpool._config_checks import aio_interceptors, check_pool_name
 from grpcpool._names import claim_aio, release_aio
 from grpcpool._process import PROCESS
 from grpcpool._status import PoolStatus, WorkerState
-from grpcpool.actors._resolution import initial_addresses
-from grpcpool.aio import _scaling
-from grpcpool.aio._balancer import Balancer, first_addresses, resolves_inline
-from grpcpool.aio._registry import Registry
-from grpcpool.aio._tasks import WorkerTasks
-from grpcpool.aio._worker import Worker
 from grpcpool.config import Config
+from grpcpool.core._resolution import initial_addresses
+from grpcpool.core._sizes import check_count, check_min_ready
+from grpcpool.core._view import PoolView
 from grpcpool.errors import ConfigError, GrpcPoolError, PoolNotFoundError
-from grpcpool.pools._sizes import check_count, check_min_ready
-from grpcpool.pools._view import PoolView
 from grpcpool.strategy import Strategy, resolve_strategy
+from grpcpool.tasks import _scaling
+from grpcpool.tasks._balancer import Balancer, first_addresses, resolves_inline
+from grpcpool.tasks._registry import Registry
+from grpcpool.tasks._tasks import WorkerTasks
+from grpcpool.tasks._worker import Worker
 
-__all__ = ["POOLS", "Pool", "running_loop", "thread_id"]
+__all__ = ["POOLS", "TaskPool", "running_loop", "thread_id"]
 
 #: The running loop of this thread, or None (without the exception
 #: ``asyncio.get_running_loop`` raises outside a loop).
@@ -58,23 +58,15 @@ _log = logging.getLogger(__name__)
 #: The running asyncio pools, by name: ``PROCESS.aio_pools``, cleared in
 #: place in a forked child. The name table is shared with the sync pools
 #: (``grpcpool._names``); written only through ``claim_aio``/``release_aio``.
-POOLS: dict[str, Pool] = PROCESS.aio_pools
+POOLS: dict[str, TaskPool] = PROCESS.aio_pools
 
 
-class Pool:
-    """A pool of ``grpc.aio`` channels on the running event loop.
+class TaskPool:
+    """The tasks, records and view of one asyncio pool on its event loop.
 
-    Use it as an async context manager (``async with Pool(cfg, name="kv") as
-    pool:``) or call :meth:`start` and :meth:`stop`. It belongs to the loop
-    it was started on: any use from another loop or thread raises
-    :class:`~grpcpool.GrpcPoolError`.
-
-    Args:
-        config: The same :class:`~grpcpool.Config` as a sync pool's, with
-            ``grpc.aio`` interceptors in ``endpoint.interceptors`` if any
-            (a ``grpc.aio`` channel cannot use sync ones).
-        name: The pool's name; falls back to ``config.pool.name``, then
-            ``"default"``.
+    The public :class:`grpcpool.aio.Pool` is this class with the pool channel
+    added (its docstring tells how to use it); the tasks below it never need
+    the public API.
     """
 
     def __init__(self, config: Config, name: str | None = None) -> None:
@@ -228,12 +220,6 @@ class Pool:
             raise self._wrong_loop(running_loop())
         return self._registry.view.pick()  # type: ignore[return-value]  # an aio pool's channel
 
-    def channel(self) -> Any:
-        """The pool as one ``grpc.aio.Channel``: build stubs on it once (see ``AioPoolChannel``)."""
-        from grpcpool.aio._channel import AioPoolChannel
-
-        return AioPoolChannel(self)
-
     def status(self) -> PoolStatus:
         """The pool's health now, as the sync pool reports it.
 
@@ -267,7 +253,7 @@ class Pool:
         """Waits for the next change of the view (for the pool channel's ``wait_for_ready``)."""
         await self._registry.wait_changed(timeout)
 
-    # --- scaling (grpcpool.aio._scaling) ------------------------------------------------
+    # --- scaling (grpcpool.tasks._scaling) ------------------------------------------------
 
     async def scale_up(self, count: int) -> int:
         """Adds ``count`` workers; returns the new expected size.

@@ -12,7 +12,7 @@ passes everything through and changes two outcomes:
   neither its caller (``cancel()``) nor its task's cancellation ended raises
   ``grpc.aio.AioRpcError`` ``CANCELLED`` instead, saying the drain ended.
 * **Never sent.** A unary-request call that failed before it reached a
-  server (see :mod:`grpcpool.pools._reroute`) is sent again on another ready
+  server (see :mod:`grpcpool.core._reroute`) is sent again on another ready
   connection when it is awaited (or, for a response stream, before its first
   response), each connection at most once, within the call's deadline.
   A stream of requests is not sent again: grpc.aio has begun to consume it.
@@ -30,11 +30,11 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from grpcpool.pools._ready import ReadyConnection
-from grpcpool.pools._reroute import never_sent, untried
+from grpcpool.core._ready import ReadyConnection
+from grpcpool.core._reroute import never_sent, untried
 
 if TYPE_CHECKING:
-    from grpcpool.aio._channel import _Routed
+    from grpcpool.api._aio_channel import _Routed
 
 __all__ = ["PoolCall", "call_class"]
 

@@ -18,7 +18,7 @@ of the response stream), which ``least_in_flight`` routes by and
 connection checked at once (passive health). A blocking unary call that
 failed before it reached any server (the pool's view lags a dead connection
 by some milliseconds) is sent again on another ready connection within its
-timeout (:mod:`grpcpool.pools._reroute`); a call that succeeds pays nothing
+timeout (:mod:`grpcpool.core._reroute`); a call that succeeds pays nothing
 for that.
 """
 
@@ -31,14 +31,16 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from grpcpool import _connectivity
 from grpcpool._config_checks import check_pool_name
 from grpcpool._process import PROCESS
+from grpcpool.actors._entry import PoolEntry
+from grpcpool.api._table import lookup
 from grpcpool.config import DEFAULT_POOL_NAME
+from grpcpool.core._ready import CallableKey, ReadyConnection, callable_key
+from grpcpool.core._reroute import never_sent, untried
+from grpcpool.core._view import connectivity_of
 from grpcpool.errors import NotConnectedError, PoolCallError
-from grpcpool.pools import _connectivity
-from grpcpool.pools._entry import PoolEntry, lookup
-from grpcpool.pools._ready import CallableKey, ReadyConnection, callable_key
-from grpcpool.pools._reroute import never_sent, untried
 
 __all__ = ["PoolChannel"]
 
@@ -159,11 +161,15 @@ class PoolChannel(grpc.Channel):
         changes nothing: the pool's workers always connect.
         """
         self._callbacks.add(callback)
-        _connectivity.subscribe(self._name, callback)
+        _connectivity.subscribe(self._name, callback, self._state)
 
     def unsubscribe(self, callback: _connectivity.Callback) -> None:
         self._callbacks.discard(callback)
         _connectivity.unsubscribe(self._name, callback)
+
+    def _state(self) -> grpc.ChannelConnectivity:
+        entry = PROCESS.pools.get(self._name)
+        return connectivity_of(entry.view if entry is not None else None)
 
     def close(self) -> None:
         """Ends this handle's subscriptions. The pool keeps running. Idempotent."""
@@ -177,7 +183,7 @@ class PoolChannel(grpc.Channel):
         self.close()
 
     def __repr__(self) -> str:
-        state = _connectivity.current(self._name).name
+        state = self._state().name
         return f"<PoolChannel {self._name!r} {state}>"
 
     def __eq__(self, other: object) -> bool:

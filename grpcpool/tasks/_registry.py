@@ -11,19 +11,29 @@ immutable picture with the same pickers.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 
 import grpc
 
 from grpcpool._status import WorkerState, WorkerStatus
-from grpcpool.actors._telemetry_reporter import report_pool_status
+from grpcpool.connection._announce import announce_pool
+from grpcpool.core._ready import ReadyConnection
+from grpcpool.core._view import (
+    Lifecycle,
+    PoolView,
+    build_view,
+    empty_view,
+    status_signal,
+    unready_cause,
+)
 from grpcpool.errors import PoolNotFoundError, PoolTimeoutError
-from grpcpool.pools._ready import ReadyConnection
-from grpcpool.pools._view import Lifecycle, PoolView, build_view, empty_view, unready_cause
 from grpcpool.strategy import Strategy
 
 __all__ = ["Registry", "wait_event"]
+
+_log = logging.getLogger(__name__)
 
 
 async def wait_event(event: asyncio.Event, timeout: float | None) -> None:
@@ -160,4 +170,4 @@ class Registry:
         """Emits ``pool.status`` every ``interval`` seconds, as the sync reporter does."""
         while True:
             await asyncio.sleep(interval)
-            report_pool_status(self._name, self.view)
+            announce_pool(status_signal(self.view, self._name), self._name, _log)

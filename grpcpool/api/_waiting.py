@@ -11,10 +11,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from grpcpool.api._table import lookup
+from grpcpool.core._sizes import check_min_ready
+from grpcpool.core._view import unready_cause
 from grpcpool.errors import PoolNotFoundError, PoolSizeError, PoolTimeoutError
-from grpcpool.pools._entry import lookup
-from grpcpool.pools._sizes import check_min_ready
-from grpcpool.pools._view import unready_cause
 
 __all__ = ["check_wait", "wait_ready"]
 

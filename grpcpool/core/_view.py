@@ -27,9 +27,11 @@ from typing import Literal, NoReturn
 
 import grpc
 
+from grpcpool import telemetry
 from grpcpool._status import PoolStatus, WorkerState, WorkerStatus
+from grpcpool.connection._machine_types import Emit
+from grpcpool.core._ready import ReadyConnection
 from grpcpool.errors import NotConnectedError, shorten
-from grpcpool.pools._ready import ReadyConnection
 from grpcpool.strategy import Strategy, make_picker, picks_any_items, routes_by_load
 
 __all__ = ["Lifecycle", "PoolView", "build_view", "empty_view", "unready_cause"]
@@ -205,3 +207,32 @@ def build_view(
     else:
         pick, pick_connection = _pickers(strategy, connections)
     return PoolView(channels, pick, workers, expected_size, lifecycle, connections, pick_connection)
+
+
+def status_signal(view: PoolView, name: str) -> Emit:
+    """``pool.status`` for pool ``name`` from one view (sync and asyncio pools alike).
+
+    Expected and current size and calls in flight come from the one view, so
+    a report never mixes two moments.
+    """
+    status = view.status(name)
+    return Emit(
+        telemetry.pool_status.name,
+        {
+            "expected_size": status.expected_size,
+            "current_size": status.current_size,
+            "in_flight": status.in_flight,
+        },
+        {},
+    )
+
+
+def connectivity_of(view: PoolView | None) -> grpc.ChannelConnectivity:
+    """The connectivity a pool channel reports for a pool in ``view`` (None: no pool)."""
+    if view is None or view.lifecycle == "stopped":
+        return grpc.ChannelConnectivity.IDLE
+    if view.channels:
+        return grpc.ChannelConnectivity.READY
+    if any(worker.state == "backoff" for worker in view.workers):
+        return grpc.ChannelConnectivity.TRANSIENT_FAILURE
+    return grpc.ChannelConnectivity.CONNECTING

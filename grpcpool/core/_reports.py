@@ -1,25 +1,19 @@
-"""What a pool's workers tell its HealthRegistry, and how they send it.
+"""What a pool's workers tell whoever keeps the pool's records (sync: the HealthRegistry).
 
-Workers import this module, not the registry actor: a worker needs to know
-how to report, not who keeps the records.
+Workers import this module, not the registry: a worker needs to know what to
+report, not who keeps the records.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import grpc
-import pykka
 
 from grpcpool._status import WorkerState
 
-__all__ = ["REGISTRY_TIMEOUT", "WorkerGone", "WorkerReport", "send_to_registry"]
-
-_log = logging.getLogger(__name__)
-
+__all__ = ["WorkerGone", "WorkerReport"]
 
 @dataclass(frozen=True)
 class WorkerReport:
@@ -56,29 +50,3 @@ class WorkerGone:
 
     worker_id: str
     urn: str
-
-
-# How long a worker waits for the registry to act on a synchronous report
-# (dropping its channel from the view before the channel is closed).
-REGISTRY_TIMEOUT = 2.0
-
-
-def send_to_registry(registry: pykka.ActorRef[Any] | None, message: Any, *, sync: bool) -> None:
-    """Tells the registry ``message``, or asks it (to be sure it has acted) when ``sync``.
-
-    Never raises: a registry that is gone or failing is being restarted, and
-    the new one asks every worker to report again.
-    """
-    if registry is None:
-        return
-    try:
-        if sync:
-            registry.ask(message, timeout=REGISTRY_TIMEOUT)
-        else:
-            registry.tell(message)
-    except pykka.ActorDeadError:
-        pass
-    except pykka.Timeout:
-        _log.warning("health registry did not answer within %ss", REGISTRY_TIMEOUT)
-    except Exception:
-        _log.exception("health registry failed on %r", message)

@@ -11,7 +11,7 @@ awaited (or iterated): with a :class:`~grpcpool.PoolCallError`, a
 ``grpc.RpcError`` with code ``UNAVAILABLE`` that is also a
 ``NotConnectedError``. With ``wait_for_ready=True`` the call first waits for
 a ready connection for up to its timeout (then ``DEADLINE_EXCEEDED``).
-Otherwise the caller gets a :class:`~grpcpool.aio._calls.PoolCall` around
+Otherwise the caller gets a :class:`~grpcpool.api._aio_calls.PoolCall` around
 the ``grpc.aio`` call: how a call cut by a drain ends, and which calls are
 sent again after failing before they reached a server, is said there.
 """
@@ -26,16 +26,16 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from grpcpool.aio._calls import call_class
+from grpcpool.api._aio_calls import call_class
 from grpcpool.config import REFUSED_CALL_PAUSE
+from grpcpool.core._ready import CallableKey, ReadyConnection, callable_key
+from grpcpool.core._view import connectivity_of
 from grpcpool.errors import NotConnectedError, PoolCallError, PoolNotFoundError
-from grpcpool.pools._connectivity import connectivity_of
-from grpcpool.pools._ready import CallableKey, ReadyConnection, callable_key
 
 if TYPE_CHECKING:
-    from grpcpool.aio._pool import Pool
+    from grpcpool.tasks._pool import TaskPool as Pool
 
-# The loop checks of grpcpool.aio._pool (thread ids on the hot path).
+# The loop checks of grpcpool.tasks._pool (thread ids on the hot path).
 running_loop = asyncio.events._get_running_loop
 thread_id = threading.get_ident
 

@@ -23,15 +23,14 @@ from grpcpool._config_checks import check_pool_name
 from grpcpool._future import LazyFuture, ResolvedFuture
 from grpcpool._process import PROCESS
 from grpcpool._status import PoolStatus
-from grpcpool.actors._pool_spec import PoolSpec
+from grpcpool.actors._entry import GET_CHANNEL_EVENT, PoolEntry, forget_forked, release
 from grpcpool.actors._pool_supervisor import PoolSupervisorProxy, pool_supervisor_proxy
+from grpcpool.api._pool_channel import PoolChannel
+from grpcpool.api._table import lookup, start_default, stop_default_if_idle
+from grpcpool.api._waiting import check_wait, wait_ready
 from grpcpool.config import DEFAULT_POOL_NAME, Config
 from grpcpool.errors import GrpcPoolError, PoolNotFoundError, PoolTimeoutError
-from grpcpool.pools._entry import GET_CHANNEL_EVENT, PoolEntry, forget_forked, lookup, release
-from grpcpool.pools._pool_channel import PoolChannel
-from grpcpool.pools._waiting import check_wait, wait_ready
 from grpcpool.strategy import strategy_name
-from grpcpool.supervisor import Supervisor
 from grpcpool.supervisor._proxy import supervisor_proxy
 
 __all__ = [
@@ -199,27 +198,6 @@ def _stub(name: str, stub_class: type[T]) -> T:
     return cast("T", stub)
 
 
-# --- the process-wide default supervisor (the Elixir start_link) -------------
-
-
-def _default() -> pykka.ActorRef[Supervisor]:
-    supervisor = PROCESS.default_supervisor
-    if supervisor is None or not supervisor.is_alive():
-        supervisor = Supervisor.start(name="grpcpool", max_restarts=10, max_seconds=10.0)
-        PROCESS.default_supervisor = supervisor
-    return supervisor
-
-
-def _stop_default_if_idle() -> None:
-    supervisor = PROCESS.default_supervisor
-    if supervisor is None:
-        return
-    if supervisor.is_alive() and supervisor_proxy(supervisor).count_children().get()["specs"] > 0:
-        return
-    PROCESS.default_supervisor = None
-    supervisor.stop(timeout=_STOP_TIMEOUT)
-
-
 def start(config: Config, name: str | None = None) -> PoolProxy:
     """Starts a pool under the process-wide default supervisor.
 
@@ -230,15 +208,7 @@ def start(config: Config, name: str | None = None) -> PoolProxy:
         ConfigError: A pool of that name is already running, under this
             supervisor or any other (key ``pool.name``); nothing is started.
     """
-    spec = PoolSpec(config, name)
-    with PROCESS.default_lock:
-        supervisor = _default()
-        try:
-            supervisor_proxy(supervisor).start_child(spec).get()
-        except BaseException:
-            _stop_default_if_idle()
-            raise
-    return PoolProxy(spec.pool_name)
+    return PoolProxy(start_default(config, name))
 
 
 def _stop(name: str) -> None:
@@ -264,7 +234,7 @@ def _stop(name: str) -> None:
     with PROCESS.default_lock:
         default = PROCESS.default_supervisor
         if parent is not None and default is not None and parent.actor_urn == default.actor_urn:
-            _stop_default_if_idle()
+            stop_default_if_idle()
 
 
 def pool(name: str = DEFAULT_POOL_NAME) -> PoolProxy:

@@ -1,7 +1,7 @@
 """Scaling an asyncio pool: workers started or stopped, the new size published.
 
 The sync pool scales in its PoolSupervisor actor; an asyncio pool scales on
-its loop, here, with the same checks and errors (``grpcpool.pools._sizes``)
+its loop, here, with the same checks and errors (``grpcpool.core._sizes``)
 and the same ``pool.scale_up``/``pool.scale_down`` signals. The caller (a
 :class:`~grpcpool.aio.Pool` method) has checked that the pool runs and that
 it is on the pool's loop.
@@ -13,7 +13,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from grpcpool import telemetry
-from grpcpool.pools._sizes import (
+from grpcpool.core._sizes import (
     below_one_worker,
     check_count,
     over_max_size,
@@ -21,7 +21,7 @@ from grpcpool.pools._sizes import (
 )
 
 if TYPE_CHECKING:
-    from grpcpool.aio._pool import Pool
+    from grpcpool.tasks._pool import TaskPool as Pool
 
 __all__ = ["resize", "scale_down", "scale_up"]
 

@@ -8,8 +8,9 @@ none is and the workers are connecting (or the pool is starting or
 restarting), and ``IDLE`` when no pool of that name runs (one may start
 later: the pool channel follows the name).
 
-The pool's HealthRegistry publishes each view through
-:meth:`~grpcpool.pools.PoolEntry.publish`, which calls :func:`view_changed`;
+Both drivers tell :func:`state_changed` the connectivity of each view they
+publish (:func:`grpcpool.core.connectivity_of`); the sync pool's
+HealthRegistry does it through :meth:`~grpcpool.actors.PoolEntry.publish`;
 callbacks never run on the registry's thread (a slow callback must not hold
 up the pool), but in order on one delivery thread, which starts when there
 is something to deliver and ends when there is nothing left.
@@ -25,26 +26,11 @@ from collections.abc import Callable
 
 import grpc
 
-from grpcpool.pools._view import PoolView
-
-__all__ = ["Callback", "connectivity_of", "current", "subscribe", "unsubscribe", "view_changed"]
+__all__ = ["Callback", "state_changed", "subscribe", "unsubscribe"]
 
 _log = logging.getLogger(__name__)
 
 Callback = Callable[[grpc.ChannelConnectivity], None]
-
-_C = grpc.ChannelConnectivity
-
-
-def connectivity_of(view: PoolView | None) -> grpc.ChannelConnectivity:
-    """The connectivity a pool channel reports for a pool in ``view`` (None: no pool)."""
-    if view is None or view.lifecycle == "stopped":
-        return _C.IDLE
-    if view.channels:
-        return _C.READY
-    if any(worker.state == "backoff" for worker in view.workers):
-        return _C.TRANSIENT_FAILURE
-    return _C.CONNECTING
 
 
 class _Subscriptions:
@@ -116,18 +102,11 @@ class _Subscriptions:
 _SUBSCRIPTIONS = _Subscriptions()
 
 
-def current(name: str) -> grpc.ChannelConnectivity:
-    """The connectivity of pool ``name`` now."""
-    # Imported here: the entry module calls view_changed, so it imports this one.
-    from grpcpool._process import PROCESS
-
-    entry = PROCESS.pools.get(name)
-    return connectivity_of(entry.view if entry is not None else None)
-
-
-def subscribe(name: str, callback: Callback) -> None:
-    """Calls ``callback`` with the pool's connectivity now and after each change."""
-    _SUBSCRIPTIONS.add(name, callback, lambda: current(name))
+def subscribe(
+    name: str, callback: Callback, current: Callable[[], grpc.ChannelConnectivity]
+) -> None:
+    """Calls ``callback`` with the pool's connectivity now (``current()``) and after each change."""
+    _SUBSCRIPTIONS.add(name, callback, current)
 
 
 def unsubscribe(name: str, callback: Callback) -> None:
@@ -135,6 +114,6 @@ def unsubscribe(name: str, callback: Callback) -> None:
     _SUBSCRIPTIONS.remove(name, callback)
 
 
-def view_changed(name: str, view: PoolView | None) -> None:
-    """The pool ``name`` published ``view`` (None: it ended); tell subscribers if that matters."""
-    _SUBSCRIPTIONS.changed(name, connectivity_of(view))
+def state_changed(name: str, state: grpc.ChannelConnectivity) -> None:
+    """The pool ``name``'s connectivity is ``state`` now; tells subscribers if that is news."""
+    _SUBSCRIPTIONS.changed(name, state)

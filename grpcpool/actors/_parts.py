@@ -1,7 +1,8 @@
-"""What the actors of one running pool share: :class:`PoolParts`."""
+"""What the actors of one running pool share: :class:`PoolParts`, and how workers report."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -10,10 +11,12 @@ import pykka
 from grpcpool.config import Config
 
 if TYPE_CHECKING:
+    from grpcpool.actors._entry import PoolEntry
     from grpcpool.connection import PoolChannels
-    from grpcpool.pools._entry import PoolEntry
 
-__all__ = ["Nudge", "PoolParts"]
+__all__ = ["REGISTRY_TIMEOUT", "Nudge", "PoolParts", "send_to_registry"]
+
+_log = logging.getLogger(__name__)
 
 
 class Nudge:
@@ -85,3 +88,29 @@ class PoolParts:
 
     def __repr__(self) -> str:
         return f"<PoolParts {self.name!r}>"
+
+
+# How long a worker waits for the registry to act on a synchronous report
+# (dropping its channel from the view before the channel is closed).
+REGISTRY_TIMEOUT = 2.0
+
+
+def send_to_registry(registry: pykka.ActorRef[Any] | None, message: Any, *, sync: bool) -> None:
+    """Tells the registry ``message``, or asks it (to be sure it has acted) when ``sync``.
+
+    Never raises: a registry that is gone or failing is being restarted, and
+    the new one asks every worker to report again.
+    """
+    if registry is None:
+        return
+    try:
+        if sync:
+            registry.ask(message, timeout=REGISTRY_TIMEOUT)
+        else:
+            registry.tell(message)
+    except pykka.ActorDeadError:
+        pass
+    except pykka.Timeout:
+        _log.warning("health registry did not answer within %ss", REGISTRY_TIMEOUT)
+    except Exception:
+        _log.exception("health registry failed on %r", message)

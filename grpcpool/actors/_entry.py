@@ -29,13 +29,13 @@ import grpc
 import pykka
 
 from grpcpool import telemetry
+from grpcpool._connectivity import state_changed
 from grpcpool._names import check_free, name_in_use
 from grpcpool._process import ENDED_POOLS_KEPT, PROCESS
 from grpcpool._status import PoolStatus
 from grpcpool.config import Config
-from grpcpool.errors import ConfigError, NotConnectedError, PoolNotFoundError, shorten
-from grpcpool.pools._connectivity import view_changed
-from grpcpool.pools._view import PoolView, empty_view
+from grpcpool.core._view import PoolView, connectivity_of, empty_view
+from grpcpool.errors import ConfigError, shorten
 from grpcpool.strategy import Strategy, resolve_strategy
 
 __all__ = [
@@ -46,7 +46,6 @@ __all__ = [
     "check_name_free",
     "claim",
     "forget_forked",
-    "lookup",
     "names",
     "release",
     "release_token",
@@ -196,7 +195,7 @@ class PoolEntry:
         with self.changed:
             self.view = view
             self.changed.notify_all()
-        view_changed(self.name, view)
+        state_changed(self.name, connectivity_of(view))
 
     def __repr__(self) -> str:
         view = self.view
@@ -205,66 +204,6 @@ class PoolEntry:
 
 
 # --- the table ---------------------------------------------------------------------
-
-
-def lookup(name: str) -> PoolEntry:
-    """The entry of the pool called ``name``.
-
-    In a forked child, the first lookup of a pool the parent ran starts
-    that pool again here (see :func:`_start_forked`); only a miss in the
-    table gets that far, so the hot path is unchanged.
-
-    Raises:
-        PoolNotFoundError: No sync pool of that name is running; its message
-            says why, if a pool of that name ran and was shut down, or that
-            the name is an asyncio pool's.
-        NotConnectedError: The parent's pool could not be started again in
-            this forked process.
-    """
-    entry = PROCESS.pools.get(name)
-    if entry is None:
-        if name in PROCESS.forked_pools:
-            return _start_forked(name)
-        if name in PROCESS.aio_pools:
-            raise PoolNotFoundError(name, running="asyncio")
-        raise PoolNotFoundError(name, PROCESS.ended_pools.get(name))
-    return entry
-
-
-def _start_forked(name: str) -> PoolEntry:
-    """Starts the parent's pool ``name`` in this forked process, once.
-
-    The parent's channels and threads did not survive the fork, so the child
-    starts its own pool of the same name and config (and the parent's
-    expected size) under its default supervisor, as ``grpcpool.start``
-    would: prefork servers need no post-fork hook. The parent's pool is not
-    touched. ``PROCESS.default_lock`` makes concurrent first uses start it
-    once; :func:`claim` then forgets the name, so a pool the child stops
-    stays stopped.
-    """
-    from grpcpool.pools._api import start  # late: the public API imports this module
-
-    with PROCESS.default_lock:
-        entry = PROCESS.pools.get(name)
-        if entry is not None:
-            return entry  # another thread started it first
-        forked = PROCESS.forked_pools.get(name)
-        if forked is None:  # stopped (or started and ended) meanwhile
-            raise PoolNotFoundError(name, PROCESS.ended_pools.get(name))
-        try:
-            start(forked.sized_config(), name)
-        except Exception as error:
-            entry = PROCESS.pools.get(name)
-            if entry is not None:  # started meanwhile by other means (its own supervisor)
-                return entry
-            reason = f"could not start again after os.fork(): {type(error).__name__}"
-            forget_forked(name, reason)
-            # The cause is chained, not quoted: its text is not ours to echo.
-            raise NotConnectedError(name, f"{reason}; {FORK_ADVICE}") from error
-    entry = PROCESS.pools.get(name)
-    if entry is None:  # ended as soon as it started
-        raise PoolNotFoundError(name, PROCESS.ended_pools.get(name))
-    return entry
 
 
 def forget_forked(name: str, reason: str) -> None:
@@ -369,7 +308,7 @@ def release(entry: PoolEntry, reason: str) -> None:
                 entry.ended = reason
             entry.changed.notify_all()
     if PROCESS.pools.get(entry.name) is None:
-        view_changed(entry.name, None)
+        state_changed(entry.name, connectivity_of(None))
 
 
 def release_token(name: str, token: object, reason: str) -> None:

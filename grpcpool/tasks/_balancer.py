@@ -4,7 +4,7 @@ What the sync pool's Balancer actor does, as one task on the pool's loop: it
 asks the resolver again every ``endpoint.resolve_interval`` and whenever a
 connection cannot reconnect (abandoning a resolution that outlasts
 ``endpoint.resolve_timeout``), and carries out what the shared
-:class:`~grpcpool.pools._planner.Planner` decides: workers that serve nothing
+:class:`~grpcpool.core._planner.Planner` decides: workers that serve nothing
 are repinned to live addresses at once, and ready ones are replaced one at a
 time (an uneven spread, an address gone, a connection past
 ``connection.max_age``). A replacement worker starts on the target address;
@@ -28,14 +28,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from grpcpool import telemetry
-from grpcpool.actors._resolution import START_RESOLVE_WAIT, Answers, resolve, timed_out
-from grpcpool.aio._registry import wait_event
+from grpcpool._resolving import resolve, timed_out
 from grpcpool.config import Config
-from grpcpool.pools._planner import Candidate, Planner
+from grpcpool.connection._announce import announce_pool
+from grpcpool.core._planner import Candidate, Planner
+from grpcpool.core._resolution import START_RESOLVE_WAIT, Answers
 from grpcpool.resolver import StaticResolver
+from grpcpool.tasks._registry import wait_event
 
 if TYPE_CHECKING:
-    from grpcpool.aio._pool import Pool
+    from grpcpool.tasks._pool import TaskPool as Pool
 
 __all__ = ["Balancer", "first_addresses", "resolves_inline"]
 
@@ -99,7 +101,7 @@ class Balancer:
         connection = pool.config.connection
         self._pool = pool
         self._interval = pool.config.endpoint.resolve_interval
-        self._answers = Answers(pool.name, pool.config.endpoint.target, self._interval)
+        self._answers = Answers(pool.config.endpoint.target, self._interval)
         self._start_answer = addresses
         self._took = took
         self._inline = inline
@@ -118,7 +120,7 @@ class Balancer:
         """Runs until cancelled (the pool stops)."""
         try:
             if self._start_answer:
-                self._answers.take(self._start_answer, None, self._took)
+                self._take(self._start_answer, None, self._took)
                 self._resolve_at = self._after(self._interval)
             else:
                 self._resolve_at = time.monotonic()
@@ -157,6 +159,12 @@ class Balancer:
             self._resolve(), name="grpcpool-resolve"
         )
 
+    def _take(self, addresses: tuple[str, ...] | None, error: str | None, took: float) -> bool:
+        changed, effects = self._answers.take(addresses, error, took)
+        for effect in effects:
+            announce_pool(effect, self._pool.name, _log)
+        return changed
+
     async def _resolve(self) -> None:
         config = self._pool.config
         if self._inline:
@@ -169,7 +177,7 @@ class Balancer:
                 addresses, error, took = lookup.result()
             else:  # abandoned: the executor's thread finishes on its own
                 addresses, error, took = None, timed_out(config), limit
-        changed = self._answers.take(addresses, error, took)
+        changed = self._take(addresses, error, took)
         self._pool.resolver_error = self._answers.problem
         self._resolve_at = self._after(self._answers.retry_delay())
         if changed or self._resolve_at is not None:

@@ -18,11 +18,11 @@ import time
 from typing import TYPE_CHECKING
 
 from grpcpool import telemetry
-from grpcpool.aio._worker import Worker
 from grpcpool.connection._machine_types import Repin, Stop
+from grpcpool.tasks._worker import Worker
 
 if TYPE_CHECKING:
-    from grpcpool.aio._pool import Pool
+    from grpcpool.tasks._pool import TaskPool as Pool
 
 __all__ = ["MAX_RESTARTS", "MAX_SECONDS", "WorkerTasks"]
 

@@ -28,9 +28,9 @@ from typing import Any
 import grpc
 
 from grpcpool.connection._health import status_code
+from grpcpool.core._ready import ReadyConnection
+from grpcpool.core._view import PoolView
 from grpcpool.errors import NotConnectedError
-from grpcpool.pools._ready import ReadyConnection
-from grpcpool.pools._view import PoolView
 
 __all__ = ["NEVER_SENT", "never_sent", "untried"]
 
