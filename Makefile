@@ -27,6 +27,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 lint: $(STAMP)
 	$(BIN)/ruff check grpcpool tests benchmarks examples
 	$(BIN)/mypy --strict grpcpool
+	$(BIN)/lint-imports
 
 test: lint
 	$(BIN)/python -m pytest
