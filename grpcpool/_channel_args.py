@@ -6,10 +6,11 @@ Both the connections (:mod:`grpcpool.connection`) and
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from grpcpool.config import Config
+# A grpcpool.Config (typed as Any, not as the class: grpcpool.config offers these
+# options as Config.channel_options(), so this module cannot import it).
+Config = Any
 
 __all__ = ["channel_options"]
 

@@ -8,7 +8,7 @@ them from ``__post_init__``, so an invalid section never exists.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 import grpc
 
@@ -44,13 +44,15 @@ from grpcpool._hosts import check_host
 from grpcpool.errors import ConfigError
 from grpcpool.strategy import STRATEGY_NAMES
 
-if TYPE_CHECKING:
-    from grpcpool.config import ConnectionConfig, EndpointConfig, PoolConfig, RetryConfig
+# A section of grpcpool.config as its __post_init__ hands it over: its values are
+# what the user passed, of any type, until checked here. (Typed as Any, not as
+# the section class: that would tie this module back to the one that calls it.)
+Section = Any
 
 __all__ = ["check_connection", "check_endpoint", "check_pool", "check_retry"]
 
 
-def check_retry(retry: RetryConfig) -> None:
+def check_retry(retry: Section) -> None:
     """Checks ``endpoint.retry_config``."""
     check_int("endpoint.retry_config.max_attempts", retry.max_attempts, minimum=1)
     check_float("endpoint.retry_config.base_delay", retry.base_delay, minimum=0.0)
@@ -59,7 +61,7 @@ def check_retry(retry: RetryConfig) -> None:
         raise ConfigError("endpoint.retry_config.max_delay", "must be >= base_delay")
 
 
-def check_endpoint(endpoint: EndpointConfig) -> None:
+def check_endpoint(endpoint: Section) -> None:
     """Checks ``endpoint`` and normalizes its TLS, interceptors, options and retry."""
     check_host("endpoint.host", endpoint.host)
     check_int("endpoint.port", endpoint.port, minimum=1, maximum=65535)
@@ -99,7 +101,7 @@ def check_endpoint(endpoint: EndpointConfig) -> None:
     )
 
 
-def check_pool(pool: PoolConfig) -> None:
+def check_pool(pool: Section) -> None:
     """Checks ``pool``."""
     check_int("pool.max_size", pool.max_size, minimum=1, maximum=HARD_MAX_POOL_SIZE)
     check_int("pool.size", pool.size, minimum=1)
@@ -128,7 +130,7 @@ def check_pool(pool: PoolConfig) -> None:
     check_int("pool.telemetry_sample_rate", pool.telemetry_sample_rate, minimum=0)
 
 
-def check_connection(connection: ConnectionConfig) -> None:
+def check_connection(connection: Section) -> None:
     """Checks ``connection``, each time within its bound."""
     check_optional_float(
         "connection.keepalive", connection.keepalive, strict=True, maximum=MAX_KEEPALIVE
