@@ -35,6 +35,7 @@ from grpcpool._process import ENDED_POOLS_KEPT, PROCESS
 from grpcpool._status import PoolStatus
 from grpcpool.config import Config
 from grpcpool.core._view import PoolView, connectivity_of, empty_view
+from grpcpool.core._waiting import wait_met, wait_over
 from grpcpool.errors import ConfigError, shorten
 from grpcpool.strategy import Strategy, resolve_strategy
 
@@ -179,10 +180,9 @@ class PoolEntry:
         """
         with self.changed:
             self.changed.wait_for(
-                lambda: self.ended is not None or len(self.view.channels) >= min_ready,
-                timeout=timeout,
+                lambda: wait_over(self.view, min_ready, self.ended), timeout=timeout
             )
-            return self.ended is None and len(self.view.channels) >= min_ready
+            return wait_met(self.view, min_ready, self.ended)
 
     def forked(self) -> ForkedPool:
         """What a forked child needs to start this pool again (read in the fork hook)."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
+import logging
 import time
 from types import TracebackType
 from typing import Any, Self, TypeVar, cast
@@ -45,13 +46,19 @@ from grpcpool.actors._parts import PoolParts, send_to_registry
 from grpcpool.actors._telemetry_reporter import TelemetryReporter
 from grpcpool.config import Config
 from grpcpool.connection import PoolChannels
+from grpcpool.connection._announce import announce_pool
+from grpcpool.core._intensity import describe_pool_limit, pool_restart_limit
 from grpcpool.core._resolution import START_RESOLVE_WAIT, initial_addresses
-from grpcpool.core._sizes import (
-    below_one_worker,
-    check_count,
-    over_max_size,
-    resize_over_max_size,
+from grpcpool.core._scaling import (
+    is_worker,
+    resize_by,
+    scale_up_by,
+    scaled_down,
+    scaled_up,
+    thinnest_address,
+    workers_to_stop,
 )
+from grpcpool.core._scaling import worker_id as worker_id_of
 from grpcpool.core._view import Lifecycle
 from grpcpool.supervisor import ChildSpec, ChildStartError, DynamicSupervisor, current_supervisor
 from grpcpool.supervisor._proxy import SupervisorProxy
@@ -69,7 +76,8 @@ WORKER_SHUTDOWN_SECONDS = 5.0
 _REGISTRY = "registry"
 _REPORTER = "telemetry"
 _BALANCER = "balancer"
-_WORKER_PREFIX = "worker-"
+
+_log = logging.getLogger(__name__)
 
 
 def pool_child_id(pool_name: str) -> str:
@@ -207,11 +215,8 @@ class PoolSupervisor(DynamicSupervisor):
             PoolSizeError: ``count`` is below 1 or takes the pool over
                 ``pool.max_size``.
         """
-        name = self._entry.name
-        check_count(name, "count", count)
         size, limit = len(self._workers()), self._entry.config.pool.max_size
-        if size + count > limit:
-            raise over_max_size(name, size, count, limit)
+        count = scale_up_by(self._entry.name, size, count, limit)
         started = time.monotonic()
         succeeded = 0
         for _ in range(count):
@@ -221,12 +226,8 @@ class PoolSupervisor(DynamicSupervisor):
                 continue
             succeeded += 1
         new_size = self._announce_size()
-        self._emit_scaled(
-            telemetry.pool_scale_up,
-            started,
-            {"requested": count, "succeeded": succeeded, "failed": count - succeeded},
-            new_size,
-        )
+        took = time.monotonic() - started
+        announce_pool(scaled_up(count, succeeded, took, new_size), self._entry.name, _log)
         return new_size
 
     def scale_down(self, count: int) -> int:
@@ -235,16 +236,13 @@ class PoolSupervisor(DynamicSupervisor):
         Raises:
             PoolSizeError: ``count`` is below 1 or would leave no worker.
         """
-        check_count(self._entry.name, "count", count)
         workers = self._workers()
-        if len(workers) - count < 1:
-            raise below_one_worker(self._entry.name, len(workers), count)
+        stopping = workers_to_stop(self._entry.name, len(workers), workers, count)
         started = time.monotonic()
-        self.terminate_children(list(reversed(workers[-count:])))
+        self.terminate_children(stopping)
         new_size = len(self._workers())
-        self._emit_scaled(
-            telemetry.pool_scale_down, started, {"requested": count, "terminated": count}, new_size
-        )
+        took = time.monotonic() - started
+        announce_pool(scaled_down(len(stopping), took, new_size), self._entry.name, _log)
         return new_size
 
     def resize(self, target: int) -> int:
@@ -253,28 +251,25 @@ class PoolSupervisor(DynamicSupervisor):
         Raises:
             PoolSizeError: ``target`` is below 1 or over ``pool.max_size``.
         """
-        check_count(self._entry.name, "target", target)
-        size, limit = len(self._workers()), self._entry.config.pool.max_size
-        if target > limit:
-            raise resize_over_max_size(self._entry.name, target, limit)
-        if target > size:
-            return self.scale_up(target - size)
-        if target < size:
-            return self.scale_down(size - target)
+        size = len(self._workers())
+        change = resize_by(self._entry.name, size, target, self._entry.config.pool.max_size)
+        if change > 0:
+            return self.scale_up(change)
+        if change < 0:
+            return self.scale_down(-change)
         return size
 
     # --- supervisor hooks -----------------------------------------------------
 
     def restart_limit(self) -> int:
-        return self.max_restarts + len(self._workers())
+        return pool_restart_limit(self.max_restarts, len(self._workers()))
 
     def describe_restart_limit(self, limit: int) -> str:
         # The limit applied, as restart_limit made it: "5 = 3 + 2 workers".
-        workers = limit - self.max_restarts
-        return f"{limit} = {self.max_restarts} + {workers} worker{'s' if workers != 1 else ''}"
+        return describe_pool_limit(limit, self.max_restarts)
 
     def child_restarted(self, child_id: str, ref: pykka.ActorRef[Any]) -> None:
-        if child_id.startswith(_WORKER_PREFIX):
+        if is_worker(child_id):
             self._parts.workers[child_id] = ref
         if child_id == _BALANCER:
             # The moves of the Balancer that crashed ended with it.
@@ -284,22 +279,22 @@ class PoolSupervisor(DynamicSupervisor):
         # A fresh registry knows nothing: have every worker report again.
         self._parts.registry = ref
         for worker_id, worker, _ in self.which_children():
-            if worker is not None and worker_id.startswith(_WORKER_PREFIX):
+            if worker is not None and is_worker(worker_id):
                 # A worker that died meanwhile is reported (and restarted)
                 # by its own exit message; it needs no resync.
                 with contextlib.suppress(pykka.ActorDeadError):
                     worker.tell(Resync())
 
     def child_terminated(self, child_id: str) -> None:
-        if child_id.startswith(_WORKER_PREFIX):
+        if is_worker(child_id):
             self._parts.workers.pop(child_id, None)
             self._announce_size()
 
     def shutdown_order(self, child_ids: list[str]) -> list[list[str]]:
         # Balancer and reporter, then every worker at once, then the registry
         # they report to.
-        workers = [c for c in child_ids if c.startswith(_WORKER_PREFIX)]
-        others = [c for c in reversed(child_ids) if not c.startswith(_WORKER_PREFIX)]
+        workers = [c for c in child_ids if is_worker(c)]
+        others = [c for c in reversed(child_ids) if not is_worker(c)]
         first = [c for c in others if c in (_BALANCER, _REPORTER)]
         rest = [[c] for c in others if c not in (_BALANCER, _REPORTER)]
         return [group for group in (first, workers) if group] + rest
@@ -331,17 +326,15 @@ class PoolSupervisor(DynamicSupervisor):
     def _workers(self) -> list[str]:
         """The pool's workers, in start order, without a move's replacement."""
         return [
-            c
-            for c, _, _ in self.which_children()
-            if c.startswith(_WORKER_PREFIX) and c not in self._replacements
+            c for c, _, _ in self.which_children() if is_worker(c) and c not in self._replacements
         ]
 
     def _add_worker(self, address: str | None = None) -> str:
-        worker_id = f"{_WORKER_PREFIX}{next(self._worker_numbers)}"
+        worker_id = worker_id_of(next(self._worker_numbers))
         if address is None:
             # Scaling up: where the spread is thinnest (the balancer corrects
             # it if the answer changed since).
-            address = self._thinnest_address()
+            address = thinnest_address(w.address for w in self._entry.view.workers)
         self._parts.workers[worker_id] = self.start_child(
             ChildSpec(
                 worker_id,
@@ -350,13 +343,6 @@ class PoolSupervisor(DynamicSupervisor):
             )
         )
         return worker_id
-
-    def _thinnest_address(self) -> str | None:
-        counts: dict[str, int] = {}
-        for worker in self._entry.view.workers:
-            if worker.address is not None:
-                counts[worker.address] = counts.get(worker.address, 0) + 1
-        return min(counts, key=counts.__getitem__) if counts else None
 
     def _announce_size(self) -> int:
         size = len(self._workers())
@@ -376,21 +362,6 @@ class PoolSupervisor(DynamicSupervisor):
         # retires on its way out is closed at once.
         self._tell_registry(SetLifecycle(lifecycle))
         self._parts.channels.close_all()
-
-    def _emit_scaled(
-        self,
-        signal: Any,
-        started: float,
-        measurements: dict[str, Any],
-        new_size: int,
-    ) -> None:
-        name = self._entry.name
-        telemetry.emit(
-            signal,
-            name,
-            {"duration": time.monotonic() - started, **measurements, "new_size": new_size},
-            {"pool_name": name},
-        )
 
 
 P = TypeVar("P", bound=PoolSupervisor)

@@ -15,7 +15,7 @@ import blinker
 from grpcpool import telemetry
 from grpcpool.connection._machine_types import Emit, Log
 
-__all__ = ["announce", "announce_pool"]
+__all__ = ["announce", "announce_as", "announce_pool"]
 
 
 def announce(effect: Emit | Log, pool_name: str, worker_id: str, log: logging.Logger) -> None:
@@ -37,3 +37,8 @@ def announce_pool(effect: Emit | Log, pool_name: str, log: logging.Logger) -> No
         telemetry.emit(blinker.signal(effect.signal), pool_name, effect.measurements, metadata)
     else:
         log.log(effect.level, "pool %r: %s", pool_name, effect.message)
+
+
+def announce_as(effect: Emit, sender: str) -> None:
+    """Sends an Emit effect's signal from ``sender`` with its metadata as it is (a supervisor's)."""
+    telemetry.emit(blinker.signal(effect.signal), sender, effect.measurements, effect.metadata)

@@ -28,6 +28,7 @@ __all__ = [
     "ChildExited",
     "RetryRestart",
     "StartChildren",
+    "count_children",
     "launch",
     "shutdown_groups",
     "stop_together",
@@ -82,6 +83,16 @@ class StartChildren:
     """Asked of a new supervisor: start these children, in order."""
 
     specs: tuple[ChildSpec, ...]
+
+
+def count_children(children: list[Child]) -> dict[str, int]:
+    """``count_children``'s answer for ``children``: specs, active, supervisors, workers."""
+    return {
+        "specs": len(children),
+        "active": sum(1 for c in children if c.ref is not None and c.ref.is_alive()),
+        "supervisors": sum(1 for c in children if c.spec.type == "supervisor"),
+        "workers": sum(1 for c in children if c.spec.type == "worker"),
+    }
 
 
 def launch(child: Child, supervisor: pykka.ActorRef[Any]) -> None:

@@ -25,7 +25,6 @@ its parent sees as an abnormal end (escalation).
 
 from __future__ import annotations
 
-import collections
 import logging
 import time
 from collections.abc import Iterable
@@ -34,13 +33,15 @@ from typing import Any, ClassVar, Self
 
 import pykka
 
-from grpcpool import telemetry
+from grpcpool.connection._announce import announce_as
+from grpcpool.core._intensity import RestartWindow, gave_up, record_restart, restarted
 from grpcpool.supervisor._child_spec import ChildSpec, ChildSpecSource, as_child_spec
 from grpcpool.supervisor._children import (
     Child,
     ChildExited,
     RetryRestart,
     StartChildren,
+    count_children,
     launch,
     shutdown_groups,
     stop_together,
@@ -113,7 +114,7 @@ class DynamicSupervisor(SupervisedActor):
         self.name = name or f"supervisor-{self.actor_urn.rsplit(':', 1)[-1][:8]}"
         # Children in start order; ids are unique. A restart keeps the place.
         self._children: dict[str, Child] = {}
-        self._restart_times: collections.deque[float] = collections.deque()
+        self._restarts = RestartWindow(self.max_seconds)
         self._stopping = False
 
     @classmethod
@@ -207,13 +208,7 @@ class DynamicSupervisor(SupervisedActor):
 
     def count_children(self) -> dict[str, int]:
         """Counts of ``specs``, ``active`` children, ``supervisors`` and ``workers``."""
-        children = list(self._children.values())
-        return {
-            "specs": len(children),
-            "active": sum(1 for c in children if c.ref is not None and c.ref.is_alive()),
-            "supervisors": sum(1 for c in children if c.spec.type == "supervisor"),
-            "workers": sum(1 for c in children if c.spec.type == "worker"),
-        }
+        return count_children(list(self._children.values()))
 
     # --- hooks for subclasses -------------------------------------------------
 
@@ -345,14 +340,10 @@ class DynamicSupervisor(SupervisedActor):
         child.forget(self.name, f"exited: {reason.describe()}")
 
     def _restart(self, child: Child, reason: str) -> None:
-        now = time.monotonic()
-        window = self._restart_times
-        window.append(now)
-        while window and window[0] < now - self.max_seconds:
-            window.popleft()
         limit = self.restart_limit()
-        if len(window) > limit:
-            self._give_up(child.spec.id, reason, limit)
+        self._restarts, verdict = record_restart(self._restarts, time.monotonic(), limit)
+        if verdict.give_up:
+            self._give_up(child.spec.id, reason, verdict.restarts, limit)
         try:
             launch(child, self.actor_ref)
         except Exception as error:
@@ -363,26 +354,15 @@ class DynamicSupervisor(SupervisedActor):
             return
         assert child.ref is not None
         self.child_restarted(child.spec.id, child.ref)
-        telemetry.emit(
-            telemetry.supervisor_child_restarted,
-            self.name,
-            {"restarts": len(window)},
-            {"supervisor": self.name, "child_id": child.spec.id, "reason": reason},
-        )
+        announce_as(restarted(self.name, child.spec.id, reason, verdict.restarts), self.name)
 
-    def _give_up(self, child_id: str, reason: str, limit: int) -> None:
-        restarts = len(self._restart_times)
+    def _give_up(self, child_id: str, reason: str, restarts: int, limit: int) -> None:
         message = (
             f"{self.name}: {restarts} restarts within {self.max_seconds}s "
             f"(max {self._describe_limit(limit)}); last: child {child_id!r} {reason}"
         )
         _log.error("%s; shutting down", message)
-        telemetry.emit(
-            telemetry.supervisor_shutdown,
-            self.name,
-            {"restarts": restarts},
-            {"supervisor": self.name, "reason": message},
-        )
+        announce_as(gave_up(self.name, message, restarts), self.name)
         self._stop_children(GAVE_UP)
         # Raised from a told message: pykka ends this actor abnormally, and a
         # parent supervisor's watch sees the error (escalation).

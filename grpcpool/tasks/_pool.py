@@ -1,10 +1,10 @@
 """TaskPool: the asyncio pool's driver: its view, its workers' tasks and their supervision.
 
 Everything of a pool runs on the event loop it was started on, so the pool
-is its own registry: a worker's report updates the records and publishes a
-new immutable :class:`~grpcpool.core.PoolView` (built by the same
-``build_view`` as the sync pool's, with the same pickers) in one assignment,
-and ``get_channel`` reads it. There is no lock because there is one thread.
+keeps its records itself: a worker's report runs through the same records
+machine as the sync pool's (:mod:`grpcpool.core._records`), which publishes a
+new immutable :class:`~grpcpool.core.PoolView` in one assignment, and
+``get_channel`` reads it. There is no lock because there is one thread.
 
 Worker tasks are supervised one-for-one with the sync PoolSupervisor's
 intensity: more than ``max_restarts`` plus the number of workers crashes
@@ -32,7 +32,7 @@ from grpcpool._process import PROCESS
 from grpcpool._status import PoolStatus, WorkerState
 from grpcpool.config import Config
 from grpcpool.core._resolution import initial_addresses
-from grpcpool.core._sizes import check_count, check_min_ready
+from grpcpool.core._sizes import check_count
 from grpcpool.core._view import PoolView
 from grpcpool.errors import ConfigError, GrpcPoolError, PoolNotFoundError
 from grpcpool.strategy import Strategy, resolve_strategy
@@ -153,8 +153,7 @@ class TaskPool:
         addresses, took = await first_addresses(self.config)
         for address in initial_addresses(addresses, self._registry.expected):
             self._workers.add(address)
-        self._registry.lifecycle = "running"
-        self._registry.publish()
+        self._registry.set_lifecycle("running")
         self._balancer = Balancer(self, addresses, took, inline=resolves_inline(self.config))
         self._balancing = self._loop.create_task(self._balancer.run(), name="grpcpool-balance")
         self._reporter = self._loop.create_task(
@@ -181,8 +180,7 @@ class TaskPool:
                 await self._registry.wait_changed(0.1)
             return
         self._workers.stopping = True
-        self._registry.lifecycle = "stopped"
-        self._registry.publish()
+        self._registry.set_lifecycle("stopped")
         for task in (self._reporter, self._balancing):
             if task is not None:
                 task.cancel()
@@ -246,7 +244,6 @@ class TaskPool:
         check_count(self.name, "min_ready", min_ready)
         if self._loop is None:
             raise PoolNotFoundError(self.name, self.ended)
-        check_min_ready(self.name, min_ready, self._registry.expected)
         await self._registry.wait_ready(min_ready, timeout, lambda: self.ended)
 
     async def wait_changed(self, timeout: float | None) -> None:
@@ -300,8 +297,7 @@ class TaskPool:
         """The loop cancelled a worker of a pool nobody stopped (the loop is closing)."""
         if self.ended is None:
             self.ended = "its event loop closed"
-            self._registry.lifecycle = "stopped"
-            self._registry.publish()
+            self._registry.set_lifecycle("stopped")
             warnings.warn(
                 f"grpcpool.aio.Pool {self.name!r} was never stopped and its event loop is "
                 "closing: use 'async with' or 'await pool.stop()'",
@@ -322,24 +318,28 @@ class TaskPool:
         channel: grpc.aio.Channel | None,
         suspect: Callable[[], None] | None,
     ) -> None:
-        if self._workers.is_current(worker):  # not a worker already replaced
-            self._registry.report(
-                worker.worker_id,
-                worker.address,
-                state=state,
-                reconnect_attempt=reconnect_attempt,
-                last_error=last_error,
-                channel=channel,
-                suspect=suspect,
-            )
-            if self._balancer is not None:
-                self._balancer.poke()
+        urn = self._workers.urn_of(worker)  # None: a worker already replaced by a restart
+        if urn is not None and self._registry.report(
+            worker.worker_id,
+            urn,
+            worker.address,
+            state=state,
+            reconnect_attempt=reconnect_attempt,
+            last_error=last_error,
+            channel=channel,
+            suspect=suspect,
+        ):
+            self._poke_balancer()
 
     def _gone(self, worker: Worker) -> None:
-        if self._workers.is_current(worker):
-            self._registry.gone(worker.worker_id)
-            if self._balancer is not None:
-                self._balancer.poke()
+        urn = self._workers.urn_of(worker)
+        if urn is not None and self._registry.gone(worker.worker_id, urn):
+            self._poke_balancer()
+
+    def _poke_balancer(self) -> None:
+        # After the publish: the balancer looks at the new view.
+        if self._balancer is not None:
+            self._balancer.poke()
 
     def _opened(self, channel: grpc.aio.Channel) -> None:
         self._open.add(channel)

@@ -1,11 +1,12 @@
 """Registry: an asyncio pool's worker records and the view published from them.
 
 The sync pool has a HealthRegistry actor as the one writer of its view; an
-asyncio pool runs on one thread, so its registry is a plain object the
-workers call directly, and a report is published before the worker's next
-line runs. The view is built by the sync pool's ``build_view``, so
-``get_channel``, ``status`` and the pool channel read the same kind of
-immutable picture with the same pickers.
+asyncio pool runs on one thread, so its registry is a plain object the pool
+calls directly, and a report is published before the worker's next line
+runs. Both drive the same records machine (:mod:`grpcpool.core._records`), so
+``get_channel``, ``status`` and the pool channel read the same immutable
+picture, built by the same rules, with the same pickers; and both apply the
+same readiness-wait rules (:mod:`grpcpool.core._waiting`).
 """
 
 from __future__ import annotations
@@ -17,18 +18,21 @@ from collections.abc import Callable
 
 import grpc
 
-from grpcpool._status import WorkerState, WorkerStatus
+from grpcpool._status import WorkerState
 from grpcpool.connection._announce import announce_pool
-from grpcpool.core._ready import ReadyConnection
-from grpcpool.core._view import (
-    Lifecycle,
-    PoolView,
-    build_view,
-    empty_view,
-    status_signal,
-    unready_cause,
+from grpcpool.core._records import (
+    ExpectedSize,
+    Publish,
+    RecordsEvent,
+    SetLifecycle,
+    WorkersChanged,
+    records_after,
+    step,
 )
-from grpcpool.errors import PoolNotFoundError, PoolTimeoutError
+from grpcpool.core._reports import WorkerGone, WorkerReport
+from grpcpool.core._sizes import check_min_ready
+from grpcpool.core._view import Lifecycle, PoolView, empty_view, status_signal
+from grpcpool.core._waiting import wait_failed, wait_met
 from grpcpool.strategy import Strategy
 
 __all__ = ["Registry", "wait_event"]
@@ -54,27 +58,39 @@ async def wait_event(event: asyncio.Event, timeout: float | None) -> None:
 
 
 class Registry:
-    """Worker records -> the pool's view (loop thread only).
-
-    Attributes:
-        view: The current view; replaced whole by :meth:`publish`.
-        expected: How many workers the pool is meant to have.
-        lifecycle: Where the pool is in its life.
-    """
+    """Worker records -> the pool's view (loop thread only)."""
 
     def __init__(self, name: str, strategy: Strategy, expected: int, target: str) -> None:
         self._name = name
-        self._strategy = strategy
         self._target = target
-        self.expected = expected
-        self.lifecycle: Lifecycle = "starting"
-        self.view: PoolView = empty_view(name, expected, "starting")
-        self._records: dict[str, tuple[WorkerStatus, ReadyConnection | None]] = {}
+        self._records = records_after(name, strategy, empty_view(name, expected, "starting"))
         self._changed: asyncio.Event | None = None
+
+    @property
+    def view(self) -> PoolView:
+        """The current view; replaced whole by each change."""
+        return self._records.view
+
+    @property
+    def expected(self) -> int:
+        """How many workers the pool is meant to have."""
+        return self._records.expected
+
+    def handle(self, event: RecordsEvent) -> bool:
+        """Runs ``event`` through the records; True if a worker's record changed.
+
+        A new view is in place, and waiters are woken, before this returns.
+        """
+        self._records, effects = step(self._records, event, time.time())
+        for effect in effects:
+            if isinstance(effect, Publish):
+                self.wake()
+        return any(isinstance(effect, WorkersChanged) for effect in effects)
 
     def report(
         self,
         worker_id: str,
+        urn: str,
         address: str | None,
         *,
         state: WorkerState,
@@ -82,54 +98,32 @@ class Registry:
         last_error: str | None,
         channel: grpc.aio.Channel | None,
         suspect: Callable[[], None] | None,
-    ) -> None:
-        """A worker's new state: its record is replaced and a new view published."""
-        previous = self._records.get(worker_id)
-        since = time.time()
-        if previous is not None and (previous[0].state, previous[0].address) == (state, address):
-            since = previous[0].since  # the same state (a move starts it anew)
-        status = WorkerStatus(
+    ) -> bool:
+        """A worker's new state (``channel`` only when ready); True if its record changed."""
+        report = WorkerReport(
             worker_id=worker_id,
+            urn=urn,
             state=state,
-            since=since,
             reconnect_attempt=reconnect_attempt,
             last_error=last_error,
+            channel=channel,  # type: ignore[arg-type]  # an aio pool's channel
             peer=(address or self._target) if channel else None,
+            suspect=suspect,
             address=address,
         )
-        connection = None
-        if channel is not None:
-            kept = previous[1] if previous is not None else None
-            same = kept is not None and kept.channel is channel  # type: ignore[comparison-overlap]
-            connection = kept if same else None
-            if connection is None:
-                connection = ReadyConnection(
-                    channel,  # type: ignore[arg-type]
-                    worker_id,
-                    suspect,
-                    address,
-                )
-        self._records[worker_id] = (status, connection)
-        self.publish()
+        return self.handle(report)
 
-    def gone(self, worker_id: str) -> None:
-        """A worker has ended: its record leaves the view."""
-        if self._records.pop(worker_id, None) is not None:
-            self.publish()
+    def gone(self, worker_id: str, urn: str) -> bool:
+        """The worker's incarnation ``urn`` has ended; True if its record left the view."""
+        return self.handle(WorkerGone(worker_id, urn))
 
-    def publish(self) -> None:
-        """Builds the next view from the records and wakes whoever waits for a change."""
-        records = list(self._records.values())
-        self.view = build_view(
-            self._name,
-            self._strategy,
-            self.view,
-            connections=tuple(c for _, c in records if c is not None),
-            workers=tuple(s for s, _ in records),
-            expected_size=self.expected,
-            lifecycle=self.lifecycle,
-        )
-        self.wake()
+    def resize(self, expected: int) -> None:
+        """The pool was scaled: a view with the new expected size is published."""
+        self.handle(ExpectedSize(expected))
+
+    def set_lifecycle(self, lifecycle: Lifecycle) -> None:
+        """The pool moved to another stage of its life: a view saying so is published."""
+        self.handle(SetLifecycle(lifecycle))
 
     def wake(self) -> None:
         """Wakes every waiter of :meth:`wait_changed`."""
@@ -149,21 +143,17 @@ class Registry:
         """Waits until ``min_ready`` channels are ready.
 
         Raises:
+            PoolSizeError: ``min_ready`` is over the pool's size (at once: such
+                a wait could only time out).
             PoolTimeoutError: Not within ``timeout`` seconds (saying why).
             PoolNotFoundError: The pool ended meanwhile.
         """
+        check_min_ready(self._name, min_ready, self.expected)
         deadline = None if timeout is None else time.monotonic() + timeout
-        while len(self.view.channels) < min_ready:
-            if ended() is not None:
-                raise PoolNotFoundError(self._name, ended())
+        while not wait_met(self.view, min_ready, ended()):
             left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                ready = len(self.view.channels)
-                detail = f"{ready} of {min_ready} required channels ready after {timeout}s"
-                cause, last_error = unready_cause(self.view.workers)
-                if cause is not None:
-                    detail = f"{detail} ({cause})"
-                raise PoolTimeoutError(self._name, detail, last_error=last_error)
+            if ended() is not None or (left is not None and left <= 0):
+                raise wait_failed(self._name, self.view, min_ready, timeout, ended())
             await self.wait_changed(left)
 
     async def report_status(self, interval: float) -> None:

@@ -5,20 +5,28 @@ are tasks, and this is their supervisor: a task that crashes (an exception
 out of the worker's machine driver, a bug) is restarted with the same id and
 address, and more than ``MAX_RESTARTS`` plus the number of workers crashes
 within ``MAX_SECONDS`` end the pool, the intensity the sync PoolSupervisor
-applies with its defaults. An outage never crashes a worker.
+applies with its defaults, kept by the same rules
+(:mod:`grpcpool.core._intensity`). An outage never crashes a worker.
+
+Each worker task is an incarnation with a URN of its own, which its reports
+carry, as a sync worker's carry its actor's: the pool's records tell a
+restarted worker's reports from its predecessor's by it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import itertools
 import logging
 import time
 from typing import TYPE_CHECKING
 
-from grpcpool import telemetry
+from grpcpool.connection._announce import announce_as
 from grpcpool.connection._machine_types import Repin, Stop
+from grpcpool.core._intensity import RestartWindow, gave_up, pool_restart_limit, record_restart
+from grpcpool.core._intensity import restarted as restarted_signal
+from grpcpool.core._scaling import thinnest_address
+from grpcpool.core._scaling import worker_id as worker_id_of
 from grpcpool.tasks._worker import Worker
 
 if TYPE_CHECKING:
@@ -45,7 +53,9 @@ class WorkerTasks:
         self.workers: dict[str, Worker] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._numbers = itertools.count(1)
-        self._restarts: collections.deque[float] = collections.deque()
+        self._incarnations = itertools.count(1)
+        self._urns: dict[str, str] = {}
+        self._restarts = RestartWindow(MAX_SECONDS)
         self.stopping = False
         self._given_up = False
         # Workers started to replace another, until the move ends: not part
@@ -60,9 +70,10 @@ class WorkerTasks:
         ``replacement``: the worker takes another's place in a move (see
         :attr:`replacements`).
         """
-        worker_id = worker_id or f"worker-{next(self._numbers)}"
+        worker_id = worker_id or worker_id_of(next(self._numbers))
         worker = Worker(self._pool, worker_id, address)
         self.workers[worker_id] = worker
+        self._urns[worker_id] = f"{self._pool.name}/{worker_id}#{next(self._incarnations)}"
         self._tasks[worker_id] = asyncio.get_running_loop().create_task(
             self._supervise(worker), name=f"grpcpool-{self._pool.name}-{worker_id}"
         )
@@ -73,6 +84,10 @@ class WorkerTasks:
     def is_current(self, worker: Worker) -> bool:
         """False for a worker that has since been replaced by a restart."""
         return self.workers.get(worker.worker_id) is worker
+
+    def urn_of(self, worker: Worker) -> str | None:
+        """The URN of ``worker``'s incarnation; None once a restart has replaced it."""
+        return self._urns.get(worker.worker_id) if self.is_current(worker) else None
 
     async def stop(self, worker_ids: list[str] | None = None) -> None:
         """Stops the given workers (all by default) and waits until their tasks end."""
@@ -90,17 +105,13 @@ class WorkerTasks:
         if worker is not None:
             worker.tell(Repin(address))
 
-    def newest(self, count: int) -> list[str]:
-        """The ids of the ``count`` newest workers (a move's replacement excepted)."""
-        return [w for w in self.workers if w not in self.replacements][-count:]
+    def own(self) -> list[str]:
+        """The ids of the pool's own workers, in start order (a move's replacement excepted)."""
+        return [w for w in self.workers if w not in self.replacements]
 
     def thinnest_address(self) -> str | None:
         """The address with the fewest workers (where a new one should go), if any."""
-        counts: dict[str, int] = {}
-        for worker in self.workers.values():
-            if worker.address is not None:
-                counts[worker.address] = counts.get(worker.address, 0) + 1
-        return min(counts, key=counts.__getitem__) if counts else None
+        return thinnest_address(worker.address for worker in self.workers.values())
 
     async def _supervise(self, worker: Worker) -> None:
         try:
@@ -115,35 +126,25 @@ class WorkerTasks:
         if self.is_current(worker):
             del self.workers[worker.worker_id]
             self._tasks.pop(worker.worker_id, None)
+            self._urns.pop(worker.worker_id, None)
 
     def _crashed(self, worker: Worker, error: Exception) -> None:
         """Restarts a crashed worker, or ends the pool past the restart intensity (once)."""
         if self.stopping or self._given_up:
             return
-        now = time.monotonic()
-        self._restarts.append(now)
-        while self._restarts and self._restarts[0] < now - MAX_SECONDS:
-            self._restarts.popleft()
+        limit = pool_restart_limit(MAX_RESTARTS, len(self.workers))
+        self._restarts, verdict = record_restart(self._restarts, time.monotonic(), limit)
         name = self._pool.name
         supervisor = f"pool:{name}"
         reason = f"{type(error).__name__}: {error}"
-        restarts = len(self._restarts)
-        if restarts > MAX_RESTARTS + len(self.workers):
+        restarts = verdict.restarts
+        if verdict.give_up:
             self._given_up = True
             _log.error("pool %r: %d restarts within %ss; giving up", name, restarts, MAX_SECONDS)
-            telemetry.emit(
-                telemetry.supervisor_shutdown,
-                supervisor,
-                {"restarts": restarts},
-                {"supervisor": supervisor, "reason": reason},
-            )
+            announce_as(gave_up(supervisor, reason, restarts), supervisor)
             self._pool._give_up()
             return
         _log.error("pool %r %s crashed (%s); restarting it", name, worker.worker_id, reason)
-        telemetry.emit(
-            telemetry.supervisor_child_restarted,
-            supervisor,
-            {"restarts": restarts},
-            {"supervisor": supervisor, "child_id": worker.worker_id, "reason": reason},
-        )
+        signal = restarted_signal(supervisor, worker.worker_id, reason, restarts)
+        announce_as(signal, supervisor)
         self.add(worker.address, worker.worker_id)
