@@ -32,8 +32,8 @@ from grpcpool._process import PROCESS
 from grpcpool._status import PoolStatus, WorkerState
 from grpcpool.config import Config
 from grpcpool.core._resolution import initial_addresses
-from grpcpool.core._sizes import check_count
 from grpcpool.core._view import PoolView
+from grpcpool.core._waiting import check_wait
 from grpcpool.errors import ConfigError, GrpcPoolError, PoolNotFoundError
 from grpcpool.strategy import Strategy, resolve_strategy
 from grpcpool.tasks import _scaling
@@ -234,14 +234,19 @@ class TaskPool:
     async def await_ready(self, timeout: float | None = 10.0, min_ready: int = 1) -> None:
         """Waits until ``min_ready`` channels are ready; woken by the pool's changes.
 
+        The arguments are checked as the sync ``await_ready`` checks them
+        (:func:`grpcpool.core._waiting.check_wait`).
+
         Raises:
+            ValueError: ``timeout`` is not None or a finite number >= 0, or
+                ``min_ready`` is not an int.
             PoolTimeoutError: Not ready within ``timeout`` seconds.
             PoolNotFoundError: The pool stopped meanwhile (or never started).
             PoolSizeError: ``min_ready`` is below 1 or over the pool's size
                 (at once: such a wait could only time out).
         """
         self._check_loop()
-        check_count(self.name, "min_ready", min_ready)
+        check_wait(self.name, timeout, min_ready)
         if self._loop is None:
             raise PoolNotFoundError(self.name, self.ended)
         await self._registry.wait_ready(min_ready, timeout, lambda: self.ended)
