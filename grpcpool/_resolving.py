@@ -5,7 +5,9 @@ timeout), so no driver runs it on a thread or loop that serves the pool: the
 sync Balancer runs :func:`resolve` on a short-lived thread and hears the answer
 as a message, the asyncio balancer in the loop's executor, and a starting
 pool waits for :func:`resolve_within` at most ``START_RESOLVE_WAIT``. What an
-answer means is :class:`grpcpool.core.Answers`'.
+answer means is :class:`grpcpool.core._resolution.Answers`', and when a
+resolution is abandoned the balancer's rules say
+(:mod:`grpcpool.core._balancing`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from grpcpool.config import Config
 from grpcpool.errors import shorten
 from grpcpool.resolver import normalize, system_resolver
 
-__all__ = ["resolve", "resolve_within", "timed_out"]
+__all__ = ["resolve", "resolve_within"]
 
 
 def _resolver_of(config: Config) -> Callable[[str, int], Sequence[str]]:
@@ -35,12 +37,6 @@ def resolve(config: Config) -> tuple[tuple[str, ...] | None, str | None, float]:
     except Exception as error:  # a user resolver may raise anything
         return None, f"{type(error).__name__}: {shorten(str(error))}", time.monotonic() - started
     return answer, None, time.monotonic() - started
-
-
-def timed_out(config: Config) -> str:
-    """The error of a resolution abandoned after ``endpoint.resolve_timeout``."""
-    limit = config.endpoint.resolve_timeout
-    return f"no answer within endpoint.resolve_timeout ({limit:g}s); abandoned"
 
 
 def _name_of(resolver: object) -> str:

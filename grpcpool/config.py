@@ -134,6 +134,13 @@ ADDRESS_RETRY_MAX = 4.0
 # accepts TCP and never answers) counts as a failure for placement; the worker
 # itself keeps trying until connection.connect_timeout.
 SLOW_CONNECT = 3.0
+# A move's replacement must be ready (connected and health-checked) within
+# connection.connect_timeout + connection.ping_timeout + this many seconds, or
+# it is given up and its address avoided for a while.
+MOVE_SLACK = 1.0
+# A worker the balancer retired is left out of its plans for up to this many
+# seconds while it leaves the pool's view (its channel drains meanwhile).
+LEAVE_WAIT = 5.0
 DEFAULT_MAX_RECONNECT_ATTEMPTS = 5
 # Not in the Elixir table: how often a pool asks its resolver again for the
 # addresses its host name stands for (None: at start and after failures only).

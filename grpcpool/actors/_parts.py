@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pykka
 
@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from grpcpool.actors._entry import PoolEntry
     from grpcpool.connection import PoolChannels
 
-__all__ = ["REGISTRY_TIMEOUT", "Nudge", "PoolParts", "send_to_registry"]
+__all__ = ["REGISTRY_TIMEOUT", "MoveOwner", "Nudge", "PoolParts", "send_to_registry"]
 
 _log = logging.getLogger(__name__)
 
@@ -51,6 +51,28 @@ class Nudge:
     def taken(self) -> None:
         """The listener is about to look: the next change rings again."""
         self._pending = False
+
+
+class MoveOwner(Protocol):
+    """The calls a pool's Balancer makes of its PoolSupervisor: the mechanics of a move.
+
+    The PoolSupervisor's typed proxy is one. The Balancer never waits on
+    these futures (the PoolSupervisor stops the Balancer before itself, and
+    may be busy stopping workers); it only polls the one of
+    :meth:`add_pinned_worker` for the replacement's id.
+    """
+
+    def add_pinned_worker(self, address: str) -> pykka.Future[str]:
+        """Starts a replacement worker pinned to ``address``; its id."""
+        ...
+
+    def retire_worker(self, worker_id: str, replacement: str | None = None) -> pykka.Future[None]:
+        """Stops ``worker_id`` for good; ``replacement`` takes its place in the pool."""
+        ...
+
+    def drop_replacements(self) -> pykka.Future[None]:
+        """Stops every replacement whose move has not ended."""
+        ...
 
 
 class PoolParts:

@@ -47,6 +47,7 @@ from grpcpool.actors._telemetry_reporter import TelemetryReporter
 from grpcpool.config import Config
 from grpcpool.connection import PoolChannels
 from grpcpool.connection._announce import announce_pool
+from grpcpool.core._balancing_types import ReplacedGone
 from grpcpool.core._intensity import describe_pool_limit, pool_restart_limit
 from grpcpool.core._resolution import START_RESOLVE_WAIT, initial_addresses
 from grpcpool.core._scaling import (
@@ -184,10 +185,11 @@ class PoolSupervisor(DynamicSupervisor):
         """Ends a move: stops ``worker_id`` for good (its channel drains).
 
         ``replacement``, the worker that took its place, counts as one of the
-        pool's from now on, but only if ``worker_id`` was one of them: a
-        replacement for a worker that is already gone (scaled down, or itself
-        a replacement given up) is stopped too, so that the pool never grows
-        past the size it was given.
+        pool's from now on. It can take the place only of one of the pool's
+        workers: if ``worker_id`` is not one (scaled down since the Balancer
+        looked), it is left as it is and the Balancer hears so
+        (:class:`~grpcpool.core._balancing_types.ReplacedGone`); what becomes
+        of it is the Balancer's rule.
         """
         member = worker_id in self._workers()
         self._replacements.discard(worker_id)
@@ -195,11 +197,11 @@ class PoolSupervisor(DynamicSupervisor):
             if member:
                 self._replacements.discard(replacement)
             else:
-                self._stop_worker(replacement)
+                self._tell_balancer(ReplacedGone(replacement))
         self._stop_worker(worker_id)
 
     def drop_replacements(self) -> None:
-        """Stops every replacement whose move has not ended (the Balancer gave up or restarted)."""
+        """Stops every replacement whose move has not ended (the Balancer asks)."""
         for worker_id in list(self._replacements):
             self._replacements.discard(worker_id)
             self._stop_worker(worker_id)
@@ -271,9 +273,6 @@ class PoolSupervisor(DynamicSupervisor):
     def child_restarted(self, child_id: str, ref: pykka.ActorRef[Any]) -> None:
         if is_worker(child_id):
             self._parts.workers[child_id] = ref
-        if child_id == _BALANCER:
-            # The moves of the Balancer that crashed ended with it.
-            self.drop_replacements()
         if child_id != _REGISTRY:
             return
         # A fresh registry knows nothing: have every worker report again.
@@ -347,11 +346,14 @@ class PoolSupervisor(DynamicSupervisor):
     def _announce_size(self) -> int:
         size = len(self._workers())
         self._tell_registry(ExpectedSize(size))
+        self._tell_balancer(Rebalance())
+        return size
+
+    def _tell_balancer(self, message: Any) -> None:
         for child_id, ref, _ in self.which_children():
             if child_id == _BALANCER and ref is not None:
                 with contextlib.suppress(pykka.ActorDeadError):
-                    ref.tell(Rebalance())
-        return size
+                    ref.tell(message)
 
     def _tell_registry(self, message: Any) -> None:
         # Asked, so that the view is current when the caller hears back.

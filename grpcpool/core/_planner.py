@@ -77,7 +77,9 @@ class Plan:
         move: The next make-before-break replacement, if one may start now.
         wake_in: Seconds until the plan may change by time alone (an address
             may be tried again, a connect turns slow, a connection falls due
-            by age); None when only news can change it.
+            by age, this last only when the plan has no repin or move and
+            none is under way: those bring news); None when only news can
+            change it.
         reconnecting: A placed worker waits to reconnect: the resolver's
             answer may be stale, so the pool should ask again (its driver
             limits how often).
@@ -251,9 +253,11 @@ class Planner:
             break
         if move is None and not moving and not repins:
             move = self._aged(members, wall)
-        due = self.next_refresh()
-        if due is not None:
-            wake.append(due - wall)
+            due = self.next_refresh()
+            if move is None and due is not None:
+                # Only when no move is due or under way: until a move ends,
+                # its news or its deadline brings the next look.
+                wake.append(due - wall)
         return Plan(tuple(repins), move, _soonest(wake), reconnecting)
 
     def next_refresh(self) -> float | None:

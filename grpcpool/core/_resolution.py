@@ -22,6 +22,7 @@ __all__ = [
     "START_RESOLVE_WAIT",
     "Answers",
     "initial_addresses",
+    "timed_out",
 ]
 
 # How long a pool's start waits for its first resolution before starting its
@@ -45,6 +46,11 @@ def initial_addresses(addresses: Sequence[str] | None, size: int) -> list[str | 
                 counts[address] -= 1
                 order.append(address)
     return order
+
+
+def timed_out(limit: float) -> str:
+    """The error of a resolution abandoned after ``endpoint.resolve_timeout`` (``limit``)."""
+    return f"no answer within endpoint.resolve_timeout ({limit:g}s); abandoned"
 
 
 class Answers:
