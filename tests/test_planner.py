@@ -186,6 +186,17 @@ def test_max_age_picks_the_worker_longest_past_its_jittered_age_and_says_when_ne
     assert move == Candidate("w1", A, "max_age", 11.0)
 
 
+def test_a_refresh_under_way_is_no_reason_to_wake_at_once() -> None:
+    """A connection past its age whose move runs asks for no wake-up: the move's news or its
+    deadline brings the next look (a plan saying 0 s would make its driver spin)."""
+    plan_of = planner(max_age=10.0, seed=4)
+    workers = [worker("w1", A, since=0.0), worker("w2", B, since=5.0)]
+    first = plan_of.plan(workers, [A, B], now=0.0, wall=11.0)
+    assert first.move is not None and first.move.worker_id == "w1"
+    during = plan_of.plan(workers, [A, B], now=0.0, wall=11.5, moving={"w1": "w3"})
+    assert during.move is None and during.wake_in is None
+
+
 STATES: list[WorkerState] = ["connecting", "ready", "backoff"]
 
 

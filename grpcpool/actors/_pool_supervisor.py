@@ -42,7 +42,7 @@ from grpcpool.actors._entry import (
     release,
 )
 from grpcpool.actors._health_registry import ExpectedSize, HealthRegistry, SetLifecycle
-from grpcpool.actors._parts import PoolParts, send_to_registry
+from grpcpool.actors._parts import MoveOwner, PoolParts, send_to_registry
 from grpcpool.actors._telemetry_reporter import TelemetryReporter
 from grpcpool.config import Config
 from grpcpool.connection import PoolChannels
@@ -156,17 +156,11 @@ class PoolSupervisor(DynamicSupervisor):
         self.start_child(
             ChildSpec(_REPORTER, functools.partial(TelemetryReporter.start, self._entry))
         )
+        owner: MoveOwner = pool_supervisor_proxy(self.actor_ref)
         self.start_child(
             ChildSpec(
                 _BALANCER,
-                functools.partial(
-                    Balancer.start,
-                    self._entry,
-                    pool_supervisor_proxy(self.actor_ref),
-                    parts,
-                    addresses,
-                    took,
-                ),
+                functools.partial(Balancer.start, self._entry, owner, parts, addresses, took),
             )
         )
         self._tell_registry(SetLifecycle("running"))
