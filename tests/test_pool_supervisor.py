@@ -20,7 +20,9 @@ import pytest
 
 import grpcpool
 from grpcpool import PoolSpec, Supervisor
+from grpcpool.actors._balancer import Balancer
 from grpcpool.api import lookup
+from grpcpool.core._balancing_types import ReplacedGone
 from grpcpool.errors import PoolNotFoundError
 from tests.events import EventLog
 from tests.pools import free_port, loopback_config, start_pool
@@ -101,7 +103,9 @@ import pykka
 import grpcpool
 from grpcpool import Config, PoolSpec, Supervisor
 from grpcpool.connection._channel import open_channel_count
+from grpcpool.actors._balancer import Balancer
 from grpcpool.api import lookup
+from grpcpool.core._balancing_types import ReplacedGone
 config = Config.local(host="127.0.0.1", port={echo_server.port}, pool_size=3)
 sup = Supervisor.start(children=[PoolSpec(config, name="books")])
 grpcpool.await_ready("books", timeout=5, min_ready=3)
@@ -242,3 +246,31 @@ def test_scaling_during_a_move_leaves_the_replacement_alone(
     proxy.retire_worker("worker-1", replacement).get(timeout=10)
     assert grpcpool.status("moving").expected_size == 2
     assert wait_until(lambda: len(grpcpool.status("moving").workers) == 2, timeout=5)
+
+
+def test_a_restarted_balancer_stops_the_replacements_left_by_the_one_that_crashed(
+    echo_server: EchoServer, supervisors: list[pykka.ActorRef[Any]], events: EventLog
+) -> None:
+    """The moves of a Balancer end with it: the one the PoolSupervisor starts in its place
+    stops every replacement left, so the pool keeps the size it was given."""
+    start_pool(supervisors, loopback_config(echo_server.port, size=2), "crashing-balancer")
+    grpcpool.await_ready("crashing-balancer", timeout=5, min_ready=2)
+    owner = lookup("crashing-balancer").owner
+    assert owner is not None
+    replacement = owner.proxy().add_pinned_worker(f"127.0.0.1:{echo_server.port}").get(timeout=10)
+    assert wait_until(lambda: len(grpcpool.status("crashing-balancer").workers) == 3, timeout=5)
+
+    [balancer] = [r for r in pykka.ActorRegistry.get_by_class(Balancer) if r.is_alive()]
+    balancer.tell(ReplacedGone(["not", "a", "worker", "id"]))  # type: ignore[arg-type]
+    assert wait_until(lambda: events.of("supervisor.child_restarted"), timeout=5)
+    assert events.of("supervisor.child_restarted")[0][2]["child_id"] == "balancer"
+
+    def left() -> bool:
+        return [w.worker_id for w in grpcpool.status("crashing-balancer").workers] == [
+            "worker-1",
+            "worker-2",
+        ]
+
+    assert wait_until(left, timeout=5)
+    status = grpcpool.status("crashing-balancer")
+    assert status.expected_size == 2 and replacement not in {w.worker_id for w in status.workers}
