@@ -15,13 +15,13 @@ PACKAGE = Path(grpcpool.__file__).resolve().parent
 def test_every_test_says_what_it_pins() -> None:
     """Every test function has a docstring naming the behaviour it pins."""
     missing = []
-    for path in sorted(TESTS.glob("test_*.py")):
+    for path in sorted(TESTS.rglob("test_*.py")):  # tests/behaviour/ too
         for node in ast.walk(ast.parse(path.read_text())):
             is_test = isinstance(
                 node, ast.FunctionDef | ast.AsyncFunctionDef
             ) and node.name.startswith("test_")
             if is_test and not ast.get_docstring(node):
-                missing.append(f"{path.name}::{node.name}")
+                missing.append(f"{path.relative_to(TESTS)}::{node.name}")
     assert missing == []
 
 
