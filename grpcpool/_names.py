@@ -18,13 +18,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from grpcpool._process import PROCESS
-from grpcpool.errors import ConfigError
+from grpcpool._process import ENDED_POOLS_KEPT, PROCESS
+from grpcpool.errors import ConfigError, shorten
 
 if TYPE_CHECKING:
     from grpcpool.tasks._pool import TaskPool as AioPool
 
-__all__ = ["Kind", "check_free", "claim_aio", "held_by", "name_in_use", "release_aio"]
+__all__ = [
+    "Kind",
+    "check_free",
+    "claim_aio",
+    "held_by",
+    "name_in_use",
+    "release_aio",
+    "remember_ended",
+]
 
 Kind = Literal["sync", "asyncio"]
 
@@ -85,11 +93,28 @@ def claim_aio(pool: AioPool) -> None:
     with PROCESS.lock:
         check_free(pool.name)
         PROCESS.aio_pools[pool.name] = pool
+        PROCESS.ended_pools.pop(pool.name, None)
         PROCESS.forked_pools.pop(pool.name, None)
 
 
-def release_aio(pool: AioPool) -> None:
-    """Frees ``pool``'s name, if ``pool`` still holds it. Idempotent."""
+def release_aio(pool: AioPool, reason: str) -> None:
+    """Frees ``pool``'s name, if ``pool`` still holds it, remembering why it ended. Idempotent."""
     with PROCESS.lock:
         if PROCESS.aio_pools.get(pool.name) is pool:
+            # Recorded before the pool leaves: a reader that misses the pool
+            # finds the reason (dict operations are atomic).
+            remember_ended(pool.name, shorten(reason))
             del PROCESS.aio_pools[pool.name]
+
+
+def remember_ended(name: str, reason: str) -> None:
+    """Records why pool ``name`` ended (either kind), keeping the newest ``ENDED_POOLS_KEPT``.
+
+    Callers hold ``PROCESS.lock``. Asking for the name later says "was shut
+    down: <reason>", not "not found".
+    """
+    ended = PROCESS.ended_pools
+    ended.pop(name, None)
+    ended[name] = reason
+    while len(ended) > ENDED_POOLS_KEPT:
+        ended.popitem(last=False)

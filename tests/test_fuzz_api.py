@@ -5,8 +5,9 @@ length, bytes, numbers, None, containers, unhashable ones); the scaling
 functions and ``await_ready`` get arbitrary counts and timeouts too. What may
 come out is documented: a :class:`~grpcpool.GrpcPoolError` subclass (a count
 the pool cannot take is a ``PoolSizeError``), ``TypeError`` for a count that
-is not an int (``check_count`` in grpcpool/core/_sizes.py), and
-``ValueError`` for a bad ``timeout`` or a ``min_ready`` that is not an int. Custom strategies answer with arbitrary objects on
+is not an int, ``min_ready`` included (``check_count`` in
+grpcpool/core/_sizes.py), and ``ValueError`` for a bad ``timeout``. Custom
+strategies answer with arbitrary objects on
 a real pool: a caller gets one of the pool's ready channels or a
 :class:`~grpcpool.StrategyError`, nothing else.
 """

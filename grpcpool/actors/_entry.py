@@ -21,7 +21,7 @@ The table is read without a lock: a dict lookup is atomic under the GIL.
 from __future__ import annotations
 
 import dataclasses
-import itertools
+import logging
 import threading
 from typing import Any, NamedTuple
 
@@ -30,10 +30,12 @@ import pykka
 
 from grpcpool import telemetry
 from grpcpool._connectivity import state_changed
-from grpcpool._names import check_free, name_in_use
-from grpcpool._process import ENDED_POOLS_KEPT, PROCESS
+from grpcpool._names import check_free, name_in_use, remember_ended
+from grpcpool._process import PROCESS
 from grpcpool._status import PoolStatus
 from grpcpool.config import Config
+from grpcpool.connection._announce import announce_pool
+from grpcpool.core._sampling import GetChannelSampler, get_channel_signal
 from grpcpool.core._view import PoolView, connectivity_of, empty_view
 from grpcpool.core._waiting import wait_met, wait_over
 from grpcpool.errors import ConfigError, shorten
@@ -51,6 +53,8 @@ __all__ = [
     "release",
     "release_token",
 ]
+
+_log = logging.getLogger(__name__)
 
 GET_CHANNEL_EVENT = telemetry.pool_get_channel
 
@@ -100,8 +104,7 @@ class PoolEntry:
     """
 
     __slots__ = (
-        "_calls",
-        "_sample_rate",
+        "_sampler",
         "changed",
         "child_id",
         "config",
@@ -139,8 +142,7 @@ class PoolEntry:
         self.ended: str | None = None
         # Written by the pool's Balancer alone: why the last resolution failed.
         self.resolver_error: str | None = None
-        self._sample_rate = config.pool.telemetry_sample_rate
-        self._calls = itertools.count()
+        self._sampler = GetChannelSampler(config.pool.telemetry_sample_rate)
 
     # --- read by callers ----------------------------------------------------------
 
@@ -159,14 +161,8 @@ class PoolEntry:
 
     def report_get_channel(self) -> None:
         """Emits ``pool.get_channel`` if the sample rate says this call counts."""
-        rate = self._sample_rate
-        if rate == 1 or (rate > 1 and next(self._calls) % rate == 0):
-            telemetry.emit(
-                GET_CHANNEL_EVENT,
-                self.name,
-                {},
-                {"pool_name": self.name, "available_channels": len(self.view.channels)},
-            )
+        if self._sampler.counts():
+            announce_pool(get_channel_signal(self.view), self.name, _log)
 
     def status(self) -> PoolStatus:
         """The pool's health now, from one view."""
@@ -217,16 +213,7 @@ def forget_forked(name: str, reason: str) -> None:
         if PROCESS.forked_pools.pop(name, None) is None:
             return
         with PROCESS.lock:
-            _remember_ended(name, shorten(reason))
-
-
-def _remember_ended(name: str, reason: str) -> None:
-    """Records why ``name`` ended, keeping the newest ``ENDED_POOLS_KEPT`` (caller holds the lock)."""
-    ended = PROCESS.ended_pools
-    ended.pop(name, None)
-    ended[name] = reason
-    while len(ended) > ENDED_POOLS_KEPT:
-        ended.popitem(last=False)
+            remember_ended(name, shorten(reason))
 
 
 def names() -> list[str]:
@@ -300,7 +287,7 @@ def release(entry: PoolEntry, reason: str) -> None:
         if PROCESS.pools.get(entry.name) is entry:
             # Recorded before the entry leaves: a reader that misses the
             # entry finds the reason (dict operations are atomic).
-            _remember_ended(entry.name, reason)
+            remember_ended(entry.name, reason)
             del PROCESS.pools[entry.name]
             PROCESS.pools_changed.notify_all()
         with entry.changed:

@@ -65,7 +65,9 @@ def pool(name: str = DEFAULT_POOL_NAME) -> Pool:
 
 
 def _not_found(name: str) -> PoolNotFoundError:
-    return PoolNotFoundError(name, running="sync" if held_by(name) == "sync" else None)
+    if held_by(name) == "sync":
+        return PoolNotFoundError(name, running="sync")
+    return PoolNotFoundError(name, PROCESS.ended_pools.get(name))
 
 
 def get_channel(name: str = DEFAULT_POOL_NAME) -> grpc.aio.Channel:

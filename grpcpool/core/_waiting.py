@@ -12,18 +12,20 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from grpcpool.core._sizes import check_count
 from grpcpool.core._view import PoolView, unready_cause
-from grpcpool.errors import GrpcPoolError, PoolNotFoundError, PoolSizeError, PoolTimeoutError
+from grpcpool.errors import GrpcPoolError, PoolNotFoundError, PoolTimeoutError
 
 __all__ = ["check_wait", "wait_failed", "wait_met", "wait_over"]
 
 
 def check_wait(name: str, timeout: Any, min_ready: Any) -> None:
-    """Checks the sync ``await_ready``'s arguments before any lookup or wait.
+    """Checks ``await_ready``'s arguments (either kind of pool) before any lookup or wait.
 
     Raises:
-        ValueError: ``timeout`` is not None or a finite number >= 0, or
-            ``min_ready`` is not an int.
+        ValueError: ``timeout`` is not None or a finite number >= 0.
+        TypeError: ``min_ready`` is not an int (or is a bool), as for every
+            count the API takes.
         PoolSizeError: ``min_ready`` is below 1.
     """
     if timeout is not None and (
@@ -35,10 +37,7 @@ def check_wait(name: str, timeout: Any, min_ready: Any) -> None:
         # Numbers are shown; anything else by its type only (it may be a secret).
         shown = repr(timeout) if isinstance(timeout, int | float) else type(timeout).__name__
         raise ValueError(f"timeout must be None or a finite number >= 0, got {shown}")
-    if isinstance(min_ready, bool) or not isinstance(min_ready, int):
-        raise ValueError(f"min_ready must be an int >= 1, got {type(min_ready).__name__}")
-    if min_ready < 1:
-        raise PoolSizeError(name, f"min_ready must be >= 1, got {min_ready}")
+    check_count(name, "min_ready", min_ready)
 
 
 def _finite(number: float) -> bool:

@@ -31,7 +31,9 @@ from grpcpool._names import claim_aio, release_aio
 from grpcpool._process import PROCESS
 from grpcpool._status import PoolStatus, WorkerState
 from grpcpool.config import Config
+from grpcpool.connection._announce import announce_pool
 from grpcpool.core._resolution import initial_addresses
+from grpcpool.core._sampling import GetChannelSampler, get_channel_signal
 from grpcpool.core._view import PoolView
 from grpcpool.core._waiting import check_wait
 from grpcpool.errors import ConfigError, GrpcPoolError, PoolNotFoundError
@@ -83,6 +85,7 @@ class TaskPool:
         self.config = config
         self.name = config.pool_name(name)
         self.strategy: Strategy = resolve_strategy(config.pool.strategy)
+        self._sampler = GetChannelSampler(config.pool.telemetry_sample_rate)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: int | None = None
         self._registry = Registry(
@@ -202,7 +205,7 @@ class TaskPool:
 
     def _end(self, reason: str) -> None:
         self.ended = reason
-        release_aio(self)
+        release_aio(self, reason)
         self._registry.wake()
 
     # --- callers ----------------------------------------------------------------------
@@ -216,7 +219,11 @@ class TaskPool:
         """
         if thread_id() != self._thread:
             raise self._wrong_loop(running_loop())
-        return self._registry.view.pick()  # type: ignore[return-value]  # an aio pool's channel
+        view = self._registry.view
+        channel = view.pick()
+        if telemetry.pool_get_channel.receivers and self._sampler.counts():
+            announce_pool(get_channel_signal(view), self.name, _log)
+        return channel  # type: ignore[return-value]  # an aio pool's channel
 
     def status(self) -> PoolStatus:
         """The pool's health now, as the sync pool reports it.
@@ -309,7 +316,7 @@ class TaskPool:
                 ResourceWarning,
                 stacklevel=1,
             )
-            release_aio(self)
+            release_aio(self, self.ended or "stopped")
 
     # --- what workers tell the pool (loop thread) ----------------------------------------
 

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import grpcpool.aio
+import grpcpool.tasks
 from grpcpool import Config, PoolStatus
 from tests.behaviour.harness import SLACK, Driver, HarnessTimeout, Pending, Stub
 from tests.servers import EchoStub
@@ -259,7 +260,7 @@ class AioDriver(Driver):
         self._loop.call(crash)
 
     def _wait_change(self, name: str, timeout: float) -> None:
-        pool = grpcpool.aio._pool.POOLS.get(name)
+        pool = grpcpool.tasks.POOLS.get(name)
         if pool is None:  # nothing to be woken by: look again after the interval
             time.sleep(timeout)
             return

@@ -84,12 +84,6 @@ def test_stop_is_idempotent_and_every_use_afterwards_says_not_found(
     assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
 
 
-@differs_on(
-    "asyncio",
-    "grpcpool.aio does not remember why a pool ended: after grpcpool.aio.stop(name), "
-    "grpcpool.aio.get_channel(name) says 'no pool of this name is running' (reason None) "
-    "where the sync API says \"pool 'x' was shut down: stopped by grpcpool.stop()\"",
-)
 def test_a_stopped_pool_says_it_was_shut_down(driver: Driver, backends: Backends) -> None:
     """Asked for after it stopped, a pool's name answers "was shut down" with the reason,
     not "no pool of this name is running"."""

@@ -8,7 +8,7 @@ import pytest
 
 from grpcpool.errors import PoolSizeError, PoolTimeoutError
 from tests.behaviour.backends import Backends
-from tests.behaviour.harness import Driver, differs_on
+from tests.behaviour.harness import Driver
 
 
 def test_status_of_a_healthy_pool_lists_each_worker(driver: Driver, backends: Backends) -> None:
@@ -101,12 +101,6 @@ def test_await_ready_counts_a_scaled_up_pool_s_new_size(driver: Driver, backends
     assert driver.status().current_size == 4
 
 
-@differs_on(
-    "asyncio",
-    "grpcpool.aio's await_ready does not check its timeout: -1, True and NaN are taken "
-    "(on a pool that is not ready NaN waits forever), '5' fails with a TypeError from "
-    "float + str; the sync API refuses each with ValueError (pools/_waiting.py check_wait)",
-)
 def test_await_ready_refuses_a_timeout_that_is_not_a_finite_number(
     driver: Driver, backends: Backends
 ) -> None:
@@ -120,12 +114,6 @@ def test_await_ready_refuses_a_timeout_that_is_not_a_finite_number(
             driver.await_ready(timeout=timeout)  # type: ignore[arg-type]
 
 
-@differs_on(
-    "sync",
-    "the sync await_ready refuses a min_ready that is not an int (or is a bool) with "
-    "ValueError (pools/_waiting.py check_wait), where grpcpool.aio and every scaling call "
-    "raise TypeError, as SPEC section 2 says of counts",
-)
 def test_await_ready_refuses_a_min_ready_that_is_not_an_int_with_type_error(
     driver: Driver, backends: Backends
 ) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 from grpcpool import telemetry
 from tests.behaviour.backends import Backends
-from tests.behaviour.harness import Driver, differs_on
+from tests.behaviour.harness import Driver
 from tests.behaviour.signals import Signals
 from tests.servers import HOLD
 
@@ -48,11 +48,6 @@ def test_pool_status_reports_sizes_and_calls_in_flight_periodically(
     assert held.result(timeout=5) == HOLD
 
 
-@differs_on(
-    "asyncio",
-    "an asyncio pool never emits pool.get_channel: grpcpool.aio's get_channel reads the "
-    "view without the sampled event the sync PoolEntry.get_channel sends",
-)
 def test_get_channel_is_reported_as_sampled(
     driver: Driver, backends: Backends, signals: Signals
 ) -> None:
