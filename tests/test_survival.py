@@ -108,7 +108,7 @@ def grpcpool_errors(caplog: pytest.LogCaptureFixture) -> list[str]:
 def test_max_connection_age_keeps_the_pool_full_and_every_call_working(
     events: EventLog, supervisors: list[pykka.ActorRef[Any]], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A server closing every connection after 2 s: full size 99% of the time, no failed call.
+    """A server closing every connection after 2 s: full size 95% of the time, no failed call.
 
     Each closed connection is connected again at once on the same channel,
     with no backoff and no failed attempt, and logged at INFO, not ERROR.
@@ -138,7 +138,8 @@ def test_max_connection_age_keeps_the_pool_full_and_every_call_working(
                 time.sleep(5.0)
         assert callers.failures == []
         assert callers.ok > 100
-        assert sampler.full_fraction() >= 0.99, (sampler.full_fraction(), len(sampler.samples))
+        # Generous: a reconnect takes milliseconds, a backoff would cost seconds.
+        assert sampler.full_fraction() >= 0.95, (sampler.full_fraction(), len(sampler.samples))
         # The same four channels all along: reconnected, never replaced.
         assert set(lookup("aged").view.channels) == channels
         # Stopped before its server, which would otherwise close it for good.
