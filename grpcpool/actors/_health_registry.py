@@ -134,7 +134,12 @@ class HealthRegistry(SupervisedActor):
                 connection = kept
             else:
                 connection = ReadyConnection(
-                    report.channel, report.worker_id, report.suspect, report.address
+                    report.channel,
+                    report.worker_id,
+                    report.suspect,
+                    report.address,
+                    report.ledger,
+                    report.on_last_call,
                 )
         self._records[report.worker_id] = _Record(report.urn, status, connection)
 

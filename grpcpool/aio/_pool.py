@@ -15,6 +15,7 @@ An outage is not a crash.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import warnings
@@ -33,10 +34,12 @@ from grpcpool._status import PoolStatus, WorkerState
 from grpcpool.actors._resolution import initial_addresses
 from grpcpool.aio import _scaling
 from grpcpool.aio._balancer import Balancer, first_addresses, resolves_inline
+from grpcpool.aio._drain import Drains
 from grpcpool.aio._registry import Registry
 from grpcpool.aio._tasks import WorkerTasks
 from grpcpool.aio._worker import Worker
 from grpcpool.config import Config
+from grpcpool.core import CallLedger
 from grpcpool.errors import ConfigError, GrpcPoolError, PoolNotFoundError
 from grpcpool.pools._sizes import check_count, check_min_ready
 from grpcpool.pools._view import PoolView
@@ -99,6 +102,7 @@ class Pool:
         self._workers = WorkerTasks(self)
         self._open: set[grpc.aio.Channel] = set()
         self._closing: set[asyncio.Task[None]] = set()
+        self._drains = Drains(config.connection.drain_timeout, self._loop_task)
         # Channels this pool closed (or is closing): a call they cut was cut
         # by the pool, not lost with its connection.
         self.closed_by_pool: weakref.WeakSet[grpc.aio.Channel] = weakref.WeakSet()
@@ -177,7 +181,11 @@ class Pool:
         )
 
     async def stop(self) -> None:
-        """Stops every worker and closes every channel (running calls get ``drain_timeout``).
+        """Stops every worker and closes every channel once its last call has ended.
+
+        Calls running through ``pool.channel()`` (and raw ones that grpc.aio
+        knows) get up to ``connection.drain_timeout``; the stop returns once
+        every channel is closed.
 
         Idempotent; from the pool's own loop only.
         """
@@ -335,6 +343,7 @@ class Pool:
         last_error: str | None,
         channel: grpc.aio.Channel | None,
         suspect: Callable[[], None] | None,
+        ledger: CallLedger | None = None,
     ) -> None:
         if self._workers.is_current(worker):  # not a worker already replaced
             self._registry.report(
@@ -345,6 +354,12 @@ class Pool:
                 last_error=last_error,
                 channel=channel,
                 suspect=suspect,
+                ledger=ledger,
+                on_last_call=(
+                    functools.partial(self._drains.last_call_ended, channel)
+                    if channel is not None
+                    else None
+                ),
             )
             if self._balancer is not None:
                 self._balancer.poke()
@@ -362,12 +377,11 @@ class Pool:
         """``channel`` is closed by its worker directly (the loop is closing)."""
         self._open.discard(channel)
 
-    def _retire(self, channel: grpc.aio.Channel, *, drain: bool) -> None:
-        """Closes ``channel``; with ``drain`` its running calls get ``drain_timeout`` first."""
+    def _retire(self, channel: grpc.aio.Channel, ledger: CallLedger, *, drain: bool) -> None:
+        """Closes ``channel``; with ``drain`` once its last call has ended (see ``Drains``)."""
         self._open.discard(channel)
         self.closed_by_pool.add(channel)
-        grace = self.config.connection.drain_timeout if drain else None
-        self._loop_task(channel.close(grace=grace or None))
+        self._drains.retire(channel, ledger, drain=drain)
 
     # --- loop discipline ------------------------------------------------------------------
 

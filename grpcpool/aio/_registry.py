@@ -18,6 +18,7 @@ import grpc
 
 from grpcpool._status import WorkerState, WorkerStatus
 from grpcpool.actors._telemetry_reporter import report_pool_status
+from grpcpool.core import CallLedger
 from grpcpool.errors import PoolNotFoundError, PoolTimeoutError
 from grpcpool.pools._ready import ReadyConnection
 from grpcpool.pools._view import Lifecycle, PoolView, build_view, empty_view, unready_cause
@@ -72,8 +73,14 @@ class Registry:
         last_error: str | None,
         channel: grpc.aio.Channel | None,
         suspect: Callable[[], None] | None,
+        ledger: CallLedger | None = None,
+        on_last_call: Callable[[], None] | None = None,
     ) -> None:
-        """A worker's new state: its record is replaced and a new view published."""
+        """A worker's new state: its record is replaced and a new view published.
+
+        ``ledger`` counts the calls on ``channel``; ``on_last_call`` closes it
+        once retired and its last call has ended (see ``ReadyConnection``).
+        """
         previous = self._records.get(worker_id)
         since = time.time()
         if previous is not None and (previous[0].state, previous[0].address) == (state, address):
@@ -98,6 +105,8 @@ class Registry:
                     worker_id,
                     suspect,
                     address,
+                    ledger,
+                    on_last_call,
                 )
         self._records[worker_id] = (status, connection)
         self.publish()

@@ -15,6 +15,7 @@ import grpc
 import pykka
 
 from grpcpool._status import WorkerState
+from grpcpool.core import CallLedger
 
 __all__ = ["REGISTRY_TIMEOUT", "WorkerGone", "WorkerReport", "send_to_registry"]
 
@@ -37,6 +38,9 @@ class WorkerReport:
         suspect: Asks the worker to check ``channel`` now (a call on it
             failed with ``UNAVAILABLE``), when ready.
         address: The resolved address the worker is pinned to, if any.
+        ledger: The calls in flight on ``channel``, when ready.
+        on_last_call: Closes ``channel`` once retired and its last call has
+            ended, when ready (see :class:`~grpcpool.pools.ReadyConnection`).
     """
 
     worker_id: str
@@ -48,6 +52,8 @@ class WorkerReport:
     peer: str | None = None
     suspect: Callable[[], None] | None = None
     address: str | None = None
+    ledger: CallLedger | None = None
+    on_last_call: Callable[[], None] | None = None
 
 
 @dataclass(frozen=True)
