@@ -63,7 +63,7 @@ class Drains:
             self._spawn(channel.close(grace=grace))
 
     def last_call_ended(self, channel: grpc.aio.Channel) -> None:
-        """The ledger of the retired ``channel`` said its last call ended (a call's done callback)."""
+        """The ledger of the retired ``channel`` said its last call ended (in a done callback)."""
         last_ended = self._waiting.get(channel)
         if last_ended is not None:
             last_ended.set()

@@ -346,6 +346,10 @@ class Pool:
         ledger: CallLedger | None = None,
     ) -> None:
         if self._workers.is_current(worker):  # not a worker already replaced
+            drains = self._drains
+            last_call = (
+                None if channel is None else functools.partial(drains.last_call_ended, channel)
+            )
             self._registry.report(
                 worker.worker_id,
                 worker.address,
@@ -355,11 +359,7 @@ class Pool:
                 channel=channel,
                 suspect=suspect,
                 ledger=ledger,
-                on_last_call=(
-                    functools.partial(self._drains.last_call_ended, channel)
-                    if channel is not None
-                    else None
-                ),
+                on_last_call=last_call,
             )
             if self._balancer is not None:
                 self._balancer.poke()

@@ -15,12 +15,12 @@ Calls through a pool channel are counted per connection while in flight
 (from the start until the response, the error, the cancellation or the end
 of the response stream), which ``least_in_flight`` routes by and
 ``status()`` reports, and which holds a connection that left the pool open
-until its last call ends (:class:`~grpcpool.core.CallLedger`). A call that fails with ``UNAVAILABLE`` has its
-connection checked at once (passive health). A blocking unary call that
-failed before it reached any server (the pool's view lags a dead connection
-by some milliseconds) is sent again on another ready connection within its
-timeout (:mod:`grpcpool.pools._reroute`); a call that succeeds pays nothing
-for that.
+until its last call ends (:class:`~grpcpool.core.CallLedger`). A call that
+fails with ``UNAVAILABLE`` has its connection checked at once (passive
+health). A blocking unary call that failed before it reached any server (the
+pool's view lags a dead connection by some milliseconds) is sent again on
+another ready connection within its timeout (:mod:`grpcpool.pools._reroute`);
+a call that succeeds pays nothing for that.
 """
 
 from __future__ import annotations
