@@ -23,4 +23,8 @@ Modules, one per group of figures:
 - :mod:`benchmarks.aio`: (11) the asyncio pool.
 - :mod:`benchmarks.server`: the echo server, run in its own process.
 - :mod:`benchmarks.callers`: caller threads and backend processes for figure 10.
+
+:mod:`benchmarks.retire_close` is a one-off measure outside ``make bench``
+(``python -m benchmarks.retire_close``): how soon a retired connection's TCP
+connection closes, idle or after its last call.
 """

@@ -324,10 +324,14 @@ def test_stop_leaves_the_registry_before_closing_the_channel(echo_server: EchoSe
         assert run.wait_ended().normal
 
 
-def test_stopped_worker_channel_drains_until_the_pool_closes(echo_server: EchoServer) -> None:
-    """With a drain period, a stopped worker's channel stays open until its pool closes."""
+def test_stopped_worker_channel_handed_out_raw_drains_until_the_pool_closes(
+    echo_server: EchoServer,
+) -> None:
+    """With a drain period, a stopped worker's channel that get_channel handed out stays
+    open until its pool closes (calls on it are not counted)."""
     with running_worker(worker_config(echo_server.port, drain_timeout=30.0)) as run:
         assert run.wait_ready()
+        run.entry.get_channel()
 
         run.worker.stop(timeout=10)
         assert run.entry.view.channels == ()
@@ -335,6 +339,22 @@ def test_stopped_worker_channel_drains_until_the_pool_closes(echo_server: EchoSe
 
         run.parts.channels.close_all()
         assert open_channel_count() == 0
+
+
+def test_stopped_worker_channel_never_handed_out_closes_at_once(echo_server: EchoServer) -> None:
+    """With a drain period, a stopped worker's channel that only the pool channel used,
+    with no call running, is closed by the time the worker has stopped."""
+    with running_worker(worker_config(echo_server.port, drain_timeout=30.0)) as run:
+        assert run.wait_ready()
+        connection = run.entry.view.connections[0]
+        ticket = connection.start()
+        assert ticket is not None
+        connection.end(ticket)
+
+        run.worker.stop(timeout=10)
+        assert run.entry.view.channels == ()
+        assert open_channel_count() == 0
+        assert connection.ledger.closed
 
 
 def test_unknown_message_crashes_the_worker_with_type_error(echo_server: EchoServer) -> None:

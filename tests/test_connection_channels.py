@@ -22,6 +22,7 @@ from grpcpool.connection import (
     channel_options,
     open_channel_count,
 )
+from grpcpool.core import Close
 from tests.pools import loopback_config
 from tests.servers import EchoServer, EchoStub
 from tests.waiting import wait_for
@@ -117,15 +118,50 @@ def test_open_leaks_nothing_when_wrapping_fails(echo_server: EchoServer) -> None
     assert open_channel_count() == 0
 
 
-def test_retired_channel_lets_running_calls_finish_then_closes() -> None:
-    """retire() stops the watch at once but closes only after drain_timeout, so a
-    call under way completes."""
+def test_retired_idle_channel_closes_before_retire_returns(echo_server: EchoServer) -> None:
+    """With no counted call on it, a retired channel is closed at once, however long
+    the drain timeout."""
+    channels = PoolChannels(loopback_config(echo_server.port, drain_timeout=30.0))
+    connection, _ = open_ready(channels)
+    channels.retire(connection)
+    assert connection.watch.cancelled
+    assert open_channel_count() == 0
+    assert connection.ledger.closed
+
+
+def test_retired_channel_closes_when_its_last_counted_call_ends() -> None:
+    """A retired channel with calls counted on its ledger stays open while they run
+    (they succeed) and is closed soon after the last one ends, well before its drain."""
+    with EchoServer(with_health=False, delay=0.3) as server:
+        channels = PoolChannels(loopback_config(server.port, drain_timeout=30.0))
+        connection, _ = open_ready(channels)
+        ledger = connection.ledger
+        assert ledger.started("first") and ledger.started("second")
+        calls = [EchoStub(connection.channel).Unary.future(b"slow", timeout=WAIT) for _ in "ab"]
+        channels.retire(connection)
+        assert open_channel_count() == 1
+        assert not ledger.started("late")  # refused: it left the pool
+        assert ledger.ended("late") is None
+        assert [call.result(timeout=WAIT) for call in calls] == [b"slow", b"slow"]
+        assert ledger.ended("first") is None
+        assert open_channel_count() == 1
+        ended_at = time.monotonic()
+        effect = ledger.ended("second")
+        assert effect is Close.NOW
+        connection.on_last_call()  # what the ReadyConnection does with that effect
+        wait_for(lambda: open_channel_count() == 0, WAIT)
+        assert time.monotonic() - ended_at < 1.0
+
+
+def test_channel_handed_out_raw_drains_for_the_whole_drain_timeout() -> None:
+    """A retired channel handed out raw (calls on it are not counted) is closed only
+    drain_timeout after it left, so a raw call under way completes."""
     with EchoServer(with_health=False, delay=0.3) as server:
         channels = PoolChannels(loopback_config(server.port, drain_timeout=1.0))
         connection, _states = open_ready(channels)
         call = EchoStub(connection.channel).Unary.future(b"slow", timeout=WAIT)
         retired_at = time.monotonic()
-        channels.retire(connection)
+        channels.retire(connection, handed_out=True)
         assert connection.watch.cancelled
         assert open_channel_count() == 1
         assert call.result(timeout=WAIT) == b"slow"
@@ -135,28 +171,52 @@ def test_retired_channel_lets_running_calls_finish_then_closes() -> None:
         assert open_channel_count() == 0
 
 
+def test_the_drain_end_cuts_a_counted_call_still_running() -> None:
+    """drain_timeout stays the upper bound: a counted call still running when the drain
+    ends is cut (CANCELLED) and the channel is closed."""
+    with EchoServer(with_health=False, delay=2.0) as server:
+        channels = PoolChannels(loopback_config(server.port, drain_timeout=0.3))
+        connection, _ = open_ready(channels)
+        assert connection.ledger.started("slow")
+        call = EchoStub(connection.channel).Unary.future(b"slow", timeout=WAIT)
+        channels.retire(connection)
+        assert open_channel_count() == 1
+        with pytest.raises(grpc.RpcError) as cut:
+            call.result(timeout=WAIT)
+        assert cut.value.code() is grpc.StatusCode.CANCELLED
+        assert open_channel_count() == 0
+        assert connection.ledger.ended("slow") is None  # closed already: nothing more to do
+
+
 def test_retire_without_drain_time_closes_at_once(echo_server: EchoServer) -> None:
-    """With drain_timeout 0 a retired channel is closed before retire() returns."""
+    """With drain_timeout 0 a retired channel is closed before retire() returns, even
+    with a counted call on it."""
     channels = PoolChannels(loopback_config(echo_server.port, drain_timeout=0))
     connection, _ = open_ready(channels)
+    assert connection.ledger.started("call")
     channels.retire(connection)
     assert open_channel_count() == 0
 
 
-def test_close_all_closes_retired_channels_and_later_retires_at_once(
-    echo_server: EchoServer,
-) -> None:
-    """close_all() closes the channels waiting out their drain time now; after it a
-    retire closes at once."""
+def test_close_all_waits_only_for_counted_calls(echo_server: EchoServer) -> None:
+    """After close_all() (the pool stopped) a channel kept for raw hand-outs is closed
+    now, one holding a counted call closes when that call ends, and a channel retired
+    later is held by its counted calls only."""
     channels = PoolChannels(loopback_config(echo_server.port, drain_timeout=30.0))
-    first, _ = open_ready(channels)
-    second, _ = open_ready(channels)
-    channels.retire(first)
-    assert open_channel_count() == 2
+    raw, _ = open_ready(channels)
+    counted, _ = open_ready(channels)
+    later, _ = open_ready(channels)
+    assert counted.ledger.started("call")
+    channels.retire(raw, handed_out=True)
+    channels.retire(counted)
+    assert open_channel_count() == 3
     channels.close_all()
+    assert open_channel_count() == 2
+    channels.retire(later, handed_out=True)
     assert open_channel_count() == 1
-    channels.retire(second)
-    assert open_channel_count() == 0
+    assert counted.ledger.ended("call") is Close.NOW
+    counted.on_last_call()
+    wait_for(lambda: open_channel_count() == 0, WAIT)
     channels.close_all()  # idempotent
 
 
@@ -164,8 +224,8 @@ def test_closing_a_retired_channel_closes_it_now(echo_server: EchoServer) -> Non
     """close() of a channel already retired does not wait for its drain time."""
     channels = PoolChannels(loopback_config(echo_server.port, drain_timeout=30.0))
     connection, _ = open_ready(channels)
-    channels.retire(connection)
-    channels.retire(connection)  # twice: still one pending close
+    channels.retire(connection, handed_out=True)
+    channels.retire(connection, handed_out=True)  # twice: still one pending close
     assert open_channel_count() == 1
     channels.close(connection)
     assert open_channel_count() == 0

@@ -200,8 +200,15 @@ def channels_on(host: str, connections: tuple[ReadyConnection, ...], status: Any
 
 
 def sync_state(channel: grpc.Channel) -> grpc.ChannelConnectivity:
-    """A sync channel's connectivity, as the pool's watcher reads it (no polling thread)."""
-    return STATES[channel._channel.check_connectivity_state(False)]  # type: ignore[attr-defined]
+    """A sync channel's connectivity, as the pool's watcher reads it (no polling thread).
+
+    SHUTDOWN once closed: a connection that left the pool closes as soon as its
+    last call has ended.
+    """
+    try:
+        return STATES[channel._channel.check_connectivity_state(False)]  # type: ignore[attr-defined]
+    except ValueError:  # "Channel closed!"
+        return grpc.ChannelConnectivity.SHUTDOWN
 
 
 def unexcused(outcomes: list[Outcome], kills: list[Kill]) -> list[Outcome]:

@@ -192,12 +192,15 @@ class ChannelWorker(SupervisedActor):
         return on_state
 
     def _release(self, *, drain: bool) -> None:
-        """Retires the channel (running calls get ``drain_timeout``) or closes it now."""
+        """Retires the channel (it closes when its last call ends) or closes it now."""
         connection, self._connection = self._connection, None
         if connection is None:
             return
         if drain:
-            self._parts.channels.retire(connection)
+            # Read after the channel left the view: a get_channel that could
+            # still hand it out has set the flag by now.
+            handed_out = self._parts.entry.raw_handed_out
+            self._parts.channels.retire(connection, handed_out=handed_out)
         else:
             self._parts.channels.close(connection)
 
@@ -218,8 +221,8 @@ class ChannelWorker(SupervisedActor):
         start_check(connection.channel, self._connection_config.health_service, timeout, on_done)
 
     def _report(self, effect: Report) -> None:
-        connection = self._connection
-        channel = connection.channel if effect.ready and connection is not None else None
+        connection = self._connection if effect.ready else None
+        channel = connection.channel if connection is not None else None
         report = WorkerReport(
             worker_id=self._worker_id,
             urn=self.actor_urn,
@@ -230,6 +233,8 @@ class ChannelWorker(SupervisedActor):
             peer=(self._address or self._parts.config.endpoint.target) if channel else None,
             address=self._address,
             suspect=self._on_unavailable(self._state.generation) if channel is not None else None,
+            ledger=connection.ledger if connection is not None else None,
+            on_last_call=connection.on_last_call if connection is not None else None,
         )
         send_to_registry(self._parts.registry, report, sync=effect.sync)
 
@@ -251,9 +256,8 @@ class ChannelWorker(SupervisedActor):
     def _shut_down(self) -> None:
         """Leaves the registry, then cancels timers and lets go of the channel. Idempotent.
 
-        The channel is retired, not closed: a worker stopped by scaling down
-        or restarting lets its running calls finish. Once the pool has
-        stopped, its channel set closes retired channels at once.
+        The channel is retired, not closed: a worker stopped by scaling down,
+        a move or the pool's stop lets the calls running on it finish.
         """
         if self._gone:
             return

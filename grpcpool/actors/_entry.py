@@ -101,6 +101,13 @@ class PoolEntry:
         parent: The supervisor that started the pool, if any.
         child_id: The pool's id among its parent's children.
         ended: Why the pool ended for good, once it has.
+        raw_handed_out: ``get_channel`` has handed out a channel of this
+            pool. Calls on such a channel are not counted, so a connection
+            that leaves the pool then stays open for its whole drain
+            (``connection.drain_timeout``) instead of closing when its last
+            counted call ends. Set before the view is read, so a worker that
+            reads it after its channel left the view never misses a channel
+            handed out from an older view.
     """
 
     __slots__ = (
@@ -112,6 +119,7 @@ class PoolEntry:
         "name",
         "owner",
         "parent",
+        "raw_handed_out",
         "resolver_error",
         "strategy",
         "token",
@@ -140,6 +148,7 @@ class PoolEntry:
         self.child_id = child_id
         self.owner: pykka.ActorRef[Any] | None = None
         self.ended: str | None = None
+        self.raw_handed_out = False
         # Written by the pool's Balancer alone: why the last resolution failed.
         self.resolver_error: str | None = None
         self._sampler = GetChannelSampler(config.pool.telemetry_sample_rate)
@@ -154,6 +163,7 @@ class PoolEntry:
         Raises:
             NotConnectedError: No channel is ready.
         """
+        self.raw_handed_out = True  # before the view is read: see the attribute
         channel = self.view.pick()
         if GET_CHANNEL_EVENT.receivers:
             self.report_get_channel()

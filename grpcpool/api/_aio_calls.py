@@ -193,7 +193,10 @@ class PoolCall:
             return False
         kwargs = self._kwargs if left is None else {**self._kwargs, "timeout": left}
         tried.append(connection)
-        self._call = self._routed.run(connection, self._request, kwargs)
+        ticket = connection.start()
+        if ticket is None:  # it left the pool meanwhile (cannot happen on one loop)
+            return False
+        self._call = self._routed.run(connection, ticket, self._request, kwargs)
         self._connection = connection
         return True
 

@@ -4,7 +4,9 @@ As the sync :class:`~grpcpool.PoolChannel`: each call picks a ready connection
 of the pool when it starts (with the pool's strategy, ``least_in_flight``
 included), runs on that connection's multi-callable for the method (built
 once per connection and method), and is counted in flight until it is done.
-A stub built once on it keeps working across reconnects and scaling.
+A stub built once on it keeps working across reconnects and scaling. The
+count holds a connection that left the pool open until its last call ends
+(see :class:`~grpcpool.core.CallLedger` and :mod:`grpcpool.tasks._drain`).
 
 With no ready connection a call fails as a grpc.aio call does, when it is
 awaited (or iterated): with a :class:`~grpcpool.PoolCallError`, a
@@ -29,7 +31,7 @@ import grpc
 from grpcpool.api._aio_calls import call_class
 from grpcpool.config import REFUSED_CALL_PAUSE
 from grpcpool.core._ready import CallableKey, ReadyConnection, callable_key
-from grpcpool.core._view import connectivity_of
+from grpcpool.core._view import ALL_RETIRED, connectivity_of
 from grpcpool.errors import NotConnectedError, PoolCallError, PoolNotFoundError
 
 if TYPE_CHECKING:
@@ -156,31 +158,48 @@ class _Routed:
         if thread_id() != pool._thread:
             raise pool._wrong_loop(running_loop())
         try:
-            connection = pool.view.pick_connection()
+            connection, ticket = admit(pool)
         except NotConnectedError as error:
             if kwargs.get("wait_for_ready"):
                 return _WaitingCall(self, request, kwargs)
             return _FailedCall(PoolCallError.of(error))
-        # run() inline: this is every call's path.
-        built = connection.callables.get(self._key) or connection.multi_callable(self._key)
-        call = built(request, **kwargs)
-        calls = connection.calls
-        calls.add(call)
-        call.add_done_callback(calls.discard)
+        call = self.run(connection, ticket, request, kwargs)
         return self._make(call, connection, self, request, kwargs)
 
-    def start(self, connection: ReadyConnection, request: Any, kwargs: dict[str, Any]) -> Any:
+    def start(
+        self, connection: ReadyConnection, ticket: int, request: Any, kwargs: dict[str, Any]
+    ) -> Any:
         """Runs the call on ``connection``; returns the :class:`PoolCall` the caller holds."""
-        return self._make(self.run(connection, request, kwargs), connection, self, request, kwargs)
+        call = self.run(connection, ticket, request, kwargs)
+        return self._make(call, connection, self, request, kwargs)
 
-    def run(self, connection: ReadyConnection, request: Any, kwargs: dict[str, Any]) -> Any:
-        """Starts the ``grpc.aio`` call on ``connection``, counted in flight until it is done."""
-        built = connection.callables.get(self._key) or connection.multi_callable(self._key)
-        call = built(request, **kwargs)
-        calls = connection.calls
-        calls.add(call)
-        call.add_done_callback(calls.discard)
+    def run(
+        self, connection: ReadyConnection, ticket: int, request: Any, kwargs: dict[str, Any]
+    ) -> Any:
+        """Starts the ``grpc.aio`` call on ``connection``, where it is counted as ``ticket``.
+
+        The count ends when the call is done (``connection.end``).
+        """
+        try:
+            built = connection.callables.get(self._key) or connection.multi_callable(self._key)
+            call = built(request, **kwargs)
+        except BaseException:
+            connection.end(ticket)
+            raise
+        call.add_done_callback(lambda _: connection.end(ticket))
         return call
+
+
+def admit(pool: Pool) -> tuple[ReadyConnection, int]:
+    """A ready connection of ``pool`` with a call counted on it, and the call's ticket.
+
+    Raises:
+        NotConnectedError: None is ready (or each left the pool just now).
+    """
+    admitted = pool.view.admit()
+    if admitted is None:
+        raise NotConnectedError(pool.name, ALL_RETIRED)
+    return admitted
 
 
 class _FailedCall:
@@ -256,7 +275,7 @@ class _WaitingCall:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             try:
-                connection = pool.view.pick_connection()
+                connection, ticket = admit(pool)
                 break
             except NotConnectedError as error:
                 left = None if deadline is None else deadline - time.monotonic()
@@ -268,7 +287,7 @@ class _WaitingCall:
         kwargs = dict(self._kwargs)
         if deadline is not None:
             kwargs["timeout"] = max(0.0, deadline - time.monotonic())
-        self._call = self._routed.start(connection, self._request, kwargs)
+        self._call = self._routed.start(connection, ticket, self._request, kwargs)
         return self._call
 
     def __await__(self) -> Generator[Any, None, Any]:

@@ -14,12 +14,13 @@ under the same name.
 Calls through a pool channel are counted per connection while in flight
 (from the start until the response, the error, the cancellation or the end
 of the response stream), which ``least_in_flight`` routes by and
-``status()`` reports. A call that fails with ``UNAVAILABLE`` has its
-connection checked at once (passive health). A blocking unary call that
-failed before it reached any server (the pool's view lags a dead connection
-by some milliseconds) is sent again on another ready connection within its
-timeout (:mod:`grpcpool.core._reroute`); a call that succeeds pays nothing
-for that.
+``status()`` reports, and which holds a connection that left the pool open
+until its last call ends (:class:`~grpcpool.core.CallLedger`). A call that
+fails with ``UNAVAILABLE`` has its connection checked at once (passive
+health). A blocking unary call that failed before it reached any server (the
+pool's view lags a dead connection by some milliseconds) is sent again on
+another ready connection within its timeout (:mod:`grpcpool.core._reroute`);
+a call that succeeds pays nothing for that.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from grpcpool.api._table import lookup
 from grpcpool.config import DEFAULT_POOL_NAME
 from grpcpool.core._ready import CallableKey, ReadyConnection, callable_key
 from grpcpool.core._reroute import never_sent, untried
-from grpcpool.core._view import connectivity_of
+from grpcpool.core._view import ALL_RETIRED, connectivity_of
 from grpcpool.errors import NotConnectedError, PoolCallError
 
 __all__ = ["PoolChannel"]
@@ -84,12 +85,16 @@ class PoolChannel(grpc.Channel):
 
     def _connection_when_none_ready(
         self, wait_for_ready: bool | None, timeout: float | None
-    ) -> tuple[ReadyConnection, float | None]:
+    ) -> tuple[ReadyConnection, int, float | None]:
+        """A connection with the call counted on it, its ticket, and what is left of ``timeout``."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             try:
                 entry = lookup(self._name)  # may start a forked child's pool
-                return entry.view.pick_connection(), _left(deadline)
+                admitted = entry.view.admit()
+                if admitted is None:
+                    raise NotConnectedError(self._name, ALL_RETIRED)
+                return admitted[0], admitted[1], _left(deadline)
             except NotConnectedError as error:
                 # No pool of that name (PoolNotFoundError): waiting cannot help.
                 if not wait_for_ready or self._name not in _pools:
@@ -197,9 +202,9 @@ def _left(deadline: float | None) -> float | None:
     return None if deadline is None else deadline - time.monotonic()
 
 
-def _finished(connection: ReadyConnection, call: Any) -> None:
+def _finished(connection: ReadyConnection, ticket: int, call: Any) -> None:
     """A call started by ``future()`` or a streaming call has ended (a done callback)."""
-    connection.calls.discard(call)
+    connection.end(ticket)
     with contextlib.suppress(Exception):  # a call object without a code: nothing to learn
         connection.failed(call)
 
@@ -251,20 +256,30 @@ class _Routed:
 
     def _route(
         self, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> tuple[ReadyConnection, Any, tuple[Any, ...], dict[str, Any]]:
-        """A ready connection, its multi-callable for the method, and the call's arguments."""
+    ) -> tuple[ReadyConnection, int, Any, tuple[Any, ...], dict[str, Any]]:
+        """A ready connection with the call counted on it, the call's ticket there, the
+        connection's multi-callable for the method, and the call's arguments.
+
+        The caller ends the ticket (``connection.end``) when the call ends.
+        """
         entry = _pools.get(self._name)
         try:
-            connection = entry.view.pick_connection() if entry is not None else None
+            admitted = entry.view.admit() if entry is not None else None
         except NotConnectedError:
-            connection = None
-        if connection is None:
+            admitted = None
+        if admitted is None:
             kwargs, args = _options(args, kwargs), ()
-            connection, kwargs["timeout"] = self._channel._connection_when_none_ready(
+            connection, ticket, kwargs["timeout"] = self._channel._connection_when_none_ready(
                 kwargs.get("wait_for_ready"), kwargs.get("timeout")
             )
-        built = connection.callables.get(self._key) or connection.multi_callable(self._key)
-        return connection, built, args, kwargs
+        else:
+            connection, ticket = admitted
+        try:
+            built = connection.callables.get(self._key) or connection.multi_callable(self._key)
+        except BaseException:
+            connection.end(ticket)
+            raise
+        return connection, ticket, built, args, kwargs
 
     # Whether a blocking call that failed before it reached a server is sent
     # again: not a stream of requests, which grpc may have begun to consume.
@@ -274,15 +289,10 @@ class _Routed:
         self, how: str | None, request: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         """Runs a call that blocks until its response, counted while it runs."""
-        connection, built, args, kwargs = self._route(args, kwargs)
+        # When it started, to keep a call sent again within its timeout.
+        started = _clock()
+        connection, ticket, built, args, kwargs = self._route(args, kwargs)
         call = built if how is None else getattr(built, how)
-        # The call's token in the connection's set, and when it started (to
-        # keep a call sent again within its timeout): one clock reading does
-        # both, for about what ``object()`` cost. Two calls read the clock
-        # some bytecodes apart at nanosecond resolution, so tokens differ.
-        token = _clock()
-        calls = connection.calls
-        calls.add(token)
         try:
             return call(request, *args, **kwargs)
         except grpc.RpcError as error:
@@ -291,8 +301,8 @@ class _Routed:
                 raise
             failed = error
         finally:
-            calls.discard(token)
-        return self._resend(how, request, _options(args, kwargs), token, [connection], failed)
+            connection.end(ticket)
+        return self._resend(how, request, _options(args, kwargs), started, [connection], failed)
 
     def _resend(
         self,
@@ -320,10 +330,11 @@ class _Routed:
                 if options["timeout"] <= 0:
                     raise error
             tried.append(connection)
-            built = connection.callables.get(self._key) or connection.multi_callable(self._key)
-            token = _clock()
-            connection.calls.add(token)
+            ticket = connection.start()
+            if ticket is None:  # it left the pool meanwhile
+                continue
             try:
+                built = connection.callables.get(self._key) or connection.multi_callable(self._key)
                 return (built if how is None else getattr(built, how))(request, **options)
             except grpc.RpcError as again:
                 connection.failed(again)
@@ -331,19 +342,23 @@ class _Routed:
                     raise
                 error = again
             finally:
-                connection.calls.discard(token)
+                connection.end(ticket)
 
     def _started(
         self, how: str | None, request: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         """Starts a call that returns at once (a future or a stream), counted until it ends."""
         try:
-            connection, built, args, kwargs = self._route(args, kwargs)
+            connection, ticket, built, args, kwargs = self._route(args, kwargs)
         except PoolCallError as failed:
             return failed  # the call object of a call that failed before it started
-        call = (built if how is None else getattr(built, how))(request, *args, **kwargs)
-        connection.calls.add(call)
-        call.add_done_callback(lambda done: _finished(connection, done))
+        try:
+            call = (built if how is None else getattr(built, how))(request, *args, **kwargs)
+        except BaseException:
+            connection.end(ticket)
+            raise
+        # Runs at once if the call has ended already.
+        call.add_done_callback(lambda done: _finished(connection, ticket, done))
         return call
 
 

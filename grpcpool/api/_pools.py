@@ -268,6 +268,7 @@ def get_channel(name: str = DEFAULT_POOL_NAME) -> grpc.Channel:
     if entry is None:
         check_pool_name("pool.name", name)
         entry = lookup(name)  # raises the right error
+    entry.raw_handed_out = True  # before the view is read (see PoolEntry)
     channel = entry.view.pick()
     if GET_CHANNEL_EVENT.receivers:
         entry.report_get_channel()

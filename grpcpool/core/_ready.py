@@ -4,11 +4,12 @@ The HealthRegistry makes one when a worker reports a channel ready and keeps
 the same object in every view while that channel stays ready, so what
 belongs to the connection rather than to one picture of the pool lives here:
 
-* ``calls``: the calls running on it through a pool channel, one token each
-  (a ``perf_counter_ns`` reading for a sync blocking call, the call object
-  otherwise). ``set.add`` and ``set.discard`` are single C calls, atomic
-  under the GIL, so callers on any thread count without a lock, and
-  ``len(calls)`` is exact.
+* ``ledger``: the calls running on its channel through a pool channel (a
+  :class:`~grpcpool.core.CallLedger`, one per channel, shared by every
+  ReadyConnection of that channel), counted from :meth:`start` to
+  :meth:`end` without a lock by callers on any thread; ``calls`` is its live
+  set of tickets, whose ``len`` is exact. When the last call on a retired
+  connection ends, :meth:`end` has its driver close the channel.
 * ``callables``: the grpc multi-callables built on its channel, one per
   method and kind, so a call through the pool channel builds nothing.
 * ``failed`` and ``report_unavailable``: a call failed with ``UNAVAILABLE``
@@ -19,6 +20,7 @@ belongs to the connection rather than to one picture of the pool lives here:
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -26,6 +28,7 @@ from typing import Any
 import grpc
 
 from grpcpool.config import SUSPECT_CHECK_INTERVAL
+from grpcpool.connection._calls import CallLedger
 from grpcpool.connection._health import refused_stream, status_code
 
 __all__ = ["CallableKey", "ReadyConnection", "callable_key"]
@@ -44,24 +47,40 @@ def callable_key(
     return (kind, method, serializer, deserializer, registered)
 
 
+# Tickets of calls: unique in the process (a ledger must never take two
+# calls for one), and next() on a count is one C call, atomic under the GIL.
+_tickets = itertools.count().__next__
+
+
 class ReadyConnection:
     """A ready channel of one worker, with its calls in flight.
 
     Attributes:
         channel: The grpc channel.
         worker_id: The worker that owns it.
-        calls: Tokens of the calls running on it through the pool channel.
+        ledger: The calls in flight on ``channel`` and its retirement.
+        calls: Tickets of the calls running on it through the pool channel
+            (``ledger.calls``, the live set).
         callables: Multi-callables built on ``channel``, by :data:`CallableKey`.
         address: The resolved address the channel is pinned to (None: ``host:port``).
+
+    Args:
+        ledger: The channel's ledger, from its worker (a new one if None).
+        on_last_call: Called once when the last call on the retired
+            connection has ended (:attr:`Close.NOW <grpcpool.core.Close>`):
+            the driver closes the channel. On the thread that ended the call;
+            it must not block.
     """
 
     __slots__ = (
         "_last_suspect",
+        "_on_last_call",
         "_suspect",
         "address",
         "callables",
         "calls",
         "channel",
+        "ledger",
         "worker_id",
     )
 
@@ -71,19 +90,40 @@ class ReadyConnection:
         worker_id: str,
         suspect: Callable[[], None] | None = None,
         address: str | None = None,
+        ledger: CallLedger | None = None,
+        on_last_call: Callable[[], None] | None = None,
     ) -> None:
         self.channel = channel
         self.worker_id = worker_id
         self.address = address
-        self.calls: set[object] = set()
+        self.ledger = ledger if ledger is not None else CallLedger()
+        self.calls = self.ledger.calls
         self.callables: dict[CallableKey, Any] = {}
         self._suspect = suspect
+        self._on_last_call = on_last_call
         self._last_suspect = -SUSPECT_CHECK_INTERVAL
 
     @property
     def in_flight(self) -> int:
         """How many calls are running on this connection through the pool channel."""
         return len(self.calls)
+
+    def start(self) -> int | None:
+        """Counts a call starting here; returns its ticket, or None if the connection was retired.
+
+        None means the caller picked from a view taken before the connection
+        left the pool: the call goes to another connection.
+        """
+        ticket = _tickets()
+        if self.ledger.started(ticket):
+            return ticket
+        self.end(ticket)
+        return None
+
+    def end(self, ticket: int) -> None:
+        """The call of ``ticket`` has ended; closes a retired channel when it was the last."""
+        if self.ledger.ended(ticket) is not None and self._on_last_call is not None:
+            self._on_last_call()
 
     def multi_callable(self, key: CallableKey) -> Any:
         """The multi-callable of ``key`` on this channel, built on first use.

@@ -248,7 +248,12 @@ def _report(records: Records, report: WorkerReport, now: float) -> RecordsStep:
             connection = kept
         else:
             connection = ReadyConnection(
-                report.channel, report.worker_id, report.suspect, report.address
+                report.channel,
+                report.worker_id,
+                report.suspect,
+                report.address,
+                report.ledger,
+                report.on_last_call,
             )
     workers = dict(records.workers)
     workers[report.worker_id] = Record(report.urn, status, connection)

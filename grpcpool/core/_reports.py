@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import grpc
 
 from grpcpool._status import WorkerState
+from grpcpool.connection._calls import CallLedger
 
 __all__ = ["WorkerGone", "WorkerReport"]
 
@@ -31,6 +32,9 @@ class WorkerReport:
         suspect: Asks the worker to check ``channel`` now (a call on it
             failed with ``UNAVAILABLE``), when ready.
         address: The resolved address the worker is pinned to, if any.
+        ledger: The calls in flight on ``channel``, when ready.
+        on_last_call: Closes ``channel`` once retired and its last call has
+            ended, when ready (see :class:`~grpcpool.core.ReadyConnection`).
     """
 
     worker_id: str
@@ -42,6 +46,8 @@ class WorkerReport:
     peer: str | None = None
     suspect: Callable[[], None] | None = None
     address: str | None = None
+    ledger: CallLedger | None = None
+    on_last_call: Callable[[], None] | None = None
 
 
 @dataclass(frozen=True)

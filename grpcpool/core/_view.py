@@ -34,7 +34,11 @@ from grpcpool.core._ready import ReadyConnection
 from grpcpool.errors import NotConnectedError, shorten
 from grpcpool.strategy import Strategy, make_picker, picks_any_items, routes_by_load
 
-__all__ = ["Lifecycle", "PoolView", "build_view", "empty_view", "unready_cause"]
+__all__ = ["ALL_RETIRED", "Lifecycle", "PoolView", "build_view", "empty_view", "unready_cause"]
+
+#: Why no call could start when :meth:`PoolView.admit` found each ready
+#: connection retired (a view read just before the next was published).
+ALL_RETIRED = "no ready channel (the ready ones left the pool just now)"
 
 #: Where a pool is in its life. ``starting``: its workers are being started;
 #: ``running``; ``restarting``: its supervisor crashed and its parent is about
@@ -66,6 +70,32 @@ class PoolView:
     lifecycle: Lifecycle
     connections: tuple[ReadyConnection, ...]
     pick_connection: Callable[[], ReadyConnection]
+
+    def admit(self) -> tuple[ReadyConnection, int] | None:
+        """A ready connection with a call counted on it (see :meth:`ReadyConnection.start`).
+
+        The strategy picks. A connection retired since this view was taken
+        (read by a caller just before the pool published the next one)
+        refuses the call, which then goes to the first of the view's other
+        connections that takes it.
+
+        Returns:
+            The connection and the call's ticket; None if every ready
+            connection of this view was retired meanwhile (the next view,
+            about to be published, has none of them).
+
+        Raises:
+            NotConnectedError: No connection is ready.
+        """
+        connection = self.pick_connection()
+        ticket = connection.start()
+        if ticket is not None:
+            return connection, ticket
+        for other in self.connections:
+            ticket = other.start()
+            if ticket is not None:
+                return other, ticket
+        return None
 
     def status(self, pool_name: str, resolver_error: str | None = None) -> PoolStatus:
         """This view as the public :class:`PoolStatus` record, with calls in flight now."""

@@ -15,6 +15,7 @@ An outage is not a crash.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import warnings
@@ -32,6 +33,7 @@ from grpcpool._process import PROCESS
 from grpcpool._status import PoolStatus, WorkerState
 from grpcpool.config import Config
 from grpcpool.connection._announce import announce_pool
+from grpcpool.connection._calls import CallLedger
 from grpcpool.core._resolution import initial_addresses
 from grpcpool.core._sampling import GetChannelSampler, get_channel_signal
 from grpcpool.core._view import PoolView
@@ -40,6 +42,7 @@ from grpcpool.errors import ConfigError, GrpcPoolError, PoolNotFoundError
 from grpcpool.strategy import Strategy, resolve_strategy
 from grpcpool.tasks import _scaling
 from grpcpool.tasks._balancer import Balancer, first_addresses, resolves_inline
+from grpcpool.tasks._drain import Drains
 from grpcpool.tasks._registry import Registry
 from grpcpool.tasks._tasks import WorkerTasks
 from grpcpool.tasks._worker import Worker
@@ -94,6 +97,7 @@ class TaskPool:
         self._workers = WorkerTasks(self)
         self._open: set[grpc.aio.Channel] = set()
         self._closing: set[asyncio.Task[None]] = set()
+        self._drains = Drains(config.connection.drain_timeout, self._loop_task)
         # Channels this pool closed (or is closing): a call they cut was cut
         # by the pool, not lost with its connection.
         self.closed_by_pool: weakref.WeakSet[grpc.aio.Channel] = weakref.WeakSet()
@@ -171,7 +175,11 @@ class TaskPool:
         )
 
     async def stop(self) -> None:
-        """Stops every worker and closes every channel (running calls get ``drain_timeout``).
+        """Stops every worker and closes every channel once its last call has ended.
+
+        Calls running through ``pool.channel()`` (and raw ones that grpc.aio
+        knows) get up to ``connection.drain_timeout``; the stop returns once
+        every channel is closed.
 
         Idempotent; from the pool's own loop only.
         """
@@ -329,8 +337,12 @@ class TaskPool:
         last_error: str | None,
         channel: grpc.aio.Channel | None,
         suspect: Callable[[], None] | None,
+        ledger: CallLedger | None = None,
     ) -> None:
         urn = self._workers.urn_of(worker)  # None: a worker already replaced by a restart
+        last_call = (
+            None if channel is None else functools.partial(self._drains.last_call_ended, channel)
+        )
         if urn is not None and self._registry.report(
             worker.worker_id,
             urn,
@@ -340,6 +352,8 @@ class TaskPool:
             last_error=last_error,
             channel=channel,
             suspect=suspect,
+            ledger=ledger,
+            on_last_call=last_call,
         ):
             self._poke_balancer()
 
@@ -360,12 +374,11 @@ class TaskPool:
         """``channel`` is closed by its worker directly (the loop is closing)."""
         self._open.discard(channel)
 
-    def _retire(self, channel: grpc.aio.Channel, *, drain: bool) -> None:
-        """Closes ``channel``; with ``drain`` its running calls get ``drain_timeout`` first."""
+    def _retire(self, channel: grpc.aio.Channel, ledger: CallLedger, *, drain: bool) -> None:
+        """Closes ``channel``; with ``drain`` once its last call has ended (see ``Drains``)."""
         self._open.discard(channel)
         self.closed_by_pool.add(channel)
-        grace = self.config.connection.drain_timeout if drain else None
-        self._loop_task(channel.close(grace=grace or None))
+        self._drains.retire(channel, ledger, drain=drain)
 
     # --- loop discipline ------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ import grpc
 
 from grpcpool._status import WorkerState
 from grpcpool.connection._announce import announce_pool
+from grpcpool.connection._calls import CallLedger
 from grpcpool.core._records import (
     ExpectedSize,
     Publish,
@@ -98,8 +99,14 @@ class Registry:
         last_error: str | None,
         channel: grpc.aio.Channel | None,
         suspect: Callable[[], None] | None,
+        ledger: CallLedger | None = None,
+        on_last_call: Callable[[], None] | None = None,
     ) -> bool:
-        """A worker's new state (``channel`` only when ready); True if its record changed."""
+        """A worker's new state (``channel`` only when ready); True if its record changed.
+
+        ``ledger`` counts the calls on ``channel``; ``on_last_call`` closes it
+        once retired and its last call has ended (see ``ReadyConnection``).
+        """
         report = WorkerReport(
             worker_id=worker_id,
             urn=urn,
@@ -110,6 +117,8 @@ class Registry:
             peer=(address or self._target) if channel else None,
             suspect=suspect,
             address=address,
+            ledger=ledger,
+            on_last_call=on_last_call,
         )
         return self.handle(report)
 

@@ -28,6 +28,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from grpcpool.connection import channel_credentials, channel_options
 from grpcpool.connection._announce import announce
+from grpcpool.connection._calls import CallLedger
 from grpcpool.connection._health import check_verdict
 from grpcpool.connection._machine import step, takes_repin
 from grpcpool.connection._machine_types import (
@@ -75,6 +76,8 @@ class Worker:
         self._state = initial_state(self._config)
         self._events: asyncio.Queue[Event] = asyncio.Queue()
         self._channel: grpc.aio.Channel | None = None
+        # The calls in flight on _channel through the pool channel.
+        self._ledger = CallLedger()
         self._watch: asyncio.Task[None] | None = None
         self._timers: set[asyncio.TimerHandle] = set()
         self._checks: set[asyncio.Task[None]] = set()
@@ -149,6 +152,7 @@ class Worker:
                     last_error=effect.last_error,
                     channel=self._channel if ready else None,
                     suspect=self._suspect(self._state.generation) if ready else None,
+                    ledger=self._ledger if ready else None,
                 )
             case Emit() | Log():
                 announce(effect, self.pool.name, self.worker_id, _log)
@@ -175,6 +179,7 @@ class Worker:
             self._channel = grpc.aio.secure_channel(
                 target, credentials, options=options, interceptors=interceptors
             )
+        self._ledger = CallLedger()
         self.pool._opened(self._channel)
         self._start_watch(generation)
 
@@ -203,7 +208,7 @@ class Worker:
             self._watch = None
         channel, self._channel = self._channel, None
         if channel is not None:
-            self.pool._retire(channel, drain=drain)
+            self.pool._retire(channel, self._ledger, drain=drain)
 
     def _let_go_now(self) -> None:
         """The task ends (stopped, crashed or cancelled): nothing of this worker stays."""

@@ -34,12 +34,6 @@ def test_stop_with_a_call_in_flight_ends_the_call_cancelled(
     assert time.monotonic() - started < DRAIN + 3
 
 
-@differs_on(
-    "sync",
-    "a sync pool's stop closes its channels at once, cutting running calls (CANCELLED "
-    "'Channel closed!'); an asyncio pool's stop gives them drain_timeout first "
-    "(SPEC section 5 and 5b say so, but a user sees different outcomes)",
-)
 def test_a_call_answering_within_the_drain_after_stop_succeeds(
     driver: Driver, backends: Backends
 ) -> None:

@@ -1,0 +1,94 @@
+"""Drains: an asyncio pool's retired channels, closed when their last call ends.
+
+The rule is the :class:`~grpcpool.core.CallLedger`'s, the sync pool's too: a
+channel that leaves the pool closes once the last call counted on it (made
+through ``pool.channel()``) has ended, at once if none runs, and at the
+latest ``connection.drain_timeout`` after it left, which cuts what still
+runs. This module only carries the ledger's answers out, on the loop.
+
+A channel ``get_channel()`` handed out raw may carry calls no ledger counts.
+``grpc.aio`` knows them, though: ``close(grace)`` waits for the calls it
+made on the channel, up to ``grace``. So each close passes what is left of
+the drain as its grace, and a raw call gets to finish within the drain as
+before, while nothing waits when nothing runs. (The sync pool cannot ask
+grpc this, and keeps a channel handed out raw open for the whole drain.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import grpc
+
+from grpcpool.connection._calls import CallLedger, Close
+from grpcpool.tasks._registry import wait_event
+
+__all__ = ["Drains"]
+
+
+class Drains:
+    """Closes an asyncio pool's retired channels when their ledgers say (loop thread only).
+
+    Args:
+        drain_timeout: ``connection.drain_timeout``: the longest a retired
+            channel stays open for its calls.
+        spawn: Runs a closing coroutine as a task the pool's stop awaits.
+    """
+
+    def __init__(
+        self, drain_timeout: float, spawn: Callable[[Coroutine[Any, Any, None]], None]
+    ) -> None:
+        self._timeout = drain_timeout
+        self._spawn = spawn
+        # Channels waiting for their last call, each with the event it sets.
+        self._waiting: dict[grpc.aio.Channel, asyncio.Event] = {}
+
+    def retire(self, channel: grpc.aio.Channel, ledger: CallLedger, *, drain: bool) -> None:
+        """``channel`` left the pool: close it now, or when its last call ends.
+
+        Without ``drain`` (or with a drain timeout of 0) it is closed now,
+        cutting whatever runs on it.
+        """
+        timeout = self._timeout
+        effect = ledger.retire() if drain and timeout > 0 else ledger.cut()
+        if effect is Close.WHEN_LAST_ENDS:
+            last_ended = asyncio.Event()
+            self._waiting[channel] = last_ended
+            self._spawn(self._close_after_last(channel, ledger, last_ended))
+        elif effect is Close.NOW:
+            grace = timeout if drain and timeout > 0 else None
+            self._spawn(channel.close(grace=grace))
+
+    def last_call_ended(self, channel: grpc.aio.Channel) -> None:
+        """The ledger of the retired ``channel`` said its last call ended (in a done callback)."""
+        last_ended = self._waiting.get(channel)
+        if last_ended is not None:
+            last_ended.set()
+
+    async def _close_after_last(
+        self, channel: grpc.aio.Channel, ledger: CallLedger, last_ended: asyncio.Event
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout
+        try:
+            await wait_event(last_ended, self._timeout)
+        except asyncio.CancelledError:  # the loop is closing: close before going
+            ledger.cut()
+            with contextlib.suppress(Exception):
+                await channel.close()
+            raise
+        finally:
+            self._waiting.pop(channel, None)
+        if last_ended.is_set():
+            # For calls grpc.aio made on it that no ledger counts (a raw hand-out).
+            left = deadline - loop.time()
+            await channel.close(grace=left if left > 0 else None)
+        else:
+            ledger.cut()  # the drain ended: cut what still runs
+            await channel.close()
+
+    def __repr__(self) -> str:
+        return f"<Drains waiting={len(self._waiting)}>"
