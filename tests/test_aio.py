@@ -523,16 +523,19 @@ async def test_wait_for_ready_with_nothing_ready_waits_for_the_timeout(
 async def test_unknown_name_is_not_found_and_a_taken_name_is_a_config_error(
     server: AioEchoServer,
 ) -> None:
-    """The module functions raise PoolNotFoundError for a name no asyncio pool runs;
-    a second Pool with a running name raises ConfigError and the first keeps working."""
+    """The module functions raise PoolNotFoundError for a name no asyncio pool runs (the
+    pool channel, which follows the name, fails its calls UNAVAILABLE instead); a second
+    Pool with a running name raises ConfigError and the first keeps working."""
     for call in (
         lambda: grpcpool.aio.pool("x"),
         lambda: grpcpool.aio.get_channel("x"),
         lambda: grpcpool.aio.status("x"),
-        lambda: grpcpool.aio.channel("x"),
     ):
         with pytest.raises(PoolNotFoundError, match="'x'"):
             call()
+    with pytest.raises(PoolCallError, match="'x'") as refused:
+        await unary(grpcpool.aio.channel("x"))(b"nobody", timeout=1)
+    assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
     with pytest.raises(PoolNotFoundError):
         await grpcpool.aio.await_ready("x", timeout=0.1)
     with pytest.raises(PoolNotFoundError):

@@ -247,13 +247,16 @@ async def test_other_calls_say_which_kind_holds_the_name(echo_server: EchoServer
             aio_calls: list[Callable[[], Any]] = [
                 lambda: grpcpool.aio.get_channel("sync-side"),
                 lambda: grpcpool.aio.pool("sync-side"),
-                lambda: grpcpool.aio.channel("sync-side"),
             ]
             for call in aio_calls:
                 with pytest.raises(PoolNotFoundError) as caught:
                     call()
                 assert caught.value.running == "sync"
                 assert "'sync-side' is a sync pool" in str(caught.value)
+            with pytest.raises(PoolCallError) as refused:
+                await grpcpool.aio.channel("sync-side").unary_unary(ECHO_METHOD)(b"x", timeout=5)
+            assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
+            assert "is a sync pool" in refused.value.details()
             for coroutine in (
                 grpcpool.aio.await_ready("sync-side", timeout=1),
                 grpcpool.aio.scale_up("sync-side", 1),

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import grpc
 
 from grpcpool._names import held_by
@@ -48,7 +46,7 @@ class Pool(TaskPool):
 
     def channel(self) -> AioPoolChannel:
         """The pool as one ``grpc.aio.Channel``: build stubs on it once (see ``AioPoolChannel``)."""
-        return AioPoolChannel(self)
+        return AioPoolChannel(self.name)
 
 
 def pool(name: str = DEFAULT_POOL_NAME) -> Pool:
@@ -78,9 +76,18 @@ def get_channel(name: str = DEFAULT_POOL_NAME) -> grpc.aio.Channel:
     return found.get_channel()
 
 
-def channel(name: str = DEFAULT_POOL_NAME) -> Any:
-    """Pool ``name`` as one ``grpc.aio.Channel`` (see :meth:`Pool.channel`)."""
-    return pool(name).channel()
+def channel(name: str = DEFAULT_POOL_NAME) -> AioPoolChannel:
+    """The asyncio pool ``name`` as one ``grpc.aio.Channel`` (see :meth:`Pool.channel`).
+
+    As ``grpcpool.channel``: the pool need not be running yet; calls fail
+    with ``UNAVAILABLE`` (a :class:`~grpcpool.PoolCallError`) until an
+    asyncio pool of that name has a ready connection, and a stub built on it
+    follows the name across a stop and a new pool.
+
+    Raises:
+        ConfigError: ``name`` is not a str of 1 to 128 characters.
+    """
+    return AioPoolChannel(name)
 
 
 def status(name: str = DEFAULT_POOL_NAME) -> PoolStatus:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Generator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 
@@ -34,7 +34,15 @@ from grpcpool.core._ready import ReadyConnection
 from grpcpool.core._reroute import never_sent, untried
 
 if TYPE_CHECKING:
-    from grpcpool.api._aio_channel import _Routed
+    from grpcpool.tasks._pool import TaskPool as Pool
+
+
+class _Routed(Protocol):
+    """What a call needs of the pool channel's multi-callable: to run it again elsewhere."""
+
+    def run(
+        self, connection: ReadyConnection, ticket: int, request: Any, kwargs: dict[str, Any]
+    ) -> Any: ...
 
 __all__ = ["PoolCall", "call_class"]
 
@@ -60,6 +68,7 @@ class PoolCall:
         "_call",
         "_connection",
         "_kwargs",
+        "_pool",
         "_request",
         "_routed",
         "_tried",
@@ -80,12 +89,14 @@ class PoolCall:
         call: Any,
         connection: ReadyConnection,
         routed: _Routed,
+        pool: Pool,
         request: Any,
         kwargs: dict[str, Any],
     ) -> None:
         self._call = call
         self._connection = connection
         self._routed = routed
+        self._pool = pool
         self._request = request
         self._kwargs = kwargs
 
@@ -148,7 +159,7 @@ class PoolCall:
         task = _current_task()
         if getattr(self, "_by_caller", False) or (task is not None and task.cancelling()):
             return cancelled
-        pool = self._routed._pool
+        pool = self._pool
         if self._connection.channel not in pool.closed_by_pool:  # type: ignore[comparison-overlap]
             # grpcio before 1.85 reports a call lost with its connection as
             # cancelled: it may have reached the server, so it is not sent again.
@@ -181,7 +192,7 @@ class PoolCall:
         tried = getattr(self, "_tried", None)
         if tried is None:
             tried = self._tried = [self._connection]
-        pool = self._routed._pool
+        pool = self._pool
         connection = untried(pool.view, tried) if pool.ended is None else None
         try:
             left = self._call.time_remaining()

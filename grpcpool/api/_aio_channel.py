@@ -28,14 +28,21 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from grpcpool._config_checks import check_pool_name
+from grpcpool._names import held_by
+from grpcpool._process import PROCESS
 from grpcpool.api._aio_calls import call_class
 from grpcpool.config import REFUSED_CALL_PAUSE
 from grpcpool.core._ready import CallableKey, ReadyConnection, callable_key
 from grpcpool.core._view import ALL_RETIRED, connectivity_of
 from grpcpool.errors import NotConnectedError, PoolCallError, PoolNotFoundError
+from grpcpool.tasks import POOLS
 
 if TYPE_CHECKING:
     from grpcpool.tasks._pool import TaskPool as Pool
+
+# The asyncio pools by name; read on every call (PROCESS clears it in place after a fork).
+_pools = POOLS
 
 # The loop checks of grpcpool.tasks._pool (thread ids on the hot path).
 running_loop = asyncio.events._get_running_loop
@@ -45,14 +52,23 @@ __all__ = ["AioPoolChannel"]
 
 
 class AioPoolChannel(grpc.aio.Channel):
-    """A ``grpc.aio.Channel`` over the ready connections of one asyncio pool.
+    """A ``grpc.aio.Channel`` over the ready connections of the asyncio pool ``name``.
 
-    ``close()`` (and leaving ``async with``) does not stop the pool. Use it
-    on the pool's loop only, like the pool.
+    It follows the name, as the sync :class:`~grpcpool.PoolChannel` does: a
+    stub built on it works with whichever pool of that name runs, and a call
+    made while none runs fails ``UNAVAILABLE``. ``close()`` (and leaving
+    ``async with``) does not stop the pool. Use it on the pool's loop only,
+    like the pool.
     """
 
-    def __init__(self, pool: Pool) -> None:
-        self._pool = pool
+    def __init__(self, name: str) -> None:
+        check_pool_name("pool.name", name)
+        self._name = name
+
+    @property
+    def name(self) -> str:
+        """The name of the pool whose connections the calls run on."""
+        return self._name
 
     def unary_unary(
         self,
@@ -64,7 +80,7 @@ class AioPoolChannel(grpc.aio.Channel):
         key = callable_key(
             "unary_unary", method, request_serializer, response_deserializer, _registered_method
         )
-        return _Routed(self._pool, key)
+        return _Routed(self._name, key)
 
     def unary_stream(
         self,
@@ -76,7 +92,7 @@ class AioPoolChannel(grpc.aio.Channel):
         key = callable_key(
             "unary_stream", method, request_serializer, response_deserializer, _registered_method
         )
-        return _Routed(self._pool, key)
+        return _Routed(self._name, key)
 
     def stream_unary(
         self,
@@ -88,7 +104,7 @@ class AioPoolChannel(grpc.aio.Channel):
         key = callable_key(
             "stream_unary", method, request_serializer, response_deserializer, _registered_method
         )
-        return _Routed(self._pool, key)
+        return _Routed(self._name, key)
 
     def stream_stream(
         self,
@@ -100,34 +116,37 @@ class AioPoolChannel(grpc.aio.Channel):
         key = callable_key(
             "stream_stream", method, request_serializer, response_deserializer, _registered_method
         )
-        return _Routed(self._pool, key)
+        return _Routed(self._name, key)
 
     def get_state(self, try_to_connect: bool = False) -> grpc.ChannelConnectivity:
         """The pool's readiness as connectivity: READY while a connection is ready.
 
-        SHUTDOWN once the pool has stopped: its channel, like a closed
-        ``grpc.aio`` channel, will not become ready again.
+        IDLE while no pool of the name runs (one may start later), as for
+        the sync pool channel.
         """
-        if self._pool.ended is not None:
-            return grpc.ChannelConnectivity.SHUTDOWN
-        return connectivity_of(self._pool.view)
+        pool = _pools.get(self._name)
+        return connectivity_of(pool.view if pool is not None else None)
 
     async def wait_for_state_change(self, last_observed_state: grpc.ChannelConnectivity) -> None:
+        """Waits until the state differs from ``last_observed_state`` (or no pool runs)."""
         while self.get_state() is last_observed_state:
-            if self._pool.ended is not None:
+            pool = _pools.get(self._name)
+            if pool is None or pool.ended is not None:
                 return
-            await self._pool.wait_changed(None)
+            await pool.wait_changed(None)
 
     async def channel_ready(self) -> None:
         """Waits until a connection is ready.
 
         Raises:
-            PoolNotFoundError: The pool stopped (it will not become ready).
+            PoolNotFoundError: No pool of the name runs (or it stopped while
+                waiting): nothing would wake the wait.
         """
         while self.get_state() is not grpc.ChannelConnectivity.READY:
-            if self._pool.ended is not None:
-                raise PoolNotFoundError(self._pool.name, self._pool.ended)
-            await self._pool.wait_changed(None)
+            pool = _pools.get(self._name)
+            if pool is None or pool.ended is not None:
+                raise _not_running(self._name)
+            await pool.wait_changed(None)
 
     async def close(self, grace: float | None = None) -> None:
         """Does not stop the pool (``await pool.stop()`` does)."""
@@ -139,39 +158,46 @@ class AioPoolChannel(grpc.aio.Channel):
         await self.close()
 
     def __repr__(self) -> str:
-        return f"<AioPoolChannel {self._pool.name!r} {self.get_state().name}>"
+        return f"<AioPoolChannel {self._name!r} {self.get_state().name}>"
 
 
 class _Routed:
     """A multi-callable of the pool channel: routes each call when it starts."""
 
-    __slots__ = ("_key", "_make", "_pool")
+    __slots__ = ("_key", "_make", "_name")
 
-    def __init__(self, pool: Pool, key: CallableKey) -> None:
-        self._pool = pool
+    def __init__(self, name: str, key: CallableKey) -> None:
+        self._name = name
         self._key = key
         self._make = call_class(key[0])
 
     def __call__(self, request: Any = None, **kwargs: Any) -> Any:
         # request: the request, or the request iterator (None: write() the requests)
-        pool = self._pool
+        pool = _pools.get(self._name)
+        if pool is None:
+            return _FailedCall(PoolCallError.of(_not_running(self._name)))
         if thread_id() != pool._thread:
             raise pool._wrong_loop(running_loop())
         try:
             connection, ticket = admit(pool)
         except NotConnectedError as error:
             if kwargs.get("wait_for_ready"):
-                return _WaitingCall(self, request, kwargs)
+                return _WaitingCall(self, pool, request, kwargs)
             return _FailedCall(PoolCallError.of(error))
         call = self.run(connection, ticket, request, kwargs)
-        return self._make(call, connection, self, request, kwargs)
+        return self._make(call, connection, self, pool, request, kwargs)
 
     def start(
-        self, connection: ReadyConnection, ticket: int, request: Any, kwargs: dict[str, Any]
+        self,
+        connection: ReadyConnection,
+        ticket: int,
+        pool: Pool,
+        request: Any,
+        kwargs: dict[str, Any],
     ) -> Any:
-        """Runs the call on ``connection``; returns the :class:`PoolCall` the caller holds."""
+        """Runs the call on ``connection`` of ``pool``; returns the :class:`PoolCall` the caller holds."""
         call = self.run(connection, ticket, request, kwargs)
-        return self._make(call, connection, self, request, kwargs)
+        return self._make(call, connection, self, pool, request, kwargs)
 
     def run(
         self, connection: ReadyConnection, ticket: int, request: Any, kwargs: dict[str, Any]
@@ -188,6 +214,12 @@ class _Routed:
             raise
         call.add_done_callback(lambda _: connection.end(ticket))
         return call
+
+
+def _not_running(name: str) -> PoolNotFoundError:
+    if held_by(name) == "sync":
+        return PoolNotFoundError(name, running="sync")
+    return PoolNotFoundError(name, PROCESS.ended_pools.get(name))
 
 
 def admit(pool: Pool) -> tuple[ReadyConnection, int]:
@@ -261,8 +293,9 @@ class _FailedCall:
 class _WaitingCall:
     """A ``wait_for_ready`` call made while nothing was ready: waits, then starts."""
 
-    def __init__(self, routed: _Routed, request: Any, kwargs: dict[str, Any]) -> None:
+    def __init__(self, routed: _Routed, pool: Pool, request: Any, kwargs: dict[str, Any]) -> None:
         self._routed = routed
+        self._pool = pool
         self._request = request
         self._kwargs = kwargs
         self._call: Any = None
@@ -270,7 +303,7 @@ class _WaitingCall:
     async def _started(self) -> Any:
         if self._call is not None:
             return self._call
-        pool = self._routed._pool
+        pool = self._pool
         timeout = self._kwargs.get("timeout")
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -287,7 +320,7 @@ class _WaitingCall:
         kwargs = dict(self._kwargs)
         if deadline is not None:
             kwargs["timeout"] = max(0.0, deadline - time.monotonic())
-        self._call = self._routed.start(connection, ticket, self._request, kwargs)
+        self._call = self._routed.start(connection, ticket, pool, self._request, kwargs)
         return self._call
 
     def __await__(self) -> Generator[Any, None, Any]:

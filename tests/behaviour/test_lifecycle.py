@@ -9,7 +9,7 @@ import pytest
 
 from grpcpool.errors import NotConnectedError, PoolCallError, PoolNotFoundError
 from tests.behaviour.backends import Backends, settled
-from tests.behaviour.harness import Driver, differs_on
+from tests.behaviour.harness import Driver
 from tests.behaviour.signals import Event, Signals
 from tests.servers import HOLD
 
@@ -125,12 +125,6 @@ def test_a_wait_for_ready_call_under_way_when_the_pool_stops_fails_at_once(
     assert time.monotonic() - started < 3
 
 
-@differs_on(
-    "asyncio",
-    "an asyncio pool channel (grpcpool.aio.channel(name), pool.channel()) is bound to its "
-    "Pool object, not to the name: a stub kept across a stop and a new pool of the same "
-    "name keeps failing UNAVAILABLE, where the sync pool channel follows the name",
-)
 def test_a_stub_kept_across_a_new_pool_of_the_same_name_answers(
     driver: Driver, backends: Backends
 ) -> None:
