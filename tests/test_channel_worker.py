@@ -22,7 +22,7 @@ from grpcpool.actors._channel_worker import ChannelWorker, Resync
 from grpcpool.actors._health_registry import HealthRegistry
 from grpcpool.actors._parts import PoolParts
 from grpcpool.connection import open_channel_count
-from grpcpool.connection._machine_types import Connectivity, ConnectTimeout, Effect, Schedule
+from grpcpool.connection._machine_types import Connectivity, ConnectTimeout, Event
 from grpcpool.core._reports import WorkerGone, WorkerReport
 from tests.events import EventLog
 from tests.pools import free_port
@@ -51,10 +51,10 @@ class InspectableWorker(ChannelWorker):
 class FailingStartWorker(ChannelWorker):
     """A ChannelWorker whose start fails right after its channel is open."""
 
-    def _run(self, effect: Effect) -> None:
-        if isinstance(effect, Schedule) and isinstance(effect.event, ConnectTimeout):
+    def schedule(self, delay: float, event: Event) -> None:
+        if isinstance(event, ConnectTimeout):
             raise RuntimeError("start failed on purpose")
-        super()._run(effect)
+        super().schedule(delay, event)
 
 
 class RecordingRegistry(HealthRegistry):

@@ -23,34 +23,28 @@ import logging
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, assert_never
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import pykka
 
 from grpcpool.actors._parts import send_to_registry
 from grpcpool.connection._announce import announce
+from grpcpool.connection._driving import carry_out
 from grpcpool.connection._health import check_error, start_check
 from grpcpool.connection._machine import step, takes_repin
 from grpcpool.connection._machine_types import (
-    CancelTimers,
     CheckDone,
     CheckRequested,
     Connectivity,
-    Effect,
     Emit,
     Event,
     Log,
-    OpenChannel,
-    ReleaseChannel,
     Repin,
     Report,
     Resync,
-    Schedule,
     Start,
-    StartCheck,
     Stop,
-    WatchChannel,
     initial_state,
 )
 from grpcpool.connection._watcher import ConnectivityCallback, watch
@@ -143,35 +137,21 @@ class ChannelWorker(SupervisedActor):
 
     def _step(self, event: Event) -> None:
         self._state, effects = step(self._state, event, time.monotonic())
-        for effect in effects:
-            self._run(effect)
+        carry_out(self, effects)
 
-    def _run(self, effect: Effect) -> None:
-        match effect:
-            case OpenChannel():
-                self._open(effect.generation)
-            case WatchChannel():
-                self._watch_again(effect.generation)
-            case ReleaseChannel():
-                self._release(drain=effect.drain)
-            case StartCheck():
-                self._start_check(effect.generation, effect.timeout)
-            case Schedule():
-                self._timers = {timer for timer in self._timers if not timer.done}
-                self._timers.add(send_after(effect.delay, self.actor_ref, effect.event))
-            case CancelTimers():
-                self._cancel_timers()
-            case Report():
-                self._report(effect)
-            case Emit() | Log():
-                announce(effect, self._parts.name, self._worker_id, _log)
-            case _:
-                assert_never(effect)
+    # --- the WorkerDriver methods (connection._driving) ---------------------------------
 
-    def _open(self, generation: int) -> None:
+    def schedule(self, delay: float, event: Event) -> None:
+        self._timers = {timer for timer in self._timers if not timer.done}
+        self._timers.add(send_after(delay, self.actor_ref, event))
+
+    def announce(self, effect: Emit | Log) -> None:
+        announce(effect, self._parts.name, self._worker_id, _log)
+
+    def open_channel(self, generation: int) -> None:
         self._connection = self._parts.channels.open(self._on_state(generation), self._address)
 
-    def _watch_again(self, generation: int) -> None:
+    def watch_channel(self, generation: int) -> None:
         """Watches the same channel under a new generation; the old watch's news is stale."""
         connection = self._connection
         assert connection is not None, "a reconnect needs a channel"
@@ -191,7 +171,7 @@ class ChannelWorker(SupervisedActor):
 
         return on_state
 
-    def _release(self, *, drain: bool) -> None:
+    def release_channel(self, *, drain: bool) -> None:
         """Retires the channel (it closes when its last call ends) or closes it now."""
         connection, self._connection = self._connection, None
         if connection is None:
@@ -204,7 +184,7 @@ class ChannelWorker(SupervisedActor):
         else:
             self._parts.channels.close(connection)
 
-    def _start_check(self, generation: int, timeout: float) -> None:
+    def start_check(self, generation: int, timeout: float) -> None:
         connection = self._connection
         assert connection is not None, "a check needs a channel"
         me = self.actor_ref
@@ -220,7 +200,7 @@ class ChannelWorker(SupervisedActor):
 
         start_check(connection.channel, self._connection_config.health_service, timeout, on_done)
 
-    def _report(self, effect: Report) -> None:
+    def report(self, effect: Report) -> None:
         connection = self._connection if effect.ready else None
         channel = connection.channel if connection is not None else None
         report = WorkerReport(
@@ -248,7 +228,7 @@ class ChannelWorker(SupervisedActor):
 
         return suspect
 
-    def _cancel_timers(self) -> None:
+    def cancel_timers(self) -> None:
         for timer in self._timers:
             timer.cancel()
         self._timers.clear()
@@ -269,5 +249,5 @@ class ChannelWorker(SupervisedActor):
             try:
                 self._step(Stop())
             finally:
-                self._cancel_timers()
-                self._release(drain=True)
+                self.cancel_timers()
+                self.release_channel(drain=True)

@@ -21,35 +21,19 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, assert_never
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from grpcpool.connection import _machine_types as machine
 from grpcpool.connection import channel_credentials, channel_options
 from grpcpool.connection._announce import announce
 from grpcpool.connection._calls import CallLedger
+from grpcpool.connection._driving import carry_out
 from grpcpool.connection._health import check_verdict
 from grpcpool.connection._machine import step, takes_repin
-from grpcpool.connection._machine_types import (
-    CancelTimers,
-    CheckDone,
-    CheckRequested,
-    Connectivity,
-    Effect,
-    Emit,
-    Event,
-    Log,
-    OpenChannel,
-    ReleaseChannel,
-    Repin,
-    Report,
-    Schedule,
-    Start,
-    StartCheck,
-    WatchChannel,
-    initial_state,
-)
+from grpcpool.connection._machine_types import Emit, Event, Log, Report
 
 if TYPE_CHECKING:
     from grpcpool.tasks._pool import TaskPool as Pool
@@ -73,7 +57,7 @@ class Worker:
         self.worker_id = worker_id
         self.address = address
         self._config = pool.config.connection
-        self._state = initial_state(self._config)
+        self._state = machine.initial_state(self._config)
         self._events: asyncio.Queue[Event] = asyncio.Queue()
         self._channel: grpc.aio.Channel | None = None
         # The calls in flight on _channel through the pool channel.
@@ -96,7 +80,7 @@ class Worker:
             # With a resolver of its own the pool never connects to
             # host:port: a worker started before the first answer waits.
             waits = self.address is None and self.pool.config.endpoint.resolver is not None
-            self._step(Start(await_address=waits))
+            self._step(machine.Start(await_address=waits))
             while self._state.phase != "stopped":
                 self._step(await self._events.get())
         except asyncio.CancelledError:
@@ -119,52 +103,44 @@ class Worker:
     # --- running the machine ------------------------------------------------------
 
     def _step(self, event: Event) -> None:
-        if isinstance(event, Repin) and takes_repin(self._state):
+        if isinstance(event, machine.Repin) and takes_repin(self._state):
             self.address = event.address
         self._state, effects = step(self._state, event, time.monotonic())
-        for effect in effects:
-            self._run(effect)
+        carry_out(self, effects)
 
-    def _run(self, effect: Effect) -> None:
-        match effect:
-            case OpenChannel():
-                self._open(effect.generation)
-            case WatchChannel():
-                self._start_watch(effect.generation)
-            case ReleaseChannel():
-                self._release(drain=effect.drain)
-            case StartCheck():
-                self._start_check(effect.generation, effect.timeout)
-            case Schedule():
-                loop = asyncio.get_running_loop()
-                self._timers = {t for t in self._timers if not t.cancelled()}
-                self._timers.add(loop.call_later(effect.delay, self.tell, effect.event))
-            case CancelTimers():
-                for timer in self._timers:
-                    timer.cancel()
-                self._timers.clear()
-            case Report():
-                ready = effect.ready and self._channel is not None
-                self.pool._report(
-                    self,
-                    state=effect.state,
-                    reconnect_attempt=effect.reconnect_attempt,
-                    last_error=effect.last_error,
-                    channel=self._channel if ready else None,
-                    suspect=self._suspect(self._state.generation) if ready else None,
-                    ledger=self._ledger if ready else None,
-                )
-            case Emit() | Log():
-                announce(effect, self.pool.name, self.worker_id, _log)
-            case _:
-                assert_never(effect)
+    # --- the WorkerDriver methods (connection._driving) ---------------------------------
+
+    def schedule(self, delay: float, event: Event) -> None:
+        loop = asyncio.get_running_loop()
+        self._timers = {t for t in self._timers if not t.cancelled()}
+        self._timers.add(loop.call_later(delay, self.tell, event))
+
+    def cancel_timers(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+
+    def report(self, effect: Report) -> None:
+        ready = effect.ready and self._channel is not None
+        self.pool._report(
+            self,
+            state=effect.state,
+            reconnect_attempt=effect.reconnect_attempt,
+            last_error=effect.last_error,
+            channel=self._channel if ready else None,
+            suspect=self._suspect(self._state.generation) if ready else None,
+            ledger=self._ledger if ready else None,
+        )
+
+    def announce(self, effect: Emit | Log) -> None:
+        announce(effect, self.pool.name, self.worker_id, _log)
 
     def _suspect(self, generation: int) -> Callable[[], None]:
-        return lambda: self.tell(CheckRequested(generation))
+        return lambda: self.tell(machine.CheckRequested(generation))
 
     # --- channels -----------------------------------------------------------------
 
-    def _open(self, generation: int) -> None:
+    def open_channel(self, generation: int) -> None:
         config = self.pool.config
         options = channel_options(config, self.address)
         credentials = channel_credentials(config)
@@ -181,9 +157,9 @@ class Worker:
             )
         self._ledger = CallLedger()
         self.pool._opened(self._channel)
-        self._start_watch(generation)
+        self.watch_channel(generation)
 
-    def _start_watch(self, generation: int) -> None:
+    def watch_channel(self, generation: int) -> None:
         if self._watch is not None:
             self._watch.cancel()
         channel = self._channel
@@ -196,13 +172,13 @@ class Worker:
         """Tells the machine each connectivity state of ``channel`` (the state as it is first)."""
         state = channel.get_state(try_to_connect=True)
         while True:
-            self.tell(Connectivity(generation, state))
+            self.tell(machine.Connectivity(generation, state))
             if state is grpc.ChannelConnectivity.SHUTDOWN:
                 return
             await channel.wait_for_state_change(state)
             state = channel.get_state(try_to_connect=False)
 
-    def _release(self, *, drain: bool) -> None:
+    def release_channel(self, *, drain: bool) -> None:
         if self._watch is not None:
             self._watch.cancel()
             self._watch = None
@@ -217,12 +193,12 @@ class Worker:
         self._timers.clear()
         for check in self._checks:
             check.cancel()
-        self._release(drain=True)
+        self.release_channel(drain=True)
         self.pool._gone(self)
 
     # --- health checks ----------------------------------------------------------------
 
-    def _start_check(self, generation: int, timeout: float) -> None:
+    def start_check(self, generation: int, timeout: float) -> None:
         channel = self._channel
         assert channel is not None, "a check needs a channel"
         check = asyncio.get_running_loop().create_task(self._check(channel, generation, timeout))
@@ -242,7 +218,7 @@ class Worker:
             raise
         except Exception as error:  # any failure is the check's answer
             verdict = check_verdict(error, None)
-        self.tell(CheckDone(generation, started, verdict))
+        self.tell(machine.CheckDone(generation, started, verdict))
 
     def __repr__(self) -> str:
         return f"<aio Worker {self.pool.name!r}/{self.worker_id} {self._state.phase}>"
