@@ -16,13 +16,16 @@ the error, the asyncio claim and release, and which kind holds a name.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Literal, Protocol
 
 from grpcpool._process import ENDED_POOLS_KEPT, PROCESS
 from grpcpool.errors import ConfigError, shorten
 
-if TYPE_CHECKING:
-    from grpcpool.tasks._pool import TaskPool as AioPool
+
+class AioPool(Protocol):
+    """An asyncio pool as the name table sees it (``grpcpool.tasks.TaskPool``): its name."""
+
+    name: str
 
 __all__ = [
     "Kind",

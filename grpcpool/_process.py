@@ -29,13 +29,7 @@ import collections
 import os
 import threading
 import weakref
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from grpcpool._timer import Scheduler
-    from grpcpool.actors._entry import ForkedPool, PoolEntry
-    from grpcpool.connection._watcher import Watcher
-    from grpcpool.tasks._pool import TaskPool as AioPool
+from typing import Any
 
 __all__ = ["ENDED_POOLS_KEPT", "PROCESS", "ProcessState", "fork_safe_lock"]
 
@@ -75,15 +69,19 @@ class ProcessState:
     def __init__(self) -> None:
         self.lock = threading.RLock()
         self.pools_changed = threading.Condition(self.lock)
-        self.pools: dict[str, PoolEntry] = {}
-        self.aio_pools: dict[str, AioPool] = {}
-        self.forked_pools: dict[str, ForkedPool] = {}
+        # The objects below belong to the layers above this module, which type
+        # them where they use them (actors._entry.PoolEntry and ForkedPool,
+        # tasks.TaskPool, _timer.Scheduler, connection._watcher.Watcher): this
+        # module holds them for the fork hooks and may not import their kinds.
+        self.pools: dict[str, Any] = {}
+        self.aio_pools: dict[str, Any] = {}
+        self.forked_pools: dict[str, Any] = {}
         self.ended_pools: collections.OrderedDict[str, str] = collections.OrderedDict()
         self.default_supervisor: Any | None = None
         self.default_lock = threading.RLock()
         self.roots: list[Any] = []
-        self.scheduler: Scheduler | None = None
-        self.watcher: Watcher | None = None
+        self.scheduler: Any = None
+        self.watcher: Any = None
         self.open_channels: set[Any] = set()
         self.channels_lock = threading.Lock()
         self.inherited: list[Any] = []

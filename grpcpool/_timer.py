@@ -142,7 +142,7 @@ class Scheduler:
 
 def _scheduler() -> Scheduler:
     # Read without the lock on the hot path; created once under it.
-    scheduler = PROCESS.scheduler
+    scheduler: Scheduler | None = PROCESS.scheduler
     if scheduler is None:
         with PROCESS.lock:
             scheduler = PROCESS.scheduler

@@ -42,7 +42,9 @@ from grpcpool.errors import ConfigError, shorten
 from grpcpool.strategy import Strategy, resolve_strategy
 
 __all__ = [
+    "FORKED_POOLS",
     "GET_CHANNEL_EVENT",
+    "POOLS",
     "ForkedPool",
     "PoolEntry",
     "attach",
@@ -212,6 +214,13 @@ class PoolEntry:
 # --- the table ---------------------------------------------------------------------
 
 
+#: The table of sync pools by name (``PROCESS.pools``, typed here), and the
+#: parent's pools a forked child starts again on first use; both are cleared
+#: in place after a fork, so these references stay valid.
+POOLS: dict[str, PoolEntry] = PROCESS.pools
+FORKED_POOLS: dict[str, ForkedPool] = PROCESS.forked_pools
+
+
 def forget_forked(name: str, reason: str) -> None:
     """Drops the parent's pool ``name`` from what this forked process restarts.
 
@@ -220,7 +229,7 @@ def forget_forked(name: str, reason: str) -> None:
     Waits for a lazy start of ``name`` under way, which then stops normally.
     """
     with PROCESS.default_lock:
-        if PROCESS.forked_pools.pop(name, None) is None:
+        if FORKED_POOLS.pop(name, None) is None:
             return
         with PROCESS.lock:
             remember_ended(name, shorten(reason))
@@ -248,7 +257,7 @@ def claim(
         ConfigError: Another pool, sync or asyncio, holds the name.
     """
     with PROCESS.pools_changed:
-        current = PROCESS.pools.get(name)
+        current = POOLS.get(name)
         if current is not None:
             owner = current.owner
             if current.token is token and (owner is None or not owner.is_alive()):
@@ -259,7 +268,7 @@ def claim(
         PROCESS.pools[name] = entry
         # Only now: a reader that finds no entry still finds why it ended.
         PROCESS.ended_pools.pop(name, None)
-        PROCESS.forked_pools.pop(name, None)
+        FORKED_POOLS.pop(name, None)
         PROCESS.pools_changed.notify_all()
         return entry
 
@@ -294,7 +303,7 @@ def release(entry: PoolEntry, reason: str) -> None:
     """
     reason = shorten(reason)
     with PROCESS.pools_changed:
-        if PROCESS.pools.get(entry.name) is entry:
+        if POOLS.get(entry.name) is entry:
             # Recorded before the entry leaves: a reader that misses the
             # entry finds the reason (dict operations are atomic).
             remember_ended(entry.name, reason)
@@ -304,12 +313,12 @@ def release(entry: PoolEntry, reason: str) -> None:
             if entry.ended is None:
                 entry.ended = reason
             entry.changed.notify_all()
-    if PROCESS.pools.get(entry.name) is None:
+    if POOLS.get(entry.name) is None:
         state_changed(entry.name, connectivity_of(None))
 
 
 def release_token(name: str, token: object, reason: str) -> None:
     """Releases the entry of ``name`` if the child spec behind ``token`` owns it."""
-    entry = PROCESS.pools.get(name)
+    entry = POOLS.get(name)
     if entry is not None and entry.token is token:
         release(entry, reason)

@@ -8,6 +8,7 @@ import grpc
 from grpcpool._names import held_by
 from grpcpool._process import PROCESS
 from grpcpool._status import PoolStatus
+from grpcpool.actors._entry import POOLS as SYNC_POOLS
 from grpcpool.api._aio_channel import AioPoolChannel
 from grpcpool.config import DEFAULT_POOL_NAME
 from grpcpool.errors import PoolNotFoundError
@@ -99,7 +100,7 @@ def status(name: str = DEFAULT_POOL_NAME) -> PoolStatus:
     found = POOLS.get(name)
     if found is not None:
         return found.status()
-    entry = PROCESS.pools.get(name)  # a sync pool: its view answers from any thread
+    entry = SYNC_POOLS.get(name)  # a sync pool: its view answers from any thread
     if entry is not None:
         return entry.status()
     raise _not_found(name)

@@ -35,7 +35,7 @@ import grpc
 from grpcpool import _connectivity
 from grpcpool._config_checks import check_pool_name
 from grpcpool._process import PROCESS
-from grpcpool.actors._entry import PoolEntry
+from grpcpool.actors._entry import POOLS, PoolEntry
 from grpcpool.api._table import lookup
 from grpcpool.config import DEFAULT_POOL_NAME
 from grpcpool.core._ready import CallableKey, ReadyConnection, callable_key
@@ -173,7 +173,7 @@ class PoolChannel(grpc.Channel):
         _connectivity.unsubscribe(self._name, callback)
 
     def _state(self) -> grpc.ChannelConnectivity:
-        entry = PROCESS.pools.get(self._name)
+        entry = POOLS.get(self._name)
         return connectivity_of(entry.view if entry is not None else None)
 
     def close(self) -> None:

@@ -23,7 +23,7 @@ from grpcpool._config_checks import check_pool_name
 from grpcpool._future import LazyFuture, ResolvedFuture
 from grpcpool._process import PROCESS
 from grpcpool._status import PoolStatus
-from grpcpool.actors._entry import GET_CHANNEL_EVENT, PoolEntry, forget_forked, release
+from grpcpool.actors._entry import GET_CHANNEL_EVENT, POOLS, PoolEntry, forget_forked, release
 from grpcpool.actors._pool_supervisor import PoolSupervisorProxy, pool_supervisor_proxy
 from grpcpool.api._pool_channel import PoolChannel
 from grpcpool.api._table import lookup, start_default, stop_default_if_idle
@@ -32,6 +32,7 @@ from grpcpool.config import DEFAULT_POOL_NAME, Config
 from grpcpool.errors import GrpcPoolError, PoolNotFoundError, PoolTimeoutError
 from grpcpool.strategy import strategy_name
 from grpcpool.supervisor._proxy import supervisor_proxy
+from grpcpool.tasks import TaskPool
 
 __all__ = [
     "PoolProxy",
@@ -160,7 +161,7 @@ class PoolProxy:
     def __repr__(self) -> str:
         # Read the table directly: a repr must not start a forked child's
         # pool (lookup would) nor raise.
-        entry = PROCESS.pools.get(self.name)
+        entry = POOLS.get(self.name)
         if entry is None:
             if self.name in PROCESS.aio_pools:
                 return f"<PoolProxy {self.name!r}: the name is an asyncio pool's>"
@@ -304,7 +305,7 @@ def status(name: str = DEFAULT_POOL_NAME) -> PoolStatus:
 
 
 def _status(name: str) -> PoolStatus:
-    aio_pool = PROCESS.aio_pools.get(name)
+    aio_pool: TaskPool | None = PROCESS.aio_pools.get(name)
     if aio_pool is not None:
         return aio_pool.status()
     return lookup(name).status()

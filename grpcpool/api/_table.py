@@ -6,7 +6,7 @@ from __future__ import annotations
 import pykka
 
 from grpcpool._process import PROCESS
-from grpcpool.actors._entry import FORK_ADVICE, PoolEntry, forget_forked
+from grpcpool.actors._entry import FORK_ADVICE, FORKED_POOLS, POOLS, PoolEntry, forget_forked
 from grpcpool.actors._pool_spec import PoolSpec
 from grpcpool.config import Config
 from grpcpool.errors import NotConnectedError, PoolNotFoundError
@@ -33,7 +33,7 @@ def lookup(name: str) -> PoolEntry:
         NotConnectedError: The parent's pool could not be started again in
             this forked process.
     """
-    entry = PROCESS.pools.get(name)
+    entry = POOLS.get(name)
     if entry is None:
         if name in PROCESS.forked_pools:
             return _start_forked(name)
@@ -55,23 +55,23 @@ def _start_forked(name: str) -> PoolEntry:
     stays stopped.
     """
     with PROCESS.default_lock:
-        entry = PROCESS.pools.get(name)
+        entry = POOLS.get(name)
         if entry is not None:
             return entry  # another thread started it first
-        forked = PROCESS.forked_pools.get(name)
+        forked = FORKED_POOLS.get(name)
         if forked is None:  # stopped (or started and ended) meanwhile
             raise PoolNotFoundError(name, PROCESS.ended_pools.get(name))
         try:
             start_default(forked.sized_config(), name)
         except Exception as error:
-            entry = PROCESS.pools.get(name)
+            entry = POOLS.get(name)
             if entry is not None:  # started meanwhile by other means (its own supervisor)
                 return entry
             reason = f"could not start again after os.fork(): {type(error).__name__}"
             forget_forked(name, reason)
             # The cause is chained, not quoted: its text is not ours to echo.
             raise NotConnectedError(name, f"{reason}; {FORK_ADVICE}") from error
-    entry = PROCESS.pools.get(name)
+    entry = POOLS.get(name)
     if entry is None:  # ended as soon as it started
         raise PoolNotFoundError(name, PROCESS.ended_pools.get(name))
     return entry

@@ -351,7 +351,7 @@ def _unsubscribe(watch: Watch) -> None:
 
 def get_watcher() -> Watcher:
     """The process's watcher, created on first use (and afresh in a forked child)."""
-    watcher = PROCESS.watcher
+    watcher: Watcher | None = PROCESS.watcher
     if watcher is None:
         with PROCESS.lock:
             watcher = PROCESS.watcher
