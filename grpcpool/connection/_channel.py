@@ -195,7 +195,8 @@ class PoolChannels:
         try:
             interceptors = config.endpoint.interceptors
             channel = grpc.intercept_channel(raw, *interceptors) if interceptors else raw
-            return Connection(raw, channel, watch(raw, on_state, try_to_connect=True))
+            watched = watch(raw, on_state, try_to_connect=True, target=target)
+            return Connection(raw, channel, watched)
         except BaseException:
             _close(raw)
             raise
