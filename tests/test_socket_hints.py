@@ -71,9 +71,7 @@ def heard(hints: SocketHints, timeout: float = WAIT) -> bool:
     return False
 
 
-def test_connections_to_a_watched_port_are_held(
-    hints: SocketHints, loopback: Loopback
-) -> None:
+def test_connections_to_a_watched_port_are_held(hints: SocketHints, loopback: Loopback) -> None:
     """A scan holds every client end connected to the port, and only those: not the
     listener, not the server ends (whose peer is a client's port), not twice."""
     for _ in range(3):
@@ -84,9 +82,7 @@ def test_connections_to_a_watched_port_are_held(
     assert hints.holding == 3
 
 
-def test_connections_to_other_ports_are_left_alone(
-    hints: SocketHints, loopback: Loopback
-) -> None:
+def test_connections_to_other_ports_are_left_alone(hints: SocketHints, loopback: Loopback) -> None:
     """Nothing is held for a port no connection goes to."""
     loopback.connect()
     assert hints.scan({1}) == 0  # tcpmux: nothing here connects to it
@@ -143,9 +139,7 @@ def test_wake_ends_a_wait_without_a_hang_up(hints: SocketHints) -> None:
     assert time.monotonic() - started < WAIT / 2
 
 
-def test_letting_go_of_all_closes_every_duplicate(
-    hints: SocketHints, loopback: Loopback
-) -> None:
+def test_letting_go_of_all_closes_every_duplicate(hints: SocketHints, loopback: Loopback) -> None:
     """let_go_all() (the watcher thread ending) lets every held connection go."""
     for _ in range(2):
         loopback.connect()

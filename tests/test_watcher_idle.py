@@ -13,10 +13,11 @@ from collections.abc import Callable, Iterator
 import grpc
 import pytest
 
-from grpcpool.connection import _sockets, watch
+from grpcpool.connection import _sockets, start_check, watch
 from grpcpool.connection._pace import IDLE_PERIOD, MIN_PERIOD
 from grpcpool.connection._watch import Watch
 from grpcpool.connection._watcher import Watcher, get_watcher
+from tests.pools import free_port
 from tests.servers import EchoProcess, EchoServer
 from tests.waiting import wait_for
 
@@ -65,7 +66,9 @@ def watched() -> Iterator[Callable[[int, int], list[Follower]]]:
         followers = []
         for _ in range(n):
             target = f"127.0.0.1:{port}"
-            channel = grpc.insecure_channel(target, options=(("grpc.use_local_subchannel_pool", 1),))
+            channel = grpc.insecure_channel(
+                target, options=(("grpc.use_local_subchannel_pool", 1),)
+            )
             follower = Follower()
             channels.append(channel)
             handles.append(watch(channel, follower, target=target))
@@ -132,13 +135,17 @@ def test_a_server_stopping_gracefully_is_heard_at_once_while_idle(
     server = EchoServer(with_health=False)
     try:
         followers = watched(server.port, 4)
-        wait_idle(get_watcher())
+        watcher = get_watcher()
+        wait_idle(watcher)
+        assert watcher.hints is not None
+        hangups = watcher.hints.hangups
         stopped = time.monotonic()
         server.stop(1.0)
         seen = [follower.wait_left() - stopped for follower in followers]
     finally:
         server.stop()
     assert max(seen) < HEARD_WITHIN, seen
+    assert watcher.hints.hangups >= hangups + 4
 
 
 def test_a_closed_channels_connection_is_let_go(
@@ -206,3 +213,23 @@ def test_without_the_kernels_news_the_watcher_keeps_sweeping_fast(
         handle.cancel()
         channel.close()
     wait_for(lambda: watcher.watching == 0, WAIT)
+
+
+def test_a_failed_health_check_hurries_the_watcher(
+    echo_server: EchoServer, watched: Callable[[int, int], list[Follower]]
+) -> None:
+    """A health check that fails is news the kernel does not give (a server going
+    away gracefully under running calls): the idle watcher sweeps fast again."""
+    watched(echo_server.port, 2)
+    watcher = get_watcher()
+    wait_idle(watcher)
+    nowhere = grpc.insecure_channel(f"127.0.0.1:{free_port()}")
+    done = threading.Event()
+    try:
+        before = watcher.sweeps
+        start_check(nowhere, "", 5.0, lambda call: done.set())
+        assert done.wait(WAIT)
+        # Idle, at most one sweep would come in this time; hurried, several.
+        wait_for(lambda: watcher.sweeps >= before + 3, IDLE_PERIOD * 0.9)
+    finally:
+        nowhere.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from grpcpool.connection._pace import (
@@ -36,7 +38,7 @@ def test_settled_channels_slow_down_by_doubling_up_to_the_idle_period() -> None:
     pace = Pace()
     pauses = settle(pace, 12)
     assert pauses[:3] == [MIN_PERIOD * GROWTH, MIN_PERIOD * GROWTH**2, MIN_PERIOD * GROWTH**3]
-    assert all(b == min(IDLE_PERIOD, a * GROWTH) for a, b in zip(pauses, pauses[1:], strict=False))
+    assert all(b == min(IDLE_PERIOD, a * GROWTH) for a, b in itertools.pairwise(pauses))
     assert pauses[-1] == IDLE_PERIOD
     assert pace.idle
     # Long enough to save the sweeps, short enough that the backstop still comes.

@@ -13,6 +13,8 @@ from collections.abc import Callable
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from grpcpool.connection._watcher import get_watcher
+
 __all__ = ["check_error", "health_check_method", "start_check", "status_code"]
 
 
@@ -34,8 +36,15 @@ def start_check(
     """
     request = health_pb2.HealthCheckRequest(service=service)
     call = health_check_method(channel).future(request, timeout=timeout)
+    call.add_done_callback(_hurry_if_failed)
     call.add_done_callback(on_done)
     return call
+
+
+def _hurry_if_failed(call: grpc.Future[health_pb2.HealthCheckResponse]) -> None:
+    """A check that failed is news for the connectivity watcher (see Watcher.hurry)."""
+    if call.exception() is not None:
+        get_watcher().hurry()
 
 
 def health_check_method(

@@ -29,13 +29,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import resource
 import select
 import socket
 import threading
 from collections import Counter
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Mapping
 from typing import NamedTuple
 
 __all__ = ["Sleeper", "SocketHints", "target_port"]
@@ -48,6 +49,16 @@ _SOCKET_LINK = "socket:["
 # reported. One shot: the duplicate is let go after its first event anyway.
 _HANG_UP = getattr(select, "EPOLLRDHUP", 0) | getattr(select, "EPOLLONESHOT", 0)
 _TCP = (socket.AF_INET, socket.AF_INET6)
+
+# Seconds between two looks for new connections in /proc/self/fd after a
+# watched channel became READY (or a held one hung up: grpcio may have made
+# another) ...
+LOOK_INTERVAL = 0.1
+# ... and while some ready channel's connection is not held (it may be one no
+# look can find, a proxy's say: not too often, then).
+SHORTFALL_LOOK_INTERVAL = 5.0
+# Seconds between two audits of the held duplicates while idle.
+AUDIT_INTERVAL = 10.0
 
 
 class _Held(NamedTuple):
@@ -88,6 +99,10 @@ class SocketHints:
         self._foreign: set[str] = set()
         # A process near its descriptor limit must not run out because of us.
         self._room = resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 2
+        # When to look for new connections next (inf: no need), and last did.
+        self._look_at = math.inf
+        self._looked_at = -math.inf
+        self._audit_at = 0.0
         self.hangups = 0
 
     @classmethod
@@ -130,6 +145,35 @@ class SocketHints:
                 self.hangups += 1
                 hung_up = True
         return hung_up
+
+    def look_soon(self, interval: float = LOOK_INTERVAL) -> None:
+        """Asks for a :meth:`scan` ``interval`` seconds after the last one, at the latest."""
+        self._look_at = min(self._look_at, self._looked_at + interval)
+
+    def look_if_due(self, now: float, ports: Callable[[], Collection[int]]) -> None:
+        """Scans for connections to ``ports()`` if a look asked for is due."""
+        if now < self._look_at:
+            return
+        self._look_at, self._looked_at = math.inf, now
+        wanted = ports()
+        if wanted:
+            self.scan(wanted)
+
+    def hold_all(self, ready: Mapping[int, int]) -> bool:
+        """Whether as many connections are held per port as ``ready`` counts channels.
+
+        If not, a look is asked for (some connection was not found yet).
+        """
+        if all(self._ports[port] >= count for port, count in ready.items()):
+            return True
+        self.look_soon(SHORTFALL_LOOK_INTERVAL)
+        return False
+
+    def audit_if_due(self, now: float) -> None:
+        """:meth:`audit`, at most once per :data:`AUDIT_INTERVAL`."""
+        if now >= self._audit_at:
+            self._audit_at = now + AUDIT_INTERVAL
+            self.audit()
 
     def held(self, port: int) -> int:
         """How many connections to ``port`` are held (would be heard hanging up)."""

@@ -29,7 +29,6 @@ that no thread is inside grpcio when the process is copied.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import threading
 import time
@@ -65,14 +64,6 @@ STATES: dict[int, grpc.ChannelConnectivity] = {
 }
 _READY = grpc.ChannelConnectivity.READY
 
-# Seconds between two looks for new connections in /proc/self/fd after a
-# channel became READY, and while some ready channel's connection is not
-# held (it may be one no look can find: a proxy's, say).
-SCAN_INTERVAL = 0.1
-SHORTFALL_SCAN_INTERVAL = 5.0
-# Seconds between two audits of the held duplicates while idle.
-AUDIT_INTERVAL = 5.0
-
 
 class Watcher:
     """The process's connectivity watcher: a set of watches and the thread that checks them.
@@ -93,6 +84,7 @@ class Watcher:
         self._sweep_order: tuple[Watch, ...] | None = ()
         self._fresh: list[Watch] = []
         self._thread: threading.Thread | None = None
+        self._hurried = False
         # The port each channel watched with a target connects to.
         self._ports: weakref.WeakKeyDictionary[grpc.Channel, int] = weakref.WeakKeyDictionary()
         # Held for a whole sweep; reentrant, so a callback can cancel a watch.
@@ -105,10 +97,6 @@ class Watcher:
         # Used by the thread alone from here on (but for wake()).
         self._hints = SocketHints.create()
         self._sleeper: SocketHints | Sleeper = self._hints or Sleeper()
-        # When to look for new connections next (inf: no need), and last did.
-        self._scan_at = math.inf
-        self._scanned_at = -math.inf
-        self._audit_at = 0.0
 
     # --- watching -----------------------------------------------------------------
 
@@ -167,6 +155,20 @@ class Watcher:
         with self._sweep_lock:
             watch._cancelled = True
         self._forget(watch)
+
+    def hurry(self) -> None:
+        """Sweeps now, and fast until everything settles again: news the kernel did not give.
+
+        A failed health check is such news: a server going away gracefully
+        while calls run on a connection tells grpcio (GOAWAY) long before the
+        socket hangs up, and other connections to it are likely in the same
+        state.
+        """
+        with self._condition:
+            if not self._watches:
+                return
+            self._hurried = True
+        self._sleeper.wake()
 
     def _forget(self, watch: Watch) -> None:
         with self._condition:
@@ -240,6 +242,10 @@ class Watcher:
                     if self._hints is not None:
                         self._hints.let_go_all()
                     return
+                if self._hurried:
+                    self._hurried = False
+                    self._pace.hurry()
+                    next_sweep = 0.0
                 wait = next_sweep - time.monotonic()
                 if self._fresh:
                     batch, self._fresh, full = tuple(self._fresh), [], False
@@ -251,12 +257,16 @@ class Watcher:
                     batch = ()
             if batch:
                 next_sweep = self._sweep(batch, full, next_sweep)
-            elif self._sleeper.wait(wait):  # a held connection hung up
+            elif self._sleeper.wait(wait) and self._hints is not None:
+                # A held connection hung up; grpcio may have replaced it with
+                # one made unseen between two sweeps.
                 self._pace.hurry()
                 next_sweep = 0.0
+                self._hints.look_soon()
 
     def _sweep(self, batch: tuple[Watch, ...], full: bool, next_sweep: float) -> float:
         """Checks every watch of ``batch``; returns when the next full sweep is due."""
+        hints = self._hints
         ready: Counter[int] = Counter()  # ready channels by port
         changed = unsettled = False
         with self._sweep_lock:
@@ -267,56 +277,34 @@ class Watcher:
                     continue
                 if self._check(watch):
                     changed = True
-                    if watch._last is _READY:  # a new connection to hold
-                        self._scan_soon(SCAN_INTERVAL)
+                    if watch._last is _READY and hints is not None:
+                        hints.look_soon()  # a new connection to hold
                 if watch._last is _READY and watch.port is not None:
                     ready[watch.port] += 1
                 elif not watch._cancelled:
                     unsettled = True
             cost = time.thread_time() - started - self._callback_time
             now = time.monotonic()
-            if now >= self._scan_at:
-                self._scan(now)
+            if hints is not None:
+                hints.look_if_due(now, self._watched_ports)
         if not full:
             # New watches: their channels are connecting.
             self._pace.hurry()
             return min(next_sweep, now + MIN_PERIOD)
-        settled = not unsettled and self._held_all(ready)
+        settled = not unsettled and hints is not None and hints.hold_all(ready)
         # Callbacks are left out of the cost: they run on changes only, and a
         # burst of them (every channel of a lost server) must not slow the
         # sweeps that follow it.
         period = self._pace.after_sweep(cost, changed=changed, settled=settled)
         self.sweeps += 1
-        if self._hints is not None and self._pace.idle and now >= self._audit_at:
-            self._audit_at = now + AUDIT_INTERVAL
+        if hints is not None and self._pace.idle:
             with self._sweep_lock:
-                self._hints.audit()
+                hints.audit_if_due(now)
         return now + period
 
-    def _held_all(self, ready: Counter[int]) -> bool:
-        """Whether every ready channel's connection is held; if not, looks again later."""
-        hints = self._hints
-        if hints is None:
-            return False
-        if all(hints.held(port) >= count for port, count in ready.items()):
-            return True
-        # Maybe one no look finds (a proxy's, say): not too often, then.
-        self._scan_soon(SHORTFALL_SCAN_INTERVAL)
-        return False
-
-    def _scan_soon(self, interval: float) -> None:
-        """Looks for new connections ``interval`` seconds after the last look, at the latest."""
-        self._scan_at = min(self._scan_at, self._scanned_at + interval)
-
-    def _scan(self, now: float) -> None:
-        """Holds the connections of watched channels not held yet (under the sweep lock)."""
-        self._scan_at, self._scanned_at = math.inf, now
-        if self._hints is None:
-            return
+    def _watched_ports(self) -> set[int]:
         with self._condition:
-            ports = {watch.port for watch in self._watches if watch.port is not None}
-        if ports:
-            self._hints.scan(ports)
+            return {watch.port for watch in self._watches if watch.port is not None}
 
     def _check(self, watch: Watch) -> bool:
         """Checks one channel; True if its state changed (the callback was told)."""
