@@ -233,3 +233,24 @@ def test_a_failed_health_check_hurries_the_watcher(
         wait_for(lambda: watcher.sweeps >= before + 3, IDLE_PERIOD * 0.9)
     finally:
         nowhere.close()
+
+
+def test_a_server_without_the_health_service_does_not_hurry_the_watcher(
+    plain_server: EchoServer, watched: Callable[[int, int], list[Follower]]
+) -> None:
+    """A check answered UNIMPLEMENTED is a live server's answer, not connection
+    trouble: the idle watcher stays idle (else every ping would hurry it)."""
+    watched(plain_server.port, 2)
+    watcher = get_watcher()
+    wait_idle(watcher)
+    channel = grpc.insecure_channel(f"127.0.0.1:{plain_server.port}")
+    done = threading.Event()
+    try:
+        start_check(channel, "", 5.0, lambda call: done.set())
+        assert done.wait(WAIT)
+        before = watcher.sweeps
+        time.sleep(IDLE_PERIOD * 0.9)  # the pace is the point: nothing to wait for
+        assert watcher.sweeps - before <= 1
+        assert watcher.idle
+    finally:
+        channel.close()

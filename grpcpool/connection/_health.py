@@ -41,9 +41,22 @@ def start_check(
     return call
 
 
+# What a check fails with when its connection may be going: a transport that
+# was let go (UNAVAILABLE) or a peer gone silent (DEADLINE_EXCEEDED).
+_CONNECTION_TROUBLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
 def _hurry_if_failed(call: grpc.Future[health_pb2.HealthCheckResponse]) -> None:
-    """A check that failed is news for the connectivity watcher (see Watcher.hurry)."""
-    if call.exception() is not None:
+    """A check that failed for its connection is news for the watcher (see Watcher.hurry).
+
+    Not an answer from a live server (UNIMPLEMENTED, NOT_SERVING, a refused
+    stream): a server without the health service would otherwise keep the
+    watcher sweeping fast at every ping.
+    """
+    error = call.exception()
+    if error is None or status_code(error) not in _CONNECTION_TROUBLE:
+        return
+    if not refused_stream(error):
         get_watcher().hurry()
 
 

@@ -190,6 +190,8 @@ class SocketHints:
         except OSError:
             return 0
         room = self._room - len(names)
+        if room <= 0:
+            return 0
         seen: set[str] = set()
         added = 0
         for name in names:
