@@ -303,8 +303,9 @@ def test_callback_exception_is_logged_and_watching_goes_on(
 def test_a_few_channels_are_swept_at_the_shortest_period(
     echo_server: EchoServer, channels: Callable[[int], grpc.Channel]
 ) -> None:
-    """With a handful of channels sweeping is cheap, so the period stays at its
-    minimum (a drop is noticed within milliseconds)."""
+    """With a handful of channels whose hang-ups the watcher cannot hear (watched
+    without a target) sweeping is cheap, so the period stays at its minimum (a drop
+    is noticed within milliseconds)."""
     recorders = [Recorder() for _ in range(8)]
     handles = [watch(channels(echo_server.port), recorder) for recorder in recorders]
     watcher = get_watcher()

@@ -303,6 +303,7 @@ class Watcher:
         return now + period
 
     def _watched_ports(self) -> set[int]:
+        """The ports the watched channels connect to (those known)."""
         with self._condition:
             return {watch.port for watch in self._watches if watch.port is not None}
 
