@@ -21,6 +21,8 @@ Modules, one per group of figures:
 - :mod:`benchmarks.healing`: (10d, 10e) backends killed and restarted under
   calls, beside a bare grpcio ``round_robin`` channel.
 - :mod:`benchmarks.aio`: (11) the asyncio pool.
+- :mod:`benchmarks.idle`: (12) the CPU an idle ready pool costs, sync and asyncio,
+  beside bare grpcio channels.
 - :mod:`benchmarks.server`: the echo server, run in its own process.
 - :mod:`benchmarks.callers`: caller threads and backend processes for figure 10.
 

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks import aio, backends, footprint, forking, hotpath, lifecycle, routing, rpc
+from benchmarks import aio, backends, footprint, forking, hotpath, idle, lifecycle, routing, rpc
 from benchmarks.harness import Figure, Settings, guarded
 from benchmarks.report import markdown, render_text, summary
 
@@ -37,6 +37,7 @@ GROUPS: tuple[tuple[str, frozenset[str], Callable[[Settings], list[Figure]]], ..
     ("routing", frozenset({"9"}), routing.run),
     ("backends", frozenset({"10"}), backends.run),
     ("asyncio pool", frozenset({"11"}), aio.run),
+    ("idle cost", frozenset({"12"}), idle.run),
 )
 
 

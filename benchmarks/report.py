@@ -207,7 +207,8 @@ HOW_TO_READ = """## How to read the table
   one more worker. 7c divides (pool of 64 - no pool) by 64, which also counts
   the pool's fixed actors and the timer and watcher threads. 7d is the
   connectivity watcher thread's CPU time while a ready pool of 1,024 idles,
-  from the kernel's per-thread accounting (10 ms ticks), as a share of one core.
+  from the kernel's per-thread accounting (10 ms ticks), as a share of one core
+  (figure 12 has the whole process's).
 - Figure 8 counts children killed by a signal, of 40 forked one after another
   (each waited for before the next) from a fresh parent process holding 8
   idle ready channels, with and without `GRPC_ENABLE_FORK_SUPPORT=1`. The
@@ -241,4 +242,11 @@ HOW_TO_READ = """## How to read the table
   11c uses one pool, killed under and restarted several times, with figure 6's
   backoff settings; "out of the view" is each worker's `connection_down`
   event. 11d runs its timeit loop inside the running loop.
+- Figure 12 is each process's own CPU time (all threads) while it idles, as a
+  share of one core, each reading in a fresh process against a server
+  process, once everything was ready and had 3 s to settle; one reading per
+  row, not a median. Rows with health pings are measured over exactly one
+  ping interval (25 s), so every connection pings once in the window;
+  the others over 10 s. Its ratios are over bare grpcio channels of the same
+  kind, which cost next to nothing: read the values.
 """

@@ -112,6 +112,9 @@ class ProcessState:
         self.inherited.extend(self.aio_pools.values())
         self.inherited.extend(self.open_channels)
         self.inherited.extend(x for x in (self.scheduler, self.watcher) if x is not None)
+        if self.watcher is not None:
+            # Its sockets and epoll copies are the parent's business.
+            self.watcher.after_fork_in_child()
         self.forked_pools.update((name, entry.forked()) for name, entry in self.pools.items())
         # Cleared in place: the hot paths hold references to these dicts.
         self.pools.clear()

@@ -32,6 +32,7 @@ def test_benchmarks_run_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         *("1a", "1b", "1c", "2", "3", "4a", "5a", "5b", "6a", "6b", "6c", "7a", "7d", "8a", "8b"),
         *("9a", "9b", "9c", "10a", "10b", "10c", "10d", "10e"),
         *("11a", "11b", "11c", "11d"),
+        *("12a", "12b", "12c"),
     )
     for figure in figures:
         assert f"| {figure} |" in text, figure

@@ -17,7 +17,7 @@ from typing import Any
 import grpc
 import pytest
 
-from grpcpool.connection import _watcher, watch
+from grpcpool.connection import _watch, watch
 from grpcpool.connection._watcher import MIN_PERIOD, get_watcher
 from tests.servers import EchoServer
 from tests.waiting import wait_for
@@ -290,7 +290,7 @@ def test_callback_exception_is_logged_and_watching_goes_on(
         if state is IDLE:
             raise RuntimeError("callback bug")
 
-    with caplog.at_level(logging.ERROR, logger="grpcpool.connection._watcher"):
+    with caplog.at_level(logging.ERROR, logger="grpcpool.connection._watch"):
         handle = watch(channels(echo_server.port), failing_first)
         try:
             recorder.wait_ready()
@@ -303,8 +303,9 @@ def test_callback_exception_is_logged_and_watching_goes_on(
 def test_a_few_channels_are_swept_at_the_shortest_period(
     echo_server: EchoServer, channels: Callable[[int], grpc.Channel]
 ) -> None:
-    """With a handful of channels sweeping is cheap, so the period stays at its
-    minimum (a drop is noticed within milliseconds)."""
+    """With a handful of channels whose hang-ups the watcher cannot hear (watched
+    without a target) sweeping is cheap, so the period stays at its minimum (a drop
+    is noticed within milliseconds)."""
     recorders = [Recorder() for _ in range(8)]
     handles = [watch(channels(echo_server.port), recorder) for recorder in recorders]
     watcher = get_watcher()
@@ -340,11 +341,11 @@ def test_without_the_private_check_the_watch_subscribes(
 ) -> None:
     """A channel without check_connectivity_state is watched through grpcio's
     subscription, with one warning; cancel unsubscribes."""
-    monkeypatch.setattr(_watcher, "_fallback_warned", False)
+    monkeypatch.setattr(_watch, "_fallback_warned", False)
     server = EchoServer(with_health=False)
     channel = channels(server.port)
     recorder, witness = Recorder(), Recorder()
-    with caplog.at_level(logging.WARNING, logger="grpcpool.connection._watcher"):
+    with caplog.at_level(logging.WARNING, logger="grpcpool.connection._watch"):
         handle = watch(SubscribeOnly(channel), recorder)
         other = watch(SubscribeOnly(channel), witness)
     try:

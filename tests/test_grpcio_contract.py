@@ -12,7 +12,9 @@ the call grpcio's own ``Channel.subscribe`` makes from its polling threads.
 It is private: a grpcio release may rename or change it. The watcher then
 falls back to ``Channel.subscribe`` (one grpcio thread per channel), which
 works but costs what the watcher exists to avoid, so these tests fail loudly
-to say that the watcher needs updating.
+to say that the watcher needs updating. The watcher also hears a connection
+hang up through a duplicate of its socket's descriptor, which relies on
+grpcio shutting a socket down before it closes it (pinned here too).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import pytest
 from grpcpool import PoolChannel
 from grpcpool.aio import AioPoolChannel
 from grpcpool.connection._health import refused_stream
+from grpcpool.connection._sockets import SocketHints
 from grpcpool.connection._watcher import STATES
 from grpcpool.core._reroute import never_sent
 from tests.pools import free_port
@@ -136,6 +139,43 @@ def test_a_refused_stream_is_told_apart_from_a_dead_connection() -> None:
         gone.close()
     assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
     assert not refused_stream(caught.value)
+
+
+# --- grpcio shuts its connections' sockets down ------------------------------------------
+
+SHUTDOWN_ADVICE = (
+    f"grpcio {grpc.__version__} let a connection go without shutting its socket down; "
+    "the watcher (grpcpool/connection/_sockets.py) holds a duplicate of each "
+    "connection's descriptor to hear it hang up, and would neither hear such a "
+    "connection go nor let its duplicate go before the next audit. Problem: "
+)
+
+
+@pytest.mark.parametrize("how", ["channel closed", "server stopped gracefully"])
+def test_grpcio_shuts_a_connections_socket_down_when_it_lets_it_go(how: str) -> None:
+    """When grpcio lets a connection go (its channel is closed, or the server's GOAWAY
+    ends it) it shuts the socket down before closing it, so a duplicate of the
+    descriptor hears the hang-up even though grpcio's own descriptor is gone."""
+    hints = SocketHints.create()
+    if hints is None:
+        pytest.skip("no epoll, eventfd or /proc/self/fd here")
+    server = EchoServer(with_health=False)
+    channel = grpc.insecure_channel(
+        f"127.0.0.1:{server.port}", options=(("grpc.use_local_subchannel_pool", 1),)
+    )
+    try:
+        grpc.channel_ready_future(channel).result(timeout=10)
+        assert hints.scan({server.port}) == 1, SHUTDOWN_ADVICE + "no connection found"
+        if how == "channel closed":
+            channel.close()
+        else:
+            server.stop(1.0)
+        heard = wait_until(lambda: hints.wait(0.05), timeout=5, interval=0)
+        assert heard, SHUTDOWN_ADVICE + f"nothing heard within 5 s of the {how}"
+    finally:
+        hints.close()
+        channel.close()
+        server.stop()
 
 
 # --- a call that never reached a server ---------------------------------------------------

@@ -109,7 +109,7 @@ class PoolChannels:
             interceptors = config.endpoint.interceptors
             channel = grpc.intercept_channel(raw, *interceptors) if interceptors else raw
             last_call = functools.partial(self._last_call_ended, raw)
-            connectivity = watch(raw, on_state, try_to_connect=True)
+            connectivity = watch(raw, on_state, try_to_connect=True, target=target)
             return Connection(raw, channel, connectivity, CallLedger(), last_call)
         except BaseException:
             _close(raw)

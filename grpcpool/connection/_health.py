@@ -13,6 +13,8 @@ from collections.abc import Callable
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from grpcpool.connection._watcher import get_watcher
+
 __all__ = ["check_error", "health_check_method", "start_check", "status_code"]
 
 
@@ -34,8 +36,28 @@ def start_check(
     """
     request = health_pb2.HealthCheckRequest(service=service)
     call = health_check_method(channel).future(request, timeout=timeout)
+    call.add_done_callback(_hurry_if_failed)
     call.add_done_callback(on_done)
     return call
+
+
+# What a check fails with when its connection may be going: a transport that
+# was let go (UNAVAILABLE) or a peer gone silent (DEADLINE_EXCEEDED).
+_CONNECTION_TROUBLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+def _hurry_if_failed(call: grpc.Future[health_pb2.HealthCheckResponse]) -> None:
+    """A check that failed for its connection is news for the watcher (see Watcher.hurry).
+
+    Not an answer from a live server (UNIMPLEMENTED, NOT_SERVING, a refused
+    stream): a server without the health service would otherwise keep the
+    watcher sweeping fast at every ping.
+    """
+    error = call.exception()
+    if error is None or status_code(error) not in _CONNECTION_TROUBLE:
+        return
+    if not refused_stream(error):
+        get_watcher().hurry()
 
 
 def health_check_method(

@@ -6,13 +6,20 @@ pool of a thousand channels would then be a thousand threads waking five
 times a second, and a process that forks while they run gets children that
 crash inside grpcio. Instead, one process-wide thread asks every watched
 channel for its state in turn (grpcio's ``check_connectivity_state``, a
-call of a microsecond or so that never blocks) and calls the watch's callback when
-the answer changes.
+call of a microsecond or so that never blocks) and calls the watch's
+callback when the answer changes.
 
-How often it asks adapts to how many channels there are: every
-:data:`MIN_PERIOD` seconds while a sweep is cheap, so a dropped connection is
-noticed within milliseconds, and never so often that the checks take more
-than about ``1 / COST_FACTOR`` of one CPU.
+How often it asks is decided by :class:`~grpcpool.connection._pace.Pace`:
+every 10 ms or so while anything is connecting or has just changed, and
+about once a second once every channel is READY and its connection would be
+heard hanging up. The hearing is the kernel's
+(:mod:`grpcpool.connection._sockets`): the thread sleeps in ``epoll`` on
+duplicates of the connections' sockets, so a connection that a server
+closes or resets, or that grpcio lets go, wakes it at once and the sweeps go
+fast again until the change has been seen. An idle ready process so costs
+next to nothing, and still notices a drop within milliseconds. Where the
+kernel cannot tell (not Linux, a Unix socket, a target whose port is not
+known), the watcher sweeps fast, as it always did.
 
 The thread starts with the first watch and ends when nothing is watched. It
 lives in :data:`grpcpool._process.PROCESS`, whose fork hook pauses it, so
@@ -25,12 +32,17 @@ import logging
 import os
 import threading
 import time
+import weakref
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 import grpc
 
 from grpcpool._process import PROCESS
+from grpcpool.connection._pace import COST_FACTOR, MAX_PERIOD, MIN_PERIOD, Pace
+from grpcpool.connection._sockets import Sleeper, SocketHints, target_port
+from grpcpool.connection._watch import ConnectivityCallback, Watch, deliver, subscribe, unsubscribe
 
 __all__ = [
     "COST_FACTOR",
@@ -46,82 +58,11 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-ConnectivityCallback = Callable[[grpc.ChannelConnectivity], None]
-
-# The shortest time between two sweeps of every channel, in seconds.
-MIN_PERIOD = 0.01
-# The longest: even a very large process notices a drop within a second.
-MAX_PERIOD = 1.0
-# A sweep is followed by a pause COST_FACTOR times as long as the sweep took,
-# so checking uses at most about 1/COST_FACTOR of one CPU.
-COST_FACTOR = 50
-
 # grpcio's core connectivity states, as check_connectivity_state returns them.
 STATES: dict[int, grpc.ChannelConnectivity] = {
     state.value[0]: state for state in grpc.ChannelConnectivity
 }
-
-_fallback_warned = False
-_fallback_lock = threading.Lock()
-
-
-class Watch:
-    """A watched channel. :meth:`cancel` it to stop the callbacks.
-
-    Attributes:
-        raw: The channel watched.
-        callback: Called with the state seen first, then with every change.
-        try_to_connect: Whether a check of an idle channel asks it to connect.
-    """
-
-    __slots__ = (
-        "_cancelled",
-        "_check",
-        "_last",
-        "_lock",
-        "_subscription",
-        "_watcher",
-        "callback",
-        "raw",
-        "try_to_connect",
-    )
-
-    def __init__(
-        self,
-        watcher: Watcher,
-        raw: grpc.Channel,
-        callback: ConnectivityCallback,
-        try_to_connect: bool,
-        check: Callable[[bool], int] | None,
-    ) -> None:
-        self._watcher = watcher
-        self.raw = raw
-        self.callback = callback
-        self.try_to_connect = try_to_connect
-        # grpcio's check_connectivity_state, bound; None when subscribed instead.
-        self._check = check
-        self._last: grpc.ChannelConnectivity | None = None
-        self._cancelled = False
-        # Only for the subscription fallback, whose callbacks run on grpcio's threads.
-        self._lock: threading.RLock | None = None
-        self._subscription: ConnectivityCallback | None = None
-
-    @property
-    def cancelled(self) -> bool:
-        """True once cancelled, or dropped because its channel was closed."""
-        return self._cancelled
-
-    def cancel(self) -> None:
-        """Stops watching. Idempotent.
-
-        Once this returns the callback is not called again; a callback may
-        cancel its own watch.
-        """
-        self._watcher.cancel(self)
-
-    def __repr__(self) -> str:
-        state = "cancelled" if self._cancelled else (self._last.name if self._last else "new")
-        return f"<Watch {state} {self.callback!r}>"
+_READY = grpc.ChannelConnectivity.READY
 
 
 class Watcher:
@@ -133,7 +74,6 @@ class Watcher:
     under way while paused.
 
     Attributes:
-        period: Seconds between two sweeps of every channel, as last adapted.
         sweeps: How many sweeps of every channel the thread has made.
     """
 
@@ -144,26 +84,38 @@ class Watcher:
         self._sweep_order: tuple[Watch, ...] | None = ()
         self._fresh: list[Watch] = []
         self._thread: threading.Thread | None = None
+        self._hurried = False
+        # The port each channel watched with a target connects to.
+        self._ports: weakref.WeakKeyDictionary[grpc.Channel, int] = weakref.WeakKeyDictionary()
         # Held for a whole sweep; reentrant, so a callback can cancel a watch.
         self._sweep_lock = threading.RLock()
-        self.period = MIN_PERIOD
+        self._pace = Pace()
         self.sweeps = 0
         # CPU time spent in callbacks during the current sweep.
         self._callback_time = 0.0
         self._pid = os.getpid()
+        # Used by the thread alone from here on (but for wake()).
+        self._hints = SocketHints.create()
+        self._sleeper: SocketHints | Sleeper = self._hints or Sleeper()
 
     # --- watching -----------------------------------------------------------------
 
     def watch(
-        self, raw: grpc.Channel, callback: ConnectivityCallback, try_to_connect: bool
+        self,
+        raw: grpc.Channel,
+        callback: ConnectivityCallback,
+        try_to_connect: bool,
+        target: str | None = None,
     ) -> Watch:
         """Starts watching ``raw``; see :func:`watch`."""
         check = _check_method(raw)
-        watch = Watch(self, raw, callback, try_to_connect, check)
         if check is None:
-            _subscribe(watch)
+            watch = Watch(self, raw, callback, try_to_connect, None)
+            subscribe(watch)
             return watch
         with self._condition:
+            port = self._port(raw, target)
+            watch = Watch(self, raw, callback, try_to_connect, check, port)
             self._watches[watch] = None
             self._sweep_order = None
             self._fresh.append(watch)
@@ -172,14 +124,26 @@ class Watcher:
                     target=self._run, name="grpcpool-watcher", daemon=True
                 )
                 self._thread.start()
-            else:
-                self._condition.notify()
+                return watch
+        self._sleeper.wake()
         return watch
+
+    def _port(self, raw: grpc.Channel, target: str | None) -> int | None:
+        """The port ``raw`` connects to: from ``target``, or as an earlier watch gave it."""
+        try:
+            if target is None:
+                return self._ports.get(raw)
+            port = target_port(target)
+            if port is not None:
+                self._ports[raw] = port
+            return port
+        except TypeError:  # not weakly referable: then not remembered
+            return target_port(target) if target is not None else None
 
     def cancel(self, watch: Watch) -> None:
         """Stops ``watch``; once this returns its callback is never called again."""
         if watch._subscription is not None:
-            _unsubscribe(watch)
+            unsubscribe(watch)
             return
         if watch._cancelled:
             return  # set under the sweep lock: no callback can follow
@@ -192,19 +156,50 @@ class Watcher:
             watch._cancelled = True
         self._forget(watch)
 
+    def hurry(self) -> None:
+        """Sweeps now, and fast until everything settles again: news the kernel did not give.
+
+        A failed health check is such news: a server going away gracefully
+        while calls run on a connection tells grpcio (GOAWAY) long before the
+        socket hangs up, and other connections to it are likely in the same
+        state.
+        """
+        with self._condition:
+            if not self._watches:
+                return
+            self._hurried = True
+        self._sleeper.wake()
+
     def _forget(self, watch: Watch) -> None:
         with self._condition:
-            if watch in self._watches:
-                del self._watches[watch]
-                self._sweep_order = None
-                if not self._watches:
-                    self._condition.notify()  # let the thread end now
+            if watch not in self._watches:
+                return
+            del self._watches[watch]
+            self._sweep_order = None
+            if self._watches:
+                return
+        self._sleeper.wake()  # let the thread end now
 
     @property
     def watching(self) -> int:
         """How many channels this watcher checks (subscriptions not counted)."""
         with self._condition:
             return len(self._watches)
+
+    @property
+    def period(self) -> float:
+        """Seconds between two sweeps of every channel, as last decided."""
+        return self._pace.period
+
+    @property
+    def idle(self) -> bool:
+        """Whether the watcher sweeps at its idle pace (everything settled)."""
+        return self._pace.idle
+
+    @property
+    def hints(self) -> SocketHints | None:
+        """The kernel's hang-up news, or None where there is none (sweeping only)."""
+        return self._hints
 
     # --- fork ---------------------------------------------------------------------
 
@@ -219,6 +214,11 @@ class Watcher:
     def resume(self) -> None:
         """Lets the thread sweep again after :meth:`pause`."""
         self._sweep_lock.release()
+
+    def after_fork_in_child(self) -> None:
+        """Closes this (the parent's) watcher's descriptors in a forked child."""
+        if self._hints is not None:
+            self._hints.after_fork_in_child()
 
     # --- the thread -----------------------------------------------------------------
 
@@ -236,41 +236,79 @@ class Watcher:
         next_sweep = 0.0
         while True:
             with self._condition:
-                while True:
-                    if not self._watches:
-                        self._fresh.clear()
-                        self._thread = None
-                        return
-                    if self._fresh:
-                        batch, self._fresh, full = tuple(self._fresh), [], False
-                        break
-                    wait = next_sweep - time.monotonic()
-                    if wait <= 0:
-                        if self._sweep_order is None:
-                            self._sweep_order = tuple(self._watches)
-                        batch, full = self._sweep_order, True
-                        break
-                    self._condition.wait(wait)
-            with self._sweep_lock:
-                self._callback_time = 0.0
-                started = time.thread_time()
-                for watch in batch:
-                    if not watch._cancelled:
-                        self._check(watch)
-                cost = time.thread_time() - started - self._callback_time
-            if full:
-                # The pause between sweeps grows with what checking costs (in
-                # CPU time, so waiting for the GIL does not count), so that
-                # watching many channels stays cheap; a process with a few
-                # notices a drop within MIN_PERIOD. Callbacks are left out:
-                # they run on changes only, and a burst of them (every
-                # channel of a lost server) must not slow the sweeps that
-                # follow it.
-                self.period = min(MAX_PERIOD, max(MIN_PERIOD, COST_FACTOR * cost))
-                self.sweeps += 1
-                next_sweep = time.monotonic() + self.period
+                if not self._watches:
+                    self._fresh.clear()
+                    self._thread = None
+                    if self._hints is not None:
+                        self._hints.let_go_all()
+                    return
+                if self._hurried:
+                    self._hurried = False
+                    self._pace.hurry()
+                    next_sweep = 0.0
+                wait = next_sweep - time.monotonic()
+                if self._fresh:
+                    batch, self._fresh, full = tuple(self._fresh), [], False
+                elif wait <= 0:
+                    if self._sweep_order is None:
+                        self._sweep_order = tuple(self._watches)
+                    batch, full = self._sweep_order, True
+                else:
+                    batch = ()
+            if batch:
+                next_sweep = self._sweep(batch, full, next_sweep)
+            elif self._sleeper.wait(wait) and self._hints is not None:
+                # A held connection hung up; grpcio may have replaced it with
+                # one made unseen between two sweeps.
+                self._pace.hurry()
+                next_sweep = 0.0
+                self._hints.look_soon()
 
-    def _check(self, watch: Watch) -> None:
+    def _sweep(self, batch: tuple[Watch, ...], full: bool, next_sweep: float) -> float:
+        """Checks every watch of ``batch``; returns when the next full sweep is due."""
+        hints = self._hints
+        ready: Counter[int] = Counter()  # ready channels by port
+        changed = unsettled = False
+        with self._sweep_lock:
+            self._callback_time = 0.0
+            started = time.thread_time()
+            for watch in batch:
+                if watch._cancelled:
+                    continue
+                if self._check(watch):
+                    changed = True
+                    if watch._last is _READY and hints is not None:
+                        hints.look_soon()  # a new connection to hold
+                if watch._last is _READY and watch.port is not None:
+                    ready[watch.port] += 1
+                elif not watch._cancelled:
+                    unsettled = True
+            cost = time.thread_time() - started - self._callback_time
+            now = time.monotonic()
+            if hints is not None:
+                hints.look_if_due(now, self._watched_ports)
+        if not full:
+            # New watches: their channels are connecting.
+            self._pace.hurry()
+            return min(next_sweep, now + MIN_PERIOD)
+        settled = not unsettled and hints is not None and hints.hold_all(ready)
+        # Callbacks are left out of the cost: they run on changes only, and a
+        # burst of them (every channel of a lost server) must not slow the
+        # sweeps that follow it.
+        period = self._pace.after_sweep(cost, changed=changed, settled=settled)
+        self.sweeps += 1
+        if hints is not None and self._pace.idle:
+            with self._sweep_lock:
+                hints.audit_if_due(now)
+        return now + period
+
+    def _watched_ports(self) -> set[int]:
+        """The ports the watched channels connect to (those known)."""
+        with self._condition:
+            return {watch.port for watch in self._watches if watch.port is not None}
+
+    def _check(self, watch: Watch) -> bool:
+        """Checks one channel; True if its state changed (the callback was told)."""
         check = watch._check
         assert check is not None
         try:
@@ -280,70 +318,31 @@ class Watcher:
             # to see on this channel.
             _log.debug("no longer watching %r: %r", watch.raw, error)
             self._drop(watch)
-            return
+            return False
         state = STATES.get(value)
         if state is None:
             _log.warning("grpcio reported an unknown connectivity state %r; not watching", value)
             self._drop(watch)
-            return
+            return False
         if state is watch._last:
-            return
+            return False
         watch._last = state
         started = time.thread_time()
-        _deliver(watch, state)
+        deliver(watch, state)
         self._callback_time += time.thread_time() - started
         if state is grpc.ChannelConnectivity.SHUTDOWN:
             self._drop(watch)  # final: a channel never leaves SHUTDOWN
+        return True
 
     def _drop(self, watch: Watch) -> None:
         watch._cancelled = True
         self._forget(watch)
 
 
-def _deliver(watch: Watch, state: grpc.ChannelConnectivity) -> None:
-    try:
-        watch.callback(state)
-    except Exception:
-        _log.exception("connectivity callback %r failed", watch.callback)
-
-
 def _check_method(raw: grpc.Channel) -> Callable[[bool], int] | None:
     """grpcio's ``check_connectivity_state`` of ``raw``, or None if this grpcio has none."""
     check: Any = getattr(getattr(raw, "_channel", None), "check_connectivity_state", None)
     return check if callable(check) else None
-
-
-# --- the fallback: grpcio's subscription, one poll thread per channel -------------------
-
-
-def _subscribe(watch: Watch) -> None:
-    global _fallback_warned
-    with _fallback_lock:
-        if not _fallback_warned:
-            _fallback_warned = True
-            _log.warning(
-                "this grpcio's channels have no _channel.check_connectivity_state; "
-                "falling back to Channel.subscribe (one grpcio thread per channel)"
-            )
-    lock = watch._lock = threading.RLock()
-
-    def on_connectivity(state: grpc.ChannelConnectivity) -> None:
-        with lock:
-            if not watch._cancelled:
-                watch._last = state
-                _deliver(watch, state)
-
-    watch._subscription = on_connectivity
-    watch.raw.subscribe(on_connectivity, try_to_connect=watch.try_to_connect)
-
-
-def _unsubscribe(watch: Watch) -> None:
-    assert watch._lock is not None and watch._subscription is not None
-    with watch._lock:
-        if watch._cancelled:
-            return
-        watch._cancelled = True
-    watch.raw.unsubscribe(watch._subscription)
 
 
 # --- the process's watcher ----------------------------------------------------------
@@ -361,7 +360,11 @@ def get_watcher() -> Watcher:
 
 
 def watch(
-    raw: grpc.Channel, callback: ConnectivityCallback, *, try_to_connect: bool = True
+    raw: grpc.Channel,
+    callback: ConnectivityCallback,
+    *,
+    try_to_connect: bool = True,
+    target: str | None = None,
 ) -> Watch:
     """Calls ``callback`` with the connectivity of ``raw``: first as seen, then on every change.
 
@@ -370,7 +373,17 @@ def watch(
     and ``try_to_connect`` is set, each check asks grpcio to connect it.
     Closing the channel ends the watch without a last call.
 
+    Args:
+        raw: The channel.
+        callback: Told each state.
+        try_to_connect: Ask an idle channel to connect.
+        target: What the channel was opened with (``host:port``). With it
+            the watcher hears the channel's connection hang up and can sweep
+            rarely while all is quiet; a later watch of the same channel
+            remembers it. Without it (and no earlier watch gave it) the
+            watcher sweeps fast while the channel is watched.
+
     Returns:
         The watch, to :meth:`~Watch.cancel` before the channel is closed.
     """
-    return get_watcher().watch(raw, callback, try_to_connect)
+    return get_watcher().watch(raw, callback, try_to_connect, target)
