@@ -29,7 +29,7 @@ import pytest
 
 from grpcpool import PoolChannel
 from grpcpool.aio import AioPoolChannel
-from grpcpool.connection._health import refused_stream
+from grpcpool.connection._call_errors import refused_stream
 from grpcpool.connection._sockets import SocketHints
 from grpcpool.connection._watcher import STATES
 from grpcpool.core._reroute import never_sent

@@ -49,7 +49,7 @@ from grpcpool.cli.echo import EchoServer, say
 from grpcpool.cli.echo.echo_pb2 import EchoReply, EchoRequest
 from grpcpool.cli.echo.echo_pb2_grpc import EchoStub
 from grpcpool.config import Config
-from grpcpool.connection._health import status_code
+from grpcpool.connection._call_errors import status_code
 from grpcpool.errors import GrpcPoolError, NotConnectedError
 from grpcpool.supervisor import Supervisor
 

@@ -33,7 +33,8 @@ from grpcpool._status import PoolStatus
 from grpcpool.cli._console import format_duration, table
 from grpcpool.cli._sniff import tls_hint
 from grpcpool.config import Config
-from grpcpool.connection._health import health_check_method, status_code
+from grpcpool.connection._call_errors import status_code
+from grpcpool.connection._health import health_check_method
 from grpcpool.errors import ConfigError, GrpcPoolError, PoolTimeoutError
 from grpcpool.supervisor import Supervisor
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from grpcpool.connection._call_errors import details, refused_stream, status_code
 from grpcpool.connection._watcher import get_watcher
 
 __all__ = ["check_error", "health_check_method", "start_check", "status_code"]
@@ -75,46 +76,6 @@ def health_check_method(
     return method
 
 
-def status_code(error: BaseException) -> grpc.StatusCode | None:
-    """The status code of a failed call's error, or ``None`` for an error that is no call.
-
-    grpcio raises errors that are both ``grpc.RpcError`` and ``grpc.Call``,
-    and ``grpc.aio.AioRpcError`` (a ``grpc.RpcError`` with the same ``code()``
-    and ``details()``); a bare ``RpcError`` (from an interceptor, say) has no
-    ``code()``.
-    """
-    if isinstance(error, grpc.Call | grpc.aio.AioRpcError):
-        return error.code()
-    return None
-
-
-def _details(error: BaseException) -> str | None:
-    if isinstance(error, grpc.Call | grpc.aio.AioRpcError):
-        return error.details()
-    return None
-
-
-# How grpcio words a call the server refused with HTTP/2 RST_STREAM
-# REFUSED_STREAM (error code 7): the server was at its
-# max_concurrent_streams before the client had learnt the limit. Pinned by
-# tests/test_grpcio_contract.py.
-_REFUSED_STREAM = "RST_STREAM with error code 7"
-
-
-def refused_stream(error: BaseException) -> bool:
-    """True if a failed call was refused by a live server at its stream limit.
-
-    Such a call fails with ``UNAVAILABLE`` like a call on a dead connection,
-    but the connection is fine: the server answered on it. Neither passive
-    health nor a health check may take a connection out for it, or a busy
-    server would have its connections replaced while it is busiest.
-    """
-    if status_code(error) is not grpc.StatusCode.UNAVAILABLE:
-        return False
-    details = _details(error)
-    return bool(details) and _REFUSED_STREAM in str(details)
-
-
 def check_error(call: grpc.Future[health_pb2.HealthCheckResponse]) -> str | None:
     """``None`` if a finished health check says the server is usable, else why not."""
     error = call.exception()
@@ -144,5 +105,5 @@ def check_verdict(error: BaseException | None, status: int | None) -> str | None
         return f"{type(error).__name__}: {error}"
     if code is grpc.StatusCode.NOT_FOUND:
         return "health check: the server does not know this health service name"
-    details = _details(error)
-    return f"{code.name.lower()}: {details}" if details else code.name.lower()
+    said = details(error)
+    return f"{code.name.lower()}: {said}" if said else code.name.lower()

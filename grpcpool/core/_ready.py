@@ -28,8 +28,8 @@ from typing import Any
 import grpc
 
 from grpcpool.config import SUSPECT_CHECK_INTERVAL
+from grpcpool.connection._call_errors import refused_stream, status_code
 from grpcpool.connection._calls import CallLedger
-from grpcpool.connection._health import refused_stream, status_code
 
 __all__ = ["CallableKey", "ReadyConnection", "callable_key"]
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import grpc
 
-from grpcpool.connection._health import status_code
+from grpcpool.connection._call_errors import status_code
 from grpcpool.core._ready import ReadyConnection
 from grpcpool.core._view import PoolView
 from grpcpool.errors import NotConnectedError
