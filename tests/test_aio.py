@@ -324,7 +324,7 @@ async def test_failed_health_checks_leave_no_channel_alive_after_stop(
             )
             async with Pool(config, name="cycle") as pool:
                 await pool.await_ready(timeout=5, min_ready=2)
-                channels = [weakref.ref(channel) for channel in pool._open]
+                channels = [weakref.ref(channel) for channel in pool._drains.open]
                 proxy.black_hole()
                 await until(pool, lambda: pool.status().current_size == 0, timeout=3)
                 proxy.pass_through()
@@ -420,7 +420,7 @@ async def test_stop_leaves_no_task_or_channel_and_is_idempotent(server: AioEchoS
 
     await asyncio.wait_for(pool.stop(), 10)
     assert _pool_tasks(before) == []
-    assert pool._open == set()
+    assert pool._drains.open == set()
     assert pool.status().workers == ()
     assert pool.ended == "stopped"
     with pytest.raises(PoolNotFoundError):
@@ -445,7 +445,7 @@ def test_a_pool_never_stopped_warns_when_its_loop_closes(cycles_collected: None)
 
     with pytest.warns(ResourceWarning, match="'forgotten' was never stopped"):
         asyncio.run(main())
-    assert pools[0]._open == set()
+    assert pools[0]._drains.open == set()
     assert "forgotten" not in grpcpool.tasks._pool.POOLS
     pools.clear()
 

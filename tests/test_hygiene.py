@@ -39,3 +39,30 @@ def test_signal_names_live_only_in_the_telemetry_module() -> None:
 def test_package_ships_its_type_marker() -> None:
     """py.typed is in the package, so type checkers use its annotations."""
     assert (PACKAGE / "py.typed").is_file()
+
+
+def _imported(node: ast.Import | ast.ImportFrom, package: str) -> list[str]:
+    """The modules (and module.names) an import statement in ``package`` names."""
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    base = package.rsplit(".", node.level - 1)[0] if node.level else ""
+    module = ".".join(part for part in (base, node.module or "") if part)
+    return [module] + [f"{module}.{alias.name}" for alias in node.names]
+
+
+def test_asyncio_pool_parts_never_import_the_pool() -> None:
+    """No module of grpcpool.tasks but the pool's own and the package's imports the pool.
+
+    Not even under TYPE_CHECKING: the parts see the pool only through the
+    interfaces of grpcpool.tasks._parts, so no import loop runs through them.
+    """
+    offenders = []
+    for path in sorted((PACKAGE / "tasks").glob("*.py")):
+        if path.name in ("__init__.py", "_pool.py"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Import | ast.ImportFrom):
+                continue
+            if "grpcpool.tasks._pool" in _imported(node, "grpcpool.tasks"):
+                offenders.append(f"{path.name}:{node.lineno}")
+    assert offenders == []

@@ -29,7 +29,6 @@ import functools
 import ipaddress
 import logging
 import time
-from typing import TYPE_CHECKING
 
 from grpcpool._resolving import resolve
 from grpcpool.config import Config
@@ -39,10 +38,8 @@ from grpcpool.core import _balancing_types as rules
 from grpcpool.core._balancing import step
 from grpcpool.core._resolution import START_RESOLVE_WAIT
 from grpcpool.resolver import StaticResolver
+from grpcpool.tasks._parts import BalancerLinks
 from grpcpool.tasks._registry import wait_event
-
-if TYPE_CHECKING:
-    from grpcpool.tasks._pool import TaskPool as Pool
 
 __all__ = ["Balancer", "first_addresses", "resolves_inline"]
 
@@ -84,16 +81,21 @@ class Balancer:
     """Keeps one asyncio pool spread over its live addresses and refreshed by age.
 
     Args:
-        pool: The pool (same loop).
+        pool: What it may use of the pool (same loop).
         addresses: The answer the pool started with, if any.
         took: How long that answer took (seconds).
         inline: The resolver needs no lookup (a static list or an IP literal).
+
+    Attributes:
+        resolver_error: Why the last resolution failed (None once one
+            answers); the pool's status says it.
     """
 
     def __init__(
-        self, pool: Pool, addresses: tuple[str, ...] | None, took: float, *, inline: bool
+        self, pool: BalancerLinks, addresses: tuple[str, ...] | None, took: float, *, inline: bool
     ) -> None:
         self._pool = pool
+        self.resolver_error: str | None = None
         self._addresses = addresses
         self._took = took
         self._inline = inline
@@ -112,7 +114,7 @@ class Balancer:
     async def run(self) -> None:
         """Runs until cancelled (the pool stops)."""
         try:
-            await self._feed(rules.Started(self._addresses, self._took, self._pool.view.workers))
+            await self._feed(rules.Started(self._addresses, self._took, self._pool.view().workers))
             while True:
                 left = None if self._wake_at is None else self._wake_at - time.monotonic()
                 await wait_event(self._wake, None if left is None else max(0.0, left))
@@ -121,7 +123,7 @@ class Balancer:
                 for event in events:
                     await self._feed(event)
                 poked, self._poked = self._poked, False
-                workers = self._pool.view.workers
+                workers = self._pool.view().workers
                 if self._wake_at is not None and time.monotonic() >= self._wake_at:
                     await self._feed(rules.TimerDue(workers))
                 elif poked:
@@ -144,16 +146,16 @@ class Balancer:
                     events.append(answer)
 
     async def _carry_out(self, effect: rules.Effect) -> rules.Event | None:
-        pool, workers = self._pool, self._pool._workers
+        workers = self._pool.workers
         match effect:
             case Emit() | Log():
-                announce_pool(effect, pool.name, _log)
+                announce_pool(effect, self._pool.name, _log)
             case rules.Wake(delay):
                 self._wake_at = None if delay is None else time.monotonic() + delay
             case rules.StartResolution(number):
                 return self._resolve(number)
             case rules.SetResolverError(problem):
-                pool.resolver_error = problem
+                self.resolver_error = problem
             case rules.RepinWorker(worker_id, address):
                 workers.repin(worker_id, address)
             case rules.StartReplacement(number, address, _):

@@ -1,4 +1,4 @@
-"""Drains: an asyncio pool's retired channels, closed when their last call ends.
+"""Drains: an asyncio pool's channels, counted while open, closed when their last call ends.
 
 The rule is the :class:`~grpcpool.core.CallLedger`'s, the sync pool's too: a
 channel that leaves the pool closes once the last call counted on it (made
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -30,12 +31,19 @@ __all__ = ["Drains"]
 
 
 class Drains:
-    """Closes an asyncio pool's retired channels when their ledgers say (loop thread only).
+    """Keeps an asyncio pool's open channels; closes retired ones when their ledgers say.
+
+    Loop thread only.
 
     Args:
         drain_timeout: ``connection.drain_timeout``: the longest a retired
             channel stays open for its calls.
         spawn: Runs a closing coroutine as a task the pool's stop awaits.
+
+    Attributes:
+        open: The channels the pool's workers have open.
+        closed_by_pool: Channels the pool closed (or is closing): a call they
+            cut was cut by the pool, not lost with its connection.
     """
 
     def __init__(
@@ -45,6 +53,16 @@ class Drains:
         self._spawn = spawn
         # Channels waiting for their last call, each with the event it sets.
         self._waiting: dict[grpc.aio.Channel, asyncio.Event] = {}
+        self.open: set[grpc.aio.Channel] = set()
+        self.closed_by_pool: weakref.WeakSet[grpc.aio.Channel] = weakref.WeakSet()
+
+    def opened(self, channel: grpc.aio.Channel) -> None:
+        """A worker opened ``channel``."""
+        self.open.add(channel)
+
+    def forget(self, channel: grpc.aio.Channel) -> None:
+        """``channel`` is closed by its worker directly (the loop is closing)."""
+        self.open.discard(channel)
 
     def retire(self, channel: grpc.aio.Channel, ledger: CallLedger, *, drain: bool) -> None:
         """``channel`` left the pool: close it now, or when its last call ends.
@@ -52,6 +70,8 @@ class Drains:
         Without ``drain`` (or with a drain timeout of 0) it is closed now,
         cutting whatever runs on it.
         """
+        self.open.discard(channel)
+        self.closed_by_pool.add(channel)
         timeout = self._timeout
         effect = ledger.retire() if drain and timeout > 0 else ledger.cut()
         if effect is Close.WHEN_LAST_ENDS:
@@ -91,4 +111,4 @@ class Drains:
             await channel.close()
 
     def __repr__(self) -> str:
-        return f"<Drains waiting={len(self._waiting)}>"
+        return f"<Drains open={len(self.open)} waiting={len(self._waiting)}>"

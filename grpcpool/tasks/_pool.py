@@ -15,12 +15,9 @@ An outage is not a crash.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import threading
 import warnings
-import weakref
-from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Self
 
@@ -30,10 +27,9 @@ from grpcpool import telemetry
 from grpcpool._config_checks import aio_interceptors, check_pool_name
 from grpcpool._names import claim_aio, release_aio
 from grpcpool._process import PROCESS
-from grpcpool._status import PoolStatus, WorkerState
+from grpcpool._status import PoolStatus
 from grpcpool.config import Config
 from grpcpool.connection._announce import announce_pool
-from grpcpool.connection._calls import CallLedger
 from grpcpool.core._resolution import initial_addresses
 from grpcpool.core._sampling import GetChannelSampler, get_channel_signal
 from grpcpool.core._view import PoolView
@@ -43,9 +39,9 @@ from grpcpool.strategy import Strategy, resolve_strategy
 from grpcpool.tasks import _scaling
 from grpcpool.tasks._balancer import Balancer, first_addresses, resolves_inline
 from grpcpool.tasks._drain import Drains
+from grpcpool.tasks._parts import BalancerLinks, ScalingLinks, SupervisorLinks
 from grpcpool.tasks._registry import Registry
 from grpcpool.tasks._tasks import WorkerTasks
-from grpcpool.tasks._worker import Worker
 
 __all__ = ["POOLS", "TaskPool", "running_loop", "thread_id"]
 
@@ -70,8 +66,8 @@ class TaskPool:
     """The tasks, records and view of one asyncio pool on its event loop.
 
     The public :class:`grpcpool.aio.Pool` is this class with the pool channel
-    added (its docstring tells how to use it); the tasks below it never need
-    the public API.
+    added (its docstring tells how to use it); the parts below it never need
+    the public API: each sees the pool through its links (``tasks._parts``).
     """
 
     def __init__(self, config: Config, name: str | None = None) -> None:
@@ -94,17 +90,19 @@ class TaskPool:
         self._registry = Registry(
             self.name, self.strategy, config.pool.size, config.endpoint.target
         )
-        self._workers = WorkerTasks(self)
-        self._open: set[grpc.aio.Channel] = set()
         self._closing: set[asyncio.Task[None]] = set()
         self._drains = Drains(config.connection.drain_timeout, self._loop_task)
         # Channels this pool closed (or is closing): a call they cut was cut
         # by the pool, not lost with its connection.
-        self.closed_by_pool: weakref.WeakSet[grpc.aio.Channel] = weakref.WeakSet()
+        self.closed_by_pool = self._drains.closed_by_pool
+        changed = self._poke_balancer
+        links = SupervisorLinks(
+            self.name, config, self._registry, self._drains, changed, self._abandoned, self._give_up
+        )
+        self._workers = WorkerTasks(links)
+        self._scaling = ScalingLinks(self.name, config, self._registry, self._workers, changed)
         self._reporter: asyncio.Task[None] | None = None
         self._balancer: Balancer | None = None
-        # Written by the balancing task alone: why the last resolution failed.
-        self.resolver_error: str | None = None
         self._ending = "stopped"  # why the pool ends when it does
         self._balancing: asyncio.Task[None] | None = None
         self.ended: str | None = None
@@ -161,7 +159,8 @@ class TaskPool:
         for address in initial_addresses(addresses, self._registry.expected):
             self._workers.add(address)
         self._registry.set_lifecycle("running")
-        self._balancer = Balancer(self, addresses, took, inline=resolves_inline(self.config))
+        links = BalancerLinks(self.name, self.config, lambda: self._registry.view, self._workers)
+        self._balancer = Balancer(links, addresses, took, inline=resolves_inline(self.config))
         self._balancing = self._loop.create_task(self._balancer.run(), name="grpcpool-balance")
         self._reporter = self._loop.create_task(
             self._registry.report_status(self.config.pool.telemetry_interval),
@@ -242,6 +241,12 @@ class TaskPool:
         return self._registry.view.status(self.name, self.resolver_error)
 
     @property
+    def resolver_error(self) -> str | None:
+        """Why the last resolution failed, or None (kept by the balancing task)."""
+        balancer = self._balancer
+        return None if balancer is None else balancer.resolver_error
+
+    @property
     def view(self) -> PoolView:
         """The current view (loop thread only)."""
         return self._registry.view
@@ -280,7 +285,7 @@ class TaskPool:
                 ``pool.max_size``.
         """
         self._check_running()
-        return await _scaling.scale_up(self, count)
+        return await _scaling.scale_up(self._scaling, count)
 
     async def scale_down(self, count: int) -> int:
         """Stops the ``count`` newest workers (never below 1); returns the new expected size.
@@ -289,7 +294,7 @@ class TaskPool:
             PoolSizeError: ``count`` is below 1 or would leave no worker.
         """
         self._check_running()
-        return await _scaling.scale_down(self, count)
+        return await _scaling.scale_down(self._scaling, count)
 
     async def resize(self, target: int) -> int:
         """Scales to ``target`` workers; the same size is a no-op.
@@ -297,7 +302,7 @@ class TaskPool:
         Raises:
             PoolSizeError: ``target`` is below 1 or over ``pool.max_size``.
         """
-        return await _scaling.resize(self, target)
+        return await _scaling.resize(self._scaling, target, self.scale_up, self.scale_down)
 
     # --- workers and their supervision --------------------------------------------------
 
@@ -326,59 +331,10 @@ class TaskPool:
             )
             release_aio(self, self.ended or "stopped")
 
-    # --- what workers tell the pool (loop thread) ----------------------------------------
-
-    def _report(
-        self,
-        worker: Worker,
-        *,
-        state: WorkerState,
-        reconnect_attempt: int,
-        last_error: str | None,
-        channel: grpc.aio.Channel | None,
-        suspect: Callable[[], None] | None,
-        ledger: CallLedger | None = None,
-    ) -> None:
-        urn = self._workers.urn_of(worker)  # None: a worker already replaced by a restart
-        last_call = (
-            None if channel is None else functools.partial(self._drains.last_call_ended, channel)
-        )
-        if urn is not None and self._registry.report(
-            worker.worker_id,
-            urn,
-            worker.address,
-            state=state,
-            reconnect_attempt=reconnect_attempt,
-            last_error=last_error,
-            channel=channel,
-            suspect=suspect,
-            ledger=ledger,
-            on_last_call=last_call,
-        ):
-            self._poke_balancer()
-
-    def _gone(self, worker: Worker) -> None:
-        urn = self._workers.urn_of(worker)
-        if urn is not None and self._registry.gone(worker.worker_id, urn):
-            self._poke_balancer()
-
     def _poke_balancer(self) -> None:
         # After the publish: the balancer looks at the new view.
         if self._balancer is not None:
             self._balancer.poke()
-
-    def _opened(self, channel: grpc.aio.Channel) -> None:
-        self._open.add(channel)
-
-    def _forget(self, channel: grpc.aio.Channel) -> None:
-        """``channel`` is closed by its worker directly (the loop is closing)."""
-        self._open.discard(channel)
-
-    def _retire(self, channel: grpc.aio.Channel, ledger: CallLedger, *, drain: bool) -> None:
-        """Closes ``channel``; with ``drain`` once its last call has ended (see ``Drains``)."""
-        self._open.discard(channel)
-        self.closed_by_pool.add(channel)
-        self._drains.retire(channel, ledger, drain=drain)
 
     # --- loop discipline ------------------------------------------------------------------
 

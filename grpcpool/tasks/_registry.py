@@ -18,9 +18,9 @@ from collections.abc import Callable
 
 import grpc
 
-from grpcpool._status import WorkerState
 from grpcpool.connection._announce import announce_pool
 from grpcpool.connection._calls import CallLedger
+from grpcpool.connection._machine_types import Report
 from grpcpool.core._records import (
     ExpectedSize,
     Publish,
@@ -93,26 +93,25 @@ class Registry:
         worker_id: str,
         urn: str,
         address: str | None,
+        effect: Report,
         *,
-        state: WorkerState,
-        reconnect_attempt: int,
-        last_error: str | None,
         channel: grpc.aio.Channel | None,
         suspect: Callable[[], None] | None,
         ledger: CallLedger | None = None,
         on_last_call: Callable[[], None] | None = None,
     ) -> bool:
-        """A worker's new state (``channel`` only when ready); True if its record changed.
+        """A worker's machine reported ``effect``; True if the worker's record changed.
 
+        ``channel`` and the rest are set only when the worker is ready.
         ``ledger`` counts the calls on ``channel``; ``on_last_call`` closes it
         once retired and its last call has ended (see ``ReadyConnection``).
         """
         report = WorkerReport(
             worker_id=worker_id,
             urn=urn,
-            state=state,
-            reconnect_attempt=reconnect_attempt,
-            last_error=last_error,
+            state=effect.state,
+            reconnect_attempt=effect.reconnect_attempt,
+            last_error=effect.last_error,
             channel=channel,  # type: ignore[arg-type]  # an aio pool's channel
             peer=(address or self._target) if channel else None,
             suspect=suspect,

@@ -12,58 +12,60 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
 
 from grpcpool.connection._announce import announce_pool
 from grpcpool.core._scaling import resize_by, scale_up_by, scaled_down, scaled_up, workers_to_stop
-
-if TYPE_CHECKING:
-    from grpcpool.tasks._pool import TaskPool as Pool
+from grpcpool.tasks._parts import ScalingLinks
 
 __all__ = ["resize", "scale_down", "scale_up"]
 
 _log = logging.getLogger(__name__)
 
 
-async def scale_up(pool: Pool, count: int) -> int:
+async def scale_up(pool: ScalingLinks, count: int) -> int:
     """Adds ``count`` workers where the spread is thinnest; returns the new expected size."""
-    registry, workers = pool._registry, pool._workers
+    registry, workers = pool.registry, pool.workers
     count = scale_up_by(pool.name, registry.expected, count, pool.config.pool.max_size)
     started = time.monotonic()
     for _ in range(count):
         workers.add(workers.thinnest_address())
     registry.resize(registry.expected + count)
-    _poke_balancer(pool)
+    pool.changed()
     took = time.monotonic() - started
     announce_pool(scaled_up(count, count, took, registry.expected), pool.name, _log)
     return registry.expected
 
 
-async def scale_down(pool: Pool, count: int) -> int:
+async def scale_down(pool: ScalingLinks, count: int) -> int:
     """Stops the ``count`` newest workers (never below 1); returns the new expected size."""
-    registry, workers = pool._registry, pool._workers
+    registry, workers = pool.registry, pool.workers
     stopping = workers_to_stop(pool.name, registry.expected, workers.own(), count)
     started = time.monotonic()
     # The new size first: each worker's leaving publishes a view that has it.
     registry.resize(registry.expected - count)
     await workers.stop(stopping)
-    _poke_balancer(pool)
+    pool.changed()
     took = time.monotonic() - started
     announce_pool(scaled_down(count, took, registry.expected), pool.name, _log)
     return registry.expected
 
 
-async def resize(pool: Pool, target: int) -> int:
-    """Scales to ``target`` workers; the same size is a no-op."""
-    expected = pool._registry.expected
+async def resize(
+    pool: ScalingLinks,
+    target: int,
+    up: Callable[[int], Awaitable[int]],
+    down: Callable[[int], Awaitable[int]],
+) -> int:
+    """Scales to ``target`` workers with ``up`` or ``down``; the same size is a no-op.
+
+    ``up`` and ``down`` are the pool's ``scale_up`` and ``scale_down``, which
+    check first that the pool runs.
+    """
+    expected = pool.registry.expected
     change = resize_by(pool.name, expected, target, pool.config.pool.max_size)
     if change > 0:
-        return await pool.scale_up(change)
+        return await up(change)
     if change < 0:
-        return await pool.scale_down(-change)
+        return await down(-change)
     return expected
-
-
-def _poke_balancer(pool: Pool) -> None:
-    if pool._balancer is not None:
-        pool._balancer.poke()

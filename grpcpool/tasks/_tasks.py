@@ -10,27 +10,31 @@ applies with its defaults, kept by the same rules
 
 Each worker task is an incarnation with a URN of its own, which its reports
 carry, as a sync worker's carry its actor's: the pool's records tell a
-restarted worker's reports from its predecessor's by it.
+restarted worker's reports from its predecessor's by it. The workers report
+here (:class:`~grpcpool.tasks._parts.WorkerRecords`), where the URNs are
+known, and a replaced incarnation's news goes no further.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+
+import grpc
 
 from grpcpool.connection._announce import announce_as
-from grpcpool.connection._machine_types import Repin, Stop
+from grpcpool.connection._calls import CallLedger
+from grpcpool.connection._machine_types import Repin, Report, Stop
 from grpcpool.core._intensity import RestartWindow, gave_up, pool_restart_limit, record_restart
 from grpcpool.core._intensity import restarted as restarted_signal
 from grpcpool.core._scaling import thinnest_address
 from grpcpool.core._scaling import worker_id as worker_id_of
+from grpcpool.tasks._parts import Incarnation, SupervisorLinks, WorkerLinks
 from grpcpool.tasks._worker import Worker
-
-if TYPE_CHECKING:
-    from grpcpool.tasks._pool import TaskPool as Pool
 
 __all__ = ["MAX_RESTARTS", "MAX_SECONDS", "WorkerTasks"]
 
@@ -43,13 +47,18 @@ MAX_SECONDS = 5.0
 class WorkerTasks:
     """The workers of one asyncio pool and the tasks that run them (loop thread only).
 
+    Args:
+        pool: What it may use of its pool.
+
     Attributes:
         workers: The current worker of each id, in start order.
         stopping: Set once the pool stops: a task ending now is not a crash.
     """
 
-    def __init__(self, pool: Pool) -> None:
+    def __init__(self, pool: SupervisorLinks) -> None:
         self._pool = pool
+        # What each worker task may use of the pool: its reports come here.
+        self._links = WorkerLinks(pool.name, pool.config, self, pool.channels)
         self.workers: dict[str, Worker] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._numbers = itertools.count(1)
@@ -71,7 +80,7 @@ class WorkerTasks:
         :attr:`replacements`).
         """
         worker_id = worker_id or worker_id_of(next(self._numbers))
-        worker = Worker(self._pool, worker_id, address)
+        worker = Worker(self._links, worker_id, address)
         self.workers[worker_id] = worker
         self._urns[worker_id] = f"{self._pool.name}/{worker_id}#{next(self._incarnations)}"
         self._tasks[worker_id] = asyncio.get_running_loop().create_task(
@@ -81,11 +90,11 @@ class WorkerTasks:
             self.replacements.add(worker_id)
         return worker_id
 
-    def is_current(self, worker: Worker) -> bool:
+    def is_current(self, worker: Incarnation) -> bool:
         """False for a worker that has since been replaced by a restart."""
         return self.workers.get(worker.worker_id) is worker
 
-    def urn_of(self, worker: Worker) -> str | None:
+    def urn_of(self, worker: Incarnation) -> str | None:
         """The URN of ``worker``'s incarnation; None once a restart has replaced it."""
         return self._urns.get(worker.worker_id) if self.is_current(worker) else None
 
@@ -113,12 +122,49 @@ class WorkerTasks:
         """The address with the fewest workers (where a new one should go), if any."""
         return thinnest_address(worker.address for worker in self.workers.values())
 
+    # --- what workers tell the pool (WorkerRecords) ---------------------------------------
+
+    def report(
+        self,
+        worker: Incarnation,
+        effect: Report,
+        *,
+        channel: grpc.aio.Channel | None,
+        suspect: Callable[[], None] | None,
+        ledger: CallLedger | None,
+    ) -> None:
+        """Passes a current worker's report to the pool's records (see ``WorkerRecords``)."""
+        urn = self.urn_of(worker)  # None: a worker already replaced by a restart
+        if urn is None:
+            return
+        channels = self._pool.channels
+        last_call = (
+            None if channel is None else functools.partial(channels.last_call_ended, channel)
+        )
+        if self._pool.registry.report(
+            worker.worker_id,
+            urn,
+            worker.address,
+            effect,
+            channel=channel,
+            suspect=suspect,
+            ledger=ledger,
+            on_last_call=last_call,
+        ):
+            self._pool.changed()
+
+    def gone(self, worker: Incarnation) -> None:
+        """A current worker's task has ended: its record leaves the pool's records."""
+        urn = self.urn_of(worker)
+        if urn is not None and self._pool.registry.gone(worker.worker_id, urn):
+            self._pool.changed()
+
     async def _supervise(self, worker: Worker) -> None:
         try:
             await worker.run()
         except asyncio.CancelledError:
             if not self.stopping:
-                self._pool._abandoned()
+                self._pool.abandoned()
             raise
         except Exception as error:
             self._crashed(worker, error)
@@ -142,7 +188,7 @@ class WorkerTasks:
             self._given_up = True
             _log.error("pool %r: %d restarts within %ss; giving up", name, restarts, MAX_SECONDS)
             announce_as(gave_up(supervisor, reason, restarts), supervisor)
-            self._pool._give_up()
+            self._pool.give_up()
             return
         _log.error("pool %r %s crashed (%s); restarting it", name, worker.worker_id, reason)
         signal = restarted_signal(supervisor, worker.worker_id, reason, restarts)

@@ -21,7 +21,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -34,9 +34,7 @@ from grpcpool.connection._driving import carry_out
 from grpcpool.connection._health import check_verdict
 from grpcpool.connection._machine import step, takes_repin
 from grpcpool.connection._machine_types import Emit, Event, Log, Report
-
-if TYPE_CHECKING:
-    from grpcpool.tasks._pool import TaskPool as Pool
+from grpcpool.tasks._parts import WorkerLinks
 
 __all__ = ["Worker"]
 
@@ -47,12 +45,12 @@ class Worker:
     """Keeps one channel of an asyncio pool connected, checked and reconnected.
 
     Args:
-        pool: The pool it belongs to (same loop).
+        pool: What it may use of the pool it belongs to (same loop).
         worker_id: Stable id within the pool.
         address: The resolved address it connects to, or None for host:port.
     """
 
-    def __init__(self, pool: Pool, worker_id: str, address: str | None) -> None:
+    def __init__(self, pool: WorkerLinks, worker_id: str, address: str | None) -> None:
         self.pool = pool
         self.worker_id = worker_id
         self.address = address
@@ -86,7 +84,7 @@ class Worker:
         except asyncio.CancelledError:
             channel, self._channel = self._channel, None
             if channel is not None:
-                self.pool._forget(channel)
+                self.pool.channels.forget(channel)
                 with contextlib.suppress(Exception):
                     await channel.close()
             # The traceback the cancellation carries holds this frame: drop
@@ -122,11 +120,9 @@ class Worker:
 
     def report(self, effect: Report) -> None:
         ready = effect.ready and self._channel is not None
-        self.pool._report(
+        self.pool.records.report(
             self,
-            state=effect.state,
-            reconnect_attempt=effect.reconnect_attempt,
-            last_error=effect.last_error,
+            effect,
             channel=self._channel if ready else None,
             suspect=self._suspect(self._state.generation) if ready else None,
             ledger=self._ledger if ready else None,
@@ -156,7 +152,7 @@ class Worker:
                 target, credentials, options=options, interceptors=interceptors
             )
         self._ledger = CallLedger()
-        self.pool._opened(self._channel)
+        self.pool.channels.opened(self._channel)
         self.watch_channel(generation)
 
     def watch_channel(self, generation: int) -> None:
@@ -184,7 +180,7 @@ class Worker:
             self._watch = None
         channel, self._channel = self._channel, None
         if channel is not None:
-            self.pool._retire(channel, self._ledger, drain=drain)
+            self.pool.channels.retire(channel, self._ledger, drain=drain)
 
     def _let_go_now(self) -> None:
         """The task ends (stopped, crashed or cancelled): nothing of this worker stays."""
@@ -194,7 +190,7 @@ class Worker:
         for check in self._checks:
             check.cancel()
         self.release_channel(drain=True)
-        self.pool._gone(self)
+        self.pool.records.gone(self)
 
     # --- health checks ----------------------------------------------------------------
 
