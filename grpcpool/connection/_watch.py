@@ -14,12 +14,15 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import grpc
 
-if TYPE_CHECKING:
-    from grpcpool.connection._watcher import Watcher
+
+class Canceller(Protocol):
+    """Who cancels a watch: the watcher that made it (``connection._watcher.Watcher``)."""
+
+    def cancel(self, watch: Watch) -> None: ...
 
 __all__ = ["ConnectivityCallback", "Watch", "deliver", "subscribe", "unsubscribe"]
 
@@ -57,7 +60,7 @@ class Watch:
 
     def __init__(
         self,
-        watcher: Watcher,
+        watcher: Canceller,
         raw: grpc.Channel,
         callback: ConnectivityCallback,
         try_to_connect: bool,
