@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -310,13 +311,20 @@ def test_a_forked_child_forgets_its_parents_asyncio_pools(echo_server: EchoServe
     whose loop did not survive the fork, holds no name there); the parent's asyncio pool
     keeps its name and its connections."""
     env = {**os.environ, "GRPC_ENABLE_FORK_SUPPORT": "1", "GRPC_VERBOSITY": "ERROR"}
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(FORK_SCENARIO), str(echo_server.port)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        check=False,
-    )
+    for _ in range(3):
+        result = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(FORK_SCENARIO), str(echo_server.port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+            check=False,
+        )
+        # About one child in twenty forked beside a running grpc.aio loop
+        # dies of SIGSEGV in grpcio (also with the child doing nothing but
+        # look at the table): that says nothing of the name table, so such a
+        # run is made again.
+        if result.stdout.split()[:2] != ["child", f"-{signal.SIGSEGV.value}"]:
+            break
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.split() == ["child", "0", "parent", "2", "shared"], result.stdout

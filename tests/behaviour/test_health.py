@@ -12,7 +12,7 @@ import pytest
 from grpcpool.config import SUSPECT_CHECK_INTERVAL
 from grpcpool.errors import NotConnectedError
 from tests.behaviour.backends import Answer, Backends, settled, spread
-from tests.behaviour.harness import Driver, differs_on
+from tests.behaviour.harness import Driver
 from tests.behaviour.signals import Signals
 from tests.faultproxy import FaultProxy
 from tests.servers import UNAVAILABLE, EchoServer
@@ -224,13 +224,6 @@ def test_a_server_closing_connections_by_age_is_not_an_outage(
     assert signals.of("channel.connection_failed", name) == []
 
 
-@differs_on(
-    "sync",
-    "the sync pool's connectivity watcher polls (every 10 ms or slower) and misses a "
-    "connection that grpcio re-establishes between two sweeps while calls flow: of ~8 "
-    "server-closed connections it reports 0-3 (connection_down, disconnected, the "
-    "disconnect metrics), where the asyncio pool, woken by each state change, reports all",
-)
 def test_each_connection_the_server_closes_is_reported(
     driver: Driver, backends: Backends, signals: Signals
 ) -> None:
