@@ -212,7 +212,19 @@ def test_a_call_failed_at_pick_time_is_told_apart_from_one_cut_in_flight() -> No
     try:
         unary = EchoStub(channel).Unary
         assert unary(b"x", timeout=10) == b"x"
-        process.kill()
+        states: list[grpc.ChannelConnectivity] = []
+        channel.subscribe(states.append)
+        try:
+            process.kill()
+            # A call made before the channel has read the reset goes out on the
+            # dead connection ("Connection reset by peer") and may have been
+            # sent: the contract is about a call made once the channel knows.
+            assert wait_until(
+                lambda: bool(states) and states[-1] is not grpc.ChannelConnectivity.READY,
+                timeout=5,
+            )
+        finally:
+            channel.unsubscribe(states.append)
         with pytest.raises(grpc.RpcError) as refused:
             unary(b"z", timeout=5)
         assert never_sent(refused.value), refused.value.details()
