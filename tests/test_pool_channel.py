@@ -436,9 +436,11 @@ def test_only_an_unavailable_that_is_not_a_refused_stream_asks_for_a_check() -> 
     connection = ReadyConnection(object(), "worker-1", lambda: asked.append(1))  # type: ignore[arg-type]
     refused = "Stream removed (RST_STREAM (Received RST_STREAM with error code 7))"
 
-    connection.failed(FailedCall(grpc.StatusCode.UNAVAILABLE, refused))
-    connection.failed(FailedCall(grpc.StatusCode.INTERNAL, "boom"))
+    connection.failed(FailedCall(grpc.StatusCode.UNAVAILABLE, refused), 100.0)
+    connection.failed(FailedCall(grpc.StatusCode.INTERNAL, "boom"), 100.0)
     assert asked == []
-    connection.failed(FailedCall(grpc.StatusCode.UNAVAILABLE, "Socket closed"))
-    connection.failed(FailedCall(grpc.StatusCode.UNAVAILABLE, "Socket closed"))
+    connection.failed(FailedCall(grpc.StatusCode.UNAVAILABLE, "Socket closed"), 100.0)
+    connection.failed(FailedCall(grpc.StatusCode.UNAVAILABLE, "Socket closed"), 100.5)
     assert asked == [1]  # the second within SUSPECT_CHECK_INTERVAL is not passed on
+    connection.failed(FailedCall(grpc.StatusCode.UNAVAILABLE, "Socket closed"), 101.0)
+    assert asked == [1, 1]  # one interval later it is

@@ -250,7 +250,7 @@ def test_a_ready_connection_carries_the_reports_suspect_and_address() -> None:
         "worker-1",
         "a:1",
     )
-    connection.report_unavailable()
+    connection.report_unavailable(100.0)
     assert told == ["x"]
 
 

@@ -25,6 +25,7 @@ Nothing of this runs while a call succeeds, beyond handing out the wrapper.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable, Generator
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -186,7 +187,7 @@ class PoolCall:
 
     def _failed(self, error: BaseException) -> bool:
         """A failure of the running attempt: True if it was sent again instead."""
-        self._connection.failed(error)
+        self._connection.failed(error, time.monotonic())
         if getattr(self, "_answered", False) or not self._resends or not never_sent(error):
             return False
         tried = getattr(self, "_tried", None)
@@ -274,7 +275,7 @@ class _Written(PoolCall):
         except _Cancelled as cancelled:
             raise self._cut(cancelled)  # noqa: B904
         except _AioRpcError as error:
-            self._connection.failed(error)
+            self._connection.failed(error, time.monotonic())
             raise
 
     async def done_writing(self) -> None:

@@ -206,7 +206,7 @@ def _finished(connection: ReadyConnection, ticket: int, call: Any) -> None:
     """A call started by ``future()`` or a streaming call has ended (a done callback)."""
     connection.end(ticket)
     with contextlib.suppress(Exception):  # a call object without a code: nothing to learn
-        connection.failed(call)
+        connection.failed(call, time.monotonic())
 
 
 # A multi-callable's parameters after the request, in grpc's order.
@@ -296,7 +296,7 @@ class _Routed:
         try:
             return call(request, *args, **kwargs)
         except grpc.RpcError as error:
-            connection.failed(error)
+            connection.failed(error, time.monotonic())
             if not (self._resends and never_sent(error)):
                 raise
             failed = error
@@ -337,7 +337,7 @@ class _Routed:
                 built = connection.callables.get(self._key) or connection.multi_callable(self._key)
                 return (built if how is None else getattr(built, how))(request, **options)
             except grpc.RpcError as again:
-                connection.failed(again)
+                connection.failed(again, time.monotonic())
                 if not never_sent(again):
                     raise
                 error = again

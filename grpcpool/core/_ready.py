@@ -21,7 +21,6 @@ belongs to the connection rather than to one picture of the pool lives here:
 from __future__ import annotations
 
 import itertools
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -143,21 +142,28 @@ class ReadyConnection:
             )
         return built
 
-    def failed(self, error: BaseException) -> None:
+    def failed(self, error: BaseException, now: float) -> None:
         """A call on this connection failed: if the error says it may be gone, have it checked.
 
         ``UNAVAILABLE`` may mean the connection is gone; not so a stream the
         server refused at its stream limit (it answered on the connection).
+
+        Args:
+            error: What the call raised.
+            now: ``time.monotonic()``, passed in by the caller (a rule of the
+                core reads no clock).
         """
         if status_code(error) is grpc.StatusCode.UNAVAILABLE and not refused_stream(error):
-            self.report_unavailable()
+            self.report_unavailable(now)
 
-    def report_unavailable(self) -> None:
-        """A call on this connection failed with ``UNAVAILABLE``: have it checked soon."""
+    def report_unavailable(self, now: float) -> None:
+        """A call on this connection failed with ``UNAVAILABLE`` at ``now``: have it checked soon.
+
+        At most one check per ``SUSPECT_CHECK_INTERVAL``, however many calls fail.
+        """
         suspect = self._suspect
         if suspect is None:
             return
-        now = time.monotonic()
         if now - self._last_suspect < SUSPECT_CHECK_INTERVAL:
             return
         self._last_suspect = now
