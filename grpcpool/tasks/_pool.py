@@ -61,6 +61,10 @@ _log = logging.getLogger(__name__)
 #: (``grpcpool._names``); written only through ``claim_aio``/``release_aio``.
 POOLS: dict[str, TaskPool] = PROCESS.aio_pools
 
+# Who listens to pool.get_channel: blinker changes this dict in place, so the
+# hot path reads one module global instead of a signal's attribute.
+_GET_CHANNEL_RECEIVERS = telemetry.pool_get_channel.receivers
+
 
 class TaskPool:
     """The tasks, records and view of one asyncio pool on its event loop.
@@ -228,7 +232,7 @@ class TaskPool:
             raise self._wrong_loop(running_loop())
         view = self._registry.view
         channel = view.pick()
-        if telemetry.pool_get_channel.receivers and self._sampler.counts():
+        if _GET_CHANNEL_RECEIVERS and self._sampler.counts():
             announce_pool(get_channel_signal(view), self.name, _log)
         return channel  # type: ignore[return-value]  # an aio pool's channel
 

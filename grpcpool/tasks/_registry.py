@@ -65,12 +65,10 @@ class Registry:
         self._name = name
         self._target = target
         self._records = records_after(name, strategy, empty_view(name, expected, "starting"))
+        # The current view, replaced whole by each Publish: a plain attribute,
+        # since get_channel reads it on every call.
+        self.view: PoolView = self._records.view
         self._changed: asyncio.Event | None = None
-
-    @property
-    def view(self) -> PoolView:
-        """The current view; replaced whole by each change."""
-        return self._records.view
 
     @property
     def expected(self) -> int:
@@ -85,6 +83,7 @@ class Registry:
         self._records, effects = step(self._records, event, time.time())
         for effect in effects:
             if isinstance(effect, Publish):
+                self.view = effect.view
                 self.wake()
         return any(isinstance(effect, WorkersChanged) for effect in effects)
 
