@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
+import grpc
 import pytest
 
 import grpcpool
@@ -206,6 +207,18 @@ def driver(request: pytest.FixtureRequest, server: EchoServer) -> Iterator[Drive
         made.close()
 
 
+# grpc.aio before 1.85 keeps a closed channel's TCP connection until the channel
+# object is collected, and a caller still holding a call (as these tests do)
+# holds its channel: the connection then outlives the close, whatever the pool does.
+OLD_GRPC_AIO = tuple(int(part) for part in grpc.__version__.split(".")[:2]) < (1, 85)
+
+
+def skip_held_on_old_grpc_aio(driver: Driver) -> None:
+    """Skips a held-call case of an asyncio pool on grpcio < 1.85 (see OLD_GRPC_AIO)."""
+    if OLD_GRPC_AIO and isinstance(driver, AioDriver):
+        pytest.skip("grpc.aio < 1.85 closes a channel's connection only when it is collected")
+
+
 def peers(server: EchoServer) -> set[int]:
     """The client ports of the server's established connections."""
     return server_peers(server.host, server.port)
@@ -257,6 +270,7 @@ def test_a_refresh_keeps_the_old_connection_until_its_call_ends(
 ) -> None:
     """A held call keeps the connection max_age replaced open; the call succeeds, and
     the old connection closes within a second of its end."""
+    skip_held_on_old_grpc_aio(driver)
     old = started_pool(driver, server, 1, max_age=MAX_AGE)
     call = driver.call(kind)
     held(server, 1)
@@ -285,6 +299,7 @@ def test_a_scale_down_keeps_the_connection_until_its_call_ends(
 ) -> None:
     """With a held call on each of two connections, the one scaled away stays open while
     its call runs; both calls succeed, and it closes within a second of the end."""
+    skip_held_on_old_grpc_aio(driver)
     started_pool(driver, server, 2)
     calls = [driver.call(kind) for _ in range(2)]  # round robin: one on each connection
     held(server, 2)
@@ -314,6 +329,7 @@ def test_a_stop_lets_a_running_call_finish_then_closes(
 ) -> None:
     """A call held while its pool stops keeps its connection open and succeeds; the
     connection closes within a second of its end (and an asyncio stop returns then)."""
+    skip_held_on_old_grpc_aio(driver)
     old = started_pool(driver, server, 1)
     call = driver.call(kind)
     held(server, 1)

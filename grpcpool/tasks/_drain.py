@@ -7,11 +7,13 @@ latest ``connection.drain_timeout`` after it left, which cuts what still
 runs. This module only carries the ledger's answers out, on the loop.
 
 A channel ``get_channel()`` handed out raw may carry calls no ledger counts.
-``grpc.aio`` knows them, though: ``close(grace)`` waits for the calls it
-made on the channel, up to ``grace``. So each close passes what is left of
-the drain as its grace, and a raw call gets to finish within the drain as
-before, while nothing waits when nothing runs. (The sync pool cannot ask
-grpc this, and keeps a channel handed out raw open for the whole drain.)
+As in the sync pool, once the pool has handed out any channel raw
+(``raw_handed_out``, set by ``get_channel`` before it reads the view) a
+retired channel is kept for the whole drain, closed with the drain as
+``grace``: grpc.aio 1.85 and newer end that wait when the raw calls end;
+older releases wait for calls they find among the loop's tasks, which may
+be any. A pool that never handed a channel out closes without a grace, so
+nothing but the ledger decides when.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ class Drains:
         spawn: Runs a closing coroutine as a task the pool's stop awaits.
 
     Attributes:
+        raw_handed_out: The pool has handed out a channel raw
+            (``get_channel``): calls nothing counts may run on its channels.
         open: The channels the pool's workers have open.
         closed_by_pool: Channels the pool closed (or is closing): a call they
             cut was cut by the pool, not lost with its connection.
@@ -53,6 +57,7 @@ class Drains:
         self._spawn = spawn
         # Channels waiting for their last call, each with the event it sets.
         self._waiting: dict[grpc.aio.Channel, asyncio.Event] = {}
+        self.raw_handed_out = False
         self.open: set[grpc.aio.Channel] = set()
         self.closed_by_pool: weakref.WeakSet[grpc.aio.Channel] = weakref.WeakSet()
 
@@ -73,14 +78,16 @@ class Drains:
         self.open.discard(channel)
         self.closed_by_pool.add(channel)
         timeout = self._timeout
-        effect = ledger.retire() if drain and timeout > 0 else ledger.cut()
+        draining = drain and timeout > 0
+        effect = ledger.retire(handed_out=self.raw_handed_out) if draining else ledger.cut()
         if effect is Close.WHEN_LAST_ENDS:
             last_ended = asyncio.Event()
             self._waiting[channel] = last_ended
             self._spawn(self._close_after_last(channel, ledger, last_ended))
+        elif effect is Close.AT_DRAIN_END:
+            self._spawn(channel.close(grace=timeout))
         elif effect is Close.NOW:
-            grace = timeout if drain and timeout > 0 else None
-            self._spawn(channel.close(grace=grace))
+            self._spawn(channel.close())
 
     def last_call_ended(self, channel: grpc.aio.Channel) -> None:
         """The ledger of the retired ``channel`` said its last call ended (in a done callback)."""
@@ -91,8 +98,6 @@ class Drains:
     async def _close_after_last(
         self, channel: grpc.aio.Channel, ledger: CallLedger, last_ended: asyncio.Event
     ) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._timeout
         try:
             await wait_event(last_ended, self._timeout)
         except asyncio.CancelledError:  # the loop is closing: close before going
@@ -103,9 +108,7 @@ class Drains:
         finally:
             self._waiting.pop(channel, None)
         if last_ended.is_set():
-            # For calls grpc.aio made on it that no ledger counts (a raw hand-out).
-            left = deadline - loop.time()
-            await channel.close(grace=left if left > 0 else None)
+            await channel.close()
         else:
             ledger.cut()  # the drain ended: cut what still runs
             await channel.close()

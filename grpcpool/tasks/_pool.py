@@ -230,6 +230,7 @@ class TaskPool:
         """
         if thread_id() != self._thread:
             raise self._wrong_loop(running_loop())
+        self._drains.raw_handed_out = True  # before the view is read, as in a sync pool
         view = self._registry.view
         channel = view.pick()
         if _GET_CHANNEL_RECEIVERS and self._sampler.counts():

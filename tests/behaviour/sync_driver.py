@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 import pykka
+from pykka.messages import ProxyGetAttr
 
 import grpcpool
 from grpcpool import ChannelWorker, Config, PoolSpec, PoolStatus, Supervisor
@@ -149,11 +150,14 @@ class SyncDriver(Driver):
     def crash_worker(self, worker_id: str, name: str | None = None) -> None:
         name = name or self.name
         for ref in pykka.ActorRegistry.get_by_class(ChannelWorker):
-            actor = ref._actor_weakref()  # the worker, to read its pool and id
-            if actor is not None and (actor._parts.name, actor._worker_id) == (name, worker_id):
-                with contextlib.suppress(pykka.ActorDeadError):
+            # The worker's pool and id, asked of the actor (pykka's own message,
+            # as the supervisor asks a child its URN).
+            with contextlib.suppress(pykka.ActorDeadError):
+                pool = ref.ask(ProxyGetAttr(attr_path=("_parts", "name")), timeout=5)
+                wid = ref.ask(ProxyGetAttr(attr_path=("_worker_id",)), timeout=5)
+                if (pool, wid) == (name, worker_id):
                     ref.tell("crash")  # not a message a worker knows: it crashes
-                return
+                    return
         raise LookupError(f"no live worker {worker_id!r} in pool {name!r}")
 
     def _wait_change(self, name: str, timeout: float) -> None:
