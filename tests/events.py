@@ -12,11 +12,15 @@ from grpcpool import telemetry
 
 
 class EventLog:
-    """Records every telemetry event: name -> list of (sender, measurements, metadata)."""
+    """Records every telemetry event: name -> list of (sender, measurements, metadata).
+
+    Receivers run on whichever thread emits; the record is kept under a
+    condition that also wakes whoever waits for an event.
+    """
 
     def __init__(self) -> None:
         self.events: dict[str, list[tuple[str, dict[str, Any], dict[str, Any]]]] = defaultdict(list)
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self._receivers: list[tuple[blinker.NamedSignal, Any]] = []
         for name in telemetry.EVENTS:
             signal = blinker.signal(name)
@@ -29,7 +33,8 @@ class EventLog:
                 _name: str = name,
             ) -> None:
                 with self._lock:
-                    self.events[_name].append((sender, measurements, metadata))
+                    self.events[_name].append((sender, dict(measurements), dict(metadata)))
+                    self._lock.notify_all()
 
             signal.connect(receive, weak=False)
             self._receivers.append((signal, receive))
@@ -40,5 +45,7 @@ class EventLog:
             return list(self.events[f"grpc_connection_pool.{short_name}"])
 
     def close(self) -> None:
+        """Disconnects every receiver. Idempotent."""
         for signal, receiver in self._receivers:
             signal.disconnect(receiver)
+        self._receivers.clear()

@@ -8,47 +8,25 @@ caller's), so the record is kept under a condition that also wakes waiters.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-import blinker
-
 from grpcpool import telemetry
+from tests.events import EventLog
 
 #: One recorded event: (sender, measurements, metadata).
 Event = tuple[str, dict[str, Any], dict[str, Any]]
 
 
-class Signals:
-    """Records every telemetry event; :meth:`wait` blocks until enough have come."""
-
-    def __init__(self) -> None:
-        self._changed = threading.Condition()
-        self._events: dict[str, list[Event]] = {name: [] for name in telemetry.EVENTS}
-        self._receivers: list[tuple[blinker.NamedSignal, Any]] = []
-        for name in telemetry.EVENTS:
-            signal = blinker.signal(name)
-
-            def receive(
-                sender: str,
-                *,
-                measurements: dict[str, Any],
-                metadata: dict[str, Any],
-                _name: str = name,
-            ) -> None:
-                with self._changed:
-                    self._events[_name].append((sender, dict(measurements), dict(metadata)))
-                    self._changed.notify_all()
-
-            signal.connect(receive, weak=False)
-            self._receivers.append((signal, receive))
+class Signals(EventLog):
+    """Records every telemetry event (:class:`tests.events.EventLog`); :meth:`wait` blocks
+    until enough have come."""
 
     def of(self, short_name: str, sender: str | None = None) -> list[Event]:
         """Events named ``grpc_connection_pool.<short_name>`` so far (from ``sender`` only)."""
-        with self._changed:
-            events = list(self._events[f"{telemetry.PREFIX}.{short_name}"])
+        with self._lock:
+            events = list(self.events[f"{telemetry.PREFIX}.{short_name}"])
         return [event for event in events if sender is None or event[0] == sender]
 
     def metadata(self, short_name: str, sender: str | None = None) -> list[dict[str, Any]]:
@@ -73,7 +51,7 @@ class Signals:
         """
         check = predicate or bool
         deadline = time.monotonic() + timeout
-        with self._changed:
+        with self._lock:
             while True:
                 events = self.of(short_name, sender)
                 if check(events):
@@ -83,10 +61,4 @@ class Signals:
                     raise AssertionError(
                         f"{short_name}: not seen as expected within {timeout}s; got {events}"
                     )
-                self._changed.wait(left)
-
-    def close(self) -> None:
-        """Disconnects every receiver."""
-        for signal, receiver in self._receivers:
-            signal.disconnect(receiver)
-        self._receivers.clear()
+                self._lock.wait(left)
