@@ -19,6 +19,7 @@ grpcio shutting a socket down before it closes it (pinned here too).
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import Callable, Iterator
 
@@ -29,12 +30,12 @@ import pytest
 
 from grpcpool import PoolChannel
 from grpcpool.aio import AioPoolChannel
-from grpcpool.connection._call_errors import refused_stream
+from grpcpool.connection._call_errors import finished_code, refused_stream
 from grpcpool.connection._sockets import SocketHints
 from grpcpool.connection._watcher import STATES
 from grpcpool.core._reroute import never_sent
 from tests.pools import free_port
-from tests.servers import HOLD, EchoProcess, EchoServer, EchoStub
+from tests.servers import ECHO_METHOD, HOLD, UNAVAILABLE, EchoProcess, EchoServer, EchoStub
 from tests.waiting import wait_until
 
 ADVICE = (
@@ -252,3 +253,28 @@ def test_the_pool_channels_take_grpcios_multi_callable_arguments(factory: str) -
     aio = parameters(getattr(grpc.aio._channel.Channel, factory))
     assert parameters(getattr(PoolChannel, factory)) == sync
     assert parameters(getattr(AioPoolChannel, factory)) == aio
+
+
+# --- a finished grpc.aio call's code, read without awaiting ----------------------------
+
+
+def test_a_finished_aio_calls_code_is_read_in_its_done_callback() -> None:
+    """finished_code reads how a grpc.aio call ended from its done callback, as the
+    asyncio pool channel does for every call: OK, and UNAVAILABLE from the server."""
+    with EchoServer(with_health=False) as server:
+
+        async def codes() -> list[grpc.StatusCode | None]:
+            seen: list[grpc.StatusCode | None] = []
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+                unary = channel.unary_unary(ECHO_METHOD)
+                ok = unary(b"x", timeout=5)
+                ok.add_done_callback(lambda call: seen.append(finished_code(call)))
+                assert await ok == b"x"
+                failed = unary(UNAVAILABLE, timeout=5)
+                failed.add_done_callback(lambda call: seen.append(finished_code(call)))
+                with pytest.raises(grpc.aio.AioRpcError):
+                    await failed
+                await asyncio.sleep(0)  # done callbacks run on the loop's next turn
+            return seen
+
+        assert asyncio.run(codes()) == [grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE]

@@ -33,6 +33,7 @@ from grpcpool._names import held_by
 from grpcpool._process import PROCESS
 from grpcpool.api._aio_calls import call_class
 from grpcpool.config import REFUSED_CALL_PAUSE
+from grpcpool.connection._call_errors import finished_code
 from grpcpool.core._ready import CallableKey, ReadyConnection, callable_key
 from grpcpool.core._view import ALL_RETIRED, connectivity_of
 from grpcpool.errors import NotConnectedError, PoolCallError, PoolNotFoundError
@@ -49,6 +50,8 @@ running_loop = asyncio.events._get_running_loop
 thread_id = threading.get_ident
 
 __all__ = ["AioPoolChannel"]
+
+_clock = time.monotonic
 
 
 class AioPoolChannel(grpc.aio.Channel):
@@ -164,12 +167,14 @@ class AioPoolChannel(grpc.aio.Channel):
 class _Routed:
     """A multi-callable of the pool channel: routes each call when it starts."""
 
-    __slots__ = ("_key", "_make", "_name")
+    __slots__ = ("_key", "_make", "_name", "_one_response")
 
     def __init__(self, name: str, key: CallableKey) -> None:
         self._name = name
         self._key = key
         self._make = call_class(key[0])
+        # A call with one response: its duration is a latency sample.
+        self._one_response = key[0] in ("unary_unary", "stream_unary")
 
     def __call__(self, request: Any = None, **kwargs: Any) -> Any:
         # request: the request, or the request iterator (None: write() the requests)
@@ -206,14 +211,27 @@ class _Routed:
 
         The count ends when the call is done (``connection.end``).
         """
+        started = _clock()
         try:
             built = connection.callables.get(self._key) or connection.multi_callable(self._key)
             call = built(request, **kwargs)
         except BaseException:
             connection.end(ticket)
             raise
-        call.add_done_callback(lambda _: connection.end(ticket))
+        one_response = self._one_response
+        call.add_done_callback(lambda done: _ended(connection, ticket, done, started, one_response))
         return call
+
+
+def _ended(
+    connection: ReadyConnection, ticket: int, call: Any, started: float, one_response: bool
+) -> None:
+    """A ``grpc.aio`` call on ``connection`` is done (its done callback): count it out, record it."""
+    connection.end(ticket)
+    code = finished_code(call)
+    if code is not None:
+        now = _clock()
+        connection.stats.record(now - started if one_response else None, code, now)
 
 
 def _not_running(name: str) -> PoolNotFoundError:

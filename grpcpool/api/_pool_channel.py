@@ -25,10 +25,9 @@ a call that succeeds pays nothing for that.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 
@@ -36,10 +35,10 @@ from grpcpool import _connectivity
 from grpcpool._config_checks import check_pool_name
 from grpcpool._process import PROCESS
 from grpcpool.actors._entry import POOLS, PoolEntry
+from grpcpool.api._pool_calls import routed_callable
 from grpcpool.api._table import lookup
 from grpcpool.config import DEFAULT_POOL_NAME
-from grpcpool.core._ready import CallableKey, ReadyConnection, callable_key
-from grpcpool.core._reroute import never_sent, untried
+from grpcpool.core._ready import ReadyConnection, callable_key
 from grpcpool.core._view import ALL_RETIRED, connectivity_of
 from grpcpool.errors import NotConnectedError, PoolCallError
 
@@ -49,6 +48,8 @@ __all__ = ["PoolChannel"]
 _pools: dict[str, PoolEntry] = PROCESS.pools
 
 _clock = time.perf_counter_ns
+_OK = grpc.StatusCode.OK
+_UNKNOWN = grpc.StatusCode.UNKNOWN
 
 
 class PoolChannel(grpc.Channel):
@@ -121,7 +122,7 @@ class PoolChannel(grpc.Channel):
         key = callable_key(
             "unary_unary", method, request_serializer, response_deserializer, _registered_method
         )
-        return _UnaryUnary(self, key)
+        return routed_callable(self, key)  # type: ignore[no-any-return]
 
     def unary_stream(
         self,
@@ -133,7 +134,7 @@ class PoolChannel(grpc.Channel):
         key = callable_key(
             "unary_stream", method, request_serializer, response_deserializer, _registered_method
         )
-        return _UnaryStream(self, key)
+        return routed_callable(self, key)  # type: ignore[no-any-return]
 
     def stream_unary(
         self,
@@ -145,7 +146,7 @@ class PoolChannel(grpc.Channel):
         key = callable_key(
             "stream_unary", method, request_serializer, response_deserializer, _registered_method
         )
-        return _StreamUnary(self, key)
+        return routed_callable(self, key)  # type: ignore[no-any-return]
 
     def stream_stream(
         self,
@@ -157,7 +158,7 @@ class PoolChannel(grpc.Channel):
         key = callable_key(
             "stream_stream", method, request_serializer, response_deserializer, _registered_method
         )
-        return _StreamStream(self, key)
+        return routed_callable(self, key)  # type: ignore[no-any-return]
 
     def subscribe(self, callback: _connectivity.Callback, try_to_connect: bool = False) -> None:
         """Calls ``callback`` with the pool's connectivity now and on each change.
@@ -200,204 +201,3 @@ class PoolChannel(grpc.Channel):
 
 def _left(deadline: float | None) -> float | None:
     return None if deadline is None else deadline - time.monotonic()
-
-
-def _finished(connection: ReadyConnection, ticket: int, call: Any) -> None:
-    """A call started by ``future()`` or a streaming call has ended (a done callback)."""
-    connection.end(ticket)
-    with contextlib.suppress(Exception):  # a call object without a code: nothing to learn
-        connection.failed(call, time.monotonic())
-
-
-# A multi-callable's parameters after the request, in grpc's order.
-_PARAMETERS = ("timeout", "metadata", "credentials", "wait_for_ready", "compression")
-
-
-def _options(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The call's parameters by name, from grpc's positional order and keywords."""
-    if len(args) > len(_PARAMETERS):
-        raise TypeError(f"a call takes at most {len(_PARAMETERS) + 1} positional arguments")
-    options = dict(zip(_PARAMETERS, args, strict=False))
-    for name in kwargs:
-        if name not in _PARAMETERS:
-            raise TypeError(f"a call got an unexpected keyword argument {name!r}")
-        if name in options:
-            raise TypeError(f"a call got multiple values for argument {name!r}")
-    options.update(kwargs)
-    return options
-
-
-if TYPE_CHECKING:  # generic in the type stubs only
-    _UnaryUnaryBase = grpc.UnaryUnaryMultiCallable[Any, Any]
-    _UnaryStreamBase = grpc.UnaryStreamMultiCallable[Any, Any]
-    _StreamUnaryBase = grpc.StreamUnaryMultiCallable[Any, Any]
-    _StreamStreamBase = grpc.StreamStreamMultiCallable[Any, Any]
-else:
-    _UnaryUnaryBase = grpc.UnaryUnaryMultiCallable
-    _UnaryStreamBase = grpc.UnaryStreamMultiCallable
-    _StreamUnaryBase = grpc.StreamUnaryMultiCallable
-    _StreamStreamBase = grpc.StreamStreamMultiCallable
-
-
-class _Routed:
-    """What the four multi-callables share: the pool channel and the method's key.
-
-    The fast path (a ready connection) hands the caller's arguments to grpc's
-    multi-callable untouched, so grpc checks them; only a call that finds no
-    ready connection reads them by name, to wait and shorten its timeout.
-    """
-
-    __slots__ = ("_channel", "_key", "_name")
-
-    def __init__(self, channel: PoolChannel, key: CallableKey) -> None:
-        self._channel = channel
-        self._key = key
-        self._name = channel.name
-
-    def _route(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> tuple[ReadyConnection, int, Any, tuple[Any, ...], dict[str, Any]]:
-        """A ready connection with the call counted on it, the call's ticket there, the
-        connection's multi-callable for the method, and the call's arguments.
-
-        The caller ends the ticket (``connection.end``) when the call ends.
-        """
-        entry = _pools.get(self._name)
-        try:
-            admitted = entry.view.admit() if entry is not None else None
-        except NotConnectedError:
-            admitted = None
-        if admitted is None:
-            kwargs, args = _options(args, kwargs), ()
-            connection, ticket, kwargs["timeout"] = self._channel._connection_when_none_ready(
-                kwargs.get("wait_for_ready"), kwargs.get("timeout")
-            )
-        else:
-            connection, ticket = admitted
-        try:
-            built = connection.callables.get(self._key) or connection.multi_callable(self._key)
-        except BaseException:
-            connection.end(ticket)
-            raise
-        return connection, ticket, built, args, kwargs
-
-    # Whether a blocking call that failed before it reached a server is sent
-    # again: not a stream of requests, which grpc may have begun to consume.
-    _resends = False
-
-    def _blocking(
-        self, how: str | None, request: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
-        """Runs a call that blocks until its response, counted while it runs."""
-        # When it started, to keep a call sent again within its timeout.
-        started = _clock()
-        connection, ticket, built, args, kwargs = self._route(args, kwargs)
-        call = built if how is None else getattr(built, how)
-        try:
-            return call(request, *args, **kwargs)
-        except grpc.RpcError as error:
-            connection.failed(error, time.monotonic())
-            if not (self._resends and never_sent(error)):
-                raise
-            failed = error
-        finally:
-            connection.end(ticket)
-        return self._resend(how, request, _options(args, kwargs), started, [connection], failed)
-
-    def _resend(
-        self,
-        how: str | None,
-        request: Any,
-        options: dict[str, Any],
-        started: int,
-        tried: list[ReadyConnection],
-        error: grpc.RpcError,
-    ) -> Any:
-        """Sends a call that never reached a server to the next untried ready connection.
-
-        Each ready connection is tried at most once, within the call's
-        timeout (counted from ``started``, a ``perf_counter_ns`` reading);
-        the last failure is raised when no connection or no time is left.
-        """
-        timeout = options.get("timeout")
-        while True:
-            entry = _pools.get(self._name)
-            connection = untried(entry.view, tried) if entry is not None else None
-            if connection is None:
-                raise error
-            if timeout is not None:
-                options["timeout"] = timeout - (_clock() - started) / 1e9
-                if options["timeout"] <= 0:
-                    raise error
-            tried.append(connection)
-            ticket = connection.start()
-            if ticket is None:  # it left the pool meanwhile
-                continue
-            try:
-                built = connection.callables.get(self._key) or connection.multi_callable(self._key)
-                return (built if how is None else getattr(built, how))(request, **options)
-            except grpc.RpcError as again:
-                connection.failed(again, time.monotonic())
-                if not never_sent(again):
-                    raise
-                error = again
-            finally:
-                connection.end(ticket)
-
-    def _started(
-        self, how: str | None, request: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
-        """Starts a call that returns at once (a future or a stream), counted until it ends."""
-        try:
-            connection, ticket, built, args, kwargs = self._route(args, kwargs)
-        except PoolCallError as failed:
-            return failed  # the call object of a call that failed before it started
-        try:
-            call = (built if how is None else getattr(built, how))(request, *args, **kwargs)
-        except BaseException:
-            connection.end(ticket)
-            raise
-        # Runs at once if the call has ended already.
-        call.add_done_callback(lambda done: _finished(connection, ticket, done))
-        return call
-
-
-class _UnaryUnary(_Routed, _UnaryUnaryBase):
-    __slots__ = ()
-    _resends = True
-
-    def __call__(self, request: Any, *args: Any, **kwargs: Any) -> Any:
-        return self._blocking(None, request, args, kwargs)
-
-    def with_call(self, request: Any, *args: Any, **kwargs: Any) -> Any:
-        return self._blocking("with_call", request, args, kwargs)
-
-    def future(self, request: Any, *args: Any, **kwargs: Any) -> Any:
-        return self._started("future", request, args, kwargs)
-
-
-class _UnaryStream(_Routed, _UnaryStreamBase):
-    __slots__ = ()
-
-    def __call__(self, request: Any, *args: Any, **kwargs: Any) -> Any:
-        return self._started(None, request, args, kwargs)
-
-
-class _StreamUnary(_Routed, _StreamUnaryBase):
-    __slots__ = ()
-
-    def __call__(self, request_iterator: Any, *args: Any, **kwargs: Any) -> Any:
-        return self._blocking(None, request_iterator, args, kwargs)
-
-    def with_call(self, request_iterator: Any, *args: Any, **kwargs: Any) -> Any:
-        return self._blocking("with_call", request_iterator, args, kwargs)
-
-    def future(self, request_iterator: Any, *args: Any, **kwargs: Any) -> Any:
-        return self._started("future", request_iterator, args, kwargs)
-
-
-class _StreamStream(_Routed, _StreamStreamBase):
-    __slots__ = ()
-
-    def __call__(self, request_iterator: Any, *args: Any, **kwargs: Any) -> Any:
-        return self._started(None, request_iterator, args, kwargs)

@@ -10,6 +10,8 @@ belongs to the connection rather than to one picture of the pool lives here:
   :meth:`end` without a lock by callers on any thread; ``calls`` is its live
   set of tickets, whose ``len`` is exact. When the last call on a retired
   connection ends, :meth:`end` has its driver close the channel.
+* ``stats``: how the calls through the pool channel on it ended (their
+  outcomes and latencies), told by the pool channel as each call ends.
 * ``callables``: the grpc multi-callables built on its channel, one per
   method and kind, so a call through the pool channel builds nothing.
 * ``failed`` and ``report_unavailable``: a call failed with ``UNAVAILABLE``
@@ -29,6 +31,7 @@ import grpc
 from grpcpool.config import SUSPECT_CHECK_INTERVAL
 from grpcpool.connection._call_errors import refused_stream, status_code
 from grpcpool.connection._calls import CallLedger
+from grpcpool.core._call_stats import CallStats
 
 __all__ = ["CallableKey", "ReadyConnection", "callable_key"]
 
@@ -62,6 +65,8 @@ class ReadyConnection:
             (``ledger.calls``, the live set).
         callables: Multi-callables built on ``channel``, by :data:`CallableKey`.
         address: The resolved address the channel is pinned to (None: ``host:port``).
+        stats: How the calls through the pool channel on it ended
+            (:class:`~grpcpool.core._call_stats.CallStats`).
 
     Args:
         ledger: The channel's ledger, from its worker (a new one if None).
@@ -80,6 +85,7 @@ class ReadyConnection:
         "calls",
         "channel",
         "ledger",
+        "stats",
         "worker_id",
     )
 
@@ -101,6 +107,7 @@ class ReadyConnection:
         self._suspect = suspect
         self._on_last_call = on_last_call
         self._last_suspect = -SUSPECT_CHECK_INTERVAL
+        self.stats = CallStats()
 
     @property
     def in_flight(self) -> int:

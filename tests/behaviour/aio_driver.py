@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import grpcpool.aio
 import grpcpool.tasks
 from grpcpool import Config, PoolStatus
+from grpcpool.core import ReadyConnection
 from tests.behaviour.harness import SLACK, Driver, HarnessTimeout, Pending, Stub
 from tests.servers import EchoStub
 from tests.test_interceptors import aio_tagging
@@ -222,6 +223,9 @@ class AioDriver(Driver):
         return self._loop.call(lambda: grpcpool.aio.get_channel(name))
 
     # --- state and control ----------------------------------------------------------------
+
+    def connections(self, name: str | None = None) -> tuple[ReadyConnection, ...]:
+        return grpcpool.tasks.POOLS[name or self.name].view.connections
 
     def status(self, name: str | None = None) -> PoolStatus:
         return grpcpool.aio.status(name or self.name)

@@ -30,6 +30,7 @@ from typing import Any, Generic, TypeVar
 import pytest
 
 from grpcpool import Config, PoolStatus
+from grpcpool.core import ReadyConnection
 from grpcpool.errors import PoolNotFoundError
 
 T = TypeVar("T")
@@ -271,6 +272,10 @@ class Driver(abc.ABC):
         """``get_channel(name)``: a ready channel (only to look at, not to call on)."""
 
     # --- state and control ----------------------------------------------------------------
+
+    @abc.abstractmethod
+    def connections(self, name: str | None = None) -> tuple[ReadyConnection, ...]:
+        """The ready connections of the pool's current view (to read, e.g. their ``stats``)."""
 
     @abc.abstractmethod
     def status(self, name: str | None = None) -> PoolStatus:

@@ -16,6 +16,7 @@ from pykka.messages import ProxyGetAttr
 import grpcpool
 from grpcpool import ChannelWorker, Config, PoolSpec, PoolStatus, Supervisor
 from grpcpool._process import PROCESS
+from grpcpool.core import ReadyConnection
 from tests.behaviour.harness import Driver, Pending, Stub
 from tests.servers import EchoStub
 from tests.test_interceptors import Tagging
@@ -124,6 +125,9 @@ class SyncDriver(Driver):
         return grpcpool.get_channel(name or self.name)
 
     # --- state and control ----------------------------------------------------------------
+
+    def connections(self, name: str | None = None) -> tuple[ReadyConnection, ...]:
+        return PROCESS.pools[name or self.name].view.connections
 
     def status(self, name: str | None = None) -> PoolStatus:
         return grpcpool.status(name or self.name)

@@ -208,3 +208,25 @@ def test_the_pool_channel_is_ready_once_a_connection_is(driver: Driver, backends
     backend.restart()
     assert driver.channel_ready(timeout=5)
     assert driver.status().current_size >= 1
+
+
+def test_each_connection_counts_how_the_calls_on_it_ended(
+    driver: Driver, backends: Backends
+) -> None:
+    """Calls through the pool channel are counted on their connection as they end: 6 OK
+    and 4 UNAVAILABLE from the server over a pool of 2 (round robin) add up to 6
+    successes and 4 failures, and taking the counts starts them again."""
+    backends.one()
+    driver.start(backends.config(2))
+    driver.await_ready(min_ready=2)
+    for _ in range(6):
+        assert driver.call(b"fine") == b"fine"
+    for _ in range(4):
+        with pytest.raises(grpc.RpcError) as failed:
+            driver.call(UNAVAILABLE)
+        assert failed.value.code() is grpc.StatusCode.UNAVAILABLE
+    connections = driver.connections()
+    driver.wait_until(lambda: sum(c.stats.successes + c.stats.failures for c in connections) == 10)
+    taken = [c.stats.take_outcomes() for c in connections]
+    assert (sum(s for s, _ in taken), sum(f for _, f in taken)) == (6, 4)
+    assert all(c.stats.take_outcomes() == (0, 0) for c in connections)

@@ -1,0 +1,280 @@
+"""The four multi-callables of a PoolChannel: each call routed when it starts.
+
+A call asks the pool's current view for a ready connection (the pool's
+strategy picks), counts itself in flight there, runs on that connection's own
+grpc multi-callable for the method and, when it ends, tells the connection how
+it went (:class:`~grpcpool.core._call_stats.CallStats`: its outcome, and its
+latency for a call with one response). A blocking unary call that failed
+before it reached a server is sent again (:mod:`grpcpool.core._reroute`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from grpcpool._process import PROCESS
+from grpcpool.actors._entry import PoolEntry
+from grpcpool.connection._call_errors import status_code
+from grpcpool.core._ready import CallableKey, ReadyConnection
+from grpcpool.core._reroute import never_sent, untried
+from grpcpool.errors import NotConnectedError, PoolCallError
+
+if TYPE_CHECKING:
+    from grpcpool.api._pool_channel import PoolChannel
+
+__all__ = ["routed_callable"]
+
+# Read without a lock on every call; PROCESS clears it in place after a fork.
+_pools: dict[str, PoolEntry] = PROCESS.pools
+
+_clock = time.perf_counter_ns
+_OK = grpc.StatusCode.OK
+_UNKNOWN = grpc.StatusCode.UNKNOWN
+
+
+def _finished(
+    connection: ReadyConnection, ticket: int, call: Any, started: int, one_response: bool
+) -> None:
+    """A call started by ``future()`` or a streaming call has ended (a done callback)."""
+    connection.end(ticket)
+    now = time.monotonic()
+    with contextlib.suppress(Exception):  # a call object without a code: nothing to learn
+        code = call.code()
+        seconds = (_clock() - started) / 1e9 if one_response else None
+        connection.stats.record(seconds, code, now)
+        connection.failed(call, now)
+
+
+def _record_failure(connection: ReadyConnection, error: grpc.RpcError, started: int) -> float:
+    """Tells ``connection`` a one-response call failed with ``error``; returns the time now."""
+    now = time.monotonic()
+    code = status_code(error)
+    connection.stats.record((_clock() - started) / 1e9, code or _UNKNOWN, now)
+    connection.failed(error, now)
+    return now
+
+
+# A multi-callable's parameters after the request, in grpc's order.
+_PARAMETERS = ("timeout", "metadata", "credentials", "wait_for_ready", "compression")
+
+
+def _options(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The call's parameters by name, from grpc's positional order and keywords."""
+    if len(args) > len(_PARAMETERS):
+        raise TypeError(f"a call takes at most {len(_PARAMETERS) + 1} positional arguments")
+    options = dict(zip(_PARAMETERS, args, strict=False))
+    for name in kwargs:
+        if name not in _PARAMETERS:
+            raise TypeError(f"a call got an unexpected keyword argument {name!r}")
+        if name in options:
+            raise TypeError(f"a call got multiple values for argument {name!r}")
+    options.update(kwargs)
+    return options
+
+
+if TYPE_CHECKING:  # generic in the type stubs only
+    _UnaryUnaryBase = grpc.UnaryUnaryMultiCallable[Any, Any]
+    _UnaryStreamBase = grpc.UnaryStreamMultiCallable[Any, Any]
+    _StreamUnaryBase = grpc.StreamUnaryMultiCallable[Any, Any]
+    _StreamStreamBase = grpc.StreamStreamMultiCallable[Any, Any]
+else:
+    _UnaryUnaryBase = grpc.UnaryUnaryMultiCallable
+    _UnaryStreamBase = grpc.UnaryStreamMultiCallable
+    _StreamUnaryBase = grpc.StreamUnaryMultiCallable
+    _StreamStreamBase = grpc.StreamStreamMultiCallable
+
+
+class _Routed:
+    """What the four multi-callables share: the pool channel and the method's key.
+
+    The fast path (a ready connection) hands the caller's arguments to grpc's
+    multi-callable untouched, so grpc checks them; only a call that finds no
+    ready connection reads them by name, to wait and shorten its timeout.
+    """
+
+    __slots__ = ("_channel", "_key", "_name")
+
+    def __init__(self, channel: PoolChannel, key: CallableKey) -> None:
+        self._channel = channel
+        self._key = key
+        self._name = channel.name
+
+    def _route(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[ReadyConnection, int, Any, tuple[Any, ...], dict[str, Any]]:
+        """A ready connection with the call counted on it, the call's ticket there, the
+        connection's multi-callable for the method, and the call's arguments.
+
+        The caller ends the ticket (``connection.end``) when the call ends.
+        """
+        entry = _pools.get(self._name)
+        try:
+            admitted = entry.view.admit() if entry is not None else None
+        except NotConnectedError:
+            admitted = None
+        if admitted is None:
+            kwargs, args = _options(args, kwargs), ()
+            connection, ticket, kwargs["timeout"] = self._channel._connection_when_none_ready(
+                kwargs.get("wait_for_ready"), kwargs.get("timeout")
+            )
+        else:
+            connection, ticket = admitted
+        try:
+            built = connection.callables.get(self._key) or connection.multi_callable(self._key)
+        except BaseException:
+            connection.end(ticket)
+            raise
+        return connection, ticket, built, args, kwargs
+
+    # Whether a blocking call that failed before it reached a server is sent
+    # again: not a stream of requests, which grpc may have begun to consume.
+    _resends = False
+    # Whether the call has one response, so its duration is a latency sample.
+    _one_response = True
+
+    def _blocking(
+        self, how: str | None, request: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """Runs a call that blocks until its response, counted while it runs."""
+        # When it started, to keep a call sent again within its timeout.
+        started = _clock()
+        connection, ticket, built, args, kwargs = self._route(args, kwargs)
+        call = built if how is None else getattr(built, how)
+        try:
+            answer = call(request, *args, **kwargs)
+        except grpc.RpcError as error:
+            _record_failure(connection, error, started)
+            if not (self._resends and never_sent(error)):
+                raise
+            failed = error
+        else:
+            connection.stats.record((_clock() - started) / 1e9, _OK, time.monotonic())
+            return answer
+        finally:
+            connection.end(ticket)
+        return self._resend(how, request, _options(args, kwargs), started, [connection], failed)
+
+    def _resend(
+        self,
+        how: str | None,
+        request: Any,
+        options: dict[str, Any],
+        started: int,
+        tried: list[ReadyConnection],
+        error: grpc.RpcError,
+    ) -> Any:
+        """Sends a call that never reached a server to the next untried ready connection.
+
+        Each ready connection is tried at most once, within the call's
+        timeout (counted from ``started``, a ``perf_counter_ns`` reading);
+        the last failure is raised when no connection or no time is left.
+        """
+        timeout = options.get("timeout")
+        while True:
+            entry = _pools.get(self._name)
+            connection = untried(entry.view, tried) if entry is not None else None
+            if connection is None:
+                raise error
+            if timeout is not None:
+                options["timeout"] = timeout - (_clock() - started) / 1e9
+                if options["timeout"] <= 0:
+                    raise error
+            tried.append(connection)
+            ticket = connection.start()
+            if ticket is None:  # it left the pool meanwhile
+                continue
+            attempt = _clock()
+            try:
+                built = connection.callables.get(self._key) or connection.multi_callable(self._key)
+                answer = (built if how is None else getattr(built, how))(request, **options)
+            except grpc.RpcError as again:
+                _record_failure(connection, again, attempt)
+                if not never_sent(again):
+                    raise
+                error = again
+            else:
+                connection.stats.record((_clock() - attempt) / 1e9, _OK, time.monotonic())
+                return answer
+            finally:
+                connection.end(ticket)
+
+    def _started(
+        self, how: str | None, request: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """Starts a call that returns at once (a future or a stream), counted until it ends."""
+        started = _clock()
+        try:
+            connection, ticket, built, args, kwargs = self._route(args, kwargs)
+        except PoolCallError as failed:
+            return failed  # the call object of a call that failed before it started
+        try:
+            call = (built if how is None else getattr(built, how))(request, *args, **kwargs)
+        except BaseException:
+            connection.end(ticket)
+            raise
+        one_response = self._one_response
+        # Runs at once if the call has ended already.
+        call.add_done_callback(
+            lambda done: _finished(connection, ticket, done, started, one_response)
+        )
+        return call
+
+
+class _UnaryUnary(_Routed, _UnaryUnaryBase):
+    __slots__ = ()
+    _resends = True
+
+    def __call__(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        return self._blocking(None, request, args, kwargs)
+
+    def with_call(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        return self._blocking("with_call", request, args, kwargs)
+
+    def future(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        return self._started("future", request, args, kwargs)
+
+
+class _UnaryStream(_Routed, _UnaryStreamBase):
+    __slots__ = ()
+    _one_response = False
+
+    def __call__(self, request: Any, *args: Any, **kwargs: Any) -> Any:
+        return self._started(None, request, args, kwargs)
+
+
+class _StreamUnary(_Routed, _StreamUnaryBase):
+    __slots__ = ()
+
+    def __call__(self, request_iterator: Any, *args: Any, **kwargs: Any) -> Any:
+        return self._blocking(None, request_iterator, args, kwargs)
+
+    def with_call(self, request_iterator: Any, *args: Any, **kwargs: Any) -> Any:
+        return self._blocking("with_call", request_iterator, args, kwargs)
+
+    def future(self, request_iterator: Any, *args: Any, **kwargs: Any) -> Any:
+        return self._started("future", request_iterator, args, kwargs)
+
+
+class _StreamStream(_Routed, _StreamStreamBase):
+    __slots__ = ()
+    _one_response = False
+
+    def __call__(self, request_iterator: Any, *args: Any, **kwargs: Any) -> Any:
+        return self._started(None, request_iterator, args, kwargs)
+
+
+_KINDS: dict[str, type[_Routed]] = {
+    "unary_unary": _UnaryUnary,
+    "unary_stream": _UnaryStream,
+    "stream_unary": _StreamUnary,
+    "stream_stream": _StreamStream,
+}
+
+
+def routed_callable(channel: PoolChannel, key: CallableKey) -> Any:
+    """The multi-callable of ``key`` (its kind first) on the pool channel ``channel``."""
+    return _KINDS[key[0]](channel, key)
