@@ -40,6 +40,12 @@ from grpcpool._config_limits import (
     MAX_TELEMETRY_INTERVAL,
     MIN_MAX_AGE,
 )
+from grpcpool._config_routing import (
+    check_ewma_decay,
+    check_panic_threshold,
+    normalize_hedging,
+    normalize_outlier_detection,
+)
 from grpcpool._hosts import check_host
 from grpcpool.errors import ConfigError
 from grpcpool.strategy import STRATEGY_NAMES
@@ -128,6 +134,11 @@ def check_pool(pool: Section) -> None:
         maximum=MAX_TELEMETRY_INTERVAL,
     )
     check_int("pool.telemetry_sample_rate", pool.telemetry_sample_rate, minimum=0)
+    check_ewma_decay(pool.ewma_decay)
+    check_panic_threshold(pool.panic_threshold)
+    detection = normalize_outlier_detection(pool.outlier_detection)
+    object.__setattr__(pool, "outlier_detection", detection)
+    object.__setattr__(pool, "hedging", normalize_hedging(pool.hedging))
 
 
 def check_connection(connection: Section) -> None:

@@ -40,6 +40,17 @@ from grpcpool._config_limits import (
     MAX_TELEMETRY_INTERVAL,
     MIN_MAX_AGE,
 )
+
+# The routing sections (ewma_decay, outlier_detection, panic_threshold,
+# hedging) keep their defaults beside their value classes.
+from grpcpool._config_routing import (
+    DEFAULT_EWMA_DECAY,
+    DEFAULT_PANIC_THRESHOLD,
+    FailurePercentageEjection,
+    Hedging,
+    OutlierDetection,
+    SuccessRateEjection,
+)
 from grpcpool._config_sections import (
     check_connection,
     check_endpoint,
@@ -51,6 +62,8 @@ from grpcpool.errors import ConfigError
 from grpcpool.strategy import SelectStrategy, Strategy
 
 __all__ = [
+    "DEFAULT_EWMA_DECAY",
+    "DEFAULT_PANIC_THRESHOLD",
     "HARD_MAX_POOL_SIZE",
     "MAX_BACKOFF",
     "MAX_CONNECT_TIMEOUT",
@@ -67,8 +80,12 @@ __all__ = [
     "Config",
     "ConnectionConfig",
     "EndpointConfig",
+    "FailurePercentageEjection",
+    "Hedging",
+    "OutlierDetection",
     "PoolConfig",
     "RetryConfig",
+    "SuccessRateEjection",
     "TLSOptions",
 ]
 
@@ -264,6 +281,10 @@ class PoolConfig:
     strategy: str | Strategy | SelectStrategy = DEFAULT_STRATEGY
     telemetry_interval: float = DEFAULT_TELEMETRY_INTERVAL
     telemetry_sample_rate: int = DEFAULT_TELEMETRY_SAMPLE_RATE
+    ewma_decay: float = DEFAULT_EWMA_DECAY
+    outlier_detection: OutlierDetection | None = None
+    panic_threshold: float = DEFAULT_PANIC_THRESHOLD
+    hedging: Hedging | None = None
 
     def __post_init__(self) -> None:
         check_pool(self)

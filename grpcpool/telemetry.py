@@ -16,6 +16,12 @@ Events, without the common ``grpc_connection_pool.`` prefix, as
 - ``pool.scale_down``: duration, requested, terminated, new_size | pool_name
 - ``pool.status``: expected_size, current_size, in_flight | pool_name
 - ``pool.resolved``: addresses, duration | pool_name, added, removed
+- ``pool.ejected``: ejection_time, figures of the judgement | pool_name, address or
+  worker_id, reason (``"failure_percentage"`` or ``"success_rate"``)
+- ``pool.unejected``: ejected_for | pool_name, address or worker_id, reason
+- ``pool.panic``: active (1 on entry, 0 on exit), usable, ready | pool_name
+- ``call.hedged``: attempts, won (0-based index of the winning attempt, -1: none won) |
+  pool_name, method
 - ``channel.connected``: duration | pool_name, worker_id
 - ``channel.connection_failed``: duration | pool_name, worker_id, error
 - ``channel.disconnected``: duration | pool_name, worker_id, reason
@@ -54,6 +60,7 @@ import blinker
 __all__ = [
     "EVENTS",
     "PREFIX",
+    "call_hedged",
     "channel_connected",
     "channel_connection_down",
     "channel_connection_failed",
@@ -62,12 +69,15 @@ __all__ = [
     "channel_reconnect_scheduled",
     "channel_refreshed",
     "emit",
+    "pool_ejected",
     "pool_get_channel",
     "pool_init",
+    "pool_panic",
     "pool_resolved",
     "pool_scale_down",
     "pool_scale_up",
     "pool_status",
+    "pool_unejected",
     "supervisor_child_restarted",
     "supervisor_shutdown",
 ]
@@ -83,6 +93,10 @@ pool_scale_up = blinker.signal(f"{PREFIX}.pool.scale_up")
 pool_scale_down = blinker.signal(f"{PREFIX}.pool.scale_down")
 pool_status = blinker.signal(f"{PREFIX}.pool.status")
 pool_resolved = blinker.signal(f"{PREFIX}.pool.resolved")
+pool_ejected = blinker.signal(f"{PREFIX}.pool.ejected")
+pool_unejected = blinker.signal(f"{PREFIX}.pool.unejected")
+pool_panic = blinker.signal(f"{PREFIX}.pool.panic")
+call_hedged = blinker.signal(f"{PREFIX}.call.hedged")
 channel_connected = blinker.signal(f"{PREFIX}.channel.connected")
 channel_connection_failed = blinker.signal(f"{PREFIX}.channel.connection_failed")
 channel_disconnected = blinker.signal(f"{PREFIX}.channel.disconnected")
@@ -102,6 +116,10 @@ EVENTS: tuple[str, ...] = tuple(
         pool_scale_down,
         pool_status,
         pool_resolved,
+        pool_ejected,
+        pool_unejected,
+        pool_panic,
+        call_hedged,
         channel_connected,
         channel_connection_failed,
         channel_disconnected,

@@ -122,6 +122,34 @@ POOL_KEYS: dict[str, st.SearchStrategy[Any]] = {
     ),
     "telemetry_interval": seconds(86400),
     "telemetry_sample_rate": st.integers(-1, 10),
+    "ewma_decay": seconds(7200),
+    "panic_threshold": st.one_of(st.integers(-5, 120), st.floats(allow_nan=True)),
+    "outlier_detection": st.one_of(
+        st.none(),
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "interval": seconds(100),
+                "max_ejection_percent": st.integers(-1, 101),
+                "failure_percentage": st.one_of(
+                    st.none(),
+                    st.fixed_dictionaries({}, optional={"threshold": st.integers(-1, 101)}),
+                ),
+                "success_rate": st.sampled_from([None, {}, {"minimum_hosts": 0}, 3]),
+            },
+        ),
+    ),
+    "hedging": st.one_of(
+        st.none(),
+        st.fixed_dictionaries(
+            {"methods": st.sampled_from([["/a.B/C"], [], "/a.B/C", ["C"]])},
+            optional={
+                "delay": st.one_of(seconds(100), st.sampled_from(["p95", "p99"])),
+                "max_attempts": st.integers(0, 7),
+                "budget": st.floats(-1, 2),
+            },
+        ),
+    ),
 }
 CONNECTION_KEYS: dict[str, st.SearchStrategy[Any]] = {
     "keepalive": seconds(7200),

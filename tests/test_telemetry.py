@@ -35,6 +35,10 @@ ELIXIR_EVENTS = (
 # Beyond the Elixir library: the many-backends events, with the same prefix.
 OUR_EVENTS = (
     "grpc_connection_pool.pool.resolved",
+    "grpc_connection_pool.pool.ejected",
+    "grpc_connection_pool.pool.unejected",
+    "grpc_connection_pool.pool.panic",
+    "grpc_connection_pool.call.hedged",
     "grpc_connection_pool.channel.refreshed",
 )
 
@@ -79,9 +83,9 @@ class Recorder:
 
 
 def test_events_are_the_thirteen_elixir_names_and_ours() -> None:
-    """EVENTS lists the 13 Elixir signal names of SPEC section 4 and our 2, each once."""
+    """EVENTS lists the 13 Elixir signal names of SPEC section 4 and our 6, each once."""
     assert set(telemetry.EVENTS) == set(ELIXIR_EVENTS + OUR_EVENTS)
-    assert len(telemetry.EVENTS) == len(set(telemetry.EVENTS)) == 15
+    assert len(telemetry.EVENTS) == len(set(telemetry.EVENTS)) == 19
 
 
 @pytest.mark.parametrize("event", ELIXIR_EVENTS + OUR_EVENTS)
