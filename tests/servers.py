@@ -60,6 +60,12 @@ class EchoServer:
         options: Extra server channel arguments.
         credentials: Serve TLS with these credentials instead of plaintext.
         delay: Seconds each echo call takes (to have calls in flight).
+
+    Faults a test may switch on and off while the server runs (plain
+    attributes, read by each call): ``delay`` (seconds every echo call takes),
+    ``failing`` (a status code every echo call fails with at once, None: off;
+    the health service keeps saying SERVING) and ``stall_every`` /
+    ``stall_seconds`` (every n-th echo call takes that much longer; 0: off).
     """
 
     def __init__(
@@ -73,6 +79,9 @@ class EchoServer:
         delay: float = 0.0,
     ) -> None:
         self.delay = delay
+        self.failing: grpc.StatusCode | None = None
+        self.stall_every = 0
+        self.stall_seconds = 0.0
         self.peers: list[str] = []
         self.metadata: list[tuple[tuple[str, str], ...]] = []
         self.calls = 0
@@ -108,8 +117,14 @@ class EchoServer:
             self.peers.append(context.peer())
             self.metadata.append(tuple((m.key, m.value) for m in context.invocation_metadata()))
             self.calls += 1
+            stalled = self.stall_every > 0 and self.calls % self.stall_every == 0
+        failing = self.failing
+        if failing is not None:
+            context.abort(failing, f"the test server fails every call with {failing.name}")
         if self.delay:
             time.sleep(self.delay)
+        if stalled:
+            time.sleep(self.stall_seconds)
         if request == HOLD:
             self._held.wait(HOLD_LIMIT)
         elif request == UNAVAILABLE:
