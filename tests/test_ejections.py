@@ -11,6 +11,8 @@ tests/behaviour/test_outliers.py cover the rest.
 from __future__ import annotations
 
 import random
+import re
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -32,6 +34,7 @@ from grpcpool.core._reports import WorkerReport
 from grpcpool.core._view import empty_view
 from grpcpool.strategy import resolve_strategy
 
+SPEC = Path(__file__).resolve().parent.parent / "docs" / "SPEC.md"
 NAME = "outliers"
 OK = grpc.StatusCode.OK
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
@@ -236,6 +239,11 @@ def test_a_judgement_that_changes_nothing_publishes_nothing() -> None:
 
 def panicking() -> tuple[Records, tuple[Any, ...]]:
     """4 addresses, 3 failing, no cap: 3 ejected, 1 of 4 left (25 % < 50 %)."""
+    return panicking_over(["a:1", "b:1", "c:1", "d:1"])
+
+
+def panicking_over(addresses: list[str | None]) -> tuple[Records, tuple[Any, ...]]:
+    """4 workers on ``addresses``, 3 failing, no cap: 3 units ejected, panic."""
     detection = OutlierDetection(
         interval=1.0,
         base_ejection_time=10.0,
@@ -245,7 +253,7 @@ def panicking() -> tuple[Records, tuple[Any, ...]]:
             threshold=50, minimum_hosts=2, request_volume=10
         ),
     )
-    records = pool(["a:1", "b:1", "c:1", "d:1"], detection)
+    records = pool(addresses, detection)
     calls(records, "worker-1", 20, 0)
     for worker in ("worker-2", "worker-3", "worker-4"):
         calls(records, worker, 0, 20)
@@ -325,3 +333,40 @@ def test_stopping_a_panicking_pool_leaves_panic() -> None:
     records, effects = step(records, SetLifecycle("stopped"), 200.0)
     [left] = signals(effects, "pool.panic")
     assert left.measurements["active"] == 0
+
+
+# --- the signals against the specification ------------------------------------------------
+
+
+def _spec_keys(signal: str) -> tuple[set[str], set[str]]:
+    """The measurement and metadata keys docs/SPEC.md's table gives ``signal``."""
+    for line in SPEC.read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0] == signal:
+            words = [
+                {m.group(0) for part in cell.split(",") if (m := re.match(r"[a-z_]+", part.strip()))}
+                for cell in cells[1:]
+            ]
+            return words[0], words[1]
+    raise AssertionError(f"{signal} is not in SPEC's tables")
+
+
+def test_every_outlier_signal_has_the_specs_keys() -> None:
+    """pool.ejected, pool.unejected and pool.panic, for address and connection units alike,
+    carry the measurements the SPEC lists and metadata among its keys (the driver adds
+    pool_name)."""
+    emitted: list[Emit] = []
+    for addresses in (["a:1", "b:1", "c:1", "d:1"], ["a:1", "a:1", "a:1", "a:1"]):
+        records, effects = panicking_over(addresses)
+        records, more = step(records, SetLifecycle("stopped"), 300.0)
+        emitted += [e for e in (*effects, *more) if isinstance(e, Emit)]
+        emitted += [e for e in judged(records, 20.0)[1] if isinstance(e, Emit)]
+    assert {e.signal for e in emitted} == {
+        telemetry.pool_ejected.name,
+        telemetry.pool_unejected.name,
+        telemetry.pool_panic.name,
+    }
+    for emit in emitted:
+        measurements, metadata = _spec_keys(emit.signal)
+        assert set(emit.measurements) == measurements, emit
+        assert {"pool_name", *emit.metadata} <= metadata, emit

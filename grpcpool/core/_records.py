@@ -279,16 +279,18 @@ def _judge(records: Records, event: JudgeOutliers) -> RecordsStep:
         return records, ()
     outliers, verdict = judge(records.outliers, event.outcomes, event.now)
     records = replace(records, outliers=outliers)
-    effects: list[RecordsEffect] = []
-    if verdict:  # who is routed may have changed
-        records, published = publish(records)
-        effects += published
+    if not verdict:
+        return records, ()
+    # Who is routed may have changed: the view first (a receiver of the
+    # signals sees it), then what the judge decided, then the panic it makes.
+    records, (published, *panic) = publish(records)
+    effects: list[RecordsEffect] = [published]
     for effect in verdict:
         effects.append(outlier_signal(effect))
         replaced = replacement(effect)
         if replaced is not None:
             effects.append(replaced)
-    return records, tuple(effects)
+    return records, (*effects, *panic)
 
 
 def step(records: Records, event: RecordsEvent, now: float) -> RecordsStep:

@@ -99,7 +99,7 @@ CHANNEL_DISCONNECTS = Instrument(
     "grpcpool.channel.disconnects",
     "{connection}",
     "Ready channels that were lost, by reason (connection_closed, transport_failed, "
-    "channel_shutdown, ping_failed).",
+    "channel_shutdown, ping_failed, renewed).",
     ("pool", "reason"),
 )
 CHANNEL_RECONNECTS_SCHEDULED = Instrument(
