@@ -180,6 +180,16 @@ EVENT_MEASUREMENTS: dict[str, dict[str, Any]] = {
     "channel.connection_down": {},
     "channel.reconnect_scheduled": {"delay_ms": 247, "attempt": 1},
     "channel.refreshed": {"age": 2.0004512},
+    "pool.ejected": {
+        "ejection_time": 30.0,
+        "successes": 7,
+        "failures": 14,
+        "success_rate": 33.33333333333333,
+        "failure_percentage": 66.66666666666667,
+        "threshold": 50.0,
+    },
+    "pool.unejected": {"ejection_time": 30.0123456},
+    "pool.panic": {"active": 1, "ready": 4, "ejected": 3},
     "supervisor.child_restarted": {"restarts": 1},
     "supervisor.shutdown": {"restarts": 4},
 }
