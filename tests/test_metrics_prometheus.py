@@ -462,3 +462,26 @@ def test_a_pool_started_again_has_nothing_ejected_and_no_panic(
     telemetry.emit(telemetry.pool_init, "calm", {"pool_size": 2}, {"pool_name": "calm"})
     scrape = Scrape(registry)
     assert not [s for s in scrape.samples if s.labels.get("pool") == "calm" and "panic" in s.name]
+
+
+def test_connections_of_one_address_are_ejected_one_by_one(registry: CollectorRegistry) -> None:
+    """In a pool with one address a connection is the unit: ejections naming the same address
+    but different workers count as that many units out, and each comes back on its own."""
+    for worker in ("worker-1", "worker-2"):
+        telemetry.emit(
+            telemetry.pool_ejected,
+            "single",
+            {"ejection_time": 30.0},
+            {"pool_name": "single", "worker_id": worker, "address": "10.0.0.1:443",
+             "reason": "failure_percentage"},
+        )
+    assert scraped(registry, "grpcpool_pool_ejected_units", pool="single") == 2
+    telemetry.emit(
+        telemetry.pool_unejected,
+        "single",
+        {"ejected_for": 30.0},
+        {"pool_name": "single", "worker_id": "worker-2", "address": "10.0.0.1:443",
+         "reason": "failure_percentage"},
+    )
+    assert scraped(registry, "grpcpool_pool_ejected_units", pool="single") == 1
+    assert "worker-" not in Scrape(registry).text

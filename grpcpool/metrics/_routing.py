@@ -48,8 +48,9 @@ def _method(value: Any) -> str:
 
 
 def _unit(metadata: dict[str, Any]) -> str:
-    """The ejected unit's key: its address, else its worker id."""
-    return str(metadata.get("address") or metadata.get("worker_id"))
+    """The ejected unit's key: its worker id when a connection is the unit (its address is
+    then the pool's one address, shared by every connection), else its address."""
+    return str(metadata.get("worker_id") or metadata.get("address"))
 
 
 class RoutingMeasures:
