@@ -39,6 +39,7 @@ __all__ = [
     "HOSTS",
     "NOT_CONNECTED",
     "OUTLIERS",
+    "RAMP",
     "SHARE_WINDOW",
     "SIZE",
     "Call",
@@ -76,7 +77,7 @@ OUTLIERS: dict[str, Any] = {
 }
 # Calls a share is judged over when a backend comes back: 25 per connection.
 SHARE_WINDOW = 200
-# Seconds the callers get to be all under way before a window opens.
+# Seconds callers just started get to be all under way before a window opens.
 RAMP = 0.3
 
 
@@ -280,9 +281,13 @@ class Window:
         return shares(self.counts)
 
 
-def measure_window(backends: Backends, seconds: float) -> Window:
-    """Lets the callers run ``seconds`` (after :data:`RAMP`); the servers' counts over them."""
-    time.sleep(RAMP)
+def measure_window(backends: Backends, seconds: float, ramp: float = 0.0) -> Window:
+    """Lets the callers run ``seconds``, after ``ramp``; the servers' counts over them.
+
+    A window that follows a fault opens at once, so it holds the moments the
+    pool takes to notice; callers just started want :data:`RAMP` first.
+    """
+    time.sleep(ramp)
     server_counts(backends)  # from here on
     start = time.monotonic()
     time.sleep(seconds)

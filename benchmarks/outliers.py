@@ -48,6 +48,7 @@ from benchmarks.faults import (
     FAULTY,
     HOSTS,
     OUTLIERS,
+    RAMP,
     CallLog,
     Window,
     calling,
@@ -185,7 +186,7 @@ def _figure_13f(settings: Settings, backends: Backends) -> list[Figure]:
 
     def measure(role: str) -> float:
         with calling(names[role]) as log:
-            window = measure_window(backends, seconds[role])
+            window = measure_window(backends, seconds[role], RAMP)
         results[role].append((log, window))
         return log.rate(window.start, window.end)
 
