@@ -183,6 +183,17 @@ EVENT_MEASUREMENTS: dict[str, dict[str, Any]] = {
     "channel.connection_down": {},
     "channel.reconnect_scheduled": {"delay_ms": 247, "attempt": 1},
     "channel.refreshed": {"age": 2.0004512},
+    "pool.ejected": {
+        "ejection_time": 30.0001234,
+        "successes": 3,
+        "failures": 58,
+        "success_rate": 4.918032786885246,
+        "failure_percentage": 95.08196721311475,
+        "threshold": 50,
+    },
+    "pool.unejected": {"ejected_for": 30.0004567},
+    "pool.panic": {"active": 1, "usable": 1, "ready": 4},
+    "call.hedged": {"attempts": 2, "won": 1},
     "supervisor.child_restarted": {"restarts": 1},
     "supervisor.shutdown": {"restarts": 4},
 }
@@ -209,7 +220,7 @@ def test_every_event_line_shows_figures_not_raw_floats(name: str) -> None:
     measurements = EVENT_MEASUREMENTS[name.removeprefix(telemetry.PREFIX + ".")]
     line = format_event(name, measurements, EVENT_METADATA)
     assert not RAW_FLOAT.search(line), line
-    for key in ("duration", "age"):
+    for key in ("duration", "age", "ejection_time", "ejected_for"):
         if key in measurements:
             assert format_duration(measurements[key]) in line, line
 
