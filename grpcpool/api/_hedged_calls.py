@@ -116,7 +116,12 @@ class HedgedCall(HedgingRun, grpc.Call, _Future):  # type: ignore[misc]
     # --- the answer -------------------------------------------------------------------------
 
     def _wait(self, timeout: float | None) -> Any:
-        """The settling attempt's grpc call, once settled (raises what it raised if it never started)."""
+        """The settling attempt's grpc call, once settled.
+
+        Raises:
+            grpc.FutureTimeoutError: Not settled within ``timeout``.
+            BaseException: What starting the attempt raised, if it never started.
+        """
         if not self._done.wait(timeout):
             raise grpc.FutureTimeoutError()
         _, call, _, raised = self.outcome

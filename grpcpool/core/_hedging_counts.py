@@ -46,7 +46,15 @@ class HedgeBudget:
         slots: How many slots it is counted in.
     """
 
-    __slots__ = ("_calls", "_hedges", "_newest", "_ratio", "_total_calls", "_total_hedges", "_width")
+    __slots__ = (
+        "_calls",
+        "_hedges",
+        "_newest",
+        "_ratio",
+        "_total_calls",
+        "_total_hedges",
+        "_width",
+    )
 
     def __init__(
         self,
