@@ -15,7 +15,9 @@ awaited (or iterated): with a :class:`~grpcpool.PoolCallError`, a
 a ready connection for up to its timeout (then ``DEADLINE_EXCEEDED``).
 Otherwise the caller gets a :class:`~grpcpool.api._aio_calls.PoolCall` around
 the ``grpc.aio`` call: how a call cut by a drain ends, and which calls are
-sent again after failing before they reached a server, is said there.
+sent again after failing before they reached a server, is said there. A
+unary-unary call of a method the pool hedges (``pool.hedging``) is an
+:class:`~grpcpool.api._aio_hedged.AioHedgedCall` instead.
 """
 
 from __future__ import annotations

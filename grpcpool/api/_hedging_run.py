@@ -181,9 +181,10 @@ class HedgingRun(abc.ABC):
         elif event[0] == "timer":
             self._armed = None
             step = machine.timer(now)
-        else:  # cancel
-            self._cancelled = True
-            self._cancel_calls(None)
+        else:  # cancel (a call settled meanwhile stays as it settled)
+            if machine.settled is None:
+                self._cancelled = True
+                self._cancel_calls(None)
             step = Next.WAIT
         while step is Next.HEDGE or step is Next.RESEND:
             step = self._next_attempt(step, now)

@@ -6,6 +6,8 @@ grpc multi-callable for the method and, when it ends, tells the connection how
 it went (:class:`~grpcpool.core._call_stats.CallStats`: its outcome, and its
 latency for a call with one response). A blocking unary call that failed
 before it reached a server is sent again (:mod:`grpcpool.core._reroute`).
+A unary-unary call of a method the pool hedges (``pool.hedging``) runs as a
+:class:`~grpcpool.api._hedged_calls.HedgedCall` instead.
 """
 
 from __future__ import annotations
