@@ -64,6 +64,32 @@ def finished_details(call: Any) -> str | None:
     return details if isinstance(details, str) else None
 
 
+def ending(call: Any) -> tuple[grpc.StatusCode, str | None]:
+    """How a finished attempt ended, read in its done callback: its code and details.
+
+    A call through ``grpc.aio`` interceptors holds the real call (or the
+    error the interceptors raised) in its interceptors' task. An ending that
+    cannot be read is UNKNOWN, which settles the call with that attempt:
+    awaiting it then says how it really ended.
+    """
+    code = finished_code(call)
+    if code is not None:
+        return code, finished_details(call)
+    task = getattr(call, "_interceptors_task", None)
+    if isinstance(task, asyncio.Future) and task.done():
+        if task.cancelled():
+            return grpc.StatusCode.CANCELLED, None
+        error = task.exception()
+        if isinstance(error, grpc.aio.AioRpcError):
+            return error.code(), error.details()
+        if error is None:
+            inner = task.result()
+            code = finished_code(inner)
+            if code is not None:
+                return code, finished_details(inner)
+    return _UNKNOWN, None
+
+
 class AioHedgedCall(HedgingRun):
     """A hedged unary-unary call on an asyncio pool: awaited, it gives the winning answer.
 
@@ -106,8 +132,7 @@ class AioHedgedCall(HedgingRun):
     def _attempt_ended(self, index: int, connection: ReadyConnection, call: Any) -> None:
         code, details = _UNKNOWN, None
         try:
-            code = finished_code(call) or _UNKNOWN
-            details = finished_details(call)
+            code, details = ending(call)
             if code is _UNAVAILABLE and index != self._machine.settled:
                 # Passive health for an attempt whose error nobody will see.
                 connection.report_unavailable(time.monotonic())

@@ -23,19 +23,25 @@ from tests.behaviour.backends import Answer, Backend, Backends, settled, spread
 from tests.behaviour.harness import Driver
 from tests.behaviour.signals import Signals
 from tests.servers import ECHO_METHOD
+from tests.test_interceptors import HEADER as INTERCEPTED
 
 HEADER = "grpc-previous-rpc-attempts"
 
 
 def start_hedged(
-    driver: Driver, backends: Backends, count: int, **hedging: Any
+    driver: Driver,
+    backends: Backends,
+    count: int,
+    endpoint: dict[str, Any] | None = None,
+    **hedging: Any,
 ) -> list[Backend]:
     """``count`` backends and a pool with one connection to each, hedging the echo
     method with ``hedging``'s keys; returns once every connection is ready."""
     started = backends.start(count)
     keys = {"methods": [ECHO_METHOD], "max_attempts": 2, **hedging}
     answer = Answer([backend.address for backend in started])
-    config = backends.config(count, resolver=answer, pool={"hedging": keys})
+    pool = {"hedging": keys}
+    config = backends.config(count, resolver=answer, pool=pool, endpoint=endpoint)
     driver.start(config)
     wanted = Counter({backend.address: 1 for backend in started})
     driver.wait_status(lambda s: settled(s, count) and spread(s) == wanted, timeout=10)
@@ -187,3 +193,24 @@ def test_p95_hedges_once_it_has_learnt_the_latency(
         assert time.monotonic() - began < 0.6
     stalled = hedged_events(signals)[learnt:]
     assert len(stalled) >= 2 and all(e["won"] == 1 for e in stalled), stalled
+
+
+def test_hedged_attempts_pass_the_interceptors(
+    driver: Driver, backends: Backends, signals: Signals
+) -> None:
+    """With interceptors of the pool's kind, each attempt of a hedged call passes them
+    (the header they add reaches both backends) and is weighed as without them: an
+    UNAVAILABLE first attempt sends the second at once (won 1), an UNAVAILABLE hedge
+    lets the slow first attempt win (won 0)."""
+    seen: Counter[str] = Counter()
+    interceptors = {"interceptors": driver.interceptors(seen)}
+    failing, slow = start_hedged(
+        driver, backends, 2, endpoint=interceptors, delay=0.05, budget=1.0
+    )
+    failing.server.failing = grpc.StatusCode.UNAVAILABLE  # type: ignore[union-attr]
+    slow.server.delay = 0.2  # type: ignore[union-attr]
+    for index in range(2):
+        assert driver.call(b"call-%d" % index) == b"call-%d" % index
+    events = hedged_events(signals)
+    assert sorted(e["won"] for e in events) == [0, 1] and seen[ECHO_METHOD] == 4
+    assert all(INTERCEPTED in seen_by for seen_by in failing.metadata + slow.metadata)
