@@ -53,6 +53,10 @@ class HedgedCall(HedgingRun, grpc.Call, _Future):  # type: ignore[misc]
         key: The method's multi-callable key.
         request: The request, sent by each attempt.
         options: The call's keyword arguments (``timeout`` counted from now).
+        blocking: The caller blocks in :meth:`answer` until the call settles,
+            and its thread keeps the hedging timer (no timer thread is
+            woken, or started, for the call); ``future()`` calls use the
+            process's timer thread.
     """
 
     def __init__(
@@ -62,11 +66,17 @@ class HedgedCall(HedgingRun, grpc.Call, _Future):  # type: ignore[misc]
         key: CallableKey,
         request: Any,
         options: dict[str, Any],
+        blocking: bool,
     ) -> None:
         super().__init__(pool, hedging, key, options)
         self._request = request
         self._done = threading.Event()
         self._callbacks: list[Callable[[Any], None]] = []
+        self._blocking = blocking
+        # Blocking calls: when the caller's thread fires the timer; it waits
+        # on this condition, woken when that changes or the call settles.
+        self._due_at: float | None = None
+        self._changed = threading.Condition(self._lock)
 
     # --- HedgingRun -------------------------------------------------------------------------
 
@@ -104,14 +114,37 @@ class HedgedCall(HedgingRun, grpc.Call, _Future):  # type: ignore[misc]
             self.ended(index, code, details)
 
     def _schedule(self, delay: float) -> Any:
-        return call_later(delay, self.fired, "hedge")
+        if not self._blocking:
+            return call_later(delay, self.fired, "hedge")
+        due = time.monotonic() + delay
+        with self._changed:
+            self._due_at = due
+            self._changed.notify_all()
+        return _CallerTimer(self, due)
 
     def _settled(self) -> None:
-        with self._lock:
+        with self._changed:
             callbacks, self._callbacks = self._callbacks, []
             self._done.set()
+            self._changed.notify_all()
         for callback in callbacks:
             _run_callback(callback, self)
+
+    def _keep_timer(self) -> None:
+        """Blocks the caller until the call settles, firing the timer when it is due."""
+        changed = self._changed
+        while True:
+            with changed:
+                while True:
+                    if self._done.is_set():
+                        return
+                    due = self._due_at
+                    left = None if due is None else due - time.monotonic()
+                    if left is not None and left <= 0:
+                        self._due_at = None
+                        break
+                    changed.wait(left)
+            self.fired()
 
     # --- the answer -------------------------------------------------------------------------
 
@@ -136,6 +169,8 @@ class HedgedCall(HedgingRun, grpc.Call, _Future):  # type: ignore[misc]
         An interruption of the wait (KeyboardInterrupt) cancels the attempts.
         """
         try:
+            if self._blocking:
+                self._keep_timer()
             return self.result()
         except grpc.RpcError:
             raise
@@ -199,6 +234,22 @@ class HedgedCall(HedgingRun, grpc.Call, _Future):  # type: ignore[misc]
         return f"<HedgedCall {self._key[1]} {state}, {len(self._calls)} attempt(s)>"
 
 
+class _CallerTimer:
+    """The hedging timer of a blocking call: kept by the caller's thread (``_keep_timer``)."""
+
+    __slots__ = ("_call", "_due")
+
+    def __init__(self, call: HedgedCall, due: float) -> None:
+        self._call = call
+        self._due = due
+
+    def cancel(self) -> None:
+        call = self._call
+        with call._changed:
+            if call._due_at == self._due:
+                call._due_at = None
+
+
 def _run_callback(callback: Callable[[Any], None], call: HedgedCall) -> None:
     try:
         callback(call)
@@ -214,8 +265,13 @@ def hedged(
     options: dict[str, Any],
     connection: ReadyConnection,
     ticket: int,
+    blocking: bool,
 ) -> HedgedCall:
-    """Starts a hedged call whose first attempt goes to ``connection`` (counted as ``ticket``)."""
-    call = HedgedCall(pool, hedging, key, request, options)
+    """Starts a hedged call whose first attempt goes to ``connection`` (counted as ``ticket``).
+
+    ``blocking``: the caller waits in :meth:`HedgedCall.answer` (``__call__``,
+    ``with_call``), not on a future.
+    """
+    call = HedgedCall(pool, hedging, key, request, options, blocking)
     call.begin(connection, ticket)
     return call

@@ -252,14 +252,14 @@ class _UnaryUnary(_Routed, _UnaryUnaryBase):
         entry = _pools.get(self._name)
         hedging = entry.hedging if entry is not None else None
         if hedging is not None and self._key[1] in hedging.methods:
-            return self._hedged(entry, hedging, request, args, kwargs).answer()
+            return self._hedged(entry, hedging, request, args, kwargs, True).answer()
         return self._blocking(None, request, args, kwargs, entry)
 
     def with_call(self, request: Any, *args: Any, **kwargs: Any) -> Any:
         entry = _pools.get(self._name)
         hedging = entry.hedging if entry is not None else None
         if hedging is not None and self._key[1] in hedging.methods:
-            call = self._hedged(entry, hedging, request, args, kwargs)
+            call = self._hedged(entry, hedging, request, args, kwargs, True)
             return call.answer(), call
         return self._blocking("with_call", request, args, kwargs, entry)
 
@@ -268,7 +268,7 @@ class _UnaryUnary(_Routed, _UnaryUnaryBase):
         hedging = entry.hedging if entry is not None else None
         if hedging is not None and self._key[1] in hedging.methods:
             try:
-                return self._hedged(entry, hedging, request, args, kwargs)
+                return self._hedged(entry, hedging, request, args, kwargs, False)
             except PoolCallError as failed:
                 return failed  # as an unhedged future() does
         return self._started("future", request, args, kwargs, entry)
@@ -280,6 +280,7 @@ class _UnaryUnary(_Routed, _UnaryUnaryBase):
         request: Any,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
+        blocking: bool,
     ) -> HedgedCall:
         """Starts the call hedged: its first attempt routed as any call is."""
         assert entry is not None  # whose hedging it is
@@ -289,7 +290,7 @@ class _UnaryUnary(_Routed, _UnaryUnaryBase):
         except BaseException:
             connection.end(ticket)
             raise
-        return hedged(entry, hedging, self._key, request, options, connection, ticket)
+        return hedged(entry, hedging, self._key, request, options, connection, ticket, blocking)
 
 
 class _UnaryStream(_Routed, _UnaryStreamBase):
