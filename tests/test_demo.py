@@ -180,6 +180,7 @@ EVENT_MEASUREMENTS: dict[str, dict[str, Any]] = {
     "channel.connection_down": {},
     "channel.reconnect_scheduled": {"delay_ms": 247, "attempt": 1},
     "channel.refreshed": {"age": 2.0004512},
+    "call.hedged": {"attempts": 2, "won": 1},
     "supervisor.child_restarted": {"restarts": 1},
     "supervisor.shutdown": {"restarts": 4},
 }
@@ -196,6 +197,7 @@ EVENT_METADATA: dict[str, Any] = {
     "available_channels": 3,
     "supervisor": "pool:demo",
     "child_id": "worker-1",
+    "method": "/test.Echo/Unary",
 }
 
 
