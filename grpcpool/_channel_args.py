@@ -6,6 +6,7 @@ Both the connections (:mod:`grpcpool.connection`) and
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 # A grpcpool.Config (typed as Any, not as the class: grpcpool.config offers these
@@ -84,8 +85,50 @@ def channel_options(config: Config, address: str | None = None) -> tuple[tuple[s
         # name as its authority; host:port (an IP, say) would be refused.
         options[_NAME_OVERRIDE] = name
         options[_AUTHORITY] = f"[{name}]" if ":" in name else name
+    if _hedging_needs_retries_off(config, user):
+        options[_ENABLE_RETRIES] = 0
     options.update(user)
     return tuple(options.items())
+
+
+_ENABLE_RETRIES = "grpc.enable_retries"
+_SERVICE_CONFIG = "grpc.service_config"
+# The policies grpcio runs only with its retries on.
+_POLICIES = ("retryPolicy", "hedgingPolicy")
+
+
+def _hedging_needs_retries_off(config: Config, user: dict[str, Any]) -> bool:
+    """Whether the pool's channels turn grpcio's own retries off, for hedging.
+
+    grpcio drops a ``grpc-previous-rpc-attempts`` header set by the caller
+    unless its retries are off (``grpc.enable_retries`` 0), and then runs no
+    service config ``retryPolicy``. So a pool that hedges turns them off
+    only when that loses no policy of the user's: no ``grpc.enable_retries``
+    in ``endpoint.options`` (the user's word wins) and no ``retryPolicy`` or
+    ``hedgingPolicy`` in its ``grpc.service_config`` (one that cannot be
+    read keeps them on). What is lost is grpcio's transparent retry of a
+    call caught by a GOAWAY before the server saw it (see docs/SPEC.md,
+    "Hedging"). Pinned by tests/test_grpcio_contract.py.
+    """
+    if config.pool.hedging is None or _ENABLE_RETRIES in user:
+        return False
+    service_config = user.get(_SERVICE_CONFIG)
+    if service_config is None:
+        return True
+    try:
+        parsed = json.loads(service_config)
+    except (TypeError, ValueError):
+        return False
+    return not _has_policy(parsed)
+
+
+def _has_policy(value: Any) -> bool:
+    """True if a parsed service config holds a retry or hedging policy anywhere."""
+    if isinstance(value, dict):
+        return any(key in _POLICIES or _has_policy(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_has_policy(item) for item in value)
+    return False
 
 
 _AUTHORITY = "grpc.default_authority"

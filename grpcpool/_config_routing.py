@@ -54,6 +54,17 @@ DEFAULT_HEDGING_MAX_ATTEMPTS = 2
 MAX_HEDGING_ATTEMPTS = 5
 DEFAULT_HEDGING_BUDGET = 0.1
 MAX_HEDGING_DELAY = 60.0
+#: The sliding window over which hedged attempts stay under ``budget`` x calls:
+#: seconds, and the number of slots it is counted in (it slides by one slot).
+HEDGING_BUDGET_WINDOW = 10.0
+HEDGING_BUDGET_SLOTS = 10
+#: ``delay: "p95"``: the quantile of a method's latency a hedge waits for, and
+#: how many answers of the method the pool learns from before it hedges it at
+#: all (until then its calls are sent once, as without hedging).
+HEDGING_QUANTILE = 0.95
+HEDGING_MIN_SAMPLES = 20
+#: The latency estimate forgets: every this many samples, past ones count half.
+HEDGING_HALVE_EVERY = 1000
 
 # A full method name, as grpc sends it: /package.Service/Method.
 _METHOD = re.compile(r"/[^/\s]+/[^/\s]+")

@@ -85,6 +85,9 @@ class EchoServer:
         self.peers: list[str] = []
         self.metadata: list[tuple[tuple[str, str], ...]] = []
         self.calls = 0
+        # Delayed or stalled echo calls the client had cancelled (or whose
+        # deadline passed) by the time they would have answered.
+        self.cancelled = 0
         self._lock = threading.Lock()
         self._executor = futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="echo")
         self._server = grpc.server(self._executor, options=options)
@@ -125,6 +128,9 @@ class EchoServer:
             time.sleep(self.delay)
         if stalled:
             time.sleep(self.stall_seconds)
+        if (self.delay or stalled) and not context.is_active():
+            with self._lock:
+                self.cancelled += 1
         if request == HOLD:
             self._held.wait(HOLD_LIMIT)
         elif request == UNAVAILABLE:

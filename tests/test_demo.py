@@ -210,6 +210,7 @@ EVENT_METADATA: dict[str, Any] = {
     "available_channels": 3,
     "supervisor": "pool:demo",
     "child_id": "worker-1",
+    "method": "/test.Echo/Unary",
 }
 
 

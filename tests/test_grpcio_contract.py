@@ -3,8 +3,10 @@
 It also pins how grpcio words a stream the server refused at its stream
 limit, which grpcpool/connection/_health.py tells apart from a dead
 connection; how it words a call it failed before sending it, which the pool
-channels send again (grpcpool/core/_reroute.py); and the arguments of its
-channels' multi-callable factories, which the pool channels take.
+channels send again (grpcpool/core/_reroute.py); the arguments of its
+channels' multi-callable factories, which the pool channels take; and when
+it lets a caller's ``grpc-previous-rpc-attempts`` header through, which
+decides the channel options of a hedging pool (grpcpool/_channel_args.py).
 
 The connectivity watcher (grpcpool/connection/_watcher.py) asks each channel
 for its state with ``channel._channel.check_connectivity_state(try_to_connect)``,
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 from collections.abc import Callable, Iterator
 
 import grpc
@@ -30,6 +33,8 @@ import pytest
 
 from grpcpool import PoolChannel
 from grpcpool.aio import AioPoolChannel
+from grpcpool.api._aio_hedged import finished_details
+from grpcpool.api._hedging_run import PREVIOUS_ATTEMPTS
 from grpcpool.connection._call_errors import finished_code, refused_stream
 from grpcpool.connection._sockets import SocketHints
 from grpcpool.connection._watcher import STATES
@@ -272,9 +277,102 @@ def test_a_finished_aio_calls_code_is_read_in_its_done_callback() -> None:
                 assert await ok == b"x"
                 failed = unary(UNAVAILABLE, timeout=5)
                 failed.add_done_callback(lambda call: seen.append(finished_code(call)))
+                failed.add_done_callback(lambda call: said.append(finished_details(call)))
                 with pytest.raises(grpc.aio.AioRpcError):
                     await failed
                 await asyncio.sleep(0)  # done callbacks run on the loop's next turn
             return seen
 
+        said: list[str | None] = []
         assert asyncio.run(codes()) == [grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE]
+        assert said == ["asked to answer UNAVAILABLE"]  # finished_details, for hedging
+
+
+# --- the A6 attempts header: when grpcio lets a caller's through ---------------------------
+
+RETRY_POLICY = json.dumps(
+    {
+        "methodConfig": [
+            {
+                "name": [{"service": "test.Echo"}],
+                "retryPolicy": {
+                    "maxAttempts": 3,
+                    "initialBackoff": "0.01s",
+                    "maxBackoff": "0.05s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ]
+    }
+)
+
+HEADER_ADVICE = (
+    f"grpcio {grpc.__version__} changed what it does with a caller's "
+    f"{PREVIOUS_ATTEMPTS} header; a hedging pool turns grpcio's retries off so "
+    "that its hedged attempts can carry it (grpcpool/_channel_args.py): revisit "
+    "that choice and docs/SPEC.md's Hedging section. Seen: "
+)
+
+
+@pytest.mark.parametrize(
+    ("options", "seen"),
+    [
+        pytest.param((), None, id="default options: dropped"),
+        pytest.param((("grpc.enable_retries", 1),), None, id="retries on: dropped"),
+        pytest.param((("grpc.enable_retries", 0),), "1", id="retries off: passed"),
+        pytest.param((("grpc.service_config", RETRY_POLICY),), None, id="retryPolicy: dropped"),
+        pytest.param(
+            (("grpc.service_config", RETRY_POLICY), ("grpc.enable_retries", 0)),
+            "1",
+            id="retryPolicy, retries off: passed",
+        ),
+    ],
+)
+def test_grpcio_lets_a_callers_attempts_header_through_only_with_retries_off(
+    options: tuple[tuple[str, object], ...], seen: str | None
+) -> None:
+    """grpcio's retry code (on by default, whether or not a retry policy is configured)
+    drops a grpc-previous-rpc-attempts header set by the caller; with
+    grpc.enable_retries 0 the server sees it. Other metadata passes either way."""
+    with EchoServer(host="127.0.0.2", with_health=False) as server:
+        channel = grpc.insecure_channel(f"127.0.0.2:{server.port}", options=options)
+        try:
+            metadata = ((PREVIOUS_ATTEMPTS, "1"), ("x-other", "y"))
+            EchoStub(channel).Unary(b"x", metadata=metadata, timeout=5)
+        finally:
+            channel.close()
+        received = dict(server.metadata[-1])
+    assert received.get("x-other") == "y"
+    assert received.get(PREVIOUS_ATTEMPTS) == seen, HEADER_ADVICE + repr(received)
+
+
+def test_grpcio_aio_treats_the_attempts_header_as_grpcio_does() -> None:
+    """The same on grpc.aio channels: dropped with default options, passed with
+    grpc.enable_retries 0."""
+    with EchoServer(host="127.0.0.2", with_health=False) as server:
+
+        async def seen(options: tuple[tuple[str, object], ...]) -> str | None:
+            target = f"127.0.0.2:{server.port}"
+            async with grpc.aio.insecure_channel(target, options=options) as channel:
+                unary = channel.unary_unary(ECHO_METHOD)
+                await unary(b"x", metadata=((PREVIOUS_ATTEMPTS, "1"),), timeout=5)
+            return dict(server.metadata[-1]).get(PREVIOUS_ATTEMPTS)
+
+        assert asyncio.run(seen(())) is None, HEADER_ADVICE + "aio, default"
+        assert asyncio.run(seen((("grpc.enable_retries", 0),))) == "1", HEADER_ADVICE + "aio"
+
+
+def test_grpcio_numbers_the_attempts_of_its_own_retry_policy() -> None:
+    """With a retryPolicy grpcio sends the header on its own retries (1, 2): a user's
+    retry policy, which a hedging pool keeps on, still tells the server."""
+    with EchoServer(host="127.0.0.2", with_health=False) as server:
+        options = (("grpc.service_config", RETRY_POLICY),)
+        channel = grpc.insecure_channel(f"127.0.0.2:{server.port}", options=options)
+        try:
+            with pytest.raises(grpc.RpcError):
+                EchoStub(channel).Unary(UNAVAILABLE, timeout=5)
+        finally:
+            channel.close()
+        numbers = [dict(seen).get(PREVIOUS_ATTEMPTS) for seen in server.metadata]
+    assert numbers == [None, "1", "2"], HEADER_ADVICE + repr(numbers)

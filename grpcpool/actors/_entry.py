@@ -35,6 +35,7 @@ from grpcpool._process import PROCESS
 from grpcpool._status import PoolStatus
 from grpcpool.config import Config
 from grpcpool.connection._announce import announce_pool
+from grpcpool.core._hedging import HedgingState
 from grpcpool.core._sampling import GetChannelSampler, get_channel_signal
 from grpcpool.core._view import PoolView, connectivity_of, empty_view
 from grpcpool.core._waiting import wait_met, wait_over
@@ -103,6 +104,9 @@ class PoolEntry:
         parent: The supervisor that started the pool, if any.
         child_id: The pool's id among its parent's children.
         ended: Why the pool ended for good, once it has.
+        hedging: The pool's hedging state (``pool.hedging``: budget, learnt
+            latencies), made once for the name's entry and kept across
+            restarts; None when the pool hedges nothing.
         raw_handed_out: ``get_channel`` has handed out a channel of this
             pool. Calls on such a channel are not counted, so a connection
             that leaves the pool then stays open for its whole drain
@@ -118,6 +122,7 @@ class PoolEntry:
         "child_id",
         "config",
         "ended",
+        "hedging",
         "name",
         "owner",
         "parent",
@@ -154,6 +159,8 @@ class PoolEntry:
         # Written by the pool's Balancer alone: why the last resolution failed.
         self.resolver_error: str | None = None
         self._sampler = GetChannelSampler(config.pool.telemetry_sample_rate)
+        hedging = config.pool.hedging
+        self.hedging = HedgingState(hedging) if hedging is not None else None
 
     # --- read by callers ----------------------------------------------------------
 

@@ -15,7 +15,9 @@ awaited (or iterated): with a :class:`~grpcpool.PoolCallError`, a
 a ready connection for up to its timeout (then ``DEADLINE_EXCEEDED``).
 Otherwise the caller gets a :class:`~grpcpool.api._aio_calls.PoolCall` around
 the ``grpc.aio`` call: how a call cut by a drain ends, and which calls are
-sent again after failing before they reached a server, is said there.
+sent again after failing before they reached a server, is said there. A
+unary-unary call of a method the pool hedges (``pool.hedging``) is an
+:class:`~grpcpool.api._aio_hedged.AioHedgedCall` instead.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from grpcpool._config_checks import check_pool_name
 from grpcpool._names import held_by
 from grpcpool._process import PROCESS
 from grpcpool.api._aio_calls import call_class
+from grpcpool.api._aio_hedged import aio_hedged
 from grpcpool.config import REFUSED_CALL_PAUSE
 from grpcpool.connection._call_errors import finished_code
 from grpcpool.core._ready import CallableKey, ReadyConnection, callable_key
@@ -167,7 +170,7 @@ class AioPoolChannel(grpc.aio.Channel):
 class _Routed:
     """A multi-callable of the pool channel: routes each call when it starts."""
 
-    __slots__ = ("_key", "_make", "_name", "_one_response")
+    __slots__ = ("_hedgeable", "_key", "_make", "_name", "_one_response")
 
     def __init__(self, name: str, key: CallableKey) -> None:
         self._name = name
@@ -175,6 +178,8 @@ class _Routed:
         self._make = call_class(key[0])
         # A call with one response: its duration is a latency sample.
         self._one_response = key[0] in ("unary_unary", "stream_unary")
+        # Only unary-unary calls are hedged (pool.hedging names the methods).
+        self._hedgeable = key[0] == "unary_unary"
 
     def __call__(self, request: Any = None, **kwargs: Any) -> Any:
         # request: the request, or the request iterator (None: write() the requests)
@@ -189,6 +194,9 @@ class _Routed:
             if kwargs.get("wait_for_ready"):
                 return _WaitingCall(self, pool, request, kwargs)
             return _FailedCall(PoolCallError.of(error))
+        hedging = pool.hedging if self._hedgeable else None
+        if hedging is not None and self._key[1] in hedging.methods:
+            return aio_hedged(self, pool, hedging, request, kwargs, connection, ticket)
         call = self.run(connection, ticket, request, kwargs)
         return self._make(call, connection, self, pool, request, kwargs)
 
@@ -200,7 +208,11 @@ class _Routed:
         request: Any,
         kwargs: dict[str, Any],
     ) -> Any:
-        """Runs the call on ``connection`` of ``pool``; returns the :class:`PoolCall` the caller holds."""
+        """Runs the call on ``connection`` of ``pool``; returns the :class:`PoolCall` the
+        caller holds (or the hedged call, for a method the pool hedges)."""
+        hedging = pool.hedging if self._hedgeable else None
+        if hedging is not None and self._key[1] in hedging.methods:
+            return aio_hedged(self, pool, hedging, request, kwargs, connection, ticket)
         call = self.run(connection, ticket, request, kwargs)
         return self._make(call, connection, self, pool, request, kwargs)
 

@@ -6,6 +6,8 @@ grpc multi-callable for the method and, when it ends, tells the connection how
 it went (:class:`~grpcpool.core._call_stats.CallStats`: its outcome, and its
 latency for a call with one response). A blocking unary call that failed
 before it reached a server is sent again (:mod:`grpcpool.core._reroute`).
+A unary-unary call of a method the pool hedges (``pool.hedging``) runs as a
+:class:`~grpcpool.api._hedged_calls.HedgedCall` instead.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ import grpc
 
 from grpcpool._process import PROCESS
 from grpcpool.actors._entry import PoolEntry
+from grpcpool.api._hedged_calls import HedgedCall, hedged
 from grpcpool.connection._call_errors import status_code
+from grpcpool.core._hedging import HedgingState
 from grpcpool.core._ready import CallableKey, ReadyConnection
 from grpcpool.core._reroute import never_sent, untried
 from grpcpool.errors import NotConnectedError, PoolCallError
@@ -104,14 +108,14 @@ class _Routed:
         self._name = channel.name
 
     def _route(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self, entry: PoolEntry | None, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[ReadyConnection, int, Any, tuple[Any, ...], dict[str, Any]]:
-        """A ready connection with the call counted on it, the call's ticket there, the
-        connection's multi-callable for the method, and the call's arguments.
+        """A ready connection of ``entry``'s pool (the caller looked it up) with the call
+        counted on it, the call's ticket there, the connection's multi-callable for
+        the method, and the call's arguments.
 
         The caller ends the ticket (``connection.end``) when the call ends.
         """
-        entry = _pools.get(self._name)
         try:
             admitted = entry.view.admit() if entry is not None else None
         except NotConnectedError:
@@ -137,12 +141,17 @@ class _Routed:
     _one_response = True
 
     def _blocking(
-        self, how: str | None, request: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        how: str | None,
+        request: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        entry: PoolEntry | None,
     ) -> Any:
         """Runs a call that blocks until its response, counted while it runs."""
         # When it started, to keep a call sent again within its timeout.
         started = _clock()
-        connection, ticket, built, args, kwargs = self._route(args, kwargs)
+        connection, ticket, built, args, kwargs = self._route(entry, args, kwargs)
         call = built if how is None else getattr(built, how)
         try:
             answer = call(request, *args, **kwargs)
@@ -203,12 +212,17 @@ class _Routed:
                 connection.end(ticket)
 
     def _started(
-        self, how: str | None, request: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        how: str | None,
+        request: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        entry: PoolEntry | None,
     ) -> Any:
         """Starts a call that returns at once (a future or a stream), counted until it ends."""
         started = _clock()
         try:
-            connection, ticket, built, args, kwargs = self._route(args, kwargs)
+            connection, ticket, built, args, kwargs = self._route(entry, args, kwargs)
         except PoolCallError as failed:
             return failed  # the call object of a call that failed before it started
         try:
@@ -225,17 +239,58 @@ class _Routed:
 
 
 class _UnaryUnary(_Routed, _UnaryUnaryBase):
+    """Unary-unary: the one kind a pool may hedge (``pool.hedging``), per method.
+
+    A pool without hedging, or a method it does not hedge, costs one
+    attribute read and a set lookup more than the other kinds.
+    """
+
     __slots__ = ()
     _resends = True
 
     def __call__(self, request: Any, *args: Any, **kwargs: Any) -> Any:
-        return self._blocking(None, request, args, kwargs)
+        entry = _pools.get(self._name)
+        hedging = entry.hedging if entry is not None else None
+        if hedging is not None and self._key[1] in hedging.methods:
+            return self._hedged(entry, hedging, request, args, kwargs, True).answer()
+        return self._blocking(None, request, args, kwargs, entry)
 
     def with_call(self, request: Any, *args: Any, **kwargs: Any) -> Any:
-        return self._blocking("with_call", request, args, kwargs)
+        entry = _pools.get(self._name)
+        hedging = entry.hedging if entry is not None else None
+        if hedging is not None and self._key[1] in hedging.methods:
+            call = self._hedged(entry, hedging, request, args, kwargs, True)
+            return call.answer(), call
+        return self._blocking("with_call", request, args, kwargs, entry)
 
     def future(self, request: Any, *args: Any, **kwargs: Any) -> Any:
-        return self._started("future", request, args, kwargs)
+        entry = _pools.get(self._name)
+        hedging = entry.hedging if entry is not None else None
+        if hedging is not None and self._key[1] in hedging.methods:
+            try:
+                return self._hedged(entry, hedging, request, args, kwargs, False)
+            except PoolCallError as failed:
+                return failed  # as an unhedged future() does
+        return self._started("future", request, args, kwargs, entry)
+
+    def _hedged(
+        self,
+        entry: PoolEntry | None,
+        hedging: HedgingState,
+        request: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        blocking: bool,
+    ) -> HedgedCall:
+        """Starts the call hedged: its first attempt routed as any call is."""
+        assert entry is not None  # whose hedging it is
+        connection, ticket, _, args, kwargs = self._route(entry, args, kwargs)
+        try:
+            options = _options(args, kwargs)
+        except BaseException:
+            connection.end(ticket)
+            raise
+        return hedged(entry, hedging, self._key, request, options, connection, ticket, blocking)
 
 
 class _UnaryStream(_Routed, _UnaryStreamBase):
@@ -243,20 +298,22 @@ class _UnaryStream(_Routed, _UnaryStreamBase):
     _one_response = False
 
     def __call__(self, request: Any, *args: Any, **kwargs: Any) -> Any:
-        return self._started(None, request, args, kwargs)
+        return self._started(None, request, args, kwargs, _pools.get(self._name))
 
 
 class _StreamUnary(_Routed, _StreamUnaryBase):
     __slots__ = ()
 
     def __call__(self, request_iterator: Any, *args: Any, **kwargs: Any) -> Any:
-        return self._blocking(None, request_iterator, args, kwargs)
+        return self._blocking(None, request_iterator, args, kwargs, _pools.get(self._name))
 
     def with_call(self, request_iterator: Any, *args: Any, **kwargs: Any) -> Any:
-        return self._blocking("with_call", request_iterator, args, kwargs)
+        entry = _pools.get(self._name)
+        return self._blocking("with_call", request_iterator, args, kwargs, entry)
 
     def future(self, request_iterator: Any, *args: Any, **kwargs: Any) -> Any:
-        return self._started("future", request_iterator, args, kwargs)
+        entry = _pools.get(self._name)
+        return self._started("future", request_iterator, args, kwargs, entry)
 
 
 class _StreamStream(_Routed, _StreamStreamBase):
@@ -264,7 +321,7 @@ class _StreamStream(_Routed, _StreamStreamBase):
     _one_response = False
 
     def __call__(self, request_iterator: Any, *args: Any, **kwargs: Any) -> Any:
-        return self._started(None, request_iterator, args, kwargs)
+        return self._started(None, request_iterator, args, kwargs, _pools.get(self._name))
 
 
 _KINDS: dict[str, type[_Routed]] = {

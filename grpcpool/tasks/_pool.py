@@ -30,6 +30,7 @@ from grpcpool._process import PROCESS
 from grpcpool._status import PoolStatus
 from grpcpool.config import Config
 from grpcpool.connection._announce import announce_pool
+from grpcpool.core._hedging import HedgingState
 from grpcpool.core._resolution import initial_addresses
 from grpcpool.core._sampling import GetChannelSampler, get_channel_signal
 from grpcpool.core._view import PoolView
@@ -104,6 +105,9 @@ class TaskPool:
         # Channels this pool closed (or is closing): a call they cut was cut
         # by the pool, not lost with its connection.
         self.closed_by_pool = self._drains.closed_by_pool
+        # pool.hedging's budget and learnt latencies, read by the pool channel.
+        hedging = config.pool.hedging
+        self.hedging = HedgingState(hedging) if hedging is not None else None
         changed = self._poke_balancer
         links = SupervisorLinks(
             self.name, config, self._registry, self._drains, changed, self._abandoned, self._give_up

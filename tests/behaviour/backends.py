@@ -57,6 +57,11 @@ class Backend:
         return sum(server.calls for server in self._servers())
 
     @property
+    def cancelled(self) -> int:
+        """Delayed or stalled echo calls that the client had cancelled when they would answer."""
+        return sum(server.cancelled for server in self._servers())
+
+    @property
     def peers(self) -> list[str]:
         """The client address of each echo call served, over every incarnation."""
         return [peer for server in self._servers() for peer in server.peers]
