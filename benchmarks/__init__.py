@@ -23,7 +23,12 @@ Modules, one per group of figures:
 - :mod:`benchmarks.aio`: (11) the asyncio pool.
 - :mod:`benchmarks.idle`: (12) the CPU an idle ready pool costs, sync and asyncio,
   beside bare grpcio channels.
-- :mod:`benchmarks.server`: the echo server, run in its own process.
+- :mod:`benchmarks.outliers`: (13) routing around slow and failing backends:
+  ``peak_ewma``, outlier detection and panic (:mod:`benchmarks.ejection`),
+  hedging (:mod:`benchmarks.hedging`), on :mod:`benchmarks.faults`' four
+  backends whose faults switch while they run.
+- :mod:`benchmarks.server`: the echo server, run in its own process
+  (:mod:`benchmarks.server_faults`: the faults it switches).
 - :mod:`benchmarks.callers`: caller threads and backend processes for figure 10.
 
 :mod:`benchmarks.retire_close` is a one-off measure outside ``make bench``

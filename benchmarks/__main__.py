@@ -19,7 +19,18 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks import aio, backends, footprint, forking, hotpath, idle, lifecycle, routing, rpc
+from benchmarks import (
+    aio,
+    backends,
+    footprint,
+    forking,
+    hotpath,
+    idle,
+    lifecycle,
+    outliers,
+    routing,
+    rpc,
+)
 from benchmarks.harness import Figure, Settings, guarded
 from benchmarks.report import markdown, render_text, summary
 
@@ -38,6 +49,7 @@ GROUPS: tuple[tuple[str, frozenset[str], Callable[[Settings], list[Figure]]], ..
     ("backends", frozenset({"10"}), backends.run),
     ("asyncio pool", frozenset({"11"}), aio.run),
     ("idle cost", frozenset({"12"}), idle.run),
+    ("slow and failing backends", frozenset({"13"}), outliers.run),
 )
 
 

@@ -129,14 +129,17 @@ class Backends:
     Args:
         hosts: The loopback addresses, one server each.
         port: 0 for a free port.
+        options: Passed to every :class:`ServerProcess` (``threads``,
+            ``track_peers``, ...).
     """
 
-    def __init__(self, hosts: Sequence[str], port: int = 0) -> None:
+    def __init__(self, hosts: Sequence[str], port: int = 0, **options: Any) -> None:
         self.hosts = tuple(hosts)
         self.servers: list[ServerProcess] = []
+        self._options = options
         try:
             for host in self.hosts:
-                self.servers.append(ServerProcess(port, host=host))
+                self.servers.append(ServerProcess(port, host=host, **options))
                 port = self.servers[0].port
         except BaseException:
             self.close()
@@ -154,7 +157,7 @@ class Backends:
             The moment (``time.monotonic()``) the new server bound its port.
         """
         self.servers[index].kill()
-        self.servers[index] = ServerProcess(self.port, host=self.hosts[index])
+        self.servers[index] = ServerProcess(self.port, host=self.hosts[index], **self._options)
         return self.servers[index].ready_at
 
     def close(self) -> None:

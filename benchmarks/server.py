@@ -21,6 +21,19 @@ sending the mark on it, so no client needs to know its own address.
 client that spreads calls over several servers (one per loopback address)
 learns from each reply which one served it.
 
+``/bench.Stats/Fault`` switches a fault on or off while the server runs,
+for every later echo and ``Where`` call (the health service and the
+``bench.Stats`` methods are never affected, so the health check keeps
+answering SERVING): ``delay <ms>`` makes every call that much slower,
+``fail`` fails every call at once with ``UNAVAILABLE`` (the details name the
+server's address, so a client knows which backend failed it), ``stall <n>
+<ms>`` makes every n-th call that much slower, and ``heal`` turns every
+fault off. ``count`` answers, as JSON, the echo and ``Where`` calls the
+server received since the last count (``calls``, of which ``failed``), and
+with ``--track-peers`` how many distinct client connections made them
+(``peers``); it resets them. :meth:`ServerProcess.fault` and
+:meth:`ServerProcess.counts` send these.
+
 The child ends when its stdin closes (the parent went away or stopped it) or
 on SIGTERM; :meth:`ServerProcess.kill` sends SIGKILL, so the kernel resets
 every connection at once, as when a server crashes.
@@ -30,22 +43,28 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import subprocess
 import sys
 import threading
 import time
 from concurrent import futures
+from dataclasses import dataclass
 from types import TracebackType
 from typing import IO, Any
 
 import grpc
 
+from benchmarks.server_faults import ServerFaults
+
 __all__ = [
     "ECHO_METHOD",
+    "FAULT_METHOD",
     "PEERS_METHOD",
     "SLOW_METHOD",
     "WHERE_METHOD",
+    "ServerCounts",
     "ServerProcess",
     "distinct_peers",
     "mark_slow",
@@ -56,10 +75,27 @@ ECHO_METHOD = "/test.Echo/Unary"
 PEERS_METHOD = "/bench.Stats/Peers"
 SLOW_METHOD = "/bench.Stats/Slow"
 WHERE_METHOD = "/bench.Stats/Where"
+FAULT_METHOD = "/bench.Stats/Fault"
 _HOST = "127.0.0.1"
 # Seconds the child gets to start listening, and to stop.
 _START_TIMEOUT = 30.0
 _STOP_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class ServerCounts:
+    """What one server received between two counts (see ``/bench.Stats/Fault``).
+
+    Attributes:
+        calls: Echo and ``Where`` calls, failed ones included.
+        failed: Of those, the calls a ``fail`` fault failed.
+        peers: Distinct client connections that made them (0 unless the
+            server tracks peers).
+    """
+
+    calls: int
+    failed: int
+    peers: int
 
 
 class ServerProcess:
@@ -104,6 +140,7 @@ class ServerProcess:
         if cpus:
             command.append("--cpus=" + ",".join(str(cpu) for cpu in sorted(cpus)))
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        self._control: grpc.Channel | None = None  # for fault() and counts(), opened at need
         self._process = subprocess.Popen(
             command,
             stdin=subprocess.PIPE,
@@ -119,6 +156,30 @@ class ServerProcess:
         # time after clients could: timing a restart from the read would let
         # a client reconnect "before" the server was back.
         self.ready_at = min(listening_at, time.monotonic())
+
+    def fault(self, command: str) -> None:
+        """Switches a fault: ``"delay 50"``, ``"fail"``, ``"stall 20 200"`` or ``"heal"``.
+
+        It holds for every echo and ``Where`` call the server starts after
+        this returns.
+        """
+        self._ask(command)
+
+    def counts(self) -> ServerCounts:
+        """The calls received since the last count (or the start); resets them."""
+        answer = json.loads(self._ask("count"))
+        return ServerCounts(int(answer["calls"]), int(answer["failed"]), int(answer["peers"]))
+
+    def _ask(self, command: str) -> str:
+        """Sends ``command`` to the Fault method on a channel of the parent's own, kept open."""
+        if self._control is None:
+            self._control = grpc.insecure_channel(
+                self.target, options=(("grpc.use_local_subchannel_pool", 1),)
+            )
+        answer: bytes = self._control.unary_unary(FAULT_METHOD)(
+            command.encode(), timeout=_START_TIMEOUT, wait_for_ready=True
+        )
+        return answer.decode()
 
     def _read_ready(self) -> tuple[int, float]:
         stdout = self._process.stdout
@@ -160,6 +221,9 @@ class ServerProcess:
                 stdin.close()
 
     def _reap(self) -> None:
+        if self._control is not None:
+            self._control.close()
+            self._control = None
         self._process.wait(_STOP_TIMEOUT)
         self._close_stdin()
         stdout: IO[str] | None = self._process.stdout
@@ -225,13 +289,15 @@ def _serve(args: argparse.Namespace) -> None:
     # counted since the mark: [on the slow connection, in all].
     slow: dict[str, Any] = {"peer": None, "delay": 0.0}
     slow_counts = [0, 0]
+    faults = ServerFaults(args.host, args.track_peers)
 
     def echo(request: bytes, context: grpc.ServicerContext) -> bytes:
+        extra = faults.enter(context)
         if args.track_peers:
             peer = context.peer()
             with peers_lock:
                 peers.add(peer)
-        delay = sleep_s
+        delay = sleep_s + extra
         if slow["peer"] is not None:  # only once a client asked for a slow connection
             on_slow = context.peer() == slow["peer"]
             with peers_lock:
@@ -260,7 +326,17 @@ def _serve(args: argparse.Namespace) -> None:
         return str(count).encode()
 
     def where(request: bytes, context: grpc.ServicerContext) -> bytes:
+        delay = faults.enter(context)
+        if delay > 0:
+            time.sleep(delay)
         return str(args.host).encode()
+
+    def fault(request: bytes, context: grpc.ServicerContext) -> bytes:
+        try:
+            return faults.command(request.decode()).encode()
+        except ValueError as error:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+
 
     options: list[tuple[str, Any]] = []
     if args.max_streams > 0:
@@ -278,6 +354,7 @@ def _serve(args: argparse.Namespace) -> None:
                     "Peers": grpc.unary_unary_rpc_method_handler(count_peers),
                     "Slow": grpc.unary_unary_rpc_method_handler(slow_connection),
                     "Where": grpc.unary_unary_rpc_method_handler(where),
+                    "Fault": grpc.unary_unary_rpc_method_handler(fault),
                 },
             ),
         )

@@ -28,6 +28,10 @@ class WorkerStatus:
         in_flight: Calls running on its connection through the pool channel
             (:func:`grpcpool.channel`) when the status was taken; calls made
             on a channel from ``get_channel`` are not counted.
+        ejected: Outlier detection (``pool.outlier_detection``) has taken
+            its connection, or its address, out of routing for now. An
+            ejected worker may still be ready (its connection open, and
+            used if the pool panics: ``pool.panic_threshold``).
     """
 
     worker_id: str
@@ -38,6 +42,7 @@ class WorkerStatus:
     peer: str | None = None
     in_flight: int = 0
     address: str | None = None
+    ejected: bool = False
 
 
 @dataclass(frozen=True)
@@ -47,7 +52,7 @@ class PoolStatus:
     Attributes:
         pool_name: The pool.
         expected_size: How many workers it is meant to have.
-        current_size: How many channels are ready now.
+        current_size: How many channels are ready now (ejected ones included).
         status: ``"healthy"`` (all expected ready), ``"degraded"`` (some) or
             ``"down"`` (none).
         workers: One record per worker, in start order.

@@ -16,10 +16,12 @@ Events, without the common ``grpc_connection_pool.`` prefix, as
 - ``pool.scale_down``: duration, requested, terminated, new_size | pool_name
 - ``pool.status``: expected_size, current_size, in_flight | pool_name
 - ``pool.resolved``: addresses, duration | pool_name, added, removed
-- ``pool.ejected``: ejection_time, figures of the judgement | pool_name, address or
-  worker_id, reason (``"failure_percentage"`` or ``"success_rate"``)
-- ``pool.unejected``: ejected_for | pool_name, address or worker_id, reason
-- ``pool.panic``: active (1 on entry, 0 on exit), usable, ready | pool_name
+- ``pool.ejected``: ejection_time, successes, failures, success_rate,
+  failure_percentage, threshold | pool_name, address, worker_id (a connection
+  unit only), reason (``"failure_percentage"`` or ``"success_rate"``)
+- ``pool.unejected``: ejection_time (seconds it was out) | pool_name, address,
+  worker_id, reason (``"expired"``, or ``"gone"``: the unit left the pool)
+- ``pool.panic``: active (1 on entry, 0 on exit), ready, ejected | pool_name
 - ``call.hedged``: attempts, won (0-based index of the winning attempt, -1: none won) |
   pool_name, method
 - ``channel.connected``: duration | pool_name, worker_id

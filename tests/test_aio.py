@@ -431,6 +431,30 @@ async def test_stop_leaves_no_task_or_channel_and_is_idempotent(server: AioEchoS
     assert pool.ended == "stopped"
 
 
+@pytest.mark.asyncio
+async def test_outlier_detection_runs_one_task_that_stops_with_the_pool(
+    server: AioEchoServer,
+) -> None:
+    """With pool.outlier_detection the pool judges on one task (grpcpool-outliers), gone
+    after stop; without it there is no such task."""
+    config = loopback_config(server.port, size=2)
+    judged = dataclasses.replace(
+        config, pool=dataclasses.replace(config.pool, outlier_detection={"interval": 0.05})
+    )
+
+    def judging() -> list[str]:
+        names = (task.get_name() for task in asyncio.all_tasks() if not task.done())
+        return [name for name in names if name == "grpcpool-outliers"]
+
+    async with Pool(config, name="plain"):
+        assert judging() == []
+    pool = await Pool(judged, name="judged").start()
+    await pool.await_ready(timeout=5, min_ready=2)
+    assert judging() == ["grpcpool-outliers"]
+    await asyncio.wait_for(pool.stop(), 10)
+    assert judging() == []
+
+
 def test_a_pool_never_stopped_warns_when_its_loop_closes(cycles_collected: None) -> None:
     """A pool left running when asyncio.run closes its loop gives a ResourceWarning naming
     it, closes its channels and frees its name."""

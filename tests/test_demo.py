@@ -21,6 +21,7 @@ from grpcpool.cli._demo_aio import run as run_aio
 from grpcpool.cli._probe import ProbeOptions
 from grpcpool.cli._probe import main as probe_main
 from grpcpool.cli.echo import EchoServer as TLSEchoServer
+from grpcpool.strategy import STRATEGY_NAMES
 from tests.certs import make_ca, make_server_cert
 from tests.pools import free_port
 from tests.servers import EchoServer
@@ -89,7 +90,8 @@ def test_demo_command_narrates_the_whole_scenario() -> None:
     assert slow_calls < 25, routing
     assert f"the slow connection got {slow_calls} of 200 calls" in routing
     check_backends_step(out)
-    # Step 5 and 6.
+    check_faults_step(out)
+    # Steps 7 and 8.
     assert "scale_up -> 6 workers, 6 ready" in out
     assert "scale_down -> 4 workers, 4 ready" in out
     assert "pool 'demo': healthy, 4 of 4 ready" in out
@@ -109,6 +111,7 @@ def test_demo_in_process_quiet_prints_no_events_and_leaves_nothing_running() -> 
     assert "the same stub, called with wait_for_ready=True" in out
     assert "least_in_flight" in out and "the slow connection got" in out
     check_backends_step(out)
+    check_faults_step(out)
     assert "scale_up -> 4 workers, 4 ready" in out
     assert "pool 'demo': healthy, 2 of 2 ready" in out
     # The autouse leak check then verifies no thread, actor, channel or socket is left.
@@ -180,6 +183,17 @@ EVENT_MEASUREMENTS: dict[str, dict[str, Any]] = {
     "channel.connection_down": {},
     "channel.reconnect_scheduled": {"delay_ms": 247, "attempt": 1},
     "channel.refreshed": {"age": 2.0004512},
+    "pool.ejected": {
+        "ejection_time": 30.0,
+        "successes": 7,
+        "failures": 14,
+        "success_rate": 33.33333333333333,
+        "failure_percentage": 66.66666666666667,
+        "threshold": 50.0,
+    },
+    "pool.unejected": {"ejection_time": 30.0123456},
+    "pool.panic": {"active": 1, "ready": 4, "ejected": 3},
+    "call.hedged": {"attempts": 2, "won": 1},
     "supervisor.child_restarted": {"restarts": 1},
     "supervisor.shutdown": {"restarts": 4},
 }
@@ -206,7 +220,7 @@ def test_every_event_line_shows_figures_not_raw_floats(name: str) -> None:
     measurements = EVENT_MEASUREMENTS[name.removeprefix(telemetry.PREFIX + ".")]
     line = format_event(name, measurements, EVENT_METADATA)
     assert not RAW_FLOAT.search(line), line
-    for key in ("duration", "age"):
+    for key in ("duration", "age", "ejection_time", "ejected_for"):
         if key in measurements:
             assert format_duration(measurements[key]) in line, line
 
@@ -249,6 +263,24 @@ def check_backends_step(out: str) -> None:
         r"others in [\d.]+ m?s",
         section,
     ), section
+
+
+def check_faults_step(out: str) -> None:
+    """The faults step: shares before, the failing backend ejected, the slow one and the
+    ejected one nearly idle after; or, where grpcpool has no peak_ewma, a line saying why not."""
+    section = out.split("[6] slow and failing backends")[1].split("[7]")[0]
+    if "peak_ewma" not in STRATEGY_NAMES:
+        assert "skipped: this grpcpool has no 'peak_ewma' strategy" in section, section
+        return
+    before, after = section.split("turns slow")
+    assert len(re.findall(r"127\.0\.0\.[2-5] +\d+ +\d+%", before)) == 4, section
+    assert re.search(
+        r"pool\.ejected 127\.0\.0\.4:\d+ \(failure_percentage\) [\d.]+ m?s after it began "
+        r"failing",
+        after,
+    ), section
+    shares = dict(re.findall(r"(127\.0\.0\.[2-5]) +\d+ +(\d+)%", after))
+    assert int(shares["127.0.0.3"]) < 15 and int(shares["127.0.0.4"]) <= 1, section
 
 
 @pytest.mark.parametrize(

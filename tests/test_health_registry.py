@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from typing import Any, cast
 
+import grpc
 import pykka
 import pytest
 
@@ -430,3 +431,57 @@ def test_a_crashing_registry_publishes_a_view_with_no_channels(
     assert registry.actor_stopped.wait(timeout=5)
     with pytest.raises(NotConnectedError):
         entry.get_channel()
+
+
+def _judge_timers() -> list[Any]:
+    """The outlier-detection timers pending on the process timer."""
+    scheduler = PROCESS.scheduler
+    if scheduler is None:
+        return []
+    with scheduler._condition:
+        return [h for h in scheduler._heap if type(h.message).__name__ == "_JudgeDue"]
+
+
+def test_the_registry_judges_outliers_on_its_timer_and_stops_it_with_itself() -> None:
+    """With pool.outlier_detection the registry judges every interval on the process timer:
+    an address whose calls all fail leaves the view (status says ejected). The timer stops
+    with the registry; a registry without outlier detection schedules none."""
+    detection = {
+        "interval": 0.05,
+        "success_rate": None,
+        "failure_percentage": {"minimum_hosts": 2, "request_volume": 5},
+        "max_ejection_percent": 50,
+    }
+    config = Config.new(
+        endpoint={"type": "local", "host": "127.0.0.1", "port": 9},
+        pool={"size": 2, "outlier_detection": detection},
+    )
+    entry = claim(f"{PREFIX}{next(_names)}", config, token=object(), parent=None, child_id=None)
+    parts = PoolParts(entry, cast(PoolChannels, None))
+    ref = HealthRegistry.start(parts)
+    try:
+        ref.ask(SetLifecycle("running"), timeout=5)
+        for worker, address in (("worker-1", "10.0.0.1:1"), ("worker-2", "10.0.0.2:1")):
+            ref.ask(WorkerReport(worker, URN_A, "ready", channel=object(), address=address))
+        assert _judge_timers()
+        working, failing = (c.stats for c in entry.view.connections)
+        deadline = time.monotonic() + 5
+        while not entry.status().workers[1].ejected:
+            assert time.monotonic() < deadline, entry.status()
+            for _ in range(10):  # calls ending, as the pool channel tells them
+                working.record(0.001, grpc.StatusCode.OK, 0.0)
+                failing.record(0.001, grpc.StatusCode.INTERNAL, 0.0)
+            time.sleep(0.01)
+        assert [c.worker_id for c in entry.view.connections] == ["worker-1"]
+    finally:
+        ref.stop(timeout=5)
+        release(entry, "test over")
+    assert not _judge_timers()
+
+
+def test_a_registry_without_outlier_detection_schedules_no_judgement(
+    registry: pykka.ActorRef[Any],
+) -> None:
+    """Outlier detection off (the default): no timer of the registry's."""
+    report(registry, "worker-1", "ready", object())
+    assert not _judge_timers()

@@ -199,6 +199,13 @@ def test_every_instrument_exists_with_its_unit(otel: Otel) -> None:
             {"added": [], "removed": []},
         ),
         (telemetry.channel_refreshed, {"age": 3.0}, {"worker_id": "w", "reason": "max_age"}),
+        (
+            telemetry.pool_ejected,
+            {"ejection_time": 30.0},
+            {"address": "10.0.0.1:443", "reason": "failure_percentage"},
+        ),
+        (telemetry.pool_panic, {"active": 1, "usable": 1, "ready": 4}, {}),
+        (telemetry.call_hedged, {"attempts": 2, "won": 1}, {"method": "/kv.Store/Get"}),
     ]
     for signal, measurements, metadata in sends:
         telemetry.emit(signal, "units", measurements, metadata)
@@ -271,6 +278,56 @@ def test_resolutions_addresses_and_refreshes(otel: Otel) -> None:
         "max_age",
         "other",
     }
+    for points in reading.points.values():
+        for point in points:
+            assert not any("10.0.0." in str(value) for value in dict(point.attributes).values())
+
+
+def test_ejections_panic_and_hedged_calls(otel: Otel) -> None:
+    """Ejections count by reason and the ejected-units gauge follows them out and back; the
+    panic gauge reads 1 then 0; hedged attempts and wins count by method; no address is an
+    attribute value."""
+    for address, reason in (
+        ("10.0.0.1:443", "failure_percentage"),
+        ("10.0.0.2:443", "success_rate"),
+        ("10.0.0.3:443", "too slow at 10.0.0.3"),
+    ):
+        telemetry.emit(
+            telemetry.pool_ejected,
+            "routed",
+            {"ejection_time": 30.0},
+            {"pool_name": "routed", "address": address, "reason": reason},
+        )
+    telemetry.emit(
+        telemetry.pool_unejected,
+        "routed",
+        {"ejected_for": 30.0},
+        {"pool_name": "routed", "address": "10.0.0.2:443", "reason": "success_rate"},
+    )
+    telemetry.emit(telemetry.pool_panic, "routed", {"active": 1, "usable": 1, "ready": 4}, {})
+    for attempts, won in ((2, 1), (2, 0), (3, 2), (2, -1)):
+        telemetry.emit(
+            telemetry.call_hedged,
+            "routed",
+            {"attempts": attempts, "won": won},
+            {"pool_name": "routed", "method": "/kv.Store/Get"},
+        )
+    reading = otel.read()
+    assert reading.value("grpcpool.pool.ejections", pool="routed") == 3
+    assert reading.attribute("grpcpool.pool.ejections", "reason") == {
+        "failure_percentage",
+        "success_rate",
+        "other",
+    }
+    assert reading.value("grpcpool.pool.ejected_units", pool="routed") == 2
+    assert reading.value("grpcpool.pool.panic", pool="routed") == 1
+    hedged_attempts = "grpcpool.call.hedged_attempts"
+    assert reading.value(hedged_attempts, pool="routed", method="/kv.Store/Get") == 5
+    assert reading.value("grpcpool.call.hedge_wins", pool="routed", method="/kv.Store/Get") == 2
+    assert reading.units["grpcpool.pool.ejected_units"] == "{unit}"
+    assert reading.units[hedged_attempts] == "{attempt}"
+    telemetry.emit(telemetry.pool_panic, "routed", {"active": 0, "usable": 3, "ready": 4}, {})
+    assert otel.read().value("grpcpool.pool.panic", pool="routed") == 0
     for points in reading.points.values():
         for point in points:
             assert not any("10.0.0." in str(value) for value in dict(point.attributes).values())

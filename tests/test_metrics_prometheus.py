@@ -368,3 +368,120 @@ def test_a_pool_over_two_backends_reports_its_addresses(
         assert scraped(registry, "grpcpool_pool_addresses", pool="two") == 2
         assert "127.0.0.2" not in Scrape(registry).text
         supervisors.pop().stop()  # before the servers go, so no worker reconnects
+
+
+def ejected(pool: str, address: str, reason: str = "failure_percentage") -> None:
+    telemetry.emit(
+        telemetry.pool_ejected,
+        pool,
+        {"ejection_time": 30.0},
+        {"pool_name": pool, "address": address, "reason": reason},
+    )
+
+
+def unejected(pool: str, address: str) -> None:
+    telemetry.emit(
+        telemetry.pool_unejected,
+        pool,
+        {"ejected_for": 30.0},
+        {"pool_name": pool, "address": address, "reason": "failure_percentage"},
+    )
+
+
+def hedged(pool: str, method: str, attempts: int, won: int) -> None:
+    telemetry.emit(
+        telemetry.call_hedged,
+        pool,
+        {"attempts": attempts, "won": won},
+        {"pool_name": pool, "method": method},
+    )
+
+
+def test_ejections_count_by_reason_and_the_gauge_follows_the_units_out(
+    registry: CollectorRegistry,
+) -> None:
+    """pool.ejected counts by reason and puts a unit out, pool.unejected brings it back,
+    a unit ejected twice is out once, and no address becomes a label."""
+    ejected("routed", "10.0.0.1:443")
+    ejected("routed", "10.0.0.2:443", "success_rate")
+    ejected("routed", "10.0.0.3:443", "ejected by 10.0.0.3's bad luck")
+    ejected("routed", "10.0.0.3:443")  # again, before any pool.unejected: still one unit
+    scrape = Scrape(registry)
+    ejections = "grpcpool_pool_ejections_total"
+    assert scrape.value(ejections, pool="routed") == 4
+    assert scrape.value(ejections, pool="routed", reason="failure_percentage") == 2
+    assert scrape.labels(ejections, "reason") == {"failure_percentage", "success_rate", "other"}
+    assert scrape.value("grpcpool_pool_ejected_units", pool="routed") == 3
+
+    unejected("routed", "10.0.0.1:443")
+    unejected("routed", "10.0.0.9:443")  # ejected before the exporter subscribed
+    scrape = Scrape(registry)
+    assert scrape.value("grpcpool_pool_ejected_units", pool="routed") == 2
+    assert scrape.value(ejections, pool="routed") == 4
+    assert "10.0.0." not in scrape.text
+    assert "luck" not in scrape.text
+
+
+def test_panic_gauge_and_hedged_attempts_and_wins_by_method(registry: CollectorRegistry) -> None:
+    """pool.panic sets a 1/0 gauge; call.hedged counts the attempts after the first and the
+    calls a later attempt won, by method (a value that is no method name reads "other")."""
+    telemetry.emit(telemetry.pool_panic, "routed", {"active": 1, "usable": 1, "ready": 4}, {})
+    assert scraped(registry, "grpcpool_pool_panic", pool="routed") == 1
+    telemetry.emit(telemetry.pool_panic, "routed", {"active": 0, "usable": 3, "ready": 4}, {})
+    assert scraped(registry, "grpcpool_pool_panic", pool="routed") == 0
+
+    hedged("routed", "/kv.Store/Get", attempts=2, won=1)
+    hedged("routed", "/kv.Store/Get", attempts=2, won=0)
+    hedged("routed", "/kv.Store/Get", attempts=3, won=-1)  # every attempt failed
+    hedged("routed", "/kv.Store/Scan", attempts=2, won=1)
+    hedged("routed", "GET /kv?key=secret", attempts=2, won=0)
+    scrape = Scrape(registry)
+    attempts, wins = "grpcpool_call_hedged_attempts_total", "grpcpool_call_hedge_wins_total"
+    assert scrape.value(attempts, pool="routed", method="/kv.Store/Get") == 4
+    assert scrape.value(attempts, pool="routed", method="/kv.Store/Scan") == 1
+    assert scrape.value(attempts, pool="routed", method="other") == 1
+    assert scrape.value(wins, pool="routed", method="/kv.Store/Get") == 1
+    assert scrape.value(wins, pool="routed", method="/kv.Store/Scan") == 1
+    assert scrape.value(wins, pool="routed") == 2
+    assert scrape.labels(attempts, "method") == {"/kv.Store/Get", "/kv.Store/Scan", "other"}
+    assert "secret" not in scrape.text
+
+
+def test_a_pool_started_again_has_nothing_ejected_and_no_panic(
+    registry: CollectorRegistry,
+) -> None:
+    """pool.init of a pool name the exporter saw ejecting and panicking zeroes both gauges
+    (a new pool starts with every unit in rotation); the ejection counter keeps its total."""
+    ejected("again", "10.0.0.1:443")
+    telemetry.emit(telemetry.pool_panic, "again", {"active": 1, "usable": 0, "ready": 2}, {})
+    telemetry.emit(telemetry.pool_init, "again", {"pool_size": 2}, {"pool_name": "again"})
+    scrape = Scrape(registry)
+    assert scrape.value("grpcpool_pool_ejected_units", pool="again") == 0
+    assert scrape.value("grpcpool_pool_panic", pool="again") == 0
+    assert scrape.value("grpcpool_pool_ejections_total", pool="again") == 1
+    telemetry.emit(telemetry.pool_init, "calm", {"pool_size": 2}, {"pool_name": "calm"})
+    scrape = Scrape(registry)
+    assert not [s for s in scrape.samples if s.labels.get("pool") == "calm" and "panic" in s.name]
+
+
+def test_connections_of_one_address_are_ejected_one_by_one(registry: CollectorRegistry) -> None:
+    """In a pool with one address a connection is the unit: ejections naming the same address
+    but different workers count as that many units out, and each comes back on its own."""
+    for worker in ("worker-1", "worker-2"):
+        telemetry.emit(
+            telemetry.pool_ejected,
+            "single",
+            {"ejection_time": 30.0},
+            {"pool_name": "single", "worker_id": worker, "address": "10.0.0.1:443",
+             "reason": "failure_percentage"},
+        )
+    assert scraped(registry, "grpcpool_pool_ejected_units", pool="single") == 2
+    telemetry.emit(
+        telemetry.pool_unejected,
+        "single",
+        {"ejected_for": 30.0},
+        {"pool_name": "single", "worker_id": "worker-2", "address": "10.0.0.1:443",
+         "reason": "failure_percentage"},
+    )
+    assert scraped(registry, "grpcpool_pool_ejected_units", pool="single") == 1
+    assert "worker-" not in Scrape(registry).text

@@ -40,6 +40,7 @@ from grpcpool.connection._machine_types import (
     PingDue,
     ReconnectDue,
     ReleaseChannel,
+    Renew,
     Repin,
     Report,
     Resync,
@@ -498,6 +499,7 @@ def test_disconnect_reasons_are_listed_in_one_place() -> None:
         "transport_failed",
         "channel_shutdown",
         "ping_failed",
+        "renewed",
     )
 
 
@@ -840,6 +842,16 @@ _CLOSED = [
     "Log",
     "Emit",
 ]
+_RENEWED = [
+    "CancelTimers",
+    "Report",
+    "Emit",
+    "Log",
+    "Emit",
+    "ReleaseChannel",
+    "OpenChannel",
+    "Schedule",
+]
 _MATRIX: dict[str, dict[str, tuple[str, list[str]]]] = {
     "new": {
         "Start": ("connecting", ["OpenChannel", "Report", "Schedule"]),
@@ -862,6 +874,7 @@ _MATRIX: dict[str, dict[str, tuple[str, list[str]]]] = {
         "CheckDone error": ("backoff", ["Emit", *_DROP]),
         "PingDue": ("ready", ["StartCheck"]),
         "Resync": ("ready", ["Report"]),
+        "Renew": ("connecting", _RENEWED),
         "Stop": ("stopped", ["CancelTimers", "ReleaseChannel"]),
     },
     "backoff": {
@@ -893,6 +906,7 @@ def _event(label: str, gen: int) -> Event:
         "PingDue": PingDue(gen),
         "ReconnectDue": ReconnectDue(gen),
         "Resync": Resync(),
+        "Renew": Renew(),
         "Stop": Stop(),
     }
     return events[label]
@@ -910,6 +924,7 @@ _EVENT_LABELS = [
     "PingDue",
     "ReconnectDue",
     "Resync",
+    "Renew",
     "Stop",
 ]
 
@@ -1124,6 +1139,7 @@ _actions = st.lists(
                 *["ping"] * 2,
                 *["suspect"] * 2,
                 "resync",
+                "renew",
                 "start",
                 "stop",
             ]
@@ -1148,6 +1164,7 @@ def _random_event(state: MachineState, action: tuple[str, int, Any, Any, float])
         "suspect": CheckRequested(gen),
         "reconnect": ReconnectDue(gen),
         "resync": Resync(),
+        "renew": Renew(),
         "start": Start(),
         "stop": Stop(),
     }
@@ -1326,3 +1343,41 @@ def test_a_worker_without_an_address_waits_for_a_repin_before_connecting() -> No
     assert effects == (Report("backoff", 0, AWAITING_ADDRESS, False, False),)
     state, effects = step(state, Repin("10.0.0.2:80"), 5.0)
     assert state.phase == "connecting" and OpenChannel(state.generation) in effects
+
+
+# --- renewing: a fresh connection at the pool's request ------------------------------------
+
+
+def test_a_renew_lets_the_ready_channel_go_first_and_connects_afresh_at_once() -> None:
+    """Renew of a ready worker (outlier detection ejected it twice in a row): the channel
+    leaves the view (a synchronous report), connection_down and disconnected say "renewed",
+    the channel drains, and a new one opens at once with no backoff wait or count."""
+    state, _ = step(new_machine(health_check=False), Start(), 0.0)
+    state, _ = step(state, Connectivity(state.generation, READY), 0.5)
+    old = state.generation
+
+    state, effects = step(state, Renew(), 30.5)
+
+    assert state.phase == "connecting" and state.generation > old
+    assert (state.backoff.attempt, state.retries) == (0, 0)
+    assert effects == (
+        CancelTimers(),
+        Report("connecting", 0, "renewed", ready=False, sync=True),
+        Emit(name("connection_down"), {}, {"reason": "renewed"}),
+        Log(
+            logging.INFO,
+            "the pool asked for a fresh connection; connecting again on a new channel",
+        ),
+        Emit(name("disconnected"), {"duration": 30.0}, {"reason": "renewed"}),
+        ReleaseChannel(drain=True),
+        OpenChannel(state.generation),
+        Schedule(10.0, ConnectTimeout(state.generation)),
+    )
+    assert step(state, Connectivity(old, READY), 30.6) == (state, ())  # the old channel's news
+
+
+@pytest.mark.parametrize("make", [new_machine, connecting, backing_off, stopped])
+def test_a_worker_that_is_not_ready_ignores_a_renew(make: Any) -> None:
+    """Only a ready channel is renewed: one connecting or backing off gets a new one anyway."""
+    state = make()
+    assert step(state, Renew(), 50.0) == (state, ())

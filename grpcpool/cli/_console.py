@@ -53,7 +53,7 @@ class Console:
 
 # Measurements that are durations in seconds (section 4 of the spec): shown
 # as ``0.06 ms`` or ``1.25 s``, never as the raw float a receiver gets.
-_SECONDS = frozenset({"duration", "age"})
+_SECONDS = frozenset({"duration", "age", "ejection_time", "ejected_for"})
 
 
 def format_duration(seconds: float) -> str:

@@ -19,8 +19,11 @@ while printing the pool's telemetry events as they fire:
    (:mod:`grpcpool.cli._demo_routing`);
 5. a pool spread over three backends, then four, then three again, as its
    resolver's answer changes (:mod:`grpcpool.cli._demo_backends`);
-6. a scale up and a scale down;
-7. the final status table.
+6. a pool routing around a backend gone slow and one failing every call,
+   with ``peak_ewma`` and outlier detection (:mod:`grpcpool.cli._demo_faults`;
+   skipped where grpcpool has no ``peak_ewma``);
+7. a scale up and a scale down;
+8. the final status table.
 
 Each claim is checked as it is shown: if the library misbehaves the demo says
 so and exits 1, so it doubles as an end-to-end smoke test. Backoff is set
@@ -44,6 +47,7 @@ import grpcpool
 from grpcpool import telemetry
 from grpcpool.cli._console import Console, format_duration, format_event, status_table, table
 from grpcpool.cli._demo_backends import BackendsFailed, show_backends
+from grpcpool.cli._demo_faults import FaultsFailed, show_faults
 from grpcpool.cli._demo_routing import RoutingFailed, show_least_in_flight
 from grpcpool.cli.echo import EchoServer, say
 from grpcpool.cli.echo.echo_pb2 import EchoReply, EchoRequest
@@ -240,7 +244,10 @@ def run(options: DemoOptions, console: Console | None = None) -> None:
         console.line("[5] many backends: connections follow the resolver's answer")
         show_backends(console)
 
-        console.line(f"[6] scale up by {SCALE_BY}, then down by {SCALE_BY}")
+        console.line("[6] slow and failing backends: calls go around both")
+        show_faults(console)
+
+        console.line(f"[7] scale up by {SCALE_BY}, then down by {SCALE_BY}")
         bigger = grpcpool.scale_up(POOL_NAME, SCALE_BY)
         grpcpool.await_ready(POOL_NAME, timeout=CONNECT_TIMEOUT + 3, min_ready=bigger)
         console.line(
@@ -252,7 +259,7 @@ def run(options: DemoOptions, console: Console | None = None) -> None:
         if (bigger, smaller, len(after.workers)) != (size + SCALE_BY, size, size):
             raise DemoFailed(f"scaling went {size} -> {bigger} -> {smaller}, {after.workers!r}")
 
-        console.line("[7] final status")
+        console.line("[8] final status")
         console.line(status_table(grpcpool.status(POOL_NAME)))
     finally:
         if supervisor is not None:
@@ -310,6 +317,6 @@ def _wait_empty(timeout: float = 3.0) -> None:
 
 def describe_error(error: BaseException) -> str:
     """A one-line reason for a failed demo."""
-    if isinstance(error, DemoFailed | RoutingFailed | BackendsFailed | GrpcPoolError):
+    if isinstance(error, DemoFailed | RoutingFailed | BackendsFailed | FaultsFailed | GrpcPoolError):
         return str(error)
     return f"{type(error).__name__}: {error}"

@@ -67,6 +67,7 @@ from grpcpool.connection._machine_types import (
     CONNECTION_CLOSED,
     CONNECTION_FAILED,
     PING_FAILED,
+    RENEWED,
     CancelTimers,
     CheckDone,
     CheckRequested,
@@ -82,6 +83,7 @@ from grpcpool.connection._machine_types import (
     PingDue,
     ReconnectDue,
     ReleaseChannel,
+    Renew,
     Repin,
     Report,
     Resync,
@@ -146,6 +148,8 @@ def step(state: MachineState, event: Event, now: float) -> Step:
             return _connect(state, now) if phase == "new" else (state, ())
         case Repin() if takes_repin(state):
             return _repin(state, now)
+        case Renew() if phase == "ready":
+            return _renew(state, now)
         case Stop():
             return _stop(state)
         case Resync():
@@ -188,6 +192,25 @@ def _repin(state: MachineState, now: float) -> Step:
     state = _let_go(state, "backoff", state.last_error, state.backoff.succeed())
     state, connect = _connect(replace(state, retries=0), now, retry=False)
     return state, (*effects, *connect)
+
+
+def _renew(state: MachineState, now: float) -> Step:
+    """Lets the ready channel go (out of the view first, then drained) and connects afresh."""
+    connected_for = now - state.ready_since
+    state, connect = _connect(_let_go(state, "backoff", RENEWED), now, retry=False)
+    level = logging.DEBUG if state.config.suppress_connection_errors else logging.INFO
+    # One report for the change (ready -> connecting), synchronous and first:
+    # the channel leaves the pool's view before it is released.
+    opened = tuple(effect for effect in connect if not isinstance(effect, Report))
+    return state, (
+        CancelTimers(),
+        _report(state, sync=True),
+        Emit(_CONNECTION_DOWN, {}, {"reason": RENEWED}),
+        Log(level, "the pool asked for a fresh connection; connecting again on a new channel"),
+        Emit(_DISCONNECTED, {"duration": connected_for}, {"reason": RENEWED}),
+        ReleaseChannel(drain=True),
+        *opened,
+    )
 
 
 def _connect(state: MachineState, now: float, *, retry: bool = True) -> Step:

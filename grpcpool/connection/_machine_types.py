@@ -22,6 +22,7 @@ __all__ = [
     "CONNECTION_FAILED",
     "DISCONNECT_REASONS",
     "PING_FAILED",
+    "RENEWED",
     "CancelTimers",
     "CheckDone",
     "ConnectTimeout",
@@ -36,6 +37,7 @@ __all__ = [
     "PingDue",
     "ReconnectDue",
     "ReleaseChannel",
+    "Renew",
     "Repin",
     "Report",
     "Resync",
@@ -63,11 +65,15 @@ CHANNEL_SHUTDOWN = "channel_shutdown"
 """The channel itself was closed under the worker."""
 PING_FAILED = "ping_failed"
 """A health ping failed or timed out (``connection.ping_timeout``)."""
+RENEWED = "renewed"
+"""The pool asked for a fresh connection (:class:`Renew`: outlier detection
+ejected this one twice in a row)."""
 DISCONNECT_REASONS: tuple[str, ...] = (
     CONNECTION_CLOSED,
     CONNECTION_FAILED,
     CHANNEL_SHUTDOWN,
     PING_FAILED,
+    RENEWED,
 )
 """Every reason a worker gives for losing a ready channel."""
 
@@ -219,6 +225,18 @@ class Repin:
 
 
 @dataclass(frozen=True)
+class Renew:
+    """Let the ready channel go and connect afresh on a new one, at once.
+
+    The pool asks it of a connection it judged an outlier twice in a row
+    (behind a layer-4 balancer a new connection may reach another server).
+    The channel leaves the pool's view first and drains; the backoff is not
+    touched (nothing failed to connect). A worker that is not ready ignores
+    it: it is getting a new channel already.
+    """
+
+
+@dataclass(frozen=True)
 class Resync:
     """Asks a worker to report its state again (after a registry restart)."""
 
@@ -237,6 +255,7 @@ Event = (
     | CheckRequested
     | ReconnectDue
     | Repin
+    | Renew
     | Resync
     | Stop
 )

@@ -26,14 +26,34 @@ Rules kept here, once:
 * A keeper that starts where the last view was running carries the pool on
   (it was itself restarted inside a running pool); after any other lifecycle
   it starts the pool. Either way it keeps the expected size.
+* With ``pool.outlier_detection`` the keeper hands in a
+  :class:`JudgeOutliers` every interval (:func:`judgement` takes the calls'
+  outcomes from the ready connections); the judge's verdict
+  (:mod:`grpcpool.core._outliers`) is stepped in here, so the ejected units
+  are a fact of the records, with one writer, and every view built from them
+  leaves their connections out of routing (or panics: ``pool.panic``, emitted
+  as the view enters and leaves panic). A keeper that starts afresh knows no
+  ejection.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
+from grpcpool import telemetry
+from grpcpool._config_routing import DEFAULT_PANIC_THRESHOLD, OutlierDetection
 from grpcpool._status import WorkerStatus
+from grpcpool.connection._machine_types import Emit
+from grpcpool.core._ejections import (
+    ReplaceConnection,
+    ejected_connections,
+    outlier_signal,
+    replacement,
+    tally,
+)
+from grpcpool.core._outliers import Outliers, Unit, judge, new_outliers
 from grpcpool.core._ready import ReadyConnection
 from grpcpool.core._reports import WorkerGone, WorkerReport
 from grpcpool.core._view import Lifecycle, PoolView, build_view
@@ -42,14 +62,17 @@ from grpcpool.strategy import Strategy
 __all__ = [
     "ExpectedSize",
     "ForgetWorkers",
+    "JudgeOutliers",
     "Publish",
     "Record",
     "Records",
     "RecordsEffect",
     "RecordsEvent",
     "RecordsStep",
+    "ReplaceConnection",
     "SetLifecycle",
     "WorkersChanged",
+    "judgement",
     "publish",
     "records_after",
     "step",
@@ -91,7 +114,23 @@ class ForgetWorkers:
     """
 
 
-RecordsEvent = WorkerReport | WorkerGone | ExpectedSize | SetLifecycle | ForgetWorkers
+@dataclass(frozen=True)
+class JudgeOutliers:
+    """An interval of outlier detection has passed: judge the units (see :func:`judgement`).
+
+    Attributes:
+        outcomes: Every unit of the pool with its ``(successes, failures)``
+            over the interval.
+        now: The monotonic time.
+    """
+
+    outcomes: Mapping[Unit, tuple[int, int]] = field(repr=False)
+    now: float
+
+
+RecordsEvent = (
+    WorkerReport | WorkerGone | ExpectedSize | SetLifecycle | ForgetWorkers | JudgeOutliers
+)
 
 # --- effects -----------------------------------------------------------------------
 
@@ -111,7 +150,9 @@ class WorkersChanged:
     """
 
 
-RecordsEffect = Publish | WorkersChanged
+#: ``Emit``: send a signal (``pool.ejected``, ``pool.unejected``, ``pool.panic``).
+#: ``ReplaceConnection``: tell the worker to connect afresh.
+RecordsEffect = Publish | WorkersChanged | Emit | ReplaceConnection
 
 # --- state -------------------------------------------------------------------------
 
@@ -145,6 +186,8 @@ class Records:
         workers: One record per worker id, in worker start order.
         expected: How many workers the pool is meant to have.
         lifecycle: Where the pool is in its life.
+        outliers: The outlier judge's state; None: outlier detection is off.
+        panic_threshold: ``pool.panic_threshold``.
     """
 
     name: str
@@ -153,35 +196,101 @@ class Records:
     workers: Mapping[str, Record]
     expected: int
     lifecycle: Lifecycle
+    outliers: Outliers | None = None
+    panic_threshold: float = DEFAULT_PANIC_THRESHOLD
 
 
 RecordsStep = tuple[Records, tuple[RecordsEffect, ...]]
 
+_PANIC = telemetry.pool_panic.name
 
-def records_after(name: str, strategy: Strategy, previous: PoolView) -> Records:
+
+def records_after(
+    name: str,
+    strategy: Strategy,
+    previous: PoolView,
+    *,
+    outlier_detection: OutlierDetection | None = None,
+    panic_threshold: float = DEFAULT_PANIC_THRESHOLD,
+    rng: random.Random | None = None,
+) -> Records:
     """The records a keeper starts with, where ``previous`` was the pool's view.
 
-    No worker is on record yet (each reports to a new keeper); the expected
-    size is the last view's, and the pool runs on only if it ran. The view is
-    ``previous`` until the first :func:`publish` or step.
+    No worker is on record yet (each reports to a new keeper), and no unit
+    is ejected; the expected size is the last view's, and the pool runs on
+    only if it ran. The view is ``previous`` until the first :func:`publish`
+    or step. ``rng`` draws outlier detection's enforcement chances.
     """
     lifecycle: Lifecycle = "running" if previous.lifecycle == "running" else "starting"
-    return Records(name, strategy, previous, {}, previous.expected_size, lifecycle)
+    outliers = None if outlier_detection is None else new_outliers(outlier_detection, rng)
+    return Records(
+        name, strategy, previous, {}, previous.expected_size, lifecycle, outliers, panic_threshold
+    )
+
+
+def judgement(records: Records, now: float) -> JudgeOutliers:
+    """The :class:`JudgeOutliers` of this interval: takes (and resets) each ready connection's
+    outcomes, summed per unit. ``now`` is the monotonic time."""
+    connections = (r.connection for r in records.workers.values() if r.connection is not None)
+    statuses = tuple(r.status for r in records.workers.values())
+    return JudgeOutliers(tally(connections, statuses), now)
 
 
 def publish(records: Records) -> RecordsStep:
-    """Builds the view of ``records`` and publishes it."""
-    workers = records.workers.values()
+    """Builds the view of ``records`` and publishes it (and says so if the pool enters or
+    leaves panic)."""
+    connections = tuple(r.connection for r in records.workers.values() if r.connection is not None)
+    workers = tuple(r.status for r in records.workers.values())
+    ejected: frozenset[ReadyConnection] = frozenset()
+    if records.outliers is not None:
+        ejected, ejected_ids = ejected_connections(connections, workers, records.outliers.ejected)
+        if ejected_ids:
+            workers = tuple(
+                replace(w, ejected=True) if w.worker_id in ejected_ids else w for w in workers
+            )
     view = build_view(
         records.name,
         records.strategy,
         records.view,
-        connections=tuple(r.connection for r in workers if r.connection is not None),
-        workers=tuple(r.status for r in workers),
+        connections=connections,
+        workers=workers,
         expected_size=records.expected,
         lifecycle=records.lifecycle,
+        ejected=ejected,
+        panic_threshold=records.panic_threshold,
     )
-    return replace(records, view=view), (Publish(view),)
+    effects: tuple[RecordsEffect, ...] = (Publish(view),)
+    if view.panic != records.view.panic:
+        effects += (_panic_signal(view),)
+    return replace(records, view=view), effects
+
+
+def _panic_signal(view: PoolView) -> Emit:
+    measurements = {
+        "active": int(view.panic),
+        "ready": view.ready_count,
+        "ejected": sum(1 for w in view.workers if w.ejected and w.state == "ready"),
+    }
+    return Emit(_PANIC, measurements, {})
+
+
+def _judge(records: Records, event: JudgeOutliers) -> RecordsStep:
+    if records.outliers is None:
+        return records, ()
+    outliers, verdict = judge(records.outliers, event.outcomes, event.now)
+    records = replace(records, outliers=outliers)
+    if not verdict:
+        return records, ()
+    # Who is routed may have changed: the view first (a receiver of the
+    # signals sees it), then what the judge decided, then the panic it makes.
+    records, (published, *panic) = publish(records)
+    effects: list[RecordsEffect] = [published]
+    for effect in verdict:
+        effects.append(outlier_signal(effect))
+        replaced = replacement(effect)
+        if replaced is not None:
+            effects.append(replaced)
+    return records, (*effects, *panic)
 
 
 def step(records: Records, event: RecordsEvent, now: float) -> RecordsStep:
@@ -216,6 +325,8 @@ def step(records: Records, event: RecordsEvent, now: float) -> RecordsStep:
             return publish(replace(records, lifecycle=event.lifecycle))
         case ForgetWorkers():
             return publish(replace(records, workers={}))
+        case JudgeOutliers():
+            return _judge(records, event)
     raise TypeError(f"not a records event: {event!r}")
 
 

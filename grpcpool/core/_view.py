@@ -10,6 +10,14 @@ one, each consistent with itself, and needs no lock: in a running pool,
 worker records. (While a pool starts or restarts it hands nothing out, so its
 ``current_size`` is 0 whatever its workers report.)
 
+Ejected connections (outlier detection, :mod:`grpcpool.core._ejections`)
+leave routing: the pickers are built over the ready connections that are not
+ejected, and the others wait in ``unrouted``; unless fewer than
+``pool.panic_threshold`` percent of the pool's connections are ready and not
+ejected (or none is), when the pool *panics* and routes over every ready
+connection, ejected or not (Envoy's panic mode). Without an ejected ready
+connection there is no panic: it would route the same.
+
 A view holds the ready channels twice: as bare ``channels`` with their
 picker for ``get_channel``, and as :class:`ReadyConnection` records with
 theirs for the pool channel, which counts calls in flight on them. For a
@@ -28,6 +36,7 @@ from typing import Literal, NoReturn
 import grpc
 
 from grpcpool import telemetry
+from grpcpool._config_routing import DEFAULT_PANIC_THRESHOLD
 from grpcpool._status import PoolStatus, WorkerState, WorkerStatus
 from grpcpool.connection._machine_types import Emit
 from grpcpool.core._ready import ReadyConnection
@@ -51,7 +60,7 @@ class PoolView:
     """A pool at one moment.
 
     Attributes:
-        channels: The ready channels, in worker start order.
+        channels: The ready channels calls are routed to, in worker start order.
         pick: Returns one of ``channels`` (the strategy's picker), or raises
             :class:`NotConnectedError` when there is none.
         workers: One record per worker, in start order.
@@ -61,6 +70,9 @@ class PoolView:
             in the same order.
         pick_connection: Returns one of ``connections``, or raises as
             ``pick`` does.
+        unrouted: Ready connections left out of routing (ejected, the pool
+            not in panic).
+        panic: The pool routes over ejected connections too (see above).
     """
 
     channels: tuple[grpc.Channel, ...]
@@ -70,6 +82,13 @@ class PoolView:
     lifecycle: Lifecycle
     connections: tuple[ReadyConnection, ...]
     pick_connection: Callable[[], ReadyConnection]
+    unrouted: tuple[ReadyConnection, ...] = ()
+    panic: bool = False
+
+    @property
+    def ready_count(self) -> int:
+        """How many connections are ready, routed or not."""
+        return len(self.channels) + len(self.unrouted)
 
     def admit(self) -> tuple[ReadyConnection, int] | None:
         """A ready connection with a call counted on it (see :meth:`ReadyConnection.start`).
@@ -109,7 +128,7 @@ class PoolView:
                 for worker in workers
             )
         return PoolStatus.of(
-            pool_name, self.expected_size, len(self.channels), workers, resolver_error
+            pool_name, self.expected_size, self.ready_count, workers, resolver_error
         )
 
 
@@ -219,24 +238,47 @@ def build_view(
     workers: tuple[WorkerStatus, ...],
     expected_size: int,
     lifecycle: Lifecycle,
+    ejected: frozenset[ReadyConnection] = frozenset(),
+    panic_threshold: float = DEFAULT_PANIC_THRESHOLD,
 ) -> PoolView:
     """The next view after ``previous``.
 
-    Only a running pool hands out channels. The pickers are rebuilt only
-    when the set of ready connections changed, so a worker's routine report
-    (a ping result, say) does not restart the strategy's rotation or usage
-    counts.
+    Only a running pool hands out channels. ``ejected`` connections are
+    left out of routing unless the pool panics (see the module's text). The
+    pickers are rebuilt only when the set of routed connections changed, so
+    a worker's routine report (a ping result, say) does not restart the
+    strategy's rotation or usage counts.
     """
     if lifecycle != "running":
         connections = ()
     if not connections:
         return _unready_view(pool_name, lifecycle, workers, expected_size)
+    unrouted: tuple[ReadyConnection, ...] = ()
+    panic = False
+    if ejected:
+        routable = tuple(c for c in connections if c not in ejected)
+        if len(routable) < len(connections):
+            total = max(len(workers), len(connections))
+            panic = not routable or len(routable) * 100 < panic_threshold * total
+            if not panic:
+                unrouted = tuple(c for c in connections if c in ejected)
+                connections = routable
     channels = tuple(c.channel for c in connections)
     if connections == previous.connections and previous.lifecycle == "running":
         pick, pick_connection = previous.pick, previous.pick_connection
     else:
         pick, pick_connection = _pickers(strategy, connections)
-    return PoolView(channels, pick, workers, expected_size, lifecycle, connections, pick_connection)
+    return PoolView(
+        channels,
+        pick,
+        workers,
+        expected_size,
+        lifecycle,
+        connections,
+        pick_connection,
+        unrouted,
+        panic,
+    )
 
 
 def status_signal(view: PoolView, name: str) -> Emit:

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 __all__ = [
+    "CALL_HEDGED_ATTEMPTS",
+    "CALL_HEDGE_WINS",
     "CHANNEL_CONNECTION_FAILURES",
     "CHANNEL_CONNECTS",
     "CHANNEL_CONNECT_DURATION",
@@ -19,11 +21,15 @@ __all__ = [
     "CHANNEL_RECONNECTS_SCHEDULED",
     "CHANNEL_REFRESHES",
     "CONNECT_DURATION_BUCKETS",
+    "EJECTION_REASONS",
     "INSTRUMENTS",
     "POOL_ADDRESSES",
     "POOL_CALLS_IN_FLIGHT",
     "POOL_CURRENT_CHANNELS",
+    "POOL_EJECTED_UNITS",
+    "POOL_EJECTIONS",
     "POOL_EXPECTED_CHANNELS",
+    "POOL_PANIC",
     "POOL_RESOLUTIONS",
     "REFRESH_REASONS",
     "SUPERVISOR_RESTARTS",
@@ -99,7 +105,7 @@ CHANNEL_DISCONNECTS = Instrument(
     "grpcpool.channel.disconnects",
     "{connection}",
     "Ready channels that were lost, by reason (connection_closed, transport_failed, "
-    "channel_shutdown, ping_failed).",
+    "channel_shutdown, ping_failed, renewed).",
     ("pool", "reason"),
 )
 CHANNEL_RECONNECTS_SCHEDULED = Instrument(
@@ -156,8 +162,51 @@ CHANNEL_REFRESHES = Instrument(
     ("pool", "reason"),
 )
 
+POOL_EJECTIONS = Instrument(
+    "counter",
+    "grpcpool_pool_ejections_total",
+    "grpcpool.pool.ejections",
+    "{ejection}",
+    "Backends (or connections, in a pool with one address) that outlier detection took "
+    "out of rotation, by reason (failure_percentage or success_rate).",
+    ("pool", "reason"),
+)
+POOL_EJECTED_UNITS = Instrument(
+    "gauge",
+    "grpcpool_pool_ejected_units",
+    "grpcpool.pool.ejected_units",
+    "{unit}",
+    "Backends (or connections) out of rotation now: ejected and not yet back.",
+)
+POOL_PANIC = Instrument(
+    "gauge",
+    "grpcpool_pool_panic",
+    "grpcpool.pool.panic",
+    "1",
+    "1 while the pool routes to every ready connection, ejected or not, because fewer than "
+    "pool.panic_threshold percent are usable (panic); else 0.",
+)
+CALL_HEDGED_ATTEMPTS = Instrument(
+    "counter",
+    "grpcpool_call_hedged_attempts_total",
+    "grpcpool.call.hedged_attempts",
+    "{attempt}",
+    "Attempts hedged calls sent after their first (pool.hedging), by method.",
+    ("pool", "method"),
+)
+CALL_HEDGE_WINS = Instrument(
+    "counter",
+    "grpcpool_call_hedge_wins_total",
+    "grpcpool.call.hedge_wins",
+    "{call}",
+    "Hedged calls answered by an attempt after their first, by method.",
+    ("pool", "method"),
+)
+
 #: The reasons a refresh carries; anything else is counted as ``"other"``.
 REFRESH_REASONS = frozenset({"max_age", "rebalance"})
+#: The reasons an ejection carries; anything else is counted as ``"other"``.
+EJECTION_REASONS = frozenset({"failure_percentage", "success_rate"})
 
 INSTRUMENTS: tuple[Instrument, ...] = (
     POOL_EXPECTED_CHANNELS,
@@ -173,6 +222,11 @@ INSTRUMENTS: tuple[Instrument, ...] = (
     POOL_RESOLUTIONS,
     POOL_ADDRESSES,
     CHANNEL_REFRESHES,
+    POOL_EJECTIONS,
+    POOL_EJECTED_UNITS,
+    POOL_PANIC,
+    CALL_HEDGED_ATTEMPTS,
+    CALL_HEDGE_WINS,
 )
 
 # Seconds. Prometheus' default buckets, up to the 20 s a slow TLS connect with

@@ -10,10 +10,11 @@ Label values come from a fixed, short vocabulary on purpose. Worker errors
 (``connection_failed``'s ``error``, the ``reason`` of a reconnect or a restart)
 can quote server replies, addresses or credentials and have unbounded
 cardinality, so they never become labels; only the disconnect reason, the
-ping result and the refresh reason, which the pool sets to short words, do,
-and anything else there is reported as ``"other"``. Resolved addresses are
-not labels either: a pool's backends change, and each would be a new series;
-the address gauge counts them instead.
+ping result, the refresh reason and the ejection reason, which the pool sets
+to short words, do, and anything else there is reported as ``"other"``.
+Resolved and ejected addresses are not labels either: a pool's backends
+change, and each would be a new series; gauges count them instead. The
+ejection, panic and hedging measures live in :mod:`grpcpool.metrics._routing`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ import blinker
 from grpcpool import telemetry
 from grpcpool._process import fork_safe_lock
 from grpcpool.metrics._catalog import (
+    CALL_HEDGE_WINS,
+    CALL_HEDGED_ATTEMPTS,
     CHANNEL_CONNECT_DURATION,
     CHANNEL_CONNECTION_FAILURES,
     CHANNEL_CONNECTS,
@@ -41,14 +44,20 @@ from grpcpool.metrics._catalog import (
     POOL_ADDRESSES,
     POOL_CALLS_IN_FLIGHT,
     POOL_CURRENT_CHANNELS,
+    POOL_EJECTED_UNITS,
+    POOL_EJECTIONS,
     POOL_EXPECTED_CHANNELS,
+    POOL_PANIC,
     POOL_RESOLUTIONS,
     REFRESH_REASONS,
     SUPERVISOR_RESTARTS,
     Instrument,
 )
+from grpcpool.metrics._routing import RoutingMeasures
 
 __all__ = [
+    "CALL_HEDGED_ATTEMPTS",
+    "CALL_HEDGE_WINS",
     "CHANNEL_CONNECTION_FAILURES",
     "CHANNEL_CONNECTS",
     "CHANNEL_CONNECT_DURATION",
@@ -61,7 +70,10 @@ __all__ = [
     "POOL_ADDRESSES",
     "POOL_CALLS_IN_FLIGHT",
     "POOL_CURRENT_CHANNELS",
+    "POOL_EJECTED_UNITS",
+    "POOL_EJECTIONS",
     "POOL_EXPECTED_CHANNELS",
+    "POOL_PANIC",
     "POOL_RESOLUTIONS",
     "SUPERVISOR_RESTARTS",
     "Bridge",
@@ -137,6 +149,7 @@ class Bridge:
         self._lock = fork_safe_lock(self)
         self._pools: dict[str, _PoolChannels] = {}
         self._closed = False
+        self._routing = RoutingMeasures(sink, lambda: self._closed)
         self._receivers: list[tuple[blinker.NamedSignal, Receiver]] = [
             (telemetry.pool_init, self._on_pool_init),
             (telemetry.pool_scale_up, self._on_scaled),
@@ -150,6 +163,7 @@ class Bridge:
             (telemetry.supervisor_child_restarted, self._on_child_restarted),
             (telemetry.pool_resolved, self._on_resolved),
             (telemetry.channel_refreshed, self._on_refreshed),
+            *self._routing.receivers(),
         ]
         for signal, receiver in self._receivers:
             signal.connect(receiver, weak=False)
@@ -172,6 +186,7 @@ class Bridge:
 
     def _on_pool_init(self, sender: str, *, measurements: dict[str, Any], **_: Any) -> None:
         self._update(sender, expected=measurements.get("pool_size"))
+        self._routing.pool_started(str(sender))
 
     def _on_scaled(self, sender: str, *, measurements: dict[str, Any], **_: Any) -> None:
         self._update(sender, expected=measurements.get("new_size"))

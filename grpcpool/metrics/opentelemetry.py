@@ -28,6 +28,12 @@ units (attributes as the Prometheus labels):
   ``grpcpool.pool.addresses`` (observable gauge, ``{address}``), by ``pool``.
 - ``grpcpool.channel.refreshes``: counter by ``pool`` and ``reason``
   (``max_age`` or ``rebalance``).
+- ``grpcpool.pool.ejections`` (counter, ``{ejection}``, by ``pool`` and
+  ``reason``), ``grpcpool.pool.ejected_units`` (observable gauge, ``{unit}``)
+  and ``grpcpool.pool.panic`` (observable gauge, ``1``), by ``pool``.
+- ``grpcpool.call.hedged_attempts`` (``{attempt}``) and
+  ``grpcpool.call.hedge_wins`` (``{call}``): counters by ``pool`` and
+  ``method``.
 
 Only the OpenTelemetry API is imported here; the SDK (or another
 implementation) is the application's choice.

@@ -29,6 +29,17 @@ The metrics, all labelled by ``pool`` unless noted:
   the last one returned.
 - ``grpcpool_channel_refreshes_total`` (counter, also by ``reason``:
   ``max_age`` or ``rebalance``): connections replaced by one made ready first.
+- ``grpcpool_pool_ejections_total`` (counter, also by ``reason``:
+  ``failure_percentage`` or ``success_rate``) and
+  ``grpcpool_pool_ejected_units`` (gauge): backends (or connections, in a
+  pool with one address) that outlier detection took out of rotation, and
+  how many are out now.
+- ``grpcpool_pool_panic`` (gauge): 1 while the pool routes to every ready
+  connection because too few are usable (``pool.panic_threshold``), else 0.
+- ``grpcpool_call_hedged_attempts_total`` and
+  ``grpcpool_call_hedge_wins_total`` (counters, also by ``method``): the
+  attempts hedged calls sent after their first, and the calls such an
+  attempt answered.
 
 Register once per registry and process: the signals are process-wide, so one
 registration sees every pool. Error texts are never label values (see

@@ -94,7 +94,12 @@ class TaskPool:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: int | None = None
         self._registry = Registry(
-            self.name, self.strategy, config.pool.size, config.endpoint.target
+            self.name,
+            self.strategy,
+            config.pool.size,
+            config.endpoint.target,
+            outlier_detection=config.pool.outlier_detection,
+            panic_threshold=config.pool.panic_threshold,
         )
         self._closing: set[asyncio.Task[None]] = set()
         self._drains = Drains(config.connection.drain_timeout, self._loop_task)
@@ -172,6 +177,7 @@ class TaskPool:
             self._registry.report_status(self.config.pool.telemetry_interval),
             name="grpcpool-status",
         )
+        self._registry.start_judging(self._workers.renew)
         telemetry.emit(
             telemetry.pool_init,
             self.name,
@@ -196,6 +202,7 @@ class TaskPool:
                 await self._registry.wait_changed(0.1)
             return
         self._workers.stopping = True
+        self._registry.stop_judging()
         self._registry.set_lifecycle("stopped")
         for task in (self._reporter, self._balancing):
             if task is not None:

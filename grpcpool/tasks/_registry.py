@@ -7,6 +7,11 @@ runs. Both drive the same records machine (:mod:`grpcpool.core._records`), so
 ``get_channel``, ``status`` and the pool channel read the same immutable
 picture, built by the same rules, with the same pickers; and both apply the
 same readiness-wait rules (:mod:`grpcpool.core._waiting`).
+
+With ``pool.outlier_detection`` a task of the registry's
+(:meth:`Registry.start_judging`) judges the pool's connections every
+``interval``, as the sync HealthRegistry does on its timer; it is cancelled
+with the pool. There is no such task with outlier detection off.
 """
 
 from __future__ import annotations
@@ -18,15 +23,18 @@ from collections.abc import Callable
 
 import grpc
 
+from grpcpool._config_routing import DEFAULT_PANIC_THRESHOLD, OutlierDetection
 from grpcpool.connection._announce import announce_pool
 from grpcpool.connection._calls import CallLedger
-from grpcpool.connection._machine_types import Report
+from grpcpool.connection._machine_types import Emit, Report
 from grpcpool.core._records import (
     ExpectedSize,
     Publish,
     RecordsEvent,
+    ReplaceConnection,
     SetLifecycle,
     WorkersChanged,
+    judgement,
     records_after,
     step,
 )
@@ -61,14 +69,32 @@ async def wait_event(event: asyncio.Event, timeout: float | None) -> None:
 class Registry:
     """Worker records -> the pool's view (loop thread only)."""
 
-    def __init__(self, name: str, strategy: Strategy, expected: int, target: str) -> None:
+    def __init__(
+        self,
+        name: str,
+        strategy: Strategy,
+        expected: int,
+        target: str,
+        *,
+        outlier_detection: OutlierDetection | None = None,
+        panic_threshold: float = DEFAULT_PANIC_THRESHOLD,
+    ) -> None:
         self._name = name
         self._target = target
-        self._records = records_after(name, strategy, empty_view(name, expected, "starting"))
+        self._records = records_after(
+            name,
+            strategy,
+            empty_view(name, expected, "starting"),
+            outlier_detection=outlier_detection,
+            panic_threshold=panic_threshold,
+        )
         # The current view, replaced whole by each Publish: a plain attribute,
         # since get_channel reads it on every call.
         self.view: PoolView = self._records.view
         self._changed: asyncio.Event | None = None
+        self._outlier_detection = outlier_detection
+        self._judging: asyncio.Task[None] | None = None
+        self._renew: Callable[[str], None] | None = None
 
     @property
     def expected(self) -> int:
@@ -81,11 +107,42 @@ class Registry:
         A new view is in place, and waiters are woken, before this returns.
         """
         self._records, effects = step(self._records, event, time.time())
+        changed = False
         for effect in effects:
             if isinstance(effect, Publish):
                 self.view = effect.view
                 self.wake()
-        return any(isinstance(effect, WorkersChanged) for effect in effects)
+            elif isinstance(effect, WorkersChanged):
+                changed = True
+            elif isinstance(effect, Emit):
+                announce_pool(effect, self._name, _log)
+            elif isinstance(effect, ReplaceConnection) and self._renew is not None:
+                self._renew(effect.worker_id)
+        return changed
+
+    def start_judging(self, renew: Callable[[str], None]) -> None:
+        """Starts judging the connections every interval, if outlier detection is on (once).
+
+        ``renew`` tells a worker (by id) to connect afresh.
+        """
+        settings = self._outlier_detection
+        if settings is None or self._judging is not None:
+            return
+        self._renew = renew
+        self._judging = asyncio.get_running_loop().create_task(
+            self._judge_every(settings.interval), name="grpcpool-outliers"
+        )
+
+    def stop_judging(self) -> None:
+        """Stops judging (the pool stops)."""
+        judging, self._judging = self._judging, None
+        if judging is not None:
+            judging.cancel()
+
+    async def _judge_every(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            self.handle(judgement(self._records, time.monotonic()))
 
     def report(
         self,

@@ -28,7 +28,7 @@ import grpc
 
 from grpcpool.connection._announce import announce_as
 from grpcpool.connection._calls import CallLedger
-from grpcpool.connection._machine_types import Repin, Report, Stop
+from grpcpool.connection._machine_types import Renew, Repin, Report, Stop
 from grpcpool.core._intensity import RestartWindow, gave_up, pool_restart_limit, record_restart
 from grpcpool.core._intensity import restarted as restarted_signal
 from grpcpool.core._scaling import thinnest_address
@@ -113,6 +113,13 @@ class WorkerTasks:
         worker = self.workers.get(worker_id)
         if worker is not None:
             worker.tell(Repin(address))
+
+    def renew(self, worker_id: str) -> None:
+        """Tells a worker to let its ready connection go and connect afresh (a no-op if it is
+        gone, or not ready)."""
+        worker = self.workers.get(worker_id)
+        if worker is not None:
+            worker.tell(Renew())
 
     def own(self) -> list[str]:
         """The ids of the pool's own workers, in start order (a move's replacement excepted)."""

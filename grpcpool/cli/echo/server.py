@@ -20,8 +20,11 @@ _STOP_WAIT_SECONDS = 10.0
 class _Echo(echo_pb2_grpc.EchoServicer):
     """Answers with the request's text and the caller's address, and records the address.
 
-    A caller made slow with :meth:`EchoServer.slow_down` waits its delay
-    first; stopping the server cuts the wait short so ``stop`` never lingers.
+    A server told to fail (:attr:`EchoServer.failing`) fails the call at once
+    with that code, after recording it. A caller made slow with
+    :meth:`EchoServer.slow_down`, or any caller of a server with a
+    :attr:`EchoServer.delay`, waits first; stopping the server cuts the wait
+    short so ``stop`` never lingers.
     """
 
     def __init__(self, server: EchoServer) -> None:
@@ -32,7 +35,10 @@ class _Echo(echo_pb2_grpc.EchoServicer):
     ) -> echo_pb2.EchoReply:
         peer: str = context.peer()
         self._server._record(peer)
-        delay = self._server.delay_for(peer)
+        failing = self._server.failing
+        if failing is not None:
+            context.abort(failing, f"{self._server.address} fails every call")
+        delay = self._server.delay + self._server.delay_for(peer)
         if delay > 0:
             self._server._stopping.wait(delay)
         return echo_pb2.EchoReply(text=request.text, peer=peer)
@@ -58,7 +64,13 @@ class EchoServer:
     Attributes:
         host: The address it listens on.
         port: The port it listens on.
-        peers: The caller address of every call so far, in order.
+        peers: The caller address of every call so far, in order (failed
+            calls too).
+        delay: Seconds every call waits before it is answered (0: none), to
+            show a backend gone slow; set it at any time.
+        failing: A status code every call fails with at once (None: off),
+            to show a backend that fails calls while its health service
+            still says SERVING; set it at any time.
 
     One caller (one client connection, as ``EchoReply.peer`` names it) can be
     made slow with :meth:`slow_down`, to show what a client does about a
@@ -77,6 +89,8 @@ class EchoServer:
         host: str = "127.0.0.1",
     ) -> None:
         self.host = host
+        self.delay = 0.0
+        self.failing: grpc.StatusCode | None = None
         self.peers: list[str] = []
         self._delays: dict[str, float] = {}
         self._stopping = threading.Event()
