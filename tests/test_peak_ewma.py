@@ -28,8 +28,9 @@ UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
 class Connection:
     """An item as a ready connection is to the picker: calls in flight and call stats."""
 
-    def __init__(self, name: str, in_flight: int = 0) -> None:
+    def __init__(self, name: str, in_flight: int = 0, address: str | None = None) -> None:
         self.name = name
+        self.address = address
         self.calls: set[object] = {object() for _ in range(in_flight)}
         self.stats = CallStats()
 
@@ -92,6 +93,38 @@ def test_a_slow_connection_loses_every_draw_to_idle_fast_ones() -> None:
     picked = picks(strategy, items)
     assert picked["slow"] == 0
     assert set(picked) == {"a", "b", "c"}
+
+
+def test_a_slow_backend_s_two_connections_are_never_compared_with_each_other() -> None:
+    """A pool of 8 over 4 backends, one backend slow on both its connections: the second
+    draw is always on another backend, so the slow one is never picked (drawing both of
+    its connections, 1 draw in 28, would otherwise send it the call)."""
+    items = tuple(
+        Connection(f"{address}{n}", address=address) for address in "abcd" for n in (1, 2)
+    )
+    strategy = PeakEwma(3600.0, random.Random(13))
+    make_picker(strategy, items)
+    for item in items:
+        item.answered(0.050 if item.address == "a" else 0.001)
+    picked = picks(strategy, items, 20_000)
+    assert not any(name.startswith("a") for name in picked)
+    assert len(picked) == 6
+
+
+def test_the_second_draw_spreads_over_the_other_backends() -> None:
+    """Equal estimates over uneven addresses (3 connections on one, 1 on another, 1 on a
+    third): every connection is picked, none more than twice as often as another."""
+    items = tuple(
+        Connection(name, address=address)
+        for name, address in (("a1", "a"), ("a2", "a"), ("a3", "a"), ("b", "b"), ("c", "c"))
+    )
+    strategy = PeakEwma(3600.0, random.Random(17))
+    make_picker(strategy, items)
+    for item in items:
+        item.answered(0.002)
+    picked = picks(strategy, items, 10_000)
+    assert len(picked) == 5
+    assert max(picked.values()) < 2 * min(picked.values())
 
 
 def test_calls_in_flight_multiply_the_latency() -> None:
