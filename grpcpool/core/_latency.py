@@ -137,8 +137,12 @@ def observe(
     """
     if estimate is None:  # the first sample: nothing to weigh it against
         return sample
-    weight = kept(now - stamp, decay)  # one exp for both steps (this runs per call)
-    current = estimate if typical is None else typical + (estimate - typical) * weight
+    # estimate_at() written out, sharing its exp with the pull (this runs per call).
+    if now <= stamp:
+        weight, current = 1.0, estimate
+    else:
+        weight = _exp((stamp - now) / decay)
+        current = estimate if typical is None else typical + (estimate - typical) * weight
     if sample >= current:
         return sample
     return sample + (current - sample) * weight
