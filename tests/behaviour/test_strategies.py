@@ -140,16 +140,17 @@ def traffic(driver: Driver, calls: int, width: int = 4) -> int:
 
 
 def peak_ewma_pool(driver: Driver, backends: Backends) -> tuple[Backend, Backend]:
-    """A peak_ewma pool of 2 over 2 backends (one connection each; ewma_decay 1 s, so
-    that estimates move within a test), warmed up with 40 calls."""
+    """A peak_ewma pool of 4 over 2 backends (two connections each, so a draw of both
+    of one backend's connections would be possible; ewma_decay 1 s, so that estimates
+    move within a test), warmed up with 40 calls."""
     two = backends.start(2)
     answer = Answer([backend.address for backend in two])
     driver.start(
-        backends.config(2, resolver=answer, strategy="peak_ewma", pool={"ewma_decay": 1.0})
+        backends.config(4, resolver=answer, strategy="peak_ewma", pool={"ewma_decay": 1.0})
     )
-    driver.await_ready(min_ready=2)
-    status = driver.wait_status(lambda s: settled(s, 2))
-    assert spread(status) == Counter({backend.address: 1 for backend in two})
+    driver.await_ready(min_ready=4)
+    status = driver.wait_status(lambda s: settled(s, 4))
+    assert spread(status) == Counter({backend.address: 2 for backend in two})
     assert traffic(driver, 40) == 0
     return two[0], two[1]
 
@@ -165,10 +166,10 @@ def estimates(driver: Driver, backend: Backend | None = None) -> list[float | No
 
 
 def shunned(driver: Driver, backend: Backend, slower_than: float, timeout: float = 5.0) -> None:
-    """Calls through the pool until its connection to ``backend`` has an estimate over
-    ``slower_than`` seconds (its slow answers came back)."""
+    """Calls through the pool until each of its connections to ``backend`` has an
+    estimate over ``slower_than`` seconds (its slow answers came back)."""
     deadline = time.monotonic() + timeout
-    while (estimate := estimates(driver, backend)[0] or 0.0) <= slower_than:
+    while (estimate := min(e or 0.0 for e in estimates(driver, backend))) <= slower_than:
         assert time.monotonic() < deadline, f"estimate {estimate}s after {timeout}s"
         traffic(driver, 10)
 
@@ -207,7 +208,7 @@ def test_peak_ewma_sends_few_calls_to_a_backend_failing_every_call(
     failed = traffic(driver, 300)
     assert failing.calls - before <= 45
     assert failed <= 45
-    assert len(driver.connections()) == 2  # still in the pool: only its calls fail
+    assert len(driver.connections()) == 4  # still in the pool: only its calls fail
 
 
 def test_peak_ewma_tries_a_healed_backend_again(driver: Driver, backends: Backends) -> None:
