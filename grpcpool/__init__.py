@@ -56,7 +56,14 @@ from grpcpool.errors import (
     StrategyError,
 )
 from grpcpool.resolver import ResolveError, StaticResolver, static_resolver, system_resolver
-from grpcpool.strategy import LeastInFlight, PowerOfTwo, Random, RoundRobin, Strategy
+from grpcpool.strategy import (
+    LeastInFlight,
+    PeakEwma,
+    PowerOfTwo,
+    Random,
+    RoundRobin,
+    Strategy,
+)
 from grpcpool.supervisor import (
     ChildSpec,
     ChildStartError,
@@ -79,6 +86,7 @@ __all__ = [
     "HealthRegistry",
     "LeastInFlight",
     "NotConnectedError",
+    "PeakEwma",
     "PoolCallError",
     "PoolChannel",
     "PoolConfig",

@@ -21,6 +21,8 @@ A strategy whose class sets ``routes_by_load = True`` (the built-in
 of bare channels: :class:`~grpcpool.core.ReadyConnection` objects, whose
 ``in_flight`` (and ``calls`` set) count the calls running on each through the
 pool channel. ``get_channel`` then hands out the picked connection's channel.
+``peak_ewma`` (:class:`PeakEwma`, in :mod:`grpcpool._strategy_latency`) also
+reads each connection's latency estimate (its ``stats``).
 
 A custom strategy is user code on the hot path, so its answers are checked
 before anything is handed out: an index that is not an int in
@@ -40,11 +42,14 @@ import random as _random
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar, cast, runtime_checkable
 
+from grpcpool._config_routing import DEFAULT_EWMA_DECAY
+from grpcpool._strategy_latency import PeakEwma
 from grpcpool.errors import StrategyError, shorten
 
 __all__ = [
     "STRATEGY_NAMES",
     "LeastInFlight",
+    "PeakEwma",
     "PowerOfTwo",
     "Random",
     "RoundRobin",
@@ -292,26 +297,35 @@ class _FromSelect:
         return repr(self.custom)
 
 
-_BUILT_IN: dict[str, type[RoundRobin] | type[Random] | type[PowerOfTwo] | type[LeastInFlight]] = {
+_BUILT_IN: dict[
+    str, type[RoundRobin] | type[Random] | type[PowerOfTwo] | type[LeastInFlight] | type[PeakEwma]
+] = {
     RoundRobin.name: RoundRobin,
     Random.name: Random,
     PowerOfTwo.name: PowerOfTwo,
     LeastInFlight.name: LeastInFlight,
+    PeakEwma.name: PeakEwma,
 }
 
 STRATEGY_NAMES: tuple[str, ...] = tuple(_BUILT_IN)
 
 
-def resolve_strategy(strategy: str | Strategy | SelectStrategy) -> Strategy:
+def resolve_strategy(
+    strategy: str | Strategy | SelectStrategy, *, ewma_decay: float = DEFAULT_EWMA_DECAY
+) -> Strategy:
     """Turns a strategy name or object into an object with ``picker``.
 
-    A name gives a fresh instance, so two pools never share state. An object
-    with ``picker`` is returned as it is; one with only ``select`` is adapted.
+    A name gives a fresh instance, so two pools never share state; the name
+    ``"peak_ewma"`` gives one with ``ewma_decay`` (the pool's
+    ``pool.ewma_decay``). An object with ``picker`` is returned as it is;
+    one with only ``select`` is adapted.
 
     Raises:
         ValueError: The name is unknown or the object has neither method.
     """
     if isinstance(strategy, str):
+        if strategy == PeakEwma.name:
+            return PeakEwma(ewma_decay)
         try:
             return _BUILT_IN[strategy]()
         except KeyError:
@@ -326,7 +340,9 @@ def resolve_strategy(strategy: str | Strategy | SelectStrategy) -> Strategy:
 
 # Pickers whose answers need no check: the built-ins, correct by
 # construction, and the select adapter, which checks on its own.
-_TRUSTED: frozenset[type] = frozenset({RoundRobin, Random, PowerOfTwo, LeastInFlight, _FromSelect})
+_TRUSTED: frozenset[type] = frozenset(
+    {RoundRobin, Random, PowerOfTwo, LeastInFlight, PeakEwma, _FromSelect}
+)
 _BLIND: frozenset[type] = frozenset({RoundRobin, Random, PowerOfTwo, _FromSelect})
 
 

@@ -118,7 +118,7 @@ POOL_KEYS: dict[str, st.SearchStrategy[Any]] = {
     "max_size": st.integers(0, 20000),
     "name": st.one_of(st.none(), st.text(max_size=130)),
     "strategy": st.sampled_from(
-        ["round_robin", "random", "power_of_two", "least_in_flight", "bogus"]
+        ["round_robin", "random", "power_of_two", "least_in_flight", "peak_ewma", "bogus"]
     ),
     "telemetry_interval": seconds(86400),
     "telemetry_sample_rate": st.integers(-1, 10),

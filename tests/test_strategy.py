@@ -42,8 +42,15 @@ class AlwaysLast:
 
 
 def test_strategy_names() -> None:
-    """The built-in names are round_robin, random, power_of_two and least_in_flight."""
-    assert STRATEGY_NAMES == ("round_robin", "random", "power_of_two", "least_in_flight")
+    """The built-in names are round_robin, random, power_of_two, least_in_flight and
+    peak_ewma."""
+    assert STRATEGY_NAMES == (
+        "round_robin",
+        "random",
+        "power_of_two",
+        "least_in_flight",
+        "peak_ewma",
+    )
 
 
 def test_round_robin_spreads_evenly() -> None:

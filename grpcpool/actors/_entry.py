@@ -144,7 +144,9 @@ class PoolEntry:
     ) -> None:
         self.name = name
         self.config = config
-        self.strategy: Strategy = resolve_strategy(config.pool.strategy)
+        self.strategy: Strategy = resolve_strategy(
+            config.pool.strategy, ewma_decay=config.pool.ewma_decay
+        )
         init = getattr(self.strategy, "init", None)
         if callable(init):
             init(name, config.pool.size)

@@ -54,19 +54,25 @@ PHASE_SECONDS = 1.0
 CALL_TIMEOUT = 5.0
 EJECTION_TIMEOUT = 5.0
 # Outlier detection judging every half second, so the step is short. peak_ewma
-# already sends the failing backend few calls (it answers fast, but fails), so
-# a small request_volume lets it be judged on a busy machine too.
+# sends the failing backend only the few calls that make its connections look
+# slow (each failure doubles a connection's estimate), mixed in one interval
+# with the calls it answered before, and then only a probe now and then, when
+# an estimate has drifted back toward the pool's typical latency. So each
+# probe is judged (request_volume 1), and estimates forget within a second
+# (EWMA_DECAY; the default is 10 s) so that probes come often enough for a
+# short step.
+EWMA_DECAY = 1.0
 OUTLIERS: dict[str, Any] = {
     "interval": 0.5,
-    "failure_percentage": {"threshold": 50, "minimum_hosts": 2, "request_volume": 5},
+    "failure_percentage": {"threshold": 50, "minimum_hosts": 2, "request_volume": 1},
     "success_rate": None,
     "max_ejection_percent": 50,
 }
 # Shares after the faults: the slow backend's stays under this, the ejected
 # one's under the other (calls already on their way when it was ejected). The
-# three backends left would get a third each; two random choices of the six
-# connections left both land on the slow backend's two 1 time in 15, so about
-# 7% is as low as its share goes.
+# three backends left would get a third each; peak_ewma draws its two
+# connections on two backends and sends the slow one few calls, but a busy
+# machine's latency spikes can make a healthy backend look slow for a while.
 MAX_SLOW_SHARE = 0.15
 MAX_EJECTED_SHARE = 0.01
 
@@ -88,6 +94,7 @@ def faults_config(port: int) -> Config:
             "size": SIZE,
             "name": FAULTS_POOL,
             "strategy": STRATEGY,
+            "ewma_decay": EWMA_DECAY,
             "outlier_detection": OUTLIERS,
         },
         connection={"backoff_min": 0.05, "backoff_max": 0.5, "connect_timeout": 2.0},

@@ -88,7 +88,9 @@ class TaskPool:
             )
         self.config = config
         self.name = config.pool_name(name)
-        self.strategy: Strategy = resolve_strategy(config.pool.strategy)
+        self.strategy: Strategy = resolve_strategy(
+            config.pool.strategy, ewma_decay=config.pool.ewma_decay
+        )
         self._sampler = GetChannelSampler(config.pool.telemetry_sample_rate)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: int | None = None
