@@ -190,7 +190,7 @@ def test_p95_hedges_once_it_has_learnt_the_latency(
     for index in range(4):
         began = time.monotonic()
         assert driver.call(b"call-%d" % index) == b"call-%d" % index
-        assert time.monotonic() - began < 0.6
+        assert time.monotonic() - began < 0.9  # the slow backend answers after 1 s
     stalled = hedged_events(signals)[learnt:]
     assert len(stalled) >= 2 and all(e["won"] == 1 for e in stalled), stalled
 
