@@ -57,6 +57,8 @@ from grpcpool._config_sections import (
     check_pool,
     check_retry,
 )
+
+# Timings of the rules that are not config keys.
 from grpcpool._tls import TLSOptions
 from grpcpool.errors import ConfigError
 from grpcpool.strategy import SelectStrategy, Strategy
@@ -128,36 +130,8 @@ DEFAULT_CONNECT_TIMEOUT = 10.0
 # Not in the Elixir table: how long a channel that left the pool stays open
 # for the calls already running on it (closing a grpc channel cancels them).
 DEFAULT_DRAIN_TIMEOUT = 30.0
-# Passive health: a call through the pool channel that fails with UNAVAILABLE
-# has its connection checked at once, but a connection's worker is asked at
-# most once per this many seconds (a dead connection under load fails many
-# calls at once; one check answers for all of them).
-SUSPECT_CHECK_INTERVAL = 1.0
-# An asyncio call refused because no connection is ready fails after this many
-# seconds, not at once: a caller retrying in a loop would otherwise hold its
-# event loop's thread, and the GIL, from what brings connections back.
-REFUSED_CALL_PAUSE = 0.001
 DEFAULT_BACKOFF_MIN = 1.0
 DEFAULT_BACKOFF_MAX = 30.0
-# Where a pool places its connections: an address whose connections all fail
-# gets none for a while, then one is tried there again, after a backoff that
-# starts at connection.backoff_min and grows to at most this many seconds
-# (never above connection.backoff_max), so that a healed backend serves again
-# within seconds; while no connection of the pool is ready at all, an address
-# is tried again after at most backoff_min / 2, since then nothing is lost by
-# trying.
-ADDRESS_RETRY_MAX = 4.0
-# A connect still not ready after this many seconds (a black-holed address
-# accepts TCP and never answers) counts as a failure for placement; the worker
-# itself keeps trying until connection.connect_timeout.
-SLOW_CONNECT = 3.0
-# A move's replacement must be ready (connected and health-checked) within
-# connection.connect_timeout + connection.ping_timeout + this many seconds, or
-# it is given up and its address avoided for a while.
-MOVE_SLACK = 1.0
-# A worker the balancer retired is left out of its plans for up to this many
-# seconds while it leaves the pool's view (its channel drains meanwhile).
-LEAVE_WAIT = 5.0
 DEFAULT_MAX_RECONNECT_ATTEMPTS = 5
 # Not in the Elixir table: how often a pool asks its resolver again for the
 # addresses its host name stands for (None: at start and after failures only).
@@ -172,7 +146,6 @@ DEFAULT_MAX_AGE: float | None = None
 DEFAULT_RETRY_MAX_ATTEMPTS = 3
 DEFAULT_RETRY_BASE_DELAY = 1.0
 DEFAULT_RETRY_MAX_DELAY = 10.0
-
 
 
 @dataclass(frozen=True)

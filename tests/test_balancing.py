@@ -16,8 +16,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from grpcpool import telemetry
+from grpcpool._config_timings import LEAVE_WAIT
 from grpcpool._status import WorkerState, WorkerStatus
-from grpcpool.config import LEAVE_WAIT, Config
+from grpcpool.config import Config
 from grpcpool.connection._machine_types import Emit, Log
 from grpcpool.core._balancing import Step, step
 from grpcpool.core._balancing_types import (

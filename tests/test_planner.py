@@ -11,8 +11,8 @@ from collections import Counter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from grpcpool._config_timings import ADDRESS_RETRY_MAX, SLOW_CONNECT
 from grpcpool._status import WorkerState, WorkerStatus
-from grpcpool.config import ADDRESS_RETRY_MAX, SLOW_CONNECT
 from grpcpool.core._planner import Candidate, Planner, Repin, is_failing
 
 A, B, C = "10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"

@@ -31,11 +31,11 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from grpcpool._config_checks import check_pool_name
+from grpcpool._config_timings import REFUSED_CALL_PAUSE
 from grpcpool._names import held_by
 from grpcpool._process import PROCESS
 from grpcpool.api._aio_calls import call_class
 from grpcpool.api._aio_hedged import aio_hedged
-from grpcpool.config import REFUSED_CALL_PAUSE
 from grpcpool.connection._call_errors import finished_code
 from grpcpool.core._ready import CallableKey, ReadyConnection, callable_key
 from grpcpool.core._view import ALL_RETIRED, connectivity_of

@@ -38,7 +38,7 @@ import logging
 from dataclasses import replace
 
 from grpcpool import telemetry
-from grpcpool.config import LEAVE_WAIT
+from grpcpool._config_timings import LEAVE_WAIT
 from grpcpool.connection._machine_types import Emit, Log
 from grpcpool.core._balancing_types import (
     BalancerState,

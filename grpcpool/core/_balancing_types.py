@@ -10,8 +10,9 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+from grpcpool._config_timings import MOVE_SLACK
 from grpcpool._status import WorkerStatus
-from grpcpool.config import MOVE_SLACK, Config
+from grpcpool.config import Config
 from grpcpool.connection._machine_types import Emit, Log
 from grpcpool.core._planner import Planner
 from grpcpool.core._resolution import Answers

@@ -35,9 +35,9 @@ import random
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from grpcpool._config_timings import ADDRESS_RETRY_MAX, SLOW_CONNECT
 from grpcpool._status import WorkerStatus
 from grpcpool.backoff import Backoff
-from grpcpool.config import ADDRESS_RETRY_MAX, SLOW_CONNECT
 from grpcpool.core._spread import Placement, next_move
 
 __all__ = ["Candidate", "Plan", "Planner", "Repin", "is_failing"]

@@ -28,7 +28,7 @@ from typing import Any
 
 import grpc
 
-from grpcpool.config import SUSPECT_CHECK_INTERVAL
+from grpcpool._config_timings import SUSPECT_CHECK_INTERVAL
 from grpcpool.connection._call_errors import refused_stream, status_code
 from grpcpool.connection._calls import CallLedger
 from grpcpool.core._call_stats import CallStats

@@ -9,7 +9,7 @@ from typing import Any
 import grpc
 import pytest
 
-from grpcpool.config import SUSPECT_CHECK_INTERVAL
+from grpcpool._config_timings import SUSPECT_CHECK_INTERVAL
 from grpcpool.errors import NotConnectedError
 from tests.behaviour.backends import Answer, Backends, settled, spread
 from tests.behaviour.harness import Driver
