@@ -248,7 +248,10 @@ def normalize_hedging(value: Any) -> Hedging | None:
 
 
 def check_panic_threshold(value: Any) -> None:
-    """``pool.panic_threshold``: a percentage, 0 (never panic) to 100."""
+    """``pool.panic_threshold``: a percentage, 0 to 100.
+
+    At 0 a pool panics only when every ready connection is ejected.
+    """
     check_float("pool.panic_threshold", value)
     if value > 100:
         raise ConfigError("pool.panic_threshold", f"is a percentage (0-100), got {value:g}")

@@ -1,4 +1,4 @@
-"""Timings of the pool's own rules that are not config keys (re-exported by :mod:`grpcpool.config`).
+"""Timings of the pool's own rules that are not config keys (beside :mod:`grpcpool.config`).
 
 Each is a judgement the rules make (how often a suspect connection is
 checked, when a slow connect counts as a failure, how long a move may take),

@@ -57,8 +57,6 @@ from grpcpool._config_sections import (
     check_pool,
     check_retry,
 )
-
-# Timings of the rules that are not config keys.
 from grpcpool._tls import TLSOptions
 from grpcpool.errors import ConfigError
 from grpcpool.strategy import SelectStrategy, Strategy

@@ -48,7 +48,9 @@ ready, ``worker_id`` the replaced worker, ``address`` where the new one goes,
 counts them; calls on channels from ``get_channel`` are not counted.
 
 Receivers run on whichever thread emits: an actor's thread for most events, the
-caller's thread for ``pool.get_channel``. A receiver should be quick and must
+caller's thread for ``pool.get_channel``; ``call.hedged`` on the thread that
+settled the call (a grpcio callback thread, the caller's, or the process timer
+thread; an asyncio pool's loop). A receiver should be quick and must
 not block on the pool it observes.
 """
 

@@ -332,7 +332,10 @@ def test_a_never_sent_attempt_is_replaced_without_counting() -> None:
     assert machine.due == pytest.approx(0.051)
     assert machine.timer(0.051) is Next.HEDGE
     machine.start(0.051)
-    assert machine.attempts == 3 and machine.due is None
+    assert machine.attempts == 3 and machine.sent == 2 and machine.due is None
+    # The hedge (started third, sent second) wins: index 1 among the attempts sent.
+    assert machine.ended(2, Outcome.OK, 0.06) is Next.WIN
+    assert machine.won() == 1
 
 
 def test_the_deadline_bounds_hedges() -> None:

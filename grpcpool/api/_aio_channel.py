@@ -176,8 +176,8 @@ class _Routed:
         self._name = name
         self._key = key
         self._make = call_class(key[0])
-        # A call with one response: its duration is a latency sample.
-        self._one_response = key[0] in ("unary_unary", "stream_unary")
+        # One request, one response: its duration is a latency sample.
+        self._one_response = key[0] == "unary_unary"
         # Only unary-unary calls are hedged (pool.hedging names the methods).
         self._hedgeable = key[0] == "unary_unary"
 

@@ -25,6 +25,7 @@ import grpc
 
 from grpcpool.api._aio_calls import UnaryUnaryCall
 from grpcpool.api._hedging_run import HedgingRun
+from grpcpool.connection._call_errors import REFUSED_STREAM as _REFUSED_STREAM
 from grpcpool.connection._call_errors import finished_code
 from grpcpool.core._hedging import HedgingState
 from grpcpool.core._ready import CallableKey, ReadyConnection
@@ -133,8 +134,11 @@ class AioHedgedCall(HedgingRun):
         code, details = _UNKNOWN, None
         try:
             code, details = ending(call)
-            if code is _UNAVAILABLE and index != self._machine.settled:
-                # Passive health for an attempt whose error nobody will see.
+            if code is _UNAVAILABLE and not (details and _REFUSED_STREAM in details):
+                # Passive health, as ReadyConnection.failed has it (a stream the
+                # server refused at its limit says nothing of the connection);
+                # at most once a second per connection, so the settling
+                # attempt reported again by the caller's error costs nothing.
                 connection.report_unavailable(time.monotonic())
         finally:
             self.ended(index, code, details)
@@ -232,6 +236,10 @@ def aio_hedged(
     ticket: int,
 ) -> AioHedgedCall:
     """Starts a hedged call whose first attempt goes to ``connection`` (counted as ``ticket``)."""
-    call = AioHedgedCall(routed, pool, hedging, request, kwargs)
-    call.begin(connection, ticket)
+    try:
+        call = AioHedgedCall(routed, pool, hedging, request, kwargs)
+        call.begin(connection, ticket)
+    except BaseException:
+        connection.end(ticket)  # idempotent: an attempt begun ends it too
+        raise
     return call

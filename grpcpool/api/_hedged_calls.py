@@ -115,12 +115,22 @@ class HedgedCall(HedgingRun, grpc.Call, _Future):  # type: ignore[misc]
 
     def _schedule(self, delay: float) -> Any:
         if not self._blocking:
-            return call_later(delay, self.fired, "hedge")
+            return call_later(delay, self._fire_elsewhere, "hedge")
         due = time.monotonic() + delay
         with self._changed:
             self._due_at = due
             self._changed.notify_all()
         return _CallerTimer(self, due)
+
+    def _fire_elsewhere(self) -> None:
+        """The delay of a ``future()`` call is up: fire on a thread of its own.
+
+        The process's one timer thread must never wait: firing starts the
+        next attempt (through the endpoint's interceptors) and may settle the
+        call, which runs the caller's done callbacks, so that happens on a
+        short-lived thread, not on the timer's.
+        """
+        threading.Thread(target=self.fired, name="grpcpool-hedge", daemon=True).start()
 
     def _settled(self) -> None:
         with self._changed:
@@ -272,6 +282,10 @@ def hedged(
     ``blocking``: the caller waits in :meth:`HedgedCall.answer` (``__call__``,
     ``with_call``), not on a future.
     """
-    call = HedgedCall(pool, hedging, key, request, options, blocking)
-    call.begin(connection, ticket)
+    try:
+        call = HedgedCall(pool, hedging, key, request, options, blocking)
+        call.begin(connection, ticket)
+    except BaseException:
+        connection.end(ticket)  # idempotent: an attempt begun ends it too
+        raise
     return call

@@ -257,11 +257,11 @@ class HedgingRun(abc.ABC):
         hedging = self._hedging
         method = self._key[1]
         hedging.learn(method, machine.sample(now))
-        if machine.attempts > 1:
+        if machine.sent > 1:
             telemetry.emit(
                 telemetry.call_hedged,
                 self._pool.name,
-                {"attempts": machine.attempts, "won": machine.won()},
+                {"attempts": machine.sent, "won": machine.won()},
                 {"pool_name": self._pool.name, "method": method},
             )
         self._settled()

@@ -41,25 +41,32 @@ _UNKNOWN = grpc.StatusCode.UNKNOWN
 
 
 def _finished(
-    connection: ReadyConnection, ticket: int, call: Any, started: int, one_response: bool
+    connection: ReadyConnection, ticket: int, call: Any, started: int, timed: bool
 ) -> None:
     """A call started by ``future()`` or a streaming call has ended (a done callback)."""
     connection.end(ticket)
     now = time.monotonic()
     with contextlib.suppress(Exception):  # a call object without a code: nothing to learn
         code = call.code()
-        seconds = (_clock() - started) / 1e9 if one_response else None
+        seconds = _seconds(started) if timed else None
         connection.stats.record(seconds, code, now)
         connection.failed(call, now)
 
 
-def _record_failure(connection: ReadyConnection, error: grpc.RpcError, started: int) -> float:
-    """Tells ``connection`` a one-response call failed with ``error``; returns the time now."""
+def _record_failure(
+    connection: ReadyConnection, error: grpc.RpcError, started: int, timed: bool
+) -> float:
+    """Tells ``connection`` a blocking call failed with ``error``; returns the time now."""
     now = time.monotonic()
     code = status_code(error)
-    connection.stats.record((_clock() - started) / 1e9, code or _UNKNOWN, now)
+    connection.stats.record(_seconds(started) if timed else None, code or _UNKNOWN, now)
     connection.failed(error, now)
     return now
+
+
+def _seconds(started: int) -> float:
+    """Seconds since ``started``, a ``perf_counter_ns`` reading."""
+    return (_clock() - started) / 1e9
 
 
 # A multi-callable's parameters after the request, in grpc's order.
@@ -137,8 +144,9 @@ class _Routed:
     # Whether a blocking call that failed before it reached a server is sent
     # again: not a stream of requests, which grpc may have begun to consume.
     _resends = False
-    # Whether the call has one response, so its duration is a latency sample.
-    _one_response = True
+    # Whether the call's duration is a latency sample: one request and one
+    # response (a stream's length, or an upload's pace, says nothing of it).
+    _timed = False
 
     def _blocking(
         self,
@@ -156,12 +164,14 @@ class _Routed:
         try:
             answer = call(request, *args, **kwargs)
         except grpc.RpcError as error:
-            _record_failure(connection, error, started)
+            _record_failure(connection, error, started, self._timed)
             if not (self._resends and never_sent(error)):
                 raise
             failed = error
         else:
-            connection.stats.record((_clock() - started) / 1e9, _OK, time.monotonic())
+            connection.stats.record(
+                _seconds(started) if self._timed else None, _OK, time.monotonic()
+            )
             return answer
         finally:
             connection.end(ticket)
@@ -201,12 +211,14 @@ class _Routed:
                 built = connection.callables.get(self._key) or connection.multi_callable(self._key)
                 answer = (built if how is None else getattr(built, how))(request, **options)
             except grpc.RpcError as again:
-                _record_failure(connection, again, attempt)
+                _record_failure(connection, again, attempt, self._timed)
                 if not never_sent(again):
                     raise
                 error = again
             else:
-                connection.stats.record((_clock() - attempt) / 1e9, _OK, time.monotonic())
+                connection.stats.record(
+                    _seconds(attempt) if self._timed else None, _OK, time.monotonic()
+                )
                 return answer
             finally:
                 connection.end(ticket)
@@ -230,10 +242,10 @@ class _Routed:
         except BaseException:
             connection.end(ticket)
             raise
-        one_response = self._one_response
+        timed = self._timed
         # Runs at once if the call has ended already.
         call.add_done_callback(
-            lambda done: _finished(connection, ticket, done, started, one_response)
+            lambda done: _finished(connection, ticket, done, started, timed)
         )
         return call
 
@@ -247,6 +259,7 @@ class _UnaryUnary(_Routed, _UnaryUnaryBase):
 
     __slots__ = ()
     _resends = True
+    _timed = True
 
     def __call__(self, request: Any, *args: Any, **kwargs: Any) -> Any:
         entry = _pools.get(self._name)
@@ -295,8 +308,6 @@ class _UnaryUnary(_Routed, _UnaryUnaryBase):
 
 class _UnaryStream(_Routed, _UnaryStreamBase):
     __slots__ = ()
-    _one_response = False
-
     def __call__(self, request: Any, *args: Any, **kwargs: Any) -> Any:
         return self._started(None, request, args, kwargs, _pools.get(self._name))
 
@@ -318,8 +329,6 @@ class _StreamUnary(_Routed, _StreamUnaryBase):
 
 class _StreamStream(_Routed, _StreamStreamBase):
     __slots__ = ()
-    _one_response = False
-
     def __call__(self, request_iterator: Any, *args: Any, **kwargs: Any) -> Any:
         return self._started(None, request_iterator, args, kwargs, _pools.get(self._name))
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import grpc
 
-__all__ = ["details", "finished_code", "refused_stream", "status_code"]
+__all__ = ["REFUSED_STREAM", "details", "finished_code", "refused_stream", "status_code"]
 
 
 def status_code(error: BaseException) -> grpc.StatusCode | None:
@@ -57,7 +57,7 @@ def details(error: BaseException) -> str | None:
 # REFUSED_STREAM (error code 7): the server was at its
 # max_concurrent_streams before the client had learnt the limit. Pinned by
 # tests/test_grpcio_contract.py.
-_REFUSED_STREAM = "RST_STREAM with error code 7"
+REFUSED_STREAM = "RST_STREAM with error code 7"
 
 
 def refused_stream(error: BaseException) -> bool:
@@ -71,4 +71,4 @@ def refused_stream(error: BaseException) -> bool:
     if status_code(error) is not grpc.StatusCode.UNAVAILABLE:
         return False
     said = details(error)
-    return bool(said) and _REFUSED_STREAM in str(said)
+    return bool(said) and REFUSED_STREAM in str(said)

@@ -161,6 +161,7 @@ class HedgedAttempts:
         "_ended_at",
         "_last_failed",
         "_max",
+        "_never_sent",
         "_running",
         "_started_at",
         "decision",
@@ -176,6 +177,7 @@ class HedgedAttempts:
         self._ended_at: list[float | None] = []
         self._running = 0
         self._counted = 0  # attempts that count against max_attempts
+        self._never_sent: list[int] = []  # attempts that failed before reaching a server
         self._last_failed: int | None = None
         #: When the next hedge is due (the clock of ``now``); None: none is.
         self.due: float | None = None
@@ -186,8 +188,13 @@ class HedgedAttempts:
 
     @property
     def attempts(self) -> int:
-        """How many attempts were started."""
+        """How many attempts were started (sent again after a never-sent one included)."""
         return len(self._started_at)
+
+    @property
+    def sent(self) -> int:
+        """How many attempts went out: those started, less those that never reached a server."""
+        return len(self._started_at) - len(self._never_sent)
 
     def left(self, now: float) -> float | None:
         """Seconds left of the call's timeout at ``now`` (None: no timeout)."""
@@ -231,6 +238,7 @@ class HedgedAttempts:
         self._last_failed = index
         if outcome is Outcome.NEVER_SENT:
             self._counted -= 1
+            self._never_sent.append(index)
         # As A6 has it: a non-fatal failure sends the next attempt at once.
         left = self.left(now)
         if self._counted < self._max and (left is None or left > 0):
@@ -255,8 +263,14 @@ class HedgedAttempts:
         return decision
 
     def won(self) -> int:
-        """The 0-based index of the attempt that won; -1 if the call failed (or is not settled)."""
-        return self.settled if self.decision is Next.WIN and self.settled is not None else -1
+        """The 0-based index of the winner among the attempts sent; -1 if the call failed.
+
+        Attempts that never reached a server (and were sent again) are not
+        counted: the index is the one ``call.hedged`` reports beside ``sent``.
+        """
+        if self.decision is not Next.WIN or self.settled is None:
+            return -1
+        return self.settled - sum(1 for index in self._never_sent if index < self.settled)
 
     def sample(self, now: float) -> float | None:
         """The latency the first attempt showed, for learning ``"p95"``; None if it says nothing.

@@ -112,7 +112,8 @@ class HedgeBudget:
 
 
 # The histogram's buckets: 8 per octave (each 9 % wider than the one
-# before), from 10 µs up; 200 of them reach past ten minutes.
+# before), from 10 µs up; 200 of them reach about 335 s (2^25 x 10 µs),
+# far past any delay a hedge waits (at most 60 s).
 _LOWEST = 1e-5
 _PER_OCTAVE = 8
 _BUCKETS = 200

@@ -119,7 +119,12 @@ class PoolView:
     def status(self, pool_name: str, resolver_error: str | None = None) -> PoolStatus:
         """This view as the public :class:`PoolStatus` record, with calls in flight now."""
         workers = self.workers
-        loads = {c.worker_id: count for c in self.connections if (count := len(c.calls))}
+        # Ejected connections still carry the calls that were running on them.
+        loads = {
+            c.worker_id: count
+            for c in (*self.connections, *self.unrouted)
+            if (count := len(c.calls))
+        }
         if loads:
             workers = tuple(
                 replace(worker, in_flight=loads[worker.worker_id])

@@ -142,7 +142,10 @@ class Registry:
     async def _judge_every(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
-            self.handle(judgement(self._records, time.monotonic()))
+            try:
+                self.handle(judgement(self._records, time.monotonic()))
+            except Exception:  # one bad judgement must not end outlier detection
+                _log.exception("outlier judgement of pool %r failed", self._name)
 
     def report(
         self,

@@ -86,15 +86,15 @@ def test_a_hedge_answers_from_the_other_backend_while_one_stalls(
 def test_the_budget_caps_hedges_when_every_backend_is_slow(
     driver: Driver, backends: Backends, signals: Signals
 ) -> None:
-    """Both backends take 0.3 s: of 20 concurrent calls with budget 0.1 at most 2 send
-    a hedged attempt, however late they all are; every call answers."""
+    """Both backends take 0.3 s: of 20 concurrent calls with budget 0.1 at least one and
+    at most 2 send a hedged attempt, however late they all are; every call answers."""
     first, second = start_hedged(driver, backends, 2, delay=0.02, budget=0.1)
     for backend in (first, second):
         backend.server.delay = 0.3  # type: ignore[union-attr]
     pending = [driver.begin(b"slow-%d" % index, timeout=10) for index in range(20)]
     assert [p.result(timeout=15) for p in pending] == [b"slow-%d" % i for i in range(20)]
     hedged = sum(e["attempts"] - 1 for e in hedged_events(signals))
-    assert hedged <= 2
+    assert 1 <= hedged <= 2  # hedging ran, and the budget stopped it
     # A hedge cancelled while queued for a server thread never reaches the handler.
     assert 20 <= first.calls + second.calls <= 20 + hedged
 
