@@ -18,6 +18,7 @@ from grpcpool.core._call_stats import CallStats
 from grpcpool.core._latency import (
     FAILURE_FACTOR,
     MAX_FAILURE_FACTOR,
+    PEAK_FADE_CALLS,
     UNKNOWN,
     estimate_at,
     failure_sample,
@@ -74,33 +75,70 @@ def test_a_faster_sample_pulls_the_estimate_down_part_way(
 ) -> None:
     """A faster sample moves the estimate toward it, never past it: the result lies
     between the sample and the estimate read now, and is the weighted mean of the two
-    with weight exp(-elapsed / decay) on the old value."""
+    with weight exp(-elapsed / decay) on the old value, at most 1 - 1/PEAK_FADE_CALLS."""
     current = estimate_at(estimate, 0.0, gap, decay, typical)
     assert current is not None
     result = observe(estimate, 0.0, sample, gap, decay, typical)
     assert result >= sample
     if sample < current:
         assert sample <= result <= current
-        weight = kept(gap, decay)
+        weight = min(kept(gap, decay), 1 - 1 / PEAK_FADE_CALLS)
         assert math.isclose(result, sample + (current - sample) * weight, rel_tol=1e-9)
 
 
-@pytest.mark.parametrize("every", [0.001, 0.01, 0.1])
-def test_fast_samples_forget_a_peak_by_time_not_by_count(every: float) -> None:
-    """One 50 ms peak on a connection then answering in the typical 1 ms, a call every 1,
-    10 or 100 ms: after half a decay (5 s) the estimate keeps about 1/e of the excess
-    (the drift toward typical and the fast samples both pull it, each by
-    exp(-elapsed / decay)), after three decays under 0.3%, however busy it is."""
-    decay, typical = 10.0, 0.001
+def fade(every: float, seconds: float, decay: float = 10.0) -> float:
+    """The excess over 1 ms left of one 50 ms peak, as a fraction, after ``seconds`` of
+    1 ms answers every ``every`` seconds (typical 1 ms)."""
+    typical = 0.001
     estimate, stamp, now = observe(None, 0.0, 0.050, 0.0, decay, typical), 0.0, 0.0
-    for _ in range(round(5.0 / every)):
+    for _ in range(round(seconds / every)):
         now += every
         estimate, stamp = observe(estimate, stamp, 0.001, now, decay, typical), now
-    assert math.isclose(estimate - 0.001, 0.049 * math.exp(-1), rel_tol=0.02)
-    for _ in range(round(25.0 / every)):
-        now += every
-        estimate, stamp = observe(estimate, stamp, 0.001, now, decay, typical), now
-    assert estimate - 0.001 < 0.003 * 0.049
+    return (estimate - 0.001) / 0.049
+
+
+@pytest.mark.parametrize("every", [0.0005, 0.001, 0.01, 0.1])
+def test_on_a_busy_connection_a_peak_fades_within_a_few_calls(every: float) -> None:
+    """One 50 ms peak on a connection then answering in the typical 1 ms, a call every
+    0.5 to 100 ms (decay 10 s): each faster call pulls at least 1/PEAK_FADE_CALLS of the
+    way, so after PEAK_FADE_CALLS calls at most 1/e of the excess is left, after five
+    times as many under 1%, however soon the calls come. (Weighed by time alone, a
+    connection answering every millisecond kept 99.99% of a peak per call, and its
+    estimate was the slowest call of its last seconds, not its latency.)"""
+    assert fade(every, every * PEAK_FADE_CALLS) <= math.exp(-1) + 1e-9
+    assert fade(every, every * PEAK_FADE_CALLS * 5) < 0.01
+
+
+@pytest.mark.parametrize("every", [2.0, 5.0])
+def test_on_a_quiet_connection_a_peak_fades_by_time(every: float) -> None:
+    """Calls 2 or 5 s apart (decay 10 s): the time weight keeps less than the floor's
+    1 - 1/PEAK_FADE_CALLS, so a peak fades by time as before: the drift toward typical
+    and the fast samples both pull by exp(-elapsed / decay), so exp(-2) of the excess is
+    left after a decay, under 0.3% after three decays."""
+    assert kept(every, 10.0) < 1 - 1 / PEAK_FADE_CALLS
+    assert math.isclose(fade(every, 10.0), math.exp(-2), rel_tol=1e-6)
+    assert fade(every, 30.0) < 0.003
+
+
+def test_calls_ending_at_once_each_pull_a_peak() -> None:
+    """Fast answers ending at the same instant as the peak (elapsed 0, time weight 1)
+    still pull it by the floor: eight of them leave about 1/e of the excess."""
+    estimate = observe(None, 0.0, 0.050, 0.0, 10.0, 0.001)
+    for _ in range(PEAK_FADE_CALLS):
+        estimate = observe(estimate, 1.0, 0.001, 1.0, 10.0, 0.001)
+    assert math.isclose(estimate - 0.001, 0.049 * (1 - 1 / PEAK_FADE_CALLS) ** PEAK_FADE_CALLS)
+
+
+def test_a_sustained_slow_backend_keeps_its_peak() -> None:
+    """The floor pulls only toward faster answers: a backend answering 50-55 ms on every
+    call, 20 calls a second, keeps an estimate of at least 50 ms throughout."""
+    estimate: float | None = None
+    stamp = 0.0
+    for step in range(200):
+        now = step * 0.05
+        sample = 0.050 + 0.005 * (step % 2)
+        estimate, stamp = observe(estimate, stamp, sample, now, 10.0, 0.004), now
+        assert estimate >= 0.050
 
 
 def test_the_first_sample_is_taken_as_it_is() -> None:

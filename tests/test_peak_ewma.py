@@ -140,6 +140,25 @@ def test_calls_in_flight_multiply_the_latency() -> None:
     assert set(picks(strategy, (busy, idle), 50)) == {"busy"}
 
 
+def test_a_hiccup_on_a_busy_connection_does_not_hand_calls_to_a_slow_backend() -> None:
+    """A busy healthy connection (4 calls in flight, 3 ms answers) had one 25 ms hiccup,
+    then kept answering in 3 ms; an idle connection to a backend 50 ms slow: after a few
+    dozen fast answers the hiccup has faded (each pulls at least 1/8 of the way), so the
+    healthy one's cost, about 3 ms x 5, stays below the slow one's 55 ms and the slow
+    backend gets no call. (A peak faded by time alone stayed at 25 ms x 5 = 125 ms for
+    seconds, and the slow backend won.)"""
+    busy = Connection("busy", in_flight=4, address="a")
+    slow = Connection("slow", address="b")
+    strategy = PeakEwma(3600.0, random.Random(11))
+    make_picker(strategy, (busy, slow))
+    slow.answered(0.055)
+    busy.answered(0.003, times=20)
+    busy.answered(0.025)
+    busy.answered(0.003, times=40)
+    assert busy.stats.latency(time.monotonic()) < 0.004
+    assert set(picks(strategy, (busy, slow), 200)) == {"busy"}
+
+
 def test_a_connection_failing_fast_loses_to_healthy_ones() -> None:
     """A connection whose calls fail in 0.2 ms looks slower than ones answering in 1 ms:
     after a few failures it is not picked."""
