@@ -484,3 +484,14 @@ def test_a_hedging_pool_turns_grpcio_retries_off_only_when_nothing_is_lost() -> 
     assert "grpc.enable_retries" not in _options(True, {"grpc.service_config": hedging_policy})
     assert "grpc.enable_retries" not in _options(True, {"grpc.service_config": "{not json"})
     assert _options(True, {"grpc.enable_retries": 1})["grpc.enable_retries"] == 1
+
+
+def test_running_for_names_the_attempts_still_running() -> None:
+    """Once the hedge wins, the first attempt is still running: running_for says so, with
+    how long it has run (what its connection's estimate learns as a lower bound)."""
+    machine = HedgedAttempts(2, delay=0.05, deadline=None)
+    machine.start(0.0)
+    assert machine.timer(0.05) is Next.HEDGE
+    machine.start(0.05)
+    assert machine.ended(1, Outcome.OK, 0.06) is Next.WIN
+    assert machine.running_for(0.06) == ((0, pytest.approx(0.06)),)

@@ -384,3 +384,17 @@ def test_a_new_connection_reads_as_typical() -> None:
     new.track(pool)
     old.record(0.003, OK, 1.0)
     assert new.latency(5.0) == pool.typical == 0.003
+
+
+def test_a_hedge_loser_raises_the_estimate_to_what_it_outlasted() -> None:
+    """A call cancelled after 1 s without an answer (it lost to a hedge) raises a 5 ms
+    estimate to 1 s at once; one cancelled sooner than the estimate leaves it; neither
+    is counted as an outcome."""
+    pool, stats = PoolLatency(10.0), CallStats()
+    stats.track(pool)
+    stats.record(0.005, grpc.StatusCode.OK, 100.0)
+    stats.outlasted(1.0, 100.5)
+    assert stats.latency(100.5) == pytest.approx(1.0)
+    stats.outlasted(0.2, 100.6)
+    assert stats.latency(100.6) == pytest.approx(1.0, rel=0.02)
+    assert (stats.successes, stats.failures) == (1, 0)

@@ -254,6 +254,9 @@ class HedgingRun(abc.ABC):
             self._timer.cancel()
             self._timer = None
         self._cancel_calls(machine.settled)
+        for index, elapsed in machine.running_for(now):
+            if index != machine.settled:  # a loser: its backend took at least this long
+                self._connections[index].stats.outlasted(elapsed, now)
         hedging = self._hedging
         method = self._key[1]
         hedging.learn(method, machine.sample(now))

@@ -104,6 +104,24 @@ class CallStats:
         self.estimate = observe(self.estimate, self.stamp, seconds, now, pool.decay, typical)
         self.stamp = now
 
+    def outlasted(self, seconds: float, now: float) -> None:
+        """A call here was cancelled after ``seconds`` without an answer (a hedge's loser).
+
+        Its latency was at least that: an estimate below it is raised to it
+        (a peak, as a slower sample is), one above it is left alone, and no
+        outcome is counted. Without this a backend whose first attempts
+        always lose to hedges would never look slow, since a cancelled call
+        is otherwise no sample.
+        """
+        pool = self.pool
+        if pool is None:
+            return
+        current = estimate_at(self.estimate, self.stamp, now, pool.decay, pool.typical)
+        if current is not None and seconds <= current:
+            return
+        self.estimate = observe(self.estimate, self.stamp, seconds, now, pool.decay, pool.typical)
+        self.stamp = now
+
     def latency(self, now: float) -> float:
         """The latency estimate read at ``now`` (seconds), for the ``peak_ewma`` picker.
 

@@ -262,6 +262,14 @@ class HedgedAttempts:
         self.due = None
         return decision
 
+    def running_for(self, now: float) -> tuple[tuple[int, float], ...]:
+        """The attempts still running at ``now`` and how long each has run (the losers, once settled)."""
+        return tuple(
+            (index, now - started)
+            for index, (started, ended) in enumerate(zip(self._started_at, self._ended_at, strict=True))
+            if ended is None
+        )
+
     def won(self) -> int:
         """The 0-based index of the winner among the attempts sent; -1 if the call failed.
 
