@@ -160,22 +160,34 @@ class _Routed:
         # When it started, to keep a call sent again within its timeout.
         started = _clock()
         connection, ticket, built, args, kwargs = self._route(entry, args, kwargs)
-        call = built if how is None else getattr(built, how)
         try:
-            answer = call(request, *args, **kwargs)
+            return self._attempt(connection, built, how, request, args, kwargs, started)
         except grpc.RpcError as error:
-            _record_failure(connection, error, started, self._timed)
             if not (self._resends and never_sent(error)):
                 raise
             failed = error
-        else:
-            connection.stats.record(
-                _seconds(started) if self._timed else None, _OK, time.monotonic()
-            )
-            return answer
         finally:
             connection.end(ticket)
         return self._resend(how, request, _options(args, kwargs), started, [connection], failed)
+
+    def _attempt(
+        self,
+        connection: ReadyConnection,
+        built: Any,
+        how: str | None,
+        request: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        started: int,
+    ) -> Any:
+        """Runs one blocking attempt on ``connection`` and tells it how the attempt ended."""
+        try:
+            answer = (built if how is None else getattr(built, how))(request, *args, **kwargs)
+        except grpc.RpcError as error:
+            _record_failure(connection, error, started, self._timed)
+            raise
+        connection.stats.record(_seconds(started) if self._timed else None, _OK, time.monotonic())
+        return answer
 
     def _resend(
         self,
@@ -209,17 +221,11 @@ class _Routed:
             attempt = _clock()
             try:
                 built = connection.callables.get(self._key) or connection.multi_callable(self._key)
-                answer = (built if how is None else getattr(built, how))(request, **options)
+                return self._attempt(connection, built, how, request, (), options, attempt)
             except grpc.RpcError as again:
-                _record_failure(connection, again, attempt, self._timed)
                 if not never_sent(again):
                     raise
                 error = again
-            else:
-                connection.stats.record(
-                    _seconds(attempt) if self._timed else None, _OK, time.monotonic()
-                )
-                return answer
             finally:
                 connection.end(ticket)
 
