@@ -17,6 +17,10 @@ and hedge the ``Where`` method the callers call, ``max_attempts`` 2,
      share of the calls shows the budget capping them (goal <= ``budget``).
      A ``"p95"`` delay would follow the backends up and hedge about 5% of
      the calls, below the budget, and show nothing of it.
+     The budget holds over its own sliding window (10 slots of 1 s); the
+     figure's 15 s window is not aligned on those slots, and a call ends
+     (and is counted here) up to 50 ms after the budget counted it, so the
+     goal allows one attempt over ``budget`` x calls.
 """
 
 from __future__ import annotations
@@ -141,6 +145,8 @@ def figure_13h(settings: Settings, backends: Backends) -> list[Figure]:
         for each in backends.servers:
             each.fault(f"delay {ALL_SLOW_MS}")
         window = measure_window(backends, run_seconds(settings))
+    calls = len(log.between(window.start, window.end))
+    one_attempt = 100 / calls if calls else 0.0
     return [
         compared(
             "13h",
@@ -148,7 +154,11 @@ def figure_13h(settings: Settings, backends: Backends) -> list[Figure]:
             f"call past it), budget {BUDGET:g}: hedged attempts, % of calls",
             [_hedged_share(signals, log, window)],
             "%",
-            goal=Goal("<=", BUDGET * 100, f"<= {BUDGET * 100:g} % (the budget)"),
+            goal=Goal(
+                "<=",
+                BUDGET * 100 + one_attempt,
+                f"<= {BUDGET * 100:g} % (the budget) + one attempt",
+            ),
             judge="value",
             note=_detail(signals, log, window),
         )

@@ -7,8 +7,9 @@ first, then the fault is switched on and the run measured. Every fault is
 on 127.0.0.3. Each figure's control runs in the same run.
 
 13a. One backend +50 ms on every call, ``peak_ewma``: its share of the calls
-     (the servers' counts; goal <= 1%), and p99 and calls/s beside a run of
-     the same pool over the 3 healthy backends only (<= 1.25x, >= 0.95x).
+     (the servers' counts; goal <= 1%), and p99 and calls/s beside the same
+     pool over the 3 healthy backends only (<= 1.25x, >= 0.95x), the two
+     pools measured in 3 interleaved rounds of 5 s each (15 s per pool).
 13b. That backend healed: the time until it answers >= 20% of the last 200
      calls again (its fair share is 25%; goal <= 20 s).
 13c. One backend failing every call at once with ``UNAVAILABLE`` while its
@@ -28,7 +29,8 @@ on 127.0.0.3. Each figure's control runs in the same run.
      panicked (goal: every ready connection), and the calls the pool itself
      failed with ``NotConnectedError`` (goal 0). (:mod:`benchmarks.ejection`)
 13f. No fault: ``peak_ewma`` beside ``round_robin``, both with the outlier
-     detection of 13d, in interleaved rounds: calls/s (>= 0.97x), each
+     detection of 13d, in 4 interleaved rounds (15 s of ``round_robin``,
+     7.5 s of ``peak_ewma`` each): calls/s (>= 0.97x), each
      backend's share under ``peak_ewma`` (25% +- 5), and the ejections of
      either pool over the rounds (``round_robin``'s rounds total 60 s of
      calls in a full run; goal 0).
@@ -97,50 +99,77 @@ def _steady(
 
 
 def _figure_13ab(settings: Settings, backends: Backends) -> list[Figure]:
+    rounds = settings.pick(3, 1)
+    seconds = run_seconds(settings) / rounds
     healthy = tuple(host for host in HOSTS if host != FAULTY)
-    control, control_window = _steady(backends, settings, healthy)
-    name = unique_name("slow")
+    # Role -> the hosts its pool spans: the control over the 3 healthy
+    # backends only, the candidate over all 4, one of them slow.
+    spans = {"baseline": healthy, "candidate": HOSTS}
+    names = {role: unique_name(f"slow-{role}") for role in spans}
+    results: dict[str, list[tuple[CallLog, Window]]] = {role: [] for role in spans}
+
+    def measure(role: str) -> float:
+        with calling(names[role]) as log:
+            window = measure_window(backends, seconds, RAMP)
+        results[role].append((log, window))
+        return log.rate(window.start, window.end)
+
     limit = settings.pick(HEAL_GOAL + 5.0, 3.0)
-    with running_pool(pool_config(backends, name, strategy=STRATEGY)), calling(name) as log:
-        time.sleep(warm_seconds(settings))
+    configs = {
+        role: pool_config(backends, names[role], hosts, strategy=STRATEGY)
+        for role, hosts in spans.items()
+    }
+    with running_pool(configs["baseline"]), running_pool(configs["candidate"]):
+        for name in names.values():  # warm up on healthy backends
+            with calling(name):
+                time.sleep(warm_seconds(settings))
         server(backends, FAULTY).fault(f"delay {SLOW_MS}")
-        window = measure_window(backends, run_seconds(settings))
-        healed_from = len(log.calls)
-        server(backends, FAULTY).fault("heal")
-        healed = time.monotonic()
-        reached = wait_share(log, FAULTY, healed_from, healed + limit)
+        rates = interleave(rounds, {role: functools.partial(measure, role) for role in spans})
+        with calling(names["candidate"]) as log:
+            time.sleep(RAMP)
+            healed_from = len(log.calls)
+            server(backends, FAULTY).fault("heal")
+            healed = time.monotonic()
+            reached = wait_share(log, FAULTY, healed_from, healed + limit)
     heal(backends)
-    share = window.shares()[FAULTY]
     back = reached - healed if reached is not None else float("nan")
+
+    def p99s(role: str) -> list[float]:
+        return [log.p(0.99, window.start, window.end) for log, window in results[role]]
+
+    def details(role: str) -> str:
+        return "; ".join(describe(log, window) for log, window in results[role])
+
     shape = f"{FAULTY} +{SLOW_MS} ms, pool of 8 over 4 backends, 16 callers"
-    note = f"{describe(log, window)}; 3 healthy backends only: {describe(control, control_window)}"
+    control = "the same pool over the 3 healthy backends only"
     return [
         compared(
             "13a",
             f"{STRATEGY}: share of calls on the slow backend ({shape})",
-            [share],
+            [window.shares()[FAULTY] for _, window in results["candidate"]],
             "%",
             goal=Goal("<=", SLOW_SHARE_GOAL, f"<= {SLOW_SHARE_GOAL:g} %"),
             judge="value",
-            note=note,
+            note=f"{details('candidate')}; 3 healthy backends only: {details('baseline')}",
         ),
         compared(
             "13a",
             f"{STRATEGY}: p99 latency, one backend +{SLOW_MS} ms",
-            [log.p(0.99, window.start, window.end)],
+            p99s("candidate"),
             "ms",
-            "the same pool over the 3 healthy backends only",
-            [control.p(0.99, control_window.start, control_window.end)],
+            control,
+            p99s("baseline"),
             goal=Goal("<=", 1.25, "<= 1.25x"),
         ),
         compared(
             "13a",
             f"{STRATEGY}: calls/s, one backend +{SLOW_MS} ms",
-            [log.rate(window.start, window.end)],
+            rates["candidate"],
             "calls/s",
-            "the same pool over the 3 healthy backends only",
-            [control.rate(control_window.start, control_window.end)],
+            control,
+            rates["baseline"],
             goal=Goal(">=", 0.95, ">= 0.95x"),
+            note=f"{rounds} interleaved rounds of {seconds:g} s per pool",
         ),
         compared(
             "13b",
@@ -177,10 +206,11 @@ def _figure_13c(settings: Settings, backends: Backends) -> list[Figure]:
 
 
 def _figure_13f(settings: Settings, backends: Backends) -> list[Figure]:
-    rounds = settings.pick(2, 1)
+    rounds = settings.pick(4, 1)
     # Role -> strategy; the roles keep the two pools apart whatever STRATEGY is.
     kinds = {"baseline": "round_robin", "candidate": STRATEGY}
-    seconds = {"baseline": settings.pick(30.0, 1.0), "candidate": run_seconds(settings)}
+    # round_robin's rounds add up to the 60 s of the "ejects nothing" goal.
+    seconds = {"baseline": settings.pick(15.0, 1.0), "candidate": run_seconds(settings) / 2}
     names = {role: unique_name(f"calm-{kind}") for role, kind in kinds.items()}
     results: dict[str, list[tuple[CallLog, Window]]] = {role: [] for role in kinds}
 
