@@ -54,7 +54,8 @@ bench: $(STAMP)
 # the theme's notice about its own end of life, which is not about this site.
 DOCS_STAMP := $(VENV)/.docs-installed
 
-$(DOCS_STAMP): pyproject.toml $(STAMP)
+$(DOCS_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[docs]'
 	touch $(DOCS_STAMP)
 
