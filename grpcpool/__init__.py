@@ -4,7 +4,7 @@ Start pools under a :class:`Supervisor` (``Supervisor.start(children=[PoolSpec(.
 or under the process-wide default one (:func:`start`), then build stubs on
 :func:`channel` (a ``grpc.Channel`` that routes each call to a ready
 connection of the pool), or take raw channels with :func:`get_channel` or
-``pool(name).get_channel().get()``. See the README for
+``pool(name).get_channel().get()``. The guide (``docs/guide.md``) is
 a tour; :mod:`grpcpool.config`, :mod:`grpcpool.telemetry` and
 :mod:`grpcpool.errors` document the parts.
 """

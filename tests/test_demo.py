@@ -444,12 +444,12 @@ def test_probe_tls_to_a_plaintext_server_hints_to_drop_tls(
         assert err.rstrip().endswith("; the endpoint does not speak TLS: drop --tls (and --ca)"), err
 
 
-def test_readme_probe_sample_is_what_the_probe_prints(echo_server: EchoServer) -> None:
-    """The README's sample probe output is, line for line and word for word, what the
-    probe prints for a healthy server (its port and durations aside)."""
-    readme = (ROOT / "README.md").read_text()
-    match = re.search(r"```\n(probing .*?)```", readme, re.DOTALL)
-    assert match is not None, "the README lost its probe sample"
+def test_docs_probe_sample_is_what_the_probe_prints(echo_server: EchoServer) -> None:
+    """The docs' sample probe output (docs/demo.md) is, line for line and word for
+    word, what the probe prints for a healthy server (its port and durations aside)."""
+    page = (ROOT / "docs" / "demo.md").read_text()
+    match = re.search(r"```\n(probing .*?)```", page, re.DOTALL)
+    assert match is not None, "docs/demo.md lost its probe sample"
     sample = match.group(1)
     sample_port = re.search(r"127\.0\.0\.1:(\d+)", sample)
     assert sample_port is not None

@@ -60,10 +60,10 @@ def test_readme_states_the_tested_floors() -> None:
 
 
 def test_ci_runs_the_suite_on_newest_and_on_floors() -> None:
-    """`.ci/run` runs `make test`, then the suite on the floors' pins."""
+    """`.ci/run` runs `make test`, builds the docs, then runs the suite on the floors' pins."""
     script = (ROOT / ".ci" / "run").read_text().splitlines()
     commands = [line.strip() for line in script if line.strip().startswith("make ")]
-    assert commands == ["make test", "make test-floors"]
+    assert commands == ["make test", "make docs", "make test-floors"]
     makefile = (ROOT / "Makefile").read_text()
     assert "-c $(FLOORS)" in makefile
     assert "FLOORS := .ci/floors-constraints.txt" in makefile

@@ -56,6 +56,7 @@ _LOCAL_STATE = shutil.ignore_patterns(
     ".hypothesis",
     "build",
     "dist",
+    "site",
 )
 
 

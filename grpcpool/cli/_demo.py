@@ -1,6 +1,6 @@
 """``python -m grpcpool demo``: a pool at work against a server that dies and comes back.
 
-The demo is the README's claims, run: it starts an echo server on 127.0.0.1
+The demo is the documentation's claims, run: it starts an echo server on 127.0.0.1
 and a pool under a :class:`~grpcpool.Supervisor`, and narrates six steps
 while printing the pool's telemetry events as they fire:
 
