@@ -81,6 +81,7 @@ class PoolStatus:
         current_size: int,
         workers: tuple[WorkerStatus, ...],
         resolver_error: str | None = None,
+        *,
         autoscale: tuple[int, int] | None = None,
     ) -> PoolStatus:
         if current_size == 0:
@@ -98,5 +99,5 @@ class PoolStatus:
             workers,
             in_flight,
             resolver_error,
-            autoscale,
+            autoscale=autoscale,
         )

@@ -220,7 +220,8 @@ def test_the_sampled_load_sums_the_calls_of_every_ready_connection() -> None:
     )
     assert len(ejected.unrouted) == 1
     load = SampledLoad(lambda: ejected)
-    assert (load.take_peak(), load.queued()) == (5, 0)
+    assert (load.take_peak(), load.queued) == (5, 0)
+    load.on_wait()  # nothing waits: a no-op
     for connection in connections:
         connection.calls.clear()
 

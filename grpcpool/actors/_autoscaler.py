@@ -9,9 +9,11 @@ through its resize path (so a removed connection drains) and announces
 ``pool.autoscaled``. It never waits on the supervisor: the supervisor stops
 it before itself, and drops a step decided from a size that changed since.
 
-A pool's call queue, when it has one, tells the autoscaler that a call
-started waiting (:class:`CallWaiting`): the pool then grows at once rather
-than at the next look.
+A pool's call queue, when it is the load source, tells the autoscaler that a
+call started waiting (its ``on_wait``, which the autoscaler sets to a
+:class:`~grpcpool.actors._parts.Nudge`: one :class:`CallWaiting` message
+until it has looked, however many calls wait): the pool then grows at once
+rather than at the next look.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import pykka
 
 from grpcpool._config_capacity import AUTOSCALE_SAMPLES, Autoscale
 from grpcpool.actors._entry import PoolEntry
+from grpcpool.actors._parts import Nudge
 from grpcpool.core._autoscale import LoadSource, SampledLoad, Step, Window, grow_step, look
 from grpcpool.supervisor import SupervisedActor, TimerHandle, send_after
 
@@ -55,8 +58,10 @@ class Autoscaler(SupervisedActor):
     Args:
         entry: The pool's entry (its config and current view).
         owner: The pool's PoolSupervisor (its typed proxy), never waited on.
-        load: Where the load is read; None: the calls in flight on the
-            pool's ready connections (:class:`~grpcpool.core._autoscale.SampledLoad`).
+        load: Where the load is read (the pool's call queue); None: the calls
+            in flight on the pool's ready connections
+            (:class:`~grpcpool.core._autoscale.SampledLoad`). Its ``on_wait``
+            is set to this actor's nudge.
     """
 
     def __init__(
@@ -72,15 +77,20 @@ class Autoscaler(SupervisedActor):
         self._every = settings.interval / AUTOSCALE_SAMPLES
         self._window = Window()
         self._timer: TimerHandle | None = None
+        self._waiting = Nudge()
 
     def on_start(self) -> None:
-        self._timer = send_after(self._every, self.actor_ref, _Look())
+        me = self.actor_ref
+        self._waiting.attach(lambda: me.tell(CallWaiting()))
+        self._load.on_wait = self._waiting
+        self._timer = send_after(self._every, me, _Look())
 
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, _Look):
             self._look()
             self._timer = send_after(self._every, self.actor_ref, _Look())
         elif isinstance(message, CallWaiting):
+            self._waiting.taken()
             self._grow_now()
         else:
             return super().on_receive(message)
@@ -99,6 +109,7 @@ class Autoscaler(SupervisedActor):
         super().on_failure(exception_type, exception_value, traceback)
 
     def _let_go(self) -> None:
+        self._waiting.attach(None)
         if self._timer is not None:
             self._timer.cancel()
 
@@ -109,12 +120,12 @@ class Autoscaler(SupervisedActor):
             self._settings,
             self._entry.view,
             load=load.take_peak(),
-            queued=load.queued(),
+            queued=load.queued,
         )
         self._hand_over(step)
 
     def _grow_now(self) -> None:
-        queued = self._load.queued()
+        queued = self._load.queued
         self._hand_over(grow_step(self._window, self._settings, self._entry.view, queued))
 
     def _hand_over(self, step: Step | None) -> None:

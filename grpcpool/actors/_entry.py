@@ -189,7 +189,9 @@ class PoolEntry:
 
     def status(self) -> PoolStatus:
         """The pool's health now, from one view."""
-        return self.view.status(self.name, self.resolver_error, self.config.pool.autoscale)
+        return self.view.status(
+            self.name, self.resolver_error, autoscale=self.config.pool.autoscale
+        )
 
     def wait_ready(self, min_ready: int, timeout: float | None) -> bool:
         """Blocks until ``min_ready`` channels are ready or the pool ends.

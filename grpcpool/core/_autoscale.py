@@ -64,16 +64,28 @@ class LoadSource(Protocol):
 
     The pool channel's call queue is one: it counts calls in flight and
     queued as they come and go. Read by the pool's autoscaler only (one
-    reader), from the pool's timer (sync: an actor's thread; asyncio: its loop).
+    reader), from the pool's timer (sync: an actor's thread; asyncio: its
+    loop). The autoscaler sets ``on_wait`` when it starts.
+
+    Attributes:
+        on_wait: Called each time a call starts waiting on a full pool (from
+            the caller's thread, sync; on the loop, asyncio); it must not block.
     """
+
+    on_wait: Callable[[], None]
 
     def take_peak(self) -> int:
         """The peak of calls in flight plus queued since the last call; starts a new count."""
         ...
 
+    @property
     def queued(self) -> int:
         """The calls waiting now for a connection to take them."""
         ...
+
+
+def _nothing() -> None:
+    """What :attr:`SampledLoad.on_wait` does: nothing ever waits."""
 
 
 class SampledLoad:
@@ -88,10 +100,11 @@ class SampledLoad:
         view: The pool's current view.
     """
 
-    __slots__ = ("_view",)
+    __slots__ = ("_view", "on_wait")
 
     def __init__(self, view: Callable[[], PoolView]) -> None:
         self._view = view
+        self.on_wait: Callable[[], None] = _nothing
 
     def take_peak(self) -> int:
         view = self._view()
@@ -99,6 +112,7 @@ class SampledLoad:
             len(c.calls) for c in view.unrouted
         )
 
+    @property
     def queued(self) -> int:
         return 0
 
@@ -186,7 +200,7 @@ def look(
         settings: The pool's ``pool.autoscale``.
         view: The pool's current view (its expected size, its ready connections).
         load: The load source's ``take_peak()``.
-        queued: The load source's ``queued()``.
+        queued: The load source's ``queued``.
 
     Returns:
         The next window (a fresh one after an interval's last look) and a

@@ -121,6 +121,7 @@ class PoolView:
         self,
         pool_name: str,
         resolver_error: str | None = None,
+        *,
         autoscale: Autoscale | None = None,
     ) -> PoolStatus:
         """This view as the public :class:`PoolStatus` record, with calls in flight now
@@ -141,7 +142,12 @@ class PoolView:
             )
         bounds = None if autoscale is None else autoscale.bounds
         return PoolStatus.of(
-            pool_name, self.expected_size, self.ready_count, workers, resolver_error, bounds
+            pool_name,
+            self.expected_size,
+            self.ready_count,
+            workers,
+            resolver_error,
+            autoscale=bounds,
         )
 
 

@@ -7,8 +7,9 @@ step out through the pool's ``resize`` (so a removed connection drains),
 then announces ``pool.autoscaled``. A step decided from a size that changed
 before it ran (a user's resize) is dropped: the next look decides afresh.
 
-A pool's call queue, when it has one, calls :meth:`Autoscaler.call_waiting`
-when a call starts waiting: the pool grows at once, not at the next look.
+A pool's call queue, when it is the load source, calls
+:meth:`Autoscaler.call_waiting` (its ``on_wait``) when a call starts waiting:
+the pool grows at once, not at the next look.
 """
 
 from __future__ import annotations
@@ -40,8 +41,14 @@ class Autoscaler:
 
     Args:
         links: What it may use of its pool.
-        load: Where the load is read; None: the calls in flight on the
-            pool's ready connections (:class:`~grpcpool.core._autoscale.SampledLoad`).
+        load: Where the load is read (the pool's call queue); None: the calls
+            in flight on the pool's ready connections
+            (:class:`~grpcpool.core._autoscale.SampledLoad`).
+
+    Attributes:
+        load: Where it reads the load; :func:`start_autoscaling` sets its
+            ``on_wait`` to :meth:`call_waiting`.
+        task: Its task, once started.
     """
 
     def __init__(self, links: AutoscaleLinks, load: LoadSource | None = None) -> None:
@@ -49,9 +56,10 @@ class Autoscaler:
         self._settings = links.settings
         self._links = links
         registry = links.registry
-        self._load: LoadSource = load if load is not None else SampledLoad(lambda: registry.view)
+        self.load: LoadSource = load if load is not None else SampledLoad(lambda: registry.view)
         self._window = Window()
         self._waiting = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
 
     def call_waiting(self) -> None:
         """A call started waiting for a connection: grow now if the rules allow (loop only)."""
@@ -67,17 +75,17 @@ class Autoscaler:
             await wait_event(self._waiting, max(0.0, due - loop.time()))
             if self._waiting.is_set():
                 self._waiting.clear()
-                queued = self._load.queued()
+                queued = self.load.queued
                 step = grow_step(self._window, settings, links.registry.view, queued)
             else:
                 due = loop.time() + every
-                load = self._load
+                load = self.load
                 self._window, step = look(
                     self._window,
                     settings,
                     links.registry.view,
                     load=load.take_peak(),
-                    queued=load.queued(),
+                    queued=load.queued,
                 )
             if step is not None:
                 await self._carry_out(step)
@@ -94,9 +102,12 @@ class Autoscaler:
         announce_pool(autoscaled(step, new_size), links.name, _log)
 
 
-def start_autoscaling(links: AutoscaleLinks) -> asyncio.Task[None] | None:
-    """Starts the pool's autoscaling task on the running loop; None for a pool of fixed size."""
+def start_autoscaling(links: AutoscaleLinks, load: LoadSource | None = None) -> Autoscaler | None:
+    """Starts the pool's autoscaling task on the running loop (its ``task``); None for a pool
+    of fixed size."""
     if links.settings is None:
         return None
-    scaler = Autoscaler(links)
-    return asyncio.get_running_loop().create_task(scaler.run(), name="grpcpool-autoscale")
+    scaler = Autoscaler(links, load)
+    scaler.load.on_wait = scaler.call_waiting
+    scaler.task = asyncio.get_running_loop().create_task(scaler.run(), name="grpcpool-autoscale")
+    return scaler

@@ -39,7 +39,7 @@ from grpcpool.core._waiting import check_wait
 from grpcpool.errors import ConfigError, GrpcPoolError, PoolNotFoundError
 from grpcpool.strategy import Strategy, resolve_strategy
 from grpcpool.tasks import _scaling
-from grpcpool.tasks._autoscale import start_autoscaling
+from grpcpool.tasks._autoscale import Autoscaler, start_autoscaling
 from grpcpool.tasks._balancer import Balancer, first_addresses, resolves_inline
 from grpcpool.tasks._drain import Drains
 from grpcpool.tasks._parts import AutoscaleLinks, BalancerLinks, ScalingLinks, SupervisorLinks
@@ -122,7 +122,7 @@ class TaskPool:
         self._balancer: Balancer | None = None
         self._ending = "stopped"  # why the pool ends when it does
         self._balancing: asyncio.Task[None] | None = None
-        self._autoscaling: asyncio.Task[None] | None = None
+        self._autoscaler: Autoscaler | None = None
         self.ended: str | None = None
 
     # --- life -----------------------------------------------------------------------
@@ -186,7 +186,7 @@ class TaskPool:
         )
         self._registry.start_judging(self._workers.renew)
         scaling = AutoscaleLinks(self.name, self.config.pool.autoscale, self._registry, self.resize)
-        self._autoscaling = start_autoscaling(scaling)
+        self._autoscaler = start_autoscaling(scaling)
         telemetry.emit(
             telemetry.pool_init,
             self.name,
@@ -213,7 +213,8 @@ class TaskPool:
         self._workers.stopping = True
         self._registry.stop_judging()
         self._registry.set_lifecycle("stopped")
-        parts = (self._reporter, self._balancing, self._autoscaling)
+        scaling = self._autoscaler.task if self._autoscaler is not None else None
+        parts = (self._reporter, self._balancing, scaling)
         for task in parts:
             if task is not None:
                 task.cancel()
@@ -262,7 +263,7 @@ class TaskPool:
         the current view, an immutable picture replaced in one assignment.
         """
         view, autoscale = self._registry.view, self.config.pool.autoscale
-        return view.status(self.name, self.resolver_error, autoscale)
+        return view.status(self.name, self.resolver_error, autoscale=autoscale)
 
     @property
     def resolver_error(self) -> str | None:
