@@ -60,6 +60,8 @@ class PoolStatus:
         resolver_error: Why the pool's last resolution failed (an error, or
             no answer within ``endpoint.resolve_timeout``); None when it
             worked. A pool keeps its last good answer meanwhile.
+        autoscale: ``(min_size, max_size)``, the range ``pool.autoscale``
+            moves the pool's size in; None for a pool of fixed size.
     """
 
     pool_name: str
@@ -69,6 +71,7 @@ class PoolStatus:
     workers: tuple[WorkerStatus, ...]
     in_flight: int = 0
     resolver_error: str | None = None
+    autoscale: tuple[int, int] | None = None
 
     @classmethod
     def of(
@@ -78,6 +81,8 @@ class PoolStatus:
         current_size: int,
         workers: tuple[WorkerStatus, ...],
         resolver_error: str | None = None,
+        *,
+        autoscale: tuple[int, int] | None = None,
     ) -> PoolStatus:
         if current_size == 0:
             status: Literal["healthy", "degraded", "down"] = "down"
@@ -87,5 +92,12 @@ class PoolStatus:
             status = "degraded"
         in_flight = sum(worker.in_flight for worker in workers)
         return cls(
-            pool_name, expected_size, current_size, status, workers, in_flight, resolver_error
+            pool_name,
+            expected_size,
+            current_size,
+            status,
+            workers,
+            in_flight,
+            resolver_error,
+            autoscale=autoscale,
         )

@@ -22,6 +22,7 @@ from typing import Any
 import grpc
 
 from grpcpool._channel_args import channel_options
+from grpcpool._config_capacity import Autoscale
 from grpcpool._config_checks import check_keys, field_names, kind
 
 # The bounds live apart so that the section checks need not import this module.
@@ -77,6 +78,7 @@ __all__ = [
     "MAX_RESOLVE_TIMEOUT",
     "MAX_TELEMETRY_INTERVAL",
     "MIN_MAX_AGE",
+    "Autoscale",
     "Config",
     "ConnectionConfig",
     "EndpointConfig",
@@ -256,6 +258,7 @@ class PoolConfig:
     outlier_detection: OutlierDetection | None = None
     panic_threshold: float = DEFAULT_PANIC_THRESHOLD
     hedging: Hedging | None = None
+    autoscale: Autoscale | None = None
 
     def __post_init__(self) -> None:
         check_pool(self)

@@ -14,6 +14,7 @@ Events, without the common ``grpc_connection_pool.`` prefix, as
 - ``pool.get_channel``: (none) | pool_name, available_channels
 - ``pool.scale_up``: duration, requested, succeeded, failed, new_size | pool_name
 - ``pool.scale_down``: duration, requested, terminated, new_size | pool_name
+- ``pool.autoscaled``: from_size, to_size, peak_in_flight, queued | pool_name
 - ``pool.status``: expected_size, current_size, in_flight | pool_name
 - ``pool.resolved``: addresses, duration | pool_name, added, removed
 - ``pool.ejected``: ejection_time, successes, failures, success_rate,
@@ -42,6 +43,10 @@ Events, without the common ``grpc_connection_pool.`` prefix, as
 ready beforehand: ``age`` is how long (seconds) the replaced connection was
 ready, ``worker_id`` the replaced worker, ``address`` where the new one goes,
 ``reason`` ``"max_age"`` or ``"rebalance"``.
+``pool.autoscaled`` follows each step ``pool.autoscale`` took (after the
+``pool.scale_up`` or ``pool.scale_down`` that carried it out): ``peak_in_flight``
+is the peak of calls in flight plus queued over the interval that decided
+it, ``queued`` the calls waiting when it was decided.
 ``pool.get_channel`` is sampled by ``pool.telemetry_sample_rate``.
 ``pool.status``'s ``in_flight`` is the calls running through the pool channel
 (:func:`grpcpool.channel`) when the report is taken, as ``status().in_flight``
@@ -73,6 +78,7 @@ __all__ = [
     "channel_reconnect_scheduled",
     "channel_refreshed",
     "emit",
+    "pool_autoscaled",
     "pool_ejected",
     "pool_get_channel",
     "pool_init",
@@ -95,6 +101,7 @@ pool_init = blinker.signal(f"{PREFIX}.pool.init")
 pool_get_channel = blinker.signal(f"{PREFIX}.pool.get_channel")
 pool_scale_up = blinker.signal(f"{PREFIX}.pool.scale_up")
 pool_scale_down = blinker.signal(f"{PREFIX}.pool.scale_down")
+pool_autoscaled = blinker.signal(f"{PREFIX}.pool.autoscaled")
 pool_status = blinker.signal(f"{PREFIX}.pool.status")
 pool_resolved = blinker.signal(f"{PREFIX}.pool.resolved")
 pool_ejected = blinker.signal(f"{PREFIX}.pool.ejected")
@@ -118,6 +125,7 @@ EVENTS: tuple[str, ...] = tuple(
         pool_get_channel,
         pool_scale_up,
         pool_scale_down,
+        pool_autoscaled,
         pool_status,
         pool_resolved,
         pool_ejected,

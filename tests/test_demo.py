@@ -174,6 +174,7 @@ EVENT_MEASUREMENTS: dict[str, dict[str, Any]] = {
         "new_size": 6,
     },
     "pool.scale_down": {"duration": 0.0123456, "requested": 2, "terminated": 2, "new_size": 4},
+    "pool.autoscaled": {"from_size": 2, "to_size": 4, "peak_in_flight": 90, "queued": 0},
     "pool.status": {"expected_size": 4, "current_size": 3, "in_flight": 0},
     "pool.resolved": {"addresses": 3, "duration": 5.835600001091734e-05},
     "channel.connected": {"duration": 0.0138123},

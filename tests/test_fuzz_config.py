@@ -150,6 +150,21 @@ POOL_KEYS: dict[str, st.SearchStrategy[Any]] = {
             },
         ),
     ),
+    "autoscale": st.one_of(
+        st.none(),
+        st.sampled_from([3, "on"]),
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "min_size": st.integers(0, 40),
+                "max_size": st.one_of(st.none(), st.integers(0, 20000)),
+                "low_calls": st.integers(0, 30),
+                "high_calls": st.one_of(st.none(), st.integers(0, 30)),
+                "interval": seconds(7200),
+                "max_step": st.integers(-1, 5),
+            },
+        ),
+    ),
 }
 CONNECTION_KEYS: dict[str, st.SearchStrategy[Any]] = {
     "keepalive": seconds(7200),

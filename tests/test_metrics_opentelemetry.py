@@ -206,6 +206,7 @@ def test_every_instrument_exists_with_its_unit(otel: Otel) -> None:
         ),
         (telemetry.pool_panic, {"active": 1, "usable": 1, "ready": 4}, {}),
         (telemetry.call_hedged, {"attempts": 2, "won": 1}, {"method": "/kv.Store/Get"}),
+        (telemetry.pool_autoscaled, {"from_size": 1, "to_size": 3}, {}),
     ]
     for signal, measurements, metadata in sends:
         telemetry.emit(signal, "units", measurements, metadata)
@@ -331,3 +332,22 @@ def test_ejections_panic_and_hedged_calls(otel: Otel) -> None:
     for points in reading.points.values():
         for point in points:
             assert not any("10.0.0." in str(value) for value in dict(point.attributes).values())
+
+
+def test_autoscale_steps_count_by_direction(otel: Otel) -> None:
+    """pool.autoscaled counts one step up or down by the sizes it moved between; an event
+    that moved nothing (or carries no sizes) is not a step."""
+    for before, after in ((2, 4), (4, 6), (6, 4), (4, 4)):
+        telemetry.emit(
+            telemetry.pool_autoscaled,
+            "elastic",
+            {"from_size": before, "to_size": after, "peak_in_flight": 90, "queued": 0},
+            {"pool_name": "elastic"},
+        )
+    telemetry.emit(telemetry.pool_autoscaled, "elastic", {}, {"pool_name": "elastic"})
+    reading = otel.read()
+    steps = "grpcpool.pool.autoscale_steps"
+    assert reading.value(steps, pool="elastic", direction="up") == 2
+    assert reading.value(steps, pool="elastic", direction="down") == 1
+    assert reading.attribute(steps, "direction") == {"up", "down"}
+    assert reading.units[steps] == "{step}"

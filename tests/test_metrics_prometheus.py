@@ -485,3 +485,20 @@ def test_connections_of_one_address_are_ejected_one_by_one(registry: CollectorRe
     )
     assert scraped(registry, "grpcpool_pool_ejected_units", pool="single") == 1
     assert "worker-" not in Scrape(registry).text
+
+
+def test_autoscale_steps_count_by_direction(registry: CollectorRegistry) -> None:
+    """pool.autoscaled counts one step up or down by the sizes it moved between; an event
+    that moved nothing is not a step."""
+    for before, after in ((2, 4), (4, 6), (6, 4), (4, 4)):
+        telemetry.emit(
+            telemetry.pool_autoscaled,
+            "elastic",
+            {"from_size": before, "to_size": after, "peak_in_flight": 90, "queued": 0},
+            {"pool_name": "elastic"},
+        )
+    scrape = Scrape(registry)
+    steps = "grpcpool_pool_autoscale_steps_total"
+    assert scrape.value(steps, pool="elastic", direction="up") == 2
+    assert scrape.value(steps, pool="elastic", direction="down") == 1
+    assert scrape.labels(steps, "direction") == {"up", "down"}

@@ -29,6 +29,7 @@ import grpc
 import pykka
 
 from grpcpool import telemetry
+from grpcpool._config_capacity import start_size
 from grpcpool._connectivity import state_changed
 from grpcpool._names import check_free, name_in_use, remember_ended
 from grpcpool._process import PROCESS
@@ -147,10 +148,11 @@ class PoolEntry:
         self.strategy: Strategy = resolve_strategy(
             config.pool.strategy, ewma_decay=config.pool.ewma_decay
         )
+        size = start_size(config.pool.size, config.pool.autoscale)
         init = getattr(self.strategy, "init", None)
         if callable(init):
-            init(name, config.pool.size)
-        self.view: PoolView = empty_view(name, config.pool.size, "starting")
+            init(name, size)
+        self.view: PoolView = empty_view(name, size, "starting")
         self.changed = threading.Condition()
         self.token = token
         self.parent = parent
@@ -187,7 +189,9 @@ class PoolEntry:
 
     def status(self) -> PoolStatus:
         """The pool's health now, from one view."""
-        return self.view.status(self.name, self.resolver_error)
+        return self.view.status(
+            self.name, self.resolver_error, autoscale=self.config.pool.autoscale
+        )
 
     def wait_ready(self, min_ready: int, timeout: float | None) -> bool:
         """Blocks until ``min_ready`` channels are ready or the pool ends.

@@ -5,7 +5,8 @@ the pool's entry in the process table, then starts a :class:`PoolSupervisor`
 whose children are, in order, the HealthRegistry, one ChannelWorker per
 connection (each pinned to one of the host's addresses, spread evenly), the
 TelemetryReporter and the Balancer, which keeps the spread as the addresses
-change and refreshes connections by age.
+change and refreshes connections by age; and, for ``pool.autoscale``, the
+Autoscaler, whose steps it carries out.
 
 The PoolSupervisor is a :class:`~grpcpool.supervisor.DynamicSupervisor`: its
 workers are dynamic children, started and terminated through the public
@@ -33,6 +34,7 @@ from pykka.typing import proxy_method
 
 from grpcpool import telemetry
 from grpcpool._resolving import resolve_within
+from grpcpool.actors._autoscaler import Autoscaler
 from grpcpool.actors._balancer import Balancer, Rebalance
 from grpcpool.actors._channel_worker import ChannelWorker, Resync
 from grpcpool.actors._entry import (
@@ -47,6 +49,7 @@ from grpcpool.actors._telemetry_reporter import TelemetryReporter
 from grpcpool.config import Config
 from grpcpool.connection import PoolChannels
 from grpcpool.connection._announce import announce_pool
+from grpcpool.core._autoscale import Step, autoscaled
 from grpcpool.core._balancing_types import ReplacedGone
 from grpcpool.core._intensity import describe_pool_limit, pool_restart_limit
 from grpcpool.core._resolution import START_RESOLVE_WAIT, initial_addresses
@@ -77,6 +80,7 @@ WORKER_SHUTDOWN_SECONDS = 5.0
 _REGISTRY = "registry"
 _REPORTER = "telemetry"
 _BALANCER = "balancer"
+_AUTOSCALER = "autoscaler"
 
 _log = logging.getLogger(__name__)
 
@@ -103,6 +107,7 @@ class PoolSupervisor(DynamicSupervisor):
         # Workers started by the Balancer to replace another, until that one
         # has been retired: not part of the pool's size, never scaled down.
         self._replacements: set[str] = set()
+        self._autoscale = entry.config.pool.autoscale
 
     @classmethod
     def start_pool(cls, config: Config, name: str, token: object) -> pykka.ActorRef[Self]:
@@ -163,6 +168,11 @@ class PoolSupervisor(DynamicSupervisor):
                 functools.partial(Balancer.start, self._entry, owner, parts, addresses, took),
             )
         )
+        if self._autoscale is not None:
+            scaler = functools.partial(
+                Autoscaler.start, self._entry, pool_supervisor_proxy(self.actor_ref)
+            )
+            self.start_child(ChildSpec(_AUTOSCALER, scaler))
         self._tell_registry(SetLifecycle("running"))
 
     def add_pinned_worker(self, address: str) -> str:
@@ -204,15 +214,23 @@ class PoolSupervisor(DynamicSupervisor):
         with contextlib.suppress(LookupError):
             self.terminate_child(worker_id)
 
+    def autoscale(self, step: Step) -> None:
+        """Carries out the Autoscaler's ``step``, unless the size changed since it was decided."""
+        if len(self._workers()) == step.from_size:
+            new_size = self.resize(step.to_size)
+            announce_pool(autoscaled(step, new_size), self._entry.name, _log)
+
     def scale_up(self, count: int) -> int:
-        """Adds ``count`` workers; returns the new expected size.
+        """Adds ``count`` workers (autoscaled: up to its ``max_size``); returns the new size.
 
         Raises:
             PoolSizeError: ``count`` is below 1 or takes the pool over
                 ``pool.max_size``.
         """
         size, limit = len(self._workers()), self._entry.config.pool.max_size
-        count = scale_up_by(self._entry.name, size, count, limit)
+        count = scale_up_by(self._entry.name, size, count, limit, self._autoscale)
+        if not count:
+            return size
         started = time.monotonic()
         succeeded = 0
         for _ in range(count):
@@ -227,13 +245,15 @@ class PoolSupervisor(DynamicSupervisor):
         return new_size
 
     def scale_down(self, count: int) -> int:
-        """Stops the ``count`` newest workers; returns the new expected size.
+        """Stops the ``count`` newest workers (autoscaled: to ``min_size`` at most); the new size.
 
         Raises:
             PoolSizeError: ``count`` is below 1 or would leave no worker.
         """
         workers = self._workers()
-        stopping = workers_to_stop(self._entry.name, len(workers), workers, count)
+        stopping = workers_to_stop(self._entry.name, len(workers), workers, count, self._autoscale)
+        if not stopping:
+            return len(workers)
         started = time.monotonic()
         self.terminate_children(stopping)
         new_size = len(self._workers())
@@ -242,13 +262,13 @@ class PoolSupervisor(DynamicSupervisor):
         return new_size
 
     def resize(self, target: int) -> int:
-        """Scales to ``target`` workers; the same size is a no-op.
+        """Scales to ``target`` workers (autoscaled: clamped into its range); same size: no-op.
 
         Raises:
             PoolSizeError: ``target`` is below 1 or over ``pool.max_size``.
         """
-        size = len(self._workers())
-        change = resize_by(self._entry.name, size, target, self._entry.config.pool.max_size)
+        size, limit = len(self._workers()), self._entry.config.pool.max_size
+        change = resize_by(self._entry.name, size, target, limit, self._autoscale)
         if change > 0:
             return self.scale_up(change)
         if change < 0:
@@ -288,8 +308,8 @@ class PoolSupervisor(DynamicSupervisor):
         # they report to.
         workers = [c for c in child_ids if is_worker(c)]
         others = [c for c in reversed(child_ids) if not is_worker(c)]
-        first = [c for c in others if c in (_BALANCER, _REPORTER)]
-        rest = [[c] for c in others if c not in (_BALANCER, _REPORTER)]
+        first = [c for c in others if c in (_BALANCER, _REPORTER, _AUTOSCALER)]
+        rest = [[c] for c in others if c not in (_BALANCER, _REPORTER, _AUTOSCALER)]
         return [group for group in (first, workers) if group] + rest
 
     def on_stop(self) -> None:
@@ -370,6 +390,7 @@ class PoolSupervisorProxy(SupervisorProxy):
     scale_up = proxy_method(PoolSupervisor.scale_up)
     scale_down = proxy_method(PoolSupervisor.scale_down)
     resize = proxy_method(PoolSupervisor.resize)
+    autoscale = proxy_method(PoolSupervisor.autoscale)
     add_pinned_worker = proxy_method(PoolSupervisor.add_pinned_worker)
     retire_worker = proxy_method(PoolSupervisor.retire_worker)
     drop_replacements = proxy_method(PoolSupervisor.drop_replacements)

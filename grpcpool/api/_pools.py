@@ -334,6 +334,8 @@ def await_ready(
 def scale_up(name: str, count: int) -> int:
     """Adds ``count`` workers; returns the new expected size.
 
+    An autoscaled pool (``pool.autoscale``) stops at its ``max_size`` instead of raising.
+
     Raises:
         PoolSizeError: ``count`` is below 1 or takes the pool over ``pool.max_size``.
     """
@@ -343,6 +345,8 @@ def scale_up(name: str, count: int) -> int:
 def scale_down(name: str, count: int) -> int:
     """Removes ``count`` workers (never below 1); returns the new expected size.
 
+    An autoscaled pool (``pool.autoscale``) stops at its ``min_size`` instead of raising.
+
     Raises:
         PoolSizeError: ``count`` is below 1 or would leave no worker.
     """
@@ -351,6 +355,8 @@ def scale_down(name: str, count: int) -> int:
 
 def resize(name: str, target: int) -> int:
     """Scales to ``target`` workers; returns the new expected size.
+
+    An autoscaled pool (``pool.autoscale``) clamps ``target`` into its range.
 
     Raises:
         PoolSizeError: ``target`` is below 1 or over ``pool.max_size``.

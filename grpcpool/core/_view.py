@@ -36,6 +36,7 @@ from typing import Literal, NoReturn
 import grpc
 
 from grpcpool import telemetry
+from grpcpool._config_capacity import Autoscale
 from grpcpool._config_routing import DEFAULT_PANIC_THRESHOLD
 from grpcpool._status import PoolStatus, WorkerState, WorkerStatus
 from grpcpool.connection._machine_types import Emit
@@ -116,8 +117,15 @@ class PoolView:
                 return other, ticket
         return None
 
-    def status(self, pool_name: str, resolver_error: str | None = None) -> PoolStatus:
-        """This view as the public :class:`PoolStatus` record, with calls in flight now."""
+    def status(
+        self,
+        pool_name: str,
+        resolver_error: str | None = None,
+        *,
+        autoscale: Autoscale | None = None,
+    ) -> PoolStatus:
+        """This view as the public :class:`PoolStatus` record, with calls in flight now
+        (and the range of the pool's ``autoscale``, if it has one)."""
         workers = self.workers
         # Ejected connections still carry the calls that were running on them.
         loads = {
@@ -132,8 +140,14 @@ class PoolView:
                 else worker
                 for worker in workers
             )
+        bounds = None if autoscale is None else autoscale.bounds
         return PoolStatus.of(
-            pool_name, self.expected_size, self.ready_count, workers, resolver_error
+            pool_name,
+            self.expected_size,
+            self.ready_count,
+            workers,
+            resolver_error,
+            autoscale=bounds,
         )
 
 

@@ -24,6 +24,7 @@ __all__ = [
     "EJECTION_REASONS",
     "INSTRUMENTS",
     "POOL_ADDRESSES",
+    "POOL_AUTOSCALE_STEPS",
     "POOL_CALLS_IN_FLIGHT",
     "POOL_CURRENT_CHANNELS",
     "POOL_EJECTED_UNITS",
@@ -202,6 +203,14 @@ CALL_HEDGE_WINS = Instrument(
     "Hedged calls answered by an attempt after their first, by method.",
     ("pool", "method"),
 )
+POOL_AUTOSCALE_STEPS = Instrument(
+    "counter",
+    "grpcpool_pool_autoscale_steps_total",
+    "grpcpool.pool.autoscale_steps",
+    "{step}",
+    "Steps pool.autoscale took, by direction (up or down).",
+    ("pool", "direction"),
+)
 
 #: The reasons a refresh carries; anything else is counted as ``"other"``.
 REFRESH_REASONS = frozenset({"max_age", "rebalance"})
@@ -227,6 +236,7 @@ INSTRUMENTS: tuple[Instrument, ...] = (
     POOL_PANIC,
     CALL_HEDGED_ATTEMPTS,
     CALL_HEDGE_WINS,
+    POOL_AUTOSCALE_STEPS,
 )
 
 # Seconds. Prometheus' default buckets, up to the 20 s a slow TLS connect with

@@ -42,6 +42,7 @@ from grpcpool.metrics._catalog import (
     CONNECT_DURATION_BUCKETS,
     INSTRUMENTS,
     POOL_ADDRESSES,
+    POOL_AUTOSCALE_STEPS,
     POOL_CALLS_IN_FLIGHT,
     POOL_CURRENT_CHANNELS,
     POOL_EJECTED_UNITS,
@@ -68,6 +69,7 @@ __all__ = [
     "CONNECT_DURATION_BUCKETS",
     "INSTRUMENTS",
     "POOL_ADDRESSES",
+    "POOL_AUTOSCALE_STEPS",
     "POOL_CALLS_IN_FLIGHT",
     "POOL_CURRENT_CHANNELS",
     "POOL_EJECTED_UNITS",
@@ -163,6 +165,7 @@ class Bridge:
             (telemetry.supervisor_child_restarted, self._on_child_restarted),
             (telemetry.pool_resolved, self._on_resolved),
             (telemetry.channel_refreshed, self._on_refreshed),
+            (telemetry.pool_autoscaled, self._on_autoscaled),
             *self._routing.receivers(),
         ]
         for signal, receiver in self._receivers:
@@ -293,6 +296,14 @@ class Bridge:
         reason = metadata.get("reason")
         label = reason if isinstance(reason, str) and reason in REFRESH_REASONS else "other"
         self._count(CHANNEL_REFRESHES, {"pool": str(sender), "reason": label})
+
+    # --- autoscaling --------------------------------------------------------------
+
+    def _on_autoscaled(self, sender: str, *, measurements: dict[str, Any], **_: Any) -> None:
+        before, after = measurements.get("from_size"), measurements.get("to_size")
+        if isinstance(before, int) and isinstance(after, int) and before != after:
+            direction = "up" if after > before else "down"
+            self._count(POOL_AUTOSCALE_STEPS, {"pool": str(sender), "direction": direction})
 
     def _count(self, instrument: Instrument, labels: Mapping[str, str]) -> None:
         if not self._closed:

@@ -34,6 +34,8 @@ units (attributes as the Prometheus labels):
 - ``grpcpool.call.hedged_attempts`` (``{attempt}``) and
   ``grpcpool.call.hedge_wins`` (``{call}``): counters by ``pool`` and
   ``method``.
+- ``grpcpool.pool.autoscale_steps`` (``{step}``): counter by ``pool`` and
+  ``direction`` (``up`` or ``down``): the steps ``pool.autoscale`` took.
 
 Only the OpenTelemetry API is imported here; the SDK (or another
 implementation) is the application's choice.

@@ -40,6 +40,8 @@ The metrics, all labelled by ``pool`` unless noted:
   ``grpcpool_call_hedge_wins_total`` (counters, also by ``method``): the
   attempts hedged calls sent after their first, and the calls such an
   attempt answered.
+- ``grpcpool_pool_autoscale_steps_total`` (counter, also by ``direction``:
+  ``up`` or ``down``): the steps ``pool.autoscale`` took.
 
 Register once per registry and process: the signals are process-wide, so one
 registration sees every pool. Error texts are never label values (see

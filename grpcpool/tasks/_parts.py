@@ -14,16 +14,18 @@ Who gets what:
   :class:`WorkerLinks`, and answers their :class:`WorkerRecords` itself.
 - :class:`~grpcpool.tasks._balancer.Balancer`: :class:`BalancerLinks`.
 - :mod:`grpcpool.tasks._scaling`: :class:`ScalingLinks`.
+- :class:`~grpcpool.tasks._autoscale.Autoscaler`: :class:`AutoscaleLinks`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 import grpc
 
+from grpcpool._config_capacity import Autoscale
 from grpcpool.config import Config
 from grpcpool.connection._calls import CallLedger
 from grpcpool.connection._machine_types import Report
@@ -32,6 +34,7 @@ from grpcpool.tasks._drain import Drains
 from grpcpool.tasks._registry import Registry
 
 __all__ = [
+    "AutoscaleLinks",
     "BalancerLinks",
     "Incarnation",
     "ScalingLinks",
@@ -194,3 +197,20 @@ class ScalingLinks:
     registry: Registry
     workers: WorkerSet
     changed: Callable[[], None]
+
+
+@dataclass(frozen=True)
+class AutoscaleLinks:
+    """What the autoscaling task (``pool.autoscale``) may use of its pool.
+
+    Attributes:
+        name: The pool's name.
+        settings: The pool's ``pool.autoscale`` (None: the pool's size is fixed).
+        registry: The pool's records (its current view).
+        resize: The pool's ``resize``, which checks that the pool runs.
+    """
+
+    name: str
+    settings: Autoscale | None
+    registry: Registry
+    resize: Callable[[int], Awaitable[int]]

@@ -24,6 +24,7 @@ from typing import Any, Self
 import grpc
 
 from grpcpool import telemetry
+from grpcpool._config_capacity import start_size
 from grpcpool._config_checks import aio_interceptors, check_pool_name
 from grpcpool._names import claim_aio, release_aio
 from grpcpool._process import PROCESS
@@ -38,9 +39,10 @@ from grpcpool.core._waiting import check_wait
 from grpcpool.errors import ConfigError, GrpcPoolError, PoolNotFoundError
 from grpcpool.strategy import Strategy, resolve_strategy
 from grpcpool.tasks import _scaling
+from grpcpool.tasks._autoscale import Autoscaler, start_autoscaling
 from grpcpool.tasks._balancer import Balancer, first_addresses, resolves_inline
 from grpcpool.tasks._drain import Drains
-from grpcpool.tasks._parts import BalancerLinks, ScalingLinks, SupervisorLinks
+from grpcpool.tasks._parts import AutoscaleLinks, BalancerLinks, ScalingLinks, SupervisorLinks
 from grpcpool.tasks._registry import Registry
 from grpcpool.tasks._tasks import WorkerTasks
 
@@ -97,7 +99,7 @@ class TaskPool:
         self._registry = Registry(
             self.name,
             self.strategy,
-            config.pool.size,
+            start_size(config.pool.size, config.pool.autoscale),
             config.endpoint.target,
             outlier_detection=config.pool.outlier_detection,
             panic_threshold=config.pool.panic_threshold,
@@ -120,6 +122,7 @@ class TaskPool:
         self._balancer: Balancer | None = None
         self._ending = "stopped"  # why the pool ends when it does
         self._balancing: asyncio.Task[None] | None = None
+        self._autoscaler: Autoscaler | None = None
         self.ended: str | None = None
 
     # --- life -----------------------------------------------------------------------
@@ -182,6 +185,8 @@ class TaskPool:
             name="grpcpool-status",
         )
         self._registry.start_judging(self._workers.renew)
+        scaling = AutoscaleLinks(self.name, self.config.pool.autoscale, self._registry, self.resize)
+        self._autoscaler = start_autoscaling(scaling)
         telemetry.emit(
             telemetry.pool_init,
             self.name,
@@ -208,12 +213,13 @@ class TaskPool:
         self._workers.stopping = True
         self._registry.stop_judging()
         self._registry.set_lifecycle("stopped")
-        for task in (self._reporter, self._balancing):
+        scaling = self._autoscaler.task if self._autoscaler is not None else None
+        parts = (self._reporter, self._balancing, scaling)
+        for task in parts:
             if task is not None:
                 task.cancel()
-        if self._balancing is not None:
-            # A move under way stops its replacement worker on the way out.
-            await asyncio.gather(self._balancing, return_exceptions=True)
+        # A move under way stops its replacement worker on the way out; a step under way ends.
+        await asyncio.gather(*(t for t in parts[1:] if t is not None), return_exceptions=True)
         await self._workers.stop()
         # The closing channels, not this very task (a give-up's stop runs as one).
         closing = [task for task in self._closing if task is not asyncio.current_task()]
@@ -256,7 +262,8 @@ class TaskPool:
         Callable from any thread (``grpcpool.status(name)`` does): it reads
         the current view, an immutable picture replaced in one assignment.
         """
-        return self._registry.view.status(self.name, self.resolver_error)
+        view, autoscale = self._registry.view, self.config.pool.autoscale
+        return view.status(self.name, self.resolver_error, autoscale=autoscale)
 
     @property
     def resolver_error(self) -> str | None:

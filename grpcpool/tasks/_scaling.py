@@ -24,9 +24,12 @@ _log = logging.getLogger(__name__)
 
 
 async def scale_up(pool: ScalingLinks, count: int) -> int:
-    """Adds ``count`` workers where the spread is thinnest; returns the new expected size."""
-    registry, workers = pool.registry, pool.workers
-    count = scale_up_by(pool.name, registry.expected, count, pool.config.pool.max_size)
+    """Adds ``count`` workers where the spread is thinnest (autoscaled: up to its ``max_size``);
+    returns the new expected size."""
+    registry, workers, config = pool.registry, pool.workers, pool.config.pool
+    count = scale_up_by(pool.name, registry.expected, count, config.max_size, config.autoscale)
+    if not count:  # autoscaled, at its max_size
+        return registry.expected
     started = time.monotonic()
     for _ in range(count):
         workers.add(workers.thinnest_address())
@@ -38,16 +41,19 @@ async def scale_up(pool: ScalingLinks, count: int) -> int:
 
 
 async def scale_down(pool: ScalingLinks, count: int) -> int:
-    """Stops the ``count`` newest workers (never below 1); returns the new expected size."""
-    registry, workers = pool.registry, pool.workers
-    stopping = workers_to_stop(pool.name, registry.expected, workers.own(), count)
+    """Stops the ``count`` newest workers (never below 1; autoscaled: below its ``min_size``);
+    returns the new expected size."""
+    registry, workers, autoscale = pool.registry, pool.workers, pool.config.pool.autoscale
+    stopping = workers_to_stop(pool.name, registry.expected, workers.own(), count, autoscale)
+    if not stopping:  # autoscaled, at its min_size
+        return registry.expected
     started = time.monotonic()
     # The new size first: each worker's leaving publishes a view that has it.
-    registry.resize(registry.expected - count)
+    registry.resize(registry.expected - len(stopping))
     await workers.stop(stopping)
     pool.changed()
     took = time.monotonic() - started
-    announce_pool(scaled_down(count, took, registry.expected), pool.name, _log)
+    announce_pool(scaled_down(len(stopping), took, registry.expected), pool.name, _log)
     return registry.expected
 
 
@@ -62,8 +68,8 @@ async def resize(
     ``up`` and ``down`` are the pool's ``scale_up`` and ``scale_down``, which
     check first that the pool runs.
     """
-    expected = pool.registry.expected
-    change = resize_by(pool.name, expected, target, pool.config.pool.max_size)
+    expected, config = pool.registry.expected, pool.config.pool
+    change = resize_by(pool.name, expected, target, config.max_size, config.autoscale)
     if change > 0:
         return await up(change)
     if change < 0:
