@@ -48,13 +48,19 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 
-# Regenerates the demo's echo service code from its .proto; the output is
-# committed, so only a change to echo.proto needs this.
+# Regenerates the demo's echo service code and the health check's from their
+# .proto files; the output is committed, so only a change to a .proto needs
+# this. health.proto's package is grpcpool's own (see the file), so the paths
+# of its generated service code are rewritten to the protocol's,
+# /grpc.health.v1.Health/...
+HEALTH_GRPC := grpcpool/connection/health/health_pb2_grpc.py
 proto:
 	$(PYTHON) -m venv $(PROTO_VENV)
 	$(PROTO_VENV)/bin/python -m pip install --quiet '$(GRPCIO_TOOLS)'
 	$(PROTO_VENV)/bin/python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. \
-		grpcpool/cli/echo/echo.proto
+		grpcpool/cli/echo/echo.proto grpcpool/connection/health/health.proto
+	sed -i 's/grpcpool\.health\.v1\.Health\b/grpc.health.v1.Health/g' $(HEALTH_GRPC)
+	! grep -n 'grpcpool\.health\.v1\.Health\b' $(HEALTH_GRPC)
 
 clean:
 	rm -rf $(VENV) $(FLOORS_VENV) $(PROTO_VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
