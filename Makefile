@@ -1,10 +1,12 @@
-# Every target installs what it needs into .venv, so a fresh machine with
-# only python3 on it can run them.
+# Every target installs what it needs into a venv of its own (.venv; the
+# demo's .venv-demo), so a fresh machine with only python3 on it can run them.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
+DEMO_VENV := .venv-demo
+DEMO_STAMP := $(DEMO_VENV)/.installed
 FLOORS_VENV := .venv-floors
 FLOORS_STAMP := $(FLOORS_VENV)/.installed
 FLOORS := .ci/floors-constraints.txt
@@ -42,8 +44,16 @@ $(FLOORS_STAMP): pyproject.toml $(FLOORS)
 test-floors: $(FLOORS_STAMP)
 	$(FLOORS_VENV)/bin/python -m pytest
 
-demo: $(STAMP)
-	$(BIN)/python -m grpcpool demo
+# The demo's own venv holds the runtime dependencies only (no test
+# toolchain), so a first `make demo` takes seconds on a warm pip cache. The
+# install is editable: the demo runs the checkout's code as it is now.
+$(DEMO_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(DEMO_VENV)
+	$(DEMO_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e .
+	touch $(DEMO_STAMP)
+
+demo: $(DEMO_STAMP)
+	$(DEMO_VENV)/bin/python -m grpcpool demo
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
@@ -62,13 +72,19 @@ $(DOCS_STAMP): pyproject.toml | $(BIN)/python
 docs: $(DOCS_STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
-# Regenerates the demo's echo service code from its .proto; the output is
-# committed, so only a change to echo.proto needs this.
+# Regenerates the demo's echo service code and the health check's from their
+# .proto files; the output is committed, so only a change to a .proto needs
+# this. health.proto's package is grpcpool's own (see the file), so the paths
+# of its generated service code are rewritten to the protocol's,
+# /grpc.health.v1.Health/...
+HEALTH_GRPC := grpcpool/connection/health/health_pb2_grpc.py
 proto:
 	$(PYTHON) -m venv $(PROTO_VENV)
 	$(PROTO_VENV)/bin/python -m pip install --quiet '$(GRPCIO_TOOLS)'
 	$(PROTO_VENV)/bin/python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. \
-		grpcpool/cli/echo/echo.proto
+		grpcpool/cli/echo/echo.proto grpcpool/connection/health/health.proto
+	sed -i 's/grpcpool\.health\.v1\.Health\b/grpc.health.v1.Health/g' $(HEALTH_GRPC)
+	! grep -n 'grpcpool\.health\.v1\.Health\b' $(HEALTH_GRPC)
 
 clean:
-	rm -rf $(VENV) $(FLOORS_VENV) $(PROTO_VENV) build site *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(DEMO_VENV) $(FLOORS_VENV) $(PROTO_VENV) build site *.egg-info .pytest_cache .mypy_cache .ruff_cache

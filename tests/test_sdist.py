@@ -42,6 +42,7 @@ NEEDED = [
     "pyproject.toml",
     "benchmarks/__main__.py",
     "grpcpool/cli/echo/echo.proto",
+    "grpcpool/connection/health/health.proto",
 ]
 
 # Never copied into the build tree: local state, not sources.
@@ -130,7 +131,17 @@ def test_the_sdist_carries_its_tests_and_the_wheel_only_the_package(tmp_path: Pa
 
     wheel = _build("wheel", unpacked, tmp_path / "wheel")
     with zipfile.ZipFile(wheel) as archive:
-        tops = {name.split("/")[0] for name in archive.namelist()}
+        names = set(archive.namelist())
+        tops = {name.split("/")[0] for name in names}
     assert "grpcpool" in tops
+    # The generated code's sources and type stubs ship with it (package data).
+    for data in (
+        "grpcpool/py.typed",
+        "grpcpool/cli/echo/echo.proto",
+        "grpcpool/cli/echo/echo_pb2.pyi",
+        "grpcpool/connection/health/health.proto",
+        "grpcpool/connection/health/health_pb2.pyi",
+    ):
+        assert data in names, f"{data} is missing from the wheel"
     extra = tops - {"grpcpool"}
     assert len(extra) == 1 and extra.pop().endswith(".dist-info"), tops

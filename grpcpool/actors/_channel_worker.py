@@ -53,10 +53,9 @@ from grpcpool.errors import GrpcPoolError
 from grpcpool.supervisor import SupervisedActor, TimerHandle, send_after
 
 if TYPE_CHECKING:
-    from grpc_health.v1.health_pb2 import HealthCheckResponse
-
     from grpcpool.actors._parts import PoolParts
     from grpcpool.connection import Connection
+    from grpcpool.connection.health.health_pb2 import HealthCheckResponse
 
 __all__ = ["ChannelWorker", "ReconnectLimitError", "Resync"]
 

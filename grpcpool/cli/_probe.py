@@ -25,7 +25,6 @@ from typing import Any, TextIO
 import blinker
 import grpc
 import pykka
-from grpc_health.v1 import health_pb2
 
 import grpcpool
 from grpcpool import telemetry
@@ -35,6 +34,7 @@ from grpcpool.cli._sniff import tls_hint
 from grpcpool.config import Config
 from grpcpool.connection._call_errors import status_code
 from grpcpool.connection._health import health_check_method
+from grpcpool.connection.health import health_pb2
 from grpcpool.errors import ConfigError, GrpcPoolError, PoolTimeoutError
 from grpcpool.supervisor import Supervisor
 

@@ -21,19 +21,18 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from grpcpool.connection import _machine_types as machine
 from grpcpool.connection import channel_credentials, channel_options
 from grpcpool.connection._announce import announce
 from grpcpool.connection._calls import CallLedger
 from grpcpool.connection._driving import carry_out
-from grpcpool.connection._health import check_verdict
+from grpcpool.connection._health import aio_health_check_method, check_verdict
 from grpcpool.connection._machine import step, takes_repin
 from grpcpool.connection._machine_types import Emit, Event, Log, Report
+from grpcpool.connection.health import health_pb2
 from grpcpool.tasks._parts import WorkerLinks
 
 __all__ = ["Worker"]
@@ -203,12 +202,12 @@ class Worker:
 
     async def _check(self, channel: grpc.aio.Channel, generation: int, timeout: float) -> None:
         started = time.monotonic()
-        stub: Any = health_pb2_grpc.HealthStub(channel)
+        check = aio_health_check_method(channel)
         request = health_pb2.HealthCheckRequest(service=self._config.health_service)
         # Only the verdict's text is kept: holding the exception would tie this
         # frame (and the channel) into a cycle that outlives the pool's stop.
         try:
-            response = await stub.Check(request, timeout=timeout)
+            response = await check(request, timeout=timeout)
             verdict = check_verdict(None, response.status)
         except asyncio.CancelledError:
             raise

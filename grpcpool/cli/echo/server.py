@@ -8,9 +8,10 @@ from concurrent import futures
 from typing import cast
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from grpcpool.cli.echo import echo_pb2, echo_pb2_grpc
+from grpcpool.cli.echo.health import HealthService
+from grpcpool.connection.health import health_pb2, health_pb2_grpc
 
 __all__ = ["EchoServer", "say"]
 
@@ -98,7 +99,7 @@ class EchoServer:
         self._executor = futures.ThreadPoolExecutor(max_workers, thread_name_prefix="echo-server")
         self._server = grpc.server(self._executor)
         echo_pb2_grpc.add_EchoServicer_to_server(_Echo(self), self._server)
-        self.health = health.HealthServicer()
+        self.health = HealthService()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         address = f"{self.host}:{port}"
         try:
@@ -163,6 +164,7 @@ class EchoServer:
             return
         self._stopped = True
         self._stopping.set()
+        self.health.close()
         self._server.stop(grace).wait(_STOP_WAIT_SECONDS)
         self._executor.shutdown(wait=True)
 
