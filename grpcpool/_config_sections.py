@@ -12,6 +12,7 @@ from typing import Any
 
 import grpc
 
+from grpcpool._config_capacity import check_capacity
 from grpcpool._config_checks import (
     check_bool,
     check_float,
@@ -139,6 +140,7 @@ def check_pool(pool: Section) -> None:
     detection = normalize_outlier_detection(pool.outlier_detection)
     object.__setattr__(pool, "outlier_detection", detection)
     object.__setattr__(pool, "hedging", normalize_hedging(pool.hedging))
+    check_capacity(pool)
 
 
 def check_connection(connection: Section) -> None:

@@ -60,6 +60,9 @@ class PoolStatus:
         resolver_error: Why the pool's last resolution failed (an error, or
             no answer within ``endpoint.resolve_timeout``); None when it
             worked. A pool keeps its last good answer meanwhile.
+        queued: Calls through the pool channel waiting for a free slot
+            (``pool.max_calls_per_connection``, or connections whose servers
+            refused streams), not yet in flight.
     """
 
     pool_name: str
@@ -69,6 +72,7 @@ class PoolStatus:
     workers: tuple[WorkerStatus, ...]
     in_flight: int = 0
     resolver_error: str | None = None
+    queued: int = 0
 
     @classmethod
     def of(
@@ -78,6 +82,7 @@ class PoolStatus:
         current_size: int,
         workers: tuple[WorkerStatus, ...],
         resolver_error: str | None = None,
+        queued: int = 0,
     ) -> PoolStatus:
         if current_size == 0:
             status: Literal["healthy", "degraded", "down"] = "down"
@@ -87,5 +92,12 @@ class PoolStatus:
             status = "degraded"
         in_flight = sum(worker.in_flight for worker in workers)
         return cls(
-            pool_name, expected_size, current_size, status, workers, in_flight, resolver_error
+            pool_name,
+            expected_size,
+            current_size,
+            status,
+            workers,
+            in_flight,
+            resolver_error,
+            queued,
         )

@@ -22,6 +22,9 @@ from typing import Any
 import grpc
 
 from grpcpool._channel_args import channel_options
+
+# pool.max_calls_per_connection and pool.max_queued_calls keep their defaults beside their check.
+from grpcpool._config_capacity import DEFAULT_MAX_CALLS_PER_CONNECTION, DEFAULT_MAX_QUEUED_CALLS
 from grpcpool._config_checks import check_keys, field_names, kind
 
 # The bounds live apart so that the section checks need not import this module.
@@ -256,6 +259,8 @@ class PoolConfig:
     outlier_detection: OutlierDetection | None = None
     panic_threshold: float = DEFAULT_PANIC_THRESHOLD
     hedging: Hedging | None = None
+    max_calls_per_connection: int | None = DEFAULT_MAX_CALLS_PER_CONNECTION
+    max_queued_calls: int = DEFAULT_MAX_QUEUED_CALLS
 
     def __post_init__(self) -> None:
         check_pool(self)

@@ -39,6 +39,7 @@ OUR_EVENTS = (
     "grpc_connection_pool.pool.unejected",
     "grpc_connection_pool.pool.panic",
     "grpc_connection_pool.call.hedged",
+    "grpc_connection_pool.call.queued",
     "grpc_connection_pool.channel.refreshed",
 )
 
@@ -83,9 +84,9 @@ class Recorder:
 
 
 def test_events_are_the_thirteen_elixir_names_and_ours() -> None:
-    """EVENTS lists the 13 Elixir signal names of SPEC section 4 and our 6, each once."""
+    """EVENTS lists the 13 Elixir signal names of SPEC section 4 and our 7, each once."""
     assert set(telemetry.EVENTS) == set(ELIXIR_EVENTS + OUR_EVENTS)
-    assert len(telemetry.EVENTS) == len(set(telemetry.EVENTS)) == 19
+    assert len(telemetry.EVENTS) == len(set(telemetry.EVENTS)) == 20
 
 
 @pytest.mark.parametrize("event", ELIXIR_EVENTS + OUR_EVENTS)
@@ -260,5 +261,5 @@ def test_pool_status_reports_calls_in_flight(
             del reports[:]
         assert wait_until(lambda: reported(0), 2), reports[-1:]
     with lock:
-        assert set(reports[-1]) == {"expected_size", "current_size", "in_flight"}
+        assert set(reports[-1]) == {"expected_size", "current_size", "in_flight", "queued"}
         assert reports[-1]["expected_size"] == 2

@@ -116,8 +116,11 @@ class PoolView:
                 return other, ticket
         return None
 
-    def status(self, pool_name: str, resolver_error: str | None = None) -> PoolStatus:
-        """This view as the public :class:`PoolStatus` record, with calls in flight now."""
+    def status(
+        self, pool_name: str, resolver_error: str | None = None, queued: int = 0
+    ) -> PoolStatus:
+        """This view as the public :class:`PoolStatus` record, with calls in flight now
+        (and ``queued``, the calls waiting for a slot, which the pool's capacity counts)."""
         workers = self.workers
         # Ejected connections still carry the calls that were running on them.
         loads = {
@@ -133,7 +136,7 @@ class PoolView:
                 for worker in workers
             )
         return PoolStatus.of(
-            pool_name, self.expected_size, self.ready_count, workers, resolver_error
+            pool_name, self.expected_size, self.ready_count, workers, resolver_error, queued
         )
 
 
@@ -286,11 +289,11 @@ def build_view(
     )
 
 
-def status_signal(view: PoolView, name: str) -> Emit:
+def status_signal(view: PoolView, name: str, queued: int = 0) -> Emit:
     """``pool.status`` for pool ``name`` from one view (sync and asyncio pools alike).
 
     Expected and current size and calls in flight come from the one view, so
-    a report never mixes two moments.
+    a report never mixes two moments; ``queued`` is the calls waiting for a slot.
     """
     status = view.status(name)
     return Emit(
@@ -299,6 +302,7 @@ def status_signal(view: PoolView, name: str) -> Emit:
             "expected_size": status.expected_size,
             "current_size": status.current_size,
             "in_flight": status.in_flight,
+            "queued": queued,
         },
         {},
     )

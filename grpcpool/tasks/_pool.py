@@ -101,7 +101,10 @@ class TaskPool:
             config.endpoint.target,
             outlier_detection=config.pool.outlier_detection,
             panic_threshold=config.pool.panic_threshold,
+            max_calls_per_connection=config.pool.max_calls_per_connection,
+            max_queued_calls=config.pool.max_queued_calls,
         )
+        self.capacity = self._registry.capacity  # read by the pool channel
         self._closing: set[asyncio.Task[None]] = set()
         self._drains = Drains(config.connection.drain_timeout, self._loop_task)
         # Channels this pool closed (or is closing): a call they cut was cut
@@ -230,6 +233,7 @@ class TaskPool:
     def _end(self, reason: str) -> None:
         self.ended = reason
         release_aio(self, reason)
+        self.capacity.pool_ended(f"the pool was shut down ({reason})")
         self._registry.wake()
 
     # --- callers ----------------------------------------------------------------------
@@ -256,7 +260,7 @@ class TaskPool:
         Callable from any thread (``grpcpool.status(name)`` does): it reads
         the current view, an immutable picture replaced in one assignment.
         """
-        return self._registry.view.status(self.name, self.resolver_error)
+        return self._registry.view.status(self.name, self.resolver_error, self.capacity.queued)
 
     @property
     def resolver_error(self) -> str | None:
