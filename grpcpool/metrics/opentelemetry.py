@@ -34,6 +34,10 @@ units (attributes as the Prometheus labels):
 - ``grpcpool.call.hedged_attempts`` (``{attempt}``) and
   ``grpcpool.call.hedge_wins`` (``{call}``): counters by ``pool`` and
   ``method``.
+- ``grpcpool.pool.calls.queued`` (observable gauge, ``{call}``): calls
+  waiting for a free slot, sampled by each ``pool.status`` report; and
+  ``grpcpool.call.queue.wait`` (histogram, seconds): how long each call that
+  waited for a slot waited; by ``pool``.
 
 Only the OpenTelemetry API is imported here; the SDK (or another
 implementation) is the application's choice.
