@@ -16,7 +16,6 @@ A unary-unary call of a method the pool hedges (``pool.hedging``) runs as a
 
 from __future__ import annotations
 
-import contextlib
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -25,8 +24,9 @@ import grpc
 from grpcpool._config_capacity import MAX_REFUSED_REROUTES
 from grpcpool._process import PROCESS
 from grpcpool.actors._entry import PoolEntry
+from grpcpool.api._call_ends import finished, options_of, record_failure, refused, seconds
 from grpcpool.api._hedged_calls import HedgedCall, hedged
-from grpcpool.connection._call_errors import refused_stream, status_code
+from grpcpool.connection._call_errors import refused_stream
 from grpcpool.core._hedging import HedgingState
 from grpcpool.core._ready import CallableKey, ReadyConnection
 from grpcpool.core._reroute import never_sent, untried
@@ -42,70 +42,6 @@ _pools: dict[str, PoolEntry] = PROCESS.pools
 
 _clock = time.perf_counter_ns
 _OK = grpc.StatusCode.OK
-_UNKNOWN = grpc.StatusCode.UNKNOWN
-_UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
-
-
-def _finished(
-    name: str, connection: ReadyConnection, ticket: int, call: Any, started: int, timed: bool
-) -> None:
-    """A call started by ``future()`` or a streaming call has ended (a done callback)."""
-    connection.end(ticket)
-    now = time.monotonic()
-    with contextlib.suppress(Exception):  # a call object without a code: nothing to learn
-        code = call.code()
-        if code is _UNAVAILABLE and refused_stream(call):
-            _refused(name, connection, len(connection.calls))
-            return  # it never reached a handler: nothing to learn of the server
-        seconds = _seconds(started) if timed else None
-        connection.stats.record(seconds, code, now)
-        connection.failed(call, now)
-
-
-def _record_failure(
-    connection: ReadyConnection, error: grpc.RpcError, started: int, timed: bool
-) -> None:
-    """Tells ``connection`` a blocking call failed with ``error``.
-
-    A stream its server refused never reached a handler: it is not counted
-    as a failure (nor does it ask for a health check).
-    """
-    if refused_stream(error):
-        return
-    now = time.monotonic()
-    code = status_code(error)
-    connection.stats.record(_seconds(started) if timed else None, code or _UNKNOWN, now)
-    connection.failed(error, now)
-
-
-def _refused(name: str, connection: ReadyConnection, others: int) -> None:
-    """The server of ``connection`` refused a stream while ``others`` other calls ran on it."""
-    entry = _pools.get(name)
-    if entry is not None:
-        entry.capacity.note_refused(connection, others)
-
-
-def _seconds(started: int) -> float:
-    """Seconds since ``started``, a ``perf_counter_ns`` reading."""
-    return (_clock() - started) / 1e9
-
-
-# A multi-callable's parameters after the request, in grpc's order.
-_PARAMETERS = ("timeout", "metadata", "credentials", "wait_for_ready", "compression")
-
-
-def _options(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The call's parameters by name, from grpc's positional order and keywords."""
-    if len(args) > len(_PARAMETERS):
-        raise TypeError(f"a call takes at most {len(_PARAMETERS) + 1} positional arguments")
-    options = dict(zip(_PARAMETERS, args, strict=False))
-    for name in kwargs:
-        if name not in _PARAMETERS:
-            raise TypeError(f"a call got an unexpected keyword argument {name!r}")
-        if name in options:
-            raise TypeError(f"a call got multiple values for argument {name!r}")
-    options.update(kwargs)
-    return options
 
 
 if TYPE_CHECKING:  # generic in the type stubs only
@@ -153,7 +89,7 @@ class _Routed:
         except NotConnectedError:
             admitted = None
         if admitted is None:
-            kwargs, args = _options(args, kwargs), ()
+            kwargs, args = options_of(args, kwargs), ()
             connection, ticket, kwargs["timeout"] = self._channel._admit_slowly(
                 kwargs.get("wait_for_ready"), kwargs.get("timeout")
             )
@@ -193,7 +129,7 @@ class _Routed:
             failed = error
         finally:
             connection.end(ticket)
-        return self._resend(how, request, _options(args, kwargs), started, [connection], failed)
+        return self._resend(how, request, options_of(args, kwargs), started, [connection], failed)
 
     def _again(self, error: grpc.RpcError, connection: ReadyConnection) -> bool:
         """Whether a blocking attempt on ``connection`` that failed with ``error`` is sent again.
@@ -202,7 +138,7 @@ class _Routed:
         the attempt is still counted there (its ticket has not ended).
         """
         if refused_stream(error):
-            _refused(self._name, connection, len(connection.calls) - 1)
+            refused(self._name, connection, len(connection.calls) - 1)
             return self._resends
         return self._resends and never_sent(error)
 
@@ -220,9 +156,9 @@ class _Routed:
         try:
             answer = (built if how is None else getattr(built, how))(request, *args, **kwargs)
         except grpc.RpcError as error:
-            _record_failure(connection, error, started, self._timed)
+            record_failure(connection, error, started, self._timed)
             raise
-        connection.stats.record(_seconds(started) if self._timed else None, _OK, time.monotonic())
+        connection.stats.record(seconds(started) if self._timed else None, _OK, time.monotonic())
         return answer
 
     def _resend(
@@ -318,7 +254,7 @@ class _Routed:
         timed, name = self._timed, self._name
         # Runs at once if the call has ended already.
         call.add_done_callback(
-            lambda done: _finished(name, connection, ticket, done, started, timed)
+            lambda done: finished(name, connection, ticket, done, started, timed)
         )
         return call
 
@@ -372,7 +308,7 @@ class _UnaryUnary(_Routed, _UnaryUnaryBase):
         assert entry is not None  # whose hedging it is
         connection, ticket, _, args, kwargs = self._route(entry, args, kwargs)
         try:
-            options = _options(args, kwargs)
+            options = options_of(args, kwargs)
         except BaseException:
             connection.end(ticket)
             raise
