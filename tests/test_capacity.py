@@ -17,9 +17,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from grpcpool import Config
+from grpcpool.actors._capacity import SyncCapacity
 from grpcpool.core import PoolView, ReadyConnection
 from grpcpool.core._capacity import FULL, Capacity, in_flight, queue_full, queue_timed_out
 from grpcpool.errors import ConfigError, NotConnectedError
+from grpcpool.tasks._capacity import AioCapacity
 
 NAME = "capacity"
 
@@ -356,3 +358,25 @@ def test_caps_fifo_and_the_bound_hold_for_any_sequence(
         if capacity.queued:
             assert not any(capacity.has_room(c) for c in ready)
     assert handed == sorted(handed)
+
+
+# --- the drivers' gates ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("gate", [SyncCapacity, AioCapacity])
+def test_a_hedge_or_resend_starts_only_where_there_is_room_once_limited(
+    gate: type[SyncCapacity] | type[AioCapacity],
+) -> None:
+    """try_start (hedged attempts, calls sent again) starts anywhere in a pool that is not
+    limited; once a refusal limits it, only on a connection below its limit, and the
+    connection then tells the gate when its calls end."""
+    [connection] = connections(1)
+    capacity = gate(NAME, None, 10, lambda: view_of([connection]))
+    first = capacity.try_start(connection)
+    assert first is not None and connection.on_end is None
+    capacity.note_refused(connection, 0)  # limit 1, and the pool is limited
+    assert connection.limit == 1 and capacity.limited
+    assert connection.on_end is not None
+    assert capacity.try_start(connection) is None
+    connection.end(first)
+    assert capacity.try_start(connection) is not None
