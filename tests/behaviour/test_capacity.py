@@ -14,6 +14,7 @@ import pytest
 
 from tests.behaviour.backends import Backend, Backends
 from tests.behaviour.harness import Driver, Pending
+from tests.behaviour.signals import Signals
 from tests.servers import HOLD
 
 
@@ -70,10 +71,11 @@ def test_waiting_calls_start_in_the_order_they_came(driver: Driver, backends: Ba
 
 
 def test_a_call_whose_deadline_passes_in_the_queue_fails_deadline_exceeded(
-    driver: Driver, backends: Backends
+    driver: Driver, backends: Backends, signals: Signals
 ) -> None:
     """Cap 1, one call held: a call with a 0.3 s timeout waits, then fails DEADLINE_EXCEEDED
-    saying it found no free slot; it never reached the server and left the queue."""
+    saying it found no free slot; it never reached the server and left the queue, and
+    call.queued says how long it waited and how the wait ended."""
     backend = capped(driver, backends, 1, 1)
     hold(driver, backend, 1)
     with pytest.raises(grpc.RpcError) as raised:
@@ -82,6 +84,9 @@ def test_a_call_whose_deadline_passes_in_the_queue_fails_deadline_exceeded(
     assert "no connection had a free slot" in (raised.value.details() or "")
     assert backend.calls == 1
     assert driver.status().queued == 0
+    [(_, measurements, metadata)] = signals.wait("call.queued", sender=driver.name)
+    assert metadata == {"pool_name": driver.name, "outcome": "deadline_exceeded"}
+    assert 0.2 <= measurements["duration"] < 5
 
 
 def test_a_full_queue_fails_a_call_at_once_naming_the_key(
