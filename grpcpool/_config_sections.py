@@ -12,7 +12,7 @@ from typing import Any
 
 import grpc
 
-from grpcpool._config_capacity import normalize_autoscale
+from grpcpool._config_capacity import check_capacity, normalize_autoscale
 from grpcpool._config_checks import (
     check_bool,
     check_float,
@@ -140,10 +140,9 @@ def check_pool(pool: Section) -> None:
     detection = normalize_outlier_detection(pool.outlier_detection)
     object.__setattr__(pool, "outlier_detection", detection)
     object.__setattr__(pool, "hedging", normalize_hedging(pool.hedging))
-    # pool.max_calls_per_connection (the call queue's key), when a pool has it,
-    # is autoscale.high_calls' default.
-    calls_cap = getattr(pool, "max_calls_per_connection", None)
-    autoscale = normalize_autoscale(pool.autoscale, pool.max_size, calls_cap)
+    check_capacity(pool)
+    # pool.max_calls_per_connection, checked above, is autoscale.high_calls' default.
+    autoscale = normalize_autoscale(pool.autoscale, pool.max_size, pool.max_calls_per_connection)
     object.__setattr__(pool, "autoscale", autoscale)
 
 

@@ -60,6 +60,9 @@ class PoolStatus:
         resolver_error: Why the pool's last resolution failed (an error, or
             no answer within ``endpoint.resolve_timeout``); None when it
             worked. A pool keeps its last good answer meanwhile.
+        queued: Calls through the pool channel waiting for a free slot
+            (``pool.max_calls_per_connection``, or connections whose servers
+            refused streams), not yet in flight.
         autoscale: ``(min_size, max_size)``, the range ``pool.autoscale``
             moves the pool's size in; None for a pool of fixed size.
     """
@@ -71,6 +74,7 @@ class PoolStatus:
     workers: tuple[WorkerStatus, ...]
     in_flight: int = 0
     resolver_error: str | None = None
+    queued: int = 0
     autoscale: tuple[int, int] | None = None
 
     @classmethod
@@ -81,6 +85,7 @@ class PoolStatus:
         current_size: int,
         workers: tuple[WorkerStatus, ...],
         resolver_error: str | None = None,
+        queued: int = 0,
         *,
         autoscale: tuple[int, int] | None = None,
     ) -> PoolStatus:
@@ -99,5 +104,6 @@ class PoolStatus:
             workers,
             in_flight,
             resolver_error,
+            queued,
             autoscale=autoscale,
         )

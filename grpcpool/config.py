@@ -22,7 +22,11 @@ from typing import Any
 import grpc
 
 from grpcpool._channel_args import channel_options
-from grpcpool._config_capacity import Autoscale
+from grpcpool._config_capacity import (
+    DEFAULT_MAX_CALLS_PER_CONNECTION,
+    DEFAULT_MAX_QUEUED_CALLS,
+    Autoscale,
+)
 from grpcpool._config_checks import check_keys, field_names, kind
 
 # The bounds live apart so that the section checks need not import this module.
@@ -258,6 +262,8 @@ class PoolConfig:
     outlier_detection: OutlierDetection | None = None
     panic_threshold: float = DEFAULT_PANIC_THRESHOLD
     hedging: Hedging | None = None
+    max_calls_per_connection: int | None = DEFAULT_MAX_CALLS_PER_CONNECTION
+    max_queued_calls: int = DEFAULT_MAX_QUEUED_CALLS
     autoscale: Autoscale | None = None
 
     def __post_init__(self) -> None:

@@ -15,7 +15,7 @@ Events, without the common ``grpc_connection_pool.`` prefix, as
 - ``pool.scale_up``: duration, requested, succeeded, failed, new_size | pool_name
 - ``pool.scale_down``: duration, requested, terminated, new_size | pool_name
 - ``pool.autoscaled``: from_size, to_size, peak_in_flight, queued | pool_name
-- ``pool.status``: expected_size, current_size, in_flight | pool_name
+- ``pool.status``: expected_size, current_size, in_flight, queued | pool_name
 - ``pool.resolved``: addresses, duration | pool_name, added, removed
 - ``pool.ejected``: ejection_time, successes, failures, success_rate,
   failure_percentage, threshold | pool_name, address, worker_id (a connection
@@ -25,6 +25,8 @@ Events, without the common ``grpc_connection_pool.`` prefix, as
 - ``pool.panic``: active (1 on entry, 0 on exit), ready, ejected | pool_name
 - ``call.hedged``: attempts, won (0-based index of the winning attempt, -1: none won) |
   pool_name, method
+- ``call.queued``: duration (seconds it waited for a slot) | pool_name, outcome
+  (``"started"``, ``"deadline_exceeded"``, ``"cancelled"`` or ``"stopped"``)
 - ``channel.connected``: duration | pool_name, worker_id
 - ``channel.connection_failed``: duration | pool_name, worker_id, error
 - ``channel.disconnected``: duration | pool_name, worker_id, reason
@@ -47,15 +49,19 @@ ready, ``worker_id`` the replaced worker, ``address`` where the new one goes,
 ``pool.scale_up`` or ``pool.scale_down`` that carried it out): ``peak_in_flight``
 is the peak of calls in flight plus queued over the interval that decided
 it, ``queued`` the calls waiting when it was decided.
+``call.queued`` follows each call that waited in a pool's queue for a free
+slot (``pool.max_calls_per_connection``) when it leaves the queue.
 ``pool.get_channel`` is sampled by ``pool.telemetry_sample_rate``.
 ``pool.status``'s ``in_flight`` is the calls running through the pool channel
 (:func:`grpcpool.channel`) when the report is taken, as ``status().in_flight``
-counts them; calls on channels from ``get_channel`` are not counted.
+counts them; calls on channels from ``get_channel`` are not counted. Its
+``queued`` is the calls waiting for a free slot then (``status().queued``).
 
 Receivers run on whichever thread emits: an actor's thread for most events, the
 caller's thread for ``pool.get_channel``; ``call.hedged`` on the thread that
 settled the call (a grpcio callback thread, the caller's, or the process timer
-thread; an asyncio pool's loop). A receiver should be quick and must
+thread; an asyncio pool's loop); ``call.queued`` on the waiting caller's
+thread (an asyncio pool's loop). A receiver should be quick and must
 not block on the pool it observes.
 """
 
@@ -70,6 +76,7 @@ __all__ = [
     "EVENTS",
     "PREFIX",
     "call_hedged",
+    "call_queued",
     "channel_connected",
     "channel_connection_down",
     "channel_connection_failed",
@@ -108,6 +115,7 @@ pool_ejected = blinker.signal(f"{PREFIX}.pool.ejected")
 pool_unejected = blinker.signal(f"{PREFIX}.pool.unejected")
 pool_panic = blinker.signal(f"{PREFIX}.pool.panic")
 call_hedged = blinker.signal(f"{PREFIX}.call.hedged")
+call_queued = blinker.signal(f"{PREFIX}.call.queued")
 channel_connected = blinker.signal(f"{PREFIX}.channel.connected")
 channel_connection_failed = blinker.signal(f"{PREFIX}.channel.connection_failed")
 channel_disconnected = blinker.signal(f"{PREFIX}.channel.disconnected")
@@ -132,6 +140,7 @@ EVENTS: tuple[str, ...] = tuple(
         pool_unejected,
         pool_panic,
         call_hedged,
+        call_queued,
         channel_connected,
         channel_connection_failed,
         channel_disconnected,

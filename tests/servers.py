@@ -61,6 +61,9 @@ class EchoServer:
         credentials: Serve TLS with these credentials instead of plaintext.
         delay: Seconds each echo call takes (to have calls in flight).
 
+    ``running`` counts the echo calls (streams included) each peer has in a
+    handler now, and ``peak_running`` the most it ever had at once.
+
     Faults a test may switch on and off while the server runs (plain
     attributes, read by each call): ``delay`` (seconds every echo call takes),
     ``failing`` (a status code every echo call fails with at once, None: off;
@@ -88,15 +91,17 @@ class EchoServer:
         # Delayed or stalled echo calls the client had cancelled (or whose
         # deadline passed) by the time they would have answered.
         self.cancelled = 0
+        self.running: dict[str, int] = {}
+        self.peak_running: dict[str, int] = {}
         self._lock = threading.Lock()
         self._executor = futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="echo")
         self._server = grpc.server(self._executor, options=options)
         self._held = threading.Event()
         handlers = {
-            "Unary": grpc.unary_unary_rpc_method_handler(self._echo),
-            "Repeat": grpc.unary_stream_rpc_method_handler(self._repeat),
-            "Join": grpc.stream_unary_rpc_method_handler(self._join),
-            "Chat": grpc.stream_stream_rpc_method_handler(self._chat),
+            "Unary": grpc.unary_unary_rpc_method_handler(self._counted(self._echo)),
+            "Repeat": grpc.unary_stream_rpc_method_handler(self._counted_stream(self._repeat)),
+            "Join": grpc.stream_unary_rpc_method_handler(self._counted(self._join)),
+            "Chat": grpc.stream_stream_rpc_method_handler(self._counted_stream(self._chat)),
         }
         self._server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler("test.Echo", handlers),)
@@ -114,6 +119,41 @@ class EchoServer:
         if self.port == 0:
             raise RuntimeError(f"could not bind {host}:{port}")
         self._server.start()
+
+    def _enter(self, peer: str) -> None:
+        with self._lock:
+            now = self.running[peer] = self.running.get(peer, 0) + 1
+            self.peak_running[peer] = max(now, self.peak_running.get(peer, 0))
+
+    def _leave(self, peer: str) -> None:
+        with self._lock:
+            self.running[peer] -= 1
+
+    def _counted(self, handler: Any) -> Any:
+        """``handler`` (one response) counted in ``running`` while it runs."""
+
+        def run(request: Any, context: grpc.ServicerContext) -> Any:
+            peer = context.peer()
+            self._enter(peer)
+            try:
+                return handler(request, context)
+            finally:
+                self._leave(peer)
+
+        return run
+
+    def _counted_stream(self, handler: Any) -> Any:
+        """``handler`` (a stream of responses) counted in ``running`` until its stream ends."""
+
+        def run(request: Any, context: grpc.ServicerContext) -> Iterator[bytes]:
+            peer = context.peer()
+            self._enter(peer)
+            try:
+                yield from handler(request, context)
+            finally:
+                self._leave(peer)
+
+        return run
 
     def _echo(self, request: bytes, context: grpc.ServicerContext) -> bytes:
         with self._lock:

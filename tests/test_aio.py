@@ -598,7 +598,7 @@ async def test_telemetry_signals_carry_the_sync_names(
     connected = {m["worker_id"] for _, _, m in events.of("channel.connected")}
     assert connected == {"worker-1", "worker-2"}
     _, status, status_metadata = events.of("pool.status")[-1]
-    assert set(status) == {"expected_size", "current_size", "in_flight"}
+    assert set(status) == {"expected_size", "current_size", "in_flight", "queued"}
     assert status_metadata == {"pool_name": "signals"}
 
 

@@ -14,7 +14,7 @@ from grpcpool import telemetry
 from grpcpool._config_capacity import AUTOSCALE_SAMPLES, Autoscale, normalize_autoscale
 from grpcpool._status import WorkerStatus
 from grpcpool.core._autoscale import (
-    SampledLoad,
+    LoadSource,
     Step,
     Window,
     autoscaled,
@@ -25,6 +25,7 @@ from grpcpool.core._autoscale import (
     next_size,
     target_range,
 )
+from grpcpool.core._capacity import Capacity
 from grpcpool.core._scaling import resize_by, scale_up_by, workers_to_stop
 from grpcpool.core._view import Lifecycle, PoolView, build_view, empty_view
 from grpcpool.errors import PoolSizeError
@@ -199,8 +200,9 @@ def test_a_look_with_calls_waiting_grows_before_the_interval_ends() -> None:
 # --- the sampled load -------------------------------------------------------------------------
 
 
-def test_the_sampled_load_sums_the_calls_of_every_ready_connection() -> None:
-    """SampledLoad counts the calls on routed and ejected ready connections; nothing waits."""
+def test_the_capacity_load_sums_the_calls_of_every_ready_connection() -> None:
+    """The pool's Capacity, the autoscaler's load, counts the calls on routed and ejected
+    ready connections, plus the calls waiting."""
     channels = tuple(object() for _ in range(3))
     connections = ready_connections(channels)
     for connection, calls in zip(connections, (2, 0, 3), strict=True):
@@ -219,9 +221,9 @@ def test_the_sampled_load_sums_the_calls_of_every_ready_connection() -> None:
         panic_threshold=0.0,
     )
     assert len(ejected.unrouted) == 1
-    load = SampledLoad(lambda: ejected)
+    load: LoadSource = Capacity("autoscale-test", None, 10, lambda: ejected)
     assert (load.take_peak(), load.queued) == (5, 0)
-    load.on_wait()  # nothing waits: a no-op
+    load.on_wait()  # no autoscaler set it: a no-op
     for connection in connections:
         connection.calls.clear()
 

@@ -175,7 +175,7 @@ EVENT_MEASUREMENTS: dict[str, dict[str, Any]] = {
     },
     "pool.scale_down": {"duration": 0.0123456, "requested": 2, "terminated": 2, "new_size": 4},
     "pool.autoscaled": {"from_size": 2, "to_size": 4, "peak_in_flight": 90, "queued": 0},
-    "pool.status": {"expected_size": 4, "current_size": 3, "in_flight": 0},
+    "pool.status": {"expected_size": 4, "current_size": 3, "in_flight": 0, "queued": 0},
     "pool.resolved": {"addresses": 3, "duration": 5.835600001091734e-05},
     "channel.connected": {"duration": 0.0138123},
     "channel.connection_failed": {"duration": 0.0116789},
@@ -195,6 +195,7 @@ EVENT_MEASUREMENTS: dict[str, dict[str, Any]] = {
     "pool.unejected": {"ejection_time": 30.0123456},
     "pool.panic": {"active": 1, "ready": 4, "ejected": 3},
     "call.hedged": {"attempts": 2, "won": 1},
+    "call.queued": {"duration": 0.0123456},
     "supervisor.child_restarted": {"restarts": 1},
     "supervisor.shutdown": {"restarts": 4},
 }
@@ -212,6 +213,7 @@ EVENT_METADATA: dict[str, Any] = {
     "supervisor": "pool:demo",
     "child_id": "worker-1",
     "method": "/test.Echo/Unary",
+    "outcome": "started",
 }
 
 

@@ -139,6 +139,8 @@ POOL_KEYS: dict[str, st.SearchStrategy[Any]] = {
             },
         ),
     ),
+    "max_calls_per_connection": st.one_of(st.none(), st.integers(-1, 2**31), st.booleans()),
+    "max_queued_calls": st.one_of(st.integers(-1, 2_000_000), st.none()),
     "hedging": st.one_of(
         st.none(),
         st.fixed_dictionaries(

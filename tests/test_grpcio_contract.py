@@ -2,7 +2,8 @@
 
 It also pins how grpcio words a stream the server refused at its stream
 limit, which grpcpool/connection/_health.py tells apart from a dead
-connection; how it words a call it failed before sending it, which the pool
+connection, and that such a stream reached no handler (the pool channel
+routes it again: grpcpool/core/_capacity.py); how it words a call it failed before sending it, which the pool
 channels send again (grpcpool/core/_reroute.py); the arguments of its
 channels' multi-callable factories, which the pool channels take; and when
 it lets a caller's ``grpc-previous-rpc-attempts`` header through, which
@@ -145,6 +146,29 @@ def test_a_refused_stream_is_told_apart_from_a_dead_connection() -> None:
         gone.close()
     assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
     assert not refused_stream(caught.value)
+
+
+def test_a_refused_stream_never_reached_a_handler() -> None:
+    """A server at its stream limit (grpc.max_concurrent_streams 4, a 20 ms handler) refuses
+    some of 32 calls started at once on a new connection, before the client has learnt
+    the limit: the handler ran for the answered calls only, so the pool channel may route
+    a refused call again (grpcpool/core/_capacity.py)."""
+    options = (("grpc.max_concurrent_streams", 4),)
+    with EchoServer(with_health=False, options=options, delay=0.02) as server:
+        for _ in range(5):  # refusals happen before a new connection learns the limit
+            channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+            try:
+                unary = EchoStub(channel).Unary
+                served = server.calls
+                calls = [unary.future(b"x", timeout=10, wait_for_ready=True) for _ in range(32)]
+                refused = [c.exception() for c in calls if c.exception(timeout=10) is not None]
+            finally:
+                channel.close()
+            if refused:
+                break
+        assert refused, "grpcio never refused a stream: the scenario needs another look"
+        assert all(refused_stream(error) for error in refused), [e.details() for e in refused]
+        assert server.calls - served == 32 - len(refused)
 
 
 # --- grpcio shuts its connections' sockets down ------------------------------------------

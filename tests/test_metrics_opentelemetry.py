@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import inspect
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -186,7 +187,12 @@ def test_every_instrument_exists_with_its_unit(otel: Otel) -> None:
     """After one event of each kind, the reader shows every instrument with its OTel unit."""
     sends: list[tuple[blinker.NamedSignal, dict[str, Any], dict[str, Any]]] = [
         (telemetry.pool_init, {"pool_size": 1}, {}),
-        (telemetry.pool_status, {"expected_size": 1, "current_size": 0, "in_flight": 0}, {}),
+        (
+            telemetry.pool_status,
+            {"expected_size": 1, "current_size": 0, "in_flight": 0, "queued": 0},
+            {},
+        ),
+        (telemetry.call_queued, {"duration": 0.01}, {"outcome": "started"}),
         (telemetry.channel_connected, {"duration": 0.01}, {"worker_id": "w"}),
         (telemetry.channel_connection_failed, {"duration": 0.01}, {"error": "refused"}),
         (telemetry.channel_disconnected, {"duration": 1.0}, {"worker_id": "w", "reason": "idle"}),
@@ -351,3 +357,29 @@ def test_autoscale_steps_count_by_direction(otel: Otel) -> None:
     assert reading.value(steps, pool="elastic", direction="down") == 1
     assert reading.attribute(steps, "direction") == {"up", "down"}
     assert reading.units[steps] == "{step}"
+
+
+def test_queued_calls_gauge_and_queue_wait_histogram(
+    otel: Otel, supervisors: list[pykka.ActorRef[Any]]
+) -> None:
+    """With pool.max_calls_per_connection 1 on a pool of 1, two calls wait while a third
+    runs: grpcpool.pool.calls.queued reads 2 and then 0, and grpcpool.call.queue.wait (in
+    seconds) counts the two waits."""
+
+    def queued() -> float:
+        return otel.read().value("grpcpool.pool.calls.queued", pool="queue")
+
+    with EchoServer(delay=0.4) as server:
+        pool = {"telemetry_interval": 0.05, "max_calls_per_connection": 1}
+        start_pool(supervisors, local_config(server.port, 1, **pool), "queue")
+        grpcpool.await_ready("queue", timeout=5)
+        stub = EchoStub(grpcpool.channel("queue"))
+        with concurrent.futures.ThreadPoolExecutor(3) as callers:
+            calls = [callers.submit(stub.Unary, b"q", timeout=10) for _ in range(3)]
+            assert wait_until(lambda: queued() == 2, 2), queued()
+            assert [call.result(timeout=10) for call in calls] == [b"q"] * 3
+        assert wait_until(lambda: queued() == 0, 2), queued()
+    reading = otel.read()
+    assert reading.value("grpcpool.call.queue.wait", pool="queue") == 2
+    assert reading.units["grpcpool.call.queue.wait"] == "s"
+    assert reading.units["grpcpool.pool.calls.queued"] == "{call}"

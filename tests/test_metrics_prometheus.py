@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import signal
 import threading
@@ -502,3 +503,28 @@ def test_autoscale_steps_count_by_direction(registry: CollectorRegistry) -> None
     assert scrape.value(steps, pool="elastic", direction="up") == 2
     assert scrape.value(steps, pool="elastic", direction="down") == 1
     assert scrape.labels(steps, "direction") == {"up", "down"}
+
+
+def test_queued_calls_gauge_and_queue_wait_histogram(
+    registry: CollectorRegistry, supervisors: list[pykka.ActorRef[Any]]
+) -> None:
+    """With pool.max_calls_per_connection 1 on a pool of 1, two calls wait while a third
+    runs: grpcpool_pool_calls_queued reads 2 and then 0, and
+    grpcpool_call_queue_wait_seconds counts the two waits."""
+
+    def queued() -> float:
+        return scraped(registry, "grpcpool_pool_calls_queued", pool="queue")
+
+    with EchoServer(delay=0.4) as server:
+        pool = {"telemetry_interval": 0.05, "max_calls_per_connection": 1}
+        start_pool(supervisors, local_config(server.port, 1, **pool), "queue")
+        grpcpool.await_ready("queue", timeout=5)
+        stub = EchoStub(grpcpool.channel("queue"))
+        with concurrent.futures.ThreadPoolExecutor(3) as callers:
+            calls = [callers.submit(stub.Unary, b"q", timeout=10) for _ in range(3)]
+            assert wait_until(lambda: queued() == 2, 2), queued()
+            assert [call.result(timeout=10) for call in calls] == [b"q"] * 3
+        assert wait_until(lambda: queued() == 0, 2), queued()
+    scrape = Scrape(registry)
+    assert scrape.value("grpcpool_call_queue_wait_seconds_count", pool="queue") == 2
+    assert scrape.value("grpcpool_call_queue_wait_seconds_sum", pool="queue") >= 0.3

@@ -346,7 +346,7 @@ def test_every_event_fires_with_documented_keys(
             {"pool_name"},
         ),
         "pool.scale_down": ({"duration", "requested", "terminated", "new_size"}, {"pool_name"}),
-        "pool.status": ({"expected_size", "current_size", "in_flight"}, {"pool_name"}),
+        "pool.status": ({"expected_size", "current_size", "in_flight", "queued"}, {"pool_name"}),
         "channel.connected": ({"duration"}, {"pool_name", "worker_id"}),
         "channel.ping": ({"duration"}, {"pool_name", "worker_id", "result"}),
     }

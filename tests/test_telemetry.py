@@ -39,6 +39,7 @@ OUR_EVENTS = (
     "grpc_connection_pool.pool.unejected",
     "grpc_connection_pool.pool.panic",
     "grpc_connection_pool.call.hedged",
+    "grpc_connection_pool.call.queued",
     "grpc_connection_pool.channel.refreshed",
     "grpc_connection_pool.pool.autoscaled",
 )
@@ -261,5 +262,5 @@ def test_pool_status_reports_calls_in_flight(
             del reports[:]
         assert wait_until(lambda: reported(0), 2), reports[-1:]
     with lock:
-        assert set(reports[-1]) == {"expected_size", "current_size", "in_flight"}
+        assert set(reports[-1]) == {"expected_size", "current_size", "in_flight", "queued"}
         assert reports[-1]["expected_size"] == 2

@@ -28,7 +28,7 @@ import pykka
 from grpcpool._config_capacity import AUTOSCALE_SAMPLES, Autoscale
 from grpcpool.actors._entry import PoolEntry
 from grpcpool.actors._parts import Nudge
-from grpcpool.core._autoscale import LoadSource, SampledLoad, Step, Window, grow_step, look
+from grpcpool.core._autoscale import LoadSource, Step, Window, grow_step, look
 from grpcpool.supervisor import SupervisedActor, TimerHandle, send_after
 
 __all__ = ["AutoscaleOwner", "Autoscaler", "CallWaiting"]
@@ -58,14 +58,12 @@ class Autoscaler(SupervisedActor):
     Args:
         entry: The pool's entry (its config and current view).
         owner: The pool's PoolSupervisor (its typed proxy), never waited on.
-        load: Where the load is read (the pool's call queue); None: the calls
-            in flight on the pool's ready connections
-            (:class:`~grpcpool.core._autoscale.SampledLoad`). Its ``on_wait``
-            is set to this actor's nudge.
+        load: Where the load is read: the pool's capacity (calls in flight
+            plus queued). Its ``on_wait`` is set to this actor's nudge.
     """
 
     def __init__(
-        self, entry: PoolEntry, owner: AutoscaleOwner, load: LoadSource | None = None
+        self, entry: PoolEntry, owner: AutoscaleOwner, load: LoadSource
     ) -> None:
         super().__init__()
         settings = entry.config.pool.autoscale
@@ -73,7 +71,7 @@ class Autoscaler(SupervisedActor):
         self._settings: Autoscale = settings
         self._entry = entry
         self._owner = owner
-        self._load: LoadSource = load if load is not None else SampledLoad(lambda: entry.view)
+        self._load = load
         self._every = settings.interval / AUTOSCALE_SAMPLES
         self._window = Window()
         self._timer: TimerHandle | None = None

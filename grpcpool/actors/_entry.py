@@ -34,6 +34,7 @@ from grpcpool._connectivity import state_changed
 from grpcpool._names import check_free, name_in_use, remember_ended
 from grpcpool._process import PROCESS
 from grpcpool._status import PoolStatus
+from grpcpool.actors._capacity import SyncCapacity
 from grpcpool.config import Config
 from grpcpool.connection._announce import announce_pool
 from grpcpool.core._hedging import HedgingState
@@ -108,6 +109,9 @@ class PoolEntry:
         hedging: The pool's hedging state (``pool.hedging``: budget, learnt
             latencies), made once for the name's entry and kept across
             restarts; None when the pool hedges nothing.
+        capacity: The pool's caps and queue of calls waiting for a slot
+            (``pool.max_calls_per_connection``, refused streams), kept
+            across restarts; the pool channel reads ``capacity.limited``.
         raw_handed_out: ``get_channel`` has handed out a channel of this
             pool. Calls on such a channel are not counted, so a connection
             that leaves the pool then stays open for its whole drain
@@ -119,6 +123,7 @@ class PoolEntry:
 
     __slots__ = (
         "_sampler",
+        "capacity",
         "changed",
         "child_id",
         "config",
@@ -165,6 +170,13 @@ class PoolEntry:
         self._sampler = GetChannelSampler(config.pool.telemetry_sample_rate)
         hedging = config.pool.hedging
         self.hedging = HedgingState(hedging) if hedging is not None else None
+        pool = config.pool
+        self.capacity = SyncCapacity(
+            name, pool.max_calls_per_connection, pool.max_queued_calls, self._current_view
+        )
+
+    def _current_view(self) -> PoolView:
+        return self.view
 
     # --- read by callers ----------------------------------------------------------
 
@@ -190,7 +202,10 @@ class PoolEntry:
     def status(self) -> PoolStatus:
         """The pool's health now, from one view."""
         return self.view.status(
-            self.name, self.resolver_error, autoscale=self.config.pool.autoscale
+            self.name,
+            self.resolver_error,
+            self.capacity.queued,
+            autoscale=self.config.pool.autoscale,
         )
 
     def wait_ready(self, min_ready: int, timeout: float | None) -> bool:
@@ -216,6 +231,7 @@ class PoolEntry:
         with self.changed:
             self.view = view
             self.changed.notify_all()
+        self.capacity.view_changed(view)
         state_changed(self.name, connectivity_of(view))
 
     def __repr__(self) -> str:
@@ -326,6 +342,7 @@ def release(entry: PoolEntry, reason: str) -> None:
             if entry.ended is None:
                 entry.ended = reason
             entry.changed.notify_all()
+    entry.capacity.pool_ended(f"the pool was shut down ({reason})")
     if POOLS.get(entry.name) is None:
         state_changed(entry.name, connectivity_of(None))
 

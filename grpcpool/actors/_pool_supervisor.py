@@ -170,7 +170,10 @@ class PoolSupervisor(DynamicSupervisor):
         )
         if self._autoscale is not None:
             scaler = functools.partial(
-                Autoscaler.start, self._entry, pool_supervisor_proxy(self.actor_ref)
+                Autoscaler.start,
+                self._entry,
+                pool_supervisor_proxy(self.actor_ref),
+                self._entry.capacity,  # the load: calls in flight plus queued, and waits
             )
             self.start_child(ChildSpec(_AUTOSCALER, scaler))
         self._tell_registry(SetLifecycle("running"))

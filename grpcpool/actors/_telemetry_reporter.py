@@ -45,8 +45,9 @@ class TelemetryReporter(SupervisedActor):
     def on_receive(self, message: Any) -> Any:
         if not isinstance(message, _Tick):
             return super().on_receive(message)
-        name = self._entry.name
-        announce_pool(status_signal(self._entry.view, name), name, _log)
+        entry = self._entry
+        name = entry.name
+        announce_pool(status_signal(entry.view, name, entry.capacity.queued), name, _log)
         self._timer = send_after(self._interval, self.actor_ref, _Tick())
         return None
 

@@ -16,6 +16,12 @@ passes everything through and changes two outcomes:
   connection when it is awaited (or, for a response stream, before its first
   response), each connection at most once, within the call's deadline.
   A stream of requests is not sent again: grpc.aio has begun to consume it.
+* **Refused.** A unary-request call its server refused at its stream limit
+  (HTTP/2 ``REFUSED_STREAM``; no handler saw it) is routed again as a new
+  call is, through the pool's capacity, once its connection has lowered its
+  limit (:mod:`grpcpool.core._capacity`); it may wait there for a slot, within
+  the call's deadline, and is routed again at most ``MAX_REFUSED_REROUTES``
+  times.
 
 Either way an ``UNAVAILABLE`` failure the caller sees asks the connection's
 worker for a health check (passive health), as in the sync pool channel.
@@ -31,8 +37,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 
+from grpcpool._config_capacity import MAX_REFUSED_REROUTES
+from grpcpool.connection._call_errors import refused_stream
 from grpcpool.core._ready import ReadyConnection
 from grpcpool.core._reroute import never_sent, untried
+from grpcpool.errors import NotConnectedError, PoolCallError
 
 if TYPE_CHECKING:
     from grpcpool.tasks._pool import TaskPool as Pool
@@ -70,6 +79,7 @@ class PoolCall:
         "_connection",
         "_kwargs",
         "_pool",
+        "_refusals",
         "_request",
         "_routed",
         "_tried",
@@ -80,10 +90,12 @@ class PoolCall:
 
     # Set only when they happen, read (with a default) only on a failure:
     # _by_caller (the caller cancelled the call), _answered (a response has
-    # come: never sent again from there), _tried (connections tried so far).
+    # come: never sent again from there), _tried (connections tried so far),
+    # _refusals (times its servers refused it).
     _by_caller: bool
     _answered: bool
     _tried: list[ReadyConnection]
+    _refusals: int
 
     def __init__(
         self,
@@ -185,6 +197,15 @@ class PoolCall:
         error.__suppress_context__ = True
         return error
 
+    def _time_left(self) -> tuple[bool, float | None]:
+        """Whether the call may be sent again as far as time goes, and its time left (None: no
+        deadline)."""
+        try:
+            left = self._call.time_remaining()
+        except NotImplementedError:  # a call through grpc.aio interceptors does not say
+            return self._kwargs.get("timeout") is None, None
+        return left is None or left > 0, left
+
     def _failed(self, error: BaseException) -> bool:
         """A failure of the running attempt: True if it was sent again instead."""
         self._connection.failed(error, time.monotonic())
@@ -195,22 +216,49 @@ class PoolCall:
             tried = self._tried = [self._connection]
         pool = self._pool
         connection = untried(pool.view, tried) if pool.ended is None else None
-        try:
-            left = self._call.time_remaining()
-        except NotImplementedError:  # a call through grpc.aio interceptors does not say
-            if self._kwargs.get("timeout") is not None:
-                return False
-            left = None
-        if connection is None or (left is not None and left <= 0):
+        in_time, left = self._time_left()
+        if connection is None or not in_time:
             return False
         kwargs = self._kwargs if left is None else {**self._kwargs, "timeout": left}
         tried.append(connection)
-        ticket = connection.start()
-        if ticket is None:  # it left the pool meanwhile (cannot happen on one loop)
+        ticket = pool.capacity.try_start(connection)
+        if ticket is None:  # no room there, or it left the pool meanwhile
             return False
         self._call = self._routed.run(connection, ticket, self._request, kwargs)
         self._connection = connection
         return True
+
+    def _refused(self, error: BaseException) -> bool:
+        """Whether the running attempt was refused by its server and is to be routed again."""
+        if not (self._resends and refused_stream(error)) or getattr(self, "_answered", False):
+            return False
+        refusals = getattr(self, "_refusals", 0) + 1
+        self._refusals = refusals
+        return refusals <= MAX_REFUSED_REROUTES and self._pool.ended is None
+
+    async def _route_again(self, error: BaseException) -> None:
+        """Routes a refused call again, as a new call is routed (it may wait for a slot).
+
+        Raises:
+            BaseException: ``error`` when no connection is ready or no time is
+                left; the queue's ``PoolCallError`` when it is full, or the
+                deadline passes while the call waits.
+        """
+        in_time, left = self._time_left()
+        if not in_time:
+            raise error
+        deadline = None if left is None else time.monotonic() + left
+        try:
+            connection, ticket = await self._pool.capacity.acquire(deadline)
+        except PoolCallError:
+            raise
+        except NotConnectedError:
+            raise error from None
+        kwargs = self._kwargs
+        if deadline is not None:
+            kwargs = {**kwargs, "timeout": max(0.0, deadline - time.monotonic())}
+        self._call = self._routed.run(connection, ticket, self._request, kwargs)
+        self._connection = connection
 
 
 class _Awaited(PoolCall):
@@ -225,7 +273,9 @@ class _Awaited(PoolCall):
             except _Cancelled as cancelled:
                 raise self._cut(cancelled)  # noqa: B904 - _cut says which, and why
             except _AioRpcError as error:
-                if not self._failed(error):
+                if self._refused(error):
+                    yield from self._route_again(error).__await__()
+                elif not self._failed(error):
                     raise
 
 
@@ -247,7 +297,9 @@ class _Iterated(PoolCall):
             except _Cancelled as cancelled:
                 raise self._cut(cancelled)  # noqa: B904
             except _AioRpcError as error:
-                if not self._failed(error):
+                if self._refused(error):
+                    await self._route_again(error)
+                elif not self._failed(error):
                     raise
 
     async def read(self) -> Any:
@@ -257,7 +309,9 @@ class _Iterated(PoolCall):
             except _Cancelled as cancelled:
                 raise self._cut(cancelled)  # noqa: B904
             except _AioRpcError as error:
-                if not self._failed(error):
+                if self._refused(error):
+                    await self._route_again(error)
+                elif not self._failed(error):
                     raise
             else:
                 self._answered = True

@@ -15,9 +15,13 @@ awaited (or iterated): with a :class:`~grpcpool.PoolCallError`, a
 a ready connection for up to its timeout (then ``DEADLINE_EXCEEDED``).
 Otherwise the caller gets a :class:`~grpcpool.api._aio_calls.PoolCall` around
 the ``grpc.aio`` call: how a call cut by a drain ends, and which calls are
-sent again after failing before they reached a server, is said there. A
-unary-unary call of a method the pool hedges (``pool.hedging``) is an
-:class:`~grpcpool.api._aio_hedged.AioHedgedCall` instead.
+sent again after failing before they reached a server (or being refused by
+it at its stream limit), is said there. A unary-unary call of a method the
+pool hedges (``pool.hedging``) is an
+:class:`~grpcpool.api._aio_hedged.AioHedgedCall` instead. A call to a limited
+pool (``pool.max_calls_per_connection``, or connections whose servers
+refused streams) that finds every connection at its limit waits for a slot
+in the pool's queue when it is awaited (:mod:`grpcpool.core._capacity`).
 """
 
 from __future__ import annotations
@@ -25,20 +29,20 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Generator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
 from grpcpool._config_checks import check_pool_name
-from grpcpool._config_timings import REFUSED_CALL_PAUSE
 from grpcpool._names import held_by
 from grpcpool._process import PROCESS
 from grpcpool.api._aio_calls import call_class
-from grpcpool.api._aio_hedged import aio_hedged
-from grpcpool.connection._call_errors import finished_code
+from grpcpool.api._aio_hedged import aio_hedged, finished_details
+from grpcpool.api._aio_pending import FailedCall, WaitingCall, admit
+from grpcpool.connection._call_errors import REFUSED_STREAM, finished_code
 from grpcpool.core._ready import CallableKey, ReadyConnection, callable_key
-from grpcpool.core._view import ALL_RETIRED, connectivity_of
+from grpcpool.core._view import connectivity_of
 from grpcpool.errors import NotConnectedError, PoolCallError, PoolNotFoundError
 from grpcpool.tasks import POOLS
 
@@ -55,6 +59,7 @@ thread_id = threading.get_ident
 __all__ = ["AioPoolChannel"]
 
 _clock = time.monotonic
+_UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
 
 
 class AioPoolChannel(grpc.aio.Channel):
@@ -185,15 +190,18 @@ class _Routed:
         # request: the request, or the request iterator (None: write() the requests)
         pool = _pools.get(self._name)
         if pool is None:
-            return _FailedCall(PoolCallError.of(_not_running(self._name)))
+            return FailedCall(PoolCallError.of(_not_running(self._name)))
         if thread_id() != pool._thread:
             raise pool._wrong_loop(running_loop())
         try:
-            connection, ticket = admit(pool)
+            admitted = admit(pool)
         except NotConnectedError as error:
             if kwargs.get("wait_for_ready"):
-                return _WaitingCall(self, pool, request, kwargs)
-            return _FailedCall(PoolCallError.of(error))
+                return WaitingCall(self, pool, request, kwargs)
+            return FailedCall(PoolCallError.of(error))
+        if admitted is None:  # every connection at its limit: the call waits for a slot
+            return WaitingCall(self, pool, request, kwargs)
+        connection, ticket = admitted
         hedging = pool.hedging if self._hedgeable else None
         if hedging is not None and self._key[1] in hedging.methods:
             return aio_hedged(self, pool, hedging, request, kwargs, connection, ticket)
@@ -230,18 +238,36 @@ class _Routed:
         except BaseException:
             connection.end(ticket)
             raise
-        one_response = self._one_response
-        call.add_done_callback(lambda done: _ended(connection, ticket, done, started, one_response))
+        one_response, name = self._one_response, self._name
+        call.add_done_callback(
+            lambda done: _ended(name, connection, ticket, done, started, one_response)
+        )
         return call
 
 
 def _ended(
-    connection: ReadyConnection, ticket: int, call: Any, started: float, one_response: bool
+    name: str,
+    connection: ReadyConnection,
+    ticket: int,
+    call: Any,
+    started: float,
+    one_response: bool,
 ) -> None:
-    """A ``grpc.aio`` call on ``connection`` is done (its done callback): count it out, record it."""
+    """A ``grpc.aio`` call on ``connection`` is done (its done callback): count it out, record it.
+
+    grpc.aio runs it before the awaiting caller resumes, so a connection whose
+    server refused the call has lowered its limit by the time the call is
+    routed again (:mod:`grpcpool.api._aio_calls`). A refused call reached no
+    handler: it is not recorded.
+    """
     connection.end(ticket)
     code = finished_code(call)
     if code is not None:
+        if code is _UNAVAILABLE and REFUSED_STREAM in (finished_details(call) or ""):
+            pool = _pools.get(name)
+            if pool is not None:
+                pool.capacity.note_refused(connection, len(connection.calls))
+            return
         now = _clock()
         connection.stats.record(now - started if one_response else None, code, now)
 
@@ -250,131 +276,3 @@ def _not_running(name: str) -> PoolNotFoundError:
     if held_by(name) == "sync":
         return PoolNotFoundError(name, running="sync")
     return PoolNotFoundError(name, PROCESS.ended_pools.get(name))
-
-
-def admit(pool: Pool) -> tuple[ReadyConnection, int]:
-    """A ready connection of ``pool`` with a call counted on it, and the call's ticket.
-
-    Raises:
-        NotConnectedError: None is ready (or each left the pool just now).
-    """
-    admitted = pool.view.admit()
-    if admitted is None:
-        raise NotConnectedError(pool.name, ALL_RETIRED)
-    return admitted
-
-
-class _FailedCall:
-    """The call object of a call that failed before it started: raises when awaited or iterated."""
-
-    def __init__(self, error: PoolCallError) -> None:
-        self._error = error
-
-    def __await__(self) -> Generator[Any, None, Any]:
-        return self._raise().__await__()
-
-    async def _raise(self) -> Any:
-        # A caller that retries at once must not keep the loop, and the
-        # thread's GIL, from what brings connections back (the pool's tasks,
-        # grpc's threads): a refused call takes a moment.
-        await asyncio.sleep(REFUSED_CALL_PAUSE)
-        raise self._error
-
-    def __aiter__(self) -> AsyncIterator[Any]:
-        return self
-
-    async def __anext__(self) -> Any:
-        return await self._raise()
-
-    async def read(self) -> Any:
-        return await self._raise()
-
-    async def write(self, request: Any) -> None:
-        raise self._error
-
-    async def done_writing(self) -> None:
-        raise self._error
-
-    async def code(self) -> grpc.StatusCode:
-        return self._error.code()
-
-    async def details(self) -> str:
-        return self._error.details()
-
-    async def initial_metadata(self) -> tuple[()]:
-        return ()
-
-    async def trailing_metadata(self) -> tuple[()]:
-        return ()
-
-    def done(self) -> bool:
-        return True
-
-    def cancelled(self) -> bool:
-        return False
-
-    def cancel(self) -> bool:
-        return False
-
-    def add_done_callback(self, callback: Callable[[Any], None]) -> None:
-        callback(self)
-
-
-class _WaitingCall:
-    """A ``wait_for_ready`` call made while nothing was ready: waits, then starts."""
-
-    def __init__(self, routed: _Routed, pool: Pool, request: Any, kwargs: dict[str, Any]) -> None:
-        self._routed = routed
-        self._pool = pool
-        self._request = request
-        self._kwargs = kwargs
-        self._call: Any = None
-
-    async def _started(self) -> Any:
-        if self._call is not None:
-            return self._call
-        pool = self._pool
-        timeout = self._kwargs.get("timeout")
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            try:
-                connection, ticket = admit(pool)
-                break
-            except NotConnectedError as error:
-                left = None if deadline is None else deadline - time.monotonic()
-                if pool.ended is not None:
-                    raise PoolCallError.of(error) from None
-                if left is not None and left <= 0:
-                    raise PoolCallError.of(error, grpc.StatusCode.DEADLINE_EXCEEDED) from None
-                await pool.wait_changed(left)
-        kwargs = dict(self._kwargs)
-        if deadline is not None:
-            kwargs["timeout"] = max(0.0, deadline - time.monotonic())
-        self._call = self._routed.start(connection, ticket, pool, self._request, kwargs)
-        return self._call
-
-    def __await__(self) -> Generator[Any, None, Any]:
-        return self._wait_and_await().__await__()
-
-    async def _wait_and_await(self) -> Any:
-        return await (await self._started())
-
-    def __aiter__(self) -> AsyncIterator[Any]:
-        return self._iterate()
-
-    async def _iterate(self) -> AsyncIterator[Any]:
-        call = await self._started()
-        async for item in call:
-            yield item
-
-    async def read(self) -> Any:
-        return await (await self._started()).read()
-
-    async def write(self, request: Any) -> None:
-        await (await self._started()).write(request)
-
-    async def done_writing(self) -> None:
-        await (await self._started()).done_writing()
-
-    def cancel(self) -> bool:
-        return self._call.cancel() if self._call is not None else False

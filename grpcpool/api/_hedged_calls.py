@@ -27,6 +27,7 @@ import grpc
 
 from grpcpool._timer import call_later
 from grpcpool.api._hedging_run import HedgingRun, Pool
+from grpcpool.connection._call_errors import REFUSED_STREAM
 from grpcpool.core._hedging import HedgingState
 from grpcpool.core._ready import CallableKey, ReadyConnection
 
@@ -36,6 +37,7 @@ _log = logging.getLogger(__name__)
 
 _clock_ns = time.perf_counter_ns
 _UNKNOWN = grpc.StatusCode.UNKNOWN
+_UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
 
 
 if TYPE_CHECKING:  # generic in the type stubs only
@@ -106,6 +108,10 @@ class HedgedCall(HedgingRun, grpc.Call, _Future):  # type: ignore[misc]
             now = time.monotonic()
             code = call.code() or _UNKNOWN
             details = call.details()
+            if code is _UNAVAILABLE and details and REFUSED_STREAM in details:
+                # Its server refused it at its stream limit: no handler saw it.
+                self._pool.capacity.note_refused(connection, len(connection.calls))
+                return
             connection.stats.record((_clock_ns() - started) / 1e9, code, now)
             connection.failed(call, now)
         except Exception:  # an interceptor's call object, say: the run must still hear of it

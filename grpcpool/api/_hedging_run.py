@@ -28,6 +28,7 @@ from typing import Any, Protocol
 import grpc
 
 from grpcpool import telemetry
+from grpcpool.core._capacity import Gate
 from grpcpool.core._hedging import (
     HedgedAttempts,
     HedgingState,
@@ -60,6 +61,9 @@ class Pool(Protocol):
 
     @property
     def view(self) -> PoolView: ...
+
+    @property
+    def capacity(self) -> Gate: ...
 
 
 def with_previous_attempts(metadata: Any, index: int) -> Any:
@@ -207,8 +211,8 @@ class HedgingRun(abc.ABC):
                 allowed = self._hedging.budget.try_hedge(now)
             if not allowed:
                 return machine.refused()
-        ticket = target.start()
-        if ticket is None:  # it left the pool just now
+        ticket = self._pool.capacity.try_start(target)
+        if ticket is None:  # no room there (a limited pool), or it left the pool just now
             return machine.refused()
         index = machine.start(now)
         self._connections.append(target)

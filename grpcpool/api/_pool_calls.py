@@ -5,23 +5,28 @@ strategy picks), counts itself in flight there, runs on that connection's own
 grpc multi-callable for the method and, when it ends, tells the connection how
 it went (:class:`~grpcpool.core._call_stats.CallStats`: its outcome, and its
 latency for a call with one response). A blocking unary call that failed
-before it reached a server is sent again (:mod:`grpcpool.core._reroute`).
+before it reached a server is sent again (:mod:`grpcpool.core._reroute`),
+and so is one its server refused at its stream limit, after that connection
+lowered its limit (:mod:`grpcpool.core._capacity`). A call to a limited pool
+(``pool.max_calls_per_connection``, or refused streams) is admitted through
+the pool's capacity and may wait there for a slot.
 A unary-unary call of a method the pool hedges (``pool.hedging``) runs as a
 :class:`~grpcpool.api._hedged_calls.HedgedCall` instead.
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from grpcpool._config_capacity import MAX_REFUSED_REROUTES
 from grpcpool._process import PROCESS
 from grpcpool.actors._entry import PoolEntry
+from grpcpool.api._call_ends import finished, options_of, record_failure, refused, seconds
 from grpcpool.api._hedged_calls import HedgedCall, hedged
-from grpcpool.connection._call_errors import status_code
+from grpcpool.connection._call_errors import refused_stream
 from grpcpool.core._hedging import HedgingState
 from grpcpool.core._ready import CallableKey, ReadyConnection
 from grpcpool.core._reroute import never_sent, untried
@@ -37,54 +42,6 @@ _pools: dict[str, PoolEntry] = PROCESS.pools
 
 _clock = time.perf_counter_ns
 _OK = grpc.StatusCode.OK
-_UNKNOWN = grpc.StatusCode.UNKNOWN
-
-
-def _finished(
-    connection: ReadyConnection, ticket: int, call: Any, started: int, timed: bool
-) -> None:
-    """A call started by ``future()`` or a streaming call has ended (a done callback)."""
-    connection.end(ticket)
-    now = time.monotonic()
-    with contextlib.suppress(Exception):  # a call object without a code: nothing to learn
-        code = call.code()
-        seconds = _seconds(started) if timed else None
-        connection.stats.record(seconds, code, now)
-        connection.failed(call, now)
-
-
-def _record_failure(
-    connection: ReadyConnection, error: grpc.RpcError, started: int, timed: bool
-) -> float:
-    """Tells ``connection`` a blocking call failed with ``error``; returns the time now."""
-    now = time.monotonic()
-    code = status_code(error)
-    connection.stats.record(_seconds(started) if timed else None, code or _UNKNOWN, now)
-    connection.failed(error, now)
-    return now
-
-
-def _seconds(started: int) -> float:
-    """Seconds since ``started``, a ``perf_counter_ns`` reading."""
-    return (_clock() - started) / 1e9
-
-
-# A multi-callable's parameters after the request, in grpc's order.
-_PARAMETERS = ("timeout", "metadata", "credentials", "wait_for_ready", "compression")
-
-
-def _options(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The call's parameters by name, from grpc's positional order and keywords."""
-    if len(args) > len(_PARAMETERS):
-        raise TypeError(f"a call takes at most {len(_PARAMETERS) + 1} positional arguments")
-    options = dict(zip(_PARAMETERS, args, strict=False))
-    for name in kwargs:
-        if name not in _PARAMETERS:
-            raise TypeError(f"a call got an unexpected keyword argument {name!r}")
-        if name in options:
-            raise TypeError(f"a call got multiple values for argument {name!r}")
-    options.update(kwargs)
-    return options
 
 
 if TYPE_CHECKING:  # generic in the type stubs only
@@ -104,7 +61,9 @@ class _Routed:
 
     The fast path (a ready connection) hands the caller's arguments to grpc's
     multi-callable untouched, so grpc checks them; only a call that finds no
-    ready connection reads them by name, to wait and shorten its timeout.
+    ready connection, or is made to a limited pool (which admits it through
+    its capacity, perhaps after a wait for a slot), reads them by name, to
+    wait and shorten its timeout.
     """
 
     __slots__ = ("_channel", "_key", "_name")
@@ -124,12 +83,14 @@ class _Routed:
         The caller ends the ticket (``connection.end``) when the call ends.
         """
         try:
-            admitted = entry.view.admit() if entry is not None else None
+            admitted = (
+                entry.view.admit() if entry is not None and not entry.capacity.limited else None
+            )
         except NotConnectedError:
             admitted = None
         if admitted is None:
-            kwargs, args = _options(args, kwargs), ()
-            connection, ticket, kwargs["timeout"] = self._channel._connection_when_none_ready(
+            kwargs, args = options_of(args, kwargs), ()
+            connection, ticket, kwargs["timeout"] = self._channel._admit_slowly(
                 kwargs.get("wait_for_ready"), kwargs.get("timeout")
             )
         else:
@@ -163,12 +124,23 @@ class _Routed:
         try:
             return self._attempt(connection, built, how, request, args, kwargs, started)
         except grpc.RpcError as error:
-            if not (self._resends and never_sent(error)):
+            if not self._again(error, connection):
                 raise
             failed = error
         finally:
             connection.end(ticket)
-        return self._resend(how, request, _options(args, kwargs), started, [connection], failed)
+        return self._resend(how, request, options_of(args, kwargs), started, [connection], failed)
+
+    def _again(self, error: grpc.RpcError, connection: ReadyConnection) -> bool:
+        """Whether a blocking attempt on ``connection`` that failed with ``error`` is sent again.
+
+        A stream its server refused lowers the connection's limit first, while
+        the attempt is still counted there (its ticket has not ended).
+        """
+        if refused_stream(error):
+            refused(self._name, connection, len(connection.calls) - 1)
+            return self._resends
+        return self._resends and never_sent(error)
 
     def _attempt(
         self,
@@ -184,9 +156,9 @@ class _Routed:
         try:
             answer = (built if how is None else getattr(built, how))(request, *args, **kwargs)
         except grpc.RpcError as error:
-            _record_failure(connection, error, started, self._timed)
+            record_failure(connection, error, started, self._timed)
             raise
-        connection.stats.record(_seconds(started) if self._timed else None, _OK, time.monotonic())
+        connection.stats.record(seconds(started) if self._timed else None, _OK, time.monotonic())
         return answer
 
     def _resend(
@@ -198,36 +170,67 @@ class _Routed:
         tried: list[ReadyConnection],
         error: grpc.RpcError,
     ) -> Any:
-        """Sends a call that never reached a server to the next untried ready connection.
+        """Sends a call that never reached a server (a handler) again.
 
-        Each ready connection is tried at most once, within the call's
-        timeout (counted from ``started``, a ``perf_counter_ns`` reading);
-        the last failure is raised when no connection or no time is left.
+        A call that failed at pick time goes to the next untried ready
+        connection with room, each at most once. A call its server refused
+        is routed again as a new call is (its connection's limit lowered),
+        waiting in the pool's queue for a slot if it must, at most
+        ``MAX_REFUSED_REROUTES`` times. Both within the call's timeout
+        (counted from ``started``, a ``perf_counter_ns`` reading); the last
+        failure is raised when no connection or no time is left.
         """
         timeout = options.get("timeout")
+        refusals = 0
         while True:
             entry = _pools.get(self._name)
-            connection = untried(entry.view, tried) if entry is not None else None
-            if connection is None:
+            if entry is None:
                 raise error
+            left = None
             if timeout is not None:
-                options["timeout"] = timeout - (_clock() - started) / 1e9
-                if options["timeout"] <= 0:
+                left = options["timeout"] = timeout - (_clock() - started) / 1e9
+                if left <= 0:
                     raise error
-            tried.append(connection)
-            ticket = connection.start()
-            if ticket is None:  # it left the pool meanwhile
-                continue
+            if refused_stream(error):
+                refusals += 1
+                if refusals > MAX_REFUSED_REROUTES:
+                    raise error
+                connection, ticket = self._slot_again(entry, left, options, error)
+            else:
+                next_one = untried(entry.view, tried)
+                if next_one is None:
+                    raise error
+                tried.append(next_one)
+                started_there = entry.capacity.try_start(next_one)
+                if started_there is None:  # no room there, or it left the pool meanwhile
+                    continue
+                connection, ticket = next_one, started_there
             attempt = _clock()
             try:
                 built = connection.callables.get(self._key) or connection.multi_callable(self._key)
                 return self._attempt(connection, built, how, request, (), options, attempt)
             except grpc.RpcError as again:
-                if not never_sent(again):
+                if not self._again(again, connection):
                     raise
                 error = again
             finally:
                 connection.end(ticket)
+
+    @staticmethod
+    def _slot_again(
+        entry: PoolEntry, left: float | None, options: dict[str, Any], error: grpc.RpcError
+    ) -> tuple[ReadyConnection, int]:
+        """A slot for a refused call, as a new call gets one (it may wait for it)."""
+        deadline = None if left is None else time.monotonic() + left
+        try:
+            slot = entry.capacity.acquire(deadline)
+        except PoolCallError:
+            raise
+        except NotConnectedError:
+            raise error from None
+        if deadline is not None:
+            options["timeout"] = max(0.0, deadline - time.monotonic())
+        return slot
 
     def _started(
         self,
@@ -248,10 +251,10 @@ class _Routed:
         except BaseException:
             connection.end(ticket)
             raise
-        timed = self._timed
+        timed, name = self._timed, self._name
         # Runs at once if the call has ended already.
         call.add_done_callback(
-            lambda done: _finished(connection, ticket, done, started, timed)
+            lambda done: finished(name, connection, ticket, done, started, timed)
         )
         return call
 
@@ -305,7 +308,7 @@ class _UnaryUnary(_Routed, _UnaryUnaryBase):
         assert entry is not None  # whose hedging it is
         connection, ticket, _, args, kwargs = self._route(entry, args, kwargs)
         try:
-            options = _options(args, kwargs)
+            options = options_of(args, kwargs)
         except BaseException:
             connection.end(ticket)
             raise

@@ -84,18 +84,29 @@ class PoolChannel(grpc.Channel):
 
     # --- routing ------------------------------------------------------------------
 
-    def _connection_when_none_ready(
+    def _admit_slowly(
         self, wait_for_ready: bool | None, timeout: float | None
     ) -> tuple[ReadyConnection, int, float | None]:
-        """A connection with the call counted on it, its ticket, and what is left of ``timeout``."""
+        """A connection with the call counted on it, its ticket, and what is left of ``timeout``.
+
+        The slow path: no connection took the call at once, or the pool is
+        limited, whose capacity admits the call (perhaps after a wait in its
+        queue, which fails with ``RESOURCE_EXHAUSTED`` when full and with
+        ``DEADLINE_EXCEEDED`` when the timeout runs out first).
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             try:
                 entry = lookup(self._name)  # may start a forked child's pool
-                admitted = entry.view.admit()
+                capacity = entry.capacity
+                admitted = (
+                    capacity.acquire(deadline) if capacity.limited else entry.view.admit()
+                )
                 if admitted is None:
                     raise NotConnectedError(self._name, ALL_RETIRED)
                 return admitted[0], admitted[1], _left(deadline)
+            except PoolCallError:  # the queue's verdict: full, too late, or the pool stopped
+                raise
             except NotConnectedError as error:
                 # No pool of that name (PoolNotFoundError): waiting cannot help.
                 if not wait_for_ready or self._name not in _pools:

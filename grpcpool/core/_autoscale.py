@@ -23,10 +23,9 @@ The rules, for both drivers:
   the size they ask for into ``[min_size, max_size]``
   (:mod:`grpcpool.core._scaling` applies :func:`clamp`).
 
-The load comes from a :class:`LoadSource`. The pool channel's call queue is
-one (it counts its own peak and knows what waits); without it the pool uses
-:class:`SampledLoad`, the calls in flight on its ready connections at each
-look. The drivers carry a step out through their resize path, so a
+The load comes from a :class:`LoadSource`: the pool's
+:class:`~grpcpool.core._capacity.Capacity`, which counts calls in flight and
+queued (its own peak, for a pool whose calls it admits) and knows what waits. The drivers carry a step out through their resize path, so a
 connection removed drains: it leaves routing, its calls finish, it closes.
 """
 
@@ -44,7 +43,6 @@ from grpcpool.core._view import PoolView
 
 __all__ = [
     "LoadSource",
-    "SampledLoad",
     "Step",
     "Window",
     "autoscaled",
@@ -62,8 +60,8 @@ _AUTOSCALED = telemetry.pool_autoscaled.name
 class LoadSource(Protocol):
     """Where an autoscaled pool reads its load.
 
-    The pool channel's call queue is one: it counts calls in flight and
-    queued as they come and go. Read by the pool's autoscaler only (one
+    The pool's :class:`~grpcpool.core._capacity.Capacity` is the one both
+    drivers pass: it counts calls in flight and queued as they come and go. Read by the pool's autoscaler only (one
     reader), from the pool's timer (sync: an actor's thread; asyncio: its
     loop). The autoscaler sets ``on_wait`` when it starts.
 
@@ -82,39 +80,6 @@ class LoadSource(Protocol):
     def queued(self) -> int:
         """The calls waiting now for a connection to take them."""
         ...
-
-
-def _nothing() -> None:
-    """What :attr:`SampledLoad.on_wait` does: nothing ever waits."""
-
-
-class SampledLoad:
-    """The load of a pool without a call queue: its calls in flight, at each look.
-
-    The sum of the calls the pool channel counts on the pool's ready
-    connections (routed or ejected; not those draining out), the counters
-    ``least_in_flight`` reads. A burst shorter than a look's spacing
-    (``interval / AUTOSCALE_SAMPLES``) may go unseen; nothing ever waits.
-
-    Args:
-        view: The pool's current view.
-    """
-
-    __slots__ = ("_view", "on_wait")
-
-    def __init__(self, view: Callable[[], PoolView]) -> None:
-        self._view = view
-        self.on_wait: Callable[[], None] = _nothing
-
-    def take_peak(self) -> int:
-        view = self._view()
-        return sum(len(c.calls) for c in view.connections) + sum(
-            len(c.calls) for c in view.unrouted
-        )
-
-    @property
-    def queued(self) -> int:
-        return 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,6 +37,7 @@ from typing import Protocol, TypeVar
 import grpc
 
 from grpcpool._config_routing import HEDGING_DELAY_P95, MAX_HEDGING_DELAY, Hedging
+from grpcpool.connection._call_errors import REFUSED_STREAM
 from grpcpool.core._hedging_counts import HedgeBudget, LatencyQuantile
 from grpcpool.core._reroute import NEVER_SENT
 
@@ -100,7 +101,8 @@ class Outcome(enum.Enum):
     #: ``UNAVAILABLE`` (or cut with its connection): the others go on, and
     #: the next attempt is sent at once (as A6 does on a non-fatal status).
     RETRYABLE = "retryable"
-    #: Failed before it reached a server (``core._reroute.never_sent``): it
+    #: Failed before it reached a server (``core._reroute.never_sent``), or
+    #: refused by its server at its stream limit (no handler saw it): it
     #: does not count as an attempt, and the attempt that replaces it is no
     #: hedge (the budget is not asked).
     NEVER_SENT = "never_sent"
@@ -114,12 +116,13 @@ def classify(code: grpc.StatusCode, details: str | None, by_caller: bool) -> Out
     ``CANCELLED`` the caller did not ask for (``by_caller``) is a call cut
     with its connection (a drain ended, the channel closed): retryable.
     ``UNAVAILABLE`` worded as grpcio's pick failure never reached a server
-    (:mod:`grpcpool.core._reroute`).
+    (:mod:`grpcpool.core._reroute`), nor did a stream the server refused
+    (``REFUSED_STREAM``, :mod:`grpcpool.core._capacity`).
     """
     if code is grpc.StatusCode.OK:
         return Outcome.OK
     if code is grpc.StatusCode.UNAVAILABLE:
-        if details is not None and details.startswith(NEVER_SENT):
+        if details is not None and (details.startswith(NEVER_SENT) or REFUSED_STREAM in details):
             return Outcome.NEVER_SENT
         return Outcome.RETRYABLE
     if code is grpc.StatusCode.CANCELLED and not by_caller:

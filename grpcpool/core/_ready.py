@@ -14,6 +14,10 @@ belongs to the connection rather than to one picture of the pool lives here:
   outcomes and latencies), told by the pool channel as each call ends.
 * ``callables``: the grpc multi-callables built on its channel, one per
   method and kind, so a call through the pool channel builds nothing.
+* ``limit``: the most calls it may run at once since its server refused a
+  stream (None: no such limit), lowered by :mod:`grpcpool.core._capacity`;
+  ``on_end``, set once its pool is limited, is called after each call on it
+  ends, to hand the slot to a call waiting for one.
 * ``failed`` and ``report_unavailable``: a call failed with ``UNAVAILABLE``
   (not a refused stream); tell the connection's worker to check it now (at most once per
   ``SUSPECT_CHECK_INTERVAL``, so a dead connection under load sends its
@@ -85,6 +89,8 @@ class ReadyConnection:
         "calls",
         "channel",
         "ledger",
+        "limit",
+        "on_end",
         "stats",
         "worker_id",
     )
@@ -108,6 +114,10 @@ class ReadyConnection:
         self._on_last_call = on_last_call
         self._last_suspect = -SUSPECT_CHECK_INTERVAL
         self.stats = CallStats()
+        #: The most calls it may run at once (a refused stream lowered it); None: no limit.
+        self.limit: int | None = None
+        #: Called after each call on it ends, once its pool is limited (core._capacity).
+        self.on_end: Callable[[], None] | None = None
 
     @property
     def in_flight(self) -> int:
@@ -123,13 +133,18 @@ class ReadyConnection:
         ticket = _tickets()
         if self.ledger.started(ticket):
             return ticket
-        self.end(ticket)
+        # Never started, so no slot to hand on (on_end is not called).
+        if self.ledger.ended(ticket) is not None and self._on_last_call is not None:
+            self._on_last_call()
         return None
 
     def end(self, ticket: int) -> None:
         """The call of ``ticket`` has ended; closes a retired channel when it was the last."""
         if self.ledger.ended(ticket) is not None and self._on_last_call is not None:
             self._on_last_call()
+        on_end = self.on_end
+        if on_end is not None:
+            on_end()
 
     def multi_callable(self, key: CallableKey) -> Any:
         """The multi-callable of ``key`` on this channel, built on first use.

@@ -121,11 +121,13 @@ class PoolView:
         self,
         pool_name: str,
         resolver_error: str | None = None,
+        queued: int = 0,
         *,
         autoscale: Autoscale | None = None,
     ) -> PoolStatus:
-        """This view as the public :class:`PoolStatus` record, with calls in flight now
-        (and the range of the pool's ``autoscale``, if it has one)."""
+        """This view as the public :class:`PoolStatus` record, with calls in flight now,
+        ``queued`` (the calls waiting for a slot, which the pool's capacity counts) and
+        the range of the pool's ``autoscale``, if it has one."""
         workers = self.workers
         # Ejected connections still carry the calls that were running on them.
         loads = {
@@ -147,6 +149,7 @@ class PoolView:
             self.ready_count,
             workers,
             resolver_error,
+            queued,
             autoscale=bounds,
         )
 
@@ -300,11 +303,11 @@ def build_view(
     )
 
 
-def status_signal(view: PoolView, name: str) -> Emit:
+def status_signal(view: PoolView, name: str, queued: int = 0) -> Emit:
     """``pool.status`` for pool ``name`` from one view (sync and asyncio pools alike).
 
     Expected and current size and calls in flight come from the one view, so
-    a report never mixes two moments.
+    a report never mixes two moments; ``queued`` is the calls waiting for a slot.
     """
     status = view.status(name)
     return Emit(
@@ -313,6 +316,7 @@ def status_signal(view: PoolView, name: str) -> Emit:
             "expected_size": status.expected_size,
             "current_size": status.current_size,
             "in_flight": status.in_flight,
+            "queued": queued,
         },
         {},
     )

@@ -13,6 +13,7 @@ from typing import Literal
 __all__ = [
     "CALL_HEDGED_ATTEMPTS",
     "CALL_HEDGE_WINS",
+    "CALL_QUEUE_WAIT",
     "CHANNEL_CONNECTION_FAILURES",
     "CHANNEL_CONNECTS",
     "CHANNEL_CONNECT_DURATION",
@@ -26,6 +27,7 @@ __all__ = [
     "POOL_ADDRESSES",
     "POOL_AUTOSCALE_STEPS",
     "POOL_CALLS_IN_FLIGHT",
+    "POOL_CALLS_QUEUED",
     "POOL_CURRENT_CHANNELS",
     "POOL_EJECTED_UNITS",
     "POOL_EJECTIONS",
@@ -212,6 +214,22 @@ POOL_AUTOSCALE_STEPS = Instrument(
     ("pool", "direction"),
 )
 
+POOL_CALLS_QUEUED = Instrument(
+    "gauge",
+    "grpcpool_pool_calls_queued",
+    "grpcpool.pool.calls.queued",
+    "{call}",
+    "Calls waiting for a free slot on a connection (pool.max_calls_per_connection, or a "
+    "connection's lowered limit), at the last status report.",
+)
+CALL_QUEUE_WAIT = Instrument(
+    "histogram",
+    "grpcpool_call_queue_wait_seconds",
+    "grpcpool.call.queue.wait",
+    "s",
+    "Time a call waited in the pool's queue for a free slot, whatever ended the wait.",
+)
+
 #: The reasons a refresh carries; anything else is counted as ``"other"``.
 REFRESH_REASONS = frozenset({"max_age", "rebalance"})
 #: The reasons an ejection carries; anything else is counted as ``"other"``.
@@ -237,6 +255,8 @@ INSTRUMENTS: tuple[Instrument, ...] = (
     CALL_HEDGED_ATTEMPTS,
     CALL_HEDGE_WINS,
     POOL_AUTOSCALE_STEPS,
+    POOL_CALLS_QUEUED,
+    CALL_QUEUE_WAIT,
 )
 
 # Seconds. Prometheus' default buckets, up to the 20 s a slow TLS connect with

@@ -29,6 +29,7 @@ import blinker
 
 from grpcpool import telemetry
 from grpcpool._process import fork_safe_lock
+from grpcpool.metrics._capacity import CapacityMeasures
 from grpcpool.metrics._catalog import (
     CALL_HEDGE_WINS,
     CALL_HEDGED_ATTEMPTS,
@@ -152,6 +153,7 @@ class Bridge:
         self._pools: dict[str, _PoolChannels] = {}
         self._closed = False
         self._routing = RoutingMeasures(sink, lambda: self._closed)
+        self._capacity = CapacityMeasures(sink, lambda: self._closed)
         self._receivers: list[tuple[blinker.NamedSignal, Receiver]] = [
             (telemetry.pool_init, self._on_pool_init),
             (telemetry.pool_scale_up, self._on_scaled),
@@ -167,6 +169,7 @@ class Bridge:
             (telemetry.channel_refreshed, self._on_refreshed),
             (telemetry.pool_autoscaled, self._on_autoscaled),
             *self._routing.receivers(),
+            *self._capacity.receivers(),
         ]
         for signal, receiver in self._receivers:
             signal.connect(receiver, weak=False)

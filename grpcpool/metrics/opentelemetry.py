@@ -36,6 +36,10 @@ units (attributes as the Prometheus labels):
   ``method``.
 - ``grpcpool.pool.autoscale_steps`` (``{step}``): counter by ``pool`` and
   ``direction`` (``up`` or ``down``): the steps ``pool.autoscale`` took.
+- ``grpcpool.pool.calls.queued`` (observable gauge, ``{call}``): calls
+  waiting for a free slot, sampled by each ``pool.status`` report; and
+  ``grpcpool.call.queue.wait`` (histogram, seconds): how long each call that
+  waited for a slot waited; by ``pool``.
 
 Only the OpenTelemetry API is imported here; the SDK (or another
 implementation) is the application's choice.

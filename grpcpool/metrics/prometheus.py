@@ -42,6 +42,10 @@ The metrics, all labelled by ``pool`` unless noted:
   attempt answered.
 - ``grpcpool_pool_autoscale_steps_total`` (counter, also by ``direction``:
   ``up`` or ``down``): the steps ``pool.autoscale`` took.
+- ``grpcpool_pool_calls_queued`` (gauge): calls waiting for a free slot
+  (``pool.max_calls_per_connection``), sampled by each ``pool.status``
+  report; ``grpcpool_call_queue_wait_seconds`` (histogram): how long each
+  call that waited for a slot waited.
 
 Register once per registry and process: the signals are process-wide, so one
 registration sees every pool. Error texts are never label values (see

@@ -21,7 +21,6 @@ from grpcpool._config_capacity import AUTOSCALE_SAMPLES
 from grpcpool.connection._announce import announce_pool
 from grpcpool.core._autoscale import (
     LoadSource,
-    SampledLoad,
     Step,
     Window,
     autoscaled,
@@ -41,9 +40,8 @@ class Autoscaler:
 
     Args:
         links: What it may use of its pool.
-        load: Where the load is read (the pool's call queue); None: the calls
-            in flight on the pool's ready connections
-            (:class:`~grpcpool.core._autoscale.SampledLoad`).
+        load: Where the load is read: the pool's capacity (calls in flight
+            plus queued).
 
     Attributes:
         load: Where it reads the load; :func:`start_autoscaling` sets its
@@ -51,12 +49,11 @@ class Autoscaler:
         task: Its task, once started.
     """
 
-    def __init__(self, links: AutoscaleLinks, load: LoadSource | None = None) -> None:
+    def __init__(self, links: AutoscaleLinks, load: LoadSource) -> None:
         assert links.settings is not None, "for an autoscaled pool only"
         self._settings = links.settings
         self._links = links
-        registry = links.registry
-        self.load: LoadSource = load if load is not None else SampledLoad(lambda: registry.view)
+        self.load = load
         self._window = Window()
         self._waiting = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
@@ -102,7 +99,7 @@ class Autoscaler:
         announce_pool(autoscaled(step, new_size), links.name, _log)
 
 
-def start_autoscaling(links: AutoscaleLinks, load: LoadSource | None = None) -> Autoscaler | None:
+def start_autoscaling(links: AutoscaleLinks, load: LoadSource) -> Autoscaler | None:
     """Starts the pool's autoscaling task on the running loop (its ``task``); None for a pool
     of fixed size."""
     if links.settings is None:

@@ -103,7 +103,10 @@ class TaskPool:
             config.endpoint.target,
             outlier_detection=config.pool.outlier_detection,
             panic_threshold=config.pool.panic_threshold,
+            max_calls_per_connection=config.pool.max_calls_per_connection,
+            max_queued_calls=config.pool.max_queued_calls,
         )
+        self.capacity = self._registry.capacity  # read by the pool channel
         self._closing: set[asyncio.Task[None]] = set()
         self._drains = Drains(config.connection.drain_timeout, self._loop_task)
         # Channels this pool closed (or is closing): a call they cut was cut
@@ -186,7 +189,7 @@ class TaskPool:
         )
         self._registry.start_judging(self._workers.renew)
         scaling = AutoscaleLinks(self.name, self.config.pool.autoscale, self._registry, self.resize)
-        self._autoscaler = start_autoscaling(scaling)
+        self._autoscaler = start_autoscaling(scaling, self.capacity)
         telemetry.emit(
             telemetry.pool_init,
             self.name,
@@ -236,6 +239,7 @@ class TaskPool:
     def _end(self, reason: str) -> None:
         self.ended = reason
         release_aio(self, reason)
+        self.capacity.pool_ended(f"the pool was shut down ({reason})")
         self._registry.wake()
 
     # --- callers ----------------------------------------------------------------------
@@ -263,7 +267,8 @@ class TaskPool:
         the current view, an immutable picture replaced in one assignment.
         """
         view, autoscale = self._registry.view, self.config.pool.autoscale
-        return view.status(self.name, self.resolver_error, autoscale=autoscale)
+        queued = self.capacity.queued
+        return view.status(self.name, self.resolver_error, queued, autoscale=autoscale)
 
     @property
     def resolver_error(self) -> str | None:

@@ -23,6 +23,7 @@ from collections.abc import Callable
 
 import grpc
 
+from grpcpool._config_capacity import DEFAULT_MAX_QUEUED_CALLS
 from grpcpool._config_routing import DEFAULT_PANIC_THRESHOLD, OutlierDetection
 from grpcpool.connection._announce import announce_pool
 from grpcpool.connection._calls import CallLedger
@@ -43,6 +44,7 @@ from grpcpool.core._sizes import check_min_ready
 from grpcpool.core._view import Lifecycle, PoolView, empty_view, status_signal
 from grpcpool.core._waiting import wait_failed, wait_met
 from grpcpool.strategy import Strategy
+from grpcpool.tasks._capacity import AioCapacity
 
 __all__ = ["Registry", "wait_event"]
 
@@ -78,6 +80,8 @@ class Registry:
         *,
         outlier_detection: OutlierDetection | None = None,
         panic_threshold: float = DEFAULT_PANIC_THRESHOLD,
+        max_calls_per_connection: int | None = None,
+        max_queued_calls: int = DEFAULT_MAX_QUEUED_CALLS,
     ) -> None:
         self._name = name
         self._target = target
@@ -95,6 +99,13 @@ class Registry:
         self._outlier_detection = outlier_detection
         self._judging: asyncio.Task[None] | None = None
         self._renew: Callable[[str], None] | None = None
+        #: The pool's caps and queue of calls waiting for a slot; told of each view.
+        self.capacity = AioCapacity(
+            name, max_calls_per_connection, max_queued_calls, self._current_view
+        )
+
+    def _current_view(self) -> PoolView:
+        return self.view
 
     @property
     def expected(self) -> int:
@@ -111,6 +122,7 @@ class Registry:
         for effect in effects:
             if isinstance(effect, Publish):
                 self.view = effect.view
+                self.capacity.view_changed(effect.view)
                 self.wake()
             elif isinstance(effect, WorkersChanged):
                 changed = True
@@ -227,4 +239,5 @@ class Registry:
         """Emits ``pool.status`` every ``interval`` seconds, as the sync reporter does."""
         while True:
             await asyncio.sleep(interval)
-            announce_pool(status_signal(self.view, self._name), self._name, _log)
+            status = status_signal(self.view, self._name, self.capacity.queued)
+            announce_pool(status, self._name, _log)

@@ -67,6 +67,11 @@ class Backend:
         return [peer for server in self._servers() for peer in server.peers]
 
     @property
+    def peak_running(self) -> int:
+        """The most echo calls one peer (one connection) ever had in a handler at once."""
+        return max((max(s.peak_running.values(), default=0) for s in self._servers()), default=0)
+
+    @property
     def metadata(self) -> list[tuple[tuple[str, str], ...]]:
         """The metadata of each echo call served, over every incarnation."""
         return [seen for server in self._servers() for seen in server.metadata]

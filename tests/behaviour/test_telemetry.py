@@ -32,8 +32,8 @@ def test_a_start_announces_the_pool_and_each_connection(
 def test_pool_status_reports_sizes_and_calls_in_flight_periodically(
     driver: Driver, backends: Backends, signals: Signals
 ) -> None:
-    """pool.status fires every telemetry_interval with expected_size, current_size and
-    in_flight; a held call shows as 1 in flight."""
+    """pool.status fires every telemetry_interval with expected_size, current_size,
+    in_flight and queued; a held call shows as 1 in flight, none waiting."""
     backend = backends.one()
     name = driver.start(backends.config(2, pool={"telemetry_interval": 0.05}))
     driver.await_ready(min_ready=2)
@@ -42,7 +42,7 @@ def test_pool_status_reports_sizes_and_calls_in_flight_periodically(
         "pool.status", lambda found: any(m["in_flight"] == 1 for _, m, _ in found), sender=name
     )
     [measurements] = [m for _, m, _ in reports if m["in_flight"] == 1][:1]
-    assert measurements == {"expected_size": 2, "current_size": 2, "in_flight": 1}
+    assert measurements == {"expected_size": 2, "current_size": 2, "in_flight": 1, "queued": 0}
     assert all(metadata == {"pool_name": name} for _, _, metadata in reports)
     backend.release_held()
     assert held.result(timeout=5) == HOLD
