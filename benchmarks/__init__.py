@@ -27,6 +27,9 @@ Modules, one per group of figures:
   ``peak_ewma``, outlier detection and panic (:mod:`benchmarks.ejection`),
   hedging (:mod:`benchmarks.hedging`), on :mod:`benchmarks.faults`' four
   backends whose faults switch while they run.
+- :mod:`benchmarks.capacity`: (14) per-connection call caps, the call queue
+  and autoscale against a stream-limited server, beside grpcio's A105
+  ``connectionScaling``.
 - :mod:`benchmarks.server`: the echo server, run in its own process
   (:mod:`benchmarks.server_faults`: the faults it switches).
 - :mod:`benchmarks.callers`: caller threads and backend processes for figure 10.
