@@ -163,11 +163,11 @@ def test_a_pool_that_is_not_running_is_not_scaled() -> None:
 
 
 @given(autoscales(), SIZES, st.integers(0, 500))
-def test_waiting_calls_grow_a_ready_pool_at_once_by_at_most_max_step(
+def test_waiting_calls_grow_a_ready_pool_at_once_by_what_they_need(
     rule: Autoscale, size: int, queued: int
 ) -> None:
     """Calls waiting grow a pool whose connections are all ready: one connection per
-    high_calls waiting calls, at least one, at most max_step, up to max_size."""
+    high_calls waiting calls, at least one, up to max_size, max_step or not."""
     target = grow_now(size, size, queued, rule)
     _, max_size = rule.bounds
     if queued == 0 or size >= max_size:
@@ -175,15 +175,16 @@ def test_waiting_calls_grow_a_ready_pool_at_once_by_at_most_max_step(
         return
     assert target is not None
     wanted = max(1, math.ceil(queued / rule.calls[1]))
-    assert target == min(max_size, size + min(wanted, rule.max_step))
+    assert target == min(max_size, size + wanted)
 
 
 def test_waiting_calls_do_not_grow_a_pool_whose_new_connections_are_connecting() -> None:
     """4 expected, 2 ready: the 2 coming take the wait, so no growth until they are ready."""
     rule = settings(min_size=1, max_size=8, high_calls=2)
     assert grow_now(4, 2, 10, rule) is None
-    assert grow_now(4, 4, 10, rule) == 6
-    assert grow_step(Window(7, 3), rule, view(4, 4), 10) == Step(4, 6, 10, 10)
+    assert grow_now(4, 4, 10, rule) == 8  # 5 wanted, max_size 8
+    assert grow_now(4, 4, 3, rule) == 6
+    assert grow_step(Window(7, 3), rule, view(4, 4), 3) == Step(4, 6, 7, 3)
     assert grow_step(Window(), rule, view(4, 2), 10) is None
 
 

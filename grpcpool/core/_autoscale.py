@@ -144,15 +144,17 @@ def next_size(size: int, peak: int, settings: Autoscale) -> int | None:
 def grow_now(size: int, ready: int, queued: int, settings: Autoscale) -> int | None:
     """The size ``queued`` waiting calls grow a pool of ``size`` to at once; None: not now.
 
-    One connection per ``high_calls`` waiting calls (at least one), at most
-    ``max_step``, up to ``max_size``; nothing while fewer than ``size``
-    connections are ready (the ones coming will take the wait).
+    One connection per ``high_calls`` waiting calls (at least one), up to
+    ``max_size``, in one step: ``max_step`` paces the interval's moves, not
+    this one, since every waiting call is a caller held up now. Nothing
+    while fewer than ``size`` connections are ready (the ones coming will
+    take the wait), so a burst does not grow the pool twice for one wait.
     """
     _, most = settings.bounds
     if queued <= 0 or size >= most or ready < size:
         return None
     wanted = math.ceil(queued / settings.calls[1])
-    return min(most, size + min(max(wanted, 1), settings.max_step))
+    return min(most, size + max(wanted, 1))
 
 
 def look(
