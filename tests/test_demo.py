@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import re
 import subprocess
 import sys
@@ -91,7 +92,8 @@ def test_demo_command_narrates_the_whole_scenario() -> None:
     assert f"the slow connection got {slow_calls} of 200 calls" in routing
     check_backends_step(out)
     check_faults_step(out)
-    # Steps 7 and 8.
+    check_autoscale_step(out)
+    # Steps 7 and 9.
     assert "scale_up -> 6 workers, 6 ready" in out
     assert "scale_down -> 4 workers, 4 ready" in out
     assert "pool 'demo': healthy, 4 of 4 ready" in out
@@ -112,6 +114,7 @@ def test_demo_in_process_quiet_prints_no_events_and_leaves_nothing_running() -> 
     assert "least_in_flight" in out and "the slow connection got" in out
     check_backends_step(out)
     check_faults_step(out)
+    check_autoscale_step(out)
     assert "scale_up -> 4 workers, 4 ready" in out
     assert "pool 'demo': healthy, 2 of 2 ready" in out
     # The autouse leak check then verifies no thread, actor, channel or socket is left.
@@ -285,6 +288,29 @@ def check_faults_step(out: str) -> None:
     ), section
     shares = dict(re.findall(r"(127\.0\.0\.[2-5]) +\d+ +(\d+)%", after))
     assert int(shares["127.0.0.3"]) < 15 and int(shares["127.0.0.4"]) <= 1, section
+
+
+AUTOSCALED = re.compile(r"pool\.autoscaled (\d+) -> (\d+) connections \((.*?)\)\n")
+
+
+def check_autoscale_step(out: str) -> None:
+    """The autoscale step: waiting calls grow the pool from 2, the burst's 160 calls all
+    succeed on more than 2 connections, then interval steps take it back to 2, each step
+    starting where the one before ended."""
+    section = out.split("[8] autoscale")[1].split("[9]")[0]
+    during, after = section.split("burst over")
+    grew = AUTOSCALED.findall(during)
+    assert grew and grew[0][0] == "2" and "waiting" in grew[0][2], section
+    assert max(int(to) for _, to, _ in grew) > 2, section
+    burst = re.search(r": 160 calls, 0 failed, on (\d+) connections; (\d+) waited", after)
+    assert burst is not None and int(burst.group(1)) > 2 and int(burst.group(2)) > 0, section
+    shrank = AUTOSCALED.findall(after)
+    assert shrank and shrank[-1][1] == "2", section
+    steps = grew + shrank
+    for (_, to, _), (start, _, _) in itertools.pairwise(steps):
+        assert start == to, section
+    assert all("in an interval" in why for _, _, why in shrank), section
+    assert "idle again: back to 2 connections (2 ready)" in after, section
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,7 @@
 """``python -m grpcpool demo``: a pool at work against a server that dies and comes back.
 
 The demo is the documentation's claims, run: it starts an echo server on 127.0.0.1
-and a pool under a :class:`~grpcpool.Supervisor`, and narrates six steps
+and a pool under a :class:`~grpcpool.Supervisor`, and narrates its steps
 while printing the pool's telemetry events as they fire:
 
 1. calls spread over N distinct connections, as the server sees its peers,
@@ -23,7 +23,10 @@ while printing the pool's telemetry events as they fire:
    with ``peak_ewma`` and outlier detection (:mod:`grpcpool.cli._demo_faults`;
    skipped where grpcpool has no ``peak_ewma``);
 7. a scale up and a scale down;
-8. the final status table.
+8. a burst of callers growing an autoscaled pool whose connections are
+   capped, and the pool shrinking back after it
+   (:mod:`grpcpool.cli._demo_autoscale`);
+9. the final status table.
 
 Each claim is checked as it is shown: if the library misbehaves the demo says
 so and exits 1, so it doubles as an end-to-end smoke test. Backoff is set
@@ -46,6 +49,7 @@ import pykka
 import grpcpool
 from grpcpool import telemetry
 from grpcpool.cli._console import Console, format_duration, format_event, status_table, table
+from grpcpool.cli._demo_autoscale import AutoscaleFailed, show_autoscale
 from grpcpool.cli._demo_backends import BackendsFailed, show_backends
 from grpcpool.cli._demo_faults import FaultsFailed, show_faults
 from grpcpool.cli._demo_routing import RoutingFailed, show_least_in_flight
@@ -259,7 +263,10 @@ def run(options: DemoOptions, console: Console | None = None) -> None:
         if (bigger, smaller, len(after.workers)) != (size + SCALE_BY, size, size):
             raise DemoFailed(f"scaling went {size} -> {bigger} -> {smaller}, {after.workers!r}")
 
-        console.line("[8] final status")
+        console.line("[8] autoscale: a burst of callers grows the pool, which shrinks after")
+        show_autoscale(console, server)
+
+        console.line("[9] final status")
         console.line(status_table(grpcpool.status(POOL_NAME)))
     finally:
         if supervisor is not None:
@@ -317,6 +324,7 @@ def _wait_empty(timeout: float = 3.0) -> None:
 
 def describe_error(error: BaseException) -> str:
     """A one-line reason for a failed demo."""
-    if isinstance(error, DemoFailed | RoutingFailed | BackendsFailed | FaultsFailed | GrpcPoolError):
+    known = (DemoFailed, RoutingFailed, BackendsFailed, FaultsFailed, AutoscaleFailed)
+    if isinstance(error, (*known, GrpcPoolError)):
         return str(error)
     return f"{type(error).__name__}: {error}"
