@@ -2,8 +2,9 @@
 Prometheus exporter emits, and imports into Grafana 10+ as a file.
 
 The check is against a real exposition: a pool runs against a real server with
-the exporter registered, a call goes through the pool channel, and the
-registry's text is scraped. A renamed metric, or a panel added for one that
+the exporter registered, calls go through the pool channel (three at once on a
+pool that takes one per connection, so one waits and the pool autoscales up),
+and the registry's text is scraped. A renamed metric, or a panel added for one that
 does not exist yet, fails here instead of showing "No data" to an operator.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ import grpcpool
 from grpcpool.metrics import prometheus
 from tests.pools import loopback_config, start_pool
 from tests.servers import EchoServer, EchoStub
+from tests.waiting import wait_until
 
 DASHBOARD = Path(__file__).resolve().parent.parent / "docs" / "grafana" / "grpcpool.json"
 
@@ -98,17 +101,52 @@ def exposed_names(text: str) -> set[str]:
     return names
 
 
+# The capacity series the dashboard's Capacity row reads, each with a sample
+# (not only declared) once the fixture's burst has run: the queued-calls gauge
+# from a pool.status report, the queue-wait histogram from a call that waited,
+# the steps counter from the step up that the waiting call asked for.
+CAPACITY_SAMPLES = (
+    'grpcpool_pool_calls_queued{pool="dashboard"}',
+    'grpcpool_call_queue_wait_seconds_count{pool="dashboard"}',
+    'grpcpool_pool_autoscale_steps_total{direction="up",pool="dashboard"}',
+)
+# The pool's connections each take one call at a time; the server holds each
+# call this long, so a third caller waits for a slot.
+CALL_SECONDS = 0.3
+
+
+def _sampled(text: str, series: str) -> bool:
+    return any(line.startswith(series + " ") for line in text.splitlines())
+
+
 @pytest.fixture
 def exposition(supervisors: list[pykka.ActorRef[Any]]) -> Iterator[str]:
-    """The text a scrape of a registry with grpcpool's metrics returns after a
-    pool of 2 connected to a real server and a call went through it."""
+    """The text a scrape of a registry with grpcpool's metrics returns after
+    calls went through a pool connected to a real server: a pool of 2 that
+    takes one call per connection and autoscales up to 3, and three calls at
+    once, so one waits in the queue and grows the pool."""
     registry = CollectorRegistry()
     metrics = prometheus.register(registry)
+    pool = {
+        "telemetry_interval": 0.1,
+        "max_calls_per_connection": 1,
+        "autoscale": {"min_size": 2, "max_size": 3},
+    }
     try:
-        with EchoServer() as server:
-            start_pool(supervisors, loopback_config(server.port, 2), "dashboard")
+        with EchoServer(delay=CALL_SECONDS) as server:
+            start_pool(supervisors, loopback_config(server.port, 2, pool=pool), "dashboard")
             grpcpool.await_ready("dashboard", timeout=10.0, min_ready=2)
-            EchoStub(grpcpool.channel("dashboard")).Unary(b"scraped", timeout=10)
+            stub = EchoStub(grpcpool.channel("dashboard"))
+            with ThreadPoolExecutor(3) as callers:
+                calls = [callers.submit(stub.Unary, b"scraped", timeout=10) for _ in range(3)]
+                assert [call.result() for call in calls] == [b"scraped"] * 3
+            assert wait_until(
+                lambda: all(
+                    _sampled(prometheus_client.generate_latest(registry).decode(), series)
+                    for series in CAPACITY_SAMPLES
+                ),
+                timeout=10.0,
+            ), prometheus_client.generate_latest(registry).decode()
             text = prometheus_client.generate_latest(registry).decode()
             grpcpool.stop("dashboard")
         yield text
@@ -162,8 +200,21 @@ def test_the_dashboard_covers_the_operators_questions() -> None:
         "grpcpool_pool_panic",
         "grpcpool_call_hedged_attempts_total",
         "grpcpool_call_hedge_wins_total",
+        "grpcpool_pool_calls_queued",
+        "grpcpool_call_queue_wait_seconds_bucket",
+        "grpcpool_pool_autoscale_steps_total",
     ):
         assert name in queried, f"no panel shows {name}"
+
+
+def test_the_capacity_panels_read_series_a_real_pool_fills(exposition: str) -> None:
+    """The Capacity row's metrics carry samples after a burst on a capped,
+    autoscaled pool: a call waited (the queue-wait histogram and the queued
+    gauge) and the pool stepped up (the steps counter, direction up)."""
+    for series in CAPACITY_SAMPLES:
+        assert _sampled(exposition, series), series
+    queried = {name for expression in queries(dashboard()) for name in metric_names(expression)}
+    assert {"grpcpool_call_queue_wait_seconds_count", "grpcpool_pool_calls_queued"} <= queried
 
 
 def test_the_dashboard_imports_into_grafana_10() -> None:
