@@ -76,15 +76,18 @@ docs: $(DOCS_STAMP)
 # .proto files; the output is committed, so only a change to a .proto needs
 # this. health.proto's package is grpcpool's own (see the file), so the paths
 # of its generated service code are rewritten to the protocol's,
-# /grpc.health.v1.Health/...
+# /grpc.health.v1.Health/...; etcd.proto's likewise to etcd's, /etcdserverpb.KV/Range etc.
 HEALTH_GRPC := grpcpool/connection/health/health_pb2_grpc.py
+ETCD_GRPC := grpcpool/etcd/etcd_pb2_grpc.py
 proto:
 	$(PYTHON) -m venv $(PROTO_VENV)
 	$(PROTO_VENV)/bin/python -m pip install --quiet '$(GRPCIO_TOOLS)'
 	$(PROTO_VENV)/bin/python -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. \
-		grpcpool/cli/echo/echo.proto grpcpool/connection/health/health.proto
+		grpcpool/cli/echo/echo.proto grpcpool/connection/health/health.proto grpcpool/etcd/etcd.proto
 	sed -i 's/grpcpool\.health\.v1\.Health\b/grpc.health.v1.Health/g' $(HEALTH_GRPC)
 	! grep -n 'grpcpool\.health\.v1\.Health\b' $(HEALTH_GRPC)
+	sed -i 's/grpcpool\.etcd\.v3\.\(KV\|Watch\|Auth\)\b/etcdserverpb.\1/g' $(ETCD_GRPC)
+	! grep -n 'grpcpool\.etcd\.v3\.\(KV\|Watch\|Auth\)\b' $(ETCD_GRPC)
 
 clean:
 	rm -rf $(VENV) $(DEMO_VENV) $(FLOORS_VENV) $(PROTO_VENV) build site *.egg-info .pytest_cache .mypy_cache .ruff_cache
