@@ -88,11 +88,14 @@ def check_endpoint(endpoint: Section) -> None:
     object.__setattr__(endpoint, "interceptors", interceptors)
     options = normalize_options("endpoint.options", endpoint.options)
     object.__setattr__(endpoint, "options", options)
-    if endpoint.resolver is not None and not callable(endpoint.resolver):
+    resolver = endpoint.resolver
+    if resolver is not None and not callable(resolver) and not callable(
+        getattr(resolver, "watch", None)
+    ):
         raise ConfigError(
             "endpoint.resolver",
-            "must be None (the system resolver) or a callable (host, port) -> addresses, "
-            f"got {kind(endpoint.resolver)}",
+            "must be None (the system resolver), a callable (host, port) -> addresses, "
+            f"or an object with a watch(host, port, on_change) method, got {kind(resolver)}",
         )
     check_optional_float(
         "endpoint.resolve_interval",

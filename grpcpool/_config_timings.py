@@ -42,3 +42,8 @@ MOVE_SLACK = 1.0
 # A worker the balancer retired is left out of its plans for up to this many
 # seconds while it leaves the pool's view (its channel drains meanwhile).
 LEAVE_WAIT = 5.0
+# A push resolver's watch that failed (endpoint.resolver with watch()) is
+# started again after a backoff from this many seconds up to WATCH_RETRY_MAX;
+# the pool keeps its last known addresses meanwhile.
+WATCH_RETRY_MIN = 0.5
+WATCH_RETRY_MAX = 30.0

@@ -8,6 +8,12 @@ pool waits for :func:`resolve_within` at most ``START_RESOLVE_WAIT``. What an
 answer means is :class:`grpcpool.core._resolution.Answers`', and when a
 resolution is abandoned the balancer's rules say
 (:mod:`grpcpool.core._balancing`).
+
+A resolver that pushes (``watch``) is not run but followed: :func:`watch`
+starts its watch and turns each pushed set into checked addresses (or why it
+is unusable) for the driver to hand to the rules. A push resolver that is not
+also callable gives no answer at a pool's start: the workers wait for its
+first set.
 """
 
 from __future__ import annotations
@@ -15,22 +21,73 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from grpcpool.config import Config
 from grpcpool.errors import shorten
-from grpcpool.resolver import normalize, system_resolver
+from grpcpool.resolver import (
+    ResolveError,
+    WatchHandle,
+    normalize,
+    normalize_pushed,
+    system_resolver,
+)
 
-__all__ = ["resolve", "resolve_within"]
+__all__ = ["NOT_ASKED", "Pushed", "check_pushed", "resolve", "resolve_within", "watch"]
+
+# Why a push-only resolver gives no answer when asked.
+NOT_ASKED = "the resolver only pushes; its watch gives the addresses"
+
+# A pushed set as the rules take it: (addresses, None, revision) or (None, why not, None).
+Pushed = tuple[tuple[str, ...] | None, str | None, int | None]
 
 
-def _resolver_of(config: Config) -> Callable[[str, int], Sequence[str]]:
+def _resolver_of(config: Config) -> Any:
     return config.endpoint.resolver or system_resolver
+
+
+def check_pushed(answer: object, resolver: object) -> Pushed:
+    """A pushed set, checked: ``(addresses, None, revision)`` or ``(None, why, None)``."""
+    try:
+        addresses = normalize_pushed(answer, _name_of(resolver))
+    except ResolveError as error:
+        return None, str(error), None
+    revision = getattr(answer, "revision", None)
+    return addresses, None, revision if isinstance(revision, int) else None
+
+
+def watch(
+    config: Config, on_set: Callable[[Pushed], None], on_failed: Callable[[str], None]
+) -> WatchHandle | None:
+    """Starts the pool's push resolver's watch (callback form).
+
+    Each set it pushes reaches ``on_set`` checked; an exception it pushes, or
+    one ``watch`` raises, reaches ``on_failed`` as text (then None is
+    returned: there is nothing to close). Both may be called from any thread.
+    """
+    resolver = _resolver_of(config)
+    endpoint = config.endpoint
+
+    def on_change(answer: Sequence[str] | BaseException) -> None:
+        if isinstance(answer, BaseException):
+            on_failed(f"{type(answer).__name__}: {shorten(str(answer))}")
+        else:
+            on_set(check_pushed(answer, resolver))
+
+    try:
+        handle: WatchHandle = resolver.watch(endpoint.host, endpoint.port, on_change)
+    except Exception as error:  # a user resolver may raise anything
+        on_failed(f"{type(error).__name__}: {shorten(str(error))}")
+        return None
+    return handle
 
 
 def resolve(config: Config) -> tuple[tuple[str, ...] | None, str | None, float]:
     """Runs the pool's resolver: (addresses, None, seconds) or (None, why not, seconds)."""
     endpoint = config.endpoint
     resolver = _resolver_of(config)
+    if not callable(resolver):
+        return None, NOT_ASKED, 0.0
     started = time.monotonic()
     try:
         answer = normalize(resolver(endpoint.host, endpoint.port), _name_of(resolver))
@@ -50,6 +107,8 @@ def resolve_within(config: Config, timeout: float) -> tuple[tuple[str, ...] | No
     The resolver runs on a daemon thread, so a slow one delays a pool's start
     by ``timeout`` at most and is then left to finish on its own.
     """
+    if not callable(_resolver_of(config)):
+        return None, 0.0  # a push-only resolver: its watch gives the first set
     result: list[tuple[tuple[str, ...] | None, float]] = []
     done = threading.Event()
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -65,6 +65,9 @@ from grpcpool._config_sections import (
 from grpcpool._tls import TLSOptions
 from grpcpool.errors import ConfigError
 from grpcpool.strategy import SelectStrategy, Strategy
+
+if TYPE_CHECKING:
+    from grpcpool.resolver import AsyncPushResolver, PushResolver
 
 __all__ = [
     "DEFAULT_EWMA_DECAY",
@@ -191,7 +194,10 @@ class EndpointConfig:
     its connections over (``"ip:port"``, IPv6 as ``"[addr]:port"``); None
     uses the system resolver (every A and AAAA answer of ``getaddrinfo``).
     :func:`grpcpool.static_resolver` makes one from a fixed list of
-    replicas. Each connection is pinned to one address; TLS checks ``host``
+    replicas. A resolver that pushes (an object with ``watch``, see
+    :class:`grpcpool.resolver.PushResolver`, e.g. ``EtcdResolver``) is
+    followed instead of polled: ``resolve_interval`` does not apply to it.
+    Each connection is pinned to one address; TLS checks ``host``
     and calls carry ``host:port`` as ``:authority`` (``ssl.server_hostname``,
     if set, is both). ``resolve_interval`` is how often the pool asks again
     (seconds; None: only at start and after connection failures);
@@ -207,7 +213,7 @@ class EndpointConfig:
     interceptors: tuple[Any, ...] = ()
     options: tuple[tuple[str, Any], ...] = ()
     retry_config: RetryConfig | None = None
-    resolver: Callable[[str, int], Sequence[str]] | None = None
+    resolver: Callable[[str, int], Sequence[str]] | PushResolver | AsyncPushResolver | None = None
     resolve_interval: float | None = DEFAULT_RESOLVE_INTERVAL
     resolve_timeout: float = DEFAULT_RESOLVE_TIMEOUT
 

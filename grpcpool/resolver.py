@@ -18,22 +18,39 @@ spellings of one replica count as one.
 Error messages name an entry by its index and say what is wrong with it,
 without quoting it: a resolver's answer is user data of unknown shape, and a
 misplaced token or password must not end up in a log.
+
+A resolver may also *push* (:class:`PushResolver`): an object with
+``watch(host, port, on_change) -> handle`` that calls ``on_change(addresses)``
+whenever the set changes, from any thread, until ``handle.close()``. A pool
+follows it instead of polling; :class:`grpcpool.etcd.EtcdResolver` (also
+importable from here) follows a prefix of etcd in grpc-go's endpoints format.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from grpcpool.errors import GrpcPoolError, shorten
 
+if TYPE_CHECKING:
+    from grpcpool.etcd import EtcdResolver
+
 __all__ = [
+    "AddressSet",
+    "AsyncPushResolver",
+    "EtcdResolver",
+    "PushResolver",
     "ResolveError",
     "Resolver",
     "StaticResolver",
+    "WatchHandle",
     "address_host",
+    "is_push",
     "normalize",
+    "normalize_pushed",
     "static_resolver",
     "system_resolver",
 ]
@@ -42,6 +59,69 @@ Resolver = Callable[[str, int], Sequence[str]]
 """``(host, port) -> addresses``, each ``"ip:port"`` or ``"[v6]:port"``."""
 
 _ADDRESS_SHAPE = "write 'ip:port' or '[ipv6]:port'"
+
+
+class AddressSet(tuple[str, ...]):
+    """A pushed address set that says which registry revision it is (``revision``).
+
+    A push resolver may hand ``on_change`` one of these instead of a plain
+    list; the pool reports the revision in ``pool.resolved`` and its status.
+    """
+
+    revision: int | None
+
+    def __new__(cls, addresses: Iterable[str], revision: int | None = None) -> AddressSet:
+        made = super().__new__(cls, addresses)
+        made.revision = revision
+        return made
+
+
+@runtime_checkable
+class WatchHandle(Protocol):
+    """What a push resolver's ``watch`` returns: ``close()`` ends the watch.
+
+    A handle may also have a ``state`` attribute (``"watching"``,
+    ``"reconnecting"``, ...) and a ``revision`` (the last one seen), which the
+    pool's status shows.
+    """
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class PushResolver(Protocol):
+    """A resolver that pushes: it calls ``on_change`` whenever the address set changes.
+
+    ``watch`` must return at once (start a thread or a stream of its own) and
+    call ``on_change(addresses)`` with the whole current set, first as soon as
+    it knows it and then after each change, from any thread, until the handle
+    is closed. A watch that has failed for good calls ``on_change(error)``
+    with an exception: the pool closes the handle, keeps its last known
+    addresses and starts a new watch after a backoff. An empty set keeps the
+    last non-empty one (with a WARNING) unless the resolver has an
+    ``allow_empty`` attribute that is true.
+    """
+
+    def watch(
+        self, host: str, port: int, on_change: Callable[[Sequence[str] | BaseException], None]
+    ) -> WatchHandle: ...
+
+
+@runtime_checkable
+class AsyncPushResolver(Protocol):
+    """The asyncio form of :class:`PushResolver`, for asyncio pools only.
+
+    ``watch(host, port)`` is an async iterator of address lists (each the
+    whole current set); the iterator raising or ending is a failed watch
+    (restarted with backoff), and the pool closes it (``aclose``) when it stops.
+    """
+
+    def watch(self, host: str, port: int) -> AsyncIterator[Sequence[str]]: ...
+
+
+def is_push(resolver: object) -> bool:
+    """True if ``resolver`` pushes (has a callable ``watch``), in either form."""
+    return callable(getattr(resolver, "watch", None))
 
 
 class ResolveError(GrpcPoolError, OSError):
@@ -270,8 +350,29 @@ def normalize(answer: object, resolver_name: str) -> tuple[str, ...]:
     return tuple(found)
 
 
+def normalize_pushed(answer: object, resolver_name: str) -> tuple[str, ...]:
+    """:func:`normalize` for a pushed set, which may be empty (the registry has none).
+
+    Raises:
+        ResolveError: The set is not a sequence of good addresses.
+    """
+    if isinstance(answer, Sequence) and not isinstance(answer, str | bytes) and len(answer) == 0:
+        return ()
+    return normalize(answer, resolver_name)
+
+
 def address_host(address: str) -> str:
     """The IP of an address: ``"1.2.3.4:80"`` -> ``"1.2.3.4"``, ``"[::1]:80"`` -> ``"::1"``."""
     if address.startswith("["):
         return address[1 : address.index("]")]
     return address.rpartition(":")[0]
+
+
+def __getattr__(name: str) -> Any:
+    # EtcdResolver runs a pool of its own, so it lives above the public API
+    # (grpcpool.etcd); it is offered here too, loaded on first use.
+    if name == "EtcdResolver":
+        from importlib import import_module
+
+        return import_module("grpcpool.etcd").EtcdResolver
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

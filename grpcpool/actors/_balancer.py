@@ -24,7 +24,8 @@ asyncio pool); this actor is its driver. It turns what it hears into the
 rules' events (a worker's state changed, from the HealthRegistry's nudge;
 the workers changed, from the PoolSupervisor; a resolution's answer; its one
 timer) and carries out their effects: resolutions run on short-lived threads
-(a resolver may block; an actor must not), workers are told to repin
+(a resolver may block; an actor must not), a push resolver's watch tells the
+actor each set it pushes (from the resolver's thread), workers are told to repin
 straight, and moves go through the PoolSupervisor (:class:`MoveOwner`),
 never waited on.
 """
@@ -41,7 +42,7 @@ from typing import Any
 
 import pykka
 
-from grpcpool._resolving import resolve
+from grpcpool._resolving import Pushed, resolve, watch
 from grpcpool._status import WorkerStatus
 from grpcpool.actors._entry import PoolEntry
 from grpcpool.actors._parts import MoveOwner, PoolParts
@@ -49,6 +50,7 @@ from grpcpool.connection._announce import announce_pool
 from grpcpool.connection._machine_types import Emit, Log, Repin
 from grpcpool.core import _balancing_types as rules
 from grpcpool.core._balancing import step
+from grpcpool.resolver import WatchHandle
 from grpcpool.supervisor import SupervisedActor, TimerHandle, send_after
 
 __all__ = ["Balancer", "Rebalance", "WorkersChanged"]
@@ -106,6 +108,8 @@ class Balancer(SupervisedActor):
         self._starting: tuple[int, pykka.Future[str]] | None = None
         self._tick: TimerHandle | None = None
         self._ticks = 0  # the number of the latest tick scheduled
+        self._watch: WatchHandle | None = None  # a push resolver's current watch
+        self._watch_number = 0
 
     # --- actor hooks ----------------------------------------------------------------
 
@@ -125,8 +129,12 @@ class Balancer(SupervisedActor):
                 return None  # an older tick, replaced meanwhile
             self._tick = None
             event = rules.TimerDue(self._workers())
-        elif isinstance(message, rules.ResolutionDone | rules.ReplacedGone):
-            event = message  # from a resolution's thread; from the PoolSupervisor
+        elif isinstance(
+            message, rules.ResolutionDone | rules.ReplacedGone | rules.Pushed | rules.WatchFailed
+        ):
+            event = message  # from a resolution's or a watch's thread; from the PoolSupervisor
+            if isinstance(message, rules.WatchFailed) and message.watch == self._watch_number:
+                self._close_watch()
         else:
             return super().on_receive(message)
         self._hear_starting()
@@ -151,6 +159,15 @@ class Balancer(SupervisedActor):
         self._parts.nudge.attach(None)
         if self._tick is not None:
             self._tick.cancel()
+        self._close_watch()
+
+    def _close_watch(self) -> None:
+        handle, self._watch = self._watch, None
+        if handle is not None:
+            try:
+                handle.close()
+            except Exception as error:  # a user resolver's close may raise anything
+                _log.warning("pool %r: closing the resolver's watch failed: %r", self._entry.name, error)
 
     def __repr__(self) -> str:
         move = self._state.move
@@ -196,6 +213,8 @@ class Balancer(SupervisedActor):
                 self._schedule(delay)
             case rules.StartResolution(number):
                 self._resolve(number)
+            case rules.StartWatch(number):
+                self._start_watch(number)
             case rules.SetResolverError(problem):
                 self._entry.resolver_error = problem
             case rules.RepinWorker(worker_id, address):
@@ -223,6 +242,21 @@ class Balancer(SupervisedActor):
                 me.tell(rules.ResolutionDone(number, addresses, error, duration))
 
         threading.Thread(target=run, name="grpcpool-resolve", daemon=True).start()
+
+    def _start_watch(self, number: int) -> None:
+        self._close_watch()
+        me = self.actor_ref
+
+        def on_set(pushed: Pushed) -> None:
+            with contextlib.suppress(pykka.ActorDeadError):
+                me.tell(rules.Pushed(number, *pushed))
+
+        def on_failed(error: str) -> None:
+            with contextlib.suppress(pykka.ActorDeadError):
+                me.tell(rules.WatchFailed(number, error))
+
+        self._watch_number = number
+        self._watch = watch(self._entry.config, on_set, on_failed)
 
     def _schedule(self, delay: float | None) -> None:
         """The one wake-up the rules ask for, replacing the one before."""

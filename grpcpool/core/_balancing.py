@@ -46,6 +46,7 @@ from grpcpool.core._balancing_types import (
     Effect,
     Event,
     Move,
+    Pushed,
     RepinWorker,
     ReplacedGone,
     ReplacementNotStarted,
@@ -59,6 +60,7 @@ from grpcpool.core._balancing_types import (
     StopReplacement,
     TimerDue,
     Wake,
+    WatchFailed,
     WorkersChanged,
 )
 from grpcpool.core._planner import Candidate
@@ -101,6 +103,13 @@ def step(state: BalancerState, event: Event, *, now: float, wall: float) -> Step
             if event.number == state.resolutions and state.resolving_until is not None:
                 run.finish_resolution(event.addresses, event.error, event.took)
             # else: abandoned for taking too long; its answer is dropped
+        case Pushed():
+            if state.settings.push and event.watch == state.watching.number:
+                run.pushed(event)
+            # else: from a watch closed since; dropped
+        case WatchFailed():
+            if state.settings.push and event.watch == state.watching.number:
+                run.watch_failed(event.error)
         case WorkersChanged():
             run.workers = event.workers
             run.look()
@@ -144,6 +153,7 @@ class _Run:
                 self.resolve_at,
                 self.resolving_until,
                 self.move.deadline if self.move is not None else None,
+                self.state.watching.retry_at,
                 *self.leaving.values(),
             )
             if at is not None
@@ -173,15 +183,17 @@ class _Run:
             # The answer the pool started with, reported like any other.
             self.take(event.addresses, None, event.took)
         interval = self.state.settings.resolve_interval
-        if not self.state.answers.addresses:
+        if self.state.settings.push:
+            self.effects.append(self.state.watching.start())  # followed, never polled
+        elif not self.state.answers.addresses:
             self.start_resolution()
         elif interval is not None:
             self.resolve_at = self.now + interval
         self.look()
 
     def start_resolution(self) -> None:
-        if self.resolving_until is not None:
-            return  # one at a time
+        if self.resolving_until is not None or self.state.settings.push:
+            return  # one at a time; a push resolver is not asked
         self.resolutions += 1
         self.resolving_until = self.now + self.state.settings.resolve_timeout
         self.effects.append(StartResolution(self.resolutions))
@@ -211,7 +223,25 @@ class _Run:
         if self.resolve_at is not None and self.now >= self.resolve_at:
             self.resolve_at = None
             self.start_resolution()  # unless one runs: its end schedules the next
+        if self.state.watching.due(self.now):
+            self.effects.append(self.state.watching.start())
         self.look()
+
+    def pushed(self, event: Pushed) -> None:
+        settings, answers = self.state.settings, self.state.answers
+        changed, announced = answers.take_pushed(
+            event.addresses, event.error, event.revision, allow_empty=settings.allow_empty
+        )
+        self.effects.extend(announced)
+        self.state.watching.answered()
+        self.effects.append(SetResolverError(answers.problem))
+        if changed:
+            self.look()
+
+    def watch_failed(self, error: str) -> None:
+        self.take(None, error, 0.0)  # keeps the last known addresses
+        self.effects.append(SetResolverError(self.state.answers.problem))
+        self.state.watching.failed(self.now)
 
     # --- looking at the pool -----------------------------------------------------------
 

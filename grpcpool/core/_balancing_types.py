@@ -16,6 +16,8 @@ from grpcpool.config import Config
 from grpcpool.connection._machine_types import Emit, Log
 from grpcpool.core._planner import Planner
 from grpcpool.core._resolution import Answers
+from grpcpool.core._watching import StartWatch, Watching
+from grpcpool.resolver import is_push
 
 __all__ = [
     "BalancerSettings",
@@ -24,6 +26,7 @@ __all__ = [
     "Effect",
     "Event",
     "Move",
+    "Pushed",
     "RepinWorker",
     "ReplacedGone",
     "ReplacementNotStarted",
@@ -33,10 +36,12 @@ __all__ = [
     "SetResolverError",
     "StartReplacement",
     "StartResolution",
+    "StartWatch",
     "Started",
     "StopReplacement",
     "TimerDue",
     "Wake",
+    "WatchFailed",
     "WorkersChanged",
     "new_state",
 ]
@@ -57,6 +62,10 @@ class BalancerSettings:
         retry_min: ``connection.backoff_min``: the first wait before a failed
             address is tried again.
         retry_max: ``connection.backoff_max``.
+        push: The resolver pushes (has ``watch``): the pool follows one
+            watch instead of resolving on a schedule.
+        allow_empty: A pushed empty set is followed (the resolver's
+            ``allow_empty``); otherwise the last non-empty set is kept.
     """
 
     target: str
@@ -66,6 +75,8 @@ class BalancerSettings:
     max_age: float | None = None
     retry_min: float = 1.0
     retry_max: float | None = None
+    push: bool = False
+    allow_empty: bool = False
 
     @classmethod
     def of(cls, config: Config) -> BalancerSettings:
@@ -79,6 +90,8 @@ class BalancerSettings:
             max_age=connection.max_age,
             retry_min=connection.backoff_min,
             retry_max=connection.backoff_max,
+            push=is_push(endpoint.resolver),
+            allow_empty=bool(getattr(endpoint.resolver, "allow_empty", False)),
         )
 
 
@@ -119,6 +132,7 @@ class BalancerState:
         settings: What the configuration says.
         planner: Decides the repins and moves.
         answers: The resolver's last good answer, and what a new one means.
+        watching: A push resolver's current watch and its retry backoff.
         workers: The last snapshot of the pool's worker records.
         move: The move under way, if any.
         moves: The number of the latest move begun.
@@ -135,6 +149,7 @@ class BalancerState:
     settings: BalancerSettings
     planner: Planner = field(compare=False, repr=False)
     answers: Answers = field(compare=False, repr=False)
+    watching: Watching = field(default_factory=Watching, compare=False, repr=False)
     workers: tuple[WorkerStatus, ...] = ()
     move: Move | None = None
     moves: int = 0
@@ -178,6 +193,26 @@ class ResolutionDone:
     addresses: tuple[str, ...] | None
     error: str | None
     took: float
+
+
+@dataclass(frozen=True)
+class Pushed:
+    """Watch ``watch`` pushed a set: ``addresses`` (checked, maybe empty), or
+    None and why the set was unusable (``error``); ``revision`` if the
+    registry numbers its changes."""
+
+    watch: int
+    addresses: tuple[str, ...] | None
+    error: str | None = None
+    revision: int | None = None
+
+
+@dataclass(frozen=True)
+class WatchFailed:
+    """Watch ``watch`` failed for good (``error``); the driver has closed it."""
+
+    watch: int
+    error: str
 
 
 @dataclass(frozen=True)
@@ -225,6 +260,8 @@ class ReplacedGone:
 Event = (
     Started
     | ResolutionDone
+    | Pushed
+    | WatchFailed
     | WorkersChanged
     | TimerDue
     | ReplacementStarted
@@ -312,6 +349,7 @@ class SetResolverError:
 
 Effect = (
     StartResolution
+    | StartWatch
     | Wake
     | RepinWorker
     | StartReplacement

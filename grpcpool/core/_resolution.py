@@ -69,12 +69,15 @@ class Answers:
         addresses: The last good answer (empty before the first).
         problem: Why the last resolution failed, or None if it worked (shown
             as ``PoolStatus.resolver_error``).
+        revision: The registry revision of the last pushed set, if it said one.
     """
 
     def __init__(self, target: str, interval: float | None = None) -> None:
         self._target = target
         self.addresses: tuple[str, ...] = ()
         self.problem: str | None = None
+        self.revision: int | None = None
+        self._empty_kept = False  # a pushed empty set was refused (warned once)
         top = RESOLVE_RETRY_MAX if interval is None else max(1.0, min(interval, RESOLVE_RETRY_MAX))
         self._backoff = Backoff(1.0, top)
         self._interval = interval
@@ -98,8 +101,45 @@ class Answers:
             return delay
         return self._interval
 
+    def take_pushed(
+        self,
+        addresses: tuple[str, ...] | None,
+        error: str | None,
+        revision: int | None,
+        *,
+        allow_empty: bool,
+    ) -> tuple[bool, tuple[Emit | Log, ...]]:
+        """Judges a set a push resolver's watch gave (see :meth:`take`).
+
+        An empty set does not empty the pool unless ``allow_empty``: the last
+        non-empty set is kept, with one WARNING per streak of empty sets (a
+        registry emptied by mistake must not take every backend away). A set
+        equal to the one held changes nothing and is not announced.
+        """
+        if addresses is None:
+            return self.take(None, error, 0.0)
+        if revision is not None:
+            self.revision = revision
+        if not addresses and not allow_empty:
+            if self._empty_kept:
+                return False, ()
+            self._empty_kept = True
+            why = (
+                f"the resolver of {self._target} pushed an empty set; keeping the last "
+                f"{len(self.addresses)} addresses (a resolver with allow_empty=True is followed)"
+            )
+            return False, (Log(logging.WARNING, why),)
+        self._empty_kept = False
+        if addresses == self.addresses and self.problem is None and addresses:
+            return False, ()
+        return self.take(addresses, None, 0.0, revision)
+
     def take(
-        self, addresses: tuple[str, ...] | None, error: str | None, took: float
+        self,
+        addresses: tuple[str, ...] | None,
+        error: str | None,
+        took: float,
+        revision: int | None = None,
     ) -> tuple[bool, tuple[Emit | Log, ...]]:
         """Judges one resolution.
 
@@ -128,13 +168,14 @@ class Answers:
         self.problem = None
         self._backoff = self._backoff.succeed()
         before, self.addresses = self.addresses, addresses
+        details: dict[str, object] = {
+            "added": sorted(set(addresses) - set(before)),
+            "removed": sorted(set(before) - set(addresses)),
+        }
+        if revision is not None:
+            details["revision"] = revision
         resolved = Emit(
-            telemetry.pool_resolved.name,
-            {"addresses": len(addresses), "duration": took},
-            {
-                "added": sorted(set(addresses) - set(before)),
-                "removed": sorted(set(before) - set(addresses)),
-            },
+            telemetry.pool_resolved.name, {"addresses": len(addresses), "duration": took}, details
         )
         if recovered:
             return True, (Log(logging.INFO, "resolving works again"), resolved)

@@ -19,7 +19,8 @@ all the same.
 
 A static resolver or an IP literal is asked on the loop (there is nothing to
 wait for); any other resolver runs in the loop's default executor, since a
-lookup may block.
+lookup may block. A resolver that pushes is followed through one watch
+(:mod:`grpcpool.tasks._watch`), whose sets come in as events.
 """
 
 from __future__ import annotations
@@ -37,9 +38,10 @@ from grpcpool.connection._machine_types import Emit, Log
 from grpcpool.core import _balancing_types as rules
 from grpcpool.core._balancing import step
 from grpcpool.core._resolution import START_RESOLVE_WAIT
-from grpcpool.resolver import StaticResolver
+from grpcpool.resolver import StaticResolver, is_push
 from grpcpool.tasks._parts import BalancerLinks
 from grpcpool.tasks._registry import wait_event
+from grpcpool.tasks._watch import LoopWatch
 
 __all__ = ["Balancer", "first_addresses", "resolves_inline"]
 
@@ -51,8 +53,8 @@ _Lookup = asyncio.Future[tuple[tuple[str, ...] | None, str | None, float]]
 def resolves_inline(config: Config) -> bool:
     """True if the pool's resolver needs no lookup: a static list, or the system's for an IP."""
     resolver = config.endpoint.resolver
-    if isinstance(resolver, StaticResolver):
-        return True
+    if isinstance(resolver, StaticResolver) or (is_push(resolver) and not callable(resolver)):
+        return True  # a push-only resolver is not asked: its watch gives the first set
     try:
         ipaddress.ip_address(config.endpoint.host.strip("[]"))
     except ValueError:
@@ -105,6 +107,7 @@ class Balancer:
         self._wake_at: float | None = None  # monotonic; the rules' one wake-up
         self._inbox: list[rules.Event] = []  # answers of resolutions, in order
         self._lookups: set[_Lookup] = set()
+        self._watch = LoopWatch(pool.config, self._hear)
 
     def poke(self) -> None:
         """The pool's workers changed (a state, or scaling): look again."""
@@ -132,6 +135,7 @@ class Balancer:
             # A move's replacement stops with the pool's other workers.
             for lookup in self._lookups:
                 lookup.cancel()
+            self._watch.close()
 
     async def _feed(self, event: rules.Event) -> None:
         """Steps the rules with ``event`` and carries out their effects (and what they answer)."""
@@ -154,6 +158,8 @@ class Balancer:
                 self._wake_at = None if delay is None else time.monotonic() + delay
             case rules.StartResolution(number):
                 return self._resolve(number)
+            case rules.StartWatch(number):
+                self._watch.start(number)
             case rules.SetResolverError(problem):
                 self.resolver_error = problem
             case rules.RepinWorker(worker_id, address):
@@ -181,6 +187,11 @@ class Balancer:
         self._lookups.add(lookup)
         lookup.add_done_callback(functools.partial(self._answered, number))
         return None
+
+    def _hear(self, event: rules.Event) -> None:
+        """An event from the watch, on the loop: handled by the running task."""
+        self._inbox.append(event)
+        self._wake.set()
 
     def _answered(self, number: int, lookup: _Lookup) -> None:
         self._lookups.discard(lookup)
