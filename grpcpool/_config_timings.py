@@ -47,3 +47,11 @@ LEAVE_WAIT = 5.0
 # the pool keeps its last known addresses meanwhile.
 WATCH_RETRY_MIN = 0.5
 WATCH_RETRY_MAX = 30.0
+# EtcdResolver: a lost etcd stream (a member down, etcd restarting) is tried
+# again after a backoff from ETCD_RETRY_MIN up to ETCD_RETRY_MAX seconds, and
+# its pool's connections to etcd reconnect within the same bounds, so the
+# registry is followed again within about a second of etcd answering.
+ETCD_RETRY_MIN = 0.1
+ETCD_RETRY_MAX = 1.0
+# EtcdResolver: how long one Range or Authenticate call to etcd may take.
+ETCD_CALL_TIMEOUT = 5.0

@@ -11,3 +11,7 @@ etcd's generated code cannot clash with it in protobuf's registry of names.
 This package sits above the public API (it runs a grpcpool pool of its own
 to reach etcd).
 """
+
+from grpcpool.etcd._resolver import EtcdResolver
+
+__all__ = ["EtcdResolver"]

