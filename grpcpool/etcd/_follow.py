@@ -63,11 +63,13 @@ class EtcdWatch:
             ``"closed"``.
         revision: The etcd revision the last pushed set reflects (None before).
         problem: Why the last stream or call failed (None while watching).
+        pool_name: The grpcpool pool it reaches etcd through (one connection
+            per member; the watch stream is in flight on one of them).
     """
 
     def __init__(self, resolver: EtcdResolver, pool_name: str, on_change: OnChange) -> None:
         self._resolver = resolver
-        self._pool_name = pool_name
+        self.pool_name = pool_name
         self._on_change = on_change
         self.state = "connecting"
         self.revision: int | None = None
@@ -103,7 +105,7 @@ class EtcdWatch:
 
     def _run(self) -> None:
         try:
-            _pools.start(self._resolver.pool_config(), self._pool_name)
+            _pools.start(self._resolver.pool_config(), self.pool_name)
         except Exception as error:  # the pool's config is ours; a name clash is the user's
             self._on_change(error)
             return
@@ -111,10 +113,10 @@ class EtcdWatch:
             self._follow_until_closed()
         finally:
             with contextlib.suppress(Exception):
-                _pools.stop(self._pool_name)
+                _pools.stop(self.pool_name)
 
     def _follow_until_closed(self) -> None:
-        channel = _pools.channel(self._pool_name)
+        channel = _pools.channel(self.pool_name)
         kv, watch = rpc.KVStub(channel), rpc.WatchStub(channel)
         fresh = True
         while not self._closed.is_set():
@@ -148,7 +150,7 @@ class EtcdWatch:
         if resolver.user is None:
             return ()
         if self._token is None:
-            auth = rpc.AuthStub(_pools.channel(self._pool_name))
+            auth = rpc.AuthStub(_pools.channel(self.pool_name))
             reply = auth.Authenticate(
                 pb.AuthenticateRequest(name=resolver.user, password=resolver.password or ""),
                 timeout=ETCD_CALL_TIMEOUT,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -106,6 +107,7 @@ class EtcdResolver:
         self._credentials = credentials
         addresses = [a for host, port, _ in split for a in system_resolver(host, port)]
         self._members: StaticResolver = static_resolver(addresses)
+        self._watches: weakref.WeakSet[EtcdWatch] = weakref.WeakSet()
         self.pool_config()  # checks ssl and credentials now, not at the first watch
 
     def pool_config(self) -> Config:
@@ -135,7 +137,14 @@ class EtcdResolver:
     ) -> EtcdWatch:
         """Starts following the prefix (``host`` and ``port`` are not needed: the prefix
         names the service); ``on_change`` hears every set, from the watch's thread."""
-        return EtcdWatch(self, f"grpcpool-etcd-{next(_numbers)}", on_change)
+        handle = EtcdWatch(self, f"grpcpool-etcd-{next(_numbers)}", on_change)
+        self._watches.add(handle)
+        return handle
+
+    @property
+    def watches(self) -> tuple[EtcdWatch, ...]:
+        """The watches open now (their state, revision, and the pool each reaches etcd by)."""
+        return tuple(w for w in list(self._watches) if w.state != "closed")
 
     def __repr__(self) -> str:
         members = ", ".join(address_host(a) for a in self._members.addresses)
