@@ -21,19 +21,30 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
+from grpcpool._status import PoolStatus
 from grpcpool.config import Config
 from grpcpool.errors import shorten
 from grpcpool.resolver import (
     ResolveError,
     WatchHandle,
+    is_push,
     normalize,
     normalize_pushed,
     system_resolver,
 )
 
-__all__ = ["NOT_ASKED", "Pushed", "check_pushed", "resolve", "resolve_within", "watch"]
+__all__ = [
+    "NOT_ASKED",
+    "Pushed",
+    "check_pushed",
+    "resolve",
+    "resolve_within",
+    "watch",
+    "with_watch",
+]
 
 # Why a push-only resolver gives no answer when asked.
 NOT_ASKED = "the resolver only pushes; its watch gives the addresses"
@@ -44,6 +55,27 @@ Pushed = tuple[tuple[str, ...] | None, str | None, int | None]
 
 def _resolver_of(config: Config) -> Any:
     return config.endpoint.resolver or system_resolver
+
+
+def with_watch(status: PoolStatus, config: Config, handle: object) -> PoolStatus:
+    """``status`` with the push resolver's watch state and revision (unchanged otherwise).
+
+    The handle's own ``state`` and ``revision`` are shown when it has them
+    (:class:`grpcpool.etcd.EtcdResolver`'s do); without a handle (a failed
+    watch waiting to start again) the state is ``"reconnecting"``.
+    """
+    if not is_push(config.endpoint.resolver):
+        return status
+    if handle is None:
+        state = "reconnecting" if status.resolver_error else "connecting"
+        return replace(status, resolver_state=state)
+    shown = getattr(handle, "state", None)
+    revision = getattr(handle, "revision", None)
+    return replace(
+        status,
+        resolver_state=shown if isinstance(shown, str) else "watching",
+        resolver_revision=revision if isinstance(revision, int) else None,
+    )
 
 
 def check_pushed(answer: object, resolver: object) -> Pushed:

@@ -65,6 +65,12 @@ class PoolStatus:
             refused streams), not yet in flight.
         autoscale: ``(min_size, max_size)``, the range ``pool.autoscale``
             moves the pool's size in; None for a pool of fixed size.
+        resolver_state: A push resolver's watch: ``"connecting"``,
+            ``"watching"``, ``"reconnecting"`` (the pool serves its last
+            known addresses meanwhile) or what the resolver's handle says;
+            None for a resolver that is asked (polled).
+        resolver_revision: The registry revision of the watch's last set,
+            when the resolver numbers them (etcd does); else None.
     """
 
     pool_name: str
@@ -76,6 +82,8 @@ class PoolStatus:
     resolver_error: str | None = None
     queued: int = 0
     autoscale: tuple[int, int] | None = None
+    resolver_state: str | None = None
+    resolver_revision: int | None = None
 
     @classmethod
     def of(

@@ -37,20 +37,34 @@ ETCDCTL = None if ETCD_BINARY is None else ETCD_BINARY.parent / "etcdctl"
 ETCDCTL_TIMEOUT = 10.0
 
 
+# Errors of a cluster electing a leader (a member was just killed): tried again.
+_ELECTING = ("request timed out", "leader changed", "no leader", "deadline exceeded")
+# How long etcdctl is tried again while the cluster elects a leader.
+ELECTION_WAIT = 10.0
+
+
 def etcdctl(endpoints: list[str], *args: str) -> str:
-    """Runs ``etcdctl --endpoints=... args`` and returns its output; raises if it fails."""
+    """Runs ``etcdctl --endpoints=... args`` and returns its output; raises if it fails.
+
+    A write refused while the cluster elects a leader is tried again (puts
+    and deletes are idempotent), for up to :data:`ELECTION_WAIT` seconds.
+    """
     if ETCDCTL is None:
         raise RuntimeError(ETCD_MISSING)
-    done = subprocess.run(
-        [str(ETCDCTL), f"--endpoints={','.join(endpoints)}", "--command-timeout=5s", *args],
-        capture_output=True,
-        text=True,
-        timeout=ETCDCTL_TIMEOUT,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"etcdctl {args} failed: {done.stderr.strip()}")
-    return done.stdout
+    deadline = time.monotonic() + ELECTION_WAIT
+    while True:
+        done = subprocess.run(
+            [str(ETCDCTL), f"--endpoints={','.join(endpoints)}", "--command-timeout=5s", *args],
+            capture_output=True,
+            text=True,
+            timeout=ETCDCTL_TIMEOUT,
+            check=False,
+        )
+        if done.returncode == 0:
+            return done.stdout
+        electing = any(why in done.stderr for why in _ELECTING)
+        if not electing or time.monotonic() > deadline:
+            raise RuntimeError(f"etcdctl {args} failed: {done.stderr.strip()}")
 
 
 class EtcdMember:

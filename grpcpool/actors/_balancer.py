@@ -163,6 +163,7 @@ class Balancer(SupervisedActor):
 
     def _close_watch(self) -> None:
         handle, self._watch = self._watch, None
+        self._entry.resolver_watch = None
         if handle is not None:
             try:
                 handle.close()
@@ -257,6 +258,7 @@ class Balancer(SupervisedActor):
 
         self._watch_number = number
         self._watch = watch(self._entry.config, on_set, on_failed)
+        self._entry.resolver_watch = self._watch
 
     def _schedule(self, delay: float | None) -> None:
         """The one wake-up the rules ask for, replacing the one before."""

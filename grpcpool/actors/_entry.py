@@ -33,6 +33,7 @@ from grpcpool._config_capacity import start_size
 from grpcpool._connectivity import state_changed
 from grpcpool._names import check_free, name_in_use, remember_ended
 from grpcpool._process import PROCESS
+from grpcpool._resolving import with_watch
 from grpcpool._status import PoolStatus
 from grpcpool.actors._capacity import SyncCapacity
 from grpcpool.config import Config
@@ -134,6 +135,7 @@ class PoolEntry:
         "parent",
         "raw_handed_out",
         "resolver_error",
+        "resolver_watch",
         "strategy",
         "token",
         "view",
@@ -167,6 +169,8 @@ class PoolEntry:
         self.raw_handed_out = False
         # Written by the pool's Balancer alone: why the last resolution failed.
         self.resolver_error: str | None = None
+        # A push resolver's watch handle (the Balancer's), read for status.
+        self.resolver_watch: object | None = None
         self._sampler = GetChannelSampler(config.pool.telemetry_sample_rate)
         hedging = config.pool.hedging
         self.hedging = HedgingState(hedging) if hedging is not None else None
@@ -201,12 +205,13 @@ class PoolEntry:
 
     def status(self) -> PoolStatus:
         """The pool's health now, from one view."""
-        return self.view.status(
+        status = self.view.status(
             self.name,
             self.resolver_error,
             self.capacity.queued,
             autoscale=self.config.pool.autoscale,
         )
+        return with_watch(status, self.config, self.resolver_watch)
 
     def wait_ready(self, min_ready: int, timeout: float | None) -> bool:
         """Blocks until ``min_ready`` channels are ready or the pool ends.

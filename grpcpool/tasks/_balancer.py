@@ -109,6 +109,11 @@ class Balancer:
         self._lookups: set[_Lookup] = set()
         self._watch = LoopWatch(pool.config, self._hear)
 
+    @property
+    def watch_handle(self) -> object | None:
+        """A push resolver's current watch (its handle, or the task reading it), if open."""
+        return self._watch.handle
+
     def poke(self) -> None:
         """The pool's workers changed (a state, or scaling): look again."""
         self._poked = True

@@ -28,6 +28,7 @@ from grpcpool._config_capacity import start_size
 from grpcpool._config_checks import aio_interceptors, check_pool_name
 from grpcpool._names import claim_aio, release_aio
 from grpcpool._process import PROCESS
+from grpcpool._resolving import with_watch
 from grpcpool._status import PoolStatus
 from grpcpool.config import Config
 from grpcpool.connection._announce import announce_pool
@@ -268,7 +269,9 @@ class TaskPool:
         """
         view, autoscale = self._registry.view, self.config.pool.autoscale
         queued = self.capacity.queued
-        return view.status(self.name, self.resolver_error, queued, autoscale=autoscale)
+        status = view.status(self.name, self.resolver_error, queued, autoscale=autoscale)
+        balancer = self._balancer
+        return with_watch(status, self.config, None if balancer is None else balancer.watch_handle)
 
     @property
     def resolver_error(self) -> str | None:

@@ -81,6 +81,11 @@ class LoopWatch:
 
         self._handle = watch(self._config, on_set, on_failed)
 
+    @property
+    def handle(self) -> object | None:
+        """The open watch: the resolver's handle, or the task reading its iterator."""
+        return self._handle if self._handle is not None else self._reader
+
     def _failed(self, number: int, error: str) -> None:
         if number == self.number:
             self.close()

@@ -108,6 +108,8 @@ def test_a_backend_put_into_etcd_gets_calls_and_one_deleted_gets_none(
     print(f"joined after {joined:.2f}s, left after {left:.2f}s")
     [watch] = resolver.watches
     assert watch.state == "watching" and watch.revision is not None
+    status = driver.status()
+    assert status.resolver_state == "watching" and status.resolver_revision == watch.revision
 
 
 def followed_member(resolver: EtcdResolver) -> str:
@@ -139,7 +141,9 @@ def test_the_followed_etcd_member_dies_and_the_pool_follows_the_others(
         followed = followed_member(resolver)
         [dead] = [m for m in cluster.members if m.address == followed]
         dead.kill()
-        others = [m.address for m in cluster.members if m is not dead]
+        alive = [m for m in cluster.members if m is not dead]
+        alive[0].await_serving()  # a linearizable read: the two have a leader again
+        others = [m.address for m in alive]
         started = time.monotonic()
         register(others, prefix, three[2])
         deregister(others, prefix, three[0])
@@ -175,7 +179,9 @@ def test_etcd_down_for_a_while_the_pool_serves_its_last_set_and_catches_up(
         resolver = EtcdResolver(cluster.addresses, prefix=prefix)
         driver.start(backends.config(2, resolver=resolver))
         driver.await_ready(min_ready=2)
+        assert driver.status().resolver_state == "watching"
         member.kill()
+        driver.wait_status(lambda s: s.resolver_state == "reconnecting", timeout=5.0)
         down_until = time.monotonic() + DOWN_FOR
         failures: list[str] = []
         while time.monotonic() < down_until:

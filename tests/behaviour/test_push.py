@@ -96,14 +96,17 @@ def test_a_failed_watch_is_started_again_and_the_pool_serves_its_last_set_meanwh
     driver.await_ready(min_ready=2)
     registry.refuse = ConnectionError("registry unreachable")
     registry.break_watches(ConnectionError("stream lost"))
+    assert driver.status().resolver_state in ("watching", "reconnecting")
     status = driver.wait_status(lambda s: s.resolver_error is not None)
     assert "stream lost" in (status.resolver_error or "")
+    assert status.resolver_state == "reconnecting"
     for _ in range(10):
         assert driver.call() == b"x"
     registry.refuse = None
     registry.set(addresses(two))  # pushed to no one: the next watch reads it
     driver.wait_until(lambda: on(driver) == set(addresses(two)), timeout=10.0)
-    driver.wait_status(lambda s: s.resolver_error is None)
+    status = driver.wait_status(lambda s: s.resolver_error is None)
+    assert status.resolver_state == "watching"
     assert registry.opened == 2 and registry.open_watches == 1
 
 
