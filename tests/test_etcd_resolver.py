@@ -185,3 +185,22 @@ def test_etcd_user_and_password_authentication() -> None:
         finally:
             handle.close()
             refused.close()
+
+
+def test_etcd_resolver_is_offered_by_grpcpool_resolver_and_checks_its_arguments() -> None:
+    """grpcpool.resolver.EtcdResolver is grpcpool.etcd's; bad arguments are refused with
+    a ValueError naming what to fix."""
+    from grpcpool import resolver
+
+    assert resolver.EtcdResolver is EtcdResolver
+    resolved = EtcdResolver(["http://127.0.0.1:2379", "[::1]:2380"], prefix="a/b/")
+    assert resolved.prefix == "a/b" and resolved.members == ("127.0.0.1:2379", "[::1]:2380")
+    assert resolved.allow_empty is False
+    with pytest.raises(ValueError, match="wrap one in a list"):
+        EtcdResolver("127.0.0.1:2379", prefix="a")
+    with pytest.raises(ValueError, match=r"endpoints\[0\]"):
+        EtcdResolver(["127.0.0.1"], prefix="a")
+    with pytest.raises(ValueError, match="prefix"):
+        EtcdResolver(["127.0.0.1:2379"], prefix="")
+    with pytest.raises(ValueError, match="together"):
+        EtcdResolver(["127.0.0.1:2379"], prefix="a", user="u")

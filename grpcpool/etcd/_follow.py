@@ -182,7 +182,10 @@ class EtcdWatch:
             yield pb.WatchRequest(create_request=create)
             done.wait()  # the stream stays open until it ends or the watch closes
 
-        call = watch.Watch(requests(), metadata=self._metadata())
+        # etcd's "require leader": a member cut off from its cluster ends the
+        # stream (instead of going quiet), so the watch moves to another.
+        metadata = (*self._metadata(), ("hasleader", "true"))
+        call = watch.Watch(requests(), metadata=metadata)
         with self._lock:
             self._call, self._stream_done = call, done
         if self._closed.is_set():
@@ -206,7 +209,11 @@ class EtcdWatch:
             self.state, self.problem = "watching", None
             return
         if not response.events:
-            return  # a progress notice
+            # A progress notice: the set is current as of its revision (every
+            # later event is newer), so a resume may start after it.
+            if response.header.revision and self.revision is not None:
+                self.revision = max(self.revision, response.header.revision)
+            return
         for event in response.events:
             if event.type == pb.Event.DELETE:
                 self._keys.pop(event.kv.key, None)
