@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -30,6 +31,7 @@ from tests.etcd import (
     STOP_TIMEOUT_SECONDS,
     range_request,
 )
+from tests.certs import make_ca, make_client_cert, make_server_cert
 from tests.pools import free_port
 
 ETCDCTL = None if ETCD_BINARY is None else ETCD_BINARY.parent / "etcdctl"
@@ -67,11 +69,48 @@ def etcdctl(endpoints: list[str], *args: str) -> str:
             raise RuntimeError(f"etcdctl {args} failed: {done.stderr.strip()}")
 
 
+@dataclass(frozen=True)
+class EtcdTls:
+    """PEM files for an etcd serving TLS to clients that present a certificate."""
+
+    ca: Path
+    cert: Path
+    key: Path
+    client_cert: Path
+    client_key: Path
+
+    @classmethod
+    def make(cls, where: Path) -> EtcdTls:
+        """A throwaway CA, a server certificate for 127.0.0.1, and a client certificate."""
+        ca, ca_key = make_ca()
+        server = make_server_cert(ca, ca_key, ("127.0.0.1",))
+        client = make_client_cert(ca, ca_key)
+        files = {
+            "ca": ca.certificate,
+            "cert": server.certificate,
+            "key": server.private_key,
+            "client_cert": client.certificate,
+            "client_key": client.private_key,
+        }
+        for name, pem in files.items():
+            (where / f"{name}.pem").write_bytes(pem)
+        return cls(**{name: where / f"{name}.pem" for name in files})
+
+    def etcdctl_flags(self) -> list[str]:
+        return [f"--cacert={self.ca}", f"--cert={self.client_cert}", f"--key={self.client_key}"]
+
+    def channel_credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(
+            self.ca.read_bytes(), self.client_key.read_bytes(), self.client_cert.read_bytes()
+        )
+
+
 class EtcdMember:
     """One member: fixed name, ports and data directory, started and killed at will."""
 
-    def __init__(self, name: str, data_dir: Path) -> None:
+    def __init__(self, name: str, data_dir: Path, tls: EtcdTls | None = None) -> None:
         self.name = name
+        self.tls = tls
         self.client_port, self.peer_port = free_port(), free_port()
         self.address = f"127.0.0.1:{self.client_port}"
         self.peer_url = f"http://127.0.0.1:{self.peer_port}"
@@ -82,7 +121,7 @@ class EtcdMember:
         """Starts the process (keeping its data, if it ran before); does not wait."""
         assert self._process is None, "kill() the member first"
         assert ETCD_BINARY is not None, ETCD_MISSING
-        client_url = f"http://{self.address}"
+        client_url = f"{'https' if self.tls else 'http'}://{self.address}"
         command = [
             str(ETCD_BINARY),
             f"--name={self.name}",
@@ -100,6 +139,13 @@ class EtcdMember:
             "--heartbeat-interval=50",
             "--election-timeout=500",
         ]
+        if self.tls is not None:
+            command += [
+                f"--cert-file={self.tls.cert}",
+                f"--key-file={self.tls.key}",
+                f"--trusted-ca-file={self.tls.ca}",
+                "--client-cert-auth",
+            ]
         log = open(self._data_dir / f"{self.name}.log", "ab")  # noqa: SIM115 - kept by the process
         with log:
             self._process = subprocess.Popen(
@@ -109,7 +155,10 @@ class EtcdMember:
     def await_serving(self, timeout: float = START_TIMEOUT_SECONDS) -> None:
         """Waits until the member answers a KV Range (so the cluster has a leader)."""
         deadline = time.monotonic() + timeout
-        channel = grpc.insecure_channel(self.address)
+        if self.tls is None:
+            channel = grpc.insecure_channel(self.address)
+        else:
+            channel = grpc.secure_channel(self.address, self.tls.channel_credentials())
         try:
             health = health_pb2_grpc.HealthStub(channel)
             kv_range = channel.unary_unary(RANGE_METHOD)
@@ -159,14 +208,16 @@ class EtcdMember:
 class EtcdCluster:
     """``count`` members on 127.0.0.1 forming one cluster; :meth:`stop` ends them all."""
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, count: int, *, tls: bool = False) -> None:
         self._data_dir = Path(tempfile.mkdtemp(prefix="grpcpool-etcd-cluster-"))
-        self.members = [EtcdMember(f"m{i}", self._data_dir) for i in range(count)]
+        self.tls = EtcdTls.make(self._data_dir) if tls else None
+        self.members = [EtcdMember(f"m{i}", self._data_dir, self.tls) for i in range(count)]
         self.initial = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
 
     @classmethod
-    def start(cls, count: int = 1) -> EtcdCluster:
-        cluster = cls(count)
+    def start(cls, count: int = 1, *, tls: bool = False) -> EtcdCluster:
+        """Starts ``count`` members (serving clients over mutual TLS if ``tls``) and waits."""
+        cluster = cls(count, tls=tls)
         try:
             for member in cluster.members:
                 member.launch(cluster.initial)

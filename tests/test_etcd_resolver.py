@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 
 import pytest
 
+from grpcpool import TLSOptions
 from grpcpool.etcd import EtcdResolver
 from grpcpool.etcd._format import address_of, key_range
 from grpcpool.resolver import AddressSet
@@ -204,3 +205,28 @@ def test_etcd_resolver_is_offered_by_grpcpool_resolver_and_checks_its_arguments(
         EtcdResolver(["127.0.0.1:2379"], prefix="")
     with pytest.raises(ValueError, match="together"):
         EtcdResolver(["127.0.0.1:2379"], prefix="a", user="u")
+
+
+def test_etcd_over_mutual_tls() -> None:
+    """An etcd that serves clients over TLS and asks for a client certificate: the
+    resolver given the CA, its certificate and key (https:// endpoints) follows it."""
+    if ETCD_BINARY is None:
+        pytest.skip(ETCD_MISSING)
+    with EtcdCluster.start(1, tls=True) as cluster:
+        tls = cluster.tls
+        assert tls is not None
+        ends = [f"https://{address}" for address in cluster.addresses]
+        etcdctl(ends, *tls.etcdctl_flags(), "put", "tls/echo/a", go_value("10.0.3.1:80"))
+        options = TLSOptions(
+            root_certificates=tls.ca.read_bytes(),
+            private_key=tls.client_key.read_bytes(),
+            certificate_chain=tls.client_cert.read_bytes(),
+        )
+        sets = Sets()
+        handle = EtcdResolver(ends, prefix="tls/echo", ssl=options).watch("echo", 80, sets)
+        try:
+            sets.wait_for({"10.0.3.1:80"})
+            etcdctl(ends, *tls.etcdctl_flags(), "put", "tls/echo/b", "10.0.3.2:80")
+            sets.wait_for({"10.0.3.1:80", "10.0.3.2:80"})
+        finally:
+            handle.close()
