@@ -23,6 +23,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tests.certs import make_ca, make_client_cert, make_server_cert
 from tests.etcd import (
     ETCD_BINARY,
     ETCD_MISSING,
@@ -31,7 +32,6 @@ from tests.etcd import (
     STOP_TIMEOUT_SECONDS,
     range_request,
 )
-from tests.certs import make_ca, make_client_cert, make_server_cert
 from tests.pools import free_port
 
 ETCDCTL = None if ETCD_BINARY is None else ETCD_BINARY.parent / "etcdctl"
