@@ -238,4 +238,7 @@ class EtcdWatch:
         self.revision = revision
         if self.state != "watching" and self.problem is None:
             self.state = "watching"
-        self._on_change(AddressSet(found, revision))
+        try:
+            self._on_change(AddressSet(found, revision))
+        except Exception:  # the pool's callback; it must not end the watch
+            _log.exception("etcd watch of %r: on_change raised", self._resolver.prefix)
