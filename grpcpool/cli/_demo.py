@@ -18,7 +18,8 @@ while printing the pool's telemetry events as they fire:
 4. ``least_in_flight`` sending calls around a slow connection
    (:mod:`grpcpool.cli._demo_routing`);
 5. a pool spread over three backends, then four, then three again, as its
-   resolver's answer changes (:mod:`grpcpool.cli._demo_backends`);
+   resolver's answer changes (:mod:`grpcpool.cli._demo_backends`), and a
+   pool following a registry that pushes (:mod:`grpcpool.cli._demo_push`);
 6. a pool routing around a backend gone slow and one failing every call,
    with ``peak_ewma`` and outlier detection (:mod:`grpcpool.cli._demo_faults`;
    skipped where grpcpool has no ``peak_ewma``);
@@ -52,6 +53,7 @@ from grpcpool.cli._console import Console, format_duration, format_event, status
 from grpcpool.cli._demo_autoscale import AutoscaleFailed, show_autoscale
 from grpcpool.cli._demo_backends import BackendsFailed, show_backends
 from grpcpool.cli._demo_faults import FaultsFailed, show_faults
+from grpcpool.cli._demo_push import PushFailed, show_push
 from grpcpool.cli._demo_routing import RoutingFailed, show_least_in_flight
 from grpcpool.cli.echo import EchoServer, say
 from grpcpool.cli.echo.echo_pb2 import EchoReply, EchoRequest
@@ -247,6 +249,7 @@ def run(options: DemoOptions, console: Console | None = None) -> None:
 
         console.line("[5] many backends: connections follow the resolver's answer")
         show_backends(console)
+        show_push(console)
 
         console.line("[6] slow and failing backends: calls go around both")
         show_faults(console)
@@ -324,7 +327,7 @@ def _wait_empty(timeout: float = 3.0) -> None:
 
 def describe_error(error: BaseException) -> str:
     """A one-line reason for a failed demo."""
-    known = (DemoFailed, RoutingFailed, BackendsFailed, FaultsFailed, AutoscaleFailed)
+    known = (DemoFailed, RoutingFailed, BackendsFailed, FaultsFailed, AutoscaleFailed, PushFailed)
     if isinstance(error, (*known, GrpcPoolError)):
         return str(error)
     return f"{type(error).__name__}: {error}"
