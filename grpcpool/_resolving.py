@@ -30,6 +30,7 @@ from grpcpool.errors import shorten
 from grpcpool.resolver import (
     ResolveError,
     WatchHandle,
+    is_async_form,
     is_push,
     normalize,
     normalize_pushed,
@@ -99,6 +100,12 @@ def watch(
     """
     resolver = _resolver_of(config)
     endpoint = config.endpoint
+    if is_async_form(resolver):
+        on_failed(
+            "endpoint.resolver's watch(host, port) is an async iterator: it serves asyncio "
+            "pools only; give a sync pool watch(host, port, on_change)"
+        )
+        return None
 
     def on_change(answer: Sequence[str] | BaseException) -> None:
         if isinstance(answer, BaseException):

@@ -28,6 +28,7 @@ importable from here) follows a prefix of etcd in grpc-go's endpoints format.
 
 from __future__ import annotations
 
+import inspect
 import ipaddress
 import socket
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -48,6 +49,7 @@ __all__ = [
     "StaticResolver",
     "WatchHandle",
     "address_host",
+    "is_async_form",
     "is_push",
     "normalize",
     "normalize_pushed",
@@ -117,6 +119,21 @@ class AsyncPushResolver(Protocol):
     """
 
     def watch(self, host: str, port: int) -> AsyncIterator[Sequence[str]]: ...
+
+
+def is_async_form(resolver: object) -> bool:
+    """True if ``resolver.watch`` takes (host, port) only: an async iterator of sets."""
+    try:
+        method = resolver.watch  # type: ignore[attr-defined]
+        parameters = inspect.signature(method).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    positional = [
+        p
+        for p in parameters
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+    ]
+    return len(positional) == 2 and not any(p.kind is p.VAR_POSITIONAL for p in parameters)
 
 
 def is_push(resolver: object) -> bool:

@@ -86,3 +86,14 @@ def test_a_push_resolver_passes_the_config_check_and_a_bad_one_is_refused() -> N
     Config.new(endpoint={"type": "local", "host": "x", "port": 1, "resolver": Feed()})
     with pytest.raises(ConfigError, match=r"endpoint\.resolver.*watch"):
         Config.new(endpoint={"type": "local", "host": "x", "port": 1, "resolver": object()})
+
+
+def test_a_sync_pool_given_the_async_form_is_told_why_it_cannot_follow_it() -> None:
+    """The sync driver's watch refuses an async-iterator resolver with a reason naming
+    the form a sync pool takes (shown as the pool's resolver_error)."""
+    from grpcpool._resolving import watch
+
+    failures: list[str] = []
+    handle = watch(config(1, 1, Feed()), lambda pushed: None, failures.append)
+    assert handle is None
+    assert len(failures) == 1 and "watch(host, port, on_change)" in failures[0]

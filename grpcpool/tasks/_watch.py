@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
@@ -22,26 +21,11 @@ from grpcpool._resolving import Pushed, check_pushed, watch
 from grpcpool.config import Config
 from grpcpool.core import _balancing_types as rules
 from grpcpool.errors import shorten
-from grpcpool.resolver import WatchHandle
+from grpcpool.resolver import WatchHandle, is_async_form
 
-__all__ = ["LoopWatch", "is_async_form"]
+__all__ = ["LoopWatch"]
 
 _log = logging.getLogger(__name__)
-
-
-def is_async_form(resolver: object) -> bool:
-    """True if ``resolver.watch`` takes (host, port) only: an async iterator of sets."""
-    try:
-        method = resolver.watch  # type: ignore[attr-defined]
-        parameters = inspect.signature(method).parameters.values()
-    except (TypeError, ValueError):
-        return False
-    positional = [
-        p
-        for p in parameters
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
-    ]
-    return len(positional) == 2 and not any(p.kind is p.VAR_POSITIONAL for p in parameters)
 
 
 class LoopWatch:
