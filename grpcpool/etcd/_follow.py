@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from grpcpool._config_timings import ETCD_CALL_TIMEOUT, ETCD_RETRY_MAX, ETCD_RETRY_MIN
+from grpcpool.actors import PoolSpec
 from grpcpool.api import _pools
 from grpcpool.backoff import Backoff
 from grpcpool.errors import shorten
@@ -32,6 +33,7 @@ from grpcpool.etcd import etcd_pb2 as pb
 from grpcpool.etcd import etcd_pb2_grpc as rpc
 from grpcpool.etcd._format import address_of
 from grpcpool.resolver import AddressSet, ResolveError, normalize
+from grpcpool.supervisor import Supervisor
 
 if TYPE_CHECKING:
     from grpcpool.etcd._resolver import EtcdResolver
@@ -104,8 +106,12 @@ class EtcdWatch:
     # --- the thread ---------------------------------------------------------------------
 
     def _run(self) -> None:
+        # The pool runs under a supervisor of its own, not the process-wide
+        # default: the watch is closed while the pool that follows it stops,
+        # maybe under that default supervisor, which must not be asked then.
         try:
-            _pools.start(self._resolver.pool_config(), self.pool_name)
+            spec = PoolSpec(self._resolver.pool_config(), self.pool_name)
+            supervisor = Supervisor.start(children=[spec], name=self.pool_name)
         except Exception as error:  # the pool's config is ours; a name clash is the user's
             self._on_change(error)
             return
@@ -113,7 +119,7 @@ class EtcdWatch:
             self._follow_until_closed()
         finally:
             with contextlib.suppress(Exception):
-                _pools.stop(self.pool_name)
+                supervisor.stop()
 
     def _follow_until_closed(self) -> None:
         channel = _pools.channel(self.pool_name)
