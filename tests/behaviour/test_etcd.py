@@ -112,6 +112,26 @@ def test_a_backend_put_into_etcd_gets_calls_and_one_deleted_gets_none(
     assert status.resolver_state == "watching" and status.resolver_revision == watch.revision
 
 
+def test_a_registry_emptied_in_etcd_keeps_the_pool_on_its_last_backends(
+    driver: Driver, backends: Backends, etcd: EtcdCluster
+) -> None:
+    """Every key under the prefix deleted (a registry emptied by mistake): the pool keeps
+    its last backends and serves; a backend registered again is followed."""
+    prefix = f"services/echo{next(_prefixes)}"
+    two = backends.start(2)
+    register(etcd.addresses, prefix, two[0])
+    driver.start(backends.config(2, resolver=EtcdResolver(etcd.addresses, prefix=prefix)))
+    driver.await_ready(min_ready=2)
+    revision = driver.status().resolver_revision
+    etcdctl(etcd.addresses, "del", "--prefix", f"{prefix}/")
+    driver.wait_until(lambda: driver.status().resolver_revision != revision, timeout=5.0)
+    for _ in range(10):
+        assert driver.call() == b"x"
+    assert on(driver) == {two[0].address}
+    register(etcd.addresses, prefix, two[1])
+    driver.wait_until(lambda: on(driver) == {two[1].address}, timeout=5.0)
+
+
 def followed_member(resolver: EtcdResolver) -> str:
     """The etcd member whose connection carries the watch stream."""
     [watch] = resolver.watches

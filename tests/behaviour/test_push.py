@@ -135,3 +135,20 @@ def test_a_stopped_pool_closes_its_watch(driver: Driver, backends: Backends) -> 
     driver.await_ready()
     driver.stop()
     driver.wait_until(lambda: registry.open_watches == 0, timeout=5.0)
+
+
+def test_a_registry_out_of_reach_at_start_places_nothing_until_it_answers(
+    driver: Driver, backends: Backends
+) -> None:
+    """A push resolver whose watch cannot start: the pool connects nowhere (it has no
+    address), says why, tries again with backoff, and is ready once the registry answers."""
+    backend = backends.one()
+    registry = Registry([backend.address])
+    registry.refuse = ConnectionError("registry unreachable")
+    driver.start(backends.config(2, resolver=registry))
+    status = driver.wait_status(lambda s: s.resolver_error is not None)
+    assert "registry unreachable" in (status.resolver_error or "")
+    assert status.current_size == 0 and backend.peers == []
+    registry.refuse = None
+    driver.await_ready(min_ready=2, timeout=10.0)
+    assert on(driver) == {backend.address}
