@@ -230,3 +230,28 @@ def test_etcd_over_mutual_tls() -> None:
             sets.wait_for({"10.0.3.1:80", "10.0.3.2:80"})
         finally:
             handle.close()
+
+
+def test_an_unexpected_error_ends_the_watch_and_tells_the_pool(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An error the watch does not know how to retry (here a read that raises
+    RuntimeError) ends the watch and reaches on_change as the exception, so the pool
+    starts a new watch; the watch's own pool is stopped."""
+    from grpcpool.etcd import _follow
+
+    def broken(self: object, kv: object) -> None:
+        raise RuntimeError("unexpected")
+
+    monkeypatch.setattr(_follow.EtcdWatch, "_read", broken)
+    sets = Sets()
+    handle = EtcdResolver(["127.0.0.1:9"], prefix="x").watch("x", 1, sets)
+    try:
+        deadline = time.monotonic() + 10.0
+        while not sets.pushed:
+            assert time.monotonic() < deadline, "the watch's end was not told"
+            time.sleep(0.02)
+        [error] = sets.pushed
+        assert isinstance(error, RuntimeError) and handle.state == "closed"
+    finally:
+        handle.close()

@@ -117,6 +117,11 @@ class EtcdWatch:
             return
         try:
             self._follow_until_closed()
+        except Exception as error:  # a bug or a pool gone: the pool starts a new watch
+            if not self._closed.is_set():
+                _log.exception("etcd watch of %r ended", self._resolver.prefix)
+                self.state = "closed"
+                self._on_change(error)
         finally:
             with contextlib.suppress(Exception):
                 supervisor.stop()
