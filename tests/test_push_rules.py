@@ -143,3 +143,25 @@ def test_failed_watch_delays_stay_in_bounds(failures: list[int]) -> None:
             state, _ = step(state, Pushed(current, (A,)), now=now, wall=now)
         now += 1.0
     assert state.watching.number == current
+
+
+SETS = st.lists(st.sampled_from([A, B, "10.0.0.3:80"]), max_size=3, unique=True).map(tuple)
+
+
+@given(st.lists(st.tuples(SETS, st.booleans()), max_size=25), st.booleans())
+def test_the_pool_holds_the_last_non_empty_set_or_the_last_set_with_allow_empty(
+    pushes: list[tuple[tuple[str, ...], bool]], allow_empty: bool
+) -> None:
+    """Whatever sequence of sets (some from a watch replaced since) is pushed, the pool's
+    addresses are the last set of the current watch, an empty one skipped unless
+    allow_empty; pool.resolved fires exactly when they change."""
+    state, _ = started(replace(PUSH, allow_empty=allow_empty))
+    held: tuple[str, ...] = ()
+    for now, (addresses, stale) in enumerate(pushes, start=1):
+        watch = state.watching.number - 1 if stale else state.watching.number
+        state, effects = step(state, Pushed(watch, addresses), now=now, wall=now)
+        before = held
+        if not stale and (addresses or allow_empty):
+            held = addresses
+        assert state.answers.addresses == held
+        assert bool(resolved(effects)) == (held != before)

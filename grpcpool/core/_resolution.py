@@ -130,7 +130,7 @@ class Answers:
             )
             return False, (Log(logging.WARNING, why),)
         self._empty_kept = False
-        if addresses == self.addresses and self.problem is None and addresses:
+        if addresses == self.addresses and self.problem is None:
             return False, ()
         return self.take(addresses, None, 0.0, revision)
 
