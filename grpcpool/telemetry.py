@@ -31,6 +31,7 @@ Events, without the common ``grpc_connection_pool.`` prefix, as
 - ``channel.connection_down``: (none) | pool_name, worker_id, reason
 - ``channel.reconnect_scheduled``: delay_ms, attempt | pool_name, worker_id, reason
 - ``channel.refreshed``: age | pool_name, worker_id, address, reason
+- ``channel.released``: duration | pool_name, worker_id
 - ``supervisor.child_restarted``: restarts | supervisor, child_id, reason
 - ``supervisor.shutdown``: restarts | supervisor, reason
 
@@ -42,6 +43,11 @@ Events, without the common ``grpc_connection_pool.`` prefix, as
 ready beforehand: ``age`` is how long (seconds) the replaced connection was
 ready, ``worker_id`` the replaced worker, ``address`` where the new one goes,
 ``reason`` ``"max_age"`` or ``"rebalance"``.
+``channel.released`` follows a worker stopping while its connection was
+ready (a scale down, the replaced worker of a refresh, the pool's stop, a
+crash): the pool let the connection go, no server or network did, so it is
+no ``disconnected``; ``duration`` is how long it was ready. It closes once
+the calls on it end (``connection.drain_timeout`` at most).
 ``pool.get_channel`` is sampled by ``pool.telemetry_sample_rate``.
 ``pool.status``'s ``in_flight`` is the calls running through the pool channel
 (:func:`grpcpool.channel`) when the report is taken, as ``status().in_flight``
@@ -72,6 +78,7 @@ __all__ = [
     "channel_ping",
     "channel_reconnect_scheduled",
     "channel_refreshed",
+    "channel_released",
     "emit",
     "pool_ejected",
     "pool_get_channel",
@@ -108,6 +115,7 @@ channel_ping = blinker.signal(f"{PREFIX}.channel.ping")
 channel_connection_down = blinker.signal(f"{PREFIX}.channel.connection_down")
 channel_reconnect_scheduled = blinker.signal(f"{PREFIX}.channel.reconnect_scheduled")
 channel_refreshed = blinker.signal(f"{PREFIX}.channel.refreshed")
+channel_released = blinker.signal(f"{PREFIX}.channel.released")
 supervisor_child_restarted = blinker.signal(f"{PREFIX}.supervisor.child_restarted")
 supervisor_shutdown = blinker.signal(f"{PREFIX}.supervisor.shutdown")
 
@@ -131,6 +139,7 @@ EVENTS: tuple[str, ...] = tuple(
         channel_connection_down,
         channel_reconnect_scheduled,
         channel_refreshed,
+        channel_released,
         supervisor_child_restarted,
         supervisor_shutdown,
     )
