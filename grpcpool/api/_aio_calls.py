@@ -208,9 +208,13 @@ class PoolCall:
         ticket = connection.start()
         if ticket is None:  # it left the pool meanwhile (cannot happen on one loop)
             return False
-        self._call = self._routed.run(connection, ticket, self._request, kwargs)
+        self._call = self._run_again(connection, ticket, kwargs)
         self._connection = connection
         return True
+
+    def _run_again(self, connection: ReadyConnection, ticket: int, kwargs: dict[str, Any]) -> Any:
+        """Starts the call again on ``connection`` (counted there as ``ticket``)."""
+        return self._routed.run(connection, ticket, self._request, kwargs)
 
 
 class _Awaited(PoolCall):

@@ -25,21 +25,29 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Generator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from grpcpool._call_metrics import (
+    ATTEMPT,
+    HOOK,
+    Attempt,
+    CallTrace,
+    Recorder,
+    naming,
+    sized_callable,
+)
 from grpcpool._config_checks import check_pool_name
-from grpcpool._config_timings import REFUSED_CALL_PAUSE
-from grpcpool._names import held_by
-from grpcpool._process import PROCESS
 from grpcpool.api._aio_calls import call_class
-from grpcpool.api._aio_hedged import aio_hedged
-from grpcpool.connection._call_errors import finished_code
+from grpcpool.api._aio_hedged import aio_hedged, ending
+from grpcpool.api._aio_traced import traced_call
+from grpcpool.api._aio_waiting import FailedCall, WaitingCall, admit, not_running
+from grpcpool.connection._call_errors import finished_code, status_code
 from grpcpool.core._ready import CallableKey, ReadyConnection, callable_key
-from grpcpool.core._view import ALL_RETIRED, connectivity_of
-from grpcpool.errors import NotConnectedError, PoolCallError, PoolNotFoundError
+from grpcpool.core._view import connectivity_of
+from grpcpool.errors import NotConnectedError, PoolCallError
 from grpcpool.tasks import POOLS
 
 if TYPE_CHECKING:
@@ -151,7 +159,7 @@ class AioPoolChannel(grpc.aio.Channel):
         while self.get_state() is not grpc.ChannelConnectivity.READY:
             pool = _pools.get(self._name)
             if pool is None or pool.ended is not None:
-                raise _not_running(self._name)
+                raise not_running(self._name)
             await pool.wait_changed(None)
 
     async def close(self, grace: float | None = None) -> None:
@@ -183,22 +191,45 @@ class _Routed:
 
     def __call__(self, request: Any = None, **kwargs: Any) -> Any:
         # request: the request, or the request iterator (None: write() the requests)
+        recorder = HOOK.recorder
+        if recorder is not None:  # per-call metrics: the same call, traced
+            return self._traced(recorder, request, kwargs)
         pool = _pools.get(self._name)
         if pool is None:
-            return _FailedCall(PoolCallError.of(_not_running(self._name)))
+            return FailedCall(PoolCallError.of(not_running(self._name)))
         if thread_id() != pool._thread:
             raise pool._wrong_loop(running_loop())
         try:
             connection, ticket = admit(pool)
         except NotConnectedError as error:
             if kwargs.get("wait_for_ready"):
-                return _WaitingCall(self, pool, request, kwargs)
-            return _FailedCall(PoolCallError.of(error))
+                return WaitingCall(self, pool, request, kwargs)
+            return FailedCall(PoolCallError.of(error))
         hedging = pool.hedging if self._hedgeable else None
         if hedging is not None and self._key[1] in hedging.methods:
             return aio_hedged(self, pool, hedging, request, kwargs, connection, ticket)
         call = self.run(connection, ticket, request, kwargs)
         return self._make(call, connection, self, pool, request, kwargs)
+
+    def _traced(self, recorder: Recorder, request: Any, kwargs: dict[str, Any]) -> Any:
+        """``__call__`` while a per-call metrics recorder listens."""
+        trace = CallTrace(recorder, self._name, self._key)
+        pool = _pools.get(self._name)
+        if pool is None:
+            failed = PoolCallError.of(not_running(self._name))
+            trace.failed(failed.code())
+            return FailedCall(failed)
+        if thread_id() != pool._thread:
+            raise pool._wrong_loop(running_loop())
+        try:
+            connection, ticket = admit(pool)
+        except NotConnectedError as error:
+            if kwargs.get("wait_for_ready"):
+                return WaitingCall(self, pool, request, kwargs, trace)
+            failed = PoolCallError.of(error)
+            trace.failed(failed.code())
+            return FailedCall(failed)
+        return self.start(connection, ticket, pool, request, kwargs, trace)
 
     def start(
         self,
@@ -207,12 +238,16 @@ class _Routed:
         pool: Pool,
         request: Any,
         kwargs: dict[str, Any],
+        trace: CallTrace | None = None,
     ) -> Any:
         """Runs the call on ``connection`` of ``pool``; returns the :class:`PoolCall` the
-        caller holds (or the hedged call, for a method the pool hedges)."""
+        caller holds (or the hedged call, for a method the pool hedges). ``trace``:
+        the call's per-call metrics, if a recorder listens."""
         hedging = pool.hedging if self._hedgeable else None
         if hedging is not None and self._key[1] in hedging.methods:
-            return aio_hedged(self, pool, hedging, request, kwargs, connection, ticket)
+            return aio_hedged(self, pool, hedging, request, kwargs, connection, ticket, trace)
+        if trace is not None:
+            return traced_call(self, connection, ticket, pool, request, kwargs, trace)
         call = self.run(connection, ticket, request, kwargs)
         return self._make(call, connection, self, pool, request, kwargs)
 
@@ -234,6 +269,42 @@ class _Routed:
         call.add_done_callback(lambda done: _ended(connection, ticket, done, started, one_response))
         return call
 
+    def run_traced(
+        self,
+        connection: ReadyConnection,
+        ticket: int,
+        request: Any,
+        kwargs: dict[str, Any],
+        attempt: Attempt,
+    ) -> Any:
+        """:meth:`run` as an ``attempt`` of a traced call: on the connection's sized
+        multi-callable, the attempt named in the context the call's task copies (its
+        messages' bytes count for it), and ended with the call's status."""
+        started = _clock()
+        if self._key[0].endswith("unary"):  # its response is read after its status arrives
+            attempt.reads_one = True
+            attempt.hold()
+        token = naming(attempt)
+        try:
+            call = sized_callable(connection, self._key)(request, **kwargs)
+        except BaseException as error:
+            connection.end(ticket)
+            attempt.end(status_code(error) or grpc.StatusCode.UNKNOWN)
+            raise
+        finally:
+            ATTEMPT.reset(token)
+        one_response = self._one_response
+
+        def done(call: Any) -> None:
+            _ended(connection, ticket, call, started, one_response)
+            code = ending(call)[0]
+            attempt.end(code)
+            if code is not grpc.StatusCode.OK:
+                attempt.release()  # no response to read
+
+        call.add_done_callback(done)
+        return call
+
 
 def _ended(
     connection: ReadyConnection, ticket: int, call: Any, started: float, one_response: bool
@@ -246,135 +317,3 @@ def _ended(
         connection.stats.record(now - started if one_response else None, code, now)
 
 
-def _not_running(name: str) -> PoolNotFoundError:
-    if held_by(name) == "sync":
-        return PoolNotFoundError(name, running="sync")
-    return PoolNotFoundError(name, PROCESS.ended_pools.get(name))
-
-
-def admit(pool: Pool) -> tuple[ReadyConnection, int]:
-    """A ready connection of ``pool`` with a call counted on it, and the call's ticket.
-
-    Raises:
-        NotConnectedError: None is ready (or each left the pool just now).
-    """
-    admitted = pool.view.admit()
-    if admitted is None:
-        raise NotConnectedError(pool.name, ALL_RETIRED)
-    return admitted
-
-
-class _FailedCall:
-    """The call object of a call that failed before it started: raises when awaited or iterated."""
-
-    def __init__(self, error: PoolCallError) -> None:
-        self._error = error
-
-    def __await__(self) -> Generator[Any, None, Any]:
-        return self._raise().__await__()
-
-    async def _raise(self) -> Any:
-        # A caller that retries at once must not keep the loop, and the
-        # thread's GIL, from what brings connections back (the pool's tasks,
-        # grpc's threads): a refused call takes a moment.
-        await asyncio.sleep(REFUSED_CALL_PAUSE)
-        raise self._error
-
-    def __aiter__(self) -> AsyncIterator[Any]:
-        return self
-
-    async def __anext__(self) -> Any:
-        return await self._raise()
-
-    async def read(self) -> Any:
-        return await self._raise()
-
-    async def write(self, request: Any) -> None:
-        raise self._error
-
-    async def done_writing(self) -> None:
-        raise self._error
-
-    async def code(self) -> grpc.StatusCode:
-        return self._error.code()
-
-    async def details(self) -> str:
-        return self._error.details()
-
-    async def initial_metadata(self) -> tuple[()]:
-        return ()
-
-    async def trailing_metadata(self) -> tuple[()]:
-        return ()
-
-    def done(self) -> bool:
-        return True
-
-    def cancelled(self) -> bool:
-        return False
-
-    def cancel(self) -> bool:
-        return False
-
-    def add_done_callback(self, callback: Callable[[Any], None]) -> None:
-        callback(self)
-
-
-class _WaitingCall:
-    """A ``wait_for_ready`` call made while nothing was ready: waits, then starts."""
-
-    def __init__(self, routed: _Routed, pool: Pool, request: Any, kwargs: dict[str, Any]) -> None:
-        self._routed = routed
-        self._pool = pool
-        self._request = request
-        self._kwargs = kwargs
-        self._call: Any = None
-
-    async def _started(self) -> Any:
-        if self._call is not None:
-            return self._call
-        pool = self._pool
-        timeout = self._kwargs.get("timeout")
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            try:
-                connection, ticket = admit(pool)
-                break
-            except NotConnectedError as error:
-                left = None if deadline is None else deadline - time.monotonic()
-                if pool.ended is not None:
-                    raise PoolCallError.of(error) from None
-                if left is not None and left <= 0:
-                    raise PoolCallError.of(error, grpc.StatusCode.DEADLINE_EXCEEDED) from None
-                await pool.wait_changed(left)
-        kwargs = dict(self._kwargs)
-        if deadline is not None:
-            kwargs["timeout"] = max(0.0, deadline - time.monotonic())
-        self._call = self._routed.start(connection, ticket, pool, self._request, kwargs)
-        return self._call
-
-    def __await__(self) -> Generator[Any, None, Any]:
-        return self._wait_and_await().__await__()
-
-    async def _wait_and_await(self) -> Any:
-        return await (await self._started())
-
-    def __aiter__(self) -> AsyncIterator[Any]:
-        return self._iterate()
-
-    async def _iterate(self) -> AsyncIterator[Any]:
-        call = await self._started()
-        async for item in call:
-            yield item
-
-    async def read(self) -> Any:
-        return await (await self._started()).read()
-
-    async def write(self, request: Any) -> None:
-        await (await self._started()).write(request)
-
-    async def done_writing(self) -> None:
-        await (await self._started()).done_writing()
-
-    def cancel(self) -> bool:
-        return self._call.cancel() if self._call is not None else False

@@ -12,15 +12,17 @@ A unary-unary call of a method the pool hedges (``pool.hedging``) runs as a
 
 from __future__ import annotations
 
-import contextlib
 import time
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from grpcpool._call_metrics import HOOK, CallTrace
 from grpcpool._process import PROCESS
 from grpcpool.actors._entry import PoolEntry
+from grpcpool.api._call_parts import call_options, finished, seconds
 from grpcpool.api._hedged_calls import HedgedCall, hedged
+from grpcpool.api._traced_calls import code_of, traced_attempt, traced_blocking, traced_started
 from grpcpool.connection._call_errors import status_code
 from grpcpool.core._hedging import HedgingState
 from grpcpool.core._ready import CallableKey, ReadyConnection
@@ -40,51 +42,15 @@ _OK = grpc.StatusCode.OK
 _UNKNOWN = grpc.StatusCode.UNKNOWN
 
 
-def _finished(
-    connection: ReadyConnection, ticket: int, call: Any, started: int, timed: bool
-) -> None:
-    """A call started by ``future()`` or a streaming call has ended (a done callback)."""
-    connection.end(ticket)
-    now = time.monotonic()
-    with contextlib.suppress(Exception):  # a call object without a code: nothing to learn
-        code = call.code()
-        seconds = _seconds(started) if timed else None
-        connection.stats.record(seconds, code, now)
-        connection.failed(call, now)
-
-
 def _record_failure(
     connection: ReadyConnection, error: grpc.RpcError, started: int, timed: bool
 ) -> float:
     """Tells ``connection`` a blocking call failed with ``error``; returns the time now."""
     now = time.monotonic()
     code = status_code(error)
-    connection.stats.record(_seconds(started) if timed else None, code or _UNKNOWN, now)
+    connection.stats.record(seconds(started) if timed else None, code or _UNKNOWN, now)
     connection.failed(error, now)
     return now
-
-
-def _seconds(started: int) -> float:
-    """Seconds since ``started``, a ``perf_counter_ns`` reading."""
-    return (_clock() - started) / 1e9
-
-
-# A multi-callable's parameters after the request, in grpc's order.
-_PARAMETERS = ("timeout", "metadata", "credentials", "wait_for_ready", "compression")
-
-
-def _options(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The call's parameters by name, from grpc's positional order and keywords."""
-    if len(args) > len(_PARAMETERS):
-        raise TypeError(f"a call takes at most {len(_PARAMETERS) + 1} positional arguments")
-    options = dict(zip(_PARAMETERS, args, strict=False))
-    for name in kwargs:
-        if name not in _PARAMETERS:
-            raise TypeError(f"a call got an unexpected keyword argument {name!r}")
-        if name in options:
-            raise TypeError(f"a call got multiple values for argument {name!r}")
-    options.update(kwargs)
-    return options
 
 
 if TYPE_CHECKING:  # generic in the type stubs only
@@ -128,7 +94,7 @@ class _Routed:
         except NotConnectedError:
             admitted = None
         if admitted is None:
-            kwargs, args = _options(args, kwargs), ()
+            kwargs, args = call_options(args, kwargs), ()
             connection, ticket, kwargs["timeout"] = self._channel._connection_when_none_ready(
                 kwargs.get("wait_for_ready"), kwargs.get("timeout")
             )
@@ -157,6 +123,9 @@ class _Routed:
         entry: PoolEntry | None,
     ) -> Any:
         """Runs a call that blocks until its response, counted while it runs."""
+        recorder = HOOK.recorder
+        if recorder is not None:  # per-call metrics: the same call, traced
+            return traced_blocking(self, recorder, how, request, args, kwargs, entry)
         # When it started, to keep a call sent again within its timeout.
         started = _clock()
         connection, ticket, built, args, kwargs = self._route(entry, args, kwargs)
@@ -168,7 +137,7 @@ class _Routed:
             failed = error
         finally:
             connection.end(ticket)
-        return self._resend(how, request, _options(args, kwargs), started, [connection], failed)
+        return self._resend(how, request, call_options(args, kwargs), started, [connection], failed)
 
     def _attempt(
         self,
@@ -186,7 +155,7 @@ class _Routed:
         except grpc.RpcError as error:
             _record_failure(connection, error, started, self._timed)
             raise
-        connection.stats.record(_seconds(started) if self._timed else None, _OK, time.monotonic())
+        connection.stats.record(seconds(started) if self._timed else None, _OK, time.monotonic())
         return answer
 
     def _resend(
@@ -197,12 +166,14 @@ class _Routed:
         started: int,
         tried: list[ReadyConnection],
         error: grpc.RpcError,
+        trace: CallTrace | None = None,
     ) -> Any:
         """Sends a call that never reached a server to the next untried ready connection.
 
         Each ready connection is tried at most once, within the call's
         timeout (counted from ``started``, a ``perf_counter_ns`` reading);
         the last failure is raised when no connection or no time is left.
+        Each try is a new attempt of ``trace``, if the call is traced.
         """
         timeout = options.get("timeout")
         while True:
@@ -220,6 +191,10 @@ class _Routed:
                 continue
             attempt = _clock()
             try:
+                if trace is not None:
+                    return traced_attempt(
+                        self, connection, how, request, (), options, attempt, trace.attempt()
+                    )
                 built = connection.callables.get(self._key) or connection.multi_callable(self._key)
                 return self._attempt(connection, built, how, request, (), options, attempt)
             except grpc.RpcError as again:
@@ -238,6 +213,9 @@ class _Routed:
         entry: PoolEntry | None,
     ) -> Any:
         """Starts a call that returns at once (a future or a stream), counted until it ends."""
+        recorder = HOOK.recorder
+        if recorder is not None:  # per-call metrics: the same call, traced
+            return traced_started(self, recorder, how, request, args, kwargs, entry)
         started = _clock()
         try:
             connection, ticket, built, args, kwargs = self._route(entry, args, kwargs)
@@ -251,7 +229,7 @@ class _Routed:
         timed = self._timed
         # Runs at once if the call has ended already.
         call.add_done_callback(
-            lambda done: _finished(connection, ticket, done, started, timed)
+            lambda done: finished(connection, ticket, done, started, timed)
         )
         return call
 
@@ -303,13 +281,22 @@ class _UnaryUnary(_Routed, _UnaryUnaryBase):
     ) -> HedgedCall:
         """Starts the call hedged: its first attempt routed as any call is."""
         assert entry is not None  # whose hedging it is
-        connection, ticket, _, args, kwargs = self._route(entry, args, kwargs)
+        recorder = HOOK.recorder
+        trace = None if recorder is None else CallTrace(recorder, self._name, self._key)
         try:
-            options = _options(args, kwargs)
-        except BaseException:
-            connection.end(ticket)
+            connection, ticket, _, args, kwargs = self._route(entry, args, kwargs)
+            try:
+                options = call_options(args, kwargs)
+            except BaseException:
+                connection.end(ticket)
+                raise
+            return hedged(
+                entry, hedging, self._key, request, options, connection, ticket, blocking, trace
+            )
+        except BaseException as error:
+            if trace is not None:
+                trace.failed(code_of(error))
             raise
-        return hedged(entry, hedging, self._key, request, options, connection, ticket, blocking)
 
 
 class _UnaryStream(_Routed, _UnaryStreamBase):

@@ -41,6 +41,23 @@ The metrics, all labelled by ``pool`` unless noted:
   attempts hedged calls sent after their first, and the calls such an
   attempt answered.
 
+And gRPC's own (see :mod:`grpcpool.metrics._grpc_catalog`), named from
+gRPC's OpenTelemetry names as the OpenTelemetry-to-Prometheus convention has
+it (dots to underscores, a unit suffix, ``_total`` on counters):
+
+- per connection (gRFC A94), by ``grpc_target`` and ``grpc_lb_backend_service``
+  (the pool's name): ``grpc_subchannel_connection_attempts_succeeded_total``,
+  ``grpc_subchannel_connection_attempts_failed_total``,
+  ``grpc_subchannel_disconnections_total`` (also by ``grpc_disconnect_error``)
+  and ``grpc_subchannel_open_connections`` (gauge);
+- per call through the pool channels (gRFC A66), with ``per_call=True``, by
+  ``grpc_method`` and ``grpc_target`` (and ``grpc_status`` but on the first):
+  ``grpc_client_attempt_started_total``,
+  ``grpc_client_attempt_duration_seconds``,
+  ``grpc_client_attempt_sent_total_compressed_message_size_bytes``,
+  ``grpc_client_attempt_rcvd_total_compressed_message_size_bytes`` and
+  ``grpc_client_call_duration_seconds`` (histograms with A66's buckets).
+
 Register once per registry and process: the signals are process-wide, so one
 registration sees every pool. Error texts are never label values (see
 :mod:`grpcpool.metrics._instruments`).
@@ -49,6 +66,9 @@ registration sees every pool. Error texts are never label values (see
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
+
+import grpc
 
 try:
     import prometheus_client
@@ -58,25 +78,40 @@ except ImportError as error:  # pragma: no cover - exercised in a subprocess tes
         "grpcpool.metrics.prometheus needs prometheus-client: pip install 'grpcpool[prometheus]'"
     ) from error
 
+from grpcpool.metrics._grpc_catalog import (
+    ATTEMPT_DURATION,
+    ATTEMPT_RCVD_SIZE,
+    ATTEMPT_SENT_SIZE,
+    ATTEMPT_STARTED,
+    CALL_DURATION,
+    buckets,
+)
 from grpcpool.metrics._instruments import (
     CONNECT_DURATION_BUCKETS,
-    INSTRUMENTS,
+    PUBLISHED,
     Bridge,
     Exporter,
     Instrument,
     fork_safe_lock,
 )
+from grpcpool.metrics._per_call import CallLabels, PerCall
+from grpcpool.metrics._subchannels import Targets
 
 __all__ = ["PrometheusMetrics", "register"]
 
 
-def register(registry: CollectorRegistry | None = None) -> PrometheusMetrics:
+def register(
+    registry: CollectorRegistry | None = None, *, per_call: bool = False
+) -> PrometheusMetrics:
     """Creates grpcpool's metrics in ``registry`` and starts updating them.
 
     Args:
         registry: Where the metrics are registered; ``None`` means
             ``prometheus_client.REGISTRY``, the one ``start_http_server`` and
             ``generate_latest()`` serve by default.
+        per_call: Also record gRFC A66's per-call metrics for every call
+            through a pool channel (a few measurements per call; off, a call
+            pays one attribute read for the feature).
 
     Returns:
         The live exporter; :meth:`PrometheusMetrics.close` undoes this call.
@@ -85,21 +120,25 @@ def register(registry: CollectorRegistry | None = None) -> PrometheusMetrics:
         ValueError: grpcpool's metrics are already in ``registry`` (an earlier
             registration was not closed).
     """
-    return PrometheusMetrics(prometheus_client.REGISTRY if registry is None else registry)
+    registry = prometheus_client.REGISTRY if registry is None else registry
+    return PrometheusMetrics(registry, per_call=per_call)
 
 
 class _Sink:
     """Writes the bridge's measurements into prometheus_client metric objects."""
 
     def __init__(self) -> None:
-        self.counters: dict[Instrument, Counter] = {}
+        # Up-down counters are gauges moved by inc(): Prometheus has no other kind for them.
+        self.counters: dict[Instrument, Counter | Gauge] = {}
         self.gauges: dict[Instrument, Gauge] = {}
         self.histograms: dict[Instrument, Histogram] = {}
-        for i in INSTRUMENTS:
+        for i in PUBLISHED:
             # registry=None: registered by the caller, all or nothing.
-            name, doc, labels = i.prometheus_name, i.description, i.labels
+            name, doc, labels = i.prometheus_name, i.description, i.prometheus_labels
             if i.kind == "counter":
                 self.counters[i] = Counter(name, doc, labels, registry=None)
+            elif i.kind == "updown":
+                self.counters[i] = Gauge(name, doc, labels, registry=None)
             elif i.kind == "gauge":
                 self.gauges[i] = Gauge(name, doc, labels, registry=None)
             else:
@@ -111,13 +150,86 @@ class _Sink:
         return [*self.counters.values(), *self.gauges.values(), *self.histograms.values()]
 
     def add(self, instrument: Instrument, amount: float, labels: Mapping[str, str]) -> None:
-        self.counters[instrument].labels(**labels).inc(amount)
+        self.counters[instrument].labels(*_values(instrument, labels)).inc(amount)
 
     def record(self, instrument: Instrument, value: float, labels: Mapping[str, str]) -> None:
-        self.histograms[instrument].labels(**labels).observe(value)
+        self.histograms[instrument].labels(*_values(instrument, labels)).observe(value)
 
     def set(self, instrument: Instrument, value: float, labels: Mapping[str, str]) -> None:
-        self.gauges[instrument].labels(**labels).set(value)
+        self.gauges[instrument].labels(*_values(instrument, labels)).set(value)
+
+
+def _values(instrument: Instrument, labels: Mapping[str, str]) -> list[str]:
+    """The label values in the instrument's order (its names may have dots Prometheus lacks)."""
+    return [labels[name] for name in instrument.labels]
+
+
+# A66's four histograms, as handles per status: attempt duration, sent, received, call.
+_Ended = tuple[Any, Any, Any, Any]
+
+
+class _PerCall(PerCall[Any, _Ended]):
+    """gRFC A66's metrics, recorded as the pool channels say.
+
+    prometheus_client's labelled children are looked up once per pool,
+    method and status and kept, so a call makes no label lookup.
+    """
+
+    def __init__(self, targets: Targets) -> None:
+        super().__init__(targets)
+        started = ATTEMPT_STARTED
+        self.started = Counter(
+            started.prometheus_name,
+            started.description,
+            started.prometheus_labels,
+            registry=None,
+        )
+        self.histograms = [
+            Histogram(
+                i.prometheus_name,
+                i.description,
+                i.prometheus_labels,
+                registry=None,
+                buckets=buckets(i),
+            )
+            for i in (ATTEMPT_DURATION, ATTEMPT_SENT_SIZE, ATTEMPT_RCVD_SIZE, CALL_DURATION)
+        ]
+
+    def collectors(self) -> list[Counter | Histogram]:
+        return [self.started, *self.histograms]
+
+    def _started_handle(self, attributes: dict[str, str]) -> Any:
+        return self.started.labels(*attributes.values())
+
+    def _handle(self, attributes: dict[str, str]) -> _Ended:
+        values = list(attributes.values())
+        duration, sent, received, call = (h.labels(*values) for h in self.histograms)
+        return duration, sent, received, call
+
+    def attempt_started(self, labels: CallLabels[Any, _Ended]) -> None:
+        if not self.closed:
+            labels.started.inc()
+
+    def attempt_ended(
+        self,
+        labels: CallLabels[Any, _Ended],
+        code: grpc.StatusCode,
+        seconds: float,
+        sent: int,
+        received: int,
+    ) -> None:
+        if self.closed:
+            return
+        duration, sent_size, received_size, _ = labels.of(code)
+        duration.observe(seconds)
+        sent_size.observe(sent)
+        received_size.observe(received)
+
+    def call_ended(
+        self, labels: CallLabels[Any, _Ended], code: grpc.StatusCode, seconds: float
+    ) -> None:
+        if not self.closed:
+            labels.of(code)[3].observe(seconds)
 
 
 class PrometheusMetrics(Exporter):
@@ -131,14 +243,21 @@ class PrometheusMetrics(Exporter):
         registry: The registry holding the metrics.
     """
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, *, per_call: bool = False) -> None:
         self.registry = registry
         self._sink = _Sink()
         self._lock = fork_safe_lock(self)
         self._closed = False
+        # Made before the bridge, which makes the targets: given them once it exists.
+        self._collectors: list[Counter | Gauge | Histogram] = self._sink.collectors()
+        self._per_call: _PerCall | None = None
+        targets = Targets()
+        if per_call:
+            self._per_call = _PerCall(targets)
+            self._collectors += self._per_call.collectors()
         registered: list[Counter | Gauge | Histogram] = []
         try:
-            for collector in self._sink.collectors():
+            for collector in self._collectors:
                 registry.register(collector)
                 registered.append(collector)
         except BaseException as error:
@@ -151,7 +270,9 @@ class PrometheusMetrics(Exporter):
                 ) from error
             raise
         # Subscribed last: no event can arrive before every metric exists.
-        self._bridge = Bridge(self._sink)
+        self._bridge = Bridge(self._sink, targets)
+        if self._per_call is not None:
+            self._per_call.install()
 
     def close(self) -> None:
         """Stops updating and removes the metrics from the registry. Idempotent.
@@ -163,8 +284,10 @@ class PrometheusMetrics(Exporter):
             if self._closed:
                 return
             self._closed = True
+        if self._per_call is not None:
+            self._per_call.close()
         self._bridge.close()
-        for collector in self._sink.collectors():
+        for collector in self._collectors:
             self.registry.unregister(collector)
 
     @property
