@@ -242,10 +242,16 @@ class Attempt:
     def call(self) -> CallTrace:
         return self._call
 
-    def end(self, code: grpc.StatusCode) -> None:
-        """The attempt ended with ``code`` (its status arrived); only the first end counts."""
+    def end(self, code: grpc.StatusCode, *, left: bool = True) -> None:
+        """The attempt ended with ``code`` (its status arrived); only the first end counts.
+
+        ``left=False``: it failed before it was sent (grpcio serialized its
+        request, but no byte of it left), so it sent nothing.
+        """
         if self._code is not None:
             return
+        if not left:
+            self.sent = 0
         self._seconds = (_clock() - self.started) / 1e9
         self._code = code
         if not self._held:

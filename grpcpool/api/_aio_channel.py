@@ -46,6 +46,7 @@ from grpcpool.api._aio_traced import traced_call
 from grpcpool.api._aio_waiting import FailedCall, WaitingCall, admit, not_running
 from grpcpool.connection._call_errors import finished_code, status_code
 from grpcpool.core._ready import CallableKey, ReadyConnection, callable_key
+from grpcpool.core._reroute import NEVER_SENT
 from grpcpool.core._view import connectivity_of
 from grpcpool.errors import NotConnectedError, PoolCallError
 from grpcpool.tasks import POOLS
@@ -297,8 +298,8 @@ class _Routed:
 
         def done(call: Any) -> None:
             _ended(connection, ticket, call, started, one_response)
-            code = ending(call)[0]
-            attempt.end(code)
+            code, details = ending(call)
+            attempt.end(code, left=not (details or "").startswith(NEVER_SENT))
             if code is not grpc.StatusCode.OK:
                 attempt.release()  # no response to read
 

@@ -38,6 +38,7 @@ from grpcpool.api._hedging_run import HedgingRun, Pool
 from grpcpool.connection._call_errors import status_code
 from grpcpool.core._hedging import HedgingState
 from grpcpool.core._ready import CallableKey, ReadyConnection
+from grpcpool.core._reroute import NEVER_SENT
 
 __all__ = ["HedgedCall", "hedged"]
 
@@ -144,7 +145,7 @@ class HedgedCall(HedgingRun, grpc.Call, _Future):  # type: ignore[misc]
             _log.debug("reading a hedged attempt's end failed", exc_info=True)
         finally:
             if attempt is not None:
-                attempt.end(code)
+                attempt.end(code, left=not (details or "").startswith(NEVER_SENT))
             self.ended(index, code, details)
 
     def _schedule(self, delay: float) -> Any:

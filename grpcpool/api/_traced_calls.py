@@ -127,7 +127,7 @@ def traced_attempt(
         built = sized_callable(connection, routed._key)
         answer = routed._attempt(connection, built, how, request, args, kwargs, started)
     except BaseException as error:
-        attempt.end(code_of(error))
+        attempt.end(code_of(error), left=not never_sent(error))
         raise
     finally:
         ATTEMPT.reset(token)
