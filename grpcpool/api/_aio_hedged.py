@@ -79,9 +79,11 @@ def ending(call: Any) -> tuple[grpc.StatusCode, str | None]:
     """How a finished attempt ended, read in its done callback: its code and details.
 
     A call through ``grpc.aio`` interceptors holds the real call (or the
-    error the interceptors raised) in its interceptors' task. An ending that
-    cannot be read is UNKNOWN, which settles the call with that attempt:
-    awaiting it then says how it really ended.
+    error the interceptors raised) in its interceptors' task; an interceptor
+    that hands out a stream's responses itself leaves grpc.aio's wrapper of
+    the real call there. An ending that cannot be read is UNKNOWN, which
+    settles the call with that attempt: awaiting it then says how it really
+    ended.
     """
     code = finished_code(call)
     if code is not None:
@@ -96,6 +98,9 @@ def ending(call: Any) -> tuple[grpc.StatusCode, str | None]:
         if error is None:
             inner = task.result()
             code = finished_code(inner)
+            if code is None:  # a stream's responses handed out by the interceptor
+                inner = getattr(inner, "_call", None)
+                code = finished_code(inner)
             if code is not None:
                 return code, finished_details(inner)
     return _UNKNOWN, None
