@@ -22,6 +22,7 @@ from pathlib import Path
 from benchmarks import (
     aio,
     backends,
+    call_metrics,
     footprint,
     forking,
     hotpath,
@@ -50,6 +51,7 @@ GROUPS: tuple[tuple[str, frozenset[str], Callable[[Settings], list[Figure]]], ..
     ("asyncio pool", frozenset({"11"}), aio.run),
     ("idle cost", frozenset({"12"}), idle.run),
     ("slow and failing backends", frozenset({"13"}), outliers.run),
+    ("per-call metrics", frozenset({"15"}), call_metrics.run),
 )
 
 

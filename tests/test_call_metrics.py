@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import grpcpool
 import grpcpool.aio
-from grpcpool import WorkerStatus
+from grpcpool import WorkerStatus, telemetry
 from grpcpool._call_metrics import HOOK
 from grpcpool.api import lookup
 from grpcpool.cli.echo import echo_pb2
@@ -279,3 +279,34 @@ def test_every_disconnect_reason_has_an_a94_value() -> None:
     a94 |= {"connection aborted", "socket error", "unknown"}
     assert set(DISCONNECT_ERRORS) == set(DISCONNECT_REASONS)
     assert set(DISCONNECT_ERRORS.values()) <= a94
+
+
+def test_open_connections_follow_each_worker_whatever_the_order_of_events() -> None:
+    """grpc.subchannel.open_connections counts each worker's connection once: one that
+    connected before its pool's pool.init stays counted, a worker connecting again after
+    a crash under its id is still one, a release or a disconnect takes it off once, and
+    an odd disconnect reason is A94's 'unknown'."""
+
+    def emit(signal: Any, measurements: dict[str, Any], metadata: dict[str, Any]) -> None:
+        telemetry.emit(signal, "events", measurements, {"pool_name": "events", **metadata})
+
+    with otel(per_call=False) as registered:
+        emit(telemetry.channel_connected, {"duration": 0.01}, {"worker_id": "worker-1"})
+        emit(telemetry.pool_init, {"pool_size": 2}, {"endpoint": "10.0.0.1:443"})
+        emit(telemetry.channel_connected, {"duration": 0.01}, {"worker_id": "worker-2"})
+        emit(telemetry.channel_connected, {"duration": 0.01}, {"worker_id": "worker-2"})
+        reading = registered.read()
+        assert reading.value("grpc.subchannel.open_connections") == 2
+        assert reading.value("grpc.subchannel.connection_attempts_succeeded") == 3
+        emit(telemetry.channel_released, {"duration": 1.0}, {"worker_id": "worker-1"})
+        emit(telemetry.channel_released, {"duration": 1.0}, {"worker_id": "worker-1"})
+        emit(telemetry.channel_disconnected, {"duration": 1.0}, {"worker_id": "worker-2", "reason": "odd"})
+        reading = registered.read()
+        assert reading.value("grpc.subchannel.open_connections") == 0
+        errors = {
+            a["grpc.disconnect_error"]: reading.value("grpc.subchannel.disconnections", a)
+            for a in reading.attributes("grpc.subchannel.disconnections")
+        }
+        assert errors == {"subchannel shutdown": 2, "unknown": 1}
+        targets = {a[TARGET] for a in reading.attributes("grpc.subchannel.disconnections")}
+        assert targets == {"dns:///10.0.0.1:443"}

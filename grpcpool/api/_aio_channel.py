@@ -30,16 +30,9 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from grpcpool._call_metrics import (
-    ATTEMPT,
-    HOOK,
-    Attempt,
-    CallTrace,
-    Recorder,
-    naming,
-    sized_callable,
-)
+from grpcpool._call_metrics import HOOK, Attempt, CallTrace, Recorder
 from grpcpool._config_checks import check_pool_name
+from grpcpool._message_sizes import ATTEMPT, sized_key
 from grpcpool.api._aio_calls import call_class
 from grpcpool.api._aio_hedged import aio_hedged, ending
 from grpcpool.api._aio_traced import traced_call
@@ -179,11 +172,14 @@ class AioPoolChannel(grpc.aio.Channel):
 class _Routed:
     """A multi-callable of the pool channel: routes each call when it starts."""
 
-    __slots__ = ("_hedgeable", "_key", "_make", "_name", "_one_response")
+    __slots__ = ("_hedgeable", "_key", "_make", "_name", "_one_response", "_sized")
 
     def __init__(self, name: str, key: CallableKey) -> None:
         self._name = name
         self._key = key
+        # The key of its multi-callables that count message bytes (per-call
+        # metrics), made by the first traced call.
+        self._sized: CallableKey | None = None
         self._make = call_class(key[0])
         # One request, one response: its duration is a latency sample.
         self._one_response = key[0] == "unary_unary"
@@ -285,9 +281,13 @@ class _Routed:
         if self._key[0].endswith("unary"):  # its response is read after its status arrives
             attempt.reads_one = True
             attempt.hold()
-        token = naming(attempt)
+        token = ATTEMPT.set(attempt)
         try:
-            call = sized_callable(connection, self._key)(request, **kwargs)
+            sized = self._sized
+            if sized is None:
+                sized = self._sized = sized_key(self._key, aio=True)
+            built = connection.callables.get(sized) or connection.multi_callable(sized)
+            call = built(request, **kwargs)
         except BaseException as error:
             connection.end(ticket)
             attempt.end(status_code(error) or grpc.StatusCode.UNKNOWN)
@@ -299,7 +299,10 @@ class _Routed:
         def done(call: Any) -> None:
             _ended(connection, ticket, call, started, one_response)
             code, details = ending(call)
-            attempt.end(code, left=not (details or "").startswith(NEVER_SENT))
+            if (details or "").startswith(NEVER_SENT):
+                attempt.end_unsent(code)
+            else:
+                attempt.end(code)
             if code is not grpc.StatusCode.OK:
                 attempt.release()  # no response to read
 

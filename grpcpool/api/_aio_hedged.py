@@ -147,7 +147,7 @@ class AioHedgedCall(HedgingRun):
         if trace is None:
             call = self._routed.run(connection, ticket, self._request, options)
         else:
-            attempt = trace.attempt(first=index == 0)
+            attempt = trace.attempt(index == 0)
             call = self._routed.run_traced(connection, ticket, self._request, options, attempt)
         call.add_done_callback(lambda done: self._attempt_ended(index, connection, done))
         return call

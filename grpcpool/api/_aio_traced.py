@@ -14,7 +14,7 @@ tells the call's :class:`~grpcpool._call_metrics.CallTrace` how it went:
   call's own task, which copies the context the attempt was named in; the
   responses of a stream are read, and requests written with ``write()``
   are serialized, in the caller's task, so those steps name the attempt
-  here (:data:`~grpcpool._call_metrics.ATTEMPT`).
+  here (:data:`~grpcpool._message_sizes.ATTEMPT`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 
-from grpcpool._call_metrics import ATTEMPT, Attempt, CallTrace, naming
+from grpcpool._call_metrics import Attempt, CallTrace
+from grpcpool._message_sizes import ATTEMPT
 from grpcpool.api._aio_calls import (
     PoolCall,
     StreamStreamCall,
@@ -115,7 +116,7 @@ class _TracedReads(_Traced):
         responses = super()._responses()  # type: ignore[misc]
         try:
             while True:
-                token = naming(self._attempt)
+                token = ATTEMPT.set(self._attempt)
                 try:
                     response = await responses.__anext__()
                 except BaseException:  # its end, or its failure
@@ -130,7 +131,7 @@ class _TracedReads(_Traced):
             await responses.aclose()
 
     async def read(self) -> Any:
-        token = naming(self._attempt)
+        token = ATTEMPT.set(self._attempt)
         try:
             response = await super().read()  # type: ignore[misc]
         except BaseException:
@@ -154,7 +155,7 @@ class _TracedWrites(_Traced):
     __slots__ = ()
 
     async def write(self, request: Any) -> None:
-        token = naming(self._attempt)
+        token = ATTEMPT.set(self._attempt)
         try:
             await super().write(request)  # type: ignore[misc]
         finally:
@@ -195,7 +196,7 @@ def traced_call(
     trace: CallTrace,
 ) -> PoolCall:
     """Starts the first attempt of a traced call on ``connection``; returns the caller's call."""
-    attempt = trace.attempt(first=True)
+    attempt = trace.attempt(True)
     try:
         call = routed.run_traced(connection, ticket, request, kwargs, attempt)
     except BaseException as error:

@@ -25,14 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from grpcpool._call_metrics import (
-    ATTEMPT,
-    Attempt,
-    CallTrace,
-    message_size,
-    naming,
-    sized_callable,
-)
+from grpcpool._call_metrics import Attempt, CallTrace
+from grpcpool._message_sizes import HERE, message_size, sized_callable
 from grpcpool._timer import call_later
 from grpcpool.api._hedging_run import HedgingRun, Pool
 from grpcpool.connection._call_errors import status_code
@@ -99,13 +93,14 @@ class HedgedCall(HedgingRun, grpc.Call, _Future):  # type: ignore[misc]
         key = self._key
         started = _clock_ns()
         trace = self._trace
-        attempt = None if trace is None else trace.attempt(first=index == 0)
-        token = None if attempt is None else naming(attempt)
+        attempt = None if trace is None else trace.attempt(index == 0)
+        named = HERE.attempt
         try:
             if attempt is None:
                 built = connection.callables.get(key) or connection.multi_callable(key)
             else:
                 built = sized_callable(connection, key)
+                HERE.attempt = attempt
             call = built.future(self._request, **options)
         except BaseException as error:
             connection.end(ticket)
@@ -113,8 +108,7 @@ class HedgedCall(HedgingRun, grpc.Call, _Future):  # type: ignore[misc]
                 attempt.end(status_code(error) or _UNKNOWN)
             raise
         finally:
-            if token is not None:
-                ATTEMPT.reset(token)
+            HERE.attempt = named
         call.add_done_callback(
             lambda done: self._attempt_ended(index, connection, ticket, done, started, attempt)
         )
@@ -145,7 +139,10 @@ class HedgedCall(HedgingRun, grpc.Call, _Future):  # type: ignore[misc]
             _log.debug("reading a hedged attempt's end failed", exc_info=True)
         finally:
             if attempt is not None:
-                attempt.end(code, left=not (details or "").startswith(NEVER_SENT))
+                if (details or "").startswith(NEVER_SENT):
+                    attempt.end_unsent(code)
+                else:
+                    attempt.end(code)
             self.ended(index, code, details)
 
     def _schedule(self, delay: float) -> Any:

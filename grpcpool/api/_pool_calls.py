@@ -73,12 +73,15 @@ class _Routed:
     ready connection reads them by name, to wait and shorten its timeout.
     """
 
-    __slots__ = ("_channel", "_key", "_name")
+    __slots__ = ("_channel", "_key", "_name", "_sized")
 
     def __init__(self, channel: PoolChannel, key: CallableKey) -> None:
         self._channel = channel
         self._key = key
         self._name = channel.name
+        # The key of its multi-callables that count message bytes (per-call
+        # metrics), made by the first traced call.
+        self._sized: CallableKey | None = None
 
     def _route(
         self, entry: PoolEntry | None, args: tuple[Any, ...], kwargs: dict[str, Any]

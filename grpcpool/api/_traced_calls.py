@@ -11,12 +11,12 @@ status code.
 
 Each attempt runs on the connection's *sized* multi-callable (its
 serializers count each message's bytes for the attempt named by
-:data:`~grpcpool._call_metrics.ATTEMPT`, set here around the grpc call).
+:data:`~grpcpool._message_sizes.HERE`, this thread's, set here around the grpc call).
 grpcio serializes a request on the calling thread (a stream of requests on
 a thread of its own, where the iterator wrapped here names the attempt) and
 reads a blocking call's response there too; the response of a ``future()``
 call and a stream's responses it reads on its own threads, so those are
-measured from the response messages (:func:`~grpcpool._call_metrics.message_size`).
+measured from the response messages (:func:`~grpcpool._message_sizes.message_size`).
 """
 
 from __future__ import annotations
@@ -27,15 +27,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 
-from grpcpool._call_metrics import (
-    ATTEMPT,
-    Attempt,
-    CallTrace,
-    Recorder,
-    message_size,
-    naming,
-    sized_callable,
-)
+from grpcpool._call_metrics import Attempt, CallTrace, Recorder
+from grpcpool._message_sizes import HERE, message_size, sized_key
 from grpcpool.api._call_parts import call_options, finished
 from grpcpool.connection._call_errors import status_code
 from grpcpool.core._ready import CallableKey, ReadyConnection
@@ -69,6 +62,7 @@ class _Routing(Protocol):
 
     _key: CallableKey
     _name: str
+    _sized: CallableKey | None
     _resends: bool
     _timed: bool
 
@@ -99,6 +93,14 @@ class _Routing(Protocol):
     ) -> Any: ...
 
 
+def _sized(routed: _Routing, connection: ReadyConnection) -> Any:
+    """The connection's multi-callable for the method whose serializers count bytes."""
+    sized = routed._sized
+    if sized is None:
+        sized = routed._sized = sized_key(routed._key)
+    return connection.callables.get(sized) or connection.multi_callable(sized)
+
+
 def code_of(error: BaseException) -> grpc.StatusCode:
     """The status a failed call or attempt is recorded with (UNKNOWN: not a grpc error)."""
     return status_code(error) or _UNKNOWN
@@ -122,15 +124,16 @@ def traced_attempt(
     attempt: Attempt,
 ) -> Any:
     """One blocking attempt (``routed._attempt``) on the sized multi-callable, told to ``attempt``."""
-    token = naming(attempt)
+    named = HERE.attempt
+    HERE.attempt = attempt
     try:
-        built = sized_callable(connection, routed._key)
+        built = _sized(routed, connection)
         answer = routed._attempt(connection, built, how, request, args, kwargs, started)
     except BaseException as error:
-        attempt.end(code_of(error), left=not never_sent(error))
+        (attempt.end_unsent if never_sent(error) else attempt.end)(code_of(error))
         raise
     finally:
-        ATTEMPT.reset(token)
+        HERE.attempt = named
     attempt.end(_OK)
     return answer
 
@@ -144,24 +147,36 @@ def traced_blocking(
     kwargs: dict[str, Any],
     entry: PoolEntry | None,
 ) -> Any:
-    """A call that blocks until its response (``_Routed._blocking``), traced."""
+    """A call that blocks until its response (``_Routed._blocking``), traced.
+
+    The first attempt is :func:`traced_attempt` written out: this is the path
+    of every traced unary call.
+    """
     trace = CallTrace(recorder, routed._name, routed._key)
-    attempt = trace.attempt(first=True)
+    attempt = trace.attempt(True)
     started = trace.started
+    here = HERE
     try:
         connection, ticket, _, args, kwargs = routed._route(entry, args, kwargs)
         if routed._key[0] == "stream_unary":
             request = sized_requests(request, attempt)
+        named = here.attempt
+        here.attempt = attempt
         try:
-            answer = traced_attempt(routed, connection, how, request, args, kwargs, started, attempt)
+            built = _sized(routed, connection)
+            answer = routed._attempt(connection, built, how, request, args, kwargs, started)
         except grpc.RpcError as error:
-            if not (routed._resends and never_sent(error)):
+            unsent = never_sent(error)
+            (attempt.end_unsent if unsent else attempt.end)(code_of(error))
+            if not (routed._resends and unsent):
                 raise
             failed = error
         else:
-            trace.end(_OK)
+            attempt.end(_OK)
+            trace.end(_OK, attempt.seconds)  # it started with the call
             return answer
         finally:
+            here.attempt = named
             connection.end(ticket)
         options = call_options(args, kwargs)
         answer = routed._resend(how, request, options, started, [connection], failed, trace)
@@ -187,7 +202,7 @@ def traced_started(
     in the grpc call's done callback.
     """
     trace = CallTrace(recorder, routed._name, routed._key)
-    attempt = trace.attempt(first=True)
+    attempt = trace.attempt(True)
     try:
         connection, ticket, _, args, kwargs = routed._route(entry, args, kwargs)
     except BaseException as error:
@@ -198,22 +213,24 @@ def traced_started(
     kind = routed._key[0]
     if kind.startswith("stream"):
         request = sized_requests(request, attempt)
-    token = naming(attempt)
+    named = HERE.attempt
+    HERE.attempt = attempt
     try:
-        built = sized_callable(connection, routed._key)
+        built = _sized(routed, connection)
         call = (built if how is None else getattr(built, how))(request, *args, **kwargs)
     except BaseException as error:
         connection.end(ticket)
         fail(trace, attempt, error)
         raise
     finally:
-        ATTEMPT.reset(token)
+        HERE.attempt = named
     started, timed = trace.started, routed._timed
     streams = kind.endswith("stream")
+    handed = SizedResponses(call, attempt) if streams else call  # holds it: before the end
     call.add_done_callback(
         lambda done: _ended(connection, ticket, done, started, timed, attempt, not streams)
     )
-    return SizedResponses(call, attempt) if streams else call
+    return handed
 
 
 def _ended(
@@ -243,7 +260,7 @@ def sized_requests(requests: Any, attempt: Attempt) -> Iterator[Any]:
     on the same thread, so the sized serializer counts it for ``attempt``.
     """
     for request in requests:
-        naming(attempt)
+        HERE.attempt = attempt
         yield request
 
 

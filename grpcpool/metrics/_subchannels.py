@@ -116,14 +116,15 @@ class SubchannelMeasures:
         ]
 
     def pool_started(self, pool: str, endpoint: Any) -> None:
-        """Pool ``pool`` (re)started: the connections of its last run are gone."""
+        """Pool ``pool`` (re)started, connecting to ``endpoint``.
+
+        Its workers start before it says so, and may have connected already:
+        the open connections stay as counted (those of an earlier run of the
+        name were released when its workers stopped).
+        """
         with self._lock:
-            if self._closed():
-                return
-            labels, workers = self._open.pop(pool, ({}, set()))
-            if workers:
-                self._sink.add(OPEN_CONNECTIONS, -len(workers), labels)
-            self._targets.started(pool, endpoint)
+            if not self._closed():
+                self._targets.started(pool, endpoint)
 
     def _labels(self, pool: str) -> dict[str, str]:
         return {TARGET: self._targets.of(pool), BACKEND_SERVICE: pool}
