@@ -211,17 +211,38 @@ def _create_histogram(
         return meter.create_histogram(name, unit, description)
 
 
-class _PerCall(PerCall[dict[str, str], dict[str, str]]):
+class _Started:
+    """Attempts started with one set of attributes, counted here (see :class:`_PerCall`)."""
+
+    __slots__ = ("attributes", "count")
+
+    def __init__(self, attributes: dict[str, str]) -> None:
+        self.attributes = attributes
+        self.count = 0
+
+
+_Labels = CallLabels[_Started, dict[str, str]]
+
+
+class _PerCall(PerCall[_Started, dict[str, str]]):
     """gRFC A66's instruments on the exporter's meter, recorded as the pool channels say.
 
     The attribute dicts are made once per pool, method and status and
-    reused, so a call builds none.
+    reused, so a call builds none. Each SDK measurement costs a few
+    microseconds (it checks and hashes the attributes), so the attempts
+    started are counted here and reported by an observable counter when a
+    reader collects: the same monotonic sum a counter gives, one SDK
+    measurement fewer per call. The four histograms take theirs.
     """
 
     def __init__(self, meter: Meter, targets: Targets) -> None:
         super().__init__(targets)
-        self._started = meter.create_counter(
-            ATTEMPT_STARTED.otel_name, ATTEMPT_STARTED.unit, ATTEMPT_STARTED.description
+        self._lock = fork_safe_lock(self)
+        # By attribute values: one each, however often a pool's labels are made again.
+        self._counts: dict[tuple[str, ...], _Started] = {}
+        started = ATTEMPT_STARTED
+        meter.create_observable_counter(
+            started.otel_name, [self._observe_started], started.unit, started.description
         )
         histograms = [
             _create_histogram(meter, i, buckets(i))
@@ -229,18 +250,32 @@ class _PerCall(PerCall[dict[str, str], dict[str, str]]):
         ]
         self._duration, self._sent, self._received, self._call_duration = histograms
 
-    def _started_handle(self, attributes: dict[str, str]) -> dict[str, str]:
-        return attributes
+    def _observe_started(self, options: CallbackOptions) -> Iterable[Observation]:
+        with self._lock:
+            if self.closed:
+                return []
+            counts = [(s.count, s.attributes) for s in self._counts.values()]
+        return [Observation(count, attributes) for count, attributes in counts]
+
+    def _started_handle(self, attributes: dict[str, str]) -> _Started:
+        with self._lock:
+            return self._counts.setdefault(tuple(attributes.values()), _Started(attributes))
 
     def _handle(self, attributes: dict[str, str]) -> dict[str, str]:
         return attributes
 
-    def attempt_started(self, labels: CallLabels[dict[str, str], dict[str, str]]) -> None:
-        if not self.closed:
-            self._started.add(1, labels.started)
+    def attempt_started(self, labels: _Labels) -> None:
+        started = labels.started
+        with self._lock:
+            started.count += 1
 
     def attempt_ended(
-        self, labels: CallLabels[dict[str, str], dict[str, str]], code: grpc.StatusCode, seconds: float, sent: int, received: int
+        self,
+        labels: _Labels,
+        code: grpc.StatusCode,
+        seconds: float,
+        sent: int,
+        received: int,
     ) -> None:
         if self.closed:
             return
@@ -249,7 +284,7 @@ class _PerCall(PerCall[dict[str, str], dict[str, str]]):
         self._sent.record(sent, attributes)
         self._received.record(received, attributes)
 
-    def call_ended(self, labels: CallLabels[dict[str, str], dict[str, str]], code: grpc.StatusCode, seconds: float) -> None:
+    def call_ended(self, labels: _Labels, code: grpc.StatusCode, seconds: float) -> None:
         if not self.closed:
             self._call_duration.record(seconds, labels.of(code))
 

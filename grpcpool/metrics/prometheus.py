@@ -66,26 +66,16 @@ registration sees every pool. Error texts are never label values (see
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
-
-import grpc
 
 try:
     import prometheus_client
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+    from prometheus_client.registry import Collector
 except ImportError as error:  # pragma: no cover - exercised in a subprocess test
     raise ImportError(
         "grpcpool.metrics.prometheus needs prometheus-client: pip install 'grpcpool[prometheus]'"
     ) from error
 
-from grpcpool.metrics._grpc_catalog import (
-    ATTEMPT_DURATION,
-    ATTEMPT_RCVD_SIZE,
-    ATTEMPT_SENT_SIZE,
-    ATTEMPT_STARTED,
-    CALL_DURATION,
-    buckets,
-)
 from grpcpool.metrics._instruments import (
     CONNECT_DURATION_BUCKETS,
     PUBLISHED,
@@ -94,7 +84,7 @@ from grpcpool.metrics._instruments import (
     Instrument,
     fork_safe_lock,
 )
-from grpcpool.metrics._per_call import CallLabels, PerCall
+from grpcpool.metrics._prometheus_calls import PrometheusPerCall
 from grpcpool.metrics._subchannels import Targets
 
 __all__ = ["PrometheusMetrics", "register"]
@@ -164,74 +154,6 @@ def _values(instrument: Instrument, labels: Mapping[str, str]) -> list[str]:
     return [labels[name] for name in instrument.labels]
 
 
-# A66's four histograms, as handles per status: attempt duration, sent, received, call.
-_Ended = tuple[Any, Any, Any, Any]
-
-
-class _PerCall(PerCall[Any, _Ended]):
-    """gRFC A66's metrics, recorded as the pool channels say.
-
-    prometheus_client's labelled children are looked up once per pool,
-    method and status and kept, so a call makes no label lookup.
-    """
-
-    def __init__(self, targets: Targets) -> None:
-        super().__init__(targets)
-        started = ATTEMPT_STARTED
-        self.started = Counter(
-            started.prometheus_name,
-            started.description,
-            started.prometheus_labels,
-            registry=None,
-        )
-        self.histograms = [
-            Histogram(
-                i.prometheus_name,
-                i.description,
-                i.prometheus_labels,
-                registry=None,
-                buckets=buckets(i),
-            )
-            for i in (ATTEMPT_DURATION, ATTEMPT_SENT_SIZE, ATTEMPT_RCVD_SIZE, CALL_DURATION)
-        ]
-
-    def collectors(self) -> list[Counter | Histogram]:
-        return [self.started, *self.histograms]
-
-    def _started_handle(self, attributes: dict[str, str]) -> Any:
-        return self.started.labels(*attributes.values())
-
-    def _handle(self, attributes: dict[str, str]) -> _Ended:
-        values = list(attributes.values())
-        duration, sent, received, call = (h.labels(*values) for h in self.histograms)
-        return duration, sent, received, call
-
-    def attempt_started(self, labels: CallLabels[Any, _Ended]) -> None:
-        if not self.closed:
-            labels.started.inc()
-
-    def attempt_ended(
-        self,
-        labels: CallLabels[Any, _Ended],
-        code: grpc.StatusCode,
-        seconds: float,
-        sent: int,
-        received: int,
-    ) -> None:
-        if self.closed:
-            return
-        duration, sent_size, received_size, _ = labels.of(code)
-        duration.observe(seconds)
-        sent_size.observe(sent)
-        received_size.observe(received)
-
-    def call_ended(
-        self, labels: CallLabels[Any, _Ended], code: grpc.StatusCode, seconds: float
-    ) -> None:
-        if not self.closed:
-            labels.of(code)[3].observe(seconds)
-
-
 class PrometheusMetrics(Exporter):
     """grpcpool's metrics in one Prometheus registry, updated from telemetry.
 
@@ -249,13 +171,13 @@ class PrometheusMetrics(Exporter):
         self._lock = fork_safe_lock(self)
         self._closed = False
         # Made before the bridge, which makes the targets: given them once it exists.
-        self._collectors: list[Counter | Gauge | Histogram] = self._sink.collectors()
-        self._per_call: _PerCall | None = None
+        self._collectors: list[Collector] = [*self._sink.collectors()]
+        self._per_call: PrometheusPerCall | None = None
         targets = Targets()
         if per_call:
-            self._per_call = _PerCall(targets)
-            self._collectors += self._per_call.collectors()
-        registered: list[Counter | Gauge | Histogram] = []
+            self._per_call = PrometheusPerCall(targets)
+            self._collectors.append(self._per_call)
+        registered: list[Collector] = []
         try:
             for collector in self._collectors:
                 registry.register(collector)
