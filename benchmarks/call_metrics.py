@@ -73,6 +73,11 @@ class _Nothing:
     def call_ended(self, labels: Any, code: grpc.StatusCode, seconds: float) -> None:
         pass
 
+    def attempt_and_call_ended(
+        self, labels: Any, code: grpc.StatusCode, seconds: float, sent: int, received: int
+    ) -> None:
+        pass
+
 
 class _Local:
     """Stands in for grpc's multi-callable: serializes and deserializes, sends nothing."""

@@ -57,6 +57,13 @@ class Recorder(Protocol):
     def call_ended(self, labels: Any, code: grpc.StatusCode, seconds: float) -> None:
         """A call ended with ``code`` (what its caller gets) ``seconds`` after it started."""
 
+    def attempt_and_call_ended(
+        self, labels: Any, code: grpc.StatusCode, seconds: float, sent: int, received: int
+    ) -> None:
+        """A call's one attempt ended, and the call with it: ``attempt_ended`` and
+        ``call_ended`` at once (the attempt started with the call, so ``seconds`` is
+        both durations). The path of most calls, hence one call for both."""
+
 
 class _Recorders:
     """Several recorders as one (two exporters with ``per_call``)."""
@@ -82,6 +89,12 @@ class _Recorders:
     def call_ended(self, labels: Any, code: grpc.StatusCode, seconds: float) -> None:
         for recorder, own in zip(self._each, labels, strict=True):
             recorder.call_ended(own, code, seconds)
+
+    def attempt_and_call_ended(
+        self, labels: Any, code: grpc.StatusCode, seconds: float, sent: int, received: int
+    ) -> None:
+        for recorder, own in zip(self._each, labels, strict=True):
+            recorder.attempt_and_call_ended(own, code, seconds, sent, received)
 
 
 class _Hook:
@@ -220,6 +233,18 @@ class Attempt:
             call.recorder.attempt_ended(call.labels, code, seconds, self.sent, self.received)
         elif not self._held:
             self._report()
+
+    def end_with_call(self, code: grpc.StatusCode) -> None:
+        """The call's first attempt, never held, ended with ``code`` and the call with it."""
+        call = self.call
+        if self._code is not None or call._ended:
+            self.end(code)
+            call.end(code)
+            return
+        self.seconds = seconds = (_clock() - self.started) / 1e9
+        self._code = code
+        call._ended = True
+        call.recorder.attempt_and_call_ended(call.labels, code, seconds, self.sent, self.received)
 
     def end_unsent(self, code: grpc.StatusCode) -> None:
         """It failed before it was sent: grpcio serialized its request, but no byte of

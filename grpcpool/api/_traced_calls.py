@@ -167,13 +167,15 @@ def traced_blocking(
             answer = routed._attempt(connection, built, how, request, args, kwargs, started)
         except grpc.RpcError as error:
             unsent = never_sent(error)
-            (attempt.end_unsent if unsent else attempt.end)(code_of(error))
             if not (routed._resends and unsent):
+                if unsent:
+                    attempt.sent = 0  # serialized, but no byte of it left
+                attempt.end_with_call(code_of(error))
                 raise
+            attempt.end_unsent(code_of(error))
             failed = error
         else:
-            attempt.end(_OK)
-            trace.end(_OK, attempt.seconds)  # it started with the call
+            attempt.end_with_call(_OK)
             return answer
         finally:
             here.attempt = named

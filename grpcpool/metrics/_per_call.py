@@ -121,3 +121,14 @@ class PerCall(abc.ABC, Generic[S, H]):
 
     @abc.abstractmethod
     def call_ended(self, labels: CallLabels[S, H], code: grpc.StatusCode, seconds: float) -> None: ...
+
+    def attempt_and_call_ended(
+        self,
+        labels: CallLabels[S, H],
+        code: grpc.StatusCode,
+        seconds: float,
+        sent: int,
+        received: int,
+    ) -> None:
+        self.attempt_ended(labels, code, seconds, sent, received)
+        self.call_ended(labels, code, seconds)

@@ -119,6 +119,28 @@ class PrometheusPerCall(PerCall[_Started, _Series], Collector):
             sums[1] += sent
             sums[2] += received
 
+    def attempt_and_call_ended(
+        self,
+        labels: CallLabels[_Started, _Series],
+        code: grpc.StatusCode,
+        seconds: float,
+        sent: int,
+        received: int,
+    ) -> None:
+        series = labels.of(code)
+        counts, sums = series.counts, series.sums
+        where = bisect.bisect_left
+        latency = where(_LATENCY, seconds)
+        with self._lock:
+            counts[0][latency] += 1
+            counts[1][where(_SIZE, sent)] += 1
+            counts[2][where(_SIZE, received)] += 1
+            counts[3][latency] += 1
+            sums[0] += seconds
+            sums[1] += sent
+            sums[2] += received
+            sums[3] += seconds
+
     def call_ended(
         self, labels: CallLabels[_Started, _Series], code: grpc.StatusCode, seconds: float
     ) -> None:

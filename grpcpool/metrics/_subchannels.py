@@ -68,7 +68,8 @@ class Targets:
         target = self._targets.get(pool)
         if target is None:
             entry: Any = PROCESS.pools.get(pool) or PROCESS.aio_pools.get(pool)
-            endpoint = getattr(getattr(getattr(entry, "config", None), "endpoint", None), "target", None)
+            config = getattr(entry, "config", None)
+            endpoint = getattr(getattr(config, "endpoint", None), "target", None)
             target = target_attribute(endpoint) if isinstance(endpoint, str) else "other"
             self._targets[pool] = target
         return target

@@ -288,6 +288,22 @@ class _PerCall(PerCall[_Started, dict[str, str]]):
         if not self.closed:
             self._call_duration.record(seconds, labels.of(code))
 
+    def attempt_and_call_ended(
+        self,
+        labels: _Labels,
+        code: grpc.StatusCode,
+        seconds: float,
+        sent: int,
+        received: int,
+    ) -> None:
+        if self.closed:
+            return
+        attributes = labels.of(code)
+        self._duration.record(seconds, attributes)
+        self._sent.record(sent, attributes)
+        self._received.record(received, attributes)
+        self._call_duration.record(seconds, attributes)
+
 
 class OpenTelemetryMetrics(Exporter):
     """grpcpool's instruments on one OpenTelemetry meter, updated from telemetry.
