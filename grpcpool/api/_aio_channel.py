@@ -335,16 +335,19 @@ def _ended(
     grpc.aio runs it before the awaiting caller resumes, so a connection whose
     server refused the call has lowered its limit by the time the call is
     routed again (:mod:`grpcpool.api._aio_calls`). A refused call reached no
-    handler: it is not recorded.
+    handler: it is not recorded. Its limit is lowered before its ticket ends,
+    so the slot it frees goes to a waiting call under the lowered limit.
     """
-    connection.end(ticket)
     code = finished_code(call)
+    if code is _UNAVAILABLE and REFUSED_STREAM in (finished_details(call) or ""):
+        pool = _pools.get(name)
+        if pool is not None:  # the others on it: what its server took
+            others = len(connection.calls) - (ticket in connection.calls)
+            pool.capacity.note_refused(connection, others)
+        connection.end(ticket)
+        return
+    connection.end(ticket)
     if code is not None:
-        if code is _UNAVAILABLE and REFUSED_STREAM in (finished_details(call) or ""):
-            pool = _pools.get(name)
-            if pool is not None:
-                pool.capacity.note_refused(connection, len(connection.calls))
-            return
         now = _clock()
         connection.stats.record(now - started if one_response else None, code, now)
 

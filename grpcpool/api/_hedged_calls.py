@@ -127,14 +127,18 @@ class HedgedCall(HedgingRun, grpc.Call, _Future):  # type: ignore[misc]
         """An attempt's done callback: counted out and recorded on its connection, then told."""
         code, details = _UNKNOWN, None
         try:
-            connection.end(ticket)
+            try:
+                code = call.code() or _UNKNOWN
+                details = call.details()
+                if code is _UNAVAILABLE and details and REFUSED_STREAM in details:
+                    # Its server refused it at its stream limit: no handler saw it. The
+                    # limit is lowered while it is counted there, before its slot frees.
+                    others = len(connection.calls) - (ticket in connection.calls)
+                    self._pool.capacity.note_refused(connection, others)
+                    return
+            finally:
+                connection.end(ticket)
             now = time.monotonic()
-            code = call.code() or _UNKNOWN
-            details = call.details()
-            if code is _UNAVAILABLE and details and REFUSED_STREAM in details:
-                # Its server refused it at its stream limit: no handler saw it.
-                self._pool.capacity.note_refused(connection, len(connection.calls))
-                return
             connection.stats.record((_clock_ns() - started) / 1e9, code, now)
             connection.failed(call, now)
             if attempt is not None and code is _OK and not attempt.received:

@@ -30,7 +30,7 @@ from tests.grpc_metrics import (
     Otel,
     otel,
 )
-from tests.servers import ECHO_METHOD
+from tests.servers import ECHO_METHOD, HOLD
 
 UNARY = "test.Echo/Unary"  # A66's grpc.method: the full name without its leading slash
 STARTED, DURATION, SENT, RCVD, CALL = A66
@@ -202,3 +202,73 @@ def test_connections_are_counted_as_grfc_a94_has_it(
             frozenset({TARGET, BACKEND_SERVICE})
         }
     assert {a[TARGET] for n in A94 for a in reading.attributes(n)} == {target(backends)}
+
+
+def test_a_call_refused_and_routed_again_is_one_call_of_more_attempts(
+    driver: Driver, backends: Backends, metrics: Otel
+) -> None:
+    """A server with grpc.max_concurrent_streams 4 refuses some of the calls a pool of 1
+    sends many at a time, and the pool routes each refused call again (section 5e): every
+    call is one call duration, OK; each refusal is an attempt of its own, UNAVAILABLE,
+    beside the call's OK attempt, so attempts started = calls + refusals."""
+    [backend] = backends.start(1, options=(("grpc.max_concurrent_streams", 4),))
+    assert backend.server is not None
+    backend.server.delay = 0.005
+    driver.start(backends.config(1))
+    driver.await_ready()
+    [connection] = driver.connections()
+    sent = 0
+    for _ in range(5):  # a refusal needs the server a little behind; it comes within a few rounds
+        calls = [driver.begin(b"busy", timeout=20) for _ in range(64)]
+        assert [call.result(timeout=20) for call in calls] == [b"busy"] * 64
+        sent += 64
+        if connection.limit is not None:
+            break
+    assert connection.limit is not None, "the server refused no stream in 5 rounds of 64 calls"
+
+    def ended(reading: Any) -> bool:  # every attempt and call recorded
+        return reading.value(CALL) == sent and reading.value(DURATION) == reading.value(STARTED)
+
+    driver.wait_until(lambda: ended(metrics.read()))
+    reading = metrics.read()
+    refusals = reading.value(DURATION, {STATUS: "UNAVAILABLE"})
+    assert refusals >= 1
+    assert reading.value(CALL, {STATUS: "OK"}) == sent
+    assert reading.value(DURATION, {STATUS: "OK"}) == sent
+    assert reading.value(STARTED, {METHOD: UNARY}) == sent + refusals
+    assert backend.calls == sent
+
+
+def test_a_call_that_waits_in_the_queue_is_one_attempt_with_its_wait(
+    driver: Driver, backends: Backends, metrics: Otel
+) -> None:
+    """pool.max_calls_per_connection 1 on a pool of 1, one call held at the server: a
+    stream-unary call waits in the queue, and a unary call with a 0.3 s timeout queues
+    behind it and fails there: one attempt and one call, both DEADLINE_EXCEEDED, no bytes
+    sent. Released, the waiting call is one attempt, OK, whose duration includes its
+    wait of 0.3 s and more (the wait is part of its first attempt, as picking a
+    connection is)."""
+    backend = backends.one()
+    driver.start(backends.config(1, pool={"max_calls_per_connection": 1}))
+    driver.await_ready()
+    held = driver.begin(HOLD, timeout=20)
+    driver.wait_status(lambda s: s.in_flight == 1 and backend.calls == 1)
+    joined = driver.other_thread(lambda: driver.stub().join([b"a", b"b"], timeout=20))
+    driver.wait_status(lambda s: s.queued == 1)
+    with pytest.raises(grpc.RpcError) as raised:
+        driver.call(b"late", timeout=0.3)
+    assert raised.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+    backend.release_held()
+    assert held.result(timeout=10) == HOLD
+    assert joined.result(timeout=10) == b"ab"
+    driver.wait_until(lambda: metrics.read().value(CALL) == 3)
+
+    reading = metrics.read()
+    late = {STATUS: "DEADLINE_EXCEEDED"}
+    assert [reading.value(name, late) for name in (DURATION, SENT, CALL)] == [1, 1, 1]
+    assert reading.total(SENT, late) == 0
+    assert reading.value(STARTED) == 3
+    other = {METHOD: "other", STATUS: "OK"}
+    assert reading.value(DURATION, other) == reading.value(CALL, other) == 1
+    assert 0.3 <= reading.total(DURATION, other) <= reading.total(CALL, other) < 10
+    assert reading.total(SENT, other) == 2
