@@ -22,6 +22,7 @@ from pathlib import Path
 from benchmarks import (
     aio,
     backends,
+    call_metrics,
     capacity,
     footprint,
     forking,
@@ -52,6 +53,7 @@ GROUPS: tuple[tuple[str, frozenset[str], Callable[[Settings], list[Figure]]], ..
     ("idle cost", frozenset({"12"}), idle.run),
     ("slow and failing backends", frozenset({"13"}), outliers.run),
     ("capacity", frozenset({"14"}), capacity.run),
+    ("per-call metrics", frozenset({"15"}), call_metrics.run),
 )
 
 

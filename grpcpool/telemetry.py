@@ -34,6 +34,7 @@ Events, without the common ``grpc_connection_pool.`` prefix, as
 - ``channel.connection_down``: (none) | pool_name, worker_id, reason
 - ``channel.reconnect_scheduled``: delay_ms, attempt | pool_name, worker_id, reason
 - ``channel.refreshed``: age | pool_name, worker_id, address, reason
+- ``channel.released``: duration | pool_name, worker_id
 - ``supervisor.child_restarted``: restarts | supervisor, child_id, reason
 - ``supervisor.shutdown``: restarts | supervisor, reason
 
@@ -51,6 +52,11 @@ is the peak of calls in flight plus queued over the interval that decided
 it, ``queued`` the calls waiting when it was decided.
 ``call.queued`` follows each call that waited in a pool's queue for a free
 slot (``pool.max_calls_per_connection``) when it leaves the queue.
+``channel.released`` follows a worker stopping while its connection was
+ready (a scale down, the replaced worker of a refresh, the pool's stop, a
+crash): the pool let the connection go, no server or network did, so it is
+no ``disconnected``; ``duration`` is how long it was ready. It closes once
+the calls on it end (``connection.drain_timeout`` at most).
 ``pool.get_channel`` is sampled by ``pool.telemetry_sample_rate``.
 ``pool.status``'s ``in_flight`` is the calls running through the pool channel
 (:func:`grpcpool.channel`) when the report is taken, as ``status().in_flight``
@@ -84,6 +90,7 @@ __all__ = [
     "channel_ping",
     "channel_reconnect_scheduled",
     "channel_refreshed",
+    "channel_released",
     "emit",
     "pool_autoscaled",
     "pool_ejected",
@@ -123,6 +130,7 @@ channel_ping = blinker.signal(f"{PREFIX}.channel.ping")
 channel_connection_down = blinker.signal(f"{PREFIX}.channel.connection_down")
 channel_reconnect_scheduled = blinker.signal(f"{PREFIX}.channel.reconnect_scheduled")
 channel_refreshed = blinker.signal(f"{PREFIX}.channel.refreshed")
+channel_released = blinker.signal(f"{PREFIX}.channel.released")
 supervisor_child_restarted = blinker.signal(f"{PREFIX}.supervisor.child_restarted")
 supervisor_shutdown = blinker.signal(f"{PREFIX}.supervisor.shutdown")
 
@@ -148,6 +156,7 @@ EVENTS: tuple[str, ...] = tuple(
         channel_connection_down,
         channel_reconnect_scheduled,
         channel_refreshed,
+        channel_released,
         supervisor_child_restarted,
         supervisor_shutdown,
     )

@@ -187,6 +187,7 @@ EVENT_MEASUREMENTS: dict[str, dict[str, Any]] = {
     "channel.connection_down": {},
     "channel.reconnect_scheduled": {"delay_ms": 247, "attempt": 1},
     "channel.refreshed": {"age": 2.0004512},
+    "channel.released": {"duration": 12.3456789},
     "pool.ejected": {
         "ejection_time": 30.0,
         "successes": 7,

@@ -4,7 +4,7 @@ Prometheus exporter emits, and imports into Grafana 10+ as a file.
 The check is against a real exposition: a pool runs against a real server with
 the exporter registered, calls go through the pool channel (three at once on a
 pool that takes one per connection, so one waits and the pool autoscales up),
-and the registry's text is scraped. A renamed metric, or a panel added for one that
+the pool stops (its connections let go), and the registry's text is scraped. A renamed metric, or a panel added for one that
 does not exist yet, fails here instead of showing "No data" to an operator.
 """
 
@@ -110,6 +110,15 @@ CAPACITY_SAMPLES = (
     'grpcpool_call_queue_wait_seconds_count{pool="dashboard"}',
     'grpcpool_pool_autoscale_steps_total{direction="up",pool="dashboard"}',
 )
+# gRPC's per-connection series (gRFC A94) the dashboard's subchannel row reads,
+# filtered by pool through grpc_lb_backend_service, each with a sample once the
+# pool has connected and stopped: (series name, a label it must carry).
+A94_SAMPLES = (
+    ("grpc_subchannel_open_connections", 'grpc_lb_backend_service="dashboard"'),
+    ("grpc_subchannel_disconnections_total", 'grpc_disconnect_error="subchannel shutdown"'),
+)
+# What filters a query by the pool variable: grpcpool's label, or gRPC's.
+POOL_FILTERS = ('pool=~"$pool"', 'grpc_lb_backend_service=~"$pool"')
 # The pool's connections each take one call at a time; the server holds each
 # call this long, so a third caller waits for a slot.
 CALL_SECONDS = 0.3
@@ -117,6 +126,14 @@ CALL_SECONDS = 0.3
 
 def _sampled(text: str, series: str) -> bool:
     return any(line.startswith(series + " ") for line in text.splitlines())
+
+
+def _sampled_with(text: str, name: str, label: str) -> bool:
+    """A sample of ``name`` whose labels include ``label`` (``key="value"``)."""
+    return any(
+        line.startswith(name + "{") and label in line.split("}", 1)[0]
+        for line in text.splitlines()
+    )
 
 
 @pytest.fixture
@@ -147,8 +164,15 @@ def exposition(supervisors: list[pykka.ActorRef[Any]]) -> Iterator[str]:
                 ),
                 timeout=10.0,
             ), prometheus_client.generate_latest(registry).decode()
-            text = prometheus_client.generate_latest(registry).decode()
             grpcpool.stop("dashboard")
+            assert wait_until(
+                lambda: all(
+                    _sampled_with(prometheus_client.generate_latest(registry).decode(), *each)
+                    for each in A94_SAMPLES
+                ),
+                timeout=10.0,
+            ), prometheus_client.generate_latest(registry).decode()
+            text = prometheus_client.generate_latest(registry).decode()
         yield text
     finally:
         metrics.close()
@@ -167,7 +191,8 @@ def test_the_name_parser_finds_metrics_and_skips_functions() -> None:
 
 def test_every_query_names_a_metric_the_exporter_emits(exposition: str) -> None:
     """Each metric a panel or a template variable queries is in a real scrape of
-    the Prometheus exporter, and each panel queries at least one grpcpool metric."""
+    the Prometheus exporter, and each panel queries at least one of its metrics
+    (grpcpool's, or gRPC's standard ones it publishes)."""
     exposed = exposed_names(exposition)
     board = dashboard()
     for expression in queries(board):
@@ -178,7 +203,7 @@ def test_every_query_names_a_metric_the_exporter_emits(exposition: str) -> None:
     for panel in panels(board):
         if panel["type"] != "row":
             assert any(
-                name.startswith("grpcpool_")
+                name.startswith(("grpcpool_", "grpc_subchannel_"))
                 for target in panel["targets"]
                 for name in metric_names(target["expr"])
             ), panel["title"]
@@ -186,7 +211,8 @@ def test_every_query_names_a_metric_the_exporter_emits(exposition: str) -> None:
 
 def test_the_dashboard_covers_the_operators_questions() -> None:
     """Ready vs expected connections, calls in flight, connects and disconnects by
-    reason, refreshes and the routing figures each have a panel."""
+    reason, refreshes, the routing and capacity figures, and gRPC's open connections
+    and disconnections by error (gRFC A94) each have a panel."""
     queried = {name for expression in queries(dashboard()) for name in metric_names(expression)}
     for name in (
         "grpcpool_pool_current_channels",
@@ -203,6 +229,8 @@ def test_the_dashboard_covers_the_operators_questions() -> None:
         "grpcpool_pool_calls_queued",
         "grpcpool_call_queue_wait_seconds_bucket",
         "grpcpool_pool_autoscale_steps_total",
+        "grpc_subchannel_open_connections",
+        "grpc_subchannel_disconnections_total",
     ):
         assert name in queried, f"no panel shows {name}"
 
@@ -217,10 +245,19 @@ def test_the_capacity_panels_read_series_a_real_pool_fills(exposition: str) -> N
     assert {"grpcpool_call_queue_wait_seconds_count", "grpcpool_pool_calls_queued"} <= queried
 
 
+def test_the_subchannel_panels_read_series_a_real_pool_fills(exposition: str) -> None:
+    """The gRPC subchannel row's metrics carry samples of the pool after it connected
+    and stopped: its open connections, and disconnections 'subchannel shutdown' (the
+    pool let its connections go)."""
+    for name, label in A94_SAMPLES:
+        assert _sampled_with(exposition, name, label), (name, label)
+
+
 def test_the_dashboard_imports_into_grafana_10() -> None:
     """The JSON is what Grafana 10+ imports: a datasource variable DS_PROMETHEUS
     that every panel and query uses, a multi-value pool variable that every
-    pool-labelled query filters on, unique panel ids and a schema of 10's era."""
+    pool-labelled query filters on (gRPC's series by grpc_lb_backend_service, the
+    pool's name), unique panel ids and a schema of 10's era."""
     board = dashboard()
     assert board["schemaVersion"] >= 38
     assert board["id"] is None and board["uid"]
@@ -241,4 +278,4 @@ def test_the_dashboard_imports_into_grafana_10() -> None:
         for target in panel["targets"]:
             assert target["datasource"] == datasource, panel["title"]
             if "grpcpool_supervisor_restarts_total" not in target["expr"]:
-                assert 'pool=~"$pool"' in target["expr"], target["expr"]
+                assert any(f in target["expr"] for f in POOL_FILTERS), target["expr"]

@@ -19,7 +19,7 @@ import grpcpool
 from grpcpool import Config, PoolSpec, Supervisor, telemetry
 from grpcpool.connection import _machine_types as machine_types
 from grpcpool.metrics import opentelemetry as grpcpool_otel
-from grpcpool.metrics._instruments import CONNECT_DURATION_BUCKETS, INSTRUMENTS
+from grpcpool.metrics._instruments import CONNECT_DURATION_BUCKETS, PUBLISHED
 from tests.pools import loopback_config, start_pool
 from tests.servers import EchoServer, EchoStub
 from tests.waiting import wait_until
@@ -184,7 +184,8 @@ def test_crashed_worker_counts_a_restart(
 
 
 def test_every_instrument_exists_with_its_unit(otel: Otel) -> None:
-    """After one event of each kind, the reader shows every instrument with its OTel unit."""
+    """After one event of each kind, the reader shows every instrument (grpcpool's and
+    gRFC A94's) with its OTel unit."""
     sends: list[tuple[blinker.NamedSignal, dict[str, Any], dict[str, Any]]] = [
         (telemetry.pool_init, {"pool_size": 1}, {}),
         (
@@ -218,7 +219,7 @@ def test_every_instrument_exists_with_its_unit(otel: Otel) -> None:
         telemetry.emit(signal, "units", measurements, metadata)
     reading = otel.read()
     assert reading.version == grpcpool.__version__
-    assert reading.units == {i.otel_name: i.unit for i in INSTRUMENTS}
+    assert reading.units == {i.otel_name: i.unit for i in PUBLISHED}
     assert reading.value("grpcpool.channel.disconnects", pool="units", reason="idle") == 1
     assert reading.value("grpcpool.pool.channels.current", pool="units") == 0
 

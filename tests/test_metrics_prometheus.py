@@ -20,7 +20,7 @@ import grpcpool
 from grpcpool import Config, PoolSpec, Supervisor, telemetry
 from grpcpool.connection import _machine_types as machine_types
 from grpcpool.metrics import prometheus
-from grpcpool.metrics._instruments import CONNECT_DURATION_BUCKETS, INSTRUMENTS
+from grpcpool.metrics._instruments import CONNECT_DURATION_BUCKETS, PUBLISHED
 from tests.pools import free_port, loopback_config, start_pool
 from tests.servers import EchoServer, EchoStub
 from tests.waiting import wait_until
@@ -199,7 +199,8 @@ def test_crashed_worker_counts_a_restart_and_its_channel_once(
 def test_error_texts_never_become_label_values(
     registry: CollectorRegistry, supervisors: list[pykka.ActorRef[Any]]
 ) -> None:
-    """Failed connects count without their error; an odd disconnect reason is labelled other."""
+    """Failed connects count without their error; an odd disconnect reason is labelled
+    other (and its A94 grpc_disconnect_error unknown)."""
     supervisors.append(
         Supervisor.start(children=[PoolSpec(local_config(free_port(), 1), name="nowhere")])
     )
@@ -217,10 +218,14 @@ def test_error_texts_never_become_label_values(
     )
     scrape = Scrape(registry)
     assert scrape.value("grpcpool_channel_disconnects_total", pool="fake", reason="other") == 1
+    assert scrape.labels("grpc_subchannel_disconnections_total", "grpc_disconnect_error") == {
+        "unknown"
+    }
     assert "s3cret" not in scrape.text
     assert "refused" not in scrape.text.lower()
+    a94 = {"grpc_target", "grpc_lb_backend_service", "grpc_disconnect_error"}
     for sample in scrape.samples:
-        assert set(sample.labels) <= {"pool", "reason", "result", "supervisor", "child_id", "le"}
+        assert set(sample.labels) <= {"pool", "reason", "result", "supervisor", "child_id", "le"} | a94
 
 
 def test_histogram_uses_second_buckets(registry: CollectorRegistry) -> None:
@@ -254,7 +259,7 @@ def test_close_is_idempotent_and_frees_the_registry() -> None:
         telemetry.emit(telemetry.channel_connection_failed, "p", {"duration": 0.1}, {})
         assert scraped(registry, "grpcpool_channel_connection_failures_total", pool="p") == 1
         assert {family.name for family in registry.collect()} == {
-            i.prometheus_name.removesuffix("_total") for i in INSTRUMENTS
+            i.prometheus_name.removesuffix("_total") for i in PUBLISHED
         }
     assert again.closed
 

@@ -875,7 +875,7 @@ _MATRIX: dict[str, dict[str, tuple[str, list[str]]]] = {
         "PingDue": ("ready", ["StartCheck"]),
         "Resync": ("ready", ["Report"]),
         "Renew": ("connecting", _RENEWED),
-        "Stop": ("stopped", ["CancelTimers", "ReleaseChannel"]),
+        "Stop": ("stopped", ["CancelTimers", "Emit", "ReleaseChannel"]),
     },
     "backoff": {
         "ReconnectDue": ("connecting", ["OpenChannel", "Report", "Schedule"]),
@@ -975,10 +975,15 @@ def test_resync_before_start_or_after_stop_reports_nothing(make: Any) -> None:
 
 
 def test_stop_while_ready_releases_with_drain_and_reports_nothing() -> None:
-    """Stop: timers cancelled, channel retired; the driver sends WorkerGone, not the machine."""
-    state, effects = step(ready(), Stop(), 2.0)
+    """Stop: timers cancelled, channel.released says how long the connection was ready,
+    channel retired; the driver sends WorkerGone, not the machine."""
+    state, effects = step(ready(), Stop(), 2.5)
 
-    assert effects == (CancelTimers(), ReleaseChannel(drain=True))
+    assert effects == (
+        CancelTimers(),
+        Emit(name("released"), {"duration": 1.5}, {}),
+        ReleaseChannel(drain=True),
+    )
     assert (state.phase, state.generation) == ("stopped", 2)
 
 
@@ -1274,12 +1279,15 @@ def test_invariants_hold_over_random_event_sequences(
         # Only a Stop ends the machine: never an outage, however long.
         if state.phase == "stopped":
             assert event_kind == "stop"
-    # Whatever happened, a Stop leaves no channel open.
+    # Whatever happened, a Stop leaves no channel open; a ready one is said released.
+    was_ready = state.phase == "ready"
     state, effects = step(state, Stop(), now)
     assert state.phase == "stopped"
     assert not state.has_channel
     if channel_open:
-        assert effects == (CancelTimers(), ReleaseChannel(drain=True))
+        assert effects[0] == CancelTimers() and effects[-1] == ReleaseChannel(drain=True)
+        released = [e for e in of_type(effects, Emit) if e.signal == name("released")]
+        assert len(released) == int(was_ready)
 
 
 def test_the_machine_state_is_immutable() -> None:

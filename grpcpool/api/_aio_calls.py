@@ -224,7 +224,7 @@ class PoolCall:
         ticket = pool.capacity.try_start(connection)
         if ticket is None:  # no room there, or it left the pool meanwhile
             return False
-        self._call = self._routed.run(connection, ticket, self._request, kwargs)
+        self._call = self._run_again(connection, ticket, kwargs)
         self._connection = connection
         return True
 
@@ -257,8 +257,12 @@ class PoolCall:
         kwargs = self._kwargs
         if deadline is not None:
             kwargs = {**kwargs, "timeout": max(0.0, deadline - time.monotonic())}
-        self._call = self._routed.run(connection, ticket, self._request, kwargs)
+        self._call = self._run_again(connection, ticket, kwargs)
         self._connection = connection
+
+    def _run_again(self, connection: ReadyConnection, ticket: int, kwargs: dict[str, Any]) -> Any:
+        """Starts the call again on ``connection`` (counted there as ``ticket``)."""
+        return self._routed.run(connection, ticket, self._request, kwargs)
 
 
 class _Awaited(PoolCall):

@@ -34,16 +34,18 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from grpcpool._call_metrics import HOOK, Attempt, CallTrace, Recorder
 from grpcpool._config_checks import check_pool_name
-from grpcpool._names import held_by
-from grpcpool._process import PROCESS
+from grpcpool._message_sizes import ATTEMPT, sized_key
 from grpcpool.api._aio_calls import call_class
-from grpcpool.api._aio_hedged import aio_hedged, finished_details
-from grpcpool.api._aio_pending import FailedCall, WaitingCall, admit
-from grpcpool.connection._call_errors import REFUSED_STREAM, finished_code
+from grpcpool.api._aio_hedged import aio_hedged, ending, finished_details
+from grpcpool.api._aio_pending import FailedCall, WaitingCall, admit, not_running
+from grpcpool.api._aio_traced import traced_call
+from grpcpool.connection._call_errors import REFUSED_STREAM, finished_code, status_code
 from grpcpool.core._ready import CallableKey, ReadyConnection, callable_key
+from grpcpool.core._reroute import NEVER_SENT
 from grpcpool.core._view import connectivity_of
-from grpcpool.errors import NotConnectedError, PoolCallError, PoolNotFoundError
+from grpcpool.errors import NotConnectedError, PoolCallError
 from grpcpool.tasks import POOLS
 
 if TYPE_CHECKING:
@@ -156,7 +158,7 @@ class AioPoolChannel(grpc.aio.Channel):
         while self.get_state() is not grpc.ChannelConnectivity.READY:
             pool = _pools.get(self._name)
             if pool is None or pool.ended is not None:
-                raise _not_running(self._name)
+                raise not_running(self._name)
             await pool.wait_changed(None)
 
     async def close(self, grace: float | None = None) -> None:
@@ -175,11 +177,14 @@ class AioPoolChannel(grpc.aio.Channel):
 class _Routed:
     """A multi-callable of the pool channel: routes each call when it starts."""
 
-    __slots__ = ("_hedgeable", "_key", "_make", "_name", "_one_response")
+    __slots__ = ("_hedgeable", "_key", "_make", "_name", "_one_response", "_sized")
 
     def __init__(self, name: str, key: CallableKey) -> None:
         self._name = name
         self._key = key
+        # The key of its multi-callables that count message bytes (per-call
+        # metrics), made by the first traced call.
+        self._sized: CallableKey | None = None
         self._make = call_class(key[0])
         # One request, one response: its duration is a latency sample.
         self._one_response = key[0] == "unary_unary"
@@ -188,9 +193,12 @@ class _Routed:
 
     def __call__(self, request: Any = None, **kwargs: Any) -> Any:
         # request: the request, or the request iterator (None: write() the requests)
+        recorder = HOOK.recorder
+        if recorder is not None:  # per-call metrics: the same call, traced
+            return self._traced(recorder, request, kwargs)
         pool = _pools.get(self._name)
         if pool is None:
-            return FailedCall(PoolCallError.of(_not_running(self._name)))
+            return FailedCall(PoolCallError.of(not_running(self._name)))
         if thread_id() != pool._thread:
             raise pool._wrong_loop(running_loop())
         try:
@@ -208,6 +216,28 @@ class _Routed:
         call = self.run(connection, ticket, request, kwargs)
         return self._make(call, connection, self, pool, request, kwargs)
 
+    def _traced(self, recorder: Recorder, request: Any, kwargs: dict[str, Any]) -> Any:
+        """``__call__`` while a per-call metrics recorder listens."""
+        trace = CallTrace(recorder, self._name, self._key)
+        pool = _pools.get(self._name)
+        if pool is None:
+            failed = PoolCallError.of(not_running(self._name))
+            trace.failed(failed.code())
+            return FailedCall(failed)
+        if thread_id() != pool._thread:
+            raise pool._wrong_loop(running_loop())
+        try:
+            admitted = admit(pool)
+        except NotConnectedError as error:
+            if kwargs.get("wait_for_ready"):
+                return WaitingCall(self, pool, request, kwargs, trace)
+            failed = PoolCallError.of(error)
+            trace.failed(failed.code())
+            return FailedCall(failed)
+        if admitted is None:  # every connection at its limit: the call waits for a slot
+            return WaitingCall(self, pool, request, kwargs, trace)
+        return self.start(admitted[0], admitted[1], pool, request, kwargs, trace)
+
     def start(
         self,
         connection: ReadyConnection,
@@ -215,12 +245,16 @@ class _Routed:
         pool: Pool,
         request: Any,
         kwargs: dict[str, Any],
+        trace: CallTrace | None = None,
     ) -> Any:
         """Runs the call on ``connection`` of ``pool``; returns the :class:`PoolCall` the
-        caller holds (or the hedged call, for a method the pool hedges)."""
+        caller holds (or the hedged call, for a method the pool hedges). ``trace``:
+        the call's per-call metrics, if a recorder listens."""
         hedging = pool.hedging if self._hedgeable else None
         if hedging is not None and self._key[1] in hedging.methods:
-            return aio_hedged(self, pool, hedging, request, kwargs, connection, ticket)
+            return aio_hedged(self, pool, hedging, request, kwargs, connection, ticket, trace)
+        if trace is not None:
+            return traced_call(self, connection, ticket, pool, request, kwargs, trace)
         call = self.run(connection, ticket, request, kwargs)
         return self._make(call, connection, self, pool, request, kwargs)
 
@@ -244,6 +278,49 @@ class _Routed:
         )
         return call
 
+    def run_traced(
+        self,
+        connection: ReadyConnection,
+        ticket: int,
+        request: Any,
+        kwargs: dict[str, Any],
+        attempt: Attempt,
+    ) -> Any:
+        """:meth:`run` as an ``attempt`` of a traced call: on the connection's sized
+        multi-callable, the attempt named in the context the call's task copies (its
+        messages' bytes count for it), and ended with the call's status."""
+        started = _clock()
+        if self._key[0].endswith("unary"):  # its response is read after its status arrives
+            attempt.reads_one = True
+            attempt.hold()
+        token = ATTEMPT.set(attempt)
+        try:
+            sized = self._sized
+            if sized is None:
+                sized = self._sized = sized_key(self._key, aio=True)
+            built = connection.callables.get(sized) or connection.multi_callable(sized)
+            call = built(request, **kwargs)
+        except BaseException as error:
+            connection.end(ticket)
+            attempt.end(status_code(error) or grpc.StatusCode.UNKNOWN)
+            raise
+        finally:
+            ATTEMPT.reset(token)
+        one_response, name = self._one_response, self._name
+
+        def done(call: Any) -> None:
+            _ended(name, connection, ticket, call, started, one_response)
+            code, details = ending(call)
+            if (details or "").startswith(NEVER_SENT):
+                attempt.end_unsent(code)
+            else:
+                attempt.end(code)
+            if code is not grpc.StatusCode.OK:
+                attempt.release()  # no response to read
+
+        call.add_done_callback(done)
+        return call
+
 
 def _ended(
     name: str,
@@ -258,21 +335,20 @@ def _ended(
     grpc.aio runs it before the awaiting caller resumes, so a connection whose
     server refused the call has lowered its limit by the time the call is
     routed again (:mod:`grpcpool.api._aio_calls`). A refused call reached no
-    handler: it is not recorded.
+    handler: it is not recorded. Its limit is lowered before its ticket ends,
+    so the slot it frees goes to a waiting call under the lowered limit.
     """
-    connection.end(ticket)
     code = finished_code(call)
+    if code is _UNAVAILABLE and REFUSED_STREAM in (finished_details(call) or ""):
+        pool = _pools.get(name)
+        if pool is not None:  # the others on it: what its server took
+            others = len(connection.calls) - (ticket in connection.calls)
+            pool.capacity.note_refused(connection, others)
+        connection.end(ticket)
+        return
+    connection.end(ticket)
     if code is not None:
-        if code is _UNAVAILABLE and REFUSED_STREAM in (finished_details(call) or ""):
-            pool = _pools.get(name)
-            if pool is not None:
-                pool.capacity.note_refused(connection, len(connection.calls))
-            return
         now = _clock()
         connection.stats.record(now - started if one_response else None, code, now)
 
 
-def _not_running(name: str) -> PoolNotFoundError:
-    if held_by(name) == "sync":
-        return PoolNotFoundError(name, running="sync")
-    return PoolNotFoundError(name, PROCESS.ended_pools.get(name))

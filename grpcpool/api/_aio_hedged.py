@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 
+from grpcpool._call_metrics import Attempt, CallTrace
 from grpcpool.api._aio_calls import UnaryUnaryCall
 from grpcpool.api._hedging_run import HedgingRun
 from grpcpool.connection._call_errors import REFUSED_STREAM as _REFUSED_STREAM
-from grpcpool.connection._call_errors import finished_code
+from grpcpool.connection._call_errors import finished_code, status_code
 from grpcpool.core._hedging import HedgingState
 from grpcpool.core._ready import CallableKey, ReadyConnection
 
@@ -46,6 +47,15 @@ class _Routed(Protocol):
 
     def run(
         self, connection: ReadyConnection, ticket: int, request: Any, kwargs: dict[str, Any]
+    ) -> Any: ...
+
+    def run_traced(
+        self,
+        connection: ReadyConnection,
+        ticket: int,
+        request: Any,
+        kwargs: dict[str, Any],
+        attempt: Attempt,
     ) -> Any: ...
 
 
@@ -69,9 +79,11 @@ def ending(call: Any) -> tuple[grpc.StatusCode, str | None]:
     """How a finished attempt ended, read in its done callback: its code and details.
 
     A call through ``grpc.aio`` interceptors holds the real call (or the
-    error the interceptors raised) in its interceptors' task. An ending that
-    cannot be read is UNKNOWN, which settles the call with that attempt:
-    awaiting it then says how it really ended.
+    error the interceptors raised) in its interceptors' task; an interceptor
+    that hands out a stream's responses itself leaves grpc.aio's wrapper of
+    the real call there. An ending that cannot be read is UNKNOWN, which
+    settles the call with that attempt: awaiting it then says how it really
+    ended.
     """
     code = finished_code(call)
     if code is not None:
@@ -86,6 +98,9 @@ def ending(call: Any) -> tuple[grpc.StatusCode, str | None]:
         if error is None:
             inner = task.result()
             code = finished_code(inner)
+            if code is None:  # a stream's responses handed out by the interceptor
+                inner = getattr(inner, "_call", None)
+                code = finished_code(inner)
             if code is not None:
                 return code, finished_details(inner)
     return _UNKNOWN, None
@@ -100,6 +115,7 @@ class AioHedgedCall(HedgingRun):
         hedging: The pool's hedging state.
         request: The request, sent by each attempt.
         kwargs: The call's keyword arguments (``timeout`` counted from now).
+        trace: The call's per-call metrics, if a recorder listens.
     """
 
     def __init__(
@@ -109,8 +125,9 @@ class AioHedgedCall(HedgingRun):
         hedging: HedgingState,
         request: Any,
         kwargs: dict[str, Any],
+        trace: CallTrace | None = None,
     ) -> None:
-        super().__init__(pool, hedging, routed._key, kwargs)
+        super().__init__(pool, hedging, routed._key, kwargs, trace)
         self._routed = routed
         self._task_pool = pool
         self._request = request
@@ -126,7 +143,12 @@ class AioHedgedCall(HedgingRun):
     def _start_call(
         self, index: int, connection: ReadyConnection, ticket: int, options: dict[str, Any]
     ) -> Any:
-        call = self._routed.run(connection, ticket, self._request, options)
+        trace = self._trace
+        if trace is None:
+            call = self._routed.run(connection, ticket, self._request, options)
+        else:
+            attempt = trace.attempt(index == 0)
+            call = self._routed.run_traced(connection, ticket, self._request, options, attempt)
         call.add_done_callback(lambda done: self._attempt_ended(index, connection, done))
         return call
 
@@ -234,12 +256,16 @@ def aio_hedged(
     kwargs: dict[str, Any],
     connection: ReadyConnection,
     ticket: int,
+    trace: CallTrace | None = None,
 ) -> AioHedgedCall:
-    """Starts a hedged call whose first attempt goes to ``connection`` (counted as ``ticket``)."""
+    """Starts a hedged call whose first attempt goes to ``connection`` (counted as ``ticket``);
+    ``trace``: the call's per-call metrics, if a recorder listens."""
     try:
-        call = AioHedgedCall(routed, pool, hedging, request, kwargs)
+        call = AioHedgedCall(routed, pool, hedging, request, kwargs, trace)
         call.begin(connection, ticket)
-    except BaseException:
+    except BaseException as error:
         connection.end(ticket)  # idempotent: an attempt begun ends it too
+        if trace is not None:
+            trace.failed(status_code(error) or _UNKNOWN)
         raise
     return call

@@ -4,7 +4,7 @@
 a connection when it is made; :class:`FailedCall` is the call object of a
 call that found none, and :class:`WaitingCall` that of a call that waits for
 one (``wait_for_ready``) or for a slot in a limited pool's queue, and starts
-when it has it.
+when it has it; :func:`not_running` says why a call found no pool.
 """
 
 from __future__ import annotations
@@ -16,15 +16,18 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 
+from grpcpool._call_metrics import CallTrace
 from grpcpool._config_timings import REFUSED_CALL_PAUSE
+from grpcpool._names import held_by
+from grpcpool._process import PROCESS
 from grpcpool.core._ready import ReadyConnection
 from grpcpool.core._view import ALL_RETIRED
-from grpcpool.errors import NotConnectedError, PoolCallError
+from grpcpool.errors import NotConnectedError, PoolCallError, PoolNotFoundError
 
 if TYPE_CHECKING:
     from grpcpool.tasks._pool import TaskPool as Pool
 
-__all__ = ["FailedCall", "WaitingCall", "admit"]
+__all__ = ["FailedCall", "WaitingCall", "admit", "not_running"]
 
 
 class _Starts(Protocol):
@@ -37,7 +40,15 @@ class _Starts(Protocol):
         pool: Pool,
         request: Any,
         kwargs: dict[str, Any],
+        trace: CallTrace | None = None,
     ) -> Any: ...
+
+
+def not_running(name: str) -> PoolNotFoundError:
+    """Why a call to ``name`` found no asyncio pool of that name."""
+    if held_by(name) == "sync":
+        return PoolNotFoundError(name, running="sync")
+    return PoolNotFoundError(name, PROCESS.ended_pools.get(name))
 
 
 def admit(pool: Pool) -> tuple[ReadyConnection, int] | None:
@@ -118,43 +129,72 @@ class FailedCall:
 
 class WaitingCall:
     """A call that waits, then starts: for a ready connection (a ``wait_for_ready`` call made
-    while none was), or for a slot in a limited pool's queue (when it is awaited)."""
+    while none was), or for a slot in a limited pool's queue (when it is awaited).
 
-    def __init__(self, routed: _Starts, pool: Pool, request: Any, kwargs: dict[str, Any]) -> None:
+    ``trace``: the call's per-call metrics, if a recorder listens (the wait is
+    part of its first attempt, as picking a connection is).
+    """
+
+    def __init__(
+        self,
+        routed: _Starts,
+        pool: Pool,
+        request: Any,
+        kwargs: dict[str, Any],
+        trace: CallTrace | None = None,
+    ) -> None:
         self._routed = routed
         self._pool = pool
         self._request = request
         self._kwargs = kwargs
+        self._trace = trace
         self._call: Any = None
 
     async def _started(self) -> Any:
         if self._call is not None:
             return self._call
-        pool = self._pool
         timeout = self._kwargs.get("timeout")
         deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            connection, ticket = await self._slot(deadline)
+        except asyncio.CancelledError:  # its caller gave up while it waited
+            if self._trace is not None:
+                self._trace.failed(grpc.StatusCode.CANCELLED)
+            raise
+        kwargs = dict(self._kwargs)
+        if deadline is not None:
+            kwargs["timeout"] = max(0.0, deadline - time.monotonic())
+        self._call = self._routed.start(
+            connection, ticket, self._pool, self._request, kwargs, self._trace
+        )
+        return self._call
+
+    async def _slot(self, deadline: float | None) -> tuple[ReadyConnection, int]:
+        """A connection with the call counted on it, and its ticket, once the call may start."""
+        pool = self._pool
         while True:
             try:
                 capacity = pool.capacity
                 if capacity.limited:
-                    connection, ticket = await capacity.acquire(deadline)
-                else:
-                    connection, ticket = admit(pool)  # type: ignore[misc]  # not limited: never None
-                break
-            except PoolCallError:  # the queue's verdict: full, too late, or the pool stopped
+                    return await capacity.acquire(deadline)
+                return admit(pool)  # type: ignore[return-value]  # not limited: never None
+            except PoolCallError as verdict:  # the queue's: full, too late, or the pool stopped
+                self._failed(verdict)
                 raise
             except NotConnectedError as error:
                 left = None if deadline is None else deadline - time.monotonic()
                 if pool.ended is not None or not self._kwargs.get("wait_for_ready"):
-                    raise PoolCallError.of(error) from None
+                    raise self._failed(PoolCallError.of(error)) from None
                 if left is not None and left <= 0:
-                    raise PoolCallError.of(error, grpc.StatusCode.DEADLINE_EXCEEDED) from None
+                    code = grpc.StatusCode.DEADLINE_EXCEEDED
+                    raise self._failed(PoolCallError.of(error, code)) from None
                 await pool.wait_changed(left)
-        kwargs = dict(self._kwargs)
-        if deadline is not None:
-            kwargs["timeout"] = max(0.0, deadline - time.monotonic())
-        self._call = self._routed.start(connection, ticket, pool, self._request, kwargs)
-        return self._call
+
+    def _failed(self, error: PoolCallError) -> PoolCallError:
+        """``error`` ended the call before it started: told to its trace, if traced."""
+        if self._trace is not None:
+            self._trace.failed(error.code())
+        return error
 
     def __await__(self) -> Generator[Any, None, Any]:
         return self._wait_and_await().__await__()

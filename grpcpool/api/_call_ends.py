@@ -35,14 +35,25 @@ _UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
 def finished(
     name: str, connection: ReadyConnection, ticket: int, call: Any, started: int, timed: bool
 ) -> None:
-    """A call started by ``future()`` or a streaming call has ended (a done callback)."""
+    """A call started by ``future()`` or a streaming call has ended (a done callback).
+
+    A stream its server refused lowers the connection's limit before its
+    ticket ends, so the slot it frees goes to a waiting call under the
+    lowered limit.
+    """
+    try:
+        code = call.code()
+        refusal = code is _UNAVAILABLE and refused_stream(call)
+    except Exception:  # a call object without a code: nothing to learn
+        connection.end(ticket)
+        return
+    if refusal:
+        refused(name, connection, len(connection.calls) - (ticket in connection.calls))
+        connection.end(ticket)
+        return  # it never reached a handler: nothing to learn of the server
     connection.end(ticket)
     now = time.monotonic()
-    with contextlib.suppress(Exception):  # a call object without a code: nothing to learn
-        code = call.code()
-        if code is _UNAVAILABLE and refused_stream(call):
-            refused(name, connection, len(connection.calls))
-            return  # it never reached a handler: nothing to learn of the server
+    with contextlib.suppress(Exception):
         took = seconds(started) if timed else None
         connection.stats.record(took, code, now)
         connection.failed(call, now)

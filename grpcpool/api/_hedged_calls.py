@@ -25,17 +25,21 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from grpcpool._call_metrics import Attempt, CallTrace
+from grpcpool._message_sizes import HERE, message_size, sized_callable
 from grpcpool._timer import call_later
 from grpcpool.api._hedging_run import HedgingRun, Pool
-from grpcpool.connection._call_errors import REFUSED_STREAM
+from grpcpool.connection._call_errors import REFUSED_STREAM, status_code
 from grpcpool.core._hedging import HedgingState
 from grpcpool.core._ready import CallableKey, ReadyConnection
+from grpcpool.core._reroute import NEVER_SENT
 
 __all__ = ["HedgedCall", "hedged"]
 
 _log = logging.getLogger(__name__)
 
 _clock_ns = time.perf_counter_ns
+_OK = grpc.StatusCode.OK
 _UNKNOWN = grpc.StatusCode.UNKNOWN
 _UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
 
@@ -59,6 +63,7 @@ class HedgedCall(HedgingRun, grpc.Call, _Future):  # type: ignore[misc]
             and its thread keeps the hedging timer (no timer thread is
             woken, or started, for the call); ``future()`` calls use the
             process's timer thread.
+        trace: The call's per-call metrics, if a recorder listens.
     """
 
     def __init__(
@@ -69,8 +74,9 @@ class HedgedCall(HedgingRun, grpc.Call, _Future):  # type: ignore[misc]
         request: Any,
         options: dict[str, Any],
         blocking: bool,
+        trace: CallTrace | None = None,
     ) -> None:
-        super().__init__(pool, hedging, key, options)
+        super().__init__(pool, hedging, key, options, trace)
         self._request = request
         self._done = threading.Event()
         self._callbacks: list[Callable[[Any], None]] = []
@@ -87,36 +93,65 @@ class HedgedCall(HedgingRun, grpc.Call, _Future):  # type: ignore[misc]
     ) -> Any:
         key = self._key
         started = _clock_ns()
+        trace = self._trace
+        attempt = None if trace is None else trace.attempt(index == 0)
+        named = HERE.attempt
         try:
-            built = connection.callables.get(key) or connection.multi_callable(key)
+            if attempt is None:
+                built = connection.callables.get(key) or connection.multi_callable(key)
+            else:
+                built = sized_callable(connection, key)
+                HERE.attempt = attempt
             call = built.future(self._request, **options)
-        except BaseException:
+        except BaseException as error:
             connection.end(ticket)
+            if attempt is not None:
+                attempt.end(status_code(error) or _UNKNOWN)
             raise
+        finally:
+            HERE.attempt = named
         call.add_done_callback(
-            lambda done: self._attempt_ended(index, connection, ticket, done, started)
+            lambda done: self._attempt_ended(index, connection, ticket, done, started, attempt)
         )
         return call
 
     def _attempt_ended(
-        self, index: int, connection: ReadyConnection, ticket: int, call: Any, started: int
+        self,
+        index: int,
+        connection: ReadyConnection,
+        ticket: int,
+        call: Any,
+        started: int,
+        attempt: Attempt | None,
     ) -> None:
         """An attempt's done callback: counted out and recorded on its connection, then told."""
         code, details = _UNKNOWN, None
         try:
-            connection.end(ticket)
+            try:
+                code = call.code() or _UNKNOWN
+                details = call.details()
+                if code is _UNAVAILABLE and details and REFUSED_STREAM in details:
+                    # Its server refused it at its stream limit: no handler saw it. The
+                    # limit is lowered while it is counted there, before its slot frees.
+                    others = len(connection.calls) - (ticket in connection.calls)
+                    self._pool.capacity.note_refused(connection, others)
+                    return
+            finally:
+                connection.end(ticket)
             now = time.monotonic()
-            code = call.code() or _UNKNOWN
-            details = call.details()
-            if code is _UNAVAILABLE and details and REFUSED_STREAM in details:
-                # Its server refused it at its stream limit: no handler saw it.
-                self._pool.capacity.note_refused(connection, len(connection.calls))
-                return
             connection.stats.record((_clock_ns() - started) / 1e9, code, now)
             connection.failed(call, now)
+            if attempt is not None and code is _OK and not attempt.received:
+                # grpcio read the response on its own thread: measured from the message.
+                attempt.received = message_size(call.result())
         except Exception:  # an interceptor's call object, say: the run must still hear of it
             _log.debug("reading a hedged attempt's end failed", exc_info=True)
         finally:
+            if attempt is not None:
+                if (details or "").startswith(NEVER_SENT):
+                    attempt.end_unsent(code)
+                else:
+                    attempt.end(code)
             self.ended(index, code, details)
 
     def _schedule(self, delay: float) -> Any:
@@ -282,14 +317,15 @@ def hedged(
     connection: ReadyConnection,
     ticket: int,
     blocking: bool,
+    trace: CallTrace | None = None,
 ) -> HedgedCall:
     """Starts a hedged call whose first attempt goes to ``connection`` (counted as ``ticket``).
 
     ``blocking``: the caller waits in :meth:`HedgedCall.answer` (``__call__``,
-    ``with_call``), not on a future.
+    ``with_call``), not on a future. ``trace``: the call's per-call metrics.
     """
     try:
-        call = HedgedCall(pool, hedging, key, request, options, blocking)
+        call = HedgedCall(pool, hedging, key, request, options, blocking, trace)
         call.begin(connection, ticket)
     except BaseException:
         connection.end(ticket)  # idempotent: an attempt begun ends it too

@@ -28,6 +28,8 @@ from typing import Any, Protocol
 import grpc
 
 from grpcpool import telemetry
+from grpcpool._call_metrics import CallTrace
+from grpcpool.connection._call_errors import status_code
 from grpcpool.core._capacity import Gate
 from grpcpool.core._hedging import (
     HedgedAttempts,
@@ -81,12 +83,23 @@ class HedgingRun(abc.ABC):
         hedging: The pool's hedging state.
         key: The method's multi-callable key.
         options: The call's keyword arguments (``timeout`` counted from now).
+        trace: The call's per-call metrics, if a recorder listens: each
+            attempt is one of its attempts, and the call ends with the
+            status of the attempt that settled it.
     """
 
     def __init__(
-        self, pool: Pool, hedging: HedgingState, key: CallableKey, options: dict[str, Any]
+        self,
+        pool: Pool,
+        hedging: HedgingState,
+        key: CallableKey,
+        options: dict[str, Any],
+        trace: CallTrace | None = None,
     ) -> None:
         self._pool = pool
+        self._trace = trace
+        #: How each attempt ended, by index (for the call's status).
+        self._codes: dict[int, grpc.StatusCode] = {}
         self._hedging = hedging
         self._key = key
         self._options = options
@@ -180,6 +193,7 @@ class HedgingRun(abc.ABC):
         now = _clock()
         if event[0] == "ended":
             _, index, code, details = event
+            self._codes[index] = code
             outcome = classify(code, details, self._cancelled)
             step = machine.ended(index, outcome, now)
         elif event[0] == "timer":
@@ -271,7 +285,22 @@ class HedgingRun(abc.ABC):
                 {"attempts": machine.sent, "won": machine.won()},
                 {"pool_name": self._pool.name, "method": method},
             )
+        if self._trace is not None:
+            self._trace.end(self._settling_code())
         self._settled()
+
+    def _settling_code(self) -> grpc.StatusCode:
+        """The status the call ends with: OK if it won, else that of the attempt that
+        settled it (one that could not start: its error's, UNKNOWN if not a grpc one)."""
+        machine = self._machine
+        if machine.decision is Next.WIN:
+            return grpc.StatusCode.OK
+        index = machine.settled
+        assert index is not None
+        raised = self._raised.get(index)
+        if raised is not None:
+            return status_code(raised) or grpc.StatusCode.UNKNOWN
+        return self._codes.get(index, grpc.StatusCode.UNKNOWN)
 
     # --- the outcome ------------------------------------------------------------------------
 

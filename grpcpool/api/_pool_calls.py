@@ -21,11 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from grpcpool._call_metrics import HOOK, CallTrace
 from grpcpool._config_capacity import MAX_REFUSED_REROUTES
 from grpcpool._process import PROCESS
 from grpcpool.actors._entry import PoolEntry
 from grpcpool.api._call_ends import finished, options_of, record_failure, refused, seconds
 from grpcpool.api._hedged_calls import HedgedCall, hedged
+from grpcpool.api._traced_calls import code_of, traced_attempt, traced_blocking, traced_started
 from grpcpool.connection._call_errors import refused_stream
 from grpcpool.core._hedging import HedgingState
 from grpcpool.core._ready import CallableKey, ReadyConnection
@@ -66,12 +68,15 @@ class _Routed:
     wait and shorten its timeout.
     """
 
-    __slots__ = ("_channel", "_key", "_name")
+    __slots__ = ("_channel", "_key", "_name", "_sized")
 
     def __init__(self, channel: PoolChannel, key: CallableKey) -> None:
         self._channel = channel
         self._key = key
         self._name = channel.name
+        # The key of its multi-callables that count message bytes (per-call
+        # metrics), made by the first traced call.
+        self._sized: CallableKey | None = None
 
     def _route(
         self, entry: PoolEntry | None, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -118,6 +123,9 @@ class _Routed:
         entry: PoolEntry | None,
     ) -> Any:
         """Runs a call that blocks until its response, counted while it runs."""
+        recorder = HOOK.recorder
+        if recorder is not None:  # per-call metrics: the same call, traced
+            return traced_blocking(self, recorder, how, request, args, kwargs, entry)
         # When it started, to keep a call sent again within its timeout.
         started = _clock()
         connection, ticket, built, args, kwargs = self._route(entry, args, kwargs)
@@ -169,6 +177,7 @@ class _Routed:
         started: int,
         tried: list[ReadyConnection],
         error: grpc.RpcError,
+        trace: CallTrace | None = None,
     ) -> Any:
         """Sends a call that never reached a server (a handler) again.
 
@@ -179,6 +188,7 @@ class _Routed:
         ``MAX_REFUSED_REROUTES`` times. Both within the call's timeout
         (counted from ``started``, a ``perf_counter_ns`` reading); the last
         failure is raised when no connection or no time is left.
+        Each try is a new attempt of ``trace``, if the call is traced.
         """
         timeout = options.get("timeout")
         refusals = 0
@@ -207,6 +217,10 @@ class _Routed:
                 connection, ticket = next_one, started_there
             attempt = _clock()
             try:
+                if trace is not None:
+                    return traced_attempt(
+                        self, connection, how, request, (), options, attempt, trace.attempt()
+                    )
                 built = connection.callables.get(self._key) or connection.multi_callable(self._key)
                 return self._attempt(connection, built, how, request, (), options, attempt)
             except grpc.RpcError as again:
@@ -241,6 +255,9 @@ class _Routed:
         entry: PoolEntry | None,
     ) -> Any:
         """Starts a call that returns at once (a future or a stream), counted until it ends."""
+        recorder = HOOK.recorder
+        if recorder is not None:  # per-call metrics: the same call, traced
+            return traced_started(self, recorder, how, request, args, kwargs, entry)
         started = _clock()
         try:
             connection, ticket, built, args, kwargs = self._route(entry, args, kwargs)
@@ -306,13 +323,22 @@ class _UnaryUnary(_Routed, _UnaryUnaryBase):
     ) -> HedgedCall:
         """Starts the call hedged: its first attempt routed as any call is."""
         assert entry is not None  # whose hedging it is
-        connection, ticket, _, args, kwargs = self._route(entry, args, kwargs)
+        recorder = HOOK.recorder
+        trace = None if recorder is None else CallTrace(recorder, self._name, self._key)
         try:
-            options = options_of(args, kwargs)
-        except BaseException:
-            connection.end(ticket)
+            connection, ticket, _, args, kwargs = self._route(entry, args, kwargs)
+            try:
+                options = options_of(args, kwargs)
+            except BaseException:
+                connection.end(ticket)
+                raise
+            return hedged(
+                entry, hedging, self._key, request, options, connection, ticket, blocking, trace
+            )
+        except BaseException as error:
+            if trace is not None:
+                trace.failed(code_of(error))
             raise
-        return hedged(entry, hedging, self._key, request, options, connection, ticket, blocking)
 
 
 class _UnaryStream(_Routed, _UnaryStreamBase):

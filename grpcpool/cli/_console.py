@@ -106,6 +106,8 @@ def format_event(name: str, measurements: dict[str, Any], metadata: dict[str, An
         detail = f"reason={d['reason']}"
     elif short == "channel.disconnected":
         detail = f"reason={d['reason']}, was up {format_duration(m['duration'])}"
+    elif short == "channel.released":
+        detail = f"let go by the pool, was up {format_duration(m['duration'])}"
     elif short == "channel.reconnect_scheduled":
         detail = f"retry in {m['delay_ms']} ms (attempt {m['attempt']})"
     elif short == "channel.ping":

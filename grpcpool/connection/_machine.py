@@ -108,6 +108,7 @@ _CONNECTION_DOWN = telemetry.channel_connection_down.name
 _DISCONNECTED = telemetry.channel_disconnected.name
 _PING = telemetry.channel_ping.name
 _RECONNECT_SCHEDULED = telemetry.channel_reconnect_scheduled.name
+_RELEASED = telemetry.channel_released.name
 
 # A ready channel's new connectivity state -> why it is no longer ready.
 _LOST_REASONS = {
@@ -151,7 +152,7 @@ def step(state: MachineState, event: Event, now: float) -> Step:
         case Renew() if phase == "ready":
             return _renew(state, now)
         case Stop():
-            return _stop(state)
+            return _stop(state, now)
         case Resync():
             return (state, (_report(state),)) if phase != "new" else (state, ())
         case Connectivity():
@@ -396,10 +397,13 @@ def _connection_lost(state: MachineState, reason: str, detail: str | None, now: 
 # --- helpers ----------------------------------------------------------------------------
 
 
-def _stop(state: MachineState) -> Step:
+def _stop(state: MachineState, now: float) -> Step:
     if state.phase == "new":
         return replace(state, phase="stopped"), ()
     effects: tuple[Effect, ...] = (CancelTimers(),)
+    if state.phase == "ready":
+        # The pool lets a ready connection go: said once, as a drop is.
+        effects += (Emit(_RELEASED, {"duration": now - state.ready_since}, {}),)
     if state.has_channel:
         effects += (ReleaseChannel(drain=True),)
     return _let_go(state, "stopped", state.last_error), effects

@@ -40,7 +40,7 @@ __all__ = [
     "Kind",
 ]
 
-Kind = Literal["counter", "gauge", "histogram"]
+Kind = Literal["counter", "gauge", "histogram", "updown"]
 
 
 @dataclass(frozen=True)
@@ -48,15 +48,18 @@ class Instrument:
     """One metric, named for both exporters.
 
     Attributes:
-        kind: ``"counter"`` (only goes up), ``"gauge"`` (a current value)
-            or ``"histogram"`` (a distribution).
+        kind: ``"counter"`` (only goes up), ``"gauge"`` (a current value),
+            ``"histogram"`` (a distribution) or ``"updown"`` (a count that
+            goes up and down by events: an OpenTelemetry up-down counter, a
+            Prometheus gauge).
         prometheus_name: The name as scraped, with Prometheus' unit and
             ``_total`` suffixes.
         otel_name: The OpenTelemetry instrument name (dotted, no suffixes:
             OTel carries the unit separately).
         unit: The OpenTelemetry unit (UCUM: ``"s"``, ``"{channel}"``, ...).
         description: Help text for both.
-        labels: Label (attribute) names, in order.
+        labels: Attribute names, in order (Prometheus labels: the same with
+            dots as underscores, :attr:`prometheus_labels`).
     """
 
     kind: Kind
@@ -65,6 +68,11 @@ class Instrument:
     unit: str
     description: str
     labels: tuple[str, ...] = ("pool",)
+
+    @property
+    def prometheus_labels(self) -> tuple[str, ...]:
+        """The label names as Prometheus takes them (``grpc.method`` -> ``grpc_method``)."""
+        return tuple(label.replace(".", "_") for label in self.labels)
 
 
 POOL_EXPECTED_CHANNELS = Instrument(

@@ -14,7 +14,9 @@ ping result, the refresh reason and the ejection reason, which the pool sets
 to short words, do, and anything else there is reported as ``"other"``.
 Resolved and ejected addresses are not labels either: a pool's backends
 change, and each would be a new series; gauges count them instead. The
-ejection, panic and hedging measures live in :mod:`grpcpool.metrics._routing`.
+ejection, panic and hedging measures live in :mod:`grpcpool.metrics._routing`,
+gRPC's per-connection ones (gRFC A94) in :mod:`grpcpool.metrics._subchannels`;
+:data:`PUBLISHED` is every instrument a registration publishes.
 """
 
 from __future__ import annotations
@@ -55,7 +57,9 @@ from grpcpool.metrics._catalog import (
     SUPERVISOR_RESTARTS,
     Instrument,
 )
+from grpcpool.metrics._grpc_catalog import PER_CONNECTION
 from grpcpool.metrics._routing import RoutingMeasures
+from grpcpool.metrics._subchannels import SubchannelMeasures, Targets
 
 __all__ = [
     "CALL_HEDGED_ATTEMPTS",
@@ -78,6 +82,7 @@ __all__ = [
     "POOL_EXPECTED_CHANNELS",
     "POOL_PANIC",
     "POOL_RESOLUTIONS",
+    "PUBLISHED",
     "SUPERVISOR_RESTARTS",
     "Bridge",
     "Instrument",
@@ -85,6 +90,10 @@ __all__ = [
     "fork_safe_lock",
 ]
 
+
+#: Every instrument a registration publishes: grpcpool's and gRPC's per-connection
+#: ones (``per_call=True`` adds :data:`~grpcpool.metrics._grpc_catalog.PER_CALL`).
+PUBLISHED: tuple[Instrument, ...] = (*INSTRUMENTS, *PER_CONNECTION)
 
 _WORD = re.compile(r"[a-z_]{1,32}")
 
@@ -98,7 +107,7 @@ class Sink(Protocol):
     """Where :class:`Bridge` writes; one per exporter. Called from any thread."""
 
     def add(self, instrument: Instrument, amount: float, labels: Mapping[str, str]) -> None:
-        """Adds ``amount`` to a counter."""
+        """Adds ``amount`` to a counter (or an up-down counter: ``amount`` may be negative)."""
 
     def record(self, instrument: Instrument, value: float, labels: Mapping[str, str]) -> None:
         """Records one observation in a histogram."""
@@ -147,13 +156,16 @@ class Bridge:
     reference to the exporter still gets metrics, until :meth:`close`.
     """
 
-    def __init__(self, sink: Sink) -> None:
+    def __init__(self, sink: Sink, targets: Targets | None = None) -> None:
         self._sink = sink
         self._lock = fork_safe_lock(self)
         self._pools: dict[str, _PoolChannels] = {}
         self._closed = False
         self._routing = RoutingMeasures(sink, lambda: self._closed)
         self._capacity = CapacityMeasures(sink, lambda: self._closed)
+        #: Each pool's grpc.target, for gRPC's standard instruments.
+        self.targets = Targets() if targets is None else targets
+        self._subchannels = SubchannelMeasures(sink, lambda: self._closed, self.targets)
         self._receivers: list[tuple[blinker.NamedSignal, Receiver]] = [
             (telemetry.pool_init, self._on_pool_init),
             (telemetry.pool_scale_up, self._on_scaled),
@@ -170,6 +182,7 @@ class Bridge:
             (telemetry.pool_autoscaled, self._on_autoscaled),
             *self._routing.receivers(),
             *self._capacity.receivers(),
+            *self._subchannels.receivers(),
         ]
         for signal, receiver in self._receivers:
             signal.connect(receiver, weak=False)
@@ -190,9 +203,12 @@ class Bridge:
 
     # --- pool size ------------------------------------------------------------
 
-    def _on_pool_init(self, sender: str, *, measurements: dict[str, Any], **_: Any) -> None:
+    def _on_pool_init(
+        self, sender: str, *, measurements: dict[str, Any], metadata: dict[str, Any]
+    ) -> None:
         self._update(sender, expected=measurements.get("pool_size"))
         self._routing.pool_started(str(sender))
+        self._subchannels.pool_started(str(sender), metadata.get("endpoint"))
 
     def _on_scaled(self, sender: str, *, measurements: dict[str, Any], **_: Any) -> None:
         self._update(sender, expected=measurements.get("new_size"))

@@ -41,6 +41,24 @@ units (attributes as the Prometheus labels):
   ``grpcpool.call.queue.wait`` (histogram, seconds): how long each call that
   waited for a slot waited; by ``pool``.
 
+And gRPC's own, as gRPC's OpenTelemetry plugin names them (see
+:mod:`grpcpool.metrics._grpc_catalog` for what each attribute holds):
+
+- per connection (gRFC A94), by ``grpc.target`` and ``grpc.lb.backend_service``
+  (the pool's name): ``grpc.subchannel.connection_attempts_succeeded`` and
+  ``grpc.subchannel.connection_attempts_failed`` (counters, ``{attempt}``),
+  ``grpc.subchannel.disconnections`` (counter, ``{disconnection}``, also by
+  ``grpc.disconnect_error``), ``grpc.subchannel.open_connections`` (up-down
+  counter, ``{connection}``);
+- per call through the pool channels (gRFC A66), with ``per_call=True``, by
+  ``grpc.method`` and ``grpc.target`` (and ``grpc.status`` but on the first):
+  ``grpc.client.attempt.started`` (counter, ``{attempt}``),
+  ``grpc.client.attempt.duration`` (histogram, ``s``),
+  ``grpc.client.attempt.sent_total_compressed_message_size`` and
+  ``grpc.client.attempt.rcvd_total_compressed_message_size`` (histograms,
+  ``By``: the serialized messages, compression not counted),
+  ``grpc.client.call.duration`` (histogram, ``s``), with A66's buckets.
+
 Only the OpenTelemetry API is imported here; the SDK (or another
 implementation) is the application's choice.
 """
@@ -48,6 +66,8 @@ implementation) is the application's choice.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+
+import grpc
 
 try:
     from opentelemetry import metrics
@@ -58,6 +78,7 @@ try:
         Meter,
         MeterProvider,
         Observation,
+        UpDownCounter,
     )
 except ImportError as error:  # pragma: no cover - exercised in a subprocess test
     raise ImportError(
@@ -65,14 +86,24 @@ except ImportError as error:  # pragma: no cover - exercised in a subprocess tes
     ) from error
 
 from grpcpool._version import __version__
+from grpcpool.metrics._grpc_catalog import (
+    ATTEMPT_DURATION,
+    ATTEMPT_RCVD_SIZE,
+    ATTEMPT_SENT_SIZE,
+    ATTEMPT_STARTED,
+    CALL_DURATION,
+    buckets,
+)
 from grpcpool.metrics._instruments import (
     CONNECT_DURATION_BUCKETS,
-    INSTRUMENTS,
+    PUBLISHED,
     Bridge,
     Exporter,
     Instrument,
     fork_safe_lock,
 )
+from grpcpool.metrics._per_call import CallLabels, PerCall
+from grpcpool.metrics._subchannels import Targets
 
 __all__ = ["OpenTelemetryMetrics", "register"]
 
@@ -81,7 +112,10 @@ SCOPE = "grpcpool"
 
 
 def register(
-    *, meter: Meter | None = None, meter_provider: MeterProvider | None = None
+    *,
+    meter: Meter | None = None,
+    meter_provider: MeterProvider | None = None,
+    per_call: bool = False,
 ) -> OpenTelemetryMetrics:
     """Creates grpcpool's instruments on a meter and starts updating them.
 
@@ -90,6 +124,9 @@ def register(
         meter_provider: Where to get a ``"grpcpool"`` meter instead. With
             neither, the global provider (``opentelemetry.metrics``) is used;
             if the application sets it later, the instruments follow.
+        per_call: Also record gRFC A66's per-call instruments for every call
+            through a pool channel (a few measurements per call; off, a call
+            pays one attribute read for the feature).
 
     Returns:
         The live exporter; :meth:`OpenTelemetryMetrics.close` stops it.
@@ -102,7 +139,7 @@ def register(
     if meter is None:
         provider = metrics.get_meter_provider() if meter_provider is None else meter_provider
         meter = provider.get_meter(SCOPE, __version__)
-    return OpenTelemetryMetrics(meter)
+    return OpenTelemetryMetrics(meter, per_call=per_call)
 
 
 class _Sink:
@@ -115,20 +152,24 @@ class _Sink:
     """
 
     def __init__(self, meter: Meter) -> None:
-        self.counters: dict[Instrument, Counter] = {}
+        self.counters: dict[Instrument, Counter | UpDownCounter] = {}
         self.histograms: dict[Instrument, Histogram] = {}
         self._gauge_values: dict[Instrument, dict[tuple[tuple[str, str], ...], float]] = {}
         self._lock = fork_safe_lock(self)
         self.closed = False
-        for instrument in INSTRUMENTS:
+        for instrument in PUBLISHED:
             name, unit, doc = instrument.otel_name, instrument.unit, instrument.description
             if instrument.kind == "counter":
                 self.counters[instrument] = meter.create_counter(name, unit, doc)
+            elif instrument.kind == "updown":
+                self.counters[instrument] = meter.create_up_down_counter(name, unit, doc)
             elif instrument.kind == "gauge":
                 self._gauge_values[instrument] = {}
                 meter.create_observable_gauge(name, [self._observer(instrument)], unit, doc)
             else:
-                self.histograms[instrument] = _create_histogram(meter, name, unit, doc)
+                self.histograms[instrument] = _create_histogram(
+                    meter, instrument, CONNECT_DURATION_BUCKETS
+                )
 
     def _observer(
         self, instrument: Instrument
@@ -157,20 +198,117 @@ class _Sink:
             self.closed = True
 
 
-def _create_histogram(meter: Meter, name: str, unit: str, description: str) -> Histogram:
-    """A histogram with second-sized buckets.
+def _create_histogram(
+    meter: Meter, instrument: Instrument, boundaries: tuple[float, ...]
+) -> Histogram:
+    """A histogram with ``boundaries`` as its buckets.
 
     OTel's default buckets (0, 5, 10, ... 10000) suit milliseconds; a connect
     taking 0.02 s would land in the first bucket. The bucket advisory arrived
     in opentelemetry-api 1.30; older APIs get the defaults, and a View on the
     meter provider can set the buckets there.
     """
+    name, unit, description = instrument.otel_name, instrument.unit, instrument.description
     try:
         return meter.create_histogram(
-            name, unit, description, explicit_bucket_boundaries_advisory=CONNECT_DURATION_BUCKETS
+            name, unit, description, explicit_bucket_boundaries_advisory=list(boundaries)
         )
     except TypeError:  # opentelemetry-api < 1.30
         return meter.create_histogram(name, unit, description)
+
+
+class _Started:
+    """Attempts started with one set of attributes, counted here (see :class:`_PerCall`)."""
+
+    __slots__ = ("attributes", "count")
+
+    def __init__(self, attributes: dict[str, str]) -> None:
+        self.attributes = attributes
+        self.count = 0
+
+
+_Labels = CallLabels[_Started, dict[str, str]]
+
+
+class _PerCall(PerCall[_Started, dict[str, str]]):
+    """gRFC A66's instruments on the exporter's meter, recorded as the pool channels say.
+
+    The attribute dicts are made once per pool, method and status and
+    reused, so a call builds none. Each SDK measurement costs a few
+    microseconds (it checks and hashes the attributes), so the attempts
+    started are counted here and reported by an observable counter when a
+    reader collects: the same monotonic sum a counter gives, one SDK
+    measurement fewer per call. The four histograms take theirs.
+    """
+
+    def __init__(self, meter: Meter, targets: Targets) -> None:
+        super().__init__(targets)
+        self._lock = fork_safe_lock(self)
+        # By attribute values: one each, however often a pool's labels are made again.
+        self._counts: dict[tuple[str, ...], _Started] = {}
+        started = ATTEMPT_STARTED
+        meter.create_observable_counter(
+            started.otel_name, [self._observe_started], started.unit, started.description
+        )
+        histograms = [
+            _create_histogram(meter, i, buckets(i))
+            for i in (ATTEMPT_DURATION, ATTEMPT_SENT_SIZE, ATTEMPT_RCVD_SIZE, CALL_DURATION)
+        ]
+        self._duration, self._sent, self._received, self._call_duration = histograms
+
+    def _observe_started(self, options: CallbackOptions) -> Iterable[Observation]:
+        with self._lock:
+            if self.closed:
+                return []
+            counts = [(s.count, s.attributes) for s in self._counts.values()]
+        return [Observation(count, attributes) for count, attributes in counts]
+
+    def _started_handle(self, attributes: dict[str, str]) -> _Started:
+        with self._lock:
+            return self._counts.setdefault(tuple(attributes.values()), _Started(attributes))
+
+    def _handle(self, attributes: dict[str, str]) -> dict[str, str]:
+        return attributes
+
+    def attempt_started(self, labels: _Labels) -> None:
+        started = labels.started
+        with self._lock:
+            started.count += 1
+
+    def attempt_ended(
+        self,
+        labels: _Labels,
+        code: grpc.StatusCode,
+        seconds: float,
+        sent: int,
+        received: int,
+    ) -> None:
+        if self.closed:
+            return
+        attributes = labels.of(code)
+        self._duration.record(seconds, attributes)
+        self._sent.record(sent, attributes)
+        self._received.record(received, attributes)
+
+    def call_ended(self, labels: _Labels, code: grpc.StatusCode, seconds: float) -> None:
+        if not self.closed:
+            self._call_duration.record(seconds, labels.of(code))
+
+    def attempt_and_call_ended(
+        self,
+        labels: _Labels,
+        code: grpc.StatusCode,
+        seconds: float,
+        sent: int,
+        received: int,
+    ) -> None:
+        if self.closed:
+            return
+        attributes = labels.of(code)
+        self._duration.record(seconds, attributes)
+        self._sent.record(sent, attributes)
+        self._received.record(received, attributes)
+        self._call_duration.record(seconds, attributes)
 
 
 class OpenTelemetryMetrics(Exporter):
@@ -180,14 +318,20 @@ class OpenTelemetryMetrics(Exporter):
     pool's actor threads as events happen; the gauges are read when the
     meter's readers collect. Usable as a context manager that closes on exit.
 
+    With ``per_call``, the pool channels also tell it of each call (gRFC
+    A66's instruments), on whichever thread a call ends.
+
     Attributes:
         meter: The meter holding the instruments.
     """
 
-    def __init__(self, meter: Meter) -> None:
+    def __init__(self, meter: Meter, *, per_call: bool = False) -> None:
         self.meter = meter
         self._sink = _Sink(meter)
         self._bridge = Bridge(self._sink)
+        self._per_call = _PerCall(meter, self._bridge.targets) if per_call else None
+        if self._per_call is not None:
+            self._per_call.install()
 
     def close(self) -> None:
         """Stops updating; the gauges report nothing from then on. Idempotent.
@@ -195,6 +339,8 @@ class OpenTelemetryMetrics(Exporter):
         OpenTelemetry has no way to remove an instrument from a meter, so the
         counters keep their totals in the SDK; they just stop growing.
         """
+        if self._per_call is not None:
+            self._per_call.close()
         self._bridge.close()
         self._sink.close()
 

@@ -47,6 +47,23 @@ The metrics, all labelled by ``pool`` unless noted:
   report; ``grpcpool_call_queue_wait_seconds`` (histogram): how long each
   call that waited for a slot waited.
 
+And gRPC's own (see :mod:`grpcpool.metrics._grpc_catalog`), named from
+gRPC's OpenTelemetry names as the OpenTelemetry-to-Prometheus convention has
+it (dots to underscores, a unit suffix, ``_total`` on counters):
+
+- per connection (gRFC A94), by ``grpc_target`` and ``grpc_lb_backend_service``
+  (the pool's name): ``grpc_subchannel_connection_attempts_succeeded_total``,
+  ``grpc_subchannel_connection_attempts_failed_total``,
+  ``grpc_subchannel_disconnections_total`` (also by ``grpc_disconnect_error``)
+  and ``grpc_subchannel_open_connections`` (gauge);
+- per call through the pool channels (gRFC A66), with ``per_call=True``, by
+  ``grpc_method`` and ``grpc_target`` (and ``grpc_status`` but on the first):
+  ``grpc_client_attempt_started_total``,
+  ``grpc_client_attempt_duration_seconds``,
+  ``grpc_client_attempt_sent_total_compressed_message_size_bytes``,
+  ``grpc_client_attempt_rcvd_total_compressed_message_size_bytes`` and
+  ``grpc_client_call_duration_seconds`` (histograms with A66's buckets).
+
 Register once per registry and process: the signals are process-wide, so one
 registration sees every pool. Error texts are never label values (see
 :mod:`grpcpool.metrics._instruments`).
@@ -59,6 +76,7 @@ from collections.abc import Mapping
 try:
     import prometheus_client
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+    from prometheus_client.registry import Collector
 except ImportError as error:  # pragma: no cover - exercised in a subprocess test
     raise ImportError(
         "grpcpool.metrics.prometheus needs prometheus-client: pip install 'grpcpool[prometheus]'"
@@ -66,23 +84,30 @@ except ImportError as error:  # pragma: no cover - exercised in a subprocess tes
 
 from grpcpool.metrics._instruments import (
     CONNECT_DURATION_BUCKETS,
-    INSTRUMENTS,
+    PUBLISHED,
     Bridge,
     Exporter,
     Instrument,
     fork_safe_lock,
 )
+from grpcpool.metrics._prometheus_calls import PrometheusPerCall
+from grpcpool.metrics._subchannels import Targets
 
 __all__ = ["PrometheusMetrics", "register"]
 
 
-def register(registry: CollectorRegistry | None = None) -> PrometheusMetrics:
+def register(
+    registry: CollectorRegistry | None = None, *, per_call: bool = False
+) -> PrometheusMetrics:
     """Creates grpcpool's metrics in ``registry`` and starts updating them.
 
     Args:
         registry: Where the metrics are registered; ``None`` means
             ``prometheus_client.REGISTRY``, the one ``start_http_server`` and
             ``generate_latest()`` serve by default.
+        per_call: Also record gRFC A66's per-call metrics for every call
+            through a pool channel (a few measurements per call; off, a call
+            pays one attribute read for the feature).
 
     Returns:
         The live exporter; :meth:`PrometheusMetrics.close` undoes this call.
@@ -91,21 +116,25 @@ def register(registry: CollectorRegistry | None = None) -> PrometheusMetrics:
         ValueError: grpcpool's metrics are already in ``registry`` (an earlier
             registration was not closed).
     """
-    return PrometheusMetrics(prometheus_client.REGISTRY if registry is None else registry)
+    registry = prometheus_client.REGISTRY if registry is None else registry
+    return PrometheusMetrics(registry, per_call=per_call)
 
 
 class _Sink:
     """Writes the bridge's measurements into prometheus_client metric objects."""
 
     def __init__(self) -> None:
-        self.counters: dict[Instrument, Counter] = {}
+        # Up-down counters are gauges moved by inc(): Prometheus has no other kind for them.
+        self.counters: dict[Instrument, Counter | Gauge] = {}
         self.gauges: dict[Instrument, Gauge] = {}
         self.histograms: dict[Instrument, Histogram] = {}
-        for i in INSTRUMENTS:
+        for i in PUBLISHED:
             # registry=None: registered by the caller, all or nothing.
-            name, doc, labels = i.prometheus_name, i.description, i.labels
+            name, doc, labels = i.prometheus_name, i.description, i.prometheus_labels
             if i.kind == "counter":
                 self.counters[i] = Counter(name, doc, labels, registry=None)
+            elif i.kind == "updown":
+                self.counters[i] = Gauge(name, doc, labels, registry=None)
             elif i.kind == "gauge":
                 self.gauges[i] = Gauge(name, doc, labels, registry=None)
             else:
@@ -117,13 +146,18 @@ class _Sink:
         return [*self.counters.values(), *self.gauges.values(), *self.histograms.values()]
 
     def add(self, instrument: Instrument, amount: float, labels: Mapping[str, str]) -> None:
-        self.counters[instrument].labels(**labels).inc(amount)
+        self.counters[instrument].labels(*_values(instrument, labels)).inc(amount)
 
     def record(self, instrument: Instrument, value: float, labels: Mapping[str, str]) -> None:
-        self.histograms[instrument].labels(**labels).observe(value)
+        self.histograms[instrument].labels(*_values(instrument, labels)).observe(value)
 
     def set(self, instrument: Instrument, value: float, labels: Mapping[str, str]) -> None:
-        self.gauges[instrument].labels(**labels).set(value)
+        self.gauges[instrument].labels(*_values(instrument, labels)).set(value)
+
+
+def _values(instrument: Instrument, labels: Mapping[str, str]) -> list[str]:
+    """The label values in the instrument's order (its names may have dots Prometheus lacks)."""
+    return [labels[name] for name in instrument.labels]
 
 
 class PrometheusMetrics(Exporter):
@@ -137,14 +171,21 @@ class PrometheusMetrics(Exporter):
         registry: The registry holding the metrics.
     """
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, *, per_call: bool = False) -> None:
         self.registry = registry
         self._sink = _Sink()
         self._lock = fork_safe_lock(self)
         self._closed = False
-        registered: list[Counter | Gauge | Histogram] = []
+        # Made before the bridge, which makes the targets: given them once it exists.
+        self._collectors: list[Collector] = [*self._sink.collectors()]
+        self._per_call: PrometheusPerCall | None = None
+        targets = Targets()
+        if per_call:
+            self._per_call = PrometheusPerCall(targets)
+            self._collectors.append(self._per_call)
+        registered: list[Collector] = []
         try:
-            for collector in self._sink.collectors():
+            for collector in self._collectors:
                 registry.register(collector)
                 registered.append(collector)
         except BaseException as error:
@@ -157,7 +198,9 @@ class PrometheusMetrics(Exporter):
                 ) from error
             raise
         # Subscribed last: no event can arrive before every metric exists.
-        self._bridge = Bridge(self._sink)
+        self._bridge = Bridge(self._sink, targets)
+        if self._per_call is not None:
+            self._per_call.install()
 
     def close(self) -> None:
         """Stops updating and removes the metrics from the registry. Idempotent.
@@ -169,8 +212,10 @@ class PrometheusMetrics(Exporter):
             if self._closed:
                 return
             self._closed = True
+        if self._per_call is not None:
+            self._per_call.close()
         self._bridge.close()
-        for collector in self._sink.collectors():
+        for collector in self._collectors:
             self.registry.unregister(collector)
 
     @property
