@@ -146,7 +146,9 @@ def test_make_demo_installs_the_runtime_dependencies_only() -> None:
 
     def commands(target: str) -> list[str]:
         # A dry run (-n) of every step (-B), in the checkout: prints, runs nothing.
-        out = _run(["make", "-n", "-B", target], ROOT)
+        # Under `make test` this make is nested: --no-print-directory keeps its
+        # "Entering directory" lines out of the commands.
+        out = _run(["make", "--no-print-directory", "-n", "-B", target], ROOT)
         return [line.strip() for line in out.splitlines()]
 
     demo = commands("demo")
