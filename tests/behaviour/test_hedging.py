@@ -181,7 +181,7 @@ def test_p95_hedges_once_it_has_learnt_the_latency(
 ) -> None:
     """delay "p95": 30 quick calls teach the pool the echo's latency (nothing stalls, so
     hardly anything is hedged); then one backend takes 1 s and the calls sent to it
-    first are answered by the other within a fraction of that."""
+    first are answered by the other (their hedge wins) within a fraction of that."""
     slow, _ = start_hedged(driver, backends, 2, delay="p95", budget=1.0)
     for _ in range(30):
         driver.call(b"learn")
@@ -192,7 +192,10 @@ def test_p95_hedges_once_it_has_learnt_the_latency(
         assert driver.call(b"call-%d" % index) == b"call-%d" % index
         assert time.monotonic() - began < 0.9  # the slow backend answers after 1 s
     stalled = hedged_events(signals)[learnt:]
-    assert len(stalled) >= 2 and all(e["won"] == 1 for e in stalled), stalled
+    # Round robin sends 2 of the 4 first to the slow backend: each is answered by its
+    # hedge (won 1). A quick call that ran past the learnt p95 (a loaded machine) may
+    # be hedged onto the slow backend too; its first attempt then wins (won 0).
+    assert sum(e["won"] == 1 for e in stalled) >= 2, stalled
 
 
 def test_hedged_attempts_pass_the_interceptors(
