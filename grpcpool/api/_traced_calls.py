@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 
-from grpcpool._call_metrics import Attempt, CallTrace, Recorder
+from grpcpool._call_metrics import Attempt, CallTrace, Recorder, start_trace
 from grpcpool._message_sizes import HERE, message_size, sized_key
 from grpcpool.api._call_ends import finished, options_of
 from grpcpool.connection._call_errors import status_code
@@ -64,6 +64,7 @@ class _Routing(Protocol):
     _key: CallableKey
     _name: str
     _sized: CallableKey | None
+    _labeled: tuple[Recorder, Any] | None
     _timed: bool
 
     def _route(
@@ -112,7 +113,7 @@ def fail(trace: CallTrace, attempt: Attempt, error: BaseException) -> None:
     """``error`` ended the call (and its attempt, if that had not ended yet)."""
     code = code_of(error)
     attempt.end(code)
-    trace.end(code)
+    trace.finish(code)
 
 
 def traced_attempt(
@@ -154,7 +155,7 @@ def traced_blocking(
     The first attempt is :func:`traced_attempt` written out: this is the path
     of every traced unary call.
     """
-    trace = CallTrace(recorder, routed._name, routed._key)
+    trace = start_trace(recorder, routed)
     attempt = trace.attempt(True)
     started = trace.started
     here = HERE
@@ -187,7 +188,7 @@ def traced_blocking(
     except BaseException as error:
         fail(trace, attempt, error)
         raise
-    trace.end(_OK)
+    trace.finish(_OK)
     return answer
 
 
@@ -205,7 +206,7 @@ def traced_started(
     The call has one attempt (only blocking calls are sent again); both end
     in the grpc call's done callback.
     """
-    trace = CallTrace(recorder, routed._name, routed._key)
+    trace = start_trace(recorder, routed)
     attempt = trace.attempt(True)
     try:
         connection, ticket, _, args, kwargs = routed._route(entry, args, kwargs)
@@ -255,7 +256,7 @@ def _ended(
         if one_response and code is _OK and not attempt.received:
             attempt.received = message_size(call.result())
     attempt.end(code)
-    attempt.call.end(code)
+    attempt.call.finish(code)
 
 
 def sized_requests(requests: Any, attempt: Attempt) -> Iterator[Any]:
