@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 import grpc
 
-__all__ = ["HOOK", "Attempt", "CallTrace", "Recorder", "Traced", "install", "remove", "start_trace"]
+__all__ = ["HOOK", "Attempt", "CallTrace", "Recorder", "Traced", "install", "remove"]
 
 _clock = time.perf_counter_ns
 
@@ -234,6 +234,14 @@ class Attempt:
         call.recorder.attempt_ended(call.labels, code, self.seconds, self.sent, self.received)
 
 
+class Traced(Protocol):
+    """A pool channel's multi-callable, as a :class:`CallTrace` of its calls reads it."""
+
+    _name: str
+    _key: tuple[Any, ...]
+    _labeled: tuple[Recorder, Any] | None
+
+
 class CallTrace(Attempt):
     """One call through a pool channel, as its recorder hears of it; also its first attempt.
 
@@ -244,19 +252,29 @@ class CallTrace(Attempt):
     connection is part of it); only a second attempt makes an
     :class:`Attempt` of its own.
 
+    The labels are asked of the recorder once per multi-callable and
+    recorder, and kept on the multi-callable (``routed._labeled``): the same
+    pool and method give the same labels, and asking on every call costs a
+    call to the exporter for nothing. (All of it in ``__init__``, not in a
+    helper, for the same reason: a traced call should cost little.)
+
     Args:
         recorder: The installed recorder (``HOOK.recorder`` as the call read it).
-        labels: What ``recorder.labels`` answered for the call's pool and method
-            (a pool channel's multi-callable asks once per recorder: see
-            :func:`start_trace`).
+        routed: The pool channel's multi-callable the call was made on.
+        first: Start the first attempt too (``attempt(True)``): a sync call
+            picks its connection at once.
     """
 
     __slots__ = ("_ended", "attempts", "labels", "recorder")
 
-    def __init__(self, recorder: Recorder, labels: Any) -> None:
-        self.recorder = recorder
-        self.labels = labels
+    def __init__(self, recorder: Recorder, routed: Traced, first: bool = False) -> None:
         self.started = _clock()
+        labeled = routed._labeled
+        if labeled is None or labeled[0] is not recorder:
+            key = routed._key
+            labeled = routed._labeled = (recorder, recorder.labels(routed._name, key[1], key[4]))
+        self.labels = labels = labeled[1]
+        self.recorder = recorder
         self.call = self
         self.seconds = 0.0
         self.sent = self.received = 0
@@ -267,6 +285,9 @@ class CallTrace(Attempt):
         self._ended = False
         #: How many attempts were started.
         self.attempts = 0
+        if first:
+            self.attempts = 1
+            recorder.attempt_started(labels)
 
     def attempt(self, first: bool = False) -> Attempt:
         """A new attempt, started now; the first is this trace itself (started with the call)."""
@@ -293,26 +314,3 @@ class CallTrace(Attempt):
     @property
     def ended(self) -> bool:
         return self._ended
-
-
-class Traced(Protocol):
-    """A pool channel's multi-callable, as :func:`start_trace` uses it."""
-
-    _name: str
-    _key: tuple[Any, ...]
-    _labeled: tuple[Recorder, Any] | None
-
-
-def start_trace(recorder: Recorder, routed: Traced) -> CallTrace:
-    """The trace of a call of ``routed`` starting now, told to ``recorder``.
-
-    The labels are asked of the recorder once per multi-callable and
-    recorder, and kept on the multi-callable (``_labeled``): the same pool
-    and method give the same labels, and asking on every call costs a call
-    to the exporter for nothing.
-    """
-    labeled = routed._labeled
-    if labeled is None or labeled[0] is not recorder:
-        key = routed._key
-        labeled = routed._labeled = (recorder, recorder.labels(routed._name, key[1], key[4]))
-    return CallTrace(recorder, labeled[1])

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from grpcpool._call_metrics import HOOK, Attempt, CallTrace, Recorder, start_trace
+from grpcpool._call_metrics import HOOK, Attempt, CallTrace, Recorder
 from grpcpool._config_checks import check_pool_name
 from grpcpool._message_sizes import ATTEMPT, sized_key
 from grpcpool.api._aio_calls import call_class
@@ -186,7 +186,7 @@ class _Routed:
         # metrics), made by the first traced call.
         self._sized: CallableKey | None = None
         # The per-call metrics recorder that last traced a call, and its labels
-        # for this method (see start_trace).
+        # for this method (see CallTrace).
         self._labeled: tuple[Recorder, Any] | None = None
         self._make = call_class(key[0])
         # One request, one response: its duration is a latency sample.
@@ -221,7 +221,7 @@ class _Routed:
 
     def _traced(self, recorder: Recorder, request: Any, kwargs: dict[str, Any]) -> Any:
         """``__call__`` while a per-call metrics recorder listens."""
-        trace = start_trace(recorder, self)
+        trace = CallTrace(recorder, self)
         pool = _pools.get(self._name)
         if pool is None:
             failed = PoolCallError.of(not_running(self._name))

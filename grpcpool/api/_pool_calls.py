@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from grpcpool._call_metrics import HOOK, CallTrace, Recorder, start_trace
+from grpcpool._call_metrics import HOOK, CallTrace, Recorder
 from grpcpool._config_capacity import MAX_REFUSED_REROUTES
 from grpcpool._process import PROCESS
 from grpcpool.actors._entry import PoolEntry
@@ -78,7 +78,7 @@ class _Routed:
         # metrics), made by the first traced call.
         self._sized: CallableKey | None = None
         # The per-call metrics recorder that last traced a call, and its labels
-        # for this method (see start_trace).
+        # for this method (see CallTrace).
         self._labeled: tuple[Recorder, Any] | None = None
 
     def _route(
@@ -327,7 +327,7 @@ class _UnaryUnary(_Routed, _UnaryUnaryBase):
         """Starts the call hedged: its first attempt routed as any call is."""
         assert entry is not None  # whose hedging it is
         recorder = HOOK.recorder
-        trace = None if recorder is None else start_trace(recorder, self)
+        trace = None if recorder is None else CallTrace(recorder, self)
         try:
             connection, ticket, _, args, kwargs = self._route(entry, args, kwargs)
             try:
