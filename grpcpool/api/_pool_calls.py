@@ -82,11 +82,16 @@ class _Routed:
         self._labeled: tuple[Recorder, Any] | None = None
 
     def _route(
-        self, entry: PoolEntry | None, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        entry: PoolEntry | None,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        key: CallableKey | None = None,
     ) -> tuple[ReadyConnection, int, Any, tuple[Any, ...], dict[str, Any]]:
         """A ready connection of ``entry``'s pool (the caller looked it up) with the call
         counted on it, the call's ticket there, the connection's multi-callable for
-        the method, and the call's arguments.
+        the method (for ``key`` if given: a traced call's sized one), and the call's
+        arguments.
 
         The caller ends the ticket (``connection.end``) when the call ends.
         """
@@ -103,8 +108,10 @@ class _Routed:
             )
         else:
             connection, ticket = admitted
+        if key is None:
+            key = self._key
         try:
-            built = connection.callables.get(self._key) or connection.multi_callable(self._key)
+            built = connection.callables.get(key) or connection.multi_callable(key)
         except BaseException:
             connection.end(ticket)
             raise

@@ -68,7 +68,11 @@ class _Routing(Protocol):
     _timed: bool
 
     def _route(
-        self, entry: PoolEntry | None, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        entry: PoolEntry | None,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        key: CallableKey | None = None,
     ) -> tuple[ReadyConnection, int, Any, tuple[Any, ...], dict[str, Any]]: ...
 
     def _again(self, error: grpc.RpcError, connection: ReadyConnection) -> bool: ...
@@ -156,22 +160,22 @@ def traced_blocking(
     The first attempt is :func:`traced_attempt` written out, and ``_sized``
     with it: this is the path of every traced unary call, and each function
     call saved is a tenth of a microsecond of the two that tracing may cost.
-    The call's trace is its first attempt.
+    The call's trace is its first attempt; routing it looks up the sized
+    multi-callable at once (not the plain one, to be swapped).
     """
     trace = attempt = CallTrace(recorder, routed, True)
     started = trace.started
+    sized = routed._sized
+    if sized is None:
+        sized = routed._sized = sized_key(routed._key)
     try:
-        connection, ticket, _, args, kwargs = routed._route(entry, args, kwargs)
+        connection, ticket, built, args, kwargs = routed._route(entry, args, kwargs, sized)
         if routed._key[0] == "stream_unary":
             request = sized_requests(request, attempt)
         slot = HERE.named
         named = slot[0]
         slot[0] = attempt
         try:
-            sized = routed._sized
-            if sized is None:
-                sized = routed._sized = sized_key(routed._key)
-            built = connection.callables.get(sized) or connection.multi_callable(sized)
             answer = routed._attempt(connection, built, how, request, args, kwargs, started)
         except grpc.RpcError as error:
             unsent = never_sent(error)
