@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 import grpc
 
-__all__ = ["HOOK", "Attempt", "CallTrace", "Recorder", "install", "remove"]
+__all__ = ["HOOK", "Attempt", "CallTrace", "Recorder", "Traced", "install", "remove"]
 
 _clock = time.perf_counter_ns
 
@@ -138,58 +138,6 @@ def _publish() -> None:
         HOOK.recorder = _Recorders(tuple(_installed))
 
 
-class CallTrace:
-    """One call through a pool channel, as its recorder hears of it.
-
-    Made when the call starts; :meth:`attempt` for each attempt (the first,
-    one sent again because the first never left, each hedge), :meth:`end`
-    once, when the caller's outcome is known.
-
-    Args:
-        recorder: The installed recorder (``HOOK.recorder`` as the call read it).
-        pool: The pool channel's pool name.
-        key: The multi-callable's key (kind, method, serializer,
-            deserializer, registered).
-    """
-
-    __slots__ = ("_ended", "attempts", "labels", "recorder", "started")
-
-    def __init__(self, recorder: Recorder, pool: str, key: tuple[Any, ...]) -> None:
-        self.recorder = recorder
-        self.labels = recorder.labels(pool, key[1], key[4])
-        self.started = _clock()
-        self._ended = False
-        #: How many attempts were started.
-        self.attempts = 0
-
-    def attempt(self, first: bool = False) -> Attempt:
-        """A new attempt, started now (the first: when the call started, so that it
-        includes picking a connection, as A66 has it)."""
-        self.attempts += 1
-        self.recorder.attempt_started(self.labels)
-        return Attempt(self, self.started if first else _clock())
-
-    def failed(self, code: grpc.StatusCode) -> None:
-        """The call ended with ``code`` before an attempt of it started (no connection
-        to pick, say): that counts as one attempt, failed with the call."""
-        if not self.attempts:
-            self.attempt(True).end(code)
-        self.end(code)
-
-    def end(self, code: grpc.StatusCode, seconds: float | None = None) -> None:
-        """The call ended with ``code``; only the first end counts. ``seconds``: how
-        long it took, if known (its first attempt's, which started with it, say)."""
-        if not self._ended:
-            self._ended = True
-            if seconds is None:
-                seconds = (_clock() - self.started) / 1e9
-            self.recorder.call_ended(self.labels, code, seconds)
-
-    @property
-    def ended(self) -> bool:
-        return self._ended
-
-
 class Attempt:
     """One attempt of a traced call: when it started and the bytes of its messages.
 
@@ -204,9 +152,15 @@ class Attempt:
     the recorder once both have happened (with its duration up to its
     status). grpc.aio reads even a single response after the call's status
     has arrived: an attempt that ``reads_one`` is released by reading it.
+
+    A call's first attempt is the call's :class:`CallTrace` itself (a
+    subclass): most calls have one attempt, and one object per call instead
+    of two is a good part of what tracing a call costs.
     """
 
     __slots__ = ("_code", "_held", "_once", "call", "reads_one", "received", "seconds", "sent", "started")
+
+    call: CallTrace
 
     def __init__(self, call: CallTrace, started: int) -> None:
         #: Its duration, once it ended.
@@ -239,7 +193,7 @@ class Attempt:
         call = self.call
         if self._code is not None or call._ended:
             self.end(code)
-            call.end(code)
+            call.finish(code)
             return
         self.seconds = seconds = (_clock() - self.started) / 1e9
         self._code = code
@@ -278,3 +232,85 @@ class Attempt:
         code, call = self._code, self.call
         assert code is not None
         call.recorder.attempt_ended(call.labels, code, self.seconds, self.sent, self.received)
+
+
+class Traced(Protocol):
+    """A pool channel's multi-callable, as a :class:`CallTrace` of its calls reads it."""
+
+    _name: str
+    _key: tuple[Any, ...]
+    _labeled: tuple[Recorder, Any] | None
+
+
+class CallTrace(Attempt):
+    """One call through a pool channel, as its recorder hears of it; also its first attempt.
+
+    Made when the call starts; :meth:`attempt` for each attempt (the first,
+    one sent again because the first never left, each hedge), :meth:`finish`
+    once, when the caller's outcome is known. The first attempt is this
+    object itself (it starts with the call, as A66 has it: picking a
+    connection is part of it); only a second attempt makes an
+    :class:`Attempt` of its own.
+
+    The labels are asked of the recorder once per multi-callable and
+    recorder, and kept on the multi-callable (``routed._labeled``): the same
+    pool and method give the same labels, and asking on every call costs a
+    call to the exporter for nothing. (All of it in ``__init__``, not in a
+    helper, for the same reason: a traced call should cost little.)
+
+    Args:
+        recorder: The installed recorder (``HOOK.recorder`` as the call read it).
+        routed: The pool channel's multi-callable the call was made on.
+        first: Start the first attempt too (``attempt(True)``): a sync call
+            picks its connection at once.
+    """
+
+    __slots__ = ("_ended", "attempts", "labels", "recorder")
+
+    def __init__(self, recorder: Recorder, routed: Traced, first: bool = False) -> None:
+        self.started = _clock()
+        labeled = routed._labeled
+        if labeled is None or labeled[0] is not recorder:
+            key = routed._key
+            labeled = routed._labeled = (recorder, recorder.labels(routed._name, key[1], key[4]))
+        self.labels = labels = labeled[1]
+        self.recorder = recorder
+        self.call = self
+        self.seconds = 0.0
+        self.sent = self.received = 0
+        self._code = None
+        self._held = False
+        self._once = None
+        self.reads_one = False
+        self._ended = False
+        #: How many attempts were started.
+        self.attempts = 0
+        if first:
+            self.attempts = 1
+            recorder.attempt_started(labels)
+
+    def attempt(self, first: bool = False) -> Attempt:
+        """A new attempt, started now; the first is this trace itself (started with the call)."""
+        self.attempts += 1
+        self.recorder.attempt_started(self.labels)
+        return self if first else Attempt(self, _clock())
+
+    def failed(self, code: grpc.StatusCode) -> None:
+        """The call ended with ``code`` before an attempt of it started (no connection
+        to pick, say): that counts as one attempt, failed with the call."""
+        if not self.attempts:
+            self.attempt(True).end(code)
+        self.finish(code)
+
+    def finish(self, code: grpc.StatusCode, seconds: float | None = None) -> None:
+        """The call ended with ``code``; only the first finish counts. ``seconds``: how
+        long it took, if known (its first attempt's, which started with it, say)."""
+        if not self._ended:
+            self._ended = True
+            if seconds is None:
+                seconds = (_clock() - self.started) / 1e9
+            self.recorder.call_ended(self.labels, code, seconds)
+
+    @property
+    def ended(self) -> bool:
+        return self._ended

@@ -10,7 +10,7 @@ compression.
 
 Where the attempt is named differs by kind of pool:
 
-* **sync** (:data:`HERE`, one slot per thread): grpcio serializes a request
+* **sync** (:data:`HERE`'s ``named``, one slot per thread): grpcio serializes a request
   and reads a blocking call's response on the calling thread, where the pool
   channel names the attempt around the grpc call; the requests of a stream
   it takes on a thread of its own, where the pool channel's iterator names
@@ -38,14 +38,21 @@ __all__ = ["ATTEMPT", "HERE", "message_size", "sized_callable", "sized_key"]
 
 
 class _Here(threading.local):
-    """The attempt named on this thread (sync pool channel)."""
+    """The attempt named on this thread (sync pool channel), in ``named[0]``.
 
-    attempt: Attempt | None = None
+    A one-item list, so that a traced call reads the thread-local once and
+    then names its attempt and puts the previous one back with plain item
+    writes: reading or writing a thread-local's attribute costs several
+    times as much, and a traced call would pay it five times.
+    """
+
+    def __init__(self) -> None:
+        self.named: list[Attempt | None] = [None]
 
 
 #: Sync: the attempt whose messages this thread's serializers count. Set it
-#: with ``previous = HERE.attempt; HERE.attempt = attempt`` and put
-#: ``previous`` back after the grpc call.
+#: with ``named = HERE.named; previous = named[0]; named[0] = attempt`` and
+#: put ``previous`` back after the grpc call.
 HERE = _Here()
 
 #: Asyncio: the attempt whose messages are (de)serialized in this context.
@@ -68,7 +75,7 @@ def _sending(serialize: Serializer | None, aio: bool) -> Serializer:
 
     def send(message: Any) -> Any:
         data = message if serialize is None else serialize(message)
-        attempt = named() if aio else here.attempt
+        attempt = named() if aio else here.named[0]
         if attempt is not None and isinstance(data, bytes):  # else grpcio refuses it next
             attempt.sent += len(data)
         return data
@@ -77,11 +84,12 @@ def _sending(serialize: Serializer | None, aio: bool) -> Serializer:
 
 
 def _receiving(deserialize: Serializer | None, aio: bool) -> Serializer:
+    if not aio:
+        return _receiving_here(deserialize)
     named = ATTEMPT.get
-    here = HERE
 
     def receive(data: Any) -> Any:
-        attempt = named() if aio else here.attempt
+        attempt = named()
         if attempt is None:
             return data if deserialize is None else deserialize(data)
         attempt.received += len(data)
@@ -90,6 +98,20 @@ def _receiving(deserialize: Serializer | None, aio: bool) -> Serializer:
         finally:
             if attempt.reads_one:
                 attempt.release()
+
+    return receive
+
+
+def _receiving_here(deserialize: Serializer | None) -> Serializer:
+    """The sync pool's: no attempt there ``reads_one`` (grpcio reads a blocking
+    call's response before it returns), so nothing to release."""
+    here = HERE
+
+    def receive(data: Any) -> Any:
+        attempt = here.named[0]
+        if attempt is not None:
+            attempt.received += len(data)
+        return data if deserialize is None else deserialize(data)
 
     return receive
 

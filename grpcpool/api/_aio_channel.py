@@ -177,7 +177,7 @@ class AioPoolChannel(grpc.aio.Channel):
 class _Routed:
     """A multi-callable of the pool channel: routes each call when it starts."""
 
-    __slots__ = ("_hedgeable", "_key", "_make", "_name", "_one_response", "_sized")
+    __slots__ = ("_hedgeable", "_key", "_labeled", "_make", "_name", "_one_response", "_sized")
 
     def __init__(self, name: str, key: CallableKey) -> None:
         self._name = name
@@ -185,6 +185,9 @@ class _Routed:
         # The key of its multi-callables that count message bytes (per-call
         # metrics), made by the first traced call.
         self._sized: CallableKey | None = None
+        # The per-call metrics recorder that last traced a call, and its labels
+        # for this method (see CallTrace).
+        self._labeled: tuple[Recorder, Any] | None = None
         self._make = call_class(key[0])
         # One request, one response: its duration is a latency sample.
         self._one_response = key[0] == "unary_unary"
@@ -218,7 +221,7 @@ class _Routed:
 
     def _traced(self, recorder: Recorder, request: Any, kwargs: dict[str, Any]) -> Any:
         """``__call__`` while a per-call metrics recorder listens."""
-        trace = CallTrace(recorder, self._name, self._key)
+        trace = CallTrace(recorder, self)
         pool = _pools.get(self._name)
         if pool is None:
             failed = PoolCallError.of(not_running(self._name))

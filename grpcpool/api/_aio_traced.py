@@ -91,7 +91,7 @@ class _Traced(PoolCall):
         again = details is not None and (details.startswith(NEVER_SENT) or REFUSED_STREAM in details)
         if self._resends and code is _UNAVAILABLE and again:
             return  # _failed or _route_again decides, when the caller awaits it
-        self._trace.end(code)
+        self._trace.finish(code)
 
     def _run_again(self, connection: ReadyConnection, ticket: int, kwargs: dict[str, Any]) -> Any:
         self._attempt.release()  # it failed: nothing more to read from it
@@ -105,17 +105,17 @@ class _Traced(PoolCall):
     def _failed(self, error: BaseException) -> bool:
         if super()._failed(error):
             return True
-        self._trace.end(status_code(error) or _UNKNOWN)
+        self._trace.finish(status_code(error) or _UNKNOWN)
         return False
 
     async def _route_again(self, error: BaseException) -> None:
         try:
             await super()._route_again(error)
         except asyncio.CancelledError:  # its caller gave up while it waited for a slot
-            self._trace.end(grpc.StatusCode.CANCELLED)
+            self._trace.finish(grpc.StatusCode.CANCELLED)
             raise
         except BaseException as failed:  # no slot, no time: the call ends with it
-            self._trace.end(status_code(failed) or _UNKNOWN)
+            self._trace.finish(status_code(failed) or _UNKNOWN)
             raise
 
 
@@ -214,7 +214,7 @@ def traced_call(
     try:
         call = routed.run_traced(connection, ticket, request, kwargs, attempt)
     except BaseException as error:
-        trace.end(status_code(error) or _UNKNOWN)
+        trace.finish(status_code(error) or _UNKNOWN)
         raise
     made = _CLASSES[routed._key[0]](call, connection, routed, pool, request, kwargs)
     made._traced(trace, attempt)

@@ -95,13 +95,14 @@ class HedgedCall(HedgingRun, grpc.Call, _Future):  # type: ignore[misc]
         started = _clock_ns()
         trace = self._trace
         attempt = None if trace is None else trace.attempt(index == 0)
-        named = HERE.attempt
+        slot = HERE.named
+        named = slot[0]
         try:
             if attempt is None:
                 built = connection.callables.get(key) or connection.multi_callable(key)
             else:
                 built = sized_callable(connection, key)
-                HERE.attempt = attempt
+                slot[0] = attempt
             call = built.future(self._request, **options)
         except BaseException as error:
             connection.end(ticket)
@@ -109,7 +110,7 @@ class HedgedCall(HedgingRun, grpc.Call, _Future):  # type: ignore[misc]
                 attempt.end(status_code(error) or _UNKNOWN)
             raise
         finally:
-            HERE.attempt = named
+            slot[0] = named
         call.add_done_callback(
             lambda done: self._attempt_ended(index, connection, ticket, done, started, attempt)
         )

@@ -286,7 +286,7 @@ class HedgingRun(abc.ABC):
                 {"pool_name": self._pool.name, "method": method},
             )
         if self._trace is not None:
-            self._trace.end(self._settling_code())
+            self._trace.finish(self._settling_code())
         self._settled()
 
     def _settling_code(self) -> grpc.StatusCode:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from grpcpool._call_metrics import HOOK, CallTrace
+from grpcpool._call_metrics import HOOK, CallTrace, Recorder
 from grpcpool._config_capacity import MAX_REFUSED_REROUTES
 from grpcpool._process import PROCESS
 from grpcpool.actors._entry import PoolEntry
@@ -68,7 +68,7 @@ class _Routed:
     wait and shorten its timeout.
     """
 
-    __slots__ = ("_channel", "_key", "_name", "_sized")
+    __slots__ = ("_channel", "_key", "_labeled", "_name", "_sized")
 
     def __init__(self, channel: PoolChannel, key: CallableKey) -> None:
         self._channel = channel
@@ -77,13 +77,21 @@ class _Routed:
         # The key of its multi-callables that count message bytes (per-call
         # metrics), made by the first traced call.
         self._sized: CallableKey | None = None
+        # The per-call metrics recorder that last traced a call, and its labels
+        # for this method (see CallTrace).
+        self._labeled: tuple[Recorder, Any] | None = None
 
     def _route(
-        self, entry: PoolEntry | None, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        entry: PoolEntry | None,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        key: CallableKey | None = None,
     ) -> tuple[ReadyConnection, int, Any, tuple[Any, ...], dict[str, Any]]:
         """A ready connection of ``entry``'s pool (the caller looked it up) with the call
         counted on it, the call's ticket there, the connection's multi-callable for
-        the method, and the call's arguments.
+        the method (for ``key`` if given: a traced call's sized one), and the call's
+        arguments.
 
         The caller ends the ticket (``connection.end``) when the call ends.
         """
@@ -100,8 +108,10 @@ class _Routed:
             )
         else:
             connection, ticket = admitted
+        if key is None:
+            key = self._key
         try:
-            built = connection.callables.get(self._key) or connection.multi_callable(self._key)
+            built = connection.callables.get(key) or connection.multi_callable(key)
         except BaseException:
             connection.end(ticket)
             raise
@@ -324,7 +334,7 @@ class _UnaryUnary(_Routed, _UnaryUnaryBase):
         """Starts the call hedged: its first attempt routed as any call is."""
         assert entry is not None  # whose hedging it is
         recorder = HOOK.recorder
-        trace = None if recorder is None else CallTrace(recorder, self._name, self._key)
+        trace = None if recorder is None else CallTrace(recorder, self)
         try:
             connection, ticket, _, args, kwargs = self._route(entry, args, kwargs)
             try:
